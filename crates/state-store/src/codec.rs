@@ -1,0 +1,222 @@
+//! The on-storage form of state objects: a fixed header, then a bincode 2 payload.
+//!
+//! ```text
+//! offset size field
+//!      0    4 magic           b"GLNR"
+//!      4    2 format version  u16 little endian (this build: 1)
+//!      6    1 codec id        1 = bincode 2.0, standard config
+//!      7    1 object kind     1 = delta, 2 = plan, 3 = snapshot
+//!      8    8 payload length  u64 little endian
+//!     16    4 checksum        CRC-32 (IEEE) of bytes 0..16 followed by the payload
+//!     20    … payload
+//! ```
+//!
+//! The checksum covers the header too, so a flipped bit anywhere is detected. The codec id lets a
+//! later build add another codec (bincode is unmaintained upstream) and still read old state.
+
+use bincode::{Decode, Encode};
+
+use crate::StateError;
+
+const MAGIC: [u8; 4] = *b"GLNR";
+const HEADER_LEN: usize = 20;
+/// The format version this build writes and the newest it reads.
+pub const FORMAT_VERSION: u16 = 1;
+const CODEC_BINCODE2: u8 = 1;
+/// Upper bound of what a decoder may allocate for one object, whatever a length prefix claims.
+const DECODE_LIMIT: usize = 1 << 32;
+
+/// What an object holds; stored in its header and checked when it is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// A [`Delta`](crate::Delta): the commit of one generation.
+    Delta = 1,
+    /// A [`Plan`](crate::Plan): the intent to process one batch.
+    Plan = 2,
+    /// A snapshot: the whole state folded at one generation.
+    Snapshot = 3,
+}
+
+impl ObjectKind {
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(ObjectKind::Delta),
+            2 => Some(ObjectKind::Plan),
+            3 => Some(ObjectKind::Snapshot),
+            _ => None,
+        }
+    }
+
+    /// The lower-case name used in messages and file extensions.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Delta => "delta",
+            ObjectKind::Plan => "plan",
+            ObjectKind::Snapshot => "snapshot",
+        }
+    }
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
+/// Encodes `value` as an object of `kind`, header included.
+pub fn encode<T: Encode>(kind: ObjectKind, value: &T) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER_LEN];
+    // Writing into a Vec cannot fail, and our types have no fallible encoders.
+    bincode::encode_into_std_write(value, &mut out, config())
+        .expect("encoding state into memory cannot fail");
+    let payload_len = (out.len() - HEADER_LEN) as u64;
+    out[0..4].copy_from_slice(&MAGIC);
+    out[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[6] = CODEC_BINCODE2;
+    out[7] = kind as u8;
+    out[8..16].copy_from_slice(&payload_len.to_le_bytes());
+    let crc = checksum(&out[0..16], &out[HEADER_LEN..]);
+    out[16..20].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes an object that must be of `kind`; `object` names it in errors.
+pub fn decode<T: Decode<()>>(kind: ObjectKind, bytes: &[u8], object: &str) -> Result<T, StateError> {
+    let corrupt = |reason: String| StateError::Corrupt {
+        object: object.to_string(),
+        reason,
+    };
+    if bytes.len() < HEADER_LEN {
+        return Err(corrupt(format!(
+            "truncated: {} bytes, shorter than the {HEADER_LEN}-byte header",
+            bytes.len()
+        )));
+    }
+    if bytes[0..4] != MAGIC {
+        return Err(corrupt("not a Gleaner state object (bad magic bytes)".into()));
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version == 0 || version > FORMAT_VERSION {
+        return Err(StateError::UnsupportedVersion {
+            object: object.to_string(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let declared = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let actual = (bytes.len() - HEADER_LEN) as u64;
+    if declared != actual {
+        return Err(corrupt(format!(
+            "truncated or extended: header declares {declared} payload bytes, object has {actual}"
+        )));
+    }
+    let stored = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    let computed = checksum(&bytes[0..16], &bytes[HEADER_LEN..]);
+    if stored != computed {
+        return Err(corrupt(format!(
+            "checksum mismatch (stored {stored:08x}, computed {computed:08x})"
+        )));
+    }
+    if bytes[6] != CODEC_BINCODE2 {
+        return Err(StateError::UnknownCodec {
+            object: object.to_string(),
+            codec: bytes[6],
+        });
+    }
+    match ObjectKind::from_byte(bytes[7]) {
+        Some(found) if found == kind => {}
+        Some(found) => {
+            return Err(corrupt(format!(
+                "expected a {} object, found a {}",
+                kind.name(),
+                found.name()
+            )));
+        }
+        None => return Err(corrupt(format!("unknown object kind {}", bytes[7]))),
+    }
+    let (value, used) = bincode::decode_from_slice(&bytes[HEADER_LEN..], config())
+        .map_err(|e| corrupt(format!("payload does not decode: {e}")))?;
+    if used as u64 != actual {
+        return Err(corrupt(format!(
+            "payload has {} trailing bytes",
+            actual - used as u64
+        )));
+    }
+    Ok(value)
+}
+
+fn checksum(header: &[u8], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(header);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Delta, FileEntry, Outcome, RelPath};
+
+    fn sample() -> Delta {
+        Delta {
+            generation: 7,
+            writer_id: 42,
+            committed_at_ms: 1_700_000_000_000,
+            output_key: Some("src/00000000000000000007.ndjson".into()),
+            upserts: vec![(
+                RelPath::new(&b"a/\xffb.log"[..]),
+                FileEntry {
+                    size: 10,
+                    mtime_ns: -5,
+                    inode: 99,
+                    offset: 10,
+                    generation: 7,
+                    outcome: Outcome::Failed {
+                        reason: "permission denied".into(),
+                    },
+                },
+            )],
+            removals: vec!["gone.log".into()],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(ObjectKind::Delta, &sample());
+        let back: Delta = decode(ObjectKind::Delta, &bytes, "x").unwrap();
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        let bytes = encode(ObjectKind::Delta, &sample());
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut copy = bytes.clone();
+                copy[i] ^= 1 << bit;
+                let result: Result<Delta, _> = decode(ObjectKind::Delta, &copy, "obj");
+                let err = result.expect_err("corruption must be detected");
+                assert!(err.to_string().contains("obj"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_detected() {
+        let bytes = encode(ObjectKind::Delta, &sample());
+        for len in 0..bytes.len() {
+            let result: Result<Delta, _> = decode(ObjectKind::Delta, &bytes[..len], "obj");
+            assert!(result.is_err(), "truncated to {len} bytes was accepted");
+        }
+    }
+
+    #[test]
+    fn kind_and_version_are_checked() {
+        let bytes = encode(ObjectKind::Delta, &sample());
+        let err = decode::<Delta>(ObjectKind::Plan, &bytes, "obj").unwrap_err();
+        assert!(err.to_string().contains("expected a plan"), "{err}");
+
+        let mut newer = bytes.clone();
+        newer[4..6].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let err = decode::<Delta>(ObjectKind::Delta, &newer, "obj").unwrap_err();
+        assert!(matches!(err, StateError::UnsupportedVersion { found: 2, .. }));
+    }
+}

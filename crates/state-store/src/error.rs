@@ -1,0 +1,118 @@
+//! The one error type of this crate.
+
+/// Everything that can go wrong while locating, reading, verifying or writing state.
+///
+/// Every variant names the object or location it concerns, so that an operator reading a single
+/// log line knows what to look at.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// A storage location string is not a supported URL or path.
+    #[error("invalid storage location {input:?}: {reason}")]
+    InvalidLocation {
+        /// The string as given by the user.
+        input: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A source id cannot be used as a path segment.
+    #[error("invalid source id {id:?}: {reason}")]
+    InvalidSourceId {
+        /// The rejected id.
+        id: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The storage backend failed an operation.
+    #[error("storage error on {object}: {source}")]
+    Storage {
+        /// URL of the object or prefix the operation concerned.
+        object: String,
+        /// The backend's error.
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// An object exists but cannot be decoded: truncated, bit-flipped, or not a state object.
+    #[error("state object {object} is corrupt: {reason}")]
+    Corrupt {
+        /// URL of the object.
+        object: String,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// An object was written in a format version this build does not know.
+    #[error(
+        "state object {object} has format version {found}, this build reads version {supported}: \
+         it was written by a newer Gleaner, or its header is corrupt"
+    )]
+    UnsupportedVersion {
+        /// URL of the object.
+        object: String,
+        /// Version found in the header.
+        found: u16,
+        /// Highest version this build reads.
+        supported: u16,
+    },
+
+    /// An object names a codec this build does not know.
+    #[error("state object {object} uses codec id {codec}, which this build does not know")]
+    UnknownCodec {
+        /// URL of the object.
+        object: String,
+        /// Codec id found in the header.
+        codec: u8,
+    },
+
+    /// Another writer created an object this writer needed to create: it owns the state now.
+    ///
+    /// This is the fence of the single-writer guarantee: the loser must stop.
+    #[error(
+        "another writer owns the state at {location}: {object} already exists \
+         (generation {generation} was claimed by another gleaner process with the same \
+         --state and --source-id); stopping"
+    )]
+    Fenced {
+        /// URL of the state directory of this source.
+        location: String,
+        /// URL of the object that already existed.
+        object: String,
+        /// The generation that was contested.
+        generation: u64,
+    },
+
+    /// The log is not contiguous, or holds an object that cannot belong where it is.
+    #[error("state log at {location} is inconsistent: {reason}")]
+    Inconsistent {
+        /// URL of the state directory of this source.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl StateError {
+    /// True for errors that another attempt may not hit (network, throttling, timeouts).
+    ///
+    /// Corruption, fencing and invalid configuration are never transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StateError::Storage { source, .. } => !matches!(
+                source,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. }
+                    | object_store::Error::InvalidPath { .. }
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::NotImplemented { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+                    | object_store::Error::UnknownConfigurationKey { .. }
+            ),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! What the state remembers: one entry per file of the watched directory.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bincode::{Decode, Encode};
+
+use crate::records::Delta;
+
+/// A file's path relative to the watch root: raw bytes, `/`-separated, never starting with `/`.
+///
+/// Kept as bytes because file names on Unix need not be UTF-8 and every file must still be
+/// tracked exactly once. Ordering is bytewise, the order listings and state are merged in.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct RelPath(Box<[u8]>);
+
+impl RelPath {
+    /// Wraps the bytes of a relative path.
+    pub fn new(bytes: impl Into<Box<[u8]>>) -> Self {
+        RelPath(bytes.into())
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The path as UTF-8, if it is valid UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// The path as text with invalid UTF-8 replaced by U+FFFD.
+    pub fn to_string_lossy(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.0)
+    }
+
+    /// True if this path lies inside directory `dir` (itself relative; empty means the root).
+    pub fn is_inside(&self, dir: &[u8]) -> bool {
+        dir.is_empty()
+            || (self.0.len() > dir.len() && self.0.starts_with(dir) && self.0[dir.len()] == b'/')
+    }
+}
+
+impl From<&str> for RelPath {
+    fn from(s: &str) -> Self {
+        RelPath::new(s.as_bytes())
+    }
+}
+
+/// Shows the path as text, escaping bytes that are not UTF-8 as `\xNN` so nothing is hidden.
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+/// How processing a file ended.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Outcome {
+    /// The file's result is in the output of the entry's generation.
+    Done,
+    /// The file could not be processed; its output line carries this reason instead of a result.
+    Failed {
+        /// Why, in words an operator can act on.
+        reason: Box<str>,
+    },
+}
+
+impl Outcome {
+    /// True for [`Outcome::Failed`].
+    pub fn is_failed(&self) -> bool {
+        matches!(self, Outcome::Failed { .. })
+    }
+}
+
+/// What is remembered of one file once a batch that included it is committed.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct FileEntry {
+    /// Size in bytes when it was listed for the batch.
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch, when it was listed.
+    pub mtime_ns: i64,
+    /// Inode number when it was listed (0 where the platform has none).
+    pub inode: u64,
+    /// How many bytes of the file have been processed.
+    pub offset: u64,
+    /// The generation whose batch processed it.
+    pub generation: u64,
+    /// How processing ended.
+    pub outcome: Outcome,
+}
+
+/// The committed state of one source: its generation and one entry per tracked file.
+///
+/// Built by folding the state log; changed only by applying the next [`Delta`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    generation: u64,
+    last_commit_ms: Option<u64>,
+    entries: BTreeMap<RelPath, FileEntry>,
+}
+
+impl State {
+    /// An empty state at generation 0: nothing processed yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The last committed generation (0 when nothing was ever committed).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// When the last committed generation was committed, in milliseconds since the Unix epoch.
+    pub fn last_commit_ms(&self) -> Option<u64> {
+        self.last_commit_ms
+    }
+
+    /// The entry of one file.
+    pub fn get(&self, path: &RelPath) -> Option<&FileEntry> {
+        self.entries.get(path)
+    }
+
+    /// All entries, ordered by path.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = (&RelPath, &FileEntry)> {
+        self.entries.iter()
+    }
+
+    /// The number of tracked files.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no file is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Applies the delta of the next generation.
+    ///
+    /// Fails, leaving the state unchanged, if `delta` is not for generation `generation() + 1`.
+    pub fn apply(&mut self, delta: &Delta) -> Result<(), String> {
+        if delta.generation != self.generation + 1 {
+            return Err(format!(
+                "delta of generation {} cannot follow generation {}",
+                delta.generation, self.generation
+            ));
+        }
+        for path in &delta.removals {
+            self.entries.remove(path);
+        }
+        for (path, entry) in &delta.upserts {
+            self.entries.insert(path.clone(), entry.clone());
+        }
+        self.generation = delta.generation;
+        self.last_commit_ms = Some(delta.committed_at_ms);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(generation: u64) -> FileEntry {
+        FileEntry {
+            size: 1,
+            mtime_ns: 2,
+            inode: 3,
+            offset: 1,
+            generation,
+            outcome: Outcome::Done,
+        }
+    }
+
+    #[test]
+    fn apply_requires_the_next_generation() {
+        let mut state = State::new();
+        let mut delta = Delta {
+            generation: 2,
+            ..Delta::default()
+        };
+        assert!(state.apply(&delta).is_err());
+        delta.generation = 1;
+        delta.upserts.push((RelPath::from("a"), entry(1)));
+        state.apply(&delta).unwrap();
+        assert_eq!(state.generation(), 1);
+        assert_eq!(state.get(&"a".into()), Some(&entry(1)));
+
+        let delta = Delta {
+            generation: 2,
+            removals: vec!["a".into()],
+            upserts: vec![("b".into(), entry(2))],
+            ..Delta::default()
+        };
+        state.apply(&delta).unwrap();
+        assert_eq!(state.len(), 1);
+        assert!(state.get(&"a".into()).is_none());
+    }
+
+    #[test]
+    fn paths_display_invalid_utf8_escaped() {
+        let p = RelPath::new(&b"dir/caf\xe9.log"[..]);
+        assert_eq!(p.to_string(), "dir/caf\\xe9.log");
+        assert!(p.as_str().is_none());
+    }
+
+    #[test]
+    fn inside_means_below_a_directory_boundary() {
+        let p = RelPath::from("logs/a.log");
+        assert!(p.is_inside(b"logs"));
+        assert!(p.is_inside(b""));
+        assert!(!p.is_inside(b"log"));
+        assert!(!RelPath::from("logs").is_inside(b"logs"));
+    }
+}

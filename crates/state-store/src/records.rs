@@ -1,0 +1,60 @@
+//! The objects of the state log: plans (intent) and deltas (commits).
+
+use bincode::{Decode, Encode};
+
+use crate::model::{FileEntry, RelPath};
+
+/// The commit of one generation: what changed in the state.
+///
+/// Created with create-if-absent semantics at `<source>/<generation>.delta`; that create is the
+/// commit point of the batch and the fence against a second writer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct Delta {
+    /// The generation this delta commits.
+    pub generation: u64,
+    /// Random id of the process that wrote it, to tell writers apart in diagnostics.
+    pub writer_id: u64,
+    /// When it was committed, in milliseconds since the Unix epoch.
+    pub committed_at_ms: u64,
+    /// Key of the batch's output object, relative to the output location (none if the
+    /// generation only records removals).
+    pub output_key: Option<String>,
+    /// Entries added or replaced, ordered by path.
+    pub upserts: Vec<(RelPath, FileEntry)>,
+    /// Paths no longer tracked (their files are gone from the watched directory).
+    pub removals: Vec<RelPath>,
+}
+
+/// The intent to process one batch as generation `generation`, recorded before processing.
+///
+/// A plan that is not followed by its delta belongs to a batch that was interrupted (crash,
+/// kill, lost storage). The next start redoes exactly the planned files and writes the same
+/// output key, so the interrupted batch's output is replaced rather than duplicated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct Plan {
+    /// The generation this batch will commit as.
+    pub generation: u64,
+    /// Random id of the process that wrote it.
+    pub writer_id: u64,
+    /// When it was planned, in milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Key of the output object, relative to the output location.
+    pub output_key: String,
+    /// The files of the batch, ordered by path.
+    pub files: Vec<PlannedFile>,
+}
+
+/// One file of a [`Plan`]: which bytes of which file the batch processes.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct PlannedFile {
+    /// Path relative to the watch root.
+    pub path: RelPath,
+    /// Size when listed: processing reads up to here and no further.
+    pub size: u64,
+    /// Modification time when listed, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Inode when listed (0 where the platform has none).
+    pub inode: u64,
+    /// First byte to process (non-zero when only an appended part is processed).
+    pub start: u64,
+}
