@@ -1,1 +1,102 @@
-//! x
+//! Gleaner's pipeline: find the new, complete files of a directory, reduce each to a small
+//! result, write one output object per batch, and commit — so that every file's result lands in
+//! exactly one output, across crashes and restarts.
+//!
+//! ```text
+//! list → diff → ready? → plan → process → flush → commit
+//! ```
+//!
+//! * [`listing`] walks the watch root ([`Listing`]), [`diff`] merges it with the committed
+//!   [`State`](state_store::State) ([`Diff`]), [`readiness`] decides which new files are complete,
+//!   [`plan`] cuts them into batches (oldest first, capped).
+//! * [`processor`] holds the [`Processor`] trait for your own reductions and the built-in
+//!   [`Stats`]; [`process`] streams one file through one on a worker thread.
+//! * [`output`] renders a batch as newline-delimited JSON at a key that depends only on its
+//!   generation; [`Scanner`] runs the whole loop and commits through
+//!   [`StateLog`](state_store::StateLog).
+//!
+//! # Example: collect a directory once, with your own processor
+//!
+//! ```
+//! use scanner_core::processor::{DynProcessor, Processor, Reducer};
+//! use scanner_core::{Scanner, ScannerConfig};
+//! use state_store::Location;
+//!
+//! /// Counts lines that contain "ERROR".
+//! struct Errors;
+//! #[derive(Default)]
+//! struct ErrorCount { count: u64, tail: Vec<u8> }
+//!
+//! impl Processor for Errors {
+//!     type Reducer = ErrorCount;
+//!     fn name(&self) -> &str { "errors" }
+//!     fn reducer(&self) -> ErrorCount { ErrorCount::default() }
+//! }
+//!
+//! impl Reducer for ErrorCount {
+//!     type Output = u64;
+//!     fn update(&mut self, chunk: &[u8]) {
+//!         // Lines may span chunks: keep the unfinished line (a real processor caps its size).
+//!         self.tail.extend_from_slice(chunk);
+//!         let complete = self.tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+//!         for line in self.tail[..complete].split(|&b| b == b'\n') {
+//!             if line.windows(5).any(|w| w == b"ERROR") { self.count += 1; }
+//!         }
+//!         self.tail.drain(..complete);
+//!     }
+//!     fn finish(mut self) -> u64 {
+//!         self.update(b"\n");
+//!         self.count
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let watch = dir.path().join("in");
+//! std::fs::create_dir(&watch)?;
+//! std::fs::write(watch.join("app.log"), "ok\nERROR disk full\nok\nERROR again\n")?;
+//!
+//! let mut config = ScannerConfig::new(&watch, "example");
+//! config.readiness.min_age = std::time::Duration::ZERO;
+//! let state = Location::parse(dir.path().join("state").to_str().unwrap())?;
+//! let output = Location::parse(dir.path().join("out").to_str().unwrap())?;
+//! let mut scanner = Scanner::open(config, DynProcessor::new(Errors), &state, &output).await?;
+//!
+//! let report = scanner.scan(None).await?;
+//! assert_eq!(report.batches.len(), 1);
+//! let written = std::fs::read_to_string(
+//!     dir.path().join("out/example/00000000000000000001.ndjson"))?;
+//! let line: serde_json::Value = serde_json::from_str(written.trim())?;
+//! assert_eq!(line["path"], "app.log");
+//! assert_eq!(line["result"], 2);
+//!
+//! // Nothing new: a second scan commits nothing.
+//! assert!(scanner.scan(None).await?.batches.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod diff;
+mod error;
+pub mod listing;
+pub mod output;
+pub mod plan;
+pub mod process;
+pub mod processor;
+pub mod readiness;
+mod scanner;
+pub mod telemetry;
+
+pub use diff::{Change, Diff, DiffEntry};
+pub use error::ScanError;
+pub use listing::{ListedFile, Listing, ListingProblem};
+pub use output::{Compression, OutputSink};
+pub use plan::BatchLimits;
+pub use process::{FailureKind, FileOutcome};
+pub use processor::{DynProcessor, Processor, Reducer, Stats};
+pub use readiness::Readiness;
+pub use scanner::{
+    BatchReport, ScanReport, ScanStatus, Scanner, ScannerConfig, Shutdown, ShutdownTrigger,
+    shutdown_channel,
+};

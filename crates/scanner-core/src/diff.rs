@@ -1,0 +1,240 @@
+//! Comparing a listing with the committed state: what is new, grown, changed, unchanged, gone.
+
+use state_store::{FileEntry, RelPath, State};
+
+use crate::listing::{ListedFile, Listing};
+
+/// How a listed file relates to what the state remembers of its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The state does not know this path.
+    New,
+    /// Same inode, larger than when it was processed: appended to.
+    Grown {
+        /// Bytes already processed.
+        processed: u64,
+    },
+    /// Shrunk, replaced (another inode), or modified in place without growing.
+    Changed,
+}
+
+/// A listed file that is not unchanged, with how it changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiffEntry {
+    /// The file as listed.
+    pub file: ListedFile,
+    /// How it differs from the state.
+    pub change: Change,
+}
+
+/// The result of merging a listing with the state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// Listed files that are new, grown or changed, ordered by path.
+    pub entries: Vec<DiffEntry>,
+    /// How many listed files match their state entry exactly.
+    pub unchanged: usize,
+    /// Tracked paths that are no longer in the directory, ordered by path. Paths under an
+    /// unknown part of the listing (an unreadable directory) are never reported gone.
+    pub gone: Vec<RelPath>,
+}
+
+/// Merge-joins the sorted listing with the state's sorted entries, in one pass over both.
+///
+/// The cost is linear in the listing plus the state, with no lookups.
+pub fn diff(listing: &Listing, state: &State) -> Diff {
+    let mut out = Diff::default();
+    let mut files = listing.files.iter().peekable();
+    let mut tracked = state.entries().peekable();
+    loop {
+        match (files.peek(), tracked.peek()) {
+            (None, None) => break,
+            (Some(file), None) => {
+                out.entries.push(DiffEntry {
+                    file: (*file).clone(),
+                    change: Change::New,
+                });
+                files.next();
+            }
+            (None, Some((path, _))) => {
+                note_gone(&mut out, listing, path);
+                tracked.next();
+            }
+            (Some(file), Some((path, entry))) => match file.path.cmp(path) {
+                std::cmp::Ordering::Less => {
+                    out.entries.push(DiffEntry {
+                        file: (*file).clone(),
+                        change: Change::New,
+                    });
+                    files.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    note_gone(&mut out, listing, path);
+                    tracked.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    match classify(file, entry) {
+                        None => out.unchanged += 1,
+                        Some(change) => out.entries.push(DiffEntry {
+                            file: (*file).clone(),
+                            change,
+                        }),
+                    }
+                    files.next();
+                    tracked.next();
+                }
+            },
+        }
+    }
+    out
+}
+
+fn classify(file: &ListedFile, entry: &FileEntry) -> Option<Change> {
+    if file.inode != entry.inode {
+        return Some(Change::Changed);
+    }
+    if file.size > entry.size {
+        return Some(Change::Grown {
+            processed: entry.offset,
+        });
+    }
+    if file.size < entry.size || file.mtime_ns != entry.mtime_ns {
+        return Some(Change::Changed);
+    }
+    None
+}
+
+fn note_gone(out: &mut Diff, listing: &Listing, path: &RelPath) {
+    if !is_unknown(&listing.unknown, path) {
+        out.gone.push(path.clone());
+    }
+}
+
+/// True if `path` is, or lies under, one of the sorted `unknown` paths.
+fn is_unknown(unknown: &[RelPath], path: &RelPath) -> bool {
+    // Any ancestor of `path` sorts before it, but other paths may sit between the two (for
+    // "a" and "a/x": "a-b" < "a/x"), so check every ancestor directly.
+    let bytes = path.as_bytes();
+    let found = |candidate: &[u8]| {
+        unknown
+            .binary_search_by(|u| u.as_bytes().cmp(candidate))
+            .is_ok()
+    };
+    if found(bytes) {
+        return true;
+    }
+    memchr::memchr_iter(b'/', bytes).any(|slash| found(&bytes[..slash]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use state_store::{Delta, Outcome};
+
+    fn file(path: &str, size: u64, mtime_ns: i64, inode: u64) -> ListedFile {
+        ListedFile {
+            path: path.into(),
+            size,
+            mtime_ns,
+            inode,
+        }
+    }
+
+    fn state_of(files: &[ListedFile]) -> State {
+        let mut state = State::new();
+        let delta = Delta {
+            generation: 1,
+            upserts: files
+                .iter()
+                .map(|f| {
+                    (
+                        f.path.clone(),
+                        FileEntry {
+                            size: f.size,
+                            mtime_ns: f.mtime_ns,
+                            inode: f.inode,
+                            offset: f.size,
+                            generation: 1,
+                            outcome: Outcome::Done,
+                        },
+                    )
+                })
+                .collect(),
+            ..Delta::default()
+        };
+        state.apply(&delta).unwrap();
+        state
+    }
+
+    fn listing(files: Vec<ListedFile>, unknown: &[&str]) -> Listing {
+        Listing {
+            files,
+            unknown: unknown.iter().map(|u| RelPath::from(*u)).collect(),
+            ..Listing::default()
+        }
+    }
+
+    #[test]
+    fn no_state_means_everything_is_new() {
+        let l = listing(vec![file("a", 1, 1, 1), file("b/c", 2, 2, 2)], &[]);
+        let d = diff(&l, &State::new());
+        assert_eq!(d.entries.len(), 2);
+        assert!(d.entries.iter().all(|e| e.change == Change::New));
+        assert!(d.gone.is_empty());
+    }
+
+    #[test]
+    fn classifies_every_kind_of_change() {
+        let before = [
+            file("appended", 10, 1, 1),
+            file("gone", 1, 1, 2),
+            file("replaced", 10, 1, 3),
+            file("same", 5, 1, 4),
+            file("shrunk", 10, 1, 5),
+            file("touched", 10, 1, 6),
+        ];
+        let state = state_of(&before);
+        let now = listing(
+            vec![
+                file("appended", 15, 2, 1),
+                file("brand-new", 1, 1, 9),
+                file("replaced", 10, 1, 33),
+                file("same", 5, 1, 4),
+                file("shrunk", 3, 2, 5),
+                file("touched", 10, 7, 6),
+            ],
+            &[],
+        );
+        let d = diff(&now, &state);
+        let got: Vec<(String, Change)> = d
+            .entries
+            .iter()
+            .map(|e| (e.file.path.to_string(), e.change))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("appended".into(), Change::Grown { processed: 10 }),
+                ("brand-new".into(), Change::New),
+                ("replaced".into(), Change::Changed),
+                ("shrunk".into(), Change::Changed),
+                ("touched".into(), Change::Changed),
+            ]
+        );
+        assert_eq!(d.unchanged, 1);
+        assert_eq!(d.gone, vec![RelPath::from("gone")]);
+    }
+
+    #[test]
+    fn files_under_unreadable_directories_are_not_gone() {
+        let state = state_of(&[
+            file("a-b", 1, 1, 1),
+            file("a/x", 1, 1, 2),
+            file("a/y/z", 1, 1, 3),
+            file("b", 1, 1, 4),
+            file("c", 1, 1, 5),
+        ]);
+        let d = diff(&listing(vec![], &["a", "c"]), &state);
+        assert_eq!(d.gone, vec![RelPath::from("a-b"), RelPath::from("b")]);
+    }
+}

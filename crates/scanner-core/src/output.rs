@@ -1,0 +1,268 @@
+//! Batch outputs: one newline-delimited JSON object per generation.
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::time::{Duration, UNIX_EPOCH};
+
+use object_store::{PutMode, PutOptions, PutPayload};
+use serde::Serialize;
+use state_store::{Location, PlannedFile};
+
+use crate::ScanError;
+use crate::process::FileOutcome;
+
+/// How output objects are compressed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain `.ndjson`.
+    #[default]
+    None,
+    /// Gzip, `.ndjson.gz`.
+    Gzip,
+}
+
+impl Compression {
+    fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "ndjson",
+            Compression::Gzip => "ndjson.gz",
+        }
+    }
+}
+
+/// Whether an output object may replace an existing one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// First attempt of a freshly planned batch: an existing object means another writer
+    /// already used this generation, so fail instead of replacing its output.
+    Create,
+    /// Redo of an interrupted batch: replace what the interrupted attempt may have written.
+    Replace,
+}
+
+/// One line of an output object: the result of one file.
+#[derive(Debug, Serialize)]
+pub struct OutputLine<'a> {
+    /// The instance that produced it.
+    pub source_id: &'a str,
+    /// The generation whose batch it belongs to.
+    pub generation: u64,
+    /// Path relative to the watch root; bytes that are not UTF-8 are escaped as `\xNN`.
+    pub path: Cow<'a, str>,
+    /// The exact bytes of the path, present only when it is not valid UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_bytes: Option<&'a [u8]>,
+    /// Size when listed, in bytes.
+    pub size: u64,
+    /// Modification time when listed, RFC 3339 in UTC with microseconds.
+    pub mtime: String,
+    /// First byte processed, present only when not the start of the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
+    /// The processor's name.
+    pub processor: &'a str,
+    /// The processor's result, when processing succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<&'a serde_json::Value>,
+    /// Why processing failed, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+}
+
+/// Where and how batch outputs are written: `<output>/<source-id>/<generation>.ndjson[.gz]`.
+#[derive(Clone, Debug)]
+pub struct OutputSink {
+    location: Location,
+    source_id: String,
+    compression: Compression,
+}
+
+impl OutputSink {
+    /// Outputs of `source_id` under `location`.
+    pub fn new(location: Location, source_id: &str, compression: Compression) -> Self {
+        Self {
+            location,
+            source_id: source_id.to_string(),
+            compression,
+        }
+    }
+
+    /// The output location.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The key of generation `generation`'s object, relative to the output location.
+    ///
+    /// A pure function of the generation (and the configured compression, which the plan
+    /// records), so that a redone batch replaces its earlier output instead of adding one.
+    pub fn key_for(&self, generation: u64) -> String {
+        format!(
+            "{}/{generation:020}.{}",
+            self.source_id,
+            self.compression.extension()
+        )
+    }
+
+    /// The URL of the object at `key`, for messages.
+    pub fn describe(&self, key: &str) -> String {
+        format!("{}/{key}", self.location.to_string().trim_end_matches('/'))
+    }
+
+    /// Renders a batch's lines, in plan order, compressed as the key's extension says.
+    /// CPU work: call it from a worker thread.
+    pub fn render(
+        source_id: &str,
+        processor: &str,
+        generation: u64,
+        key: &str,
+        files: &[PlannedFile],
+        outcomes: &[FileOutcome],
+    ) -> Vec<u8> {
+        let mut body = Vec::with_capacity(files.len() * 200);
+        for (file, outcome) in files.iter().zip(outcomes) {
+            let (result, error) = match outcome {
+                FileOutcome::Done { result, .. } => (Some(result), None),
+                FileOutcome::Failed { reason, .. } => (None, Some(reason.as_str())),
+            };
+            let line = OutputLine {
+                source_id,
+                generation,
+                path: match file.path.as_str() {
+                    Some(s) => Cow::Borrowed(s),
+                    None => Cow::Owned(file.path.to_string()),
+                },
+                path_bytes: file
+                    .path
+                    .as_str()
+                    .is_none()
+                    .then(|| file.path.as_bytes()),
+                size: file.size,
+                mtime: rfc3339(file.mtime_ns),
+                start: (file.start > 0).then_some(file.start),
+                processor,
+                result,
+                error,
+            };
+            serde_json::to_writer(&mut body, &line).expect("output lines always serialise");
+            body.push(b'\n');
+        }
+        if key.ends_with(".gz") {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder
+                .write_all(&body)
+                .and_then(|()| encoder.finish())
+                .expect("compressing into memory cannot fail")
+        } else {
+            body
+        }
+    }
+
+    /// Writes one batch's object at `key`.
+    pub async fn write(&self, key: &str, body: Vec<u8>, mode: WriteMode) -> Result<(), ScanError> {
+        let path = key
+            .split('/')
+            .fold(self.location.prefix().clone(), |path, part| path.join(part));
+        let opts = PutOptions {
+            mode: match mode {
+                WriteMode::Create => PutMode::Create,
+                WriteMode::Replace => PutMode::Overwrite,
+            },
+            ..PutOptions::default()
+        };
+        match self
+            .location
+            .store()
+            .put_opts(&path, PutPayload::from(body), opts)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(ScanError::OutputFenced {
+                object: self.describe(key),
+            }),
+            Err(source) => Err(ScanError::Output {
+                object: self.describe(key),
+                source,
+            }),
+        }
+    }
+
+    /// Checks that the output location is writable (see [`state_store::check_writable`]).
+    pub async fn check_writable(&self, writer_id: u64) -> Result<(), ScanError> {
+        state_store::check_writable(&self.location.child(&self.source_id), writer_id)
+            .await
+            .map_err(ScanError::from)
+    }
+}
+
+/// Formats a modification time as RFC 3339 (UTC, microseconds). Times before 1970 show as the
+/// epoch (the format has no negative years; such mtimes come from broken clocks).
+pub fn rfc3339(mtime_ns: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_nanos(mtime_ns.max(0) as u64);
+    humantime::format_rfc3339_micros(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use state_store::RelPath;
+
+    #[test]
+    fn lines_are_json_with_result_or_error() {
+        let files = vec![
+            PlannedFile {
+                path: "a.log".into(),
+                size: 3,
+                mtime_ns: 1_700_000_000_123_456_789,
+                inode: 1,
+                start: 0,
+            },
+            PlannedFile {
+                path: RelPath::new(&b"b\xff.log"[..]),
+                size: 9,
+                mtime_ns: 0,
+                inode: 2,
+                start: 4,
+            },
+        ];
+        let outcomes = vec![
+            FileOutcome::Done {
+                result: serde_json::json!({"lines": 1}),
+                bytes: 3,
+            },
+            FileOutcome::Failed {
+                kind: crate::process::FailureKind::Vanished,
+                reason: "vanished".into(),
+            },
+        ];
+        let body = OutputSink::render("pod", "stats", 7, "pod/7.ndjson", &files, &outcomes);
+        let text = String::from_utf8(body).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["path"], "a.log");
+        assert_eq!(lines[0]["mtime"], "2023-11-14T22:13:20.123456Z");
+        assert_eq!(lines[0]["result"]["lines"], 1);
+        assert_eq!(lines[0]["generation"], 7);
+        assert!(lines[0].get("error").is_none() && lines[0].get("start").is_none());
+        assert_eq!(lines[1]["path"], "b\\xff.log");
+        assert_eq!(lines[1]["path_bytes"], serde_json::json!([98, 255, 46, 108, 111, 103]));
+        assert_eq!(lines[1]["error"], "vanished");
+        assert_eq!(lines[1]["start"], 4);
+    }
+
+    #[test]
+    fn gzip_keys_get_gzip_bodies() {
+        let body = OutputSink::render("p", "stats", 1, "p/1.ndjson.gz", &[], &[]);
+        assert_eq!(&body[..2], &[0x1f, 0x8b]);
+    }
+
+    #[test]
+    fn extreme_mtimes_are_clamped() {
+        assert_eq!(rfc3339(-5), "1970-01-01T00:00:00.000000Z");
+        assert!(rfc3339(i64::MAX).starts_with("2262-04-11T23:47:16"));
+    }
+}

@@ -1,0 +1,718 @@
+//! The batch loop: list → diff → ready? → plan → process → flush → commit, and its triggers.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use metrics::{counter, gauge, histogram};
+use state_store::{
+    Delta, FileEntry, Location, Outcome, Plan, PlannedFile, RelPath, State, StateLog, now_ms,
+};
+use tokio::sync::{Notify, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::diff::{Change, diff};
+use crate::listing::{self, ListingProblem};
+use crate::output::{Compression, OutputSink, WriteMode};
+use crate::plan::{BatchLimits, cut_batches};
+use crate::process::{FileOutcome, process_file};
+use crate::processor::DynProcessor;
+use crate::readiness::{NotReady, Readiness, mtime};
+use crate::{ScanError, telemetry as m};
+
+/// Everything a [`Scanner`] needs to know besides where state and outputs go.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ScannerConfig {
+    /// The directory the emitter writes; walked recursively.
+    pub watch_dir: PathBuf,
+    /// Names this instance's state and outputs.
+    pub source_id: String,
+    /// When a file counts as complete.
+    pub readiness: Readiness,
+    /// Caps on one batch.
+    pub limits: BatchLimits,
+    /// Files processed at once (at least 1).
+    pub workers: usize,
+    /// Compression of output objects.
+    pub compression: Compression,
+}
+
+impl ScannerConfig {
+    /// A configuration with defaults: 5 s minimum age, 10 000 files or 4 GiB per batch, one
+    /// worker per core, uncompressed outputs.
+    pub fn new(watch_dir: impl Into<PathBuf>, source_id: impl Into<String>) -> Self {
+        Self {
+            watch_dir: watch_dir.into(),
+            source_id: source_id.into(),
+            readiness: Readiness::default(),
+            limits: BatchLimits::default(),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            compression: Compression::None,
+        }
+    }
+}
+
+/// What a running scanner reports about itself, for health checks and summaries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScanStatus {
+    /// State is loaded and the last scan succeeded.
+    pub ready: bool,
+    /// The last committed generation.
+    pub generation: u64,
+    /// Files the state tracks.
+    pub tracked_files: usize,
+    /// Scans completed since the scanner was opened.
+    pub scans: u64,
+    /// Batches committed since the scanner was opened.
+    pub batches: u64,
+    /// Files committed as done since the scanner was opened.
+    pub files_done: u64,
+    /// Files committed as failed since the scanner was opened.
+    pub files_failed: u64,
+    /// Input bytes processed since the scanner was opened.
+    pub bytes: u64,
+    /// Ready files not yet committed.
+    pub pending_files: u64,
+    /// The error of the last scan, if it failed.
+    pub last_error: Option<String>,
+}
+
+/// A summary of one committed batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchReport {
+    /// The committed generation.
+    pub generation: u64,
+    /// Files in the batch.
+    pub files: usize,
+    /// Files of the batch that failed.
+    pub failed: usize,
+    /// Input bytes read.
+    pub bytes: u64,
+    /// URL of the output object.
+    pub output: String,
+    /// True when this batch redid an interrupted one.
+    pub recovered: bool,
+}
+
+/// A summary of one scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScanReport {
+    /// Regular files listed.
+    pub listed: usize,
+    /// Files the state does not know.
+    pub new_files: usize,
+    /// New files that were ready.
+    pub ready: usize,
+    /// New files not ready because of their name.
+    pub in_progress: usize,
+    /// New files not ready because they were modified too recently.
+    pub too_young: usize,
+    /// Tracked files that changed since processing (left alone).
+    pub changed: usize,
+    /// Tracked files no longer present.
+    pub gone: usize,
+    /// What the listing could not examine.
+    pub listing_problems: Vec<ListingProblem>,
+    /// Committed batches, in order.
+    pub batches: Vec<BatchReport>,
+    /// When the youngest not-yet-ready file becomes old enough, if any.
+    pub next_ready_at: Option<SystemTime>,
+    /// True if a shutdown request stopped the scan before all ready files were committed.
+    pub interrupted: bool,
+}
+
+/// Creates a linked pair: a [`ShutdownTrigger`] that requests shutdown, and the [`Shutdown`]
+/// signal a scanner watches.
+pub fn shutdown_channel() -> (ShutdownTrigger, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownTrigger(tx), Shutdown(rx))
+}
+
+/// Requests a shutdown (on SIGTERM, say).
+#[derive(Debug)]
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+impl ShutdownTrigger {
+    /// Asks the scanner to finish its current batch, drain, and return.
+    pub fn request(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// The scanner's view of a shutdown request. Dropping the trigger never requests shutdown.
+#[derive(Clone, Debug)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// True once shutdown was requested.
+    pub fn is_requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Completes when shutdown is requested (never, if the trigger was dropped unused).
+    pub async fn requested(&mut self) {
+        loop {
+            if *self.0.borrow_and_update() {
+                return;
+            }
+            if self.0.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// The batch loop over one watched directory.
+///
+/// Each batch goes through the steps of the design, in this order, and each step only after
+/// the previous one succeeded:
+///
+/// 1. **plan**: create `<generation>.plan` (if absent) listing exactly which bytes of which files
+///    the batch covers;
+/// 2. **process** the files on a bounded pool of worker threads;
+/// 3. **flush** the results as one object at a key that depends only on the generation;
+/// 4. **commit**: create `<generation>.delta` (if absent): the commit point;
+/// 5. remove the plan.
+///
+/// A crash anywhere before 4 leaves a plan without a delta; the next start redoes that plan
+/// (same files, same byte ranges, same key), replacing a partial or complete earlier output, so
+/// every file ends up in exactly one output object. A crash after 4 loses nothing.
+pub struct Scanner {
+    config: ScannerConfig,
+    processor: DynProcessor,
+    log: StateLog,
+    output: OutputSink,
+    state: State,
+    /// The plan of an interrupted batch, redone before anything else.
+    pending: Option<Plan>,
+    /// Paths seen gone, to be dropped from the state by the next delta.
+    removals: BTreeSet<RelPath>,
+    /// Set after a failed batch: what reached storage is unknown until the log is read again.
+    needs_reload: bool,
+    status: watch::Sender<ScanStatus>,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner")
+            .field("config", &self.config)
+            .field("generation", &self.state.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scanner {
+    /// Checks the configuration and both locations, then loads the committed state.
+    ///
+    /// Fails if the watch directory is unusable, if state or output would live inside it (their
+    /// objects would be collected as input), if either location is not writable, or if the state
+    /// cannot be read and verified.
+    pub async fn open(
+        config: ScannerConfig,
+        processor: DynProcessor,
+        state: &Location,
+        output: &Location,
+    ) -> Result<Self, ScanError> {
+        let root = config.watch_dir.clone();
+        let watch_dir = blocking(move || {
+            listing::check_root(&root)?;
+            std::fs::canonicalize(&root).map_err(|e| ScanError::WatchDir {
+                path: root.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .await?;
+        for (flag, location) in [("state", state), ("output", output)] {
+            if location.local_dir().is_some_and(|dir| dir.starts_with(&watch_dir)) {
+                return Err(ScanError::Config(format!(
+                    "the {flag} location {location} is inside the watched directory {}; \
+                     its objects would be collected as input",
+                    watch_dir.display()
+                )));
+            }
+        }
+        let log = StateLog::new(state, &config.source_id)?;
+        let output = OutputSink::new(output.clone(), &config.source_id, config.compression);
+        log.check_writable().await?;
+        output.check_writable(log.writer_id()).await?;
+
+        let (status, _) = watch::channel(ScanStatus::default());
+        let mut scanner = Scanner {
+            config: ScannerConfig {
+                watch_dir,
+                ..config
+            },
+            processor,
+            log,
+            output,
+            state: State::new(),
+            pending: None,
+            removals: BTreeSet::new(),
+            needs_reload: true,
+            status,
+            wake: Arc::new(Notify::new()),
+        };
+        scanner.reload().await?;
+        Ok(scanner)
+    }
+
+    /// The committed state as this scanner knows it.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The configuration in use (with the watch directory made absolute).
+    pub fn config(&self) -> &ScannerConfig {
+        &self.config
+    }
+
+    /// The location of this source's state log.
+    pub fn state_location(&self) -> &Location {
+        self.log.location()
+    }
+
+    /// A live view of the scanner's status.
+    pub fn status(&self) -> watch::Receiver<ScanStatus> {
+        self.status.subscribe()
+    }
+
+    /// A handle that makes a running [`Scanner::run`] scan now instead of at the next tick
+    /// (file-system events, a completed write known to the caller).
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Scans until shutdown is requested, then drains: one last scan of what is ready, all of it
+    /// committed, before returning.
+    ///
+    /// Scans start every `interval` (start to start), earlier when woken or when a file that was
+    /// too young becomes old enough. A failed scan is retried with exponential backoff (1 s
+    /// doubling, at most the interval or 5 minutes); only fatal errors (lost writer fence,
+    /// damaged state) end the loop with an error.
+    pub async fn run(&mut self, interval: Duration, mut shutdown: Shutdown) -> Result<(), ScanError> {
+        let max_backoff = interval.min(Duration::from_secs(300)).max(Duration::from_secs(1));
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let started = Instant::now();
+            let wait = match self.scan(Some(&shutdown)).await {
+                Ok(report) => {
+                    backoff = Duration::from_secs(1);
+                    let mut wait = interval.saturating_sub(started.elapsed());
+                    if let Some(at) = report.next_ready_at {
+                        let until = at
+                            .duration_since(SystemTime::now())
+                            .unwrap_or(Duration::ZERO);
+                        wait = wait.min(until + Duration::from_millis(10));
+                    }
+                    wait
+                }
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => {
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(max_backoff);
+                    warn!(error = %e, retry_in = ?wait, "scan failed; will retry");
+                    wait
+                }
+            };
+            if shutdown.is_requested() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => debug!("woken for an early scan"),
+                () = shutdown.requested() => {}
+            }
+            if shutdown.is_requested() {
+                break;
+            }
+        }
+        info!("shutdown requested: draining with a last scan");
+        self.scan(None).await?;
+        info!(
+            generation = self.state.generation(),
+            "drained; every ready file is committed"
+        );
+        Ok(())
+    }
+
+    /// Runs one scan: redoes an interrupted batch if there is one, lists the watch directory,
+    /// and commits every ready new file in as many batches as the limits require.
+    ///
+    /// With `shutdown` given, a requested shutdown stops the scan between batches (never inside
+    /// one) and the report says `interrupted`.
+    pub async fn scan(&mut self, shutdown: Option<&Shutdown>) -> Result<ScanReport, ScanError> {
+        let started = Instant::now();
+        let result = self.scan_inner(shutdown).await;
+        histogram!(m::SCAN_DURATION).record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(report) => {
+                counter!(m::SCANS_TOTAL, "result" => "ok").increment(1);
+                gauge!(m::READY).set(1.0);
+                self.status.send_modify(|s| {
+                    s.ready = true;
+                    s.scans += 1;
+                    s.last_error = None;
+                });
+                let files: usize = report.batches.iter().map(|b| b.files).sum();
+                if files > 0 || !report.listing_problems.is_empty() {
+                    info!(
+                        listed = report.listed,
+                        committed_files = files,
+                        batches = report.batches.len(),
+                        not_ready = report.in_progress + report.too_young,
+                        changed = report.changed,
+                        gone = report.gone,
+                        listing_problems = report.listing_problems.len(),
+                        elapsed = ?started.elapsed(),
+                        "scan complete"
+                    );
+                } else {
+                    debug!(listed = report.listed, elapsed = ?started.elapsed(), "scan complete: nothing new");
+                }
+            }
+            Err(e) => {
+                counter!(m::SCANS_TOTAL, "result" => "error").increment(1);
+                counter!(m::ERRORS_TOTAL, "stage" => error_stage(e)).increment(1);
+                gauge!(m::READY).set(0.0);
+                error!(error = %e, "scan failed");
+                let message = e.to_string();
+                self.status.send_modify(|s| {
+                    s.ready = false;
+                    s.last_error = Some(message);
+                });
+            }
+        }
+        result
+    }
+
+    async fn scan_inner(&mut self, shutdown: Option<&Shutdown>) -> Result<ScanReport, ScanError> {
+        if self.needs_reload {
+            self.reload().await?;
+        }
+        let stop_requested = || shutdown.is_some_and(Shutdown::is_requested);
+        let mut report = ScanReport::default();
+
+        if let Some(plan) = self.pending.take() {
+            warn!(
+                generation = plan.generation,
+                files = plan.files.len(),
+                "redoing a batch that was interrupted before its commit"
+            );
+            let result = self.run_batch(plan, WriteMode::Replace).await;
+            report.batches.push(self.settle(result)?);
+        }
+
+        let root = self.config.watch_dir.clone();
+        let listing = blocking(move || listing::list(&root)).await?;
+        let now = listing.started_at.unwrap_or_else(SystemTime::now);
+        let diff = diff(&listing, &self.state);
+
+        report.listed = listing.files.len();
+        report.gone = diff.gone.len();
+        report.listing_problems = listing.problems;
+        for problem in &report.listing_problems {
+            warn!(path = %problem.path, reason = %problem.reason, "cannot examine part of the watched directory");
+        }
+        self.removals.extend(diff.gone);
+
+        let mut ready = Vec::new();
+        for entry in diff.entries {
+            // A tracked path that was seen gone and is back holds a new file.
+            let new = entry.change == Change::New || self.removals.contains(&entry.file.path);
+            if !new {
+                report.changed += 1;
+                debug!(path = %entry.file.path, change = ?entry.change, "changed since processed; left alone");
+                continue;
+            }
+            report.new_files += 1;
+            match self.config.readiness.check(&entry.file, now) {
+                Ok(()) => ready.push(PlannedFile {
+                    path: entry.file.path,
+                    size: entry.file.size,
+                    mtime_ns: entry.file.mtime_ns,
+                    inode: entry.file.inode,
+                    start: 0,
+                }),
+                Err(NotReady::InProgressName) => report.in_progress += 1,
+                Err(NotReady::TooYoung { ready_at }) => {
+                    report.too_young += 1;
+                    report.next_ready_at = Some(report.next_ready_at.map_or(ready_at, |t| t.min(ready_at)));
+                }
+            }
+        }
+        report.ready = ready.len();
+        self.publish_listing_gauges(&report, listing.skipped_special, &ready, now);
+
+        let batches = cut_batches(ready, self.config.limits);
+        let mut remaining: usize = batches.iter().map(Vec::len).sum();
+        for files in batches {
+            if stop_requested() {
+                report.interrupted = true;
+                info!(remaining, "shutdown requested: leaving the rest of this scan to the drain");
+                break;
+            }
+            let generation = self.state.generation() + 1;
+            let plan = Plan {
+                generation,
+                writer_id: self.log.writer_id(),
+                created_at_ms: now_ms(),
+                output_key: self.output.key_for(generation),
+                files,
+            };
+            let count = plan.files.len();
+            let bytes: u64 = plan.files.iter().map(|f| f.size - f.start).sum();
+            let result = match self.log.create_plan(&plan).await {
+                Ok(()) => self.run_batch(plan, WriteMode::Create).await,
+                Err(e) => Err(e.into()),
+            };
+            report.batches.push(self.settle(result)?);
+            remaining -= count;
+            gauge!(m::PENDING_FILES).decrement(count as f64);
+            gauge!(m::PENDING_BYTES).decrement(bytes as f64);
+        }
+        if remaining == 0 {
+            gauge!(m::OLDEST_PENDING_AGE).set(0.0);
+        }
+        self.status.send_modify(|s| s.pending_files = remaining as u64);
+        Ok(report)
+    }
+
+    /// After a failed batch, what reached storage is unknown (a plan or delta may have landed
+    /// although the call failed): re-read the log before the next batch.
+    fn settle(&mut self, result: Result<BatchReport, ScanError>) -> Result<BatchReport, ScanError> {
+        if result.is_err() {
+            self.needs_reload = true;
+        }
+        result
+    }
+
+    /// Processes, flushes and commits one planned batch (its plan is already stored).
+    async fn run_batch(&mut self, plan: Plan, mode: WriteMode) -> Result<BatchReport, ScanError> {
+        let started = Instant::now();
+        let generation = plan.generation;
+        let outcomes = self.process(&plan.files).await;
+
+        let source_id = self.config.source_id.clone();
+        let processor = self.processor.name().to_string();
+        let key = plan.output_key.clone();
+        let (plan, outcomes, body) = blocking(move || {
+            let body = OutputSink::render(
+                &source_id,
+                &processor,
+                generation,
+                &key,
+                &plan.files,
+                &outcomes,
+            );
+            Ok((plan, outcomes, body))
+        })
+        .await?;
+        self.output.write(&plan.output_key, body, mode).await?;
+
+        let mut failed = 0;
+        let mut bytes = 0;
+        let upserts: Vec<(RelPath, FileEntry)> = plan
+            .files
+            .iter()
+            .zip(&outcomes)
+            .map(|(file, outcome)| {
+                let outcome = match outcome {
+                    FileOutcome::Done { bytes: read, .. } => {
+                        bytes += read;
+                        Outcome::Done
+                    }
+                    FileOutcome::Failed { kind, reason } => {
+                        failed += 1;
+                        counter!(m::FILES_FAILED_TOTAL, "reason" => kind.label()).increment(1);
+                        warn!(path = %file.path, generation, %reason, "file failed; recorded and skipped");
+                        Outcome::Failed {
+                            reason: reason.as_str().into(),
+                        }
+                    }
+                };
+                let entry = FileEntry {
+                    size: file.size,
+                    mtime_ns: file.mtime_ns,
+                    inode: file.inode,
+                    offset: file.size,
+                    generation,
+                    outcome,
+                };
+                (file.path.clone(), entry)
+            })
+            .collect();
+        let delta = Delta {
+            generation,
+            writer_id: self.log.writer_id(),
+            committed_at_ms: now_ms(),
+            output_key: Some(plan.output_key.clone()),
+            upserts,
+            removals: std::mem::take(&mut self.removals).into_iter().collect(),
+        };
+        self.log.commit(&delta).await?;
+        self.state
+            .apply(&delta)
+            .map_err(|reason| ScanError::Config(format!("internal: {reason}")))?;
+        if let Err(e) = self.log.remove_plan(generation).await {
+            // Harmless: the next load sees a plan older than the committed generation and
+            // removes it then.
+            warn!(error = %e, generation, "could not remove the plan of a committed batch");
+        }
+
+        let files = plan.files.len();
+        let recovered = mode == WriteMode::Replace;
+        let elapsed = started.elapsed();
+        counter!(m::BATCHES_TOTAL, "kind" => if recovered { "recovered" } else { "fresh" })
+            .increment(1);
+        histogram!(m::BATCH_DURATION).record(elapsed.as_secs_f64());
+        counter!(m::FILES_TOTAL, "outcome" => "done").increment((files - failed) as u64);
+        counter!(m::FILES_TOTAL, "outcome" => "failed").increment(failed as u64);
+        counter!(m::BYTES_TOTAL).increment(bytes);
+        gauge!(m::GENERATION).set(generation as f64);
+        gauge!(m::LAST_COMMIT).set(delta.committed_at_ms as f64 / 1000.0);
+        gauge!(m::TRACKED_FILES).set(self.state.len() as f64);
+        let output = self.output.describe(&plan.output_key);
+        info!(generation, files, failed, bytes, %output, ?elapsed, "committed batch");
+        let tracked = self.state.len();
+        self.status.send_modify(|s| {
+            s.generation = generation;
+            s.tracked_files = tracked;
+            s.batches += 1;
+            s.files_done += (files - failed) as u64;
+            s.files_failed += failed as u64;
+            s.bytes += bytes;
+        });
+        Ok(BatchReport {
+            generation,
+            files,
+            failed,
+            bytes,
+            output,
+            recovered,
+        })
+    }
+
+    /// Processes the files on at most `workers` worker threads; outcomes come back in plan order.
+    async fn process(&self, files: &[PlannedFile]) -> Vec<FileOutcome> {
+        let root = Arc::new(self.config.watch_dir.clone());
+        let mut outcomes: Vec<Option<FileOutcome>> = vec![None; files.len()];
+        let mut work = futures::stream::iter(files.iter().cloned().enumerate())
+            .map(|(index, file)| {
+                let root = Arc::clone(&root);
+                let processor = self.processor.clone();
+                async move {
+                    let outcome =
+                        tokio::task::spawn_blocking(move || process_file(&root, &file, &processor))
+                            .await
+                            .unwrap_or_else(|join| FileOutcome::Failed {
+                                kind: crate::FailureKind::Processor,
+                                reason: format!("processor panicked: {}", panic_message(join)),
+                            });
+                    (index, outcome)
+                }
+            })
+            .buffer_unordered(self.config.workers.max(1));
+        while let Some((index, outcome)) = work.next().await {
+            outcomes[index] = Some(outcome);
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.expect("every file has an outcome"))
+            .collect()
+    }
+
+    /// Re-reads the state log: the committed state and an interrupted plan, if any.
+    async fn reload(&mut self) -> Result<(), ScanError> {
+        let loaded = self.log.load().await?;
+        for generation in &loaded.stale_plans {
+            if let Err(e) = self.log.remove_plan(*generation).await {
+                warn!(error = %e, generation, "could not remove the plan of a committed batch");
+            }
+        }
+        info!(
+            state = %self.log.location(),
+            generation = loaded.state.generation(),
+            tracked_files = loaded.state.len(),
+            objects = loaded.objects_read,
+            bytes = loaded.bytes_read,
+            interrupted_batch = loaded.pending.as_ref().map(|p| p.generation),
+            "state loaded"
+        );
+        self.state = loaded.state;
+        self.pending = loaded.pending;
+        self.removals.clear();
+        self.needs_reload = false;
+        gauge!(m::GENERATION).set(self.state.generation() as f64);
+        gauge!(m::TRACKED_FILES).set(self.state.len() as f64);
+        if let Some(ms) = self.state.last_commit_ms() {
+            gauge!(m::LAST_COMMIT).set(ms as f64 / 1000.0);
+        }
+        let (generation, tracked) = (self.state.generation(), self.state.len());
+        self.status.send_modify(|s| {
+            s.generation = generation;
+            s.tracked_files = tracked;
+        });
+        Ok(())
+    }
+
+    fn publish_listing_gauges(
+        &self,
+        report: &ScanReport,
+        skipped_special: u64,
+        ready: &[PlannedFile],
+        now: SystemTime,
+    ) {
+        gauge!(m::LISTED_FILES).set(report.listed as f64);
+        gauge!(m::CHANGED_FILES).set(report.changed as f64);
+        gauge!(m::LISTING_PROBLEMS).set(report.listing_problems.len() as f64);
+        gauge!(m::SKIPPED_SPECIAL).set(skipped_special as f64);
+        gauge!(m::NOT_READY_FILES, "reason" => "in_progress_name").set(report.in_progress as f64);
+        gauge!(m::NOT_READY_FILES, "reason" => "too_young").set(report.too_young as f64);
+        gauge!(m::PENDING_FILES).set(ready.len() as f64);
+        gauge!(m::PENDING_BYTES).set(ready.iter().map(|f| f.size - f.start).sum::<u64>() as f64);
+        let oldest = ready.iter().map(|f| f.mtime_ns).min();
+        let age = oldest.map_or(0.0, |ns| {
+            now.duration_since(mtime(ns)).map_or(0.0, |d| d.as_secs_f64())
+        });
+        gauge!(m::OLDEST_PENDING_AGE).set(age);
+    }
+}
+
+/// Runs blocking work (file-system walks, rendering) on the blocking pool, off the runtime.
+async fn blocking<T, F>(work: F) -> Result<T, ScanError>
+where
+    F: FnOnce() -> Result<T, ScanError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ScanError::Worker(e.to_string()))?
+}
+
+fn panic_message(join: tokio::task::JoinError) -> String {
+    match join.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into()),
+        Err(join) => join.to_string(),
+    }
+}
+
+fn error_stage(e: &ScanError) -> &'static str {
+    match e {
+        ScanError::WatchDir { .. } => "watch",
+        ScanError::State(_) => "state",
+        ScanError::Output { .. } | ScanError::OutputFenced { .. } => "output",
+        ScanError::Config(_) => "config",
+        ScanError::Worker(_) => "worker",
+    }
+}

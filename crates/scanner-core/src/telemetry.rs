@@ -1,0 +1,80 @@
+//! Metric names, recorded through the `metrics` facade.
+//!
+//! Nothing is recorded unless the application installs a recorder; the `gleaner` binary
+//! installs a Prometheus one. Call [`describe`] once after installing it so that every metric
+//! has its help text.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Scans run, by `result` (`ok`, `error`).
+pub const SCANS_TOTAL: &str = "gleaner_scans_total";
+/// Duration of whole scans (listing, all batches).
+pub const SCAN_DURATION: &str = "gleaner_scan_duration_seconds";
+/// Batches committed, by `kind` (`fresh`, `recovered`: an interrupted batch redone).
+pub const BATCHES_TOTAL: &str = "gleaner_batches_total";
+/// Duration of one batch, from plan to commit.
+pub const BATCH_DURATION: &str = "gleaner_batch_duration_seconds";
+/// Files in committed batches, by `outcome` (`done`, `failed`).
+pub const FILES_TOTAL: &str = "gleaner_files_total";
+/// Files that failed, by `reason` (`vanished`, `replaced`, `truncated`, `permission_denied`,
+/// `io`, `processor`).
+pub const FILES_FAILED_TOTAL: &str = "gleaner_files_failed_total";
+/// Bytes read from input files in committed batches.
+pub const BYTES_TOTAL: &str = "gleaner_bytes_total";
+/// The last committed generation.
+pub const GENERATION: &str = "gleaner_committed_generation";
+/// When the last generation was committed (Unix seconds).
+pub const LAST_COMMIT: &str = "gleaner_last_commit_timestamp_seconds";
+/// Files the state tracks.
+pub const TRACKED_FILES: &str = "gleaner_tracked_files";
+/// Regular files found by the last listing.
+pub const LISTED_FILES: &str = "gleaner_listed_files";
+/// Ready files not yet committed.
+pub const PENDING_FILES: &str = "gleaner_pending_files";
+/// Bytes of ready files not yet committed.
+pub const PENDING_BYTES: &str = "gleaner_pending_bytes";
+/// Age of the oldest ready file not yet committed (0 when none).
+pub const OLDEST_PENDING_AGE: &str = "gleaner_oldest_pending_age_seconds";
+/// New files that are not ready yet, by `reason` (`in_progress_name`, `too_young`).
+pub const NOT_READY_FILES: &str = "gleaner_not_ready_files";
+/// Tracked files that changed since they were processed, and were left alone.
+pub const CHANGED_FILES: &str = "gleaner_changed_files";
+/// Entries of the watched directory that could not be examined, by the last listing.
+pub const LISTING_PROBLEMS: &str = "gleaner_listing_problems";
+/// Symbolic links, FIFOs, sockets and devices skipped by the last listing.
+pub const SKIPPED_SPECIAL: &str = "gleaner_skipped_special_files";
+/// Errors that failed a scan, by `stage` (`watch`, `state`, `output`, `worker`, `config`).
+pub const ERRORS_TOTAL: &str = "gleaner_errors_total";
+/// 1 when the last scan succeeded and state is loaded, else 0.
+pub const READY: &str = "gleaner_ready";
+
+/// Registers help text and units for every metric above.
+pub fn describe() {
+    describe_counter!(SCANS_TOTAL, "Scans run, by result (ok, error).");
+    describe_histogram!(SCAN_DURATION, Unit::Seconds, "Duration of whole scans.");
+    describe_counter!(
+        BATCHES_TOTAL,
+        "Batches committed, by kind (fresh, recovered: an interrupted batch redone)."
+    );
+    describe_histogram!(BATCH_DURATION, Unit::Seconds, "Duration of one batch, plan to commit.");
+    describe_counter!(FILES_TOTAL, "Files in committed batches, by outcome (done, failed).");
+    describe_counter!(FILES_FAILED_TOTAL, "Files that failed processing, by reason.");
+    describe_counter!(BYTES_TOTAL, Unit::Bytes, "Bytes read from input files in committed batches.");
+    describe_gauge!(GENERATION, "The last committed generation.");
+    describe_gauge!(LAST_COMMIT, Unit::Seconds, "Unix time of the last commit.");
+    describe_gauge!(TRACKED_FILES, "Files the state tracks.");
+    describe_gauge!(LISTED_FILES, "Regular files found by the last listing.");
+    describe_gauge!(PENDING_FILES, "Ready files not yet committed.");
+    describe_gauge!(PENDING_BYTES, Unit::Bytes, "Bytes of ready files not yet committed.");
+    describe_gauge!(
+        OLDEST_PENDING_AGE,
+        Unit::Seconds,
+        "Age of the oldest ready file not yet committed (0 when none)."
+    );
+    describe_gauge!(NOT_READY_FILES, "New files not ready yet, by reason.");
+    describe_gauge!(CHANGED_FILES, "Tracked files changed since processing, left alone.");
+    describe_gauge!(LISTING_PROBLEMS, "Entries the last listing could not examine.");
+    describe_gauge!(SKIPPED_SPECIAL, "Links, FIFOs, sockets and devices skipped by the last listing.");
+    describe_counter!(ERRORS_TOTAL, "Errors that failed a scan, by stage.");
+    describe_gauge!(READY, "1 when state is loaded and the last scan succeeded.");
+}
