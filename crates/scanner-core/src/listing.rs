@@ -111,8 +111,7 @@ pub fn list(root: &Path) -> Result<Listing, ScanError> {
                 inode: meta.ino(),
             }),
             // Vanished between reading the directory and examining the file: it is simply gone.
-            Err(err)
-                if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {}
+            Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {}
             Err(err) => {
                 listing.problems.push(ListingProblem {
                     path: rel.clone(),

@@ -132,11 +132,7 @@ impl OutputSink {
                     Some(s) => Cow::Borrowed(s),
                     None => Cow::Owned(file.path.to_string()),
                 },
-                path_bytes: file
-                    .path
-                    .as_str()
-                    .is_none()
-                    .then(|| file.path.as_bytes()),
+                path_bytes: file.path.as_str().is_none().then(|| file.path.as_bytes()),
                 size: file.size,
                 mtime: rfc3339(file.mtime_ns),
                 start: (file.start > 0).then_some(file.start),
@@ -249,7 +245,10 @@ mod tests {
         assert_eq!(lines[0]["generation"], 7);
         assert!(lines[0].get("error").is_none() && lines[0].get("start").is_none());
         assert_eq!(lines[1]["path"], "b\\xff.log");
-        assert_eq!(lines[1]["path_bytes"], serde_json::json!([98, 255, 46, 108, 111, 103]));
+        assert_eq!(
+            lines[1]["path_bytes"],
+            serde_json::json!([98, 255, 46, 108, 111, 103])
+        );
         assert_eq!(lines[1]["error"], "vanished");
         assert_eq!(lines[1]["start"], 4);
     }

@@ -25,7 +25,11 @@ impl Default for BatchLimits {
 /// Oldest first, so that a backlog drains in the order the emitter produced it and no file
 /// waits behind newer ones. Each batch comes back ordered by path, the order of its output.
 pub fn cut_batches(mut ready: Vec<PlannedFile>, limits: BatchLimits) -> Vec<Vec<PlannedFile>> {
-    ready.sort_unstable_by(|a, b| a.mtime_ns.cmp(&b.mtime_ns).then_with(|| a.path.cmp(&b.path)));
+    ready.sort_unstable_by(|a, b| {
+        a.mtime_ns
+            .cmp(&b.mtime_ns)
+            .then_with(|| a.path.cmp(&b.path))
+    });
     let max_files = limits.max_files.max(1);
     let mut batches = Vec::new();
     let mut current: Vec<PlannedFile> = Vec::new();
@@ -72,7 +76,13 @@ mod tests {
 
     #[test]
     fn oldest_first_within_file_caps() {
-        let ready = vec![f("c", 1, 1), f("a", 1, 3), f("b", 1, 2), f("d", 1, 4), f("e", 1, 1)];
+        let ready = vec![
+            f("c", 1, 1),
+            f("a", 1, 3),
+            f("b", 1, 2),
+            f("d", 1, 4),
+            f("e", 1, 1),
+        ];
         let limits = BatchLimits {
             max_files: 2,
             max_bytes: u64::MAX,
@@ -85,7 +95,12 @@ mod tests {
 
     #[test]
     fn byte_caps_but_never_an_empty_batch() {
-        let ready = vec![f("big", 100, 1), f("s1", 4, 2), f("s2", 4, 3), f("s3", 4, 4)];
+        let ready = vec![
+            f("big", 100, 1),
+            f("s1", 4, 2),
+            f("s2", 4, 3),
+            f("s3", 4, 4),
+        ];
         let limits = BatchLimits {
             max_files: 100,
             max_bytes: 8,
@@ -103,6 +118,9 @@ mod tests {
             max_files: 0,
             max_bytes: 0,
         };
-        assert_eq!(names(&cut_batches(vec![f("a", 1, 1), f("b", 1, 2)], limits)).len(), 2);
+        assert_eq!(
+            names(&cut_batches(vec![f("a", 1, 1), f("b", 1, 2)], limits)).len(),
+            2
+        );
     }
 }

@@ -77,15 +77,26 @@ pub fn process_file(root: &Path, file: &PlannedFile, processor: &DynProcessor) -
     {
         Ok(handle) => handle,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return failed(FailureKind::Vanished, "vanished before it could be read".into());
+            return failed(
+                FailureKind::Vanished,
+                "vanished before it could be read".into(),
+            );
         }
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return failed(FailureKind::Replaced, "was replaced by a symbolic link".into());
+            return failed(
+                FailureKind::Replaced,
+                "was replaced by a symbolic link".into(),
+            );
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             return failed(FailureKind::PermissionDenied, "permission denied".into());
         }
-        Err(e) => return failed(FailureKind::Io, format!("cannot open: {}", io_reason(Some(&e)))),
+        Err(e) => {
+            return failed(
+                FailureKind::Io,
+                format!("cannot open: {}", io_reason(Some(&e))),
+            );
+        }
     };
     let meta = match handle.metadata() {
         Ok(meta) => meta,
@@ -118,7 +129,10 @@ pub fn process_file(root: &Path, file: &PlannedFile, processor: &DynProcessor) -
     if file.start > 0
         && let Err(e) = handle.seek(SeekFrom::Start(file.start))
     {
-        return failed(FailureKind::Io, format!("cannot seek to {}: {e}", file.start));
+        return failed(
+            FailureKind::Io,
+            format!("cannot seek to {}: {e}", file.start),
+        );
     }
     let expected = file.size.saturating_sub(file.start);
     match processor.reduce(&mut handle.take(expected)) {

@@ -96,8 +96,14 @@ mod tests {
     fn old_enough_plain_names_are_ready() {
         let rules = Readiness::default();
         let now = SystemTime::now();
-        assert_eq!(rules.check(&file("a/b.log", Duration::from_secs(6), now), now), Ok(()));
-        assert_eq!(rules.check(&file("a/b.log", Duration::from_secs(5), now), now), Ok(()));
+        assert_eq!(
+            rules.check(&file("a/b.log", Duration::from_secs(6), now), now),
+            Ok(())
+        );
+        assert_eq!(
+            rules.check(&file("a/b.log", Duration::from_secs(5), now), now),
+            Ok(())
+        );
     }
 
     #[test]
@@ -114,7 +120,10 @@ mod tests {
         }
         // A modification time in the future (clock skew) is not ready until it has aged.
         let future = file("c.log", Duration::ZERO, now + Duration::from_secs(60));
-        assert!(matches!(rules.check(&future, now), Err(NotReady::TooYoung { .. })));
+        assert!(matches!(
+            rules.check(&future, now),
+            Err(NotReady::TooYoung { .. })
+        ));
     }
 
     #[test]
@@ -125,7 +134,14 @@ mod tests {
         };
         let now = SystemTime::now();
         let old = Duration::from_secs(3600);
-        for name in ["x.tmp", "d/x.log.part", "x.partial", ".x", "d/.x", ".d/x.log"] {
+        for name in [
+            "x.tmp",
+            "d/x.log.part",
+            "x.partial",
+            ".x",
+            "d/.x",
+            ".d/x.log",
+        ] {
             assert_eq!(
                 rules.check(&file(name, old, now), now),
                 Err(NotReady::InProgressName),

@@ -59,7 +59,7 @@ impl ScannerConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ScanStatus {
-    /// State is loaded and the last scan succeeded.
+    /// State is loaded and the last scan, if any, succeeded.
     pub ready: bool,
     /// The last committed generation.
     pub generation: u64,
@@ -230,7 +230,10 @@ impl Scanner {
         })
         .await?;
         for (flag, location) in [("state", state), ("output", output)] {
-            if location.local_dir().is_some_and(|dir| dir.starts_with(&watch_dir)) {
+            if location
+                .local_dir()
+                .is_some_and(|dir| dir.starts_with(&watch_dir))
+            {
                 return Err(ScanError::Config(format!(
                     "the {flag} location {location} is inside the watched directory {}; \
                      its objects would be collected as input",
@@ -296,8 +299,14 @@ impl Scanner {
     /// too young becomes old enough. A failed scan is retried with exponential backoff (1 s
     /// doubling, at most the interval or 5 minutes); only fatal errors (lost writer fence,
     /// damaged state) end the loop with an error.
-    pub async fn run(&mut self, interval: Duration, mut shutdown: Shutdown) -> Result<(), ScanError> {
-        let max_backoff = interval.min(Duration::from_secs(300)).max(Duration::from_secs(1));
+    pub async fn run(
+        &mut self,
+        interval: Duration,
+        mut shutdown: Shutdown,
+    ) -> Result<(), ScanError> {
+        let max_backoff = interval
+            .min(Duration::from_secs(300))
+            .max(Duration::from_secs(1));
         let mut backoff = Duration::from_secs(1);
         loop {
             let started = Instant::now();
@@ -443,7 +452,8 @@ impl Scanner {
                 Err(NotReady::InProgressName) => report.in_progress += 1,
                 Err(NotReady::TooYoung { ready_at }) => {
                     report.too_young += 1;
-                    report.next_ready_at = Some(report.next_ready_at.map_or(ready_at, |t| t.min(ready_at)));
+                    report.next_ready_at =
+                        Some(report.next_ready_at.map_or(ready_at, |t| t.min(ready_at)));
                 }
             }
         }
@@ -455,7 +465,10 @@ impl Scanner {
         for files in batches {
             if stop_requested() {
                 report.interrupted = true;
-                info!(remaining, "shutdown requested: leaving the rest of this scan to the drain");
+                info!(
+                    remaining,
+                    "shutdown requested: leaving the rest of this scan to the drain"
+                );
                 break;
             }
             let generation = self.state.generation() + 1;
@@ -480,7 +493,8 @@ impl Scanner {
         if remaining == 0 {
             gauge!(m::OLDEST_PENDING_AGE).set(0.0);
         }
-        self.status.send_modify(|s| s.pending_files = remaining as u64);
+        self.status
+            .send_modify(|s| s.pending_files = remaining as u64);
         Ok(report)
     }
 
@@ -656,6 +670,8 @@ impl Scanner {
         }
         let (generation, tracked) = (self.state.generation(), self.state.len());
         self.status.send_modify(|s| {
+            s.ready = s.last_error.is_none();
+            gauge!(m::READY).set(if s.ready { 1.0 } else { 0.0 });
             s.generation = generation;
             s.tracked_files = tracked;
         });
@@ -679,7 +695,8 @@ impl Scanner {
         gauge!(m::PENDING_BYTES).set(ready.iter().map(|f| f.size - f.start).sum::<u64>() as f64);
         let oldest = ready.iter().map(|f| f.mtime_ns).min();
         let age = oldest.map_or(0.0, |ns| {
-            now.duration_since(mtime(ns)).map_or(0.0, |d| d.as_secs_f64())
+            now.duration_since(mtime(ns))
+                .map_or(0.0, |d| d.as_secs_f64())
         });
         gauge!(m::OLDEST_PENDING_AGE).set(age);
     }

@@ -56,25 +56,52 @@ pub fn describe() {
         BATCHES_TOTAL,
         "Batches committed, by kind (fresh, recovered: an interrupted batch redone)."
     );
-    describe_histogram!(BATCH_DURATION, Unit::Seconds, "Duration of one batch, plan to commit.");
-    describe_counter!(FILES_TOTAL, "Files in committed batches, by outcome (done, failed).");
-    describe_counter!(FILES_FAILED_TOTAL, "Files that failed processing, by reason.");
-    describe_counter!(BYTES_TOTAL, Unit::Bytes, "Bytes read from input files in committed batches.");
+    describe_histogram!(
+        BATCH_DURATION,
+        Unit::Seconds,
+        "Duration of one batch, plan to commit."
+    );
+    describe_counter!(
+        FILES_TOTAL,
+        "Files in committed batches, by outcome (done, failed)."
+    );
+    describe_counter!(
+        FILES_FAILED_TOTAL,
+        "Files that failed processing, by reason."
+    );
+    describe_counter!(
+        BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes read from input files in committed batches."
+    );
     describe_gauge!(GENERATION, "The last committed generation.");
     describe_gauge!(LAST_COMMIT, Unit::Seconds, "Unix time of the last commit.");
     describe_gauge!(TRACKED_FILES, "Files the state tracks.");
     describe_gauge!(LISTED_FILES, "Regular files found by the last listing.");
     describe_gauge!(PENDING_FILES, "Ready files not yet committed.");
-    describe_gauge!(PENDING_BYTES, Unit::Bytes, "Bytes of ready files not yet committed.");
+    describe_gauge!(
+        PENDING_BYTES,
+        Unit::Bytes,
+        "Bytes of ready files not yet committed."
+    );
     describe_gauge!(
         OLDEST_PENDING_AGE,
         Unit::Seconds,
         "Age of the oldest ready file not yet committed (0 when none)."
     );
     describe_gauge!(NOT_READY_FILES, "New files not ready yet, by reason.");
-    describe_gauge!(CHANGED_FILES, "Tracked files changed since processing, left alone.");
-    describe_gauge!(LISTING_PROBLEMS, "Entries the last listing could not examine.");
-    describe_gauge!(SKIPPED_SPECIAL, "Links, FIFOs, sockets and devices skipped by the last listing.");
+    describe_gauge!(
+        CHANGED_FILES,
+        "Tracked files changed since processing, left alone."
+    );
+    describe_gauge!(
+        LISTING_PROBLEMS,
+        "Entries the last listing could not examine."
+    );
+    describe_gauge!(
+        SKIPPED_SPECIAL,
+        "Links, FIFOs, sockets and devices skipped by the last listing."
+    );
     describe_counter!(ERRORS_TOTAL, "Errors that failed a scan, by stage.");
     describe_gauge!(READY, "1 when state is loaded and the last scan succeeded.");
 }

@@ -79,7 +79,11 @@ pub fn encode<T: Encode>(kind: ObjectKind, value: &T) -> Vec<u8> {
 }
 
 /// Decodes an object that must be of `kind`; `object` names it in errors.
-pub fn decode<T: Decode<()>>(kind: ObjectKind, bytes: &[u8], object: &str) -> Result<T, StateError> {
+pub fn decode<T: Decode<()>>(
+    kind: ObjectKind,
+    bytes: &[u8],
+    object: &str,
+) -> Result<T, StateError> {
     let corrupt = |reason: String| StateError::Corrupt {
         object: object.to_string(),
         reason,
@@ -91,7 +95,9 @@ pub fn decode<T: Decode<()>>(kind: ObjectKind, bytes: &[u8], object: &str) -> Re
         )));
     }
     if bytes[0..4] != MAGIC {
-        return Err(corrupt("not a Gleaner state object (bad magic bytes)".into()));
+        return Err(corrupt(
+            "not a Gleaner state object (bad magic bytes)".into(),
+        ));
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
     if version == 0 || version > FORMAT_VERSION {
@@ -217,6 +223,9 @@ mod tests {
         let mut newer = bytes.clone();
         newer[4..6].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         let err = decode::<Delta>(ObjectKind::Delta, &newer, "obj").unwrap_err();
-        assert!(matches!(err, StateError::UnsupportedVersion { found: 2, .. }));
+        assert!(matches!(
+            err,
+            StateError::UnsupportedVersion { found: 2, .. }
+        ));
     }
 }

@@ -35,6 +35,16 @@ pub enum StateError {
         source: object_store::Error,
     },
 
+    /// A location cannot be written (checked at start-up with a probe object).
+    #[error("cannot write to {location}: {source}")]
+    NotWritable {
+        /// URL of the location.
+        location: String,
+        /// The backend's error.
+        #[source]
+        source: object_store::Error,
+    },
+
     /// An object exists but cannot be decoded: truncated, bit-flipped, or not a state object.
     #[error("state object {object} is corrupt: {reason}")]
     Corrupt {

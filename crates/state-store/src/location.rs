@@ -73,7 +73,10 @@ impl Location {
         };
         match url.scheme() {
             "file" => {
-                if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+                if url
+                    .host_str()
+                    .is_some_and(|h| !h.is_empty() && h != "localhost")
+                {
                     return Err(invalid(format!(
                         "file URLs name an absolute path and no host, like file:///var/lib/gleaner \
                          (this one has host {:?})",
@@ -94,10 +97,12 @@ impl Location {
                     url.to_string(),
                 ))
             }
-            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "adl" => Err(invalid(format!(
-                "{}:// storage is not supported by this build yet; use a local path or file:// URL",
-                url.scheme()
-            ))),
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "adl" => {
+                Err(invalid(format!(
+                    "{}:// storage is not supported by this build yet; use a local path or file:// URL",
+                    url.scheme()
+                )))
+            }
             other => Err(invalid(format!(
                 "unsupported scheme {other:?}; use a local path, file://, or memory://"
             ))),
@@ -185,7 +190,8 @@ impl Location {
 /// spellings of one directory compare equal (Gleaner refuses to keep state inside the watched
 /// directory, and must recognise it).
 fn resolve_local_dir(path: &FsPath) -> Result<PathBuf, String> {
-    let absolute = std::path::absolute(path).map_err(|e| format!("cannot make it absolute: {e}"))?;
+    let absolute =
+        std::path::absolute(path).map_err(|e| format!("cannot make it absolute: {e}"))?;
     let mut existing = absolute.as_path();
     let mut missing: Vec<&std::ffi::OsStr> = Vec::new();
     let canonical = loop {
@@ -200,7 +206,11 @@ fn resolve_local_dir(path: &FsPath) -> Result<PathBuf, String> {
             },
         }
     };
-    if absolute.components().any(|c| matches!(c, Component::ParentDir)) && !missing.is_empty() {
+    if absolute
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+        && !missing.is_empty()
+    {
         return Err("'..' in a path that does not exist yet".into());
     }
     let mut out = canonical;

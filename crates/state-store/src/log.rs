@@ -143,16 +143,24 @@ impl StateLog {
     /// generation exists: another writer is working on this source.
     pub async fn create_plan(&self, plan: &Plan) -> Result<(), StateError> {
         let path = self.object_path(plan.generation, ObjectKind::Plan);
-        self.create(&path, codec::encode(ObjectKind::Plan, plan), plan.generation)
-            .await
+        self.create(
+            &path,
+            codec::encode(ObjectKind::Plan, plan),
+            plan.generation,
+        )
+        .await
     }
 
     /// Commits `delta`. Fails with [`StateError::Fenced`] if its generation is already
     /// committed: another writer owns the state.
     pub async fn commit(&self, delta: &Delta) -> Result<(), StateError> {
         let path = self.object_path(delta.generation, ObjectKind::Delta);
-        self.create(&path, codec::encode(ObjectKind::Delta, delta), delta.generation)
-            .await
+        self.create(
+            &path,
+            codec::encode(ObjectKind::Delta, delta),
+            delta.generation,
+        )
+        .await
     }
 
     /// Removes the plan of a committed generation. A plan that is already gone is fine.
@@ -254,8 +262,8 @@ impl StateLog {
 pub async fn check_writable(location: &Location, writer_id: u64) -> Result<(), StateError> {
     let path = location.object(&format!("_gleaner-probe-{writer_id:016x}"));
     let store = location.store();
-    let storage_error = |source| StateError::Storage {
-        object: location.describe(&path),
+    let storage_error = |source| StateError::NotWritable {
+        location: location.to_string(),
         source,
     };
     store
@@ -386,11 +394,17 @@ mod tests {
         let second = StateLog::new(&loc, "pod-1").unwrap();
         first.commit(&delta(1, "a")).await.unwrap();
         let err = second.commit(&delta(1, "b")).await.unwrap_err();
-        assert!(matches!(err, StateError::Fenced { generation: 1, .. }), "{err}");
+        assert!(
+            matches!(err, StateError::Fenced { generation: 1, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("another writer owns the state"));
         first.create_plan(&plan(2)).await.unwrap();
         let err = second.create_plan(&plan(2)).await.unwrap_err();
-        assert!(matches!(err, StateError::Fenced { generation: 2, .. }), "{err}");
+        assert!(
+            matches!(err, StateError::Fenced { generation: 2, .. }),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -409,7 +423,10 @@ mod tests {
         loc.store().put(&path, bytes.into()).await.unwrap();
         let err = log.load().await.unwrap_err();
         assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
-        assert!(err.to_string().contains("00000000000000000002.delta"), "{err}");
+        assert!(
+            err.to_string().contains("00000000000000000002.delta"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -418,12 +435,17 @@ mod tests {
         let log = StateLog::new(&loc, "s").unwrap();
         let store = loc.store();
         store
-            .put(&log.location().object("README"), PutPayload::from_static(b"hi"))
+            .put(
+                &log.location().object("README"),
+                PutPayload::from_static(b"hi"),
+            )
             .await
             .unwrap();
         store
             .put(
-                &log.location().child("nested").object(&object_name(1, ObjectKind::Delta)),
+                &log.location()
+                    .child("nested")
+                    .object(&object_name(1, ObjectKind::Delta)),
                 PutPayload::from_static(b"not a delta"),
             )
             .await

@@ -155,7 +155,11 @@ mod tests {
         ];
         for &case in cases {
             for chunk in [1, 2, 3, 7, 1 << 20] {
-                assert_eq!(run(case, chunk), reference(case), "{case:?} in {chunk}-byte chunks");
+                assert_eq!(
+                    run(case, chunk),
+                    reference(case),
+                    "{case:?} in {chunk}-byte chunks"
+                );
             }
         }
     }

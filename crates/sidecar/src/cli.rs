@@ -1,0 +1,198 @@
+//! Command-line and environment configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Collects new text files from a directory another program writes, reduces each to a small
+/// result, ships the results to storage, and never loses or repeats a file.
+#[derive(Debug, Parser)]
+#[command(name = "gleaner", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format on standard error. The level comes from GLEANER_LOG (or RUST_LOG), for
+    /// example `info` or `scanner_core=debug,info`.
+    #[arg(
+        long,
+        global = true,
+        env = "GLEANER_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Collect a directory: scan it every interval (or once), process new complete files,
+    /// write one output object per batch, commit.
+    Run(RunArgs),
+    /// Run a local demonstration: a built-in emitter writes log files, Gleaner collects them.
+    Demo(DemoArgs),
+}
+
+/// Log output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Flags of `gleaner run`; every flag can also be set by the environment variable shown.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The directory the emitter writes; walked recursively.
+    #[arg(long, env = "GLEANER_WATCH", value_name = "DIR")]
+    pub watch: PathBuf,
+
+    /// Where state is kept: a local path, or a file:// or memory:// URL.
+    #[arg(long, env = "GLEANER_STATE", value_name = "URL")]
+    pub state: String,
+
+    /// Where batch outputs are written: a local path, or a file:// or memory:// URL.
+    #[arg(long, env = "GLEANER_OUTPUT", value_name = "URL")]
+    pub output: String,
+
+    /// Time between scans (start to start), like `30s`, `15m`, `1h`.
+    #[arg(long, env = "GLEANER_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Process everything that is ready now, in as many batches as it takes, then exit.
+    #[arg(long, env = "GLEANER_ONCE")]
+    pub once: bool,
+
+    /// A file modified more recently than this is not ready yet.
+    #[arg(long, env = "GLEANER_MIN_AGE", default_value = "5s", value_parser = parse_duration)]
+    pub min_age: Duration,
+
+    /// At most this many files per batch (oldest first; a batch always takes one file).
+    #[arg(long, env = "GLEANER_MAX_FILES", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_files: u64,
+
+    /// At most this many input bytes per batch, like `512MiB`, `4GiB`, `1000000`.
+    #[arg(long, env = "GLEANER_MAX_BYTES", default_value = "4GiB", value_parser = parse_size)]
+    pub max_bytes: u64,
+
+    /// Names this instance's state and outputs [default: the host name].
+    #[arg(long, env = "GLEANER_SOURCE_ID", value_name = "ID")]
+    pub source_id: Option<String>,
+
+    /// How each file is reduced.
+    #[arg(long, env = "GLEANER_PROCESSOR", default_value = "stats")]
+    pub processor: ProcessorKind,
+
+    /// Files processed at once [default: the number of cores].
+    #[arg(long, env = "GLEANER_WORKERS", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub workers: Option<u64>,
+
+    /// Compression of output objects.
+    #[arg(long, env = "GLEANER_COMPRESS", default_value = "none")]
+    pub compress: CompressArg,
+
+    /// Address serving /metrics, /healthz and /readyz (`0.0.0.0:9464` in containers; `off` to
+    /// serve nothing; port 0 picks a free port).
+    #[arg(long, env = "GLEANER_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
+    pub metrics_addr: MetricsAddr,
+}
+
+/// Flags of `gleaner demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory for the demo's input, state and outputs [default: a new temporary directory,
+    /// kept afterwards]. Reusing a directory resumes from its state.
+    #[arg(long, env = "GLEANER_DEMO_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Stop after this long (then drain and verify); without it, run until Ctrl-C.
+    #[arg(long, env = "GLEANER_DEMO_DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Files the emitter completes per second.
+    #[arg(long, env = "GLEANER_DEMO_RATE", default_value_t = 4.0)]
+    pub rate: f64,
+
+    /// Time between scans (file completions also trigger a scan).
+    #[arg(long, env = "GLEANER_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Address serving /metrics, /healthz and /readyz (`off` to serve nothing).
+    #[arg(long, env = "GLEANER_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
+    pub metrics_addr: MetricsAddr,
+}
+
+/// The built-in processors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProcessorKind {
+    /// Bytes, lines, words and the longest line of each file.
+    Stats,
+}
+
+/// Output compression choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompressArg {
+    /// `.ndjson`
+    None,
+    /// `.ndjson.gz`
+    Gzip,
+}
+
+/// Where to serve metrics, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsAddr {
+    /// Serve on this address.
+    On(SocketAddr),
+    /// Serve nothing.
+    Off,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 15m, 1h)"))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{e} (examples: 1000000, 512MiB, 4GiB)"))
+}
+
+fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if matches!(s, "off" | "none" | "") {
+        return Ok(MetricsAddr::Off);
+    }
+    s.parse()
+        .map(MetricsAddr::On)
+        .map_err(|e| format!("{e} (expected HOST:PORT like 127.0.0.1:9464, or off)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_durations_and_addresses_parse() {
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_metrics_addr("off"), Ok(MetricsAddr::Off));
+        assert!(matches!(
+            parse_metrics_addr("0.0.0.0:9464"),
+            Ok(MetricsAddr::On(_))
+        ));
+        assert!(parse_metrics_addr("localhost").is_err());
+    }
+}

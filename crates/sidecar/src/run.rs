@@ -1,0 +1,124 @@
+//! `gleaner run`: configuration to a running scanner, signals to a drained exit.
+
+use anyhow::Context;
+use scanner_core::{
+    BatchLimits, Compression, DynProcessor, Readiness, Scanner, ScannerConfig, ShutdownTrigger,
+    Stats, shutdown_channel,
+};
+use state_store::Location;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::cli::{CompressArg, MetricsAddr, ProcessorKind, RunArgs};
+use crate::telemetry;
+
+/// Runs `gleaner run` to completion.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let source_id = match args.source_id {
+        Some(id) => id,
+        None => default_source_id()?,
+    };
+    let state = Location::parse(&args.state).context("--state")?;
+    let output = Location::parse(&args.output).context("--output")?;
+
+    let mut config = ScannerConfig::new(&args.watch, source_id);
+    config.readiness = Readiness {
+        min_age: args.min_age,
+        ..Readiness::default()
+    };
+    config.limits = BatchLimits {
+        max_files: usize::try_from(args.max_files).unwrap_or(usize::MAX),
+        max_bytes: args.max_bytes,
+    };
+    if let Some(workers) = args.workers {
+        config.workers = workers as usize;
+    }
+    config.compression = match args.compress {
+        CompressArg::None => Compression::None,
+        CompressArg::Gzip => Compression::Gzip,
+    };
+    let processor = match args.processor {
+        ProcessorKind::Stats => DynProcessor::new(Stats),
+    };
+
+    let metrics = telemetry::install_metrics()?;
+    let mut scanner = Scanner::open(config, processor, &state, &output).await?;
+    let metrics_url = match args.metrics_addr {
+        MetricsAddr::On(addr) => {
+            let bound = telemetry::serve(addr, metrics, scanner.status()).await?;
+            format!("http://{bound}/metrics")
+        }
+        MetricsAddr::Off => "off".to_string(),
+    };
+    info!(
+        watch = %scanner.config().watch_dir.display(),
+        state = %scanner.state_location(),
+        output = %output,
+        source_id = %scanner.config().source_id,
+        metrics = %metrics_url,
+        once = args.once,
+        interval = %humantime::format_duration(args.interval),
+        "gleaner started"
+    );
+
+    let (trigger, shutdown) = shutdown_channel();
+    tokio::spawn(forward_signals(trigger));
+    if args.once {
+        let report = scanner.scan(Some(&shutdown)).await?;
+        let files: usize = report.batches.iter().map(|b| b.files).sum();
+        let failed: usize = report.batches.iter().map(|b| b.failed).sum();
+        let bytes: u64 = report.batches.iter().map(|b| b.bytes).sum();
+        println!(
+            "committed {} batch(es): {files} file(s), {failed} failed, {bytes} bytes; \
+             {} not ready yet; generation {}",
+            report.batches.len(),
+            report.in_progress + report.too_young,
+            scanner.state().generation()
+        );
+    } else {
+        scanner.run(args.interval, shutdown).await?;
+    }
+    Ok(())
+}
+
+/// The host name, which in Kubernetes is the Pod's name.
+fn default_source_id() -> anyhow::Result<String> {
+    let host = gethostname::gethostname();
+    let host = host
+        .to_str()
+        .context("the host name is not UTF-8; pass --source-id")?
+        .to_string();
+    state_store::validate_source_id(&host)
+        .with_context(|| "the host name cannot be a source id; pass --source-id".to_string())?;
+    Ok(host)
+}
+
+/// First SIGTERM or SIGINT: finish the batch, drain, exit 0. A second one: exit at once, which
+/// is safe at any moment (an interrupted batch is redone at the next start).
+pub async fn forward_signals(trigger: ShutdownTrigger) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; SIGTERM will stop the process without draining");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(
+        signal = name,
+        "shutdown requested: finishing the current batch, then draining"
+    );
+    trigger.request();
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    warn!(
+        signal = name,
+        "second signal: exiting now; an interrupted batch is redone at the next start"
+    );
+    std::process::exit(if name == "SIGTERM" { 143 } else { 130 });
+}
