@@ -1,1 +1,14 @@
-fn main() {}
+//! End-to-end tests: each drives the real `gleaner` binary on temporary directories, the way a
+//! user or Kubernetes does, and checks what it leaves behind.
+
+#![allow(unreachable_pub)] // helpers are `pub` for sibling test modules only
+
+mod support;
+
+mod crash;
+mod demo;
+mod errors;
+mod http;
+mod once;
+mod readiness;
+mod signals;

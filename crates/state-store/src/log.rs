@@ -85,8 +85,7 @@ impl StateLog {
     pub async fn load(&self) -> Result<LoadedState, StateError> {
         let listing = self.list_log().await?;
 
-        let mut expected = 1;
-        for &generation in listing.deltas.keys() {
+        for (expected, &generation) in (1..).zip(listing.deltas.keys()) {
             if generation != expected {
                 return Err(self.inconsistent(format!(
                     "generation {expected} is missing: the next delta is {}",
@@ -94,7 +93,6 @@ impl StateLog {
                         .describe(&self.object_path(generation, ObjectKind::Delta))
                 )));
             }
-            expected += 1;
         }
 
         let mut loaded = LoadedState::default();

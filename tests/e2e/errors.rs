@@ -1,0 +1,130 @@
+//! Configuration mistakes end the process with one line that names the problem, and a non-zero
+//! exit code; never a panic or a backtrace.
+
+use std::process::Output;
+
+use crate::support::Fixture;
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly one line on stderr, got: {stderr}"
+    );
+    assert!(lines[0].starts_with("gleaner: error: "), "{stderr}");
+    assert!(lines[0].contains(needle), "{needle:?} not in: {stderr}");
+    for bad in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+        assert!(!stderr.contains(bad), "{bad} in: {stderr}");
+    }
+    assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", out.stdout);
+}
+
+fn run(fx: &Fixture, watch: &str, state: &str, output: &str) -> Output {
+    crate::support::gleaner()
+        .args(["run", "--once", "--metrics-addr", "off", "--source-id", "s"])
+        .args(["--watch", watch, "--state", state, "--output", output])
+        .env("RUST_BACKTRACE", "1")
+        .current_dir(&fx.root)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_nonexistent_watch_directory() {
+    let fx = Fixture::new();
+    let out = run(&fx, "no-such-dir", "state", "output");
+    assert_one_line_error(&out, "watch directory no-such-dir: does not exist");
+    assert!(!fx.root.join("state").exists(), "nothing written");
+}
+
+#[test]
+fn a_watch_path_that_is_a_file() {
+    let fx = Fixture::new();
+    std::fs::write(fx.root.join("file"), b"x").unwrap();
+    let out = run(&fx, "file", "state", "output");
+    assert_one_line_error(&out, "is not a directory");
+}
+
+#[test]
+fn an_unwritable_state_location() {
+    // Under a regular file nothing can be created, whoever runs the test (root included).
+    let fx = Fixture::new();
+    std::fs::write(fx.root.join("blocker"), b"x").unwrap();
+    let out = run(&fx, "watch", "blocker/state", "output");
+    assert_one_line_error(&out, "cannot write to file://");
+    assert_one_line_error(&out, "blocker/state/s");
+    assert_one_line_error(&out, "Not a directory");
+}
+
+#[test]
+fn an_unwritable_output_location() {
+    let fx = Fixture::new();
+    std::fs::write(fx.root.join("blocker"), b"x").unwrap();
+    let out = run(&fx, "watch", "state", "blocker/out");
+    assert_one_line_error(&out, "blocker/out/s");
+}
+
+#[test]
+fn malformed_urls() {
+    let fx = Fixture::new();
+    for (state, needle) in [
+        (
+            "bogus://x/y",
+            "--state: invalid storage location \"bogus://x/y\": unsupported scheme",
+        ),
+        (
+            "file://host/x",
+            "file URLs name an absolute path and no host",
+        ),
+        ("http://[::1", "not a valid URL"),
+        ("", "the location is empty"),
+    ] {
+        let out = run(&fx, "watch", state, "output");
+        assert_one_line_error(&out, needle);
+    }
+    let out = run(&fx, "watch", "state", "s3:/");
+    assert_one_line_error(&out, "--output: invalid storage location");
+}
+
+#[test]
+fn state_inside_the_watched_directory_is_refused() {
+    let fx = Fixture::new();
+    let out = run(&fx, "watch", "watch/state", "output");
+    assert_one_line_error(&out, "is inside the watched directory");
+}
+
+#[test]
+fn invalid_flags_are_usage_errors() {
+    let fx = Fixture::new();
+    let out = crate::support::gleaner()
+        .args([
+            "run",
+            "--watch",
+            "w",
+            "--state",
+            "s",
+            "--output",
+            "o",
+            "--interval",
+            "soon",
+        ])
+        .current_dir(&fx.root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'soon' for '--interval"));
+    let out = crate::support::gleaner()
+        .args(["run", "--state", "s", "--output", "o"])
+        .current_dir(&fx.root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--watch <DIR>"));
+}

@@ -1,0 +1,83 @@
+//! The metrics endpoint serves Prometheus text, and the health endpoints answer.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::{Fixture, sigterm, wait_with_timeout};
+
+/// A minimal HTTP/1.0 GET; returns the status code and body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn metrics_healthz_and_readyz_are_served() {
+    let fx = Fixture::new();
+    for i in 0..5 {
+        fx.write(&format!("{i}.log"), b"a b c\n", Duration::from_secs(60));
+    }
+    let mut cmd = fx.command(&[
+        "--interval",
+        "1h",
+        "--min-age",
+        "0s",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    cmd.stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("gleaner started line").unwrap();
+        if let Some(rest) = line.split("metrics=http://").nth(1) {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    assert!(crate::support::wait_until(Duration::from_secs(20), || fx
+        .outputs()
+        .len()
+        == 5));
+
+    let (code, body) = get(&addr, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (code, body) = get(&addr, "/readyz");
+    assert_eq!((code, body.as_str()), (200, "ready\n"));
+    let (code, metrics) = get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    for expected in [
+        "# TYPE gleaner_files_total counter",
+        "gleaner_files_total{outcome=\"done\"} 5",
+        "gleaner_committed_generation 1",
+        "gleaner_ready 1",
+        "gleaner_scan_duration_seconds_bucket",
+        "gleaner_build_info{version=",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected:?} not in:\n{metrics}"
+        );
+    }
+    let (code, _) = get(&addr, "/nope");
+    assert_eq!(code, 404);
+
+    sigterm(&child);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{:?}", drain.join().unwrap());
+}

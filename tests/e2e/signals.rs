@@ -1,0 +1,66 @@
+//! SIGTERM finishes the current batch, drains what is ready, commits, and exits 0.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::support::{Fixture, assert_exactly_once, sigterm, wait_until, wait_with_timeout};
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let fx = Fixture::new();
+    let mut expected = BTreeMap::new();
+    for i in 0..3000 {
+        let data = format!("line {i}\nanother line of {i}\n").into_bytes();
+        fx.write(
+            &format!("d{}/f{i:04}.log", i % 7),
+            &data,
+            Duration::from_secs(60),
+        );
+        expected.insert(format!("d{}/f{i:04}.log", i % 7), data);
+    }
+    let log = fx.root.join("gleaner.log");
+    let mut child = fx.spawn(
+        &["--interval", "1h", "--min-age", "0s", "--max-files", "5"],
+        &log,
+    );
+    // Wait until it is busy with the backlog, then ask it to stop.
+    assert!(wait_until(Duration::from_secs(30), || !fx
+        .output_objects()
+        .is_empty()));
+    sigterm(&child);
+    let status =
+        wait_with_timeout(&mut child, Duration::from_secs(60)).expect("exits after SIGTERM");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("shutdown requested"), "{text}");
+    // The signal arrived in the middle of the backlog: the scan stopped after its current
+    // batch, and the drain committed the rest.
+    assert!(
+        text.contains("leaving the rest of this scan to the drain"),
+        "{text}"
+    );
+    assert!(text.contains("drained"), "{text}");
+
+    // Everything ready at the signal was committed by the drain, nothing is half done.
+    assert_exactly_once(&fx.outputs(), &expected);
+    assert!(
+        fx.state_objects("plan").is_empty(),
+        "no interrupted batch left"
+    );
+    assert_eq!(fx.output_objects().len(), fx.state_objects("delta").len());
+}
+
+#[test]
+fn sigterm_when_idle_exits_zero_promptly() {
+    let fx = Fixture::new();
+    let log = fx.root.join("gleaner.log");
+    let mut child = fx.spawn(&["--interval", "1h"], &log);
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("gleaner started")
+    }));
+    sigterm(&child);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10)).expect("prompt exit");
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,307 @@
+//! Helpers shared by the end-to-end tests: a scratch directory laid out like a deployment, the
+//! real `gleaner` binary, an independent reference for the `stats` processor, and output
+//! readers.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+/// The `gleaner` binary built by Cargo for these tests.
+pub fn gleaner() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gleaner"))
+}
+
+/// A watch directory, a state location and an output location in one temporary directory.
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub watch: PathBuf,
+    pub state: PathBuf,
+    pub output: PathBuf,
+    pub source_id: String,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let root = dir.path().to_path_buf();
+        let watch = root.join("watch");
+        fs::create_dir_all(&watch).unwrap();
+        Fixture {
+            _dir: dir,
+            watch,
+            state: root.join("state"),
+            output: root.join("output"),
+            root,
+            source_id: "test-source".into(),
+        }
+    }
+
+    /// `gleaner run` with this fixture's locations, and `extra` flags (no metrics endpoint
+    /// unless `extra` asks for one).
+    pub fn command(&self, extra: &[&str]) -> Command {
+        let mut cmd = gleaner();
+        cmd.arg("run")
+            .arg("--watch")
+            .arg(&self.watch)
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--output")
+            .arg(&self.output)
+            .args(["--source-id", &self.source_id])
+            .args(extra);
+        if !extra.contains(&"--metrics-addr") {
+            cmd.args(["--metrics-addr", "off"]);
+        }
+        cmd.env_remove("GLEANER_LOG").env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// Runs `gleaner run --once` and asserts it succeeded.
+    pub fn run_once(&self, extra: &[&str]) -> Output {
+        let out = self
+            .command(&[&["--once"], extra].concat())
+            .output()
+            .expect("running gleaner");
+        assert!(
+            out.status.success(),
+            "gleaner --once failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Starts `gleaner run` in the background, logging to `log`.
+    pub fn spawn(&self, extra: &[&str], log: &Path) -> Child {
+        let log = File::create(log).expect("log file");
+        self.command(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting gleaner")
+    }
+
+    /// Writes a complete file under the watch root, modified `age` ago.
+    pub fn write(&self, rel: &str, bytes: &[u8], age: Duration) -> PathBuf {
+        write_aged(&self.watch.join(rel), bytes, age)
+    }
+
+    /// Every output line, parsed, with the object it came from.
+    pub fn outputs(&self) -> Vec<(PathBuf, Value)> {
+        read_outputs(&self.output)
+    }
+
+    /// Output objects (`.ndjson` and `.ndjson.gz`) under the output location.
+    pub fn output_objects(&self) -> Vec<PathBuf> {
+        files_with(&self.output, |n| {
+            n.ends_with(".ndjson") || n.ends_with(".ndjson.gz")
+        })
+    }
+
+    /// Objects of this source's state log with the given extension (`delta`, `plan`).
+    pub fn state_objects(&self, ext: &str) -> Vec<PathBuf> {
+        let suffix = format!(".{ext}");
+        files_with(&self.state.join(&self.source_id), |n| n.ends_with(&suffix))
+    }
+}
+
+/// Writes `bytes` to `path` (creating directories) and sets its mtime to `age` ago.
+pub fn write_aged(path: &Path, bytes: &[u8], age: Duration) -> PathBuf {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap();
+    set_age(path, age);
+    path.to_path_buf()
+}
+
+/// Sets a file's mtime to `age` ago.
+pub fn set_age(path: &Path, age: Duration) {
+    let file = File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - age).unwrap();
+}
+
+/// All files under `dir` (recursively) whose name passes `keep`, sorted.
+pub fn files_with(dir: &Path, keep: impl Fn(&str) -> bool + Copy) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_with(&path, keep));
+        } else if path.file_name().and_then(|n| n.to_str()).is_some_and(keep) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Parses every line of every output object under `dir`.
+pub fn read_outputs(dir: &Path) -> Vec<(PathBuf, Value)> {
+    let mut lines = Vec::new();
+    for object in files_with(dir, |n| n.ends_with(".ndjson") || n.ends_with(".ndjson.gz")) {
+        let raw = fs::read(&object).unwrap();
+        let text = if object.to_string_lossy().ends_with(".gz") {
+            let mut s = String::new();
+            flate2::read::GzDecoder::new(&raw[..])
+                .read_to_string(&mut s)
+                .unwrap();
+            s
+        } else {
+            String::from_utf8(raw).expect("outputs are UTF-8")
+        };
+        for line in text.lines() {
+            let value: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("bad JSON in {}: {e}: {line}", object.display()));
+            lines.push((object.clone(), value));
+        }
+    }
+    lines
+}
+
+/// How many output lines each path has.
+pub fn path_counts(lines: &[(PathBuf, Value)]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for (_, line) in lines {
+        let path = line["path"]
+            .as_str()
+            .expect("every line has a path")
+            .to_string();
+        *counts.entry(path).or_default() += 1;
+    }
+    counts
+}
+
+/// The `stats` result of `data`, computed independently of the processor: whole-buffer splits
+/// instead of streaming state.
+pub fn reference_stats(data: &[u8]) -> Value {
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let newlines = data.iter().filter(|&&b| b == b'\n').count();
+    let unterminated = !data.is_empty() && *data.last().unwrap() != b'\n';
+    let words = data.split(is_space).filter(|w| !w.is_empty()).count();
+    let max_line = data
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0);
+    serde_json::json!({
+        "bytes": data.len(),
+        "lines": newlines + usize::from(unterminated),
+        "words": words,
+        "max_line_bytes": max_line,
+    })
+}
+
+/// Random file contents that exercise the edge cases: CRLF, blank lines, runs of whitespace,
+/// NUL and non-UTF-8 bytes, sometimes no trailing newline.
+pub fn random_content(rng: &mut fastrand::Rng, max_len: usize) -> Vec<u8> {
+    const PIECES: &[&[u8]] = &[
+        b"GET /api/cart 200 ",
+        b"level=INFO ",
+        b"word ",
+        b"\n",
+        b"\r\n",
+        b"\t",
+        b"  ",
+        b"\x00",
+        b"\xff\xfe",
+        b"caf\xc3\xa9 ",
+        b"\x0b\x0c",
+    ];
+    let target = rng.usize(..=max_len);
+    let mut out = Vec::with_capacity(target + 32);
+    while out.len() < target {
+        out.extend_from_slice(PIECES[rng.usize(..PIECES.len())]);
+    }
+    out.truncate(target);
+    out
+}
+
+/// A seeded generator; the seed comes from `GLEANER_TEST_SEED` when set, so that a failure can
+/// be replayed, and is printed either way.
+pub fn seeded_rng(test: &str) -> (fastrand::Rng, u64) {
+    let seed = std::env::var("GLEANER_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("{test}: seed {seed} (replay with GLEANER_TEST_SEED={seed})");
+    (fastrand::Rng::with_seed(seed), seed)
+}
+
+/// Polls `check` every 20 ms until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
+
+/// Sends SIGTERM to a child through `kill(1)` (the workspace forbids `unsafe`).
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// Waits for a child to exit, killing it after `timeout`.
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Asserts that every file in `expected` (relative path → contents) has exactly one output
+/// line, with the reference stats, and that no other line exists.
+pub fn assert_exactly_once(lines: &[(PathBuf, Value)], expected: &BTreeMap<String, Vec<u8>>) {
+    let counts = path_counts(lines);
+    let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|p| !counts.contains_key(*p))
+        .collect();
+    let unexpected: Vec<_> = counts
+        .keys()
+        .filter(|p| !expected.contains_key(*p))
+        .collect();
+    assert!(
+        duplicated.is_empty(),
+        "duplicated in outputs: {duplicated:?}"
+    );
+    assert!(missing.is_empty(), "missing from outputs: {missing:?}");
+    assert!(
+        unexpected.is_empty(),
+        "unexpected in outputs: {unexpected:?}"
+    );
+    for (object, line) in lines {
+        let path = line["path"].as_str().unwrap();
+        let data = &expected[path];
+        assert_eq!(
+            line["result"],
+            reference_stats(data),
+            "stats of {path} in {}",
+            object.display()
+        );
+        assert_eq!(line["size"], data.len(), "size of {path}");
+        assert!(line.get("error").is_none(), "{path} failed: {line}");
+    }
+}
