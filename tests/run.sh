@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Gleaner's whole test suite, exactly as CI runs it (.ci/run calls this script).
+#
+#   ./tests/run.sh
+#
+# Formatting, lints, docs, unit tests, end-to-end tests against the real `gleaner` binary (the
+# crash campaign with SIGKILLs included), doctests and the library example. It installs what the
+# tests need by itself; every server a test starts listens on 127.0.0.1 only and is stopped by PID.
+#
+# Environment:
+#   GLEANER_CRASH_KILLS  kills in the crash campaign (default 40)
+#   GLEANER_TEST_SEED    replay a seeded test run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started=$SECONDS
+step() { printf '\n==> %s  (%ds)\n' "$*" "$((SECONDS - started))"; }
+
+step "tools"
+cargo --version
+if cargo nextest --version >/dev/null 2>&1; then
+  runner=(cargo nextest run --workspace --locked --no-fail-fast)
+else
+  echo "cargo-nextest not found: using cargo test"
+  runner=(cargo test --workspace --locked --no-fail-fast)
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "unit and end-to-end tests"
+"${runner[@]}"
+
+step "doctests"
+cargo test --workspace --doc --locked
+
+step "library example"
+cargo run --locked --quiet -p scanner-core --example line_lengths
+
+step "all passed in $((SECONDS - started))s"
