@@ -406,8 +406,8 @@ impl Scanner {
             self.reload().await?;
         }
         let stop_requested = || shutdown.is_some_and(Shutdown::is_requested);
-        let mut report = ScanReport::default();
 
+        let mut recovered = None;
         if let Some(plan) = self.pending.take() {
             warn!(
                 generation = plan.generation,
@@ -415,52 +415,47 @@ impl Scanner {
                 "redoing a batch that was interrupted before its commit"
             );
             let result = self.run_batch(plan, WriteMode::Replace).await;
-            report.batches.push(self.settle(result)?);
+            recovered = Some(self.settle(result)?);
         }
 
+        // Listing, diff, readiness and batching walk the directory and merge it with the whole
+        // state: blocking IO and CPU work, done on a worker thread. The state travels there and
+        // back by value.
         let root = self.config.watch_dir.clone();
-        let listing = blocking(move || listing::list(&root)).await?;
-        let now = listing.started_at.unwrap_or_else(SystemTime::now);
-        let diff = diff(&listing, &self.state);
-
-        report.listed = listing.files.len();
-        report.gone = diff.gone.len();
-        report.listing_problems = listing.problems;
-        for problem in &report.listing_problems {
+        let readiness = self.config.readiness.clone();
+        let limits = self.config.limits;
+        let state = std::mem::take(&mut self.state);
+        let removals = std::mem::take(&mut self.removals);
+        let joined = tokio::task::spawn_blocking(move || {
+            let survey = survey(&root, &state, &removals, &readiness, limits);
+            (state, removals, survey)
+        })
+        .await;
+        let survey = match joined {
+            Ok((state, removals, survey)) => {
+                self.state = state;
+                self.removals = removals;
+                survey?
+            }
+            Err(e) => {
+                self.needs_reload = true;
+                return Err(ScanError::Worker(e.to_string()));
+            }
+        };
+        for problem in &survey.report.listing_problems {
             warn!(path = %problem.path, reason = %problem.reason, "cannot examine part of the watched directory");
         }
-        self.removals.extend(diff.gone);
+        self.removals.extend(survey.gone);
+        let mut report = survey.report;
+        report.batches.extend(recovered);
+        self.publish_listing_gauges(
+            &report,
+            survey.skipped_special,
+            &survey.batches,
+            survey.listed_at,
+        );
 
-        let mut ready = Vec::new();
-        for entry in diff.entries {
-            // A tracked path that was seen gone and is back holds a new file.
-            let new = entry.change == Change::New || self.removals.contains(&entry.file.path);
-            if !new {
-                report.changed += 1;
-                debug!(path = %entry.file.path, change = ?entry.change, "changed since processed; left alone");
-                continue;
-            }
-            report.new_files += 1;
-            match self.config.readiness.check(&entry.file, now) {
-                Ok(()) => ready.push(PlannedFile {
-                    path: entry.file.path,
-                    size: entry.file.size,
-                    mtime_ns: entry.file.mtime_ns,
-                    inode: entry.file.inode,
-                    start: 0,
-                }),
-                Err(NotReady::InProgressName) => report.in_progress += 1,
-                Err(NotReady::TooYoung { ready_at }) => {
-                    report.too_young += 1;
-                    report.next_ready_at =
-                        Some(report.next_ready_at.map_or(ready_at, |t| t.min(ready_at)));
-                }
-            }
-        }
-        report.ready = ready.len();
-        self.publish_listing_gauges(&report, listing.skipped_special, &ready, now);
-
-        let batches = cut_batches(ready, self.config.limits);
+        let batches = survey.batches;
         let mut remaining: usize = batches.iter().map(Vec::len).sum();
         for files in batches {
             if stop_requested() {
@@ -682,7 +677,7 @@ impl Scanner {
         &self,
         report: &ScanReport,
         skipped_special: u64,
-        ready: &[PlannedFile],
+        batches: &[Vec<PlannedFile>],
         now: SystemTime,
     ) {
         gauge!(m::LISTED_FILES).set(report.listed as f64);
@@ -691,15 +686,83 @@ impl Scanner {
         gauge!(m::SKIPPED_SPECIAL).set(skipped_special as f64);
         gauge!(m::NOT_READY_FILES, "reason" => "in_progress_name").set(report.in_progress as f64);
         gauge!(m::NOT_READY_FILES, "reason" => "too_young").set(report.too_young as f64);
-        gauge!(m::PENDING_FILES).set(ready.len() as f64);
-        gauge!(m::PENDING_BYTES).set(ready.iter().map(|f| f.size - f.start).sum::<u64>() as f64);
-        let oldest = ready.iter().map(|f| f.mtime_ns).min();
+        let ready = batches.iter().flatten();
+        gauge!(m::PENDING_FILES).set(report.ready as f64);
+        gauge!(m::PENDING_BYTES).set(ready.clone().map(|f| f.size - f.start).sum::<u64>() as f64);
+        let oldest = ready.map(|f| f.mtime_ns).min();
         let age = oldest.map_or(0.0, |ns| {
             now.duration_since(mtime(ns))
                 .map_or(0.0, |d| d.as_secs_f64())
         });
         gauge!(m::OLDEST_PENDING_AGE).set(age);
     }
+}
+
+/// What one listing found, and the batches to run: the pure part of a scan.
+struct Survey {
+    /// The scan's report so far (no batches yet).
+    report: ScanReport,
+    /// Tracked paths no longer present.
+    gone: Vec<RelPath>,
+    /// Ready files, cut into batches.
+    batches: Vec<Vec<PlannedFile>>,
+    skipped_special: u64,
+    listed_at: SystemTime,
+}
+
+/// Lists `root`, merges the listing with `state`, applies the readiness rules and cuts the ready
+/// files into batches. Blocking: run it on a worker thread.
+///
+/// `removals` are tracked paths already seen gone: a file under such a path is new.
+fn survey(
+    root: &std::path::Path,
+    state: &State,
+    removals: &BTreeSet<RelPath>,
+    readiness: &Readiness,
+    limits: BatchLimits,
+) -> Result<Survey, ScanError> {
+    let listing = listing::list(root)?;
+    let listed_at = listing.started_at.unwrap_or_else(SystemTime::now);
+    let diff = diff(&listing, state);
+    let mut report = ScanReport {
+        listed: listing.files.len(),
+        gone: diff.gone.len(),
+        listing_problems: listing.problems,
+        ..ScanReport::default()
+    };
+    let mut ready = Vec::new();
+    for entry in diff.entries {
+        let new = entry.change == Change::New || removals.contains(&entry.file.path);
+        if !new {
+            report.changed += 1;
+            debug!(path = %entry.file.path, change = ?entry.change, "changed since processed; left alone");
+            continue;
+        }
+        report.new_files += 1;
+        match readiness.check(&entry.file, listed_at) {
+            Ok(()) => ready.push(PlannedFile {
+                path: entry.file.path,
+                size: entry.file.size,
+                mtime_ns: entry.file.mtime_ns,
+                inode: entry.file.inode,
+                start: 0,
+            }),
+            Err(NotReady::InProgressName) => report.in_progress += 1,
+            Err(NotReady::TooYoung { ready_at }) => {
+                report.too_young += 1;
+                report.next_ready_at =
+                    Some(report.next_ready_at.map_or(ready_at, |t| t.min(ready_at)));
+            }
+        }
+    }
+    report.ready = ready.len();
+    Ok(Survey {
+        report,
+        gone: diff.gone,
+        batches: cut_batches(ready, limits),
+        skipped_special: listing.skipped_special,
+        listed_at,
+    })
 }
 
 /// Runs blocking work (file-system walks, rendering) on the blocking pool, off the runtime.
