@@ -103,22 +103,26 @@ pub async fn forward_signals(trigger: ShutdownTrigger) {
         warn!("cannot install signal handlers; SIGTERM will stop the process without draining");
         return;
     };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
+    let name = next_signal(&mut term, &mut int).await;
     info!(
         signal = name,
         "shutdown requested: finishing the current batch, then draining"
     );
     trigger.request();
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
+    let name = next_signal(&mut term, &mut int).await;
     warn!(
         signal = name,
         "second signal: exiting now; an interrupted batch is redone at the next start"
     );
     std::process::exit(if name == "SIGTERM" { 143 } else { 130 });
+}
+
+async fn next_signal(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> &'static str {
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }
