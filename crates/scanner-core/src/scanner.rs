@@ -732,7 +732,14 @@ fn survey(
     };
     let mut ready = Vec::new();
     for entry in diff.entries {
-        let new = entry.change == Change::New || removals.contains(&entry.file.path);
+        // New: unknown to the state; or its tracked file was seen gone and this is another one;
+        // or its tracked file failed and has changed since (a failure carries no result, so a
+        // result now is not a second one).
+        let new = entry.change == Change::New
+            || removals.contains(&entry.file.path)
+            || state
+                .get(&entry.file.path)
+                .is_some_and(|tracked| tracked.outcome.is_failed());
         if !new {
             report.changed += 1;
             debug!(path = %entry.file.path, change = ?entry.change, "changed since processed; left alone");
@@ -794,5 +801,95 @@ fn error_stage(e: &ScanError) -> &'static str {
         ScanError::Output { .. } | ScanError::OutputFenced { .. } => "output",
         ScanError::Config(_) => "config",
         ScanError::Worker(_) => "worker",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    use state_store::{Delta, FileEntry, Location, Outcome, StateLog};
+
+    use super::*;
+    use crate::processor::Stats;
+
+    fn entry_for(path: &std::path::Path, outcome: Outcome) -> FileEntry {
+        let meta = std::fs::metadata(path).unwrap();
+        FileEntry {
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            inode: meta.ino(),
+            offset: meta.len(),
+            generation: 1,
+            outcome,
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_files_are_processed_again_once_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = dir.path();
+        let old = SystemTime::now() - Duration::from_secs(600);
+        for name in ["changed.log", "unchanged.log", "done.log"] {
+            std::fs::write(watch.join(name), b"first\n").unwrap();
+        }
+        let failed = Outcome::Failed {
+            reason: "was replaced by another file after it was listed".into(),
+        };
+        let state = Location::parse("memory://").unwrap();
+        let output = Location::parse("memory://").unwrap();
+        let log = StateLog::new(&state, "t").unwrap();
+        let upserts = ["changed.log", "done.log", "unchanged.log"]
+            .map(|name| {
+                let outcome = if name == "done.log" {
+                    Outcome::Done
+                } else {
+                    failed.clone()
+                };
+                (RelPath::from(name), entry_for(&watch.join(name), outcome))
+            })
+            .to_vec();
+        log.commit(&Delta {
+            generation: 1,
+            upserts,
+            committed_at_ms: UNIX_EPOCH.elapsed().unwrap().as_millis() as u64,
+            ..Delta::default()
+        })
+        .await
+        .unwrap();
+        // Both the done and the failed file get rewritten; only the failed one is collected.
+        for name in ["changed.log", "done.log"] {
+            std::fs::write(watch.join(name), b"second version\n").unwrap();
+            let file = std::fs::File::options()
+                .write(true)
+                .open(watch.join(name))
+                .unwrap();
+            file.set_modified(old).unwrap();
+        }
+
+        let mut config = ScannerConfig::new(watch, "t");
+        config.readiness.min_age = Duration::ZERO;
+        let mut scanner = Scanner::open(config, DynProcessor::new(Stats), &state, &output)
+            .await
+            .unwrap();
+        let report = scanner.scan(None).await.unwrap();
+        assert_eq!(report.changed, 1, "done.log changed and is left alone");
+        assert_eq!(report.batches.len(), 1);
+        assert_eq!(report.batches[0].files, 1);
+
+        let objects: Vec<_> = output.store().list(None).try_collect().await.unwrap();
+        assert_eq!(objects.len(), 1);
+        let body = output.store().get(&objects[0].location).await.unwrap();
+        let text = String::from_utf8(body.bytes().await.unwrap().to_vec()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["path"], "changed.log");
+        assert_eq!(line["result"]["words"], 2);
+        assert_eq!(
+            scanner.state().get(&"changed.log".into()).unwrap().outcome,
+            Outcome::Done
+        );
     }
 }
