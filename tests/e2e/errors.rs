@@ -58,9 +58,10 @@ fn an_unwritable_state_location() {
     let fx = Fixture::new();
     std::fs::write(fx.root.join("blocker"), b"x").unwrap();
     let out = run(&fx, "watch", "blocker/state", "output");
-    assert_one_line_error(&out, "cannot write to file://");
+    assert_one_line_error(&out, "file:///");
     assert_one_line_error(&out, "blocker/state/s");
     assert_one_line_error(&out, "Not a directory");
+    assert!(!fx.root.join("output").exists(), "nothing written");
 }
 
 #[test]
@@ -97,6 +98,16 @@ fn malformed_urls() {
 fn state_inside_the_watched_directory_is_refused() {
     let fx = Fixture::new();
     let out = run(&fx, "watch", "watch/state", "output");
+    assert_one_line_error(&out, "is inside the watched directory");
+}
+
+#[test]
+fn outputs_that_would_land_inside_the_watched_directory_are_refused() {
+    // `--output` itself is outside, but objects go to <output>/<source-id>/, which is watched.
+    let fx = Fixture::new();
+    std::fs::create_dir_all(fx.root.join("data/s")).unwrap();
+    let out = run(&fx, "data/s", "state", "data");
+    assert_one_line_error(&out, "output location file://");
     assert_one_line_error(&out, "is inside the watched directory");
 }
 

@@ -9,6 +9,7 @@ mod crash;
 mod demo;
 mod errors;
 mod http;
+mod lifecycle;
 mod once;
 mod readiness;
 mod signals;

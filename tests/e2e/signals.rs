@@ -51,6 +51,30 @@ fn sigterm_drains_and_exits_zero() {
 }
 
 #[test]
+fn sigterm_during_once_still_commits_everything_ready() {
+    let fx = Fixture::new();
+    let mut expected = BTreeMap::new();
+    for i in 0..1500 {
+        let data = format!("file {i}\n").into_bytes();
+        fx.write(&format!("f{i:04}.log"), &data, Duration::from_secs(60));
+        expected.insert(format!("f{i:04}.log"), data);
+    }
+    let mut child = fx
+        .command(&["--once", "--min-age", "0s", "--max-files", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || !fx
+        .output_objects()
+        .is_empty()));
+    sigterm(&child);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(120)).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    assert_exactly_once(&fx.outputs(), &expected);
+}
+
+#[test]
 fn sigterm_when_idle_exits_zero_promptly() {
     let fx = Fixture::new();
     let log = fx.root.join("gleaner.log");

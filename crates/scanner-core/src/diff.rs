@@ -9,12 +9,15 @@ use crate::listing::{ListedFile, Listing};
 pub enum Change {
     /// The state does not know this path.
     New,
+    /// Another file has the path now (another inode, or the same inode number reused by a file
+    /// born later): a new file, unrelated to the one that was processed.
+    Replaced,
     /// Same inode, larger than when it was processed: appended to.
     Grown {
         /// Bytes already processed.
         processed: u64,
     },
-    /// Shrunk, replaced (another inode), or modified in place without growing.
+    /// The same file, shrunk or modified in place without growing.
     Changed,
 }
 
@@ -90,8 +93,9 @@ pub fn diff(listing: &Listing, state: &State) -> Diff {
 }
 
 fn classify(file: &ListedFile, entry: &FileEntry) -> Option<Change> {
-    if file.inode != entry.inode {
-        return Some(Change::Changed);
+    let reborn = file.btime_ns != 0 && entry.btime_ns != 0 && file.btime_ns != entry.btime_ns;
+    if file.inode != entry.inode || reborn {
+        return Some(Change::Replaced);
     }
     if file.size > entry.size {
         return Some(Change::Grown {
@@ -137,6 +141,7 @@ mod tests {
             size,
             mtime_ns,
             inode,
+            btime_ns: 100,
         }
     }
 
@@ -153,6 +158,7 @@ mod tests {
                             size: f.size,
                             mtime_ns: f.mtime_ns,
                             inode: f.inode,
+                            btime_ns: f.btime_ns,
                             offset: f.size,
                             generation: 1,
                             outcome: Outcome::Done,
@@ -188,6 +194,7 @@ mod tests {
         let before = [
             file("appended", 10, 1, 1),
             file("gone", 1, 1, 2),
+            file("reborn", 10, 1, 7),
             file("replaced", 10, 1, 3),
             file("same", 5, 1, 4),
             file("shrunk", 10, 1, 5),
@@ -198,6 +205,10 @@ mod tests {
             vec![
                 file("appended", 15, 2, 1),
                 file("brand-new", 1, 1, 9),
+                ListedFile {
+                    btime_ns: 200,
+                    ..file("reborn", 10, 1, 7)
+                },
                 file("replaced", 10, 1, 33),
                 file("same", 5, 1, 4),
                 file("shrunk", 3, 2, 5),
@@ -216,7 +227,8 @@ mod tests {
             vec![
                 ("appended".into(), Change::Grown { processed: 10 }),
                 ("brand-new".into(), Change::New),
-                ("replaced".into(), Change::Changed),
+                ("reborn".into(), Change::Replaced),
+                ("replaced".into(), Change::Replaced),
                 ("shrunk".into(), Change::Changed),
                 ("touched".into(), Change::Changed),
             ]

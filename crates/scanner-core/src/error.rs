@@ -49,6 +49,10 @@ pub enum ScanError {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// The process ran short of a resource (file descriptors, memory) while processing a batch.
+    #[error(transparent)]
+    Resources(#[from] crate::process::ResourceError),
+
     /// A worker thread failed outside of any single file (a bug, or the runtime shutting down).
     #[error("worker failed: {0}")]
     Worker(String),
@@ -63,7 +67,10 @@ impl ScanError {
         match self {
             ScanError::State(e) => !matches!(e, StateError::Storage { .. }),
             ScanError::OutputFenced { .. } | ScanError::Config(_) => true,
-            ScanError::WatchDir { .. } | ScanError::Output { .. } | ScanError::Worker(_) => false,
+            ScanError::WatchDir { .. }
+            | ScanError::Output { .. }
+            | ScanError::Resources(_)
+            | ScanError::Worker(_) => false,
         }
     }
 

@@ -21,6 +21,8 @@ pub struct ListedFile {
     pub mtime_ns: i64,
     /// Inode number.
     pub inode: u64,
+    /// Birth time, nanoseconds since the Unix epoch; 0 where the file system does not record it.
+    pub btime_ns: i64,
 }
 
 /// Something the walk could not look at; it is reported, counted, and never fatal.
@@ -107,8 +109,9 @@ pub fn list(root: &Path) -> Result<Listing, ScanError> {
             Ok(meta) => listing.files.push(ListedFile {
                 path: rel,
                 size: meta.len(),
-                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                mtime_ns: mtime_ns(&meta),
                 inode: meta.ino(),
+                btime_ns: btime_ns(&meta),
             }),
             // Vanished between reading the directory and examining the file: it is simply gone.
             Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {}
@@ -124,6 +127,22 @@ pub fn list(root: &Path) -> Result<Listing, ScanError> {
     listing.files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     listing.unknown.sort_unstable();
     Ok(listing)
+}
+
+/// A file's modification time in nanoseconds since the Unix epoch, saturated to the `i64` range
+/// (years 1677 to 2262): a file stamped in the year 3000 must not crash the walk.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    let ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+    ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// A file's birth time in nanoseconds since the Unix epoch, or 0 where the file system (or an
+/// old kernel) does not record it.
+pub fn btime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Checks that the watch root exists, is a directory, and can be read.
@@ -191,6 +210,22 @@ mod tests {
         assert_eq!(listing.files[2].size, 5);
         assert_eq!(listing.skipped_special, 2);
         assert!(listing.problems.is_empty());
+    }
+
+    #[test]
+    fn absurd_modification_times_saturate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("future.log");
+        fs::write(&path, b"x").unwrap();
+        let far = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(11_000_000_000);
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(far)
+            .unwrap();
+        let listing = list(dir.path()).unwrap();
+        assert_eq!(listing.files[0].mtime_ns, i64::MAX);
     }
 
     #[test]

@@ -212,6 +212,7 @@ mod tests {
                 size: 3,
                 mtime_ns: 1_700_000_000_123_456_789,
                 inode: 1,
+                btime_ns: 0,
                 start: 0,
             },
             PlannedFile {
@@ -219,6 +220,7 @@ mod tests {
                 size: 9,
                 mtime_ns: 0,
                 inode: 2,
+                btime_ns: 0,
                 start: 4,
             },
         ];

@@ -63,6 +63,7 @@ mod tests {
             size,
             mtime_ns,
             inode: 1,
+            btime_ns: 0,
             start: 0,
         }
     }

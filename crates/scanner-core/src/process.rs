@@ -61,14 +61,33 @@ impl FailureKind {
     }
 }
 
+/// The process, not the file, is short of something (file descriptors, memory): no file should
+/// be recorded as failed for it. The batch fails and is retried.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open {path}: {source} (the batch will be retried)")]
+pub struct ResourceError {
+    /// The file that could not be opened, relative to the watch root.
+    pub path: String,
+    /// The IO error.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Processes bytes `start..size` of `file` under `root`. Blocking.
 ///
 /// Never reads past the planned size: a file that grew since it was listed is processed as it
 /// was listed, so that a redone batch reads the same bytes. The file is opened without following
 /// symbolic links and without blocking (a FIFO swapped in cannot hang the worker), and is checked
-/// to be the very file that was listed (same inode).
-pub fn process_file(root: &Path, file: &PlannedFile, processor: &DynProcessor) -> FileOutcome {
-    let failed = |kind, reason: String| FileOutcome::Failed { kind, reason };
+/// to be the very file that was listed (same inode and birth time).
+///
+/// Problems of the file make a [`FileOutcome::Failed`]; a shortage of the process (too many open
+/// files, no memory) is a [`ResourceError`] instead.
+pub fn process_file(
+    root: &Path,
+    file: &PlannedFile,
+    processor: &DynProcessor,
+) -> Result<FileOutcome, ResourceError> {
+    let failed = |kind, reason: String| Ok(FileOutcome::Failed { kind, reason });
     let path = absolute(root, &file.path);
     let handle = match File::options()
         .read(true)
@@ -91,6 +110,17 @@ pub fn process_file(root: &Path, file: &PlannedFile, processor: &DynProcessor) -
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             return failed(FailureKind::PermissionDenied, "permission denied".into());
         }
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+            ) =>
+        {
+            return Err(ResourceError {
+                path: file.path.to_string(),
+                source: e,
+            });
+        }
         Err(e) => {
             return failed(
                 FailureKind::Io,
@@ -105,7 +135,11 @@ pub fn process_file(root: &Path, file: &PlannedFile, processor: &DynProcessor) -
     if !meta.is_file() {
         return failed(FailureKind::Replaced, "is no longer a regular file".into());
     }
-    if file.inode != 0 && meta.ino() != file.inode {
+    let reborn = file.btime_ns != 0 && {
+        let now = crate::listing::btime_ns(&meta);
+        now != 0 && now != file.btime_ns
+    };
+    if (file.inode != 0 && meta.ino() != file.inode) || reborn {
         return failed(
             FailureKind::Replaced,
             format!(
@@ -135,21 +169,24 @@ pub fn process_file(root: &Path, file: &PlannedFile, processor: &DynProcessor) -
         );
     }
     let expected = file.size.saturating_sub(file.start);
-    match processor.reduce(&mut handle.take(expected)) {
-        Ok((_, read)) if read < expected => failed(
-            FailureKind::Truncated,
-            format!(
+    Ok(match processor.reduce(&mut handle.take(expected)) {
+        Ok((_, read)) if read < expected => FileOutcome::Failed {
+            kind: FailureKind::Truncated,
+            reason: format!(
                 "shrank while being read: expected {expected} bytes from offset {}, got {read}",
                 file.start
             ),
-        ),
+        },
         Ok((result, bytes)) => FileOutcome::Done { result, bytes },
-        Err(ReduceError::Read { offset, source }) => failed(
-            FailureKind::Io,
-            format!("read failed at offset {}: {source}", file.start + offset),
-        ),
-        Err(e @ ReduceError::Serialise(_)) => failed(FailureKind::Processor, e.to_string()),
-    }
+        Err(ReduceError::Read { offset, source }) => FileOutcome::Failed {
+            kind: FailureKind::Io,
+            reason: format!("read failed at offset {}: {source}", file.start + offset),
+        },
+        Err(e @ ReduceError::Serialise(_)) => FileOutcome::Failed {
+            kind: FailureKind::Processor,
+            reason: e.to_string(),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -165,6 +202,7 @@ mod tests {
             size: meta.len(),
             mtime_ns: 0,
             inode: meta.ino(),
+            btime_ns: crate::listing::btime_ns(&meta),
             start: 0,
         }
     }
@@ -176,7 +214,7 @@ mod tests {
         let mut file = planned(dir.path(), "a");
         std::fs::write(dir.path().join("a"), b"one two\nthree\nfour five\n").unwrap();
         let stats = DynProcessor::new(Stats);
-        let outcome = process_file(dir.path(), &file, &stats);
+        let outcome = process_file(dir.path(), &file, &stats).unwrap();
         let FileOutcome::Done { result, bytes } = outcome else {
             panic!("{outcome:?}")
         };
@@ -184,10 +222,33 @@ mod tests {
         assert_eq!(result["words"], 3);
 
         file.start = 8;
-        let FileOutcome::Done { result, .. } = process_file(dir.path(), &file, &stats) else {
+        let FileOutcome::Done { result, .. } = process_file(dir.path(), &file, &stats).unwrap()
+        else {
             panic!()
         };
         assert_eq!(result["bytes"], 6);
+    }
+
+    #[test]
+    fn a_new_file_under_the_planned_name_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), b"old\n").unwrap();
+        let file = planned(dir.path(), "a");
+        // File systems hand the freed inode number to the next file: the birth time tells.
+        std::fs::remove_file(dir.path().join("a")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::fs::write(dir.path().join("a"), b"new\n").unwrap();
+        let outcome = process_file(dir.path(), &file, &DynProcessor::new(Stats)).unwrap();
+        assert!(
+            matches!(
+                outcome,
+                FileOutcome::Failed {
+                    kind: FailureKind::Replaced,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
     }
 
     #[test]
@@ -198,14 +259,14 @@ mod tests {
         let file = planned(dir.path(), "a");
 
         std::fs::write(dir.path().join("a"), b"01234").unwrap();
-        let outcome = process_file(dir.path(), &file, &stats);
+        let outcome = process_file(dir.path(), &file, &stats).unwrap();
         assert!(
             matches!(&outcome, FileOutcome::Failed { kind: FailureKind::Truncated, reason } if reason.contains("shrank from 10 to 5")),
             "{outcome:?}"
         );
 
         std::fs::remove_file(dir.path().join("a")).unwrap();
-        let outcome = process_file(dir.path(), &file, &stats);
+        let outcome = process_file(dir.path(), &file, &stats).unwrap();
         assert!(matches!(
             outcome,
             FileOutcome::Failed {
@@ -215,7 +276,7 @@ mod tests {
         ));
 
         std::os::unix::fs::symlink("/etc/hostname", dir.path().join("a")).unwrap();
-        let outcome = process_file(dir.path(), &file, &stats);
+        let outcome = process_file(dir.path(), &file, &stats).unwrap();
         assert!(matches!(
             outcome,
             FileOutcome::Failed {

@@ -48,11 +48,14 @@ impl Readiness {
         if self.is_in_progress_name(file.path.as_bytes()) {
             return Err(NotReady::InProgressName);
         }
-        let ready_at = mtime(file.mtime_ns) + self.min_age;
-        if ready_at > now {
-            return Err(NotReady::TooYoung { ready_at });
+        match mtime(file.mtime_ns).checked_add(self.min_age) {
+            Some(ready_at) if ready_at <= now => Ok(()),
+            Some(ready_at) => Err(NotReady::TooYoung { ready_at }),
+            // Beyond what the clock can express: not ready in any foreseeable future.
+            None => Err(NotReady::TooYoung {
+                ready_at: now + Duration::from_secs(100 * 365 * 86_400),
+            }),
         }
-        Ok(())
     }
 
     /// True if the path has a hidden component or an in-progress suffix.
@@ -89,6 +92,7 @@ mod tests {
             size: 1,
             mtime_ns: mtime.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64,
             inode: 1,
+            btime_ns: 0,
         }
     }
 

@@ -1,6 +1,5 @@
 //! The batch loop: list → diff → ready? → plan → process → flush → commit, and its triggers.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -191,8 +190,6 @@ pub struct Scanner {
     state: State,
     /// The plan of an interrupted batch, redone before anything else.
     pending: Option<Plan>,
-    /// Paths seen gone, to be dropped from the state by the next delta.
-    removals: BTreeSet<RelPath>,
     /// Set after a failed batch: what reached storage is unknown until the log is read again.
     needs_reload: bool,
     status: watch::Sender<ScanStatus>,
@@ -220,6 +217,7 @@ impl Scanner {
         state: &Location,
         output: &Location,
     ) -> Result<Self, ScanError> {
+        state_store::validate_source_id(&config.source_id)?;
         let root = config.watch_dir.clone();
         let watch_dir = blocking(move || {
             listing::check_root(&root)?;
@@ -230,12 +228,14 @@ impl Scanner {
         })
         .await?;
         for (flag, location) in [("state", state), ("output", output)] {
-            if location
+            // Objects go below `<location>/<source-id>/`: that directory must stay outside.
+            let objects = location.child(&config.source_id);
+            if objects
                 .local_dir()
                 .is_some_and(|dir| dir.starts_with(&watch_dir))
             {
                 return Err(ScanError::Config(format!(
-                    "the {flag} location {location} is inside the watched directory {}; \
+                    "the {flag} location {objects} is inside the watched directory {}; \
                      its objects would be collected as input",
                     watch_dir.display()
                 )));
@@ -243,8 +243,6 @@ impl Scanner {
         }
         let log = StateLog::new(state, &config.source_id)?;
         let output = OutputSink::new(output.clone(), &config.source_id, config.compression);
-        log.check_writable().await?;
-        output.check_writable(log.writer_id()).await?;
 
         let (status, _) = watch::channel(ScanStatus::default());
         let mut scanner = Scanner {
@@ -257,12 +255,19 @@ impl Scanner {
             output,
             state: State::new(),
             pending: None,
-            removals: BTreeSet::new(),
             needs_reload: true,
             status,
             wake: Arc::new(Notify::new()),
         };
-        scanner.reload().await?;
+        // Read and verify the state before writing anything: damaged state must stop the process
+        // with nothing written, not even a probe.
+        let loaded = scanner.reload().await?;
+        scanner.log.check_writable().await?;
+        scanner
+            .output
+            .check_writable(scanner.log.writer_id())
+            .await?;
+        loaded.log(scanner.log.location());
         Ok(scanner)
     }
 
@@ -403,7 +408,7 @@ impl Scanner {
 
     async fn scan_inner(&mut self, shutdown: Option<&Shutdown>) -> Result<ScanReport, ScanError> {
         if self.needs_reload {
-            self.reload().await?;
+            self.reload().await?.log(self.log.location());
         }
         let stop_requested = || shutdown.is_some_and(Shutdown::is_requested);
 
@@ -425,16 +430,14 @@ impl Scanner {
         let readiness = self.config.readiness.clone();
         let limits = self.config.limits;
         let state = std::mem::take(&mut self.state);
-        let removals = std::mem::take(&mut self.removals);
         let joined = tokio::task::spawn_blocking(move || {
-            let survey = survey(&root, &state, &removals, &readiness, limits);
-            (state, removals, survey)
+            let survey = survey(&root, &state, &readiness, limits);
+            (state, survey)
         })
         .await;
         let survey = match joined {
-            Ok((state, removals, survey)) => {
+            Ok((state, survey)) => {
                 self.state = state;
-                self.removals = removals;
                 survey?
             }
             Err(e) => {
@@ -445,7 +448,6 @@ impl Scanner {
         for problem in &survey.report.listing_problems {
             warn!(path = %problem.path, reason = %problem.reason, "cannot examine part of the watched directory");
         }
-        self.removals.extend(survey.gone);
         let mut report = survey.report;
         report.batches.extend(recovered);
         self.publish_listing_gauges(
@@ -506,7 +508,7 @@ impl Scanner {
     async fn run_batch(&mut self, plan: Plan, mode: WriteMode) -> Result<BatchReport, ScanError> {
         let started = Instant::now();
         let generation = plan.generation;
-        let outcomes = self.process(&plan.files).await;
+        let outcomes = self.process(&plan.files).await?;
 
         let source_id = self.config.source_id.clone();
         let processor = self.processor.name().to_string();
@@ -523,6 +525,11 @@ impl Scanner {
             Ok((plan, outcomes, body))
         })
         .await?;
+        // The fence for outputs: never (re)write the output of a generation another writer has
+        // committed. A fresh plan was just created, so no one else can commit this generation
+        // from now on; a redo may race a live writer that still holds the plan, and this check
+        // leaves it only the moments between here and the write.
+        self.log.ensure_uncommitted(generation).await?;
         self.output.write(&plan.output_key, body, mode).await?;
 
         let mut failed = 0;
@@ -537,10 +544,8 @@ impl Scanner {
                         bytes += read;
                         Outcome::Done
                     }
-                    FileOutcome::Failed { kind, reason } => {
+                    FileOutcome::Failed { reason, .. } => {
                         failed += 1;
-                        counter!(m::FILES_FAILED_TOTAL, "reason" => kind.label()).increment(1);
-                        warn!(path = %file.path, generation, %reason, "file failed; recorded and skipped");
                         Outcome::Failed {
                             reason: reason.as_str().into(),
                         }
@@ -550,6 +555,7 @@ impl Scanner {
                     size: file.size,
                     mtime_ns: file.mtime_ns,
                     inode: file.inode,
+                    btime_ns: file.btime_ns,
                     offset: file.size,
                     generation,
                     outcome,
@@ -563,7 +569,6 @@ impl Scanner {
             committed_at_ms: now_ms(),
             output_key: Some(plan.output_key.clone()),
             upserts,
-            removals: std::mem::take(&mut self.removals).into_iter().collect(),
         };
         self.log.commit(&delta).await?;
         self.state
@@ -575,6 +580,14 @@ impl Scanner {
             warn!(error = %e, generation, "could not remove the plan of a committed batch");
         }
 
+        // Failures are reported once they are committed: an attempt that is redone would
+        // otherwise count (and log) them twice.
+        for (file, outcome) in plan.files.iter().zip(&outcomes) {
+            if let FileOutcome::Failed { kind, reason } = outcome {
+                counter!(m::FILES_FAILED_TOTAL, "reason" => kind.label()).increment(1);
+                warn!(path = %file.path, generation, %reason, "file failed; recorded and skipped");
+            }
+        }
         let files = plan.files.len();
         let recovered = mode == WriteMode::Replace;
         let elapsed = started.elapsed();
@@ -609,7 +622,8 @@ impl Scanner {
     }
 
     /// Processes the files on at most `workers` worker threads; outcomes come back in plan order.
-    async fn process(&self, files: &[PlannedFile]) -> Vec<FileOutcome> {
+    /// A resource shortage of the process fails the whole batch (it is retried later).
+    async fn process(&self, files: &[PlannedFile]) -> Result<Vec<FileOutcome>, ScanError> {
         let root = Arc::new(self.config.watch_dir.clone());
         let mut outcomes: Vec<Option<FileOutcome>> = vec![None; files.len()];
         let mut work = futures::stream::iter(files.iter().cloned().enumerate())
@@ -620,43 +634,42 @@ impl Scanner {
                     let outcome =
                         tokio::task::spawn_blocking(move || process_file(&root, &file, &processor))
                             .await
-                            .unwrap_or_else(|join| FileOutcome::Failed {
-                                kind: crate::FailureKind::Processor,
-                                reason: format!("processor panicked: {}", panic_message(join)),
+                            .unwrap_or_else(|join| {
+                                Ok(FileOutcome::Failed {
+                                    kind: crate::FailureKind::Processor,
+                                    reason: format!("processor panicked: {}", panic_message(join)),
+                                })
                             });
                     (index, outcome)
                 }
             })
             .buffer_unordered(self.config.workers.max(1));
         while let Some((index, outcome)) = work.next().await {
-            outcomes[index] = Some(outcome);
+            outcomes[index] = Some(outcome?);
         }
-        outcomes
+        Ok(outcomes
             .into_iter()
             .map(|o| o.expect("every file has an outcome"))
-            .collect()
+            .collect())
     }
 
     /// Re-reads the state log: the committed state and an interrupted plan, if any.
-    async fn reload(&mut self) -> Result<(), ScanError> {
+    async fn reload(&mut self) -> Result<LoadSummary, ScanError> {
         let loaded = self.log.load().await?;
         for generation in &loaded.stale_plans {
             if let Err(e) = self.log.remove_plan(*generation).await {
                 warn!(error = %e, generation, "could not remove the plan of a committed batch");
             }
         }
-        info!(
-            state = %self.log.location(),
-            generation = loaded.state.generation(),
-            tracked_files = loaded.state.len(),
-            objects = loaded.objects_read,
-            bytes = loaded.bytes_read,
-            interrupted_batch = loaded.pending.as_ref().map(|p| p.generation),
-            "state loaded"
-        );
+        let summary = LoadSummary {
+            generation: loaded.state.generation(),
+            tracked_files: loaded.state.len(),
+            objects: loaded.objects_read,
+            bytes: loaded.bytes_read,
+            interrupted: loaded.pending.as_ref().map(|p| p.generation),
+        };
         self.state = loaded.state;
         self.pending = loaded.pending;
-        self.removals.clear();
         self.needs_reload = false;
         gauge!(m::GENERATION).set(self.state.generation() as f64);
         gauge!(m::TRACKED_FILES).set(self.state.len() as f64);
@@ -670,7 +683,7 @@ impl Scanner {
             s.generation = generation;
             s.tracked_files = tracked;
         });
-        Ok(())
+        Ok(summary)
     }
 
     fn publish_listing_gauges(
@@ -698,12 +711,33 @@ impl Scanner {
     }
 }
 
+/// What a reload of the state log found, logged once the caller knows the start succeeded.
+struct LoadSummary {
+    generation: u64,
+    tracked_files: usize,
+    objects: usize,
+    bytes: u64,
+    interrupted: Option<u64>,
+}
+
+impl LoadSummary {
+    fn log(&self, location: &Location) {
+        info!(
+            state = %location,
+            generation = self.generation,
+            tracked_files = self.tracked_files,
+            objects = self.objects,
+            bytes = self.bytes,
+            interrupted_batch = self.interrupted,
+            "state loaded"
+        );
+    }
+}
+
 /// What one listing found, and the batches to run: the pure part of a scan.
 struct Survey {
     /// The scan's report so far (no batches yet).
     report: ScanReport,
-    /// Tracked paths no longer present.
-    gone: Vec<RelPath>,
     /// Ready files, cut into batches.
     batches: Vec<Vec<PlannedFile>>,
     skipped_special: u64,
@@ -712,12 +746,9 @@ struct Survey {
 
 /// Lists `root`, merges the listing with `state`, applies the readiness rules and cuts the ready
 /// files into batches. Blocking: run it on a worker thread.
-///
-/// `removals` are tracked paths already seen gone: a file under such a path is new.
 fn survey(
     root: &std::path::Path,
     state: &State,
-    removals: &BTreeSet<RelPath>,
     readiness: &Readiness,
     limits: BatchLimits,
 ) -> Result<Survey, ScanError> {
@@ -732,11 +763,10 @@ fn survey(
     };
     let mut ready = Vec::new();
     for entry in diff.entries {
-        // New: unknown to the state; or its tracked file was seen gone and this is another one;
-        // or its tracked file failed and has changed since (a failure carries no result, so a
+        // New: unknown to the state; or another file than the one processed under this name;
+        // or the tracked file failed and has changed since (a failure carries no result, so a
         // result now is not a second one).
-        let new = entry.change == Change::New
-            || removals.contains(&entry.file.path)
+        let new = matches!(entry.change, Change::New | Change::Replaced)
             || state
                 .get(&entry.file.path)
                 .is_some_and(|tracked| tracked.outcome.is_failed());
@@ -752,6 +782,7 @@ fn survey(
                 size: entry.file.size,
                 mtime_ns: entry.file.mtime_ns,
                 inode: entry.file.inode,
+                btime_ns: entry.file.btime_ns,
                 start: 0,
             }),
             Err(NotReady::InProgressName) => report.in_progress += 1,
@@ -765,7 +796,6 @@ fn survey(
     report.ready = ready.len();
     Ok(Survey {
         report,
-        gone: diff.gone,
         batches: cut_batches(ready, limits),
         skipped_special: listing.skipped_special,
         listed_at,
@@ -800,6 +830,7 @@ fn error_stage(e: &ScanError) -> &'static str {
         ScanError::State(_) => "state",
         ScanError::Output { .. } | ScanError::OutputFenced { .. } => "output",
         ScanError::Config(_) => "config",
+        ScanError::Resources(_) => "resources",
         ScanError::Worker(_) => "worker",
     }
 }
@@ -820,8 +851,9 @@ mod tests {
         let meta = std::fs::metadata(path).unwrap();
         FileEntry {
             size: meta.len(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            mtime_ns: crate::listing::mtime_ns(&meta),
             inode: meta.ino(),
+            btime_ns: crate::listing::btime_ns(&meta),
             offset: meta.len(),
             generation: 1,
             outcome,

@@ -61,7 +61,7 @@ pub struct RunArgs {
     pub output: String,
 
     /// Time between scans (start to start), like `30s`, `15m`, `1h`.
-    #[arg(long, env = "GLEANER_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "GLEANER_INTERVAL", default_value = "1h", value_parser = parse_interval)]
     pub interval: Duration,
 
     /// Process everything that is ready now, in as many batches as it takes, then exit.
@@ -69,7 +69,7 @@ pub struct RunArgs {
     pub once: bool,
 
     /// A file modified more recently than this is not ready yet.
-    #[arg(long, env = "GLEANER_MIN_AGE", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "GLEANER_MIN_AGE", default_value = "5s", value_parser = parse_min_age)]
     pub min_age: Duration,
 
     /// At most this many files per batch (oldest first; a batch always takes one file).
@@ -119,7 +119,7 @@ pub struct DemoArgs {
     pub rate: f64,
 
     /// Time between scans (file completions also trigger a scan).
-    #[arg(long, env = "GLEANER_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "GLEANER_INTERVAL", default_value = "2s", value_parser = parse_interval)]
     pub interval: Duration,
 
     /// Address serving /metrics, /healthz and /readyz (`off` to serve nothing).
@@ -156,6 +156,22 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 15m, 1h)"))
 }
 
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err("must be at least 10ms (a shorter interval would scan in a busy loop)".into());
+    }
+    Ok(d)
+}
+
+fn parse_min_age(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > Duration::from_secs(10 * 365 * 86_400) {
+        return Err("must be at most 10 years".into());
+    }
+    Ok(d)
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     s.parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
@@ -188,6 +204,10 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_interval("0s").is_err());
+        assert_eq!(parse_interval("50ms"), Ok(Duration::from_millis(50)));
+        assert!(parse_min_age("500000000000years").is_err());
+        assert_eq!(parse_min_age("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_metrics_addr("off"), Ok(MetricsAddr::Off));
         assert!(matches!(
             parse_metrics_addr("0.0.0.0:9464"),

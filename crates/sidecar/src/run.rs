@@ -41,6 +41,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ProcessorKind::Stats => DynProcessor::new(Stats),
     };
 
+    // Signals first: a SIGTERM while a large state loads must still end in a drained exit 0.
+    let (trigger, shutdown) = shutdown_channel();
+    tokio::spawn(forward_signals(trigger));
     let metrics = telemetry::install_metrics()?;
     let mut scanner = Scanner::open(config, processor, &state, &output).await?;
     let metrics_url = match args.metrics_addr {
@@ -61,10 +64,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "gleaner started"
     );
 
-    let (trigger, shutdown) = shutdown_channel();
-    tokio::spawn(forward_signals(trigger));
     if args.once {
-        let report = scanner.scan(Some(&shutdown)).await?;
+        // `--once` drains by definition: a SIGTERM does not cut it short (a second one does).
+        let report = scanner.scan(None).await?;
         let files: usize = report.batches.iter().map(|b| b.files).sum();
         let failed: usize = report.batches.iter().map(|b| b.failed).sum();
         let bytes: u64 = report.batches.iter().map(|b| b.bytes).sum();

@@ -173,6 +173,7 @@ mod tests {
                     size: 10,
                     mtime_ns: -5,
                     inode: 99,
+                    btime_ns: 12,
                     offset: 10,
                     generation: 7,
                     outcome: Outcome::Failed {
@@ -180,7 +181,6 @@ mod tests {
                     },
                 },
             )],
-            removals: vec!["gone.log".into()],
         }
     }
 

@@ -31,8 +31,8 @@
 //!     generation: loaded.state.generation() + 1,
 //!     upserts: vec![(
 //!         RelPath::from("app/2026-11-24.log"),
-//!         FileEntry { size: 120, mtime_ns: 0, inode: 7, offset: 120, generation: 1,
-//!                     outcome: Outcome::Done },
+//!         FileEntry { size: 120, mtime_ns: 0, inode: 7, btime_ns: 0, offset: 120,
+//!                     generation: 1, outcome: Outcome::Done },
 //!     )],
 //!     ..Delta::default()
 //! };

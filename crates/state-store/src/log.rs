@@ -161,6 +161,31 @@ impl StateLog {
         .await
     }
 
+    /// Fails with [`StateError::Fenced`] if `generation` is already committed (its delta exists,
+    /// or a snapshot covers it).
+    ///
+    /// A writer calls this between processing a batch and writing its output, so that it never
+    /// replaces the output of a generation another writer committed: after a writer has created
+    /// a plan, nobody else can commit that generation, so a check that passes stays true.
+    pub async fn ensure_uncommitted(&self, generation: u64) -> Result<(), StateError> {
+        let listing = self.list_log().await?;
+        let committed = listing.deltas.get(&generation).or_else(|| {
+            listing
+                .snapshots
+                .range(generation..)
+                .next()
+                .map(|(_, path)| path)
+        });
+        match committed {
+            Some(path) => Err(StateError::Fenced {
+                location: self.dir.to_string(),
+                object: self.dir.describe(path),
+                generation,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Removes the plan of a committed generation. A plan that is already gone is fine.
     pub async fn remove_plan(&self, generation: u64) -> Result<(), StateError> {
         let path = self.object_path(generation, ObjectKind::Plan);
@@ -338,6 +363,7 @@ mod tests {
                     size: 1,
                     mtime_ns: 1,
                     inode: 1,
+                    btime_ns: 0,
                     offset: 1,
                     generation,
                     outcome: Outcome::Done,
@@ -356,6 +382,7 @@ mod tests {
                 size: 1,
                 mtime_ns: 1,
                 inode: 1,
+                btime_ns: 0,
                 start: 0,
             }],
             ..Plan::default()
@@ -403,6 +430,20 @@ mod tests {
             matches!(err, StateError::Fenced { generation: 2, .. }),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn committed_generations_are_fenced() {
+        let loc = Location::parse("memory://").unwrap();
+        let log = StateLog::new(&loc, "s").unwrap();
+        log.ensure_uncommitted(1).await.unwrap();
+        log.commit(&delta(1, "a")).await.unwrap();
+        let err = log.ensure_uncommitted(1).await.unwrap_err();
+        assert!(
+            matches!(err, StateError::Fenced { generation: 1, .. }),
+            "{err}"
+        );
+        log.ensure_uncommitted(2).await.unwrap();
     }
 
     #[tokio::test]

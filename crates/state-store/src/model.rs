@@ -96,6 +96,9 @@ pub struct FileEntry {
     pub mtime_ns: i64,
     /// Inode number when it was listed (0 where the platform has none).
     pub inode: u64,
+    /// Birth time, nanoseconds since the Unix epoch (0 where the file system has none). With
+    /// the inode it tells a new file from an old one: file systems reuse inode numbers at once.
+    pub btime_ns: i64,
     /// How many bytes of the file have been processed.
     pub offset: u64,
     /// The generation whose batch processed it.
@@ -160,9 +163,6 @@ impl State {
                 delta.generation, self.generation
             ));
         }
-        for path in &delta.removals {
-            self.entries.remove(path);
-        }
         for (path, entry) in &delta.upserts {
             self.entries.insert(path.clone(), entry.clone());
         }
@@ -181,6 +181,7 @@ mod tests {
             size: 1,
             mtime_ns: 2,
             inode: 3,
+            btime_ns: 4,
             offset: 1,
             generation,
             outcome: Outcome::Done,
@@ -203,13 +204,12 @@ mod tests {
 
         let delta = Delta {
             generation: 2,
-            removals: vec!["a".into()],
-            upserts: vec![("b".into(), entry(2))],
+            upserts: vec![("a".into(), entry(2)), ("b".into(), entry(2))],
             ..Delta::default()
         };
         state.apply(&delta).unwrap();
-        assert_eq!(state.len(), 1);
-        assert!(state.get(&"a".into()).is_none());
+        assert_eq!(state.len(), 2);
+        assert_eq!(state.get(&"a".into()).unwrap().generation, 2);
     }
 
     #[test]

@@ -16,13 +16,10 @@ pub struct Delta {
     pub writer_id: u64,
     /// When it was committed, in milliseconds since the Unix epoch.
     pub committed_at_ms: u64,
-    /// Key of the batch's output object, relative to the output location (none if the
-    /// generation only records removals).
+    /// Key of the batch's output object, relative to the output location.
     pub output_key: Option<String>,
     /// Entries added or replaced, ordered by path.
     pub upserts: Vec<(RelPath, FileEntry)>,
-    /// Paths no longer tracked (their files are gone from the watched directory).
-    pub removals: Vec<RelPath>,
 }
 
 /// The intent to process one batch as generation `generation`, recorded before processing.
@@ -55,6 +52,8 @@ pub struct PlannedFile {
     pub mtime_ns: i64,
     /// Inode when listed (0 where the platform has none).
     pub inode: u64,
+    /// Birth time when listed, nanoseconds since the Unix epoch (0 where unknown).
+    pub btime_ns: i64,
     /// First byte to process (non-zero when only an appended part is processed).
     pub start: u64,
 }
