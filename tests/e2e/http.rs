@@ -64,6 +64,8 @@ fn metrics_healthz_and_readyz_are_served() {
     for expected in [
         "# TYPE gleaner_files_total counter",
         "gleaner_files_total{outcome=\"done\"} 5",
+        "gleaner_files_total{outcome=\"failed\"} 0",
+        "gleaner_files_failed_total{reason=\"vanished\"} 0",
         "gleaner_committed_generation 1",
         "gleaner_ready 1",
         "gleaner_scan_duration_seconds_bucket",

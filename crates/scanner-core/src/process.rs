@@ -48,6 +48,16 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [FailureKind; 6] = [
+        FailureKind::Vanished,
+        FailureKind::Replaced,
+        FailureKind::Truncated,
+        FailureKind::PermissionDenied,
+        FailureKind::Io,
+        FailureKind::Processor,
+    ];
+
     /// The metric label value.
     pub fn label(self) -> &'static str {
         match self {

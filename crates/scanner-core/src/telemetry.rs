@@ -48,8 +48,26 @@ pub const ERRORS_TOTAL: &str = "gleaner_errors_total";
 /// 1 when the last scan succeeded and state is loaded, else 0.
 pub const READY: &str = "gleaner_ready";
 
-/// Registers help text and units for every metric above.
+/// Registers help text and units for every metric above, and every counter at zero, so that
+/// rates and increases are defined from the first scrape on.
 pub fn describe() {
+    use metrics::counter;
+    for result in ["ok", "error"] {
+        counter!(SCANS_TOTAL, "result" => result).increment(0);
+    }
+    for kind in ["fresh", "recovered"] {
+        counter!(BATCHES_TOTAL, "kind" => kind).increment(0);
+    }
+    for outcome in ["done", "failed"] {
+        counter!(FILES_TOTAL, "outcome" => outcome).increment(0);
+    }
+    for kind in crate::process::FailureKind::ALL {
+        counter!(FILES_FAILED_TOTAL, "reason" => kind.label()).increment(0);
+    }
+    for stage in ["watch", "state", "output", "config", "resources", "worker"] {
+        counter!(ERRORS_TOTAL, "stage" => stage).increment(0);
+    }
+    counter!(BYTES_TOTAL).increment(0);
     describe_counter!(SCANS_TOTAL, "Scans run, by result (ok, error).");
     describe_histogram!(SCAN_DURATION, Unit::Seconds, "Duration of whole scans.");
     describe_counter!(
