@@ -104,6 +104,42 @@ impl Fixture {
         })
     }
 
+    /// `gleaner state inspect --json` for this fixture's source.
+    pub fn inspect(&self) -> Value {
+        let out = gleaner()
+            .args(["state", "inspect", "--json", "--source-id", &self.source_id])
+            .arg("--state")
+            .arg(&self.state)
+            .output()
+            .expect("running gleaner state inspect");
+        assert!(
+            out.status.success(),
+            "state inspect failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("inspect prints JSON")
+    }
+
+    /// Asserts that the outputs are exactly one object per committed generation, that no
+    /// interrupted batch is left, and that `gleaner state verify` passes.
+    pub fn assert_outputs_match_commits(&self) {
+        let inspection = self.inspect();
+        let generation = inspection["generation"].as_u64().unwrap();
+        assert_eq!(self.output_objects().len() as u64, generation, "{inspection}");
+        assert!(inspection["interrupted_batch"].is_null(), "{inspection}");
+        let verify = gleaner()
+            .args(["state", "verify", "--state"])
+            .arg(&self.state)
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "state verify: {}{}",
+            String::from_utf8_lossy(&verify.stdout),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
+
     /// Objects of this source's state log with the given extension (`delta`, `plan`).
     pub fn state_objects(&self, ext: &str) -> Vec<PathBuf> {
         let suffix = format!(".{ext}");

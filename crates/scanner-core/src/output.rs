@@ -184,12 +184,50 @@ impl OutputSink {
         }
     }
 
+    /// Generations above `generation` that have an output object, ascending.
+    pub async fn generations_after(&self, generation: u64) -> Result<Vec<u64>, ScanError> {
+        use futures::TryStreamExt;
+        let prefix = self.location.prefix().clone().join(self.source_id.as_str());
+        // Keys are zero-padded: listing from the next generation's key skips the history.
+        let offset = prefix
+            .clone()
+            .join(format!("{:020}", generation.saturating_add(1)).as_str());
+        let mut found: Vec<u64> = self
+            .location
+            .store()
+            .list_with_offset(Some(&prefix), &offset)
+            .map_ok(|meta| meta.location.filename().and_then(parse_generation))
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|source| ScanError::Output {
+                object: self.describe(&self.source_id),
+                source,
+            })?
+            .into_iter()
+            .flatten()
+            .filter(|&g| g > generation)
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        Ok(found)
+    }
+
     /// Checks that the output location is writable (see [`state_store::check_writable`]).
     pub async fn check_writable(&self, writer_id: u64) -> Result<(), ScanError> {
         state_store::check_writable(&self.location.child(&self.source_id), writer_id)
             .await
             .map_err(ScanError::from)
     }
+}
+
+/// The generation an output object's file name holds (`<20 digits>.ndjson[.gz]`).
+fn parse_generation(name: &str) -> Option<u64> {
+    let digits = name
+        .strip_suffix(".ndjson")
+        .or_else(|| name.strip_suffix(".ndjson.gz"))?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
 }
 
 /// Formats a modification time as RFC 3339 (UTC, microseconds). Times before 1970 show as the

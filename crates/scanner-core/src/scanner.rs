@@ -37,11 +37,17 @@ pub struct ScannerConfig {
     pub workers: usize,
     /// Compression of output objects.
     pub compression: Compression,
+    /// Fold the log into a snapshot once this many generations were committed since the last
+    /// one (at least 1).
+    pub snapshot_every: u64,
+    /// Start even though the state is empty (or behind) while the output location already
+    /// holds batches of this source id: everything is processed again.
+    pub allow_rescan: bool,
 }
 
 impl ScannerConfig {
     /// A configuration with defaults: 5 s minimum age, 10 000 files or 4 GiB per batch, one
-    /// worker per core, uncompressed outputs.
+    /// worker per core, uncompressed outputs, a snapshot every 64 generations, no rescan.
     pub fn new(watch_dir: impl Into<PathBuf>, source_id: impl Into<String>) -> Self {
         Self {
             watch_dir: watch_dir.into(),
@@ -50,6 +56,8 @@ impl ScannerConfig {
             limits: BatchLimits::default(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             compression: Compression::None,
+            snapshot_every: 64,
+            allow_rescan: false,
         }
     }
 }
@@ -192,6 +200,10 @@ pub struct Scanner {
     pending: Option<Plan>,
     /// Set after a failed batch: what reached storage is unknown until the log is read again.
     needs_reload: bool,
+    /// Generation of the newest snapshot (0: none yet).
+    snapshot_generation: u64,
+    /// Tracked paths the last listing did not find: dropped from the state at the next snapshot.
+    gone: Vec<RelPath>,
     status: watch::Sender<ScanStatus>,
     wake: Arc<Notify>,
 }
@@ -256,12 +268,15 @@ impl Scanner {
             state: State::new(),
             pending: None,
             needs_reload: true,
+            snapshot_generation: 0,
+            gone: Vec::new(),
             status,
             wake: Arc::new(Notify::new()),
         };
         // Read and verify the state before writing anything: damaged state must stop the process
         // with nothing written, not even a probe.
         let loaded = scanner.reload().await?;
+        scanner.refuse_silent_rescan().await?;
         scanner.log.check_writable().await?;
         scanner
             .output
@@ -411,6 +426,8 @@ impl Scanner {
             self.reload().await?.log(self.log.location());
         }
         let stop_requested = || shutdown.is_some_and(Shutdown::is_requested);
+        // Only this scan's listing may say which files are gone.
+        self.gone.clear();
 
         let mut recovered = None;
         if let Some(plan) = self.pending.take() {
@@ -448,6 +465,7 @@ impl Scanner {
         for problem in &survey.report.listing_problems {
             warn!(path = %problem.path, reason = %problem.reason, "cannot examine part of the watched directory");
         }
+        self.gone = survey.gone;
         let mut report = survey.report;
         report.batches.extend(recovered);
         self.publish_listing_gauges(
@@ -579,6 +597,9 @@ impl Scanner {
             // removes it then.
             warn!(error = %e, generation, "could not remove the plan of a committed batch");
         }
+        if generation - self.snapshot_generation >= self.config.snapshot_every.max(1) {
+            self.snapshot().await;
+        }
 
         // Failures are reported once they are committed: an attempt that is redone would
         // otherwise count (and log) them twice.
@@ -621,6 +642,122 @@ impl Scanner {
         })
     }
 
+    /// Refuses to start when the output location holds batches of this source beyond the
+    /// committed state (state deleted, or restored from an old copy): starting would process
+    /// those files again and duplicate their results. With `allow_rescan`, it records a base
+    /// snapshot after the newest existing batch instead, so new batches never reuse its keys.
+    async fn refuse_silent_rescan(&mut self) -> Result<(), ScanError> {
+        let committed = self.state.generation();
+        let pending = self.pending.as_ref().map(|p| p.generation);
+        let ahead: Vec<u64> = self
+            .output
+            .generations_after(committed)
+            .await?
+            .into_iter()
+            .filter(|g| Some(*g) != pending)
+            .collect();
+        let Some(&newest) = ahead.iter().max() else {
+            return Ok(());
+        };
+        let what = if committed == 0 {
+            format!(
+                "the state at {} is empty, but the output location already holds {} batch(es) \
+                 of source id {:?} (up to generation {newest})",
+                self.log.location(),
+                ahead.len(),
+                self.config.source_id
+            )
+        } else {
+            format!(
+                "the state at {} is at generation {committed}, but the output location holds \
+                 {} later batch(es) of source id {:?} (up to generation {newest}); was the state \
+                 restored from an older copy?",
+                self.log.location(),
+                ahead.len(),
+                self.config.source_id
+            )
+        };
+        if !self.config.allow_rescan {
+            return Err(ScanError::Config(format!(
+                "refusing to start: {what}. Starting would process those files again and \
+                 duplicate their results. If that is what you want, pass --allow-rescan"
+            )));
+        }
+        warn!(
+            "{what}; --allow-rescan: files will be processed again, from generation {}",
+            newest + 1
+        );
+        let entries: Vec<_> = self
+            .state
+            .entries()
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect();
+        let base = State::from_sorted(newest, Some(now_ms()), entries)
+            .map_err(|reason| ScanError::Config(format!("internal: {reason}")))?;
+        let bytes = state_store::encode_snapshot(&base, self.log.writer_id(), now_ms());
+        self.log.store_snapshot(newest, bytes).await?;
+        self.state = base;
+        self.pending = None;
+        self.snapshot_generation = newest;
+        Ok(())
+    }
+
+    /// Folds the log into a snapshot of the current state, without the entries of files the last
+    /// listing did not find, and removes what the snapshot supersedes.
+    ///
+    /// The batch is committed already: a failed snapshot only means the log stays longer until
+    /// the next attempt, so it is logged and counted, not returned.
+    async fn snapshot(&mut self) {
+        let started = Instant::now();
+        let generation = self.state.generation();
+        let writer_id = self.log.writer_id();
+        let mut state = std::mem::take(&mut self.state);
+        let gone = std::mem::take(&mut self.gone);
+        // Dropping entries, compacting and encoding are linear in the state: a worker's job.
+        let joined = tokio::task::spawn_blocking(move || {
+            let dropped = state.forget(&gone);
+            state.compact();
+            let bytes = state_store::encode_snapshot(&state, writer_id, now_ms());
+            (state, dropped, bytes)
+        })
+        .await;
+        let (state, dropped, bytes) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                self.needs_reload = true;
+                counter!(m::SNAPSHOTS_TOTAL, "result" => "error").increment(1);
+                error!(error = %e, generation, "snapshot worker failed; state will be reloaded");
+                return;
+            }
+        };
+        self.state = state;
+        let size = bytes.len();
+        match self.log.store_snapshot(generation, bytes).await {
+            Ok(removed) => {
+                self.snapshot_generation = generation;
+                counter!(m::SNAPSHOTS_TOTAL, "result" => "ok").increment(1);
+                histogram!(m::SNAPSHOT_DURATION).record(started.elapsed().as_secs_f64());
+                gauge!(m::SNAPSHOT_BYTES).set(size as f64);
+                gauge!(m::TRACKED_FILES).set(self.state.len() as f64);
+                info!(
+                    generation,
+                    entries = self.state.len(),
+                    bytes = size,
+                    dropped_gone = dropped,
+                    removed_objects = removed,
+                    elapsed = ?started.elapsed(),
+                    "state log folded into a snapshot"
+                );
+            }
+            Err(e) => {
+                // Memory no longer holds the dropped entries the log still has: re-read it.
+                self.needs_reload = true;
+                counter!(m::SNAPSHOTS_TOTAL, "result" => "error").increment(1);
+                warn!(error = %e, generation, "could not store a snapshot; will try again");
+            }
+        }
+    }
+
     /// Processes the files on at most `workers` worker threads; outcomes come back in plan order.
     /// A resource shortage of the process fails the whole batch (it is retried later).
     async fn process(&self, files: &[PlannedFile]) -> Result<Vec<FileOutcome>, ScanError> {
@@ -656,11 +793,12 @@ impl Scanner {
     /// Re-reads the state log: the committed state and an interrupted plan, if any.
     async fn reload(&mut self) -> Result<LoadSummary, ScanError> {
         let loaded = self.log.load().await?;
-        for generation in &loaded.stale_plans {
-            if let Err(e) = self.log.remove_plan(*generation).await {
-                warn!(error = %e, generation, "could not remove the plan of a committed batch");
-            }
+        let stale = loaded.stale.len();
+        if let Err(e) = self.log.remove(loaded.stale).await {
+            // Harmless: stale objects are ignored by loading and removed by the next snapshot.
+            warn!(error = %e, stale, "could not remove superseded state objects");
         }
+        self.snapshot_generation = loaded.snapshot_generation.unwrap_or(0);
         let summary = LoadSummary {
             generation: loaded.state.generation(),
             tracked_files: loaded.state.len(),
@@ -740,6 +878,8 @@ struct Survey {
     report: ScanReport,
     /// Ready files, cut into batches.
     batches: Vec<Vec<PlannedFile>>,
+    /// Tracked paths not found by the listing.
+    gone: Vec<RelPath>,
     skipped_special: u64,
     listed_at: SystemTime,
 }
@@ -797,6 +937,7 @@ fn survey(
     Ok(Survey {
         report,
         batches: cut_batches(ready, limits),
+        gone: diff.gone,
         skipped_special: listing.skipped_special,
         listed_at,
     })

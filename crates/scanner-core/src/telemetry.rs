@@ -45,6 +45,12 @@ pub const LISTING_PROBLEMS: &str = "gleaner_listing_problems";
 pub const SKIPPED_SPECIAL: &str = "gleaner_skipped_special_files";
 /// Errors that failed a scan, by `stage` (`watch`, `state`, `output`, `worker`, `config`).
 pub const ERRORS_TOTAL: &str = "gleaner_errors_total";
+/// Snapshots of the state log, by `result` (`ok`, `error`).
+pub const SNAPSHOTS_TOTAL: &str = "gleaner_snapshots_total";
+/// Duration of writing a snapshot and removing what it supersedes.
+pub const SNAPSHOT_DURATION: &str = "gleaner_snapshot_duration_seconds";
+/// Size of the last snapshot.
+pub const SNAPSHOT_BYTES: &str = "gleaner_snapshot_bytes";
 /// 1 when the last scan succeeded and state is loaded, else 0.
 pub const READY: &str = "gleaner_ready";
 
@@ -68,6 +74,9 @@ pub fn describe() {
         counter!(ERRORS_TOTAL, "stage" => stage).increment(0);
     }
     counter!(BYTES_TOTAL).increment(0);
+    for result in ["ok", "error"] {
+        counter!(SNAPSHOTS_TOTAL, "result" => result).increment(0);
+    }
     describe_counter!(SCANS_TOTAL, "Scans run, by result (ok, error).");
     describe_histogram!(SCAN_DURATION, Unit::Seconds, "Duration of whole scans.");
     describe_counter!(
@@ -122,4 +131,14 @@ pub fn describe() {
     );
     describe_counter!(ERRORS_TOTAL, "Errors that failed a scan, by stage.");
     describe_gauge!(READY, "1 when state is loaded and the last scan succeeded.");
+    describe_counter!(
+        SNAPSHOTS_TOTAL,
+        "Snapshots of the state log, by result (ok, error)."
+    );
+    describe_histogram!(
+        SNAPSHOT_DURATION,
+        Unit::Seconds,
+        "Duration of writing a snapshot and removing what it supersedes."
+    );
+    describe_gauge!(SNAPSHOT_BYTES, Unit::Bytes, "Size of the last snapshot.");
 }

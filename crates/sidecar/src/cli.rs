@@ -34,6 +34,78 @@ pub enum Command {
     Run(RunArgs),
     /// Run a local demonstration: a built-in emitter writes log files, Gleaner collects them.
     Demo(DemoArgs),
+    /// Look at the state: what it holds, and whether every object of it is sound.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+/// `gleaner state …`
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Generation, tracked files (done, failed), the log's objects and sizes, the last commit.
+    Inspect(InspectArgs),
+    /// Read and check every state object; exit 0 when all are sound, 1 otherwise.
+    Verify(StateArgs),
+}
+
+/// Flags shared by the `state` commands.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Where state is kept: a local path, or a file://, s3://, gs://, az:// or memory:// URL.
+    #[arg(long, env = "GLEANER_STATE", value_name = "URL")]
+    pub state: String,
+
+    /// Only this source id [default: every source id found under --state].
+    #[arg(long, env = "GLEANER_SOURCE_ID", value_name = "ID")]
+    pub source_id: Option<String>,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Retries and timeouts of the storage.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// Flags of `gleaner state inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Where, which source, which format.
+    #[command(flatten)]
+    pub common: StateArgs,
+
+    /// Print every tracked file (one JSON object per line) instead of the summary.
+    #[arg(long)]
+    pub entries: bool,
+}
+
+/// How cloud storage is reached (local storage ignores these).
+#[derive(Debug, Args)]
+pub struct StorageArgs {
+    /// Retries of one storage request that failed transiently (0: none).
+    #[arg(long, env = "GLEANER_STORAGE_RETRIES", default_value_t = 10)]
+    pub storage_retries: usize,
+
+    /// Stop retrying a storage request after this long since its first attempt.
+    #[arg(long, env = "GLEANER_STORAGE_RETRY_TIMEOUT", default_value = "3m", value_parser = parse_duration)]
+    pub storage_retry_timeout: Duration,
+
+    /// Timeout of one attempt of one storage request.
+    #[arg(long, env = "GLEANER_STORAGE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub storage_timeout: Duration,
+}
+
+impl StorageArgs {
+    /// The options of every cloud location.
+    pub fn options(&self) -> state_store::StorageOptions {
+        state_store::StorageOptions {
+            max_retries: self.storage_retries,
+            retry_timeout: self.storage_retry_timeout,
+            request_timeout: self.storage_timeout,
+            ..state_store::StorageOptions::default()
+        }
+    }
 }
 
 /// Log output formats.
@@ -52,11 +124,11 @@ pub struct RunArgs {
     #[arg(long, env = "GLEANER_WATCH", value_name = "DIR")]
     pub watch: PathBuf,
 
-    /// Where state is kept: a local path, or a file:// or memory:// URL.
+    /// Where state is kept: a local path, or a file://, s3://, gs://, az:// or memory:// URL.
     #[arg(long, env = "GLEANER_STATE", value_name = "URL")]
     pub state: String,
 
-    /// Where batch outputs are written: a local path, or a file:// or memory:// URL.
+    /// Where batch outputs are written; the same forms as --state.
     #[arg(long, env = "GLEANER_OUTPUT", value_name = "URL")]
     pub output: String,
 
@@ -100,6 +172,19 @@ pub struct RunArgs {
     /// serve nothing; port 0 picks a free port).
     #[arg(long, env = "GLEANER_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
     pub metrics_addr: MetricsAddr,
+
+    /// Fold the state log into a snapshot every N generations.
+    #[arg(long, env = "GLEANER_SNAPSHOT_EVERY", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: u64,
+
+    /// Start even when the state is empty (or behind) but the output location already holds
+    /// batches of this source id: every file is processed again, duplicating those results.
+    #[arg(long, env = "GLEANER_ALLOW_RESCAN")]
+    pub allow_rescan: bool,
+
+    /// Retries and timeouts of the storage.
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 /// Flags of `gleaner demo`.

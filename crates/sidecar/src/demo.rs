@@ -11,6 +11,7 @@ use scanner_core::{DynProcessor, Readiness, Scanner, ScannerConfig, Stats, shutd
 use state_store::Location;
 
 use crate::cli::{DemoArgs, MetricsAddr};
+use crate::display::human_bytes;
 use crate::emitter::Emitter;
 use crate::telemetry;
 
@@ -205,8 +206,4 @@ async fn wait_for_interrupt() {
 fn path_str(path: &Path) -> anyhow::Result<&str> {
     path.to_str()
         .with_context(|| format!("{} is not valid UTF-8", path.display()))
-}
-
-fn human_bytes(bytes: u64) -> String {
-    bytesize::ByteSize(bytes).display().iec().to_string()
 }

@@ -12,8 +12,10 @@
 
 mod cli;
 mod demo;
+mod display;
 mod emitter;
 mod run;
+mod state_cmd;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -28,7 +30,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         // The demo prints its own summary; keep the log to what needs attention.
-        Command::Demo(_) => "warn",
+        Command::Demo(_) | Command::State(_) => "warn",
         Command::Run(_) => "info",
     };
     telemetry::init_logging(cli.log_format, default_level);
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(args).await,
             Command::Demo(args) => demo::demo(args).await,
+            Command::State(command) => state_cmd::run(command).await,
         }
     });
     // Blocking workers may still be finishing a file; they hold nothing that needs them.

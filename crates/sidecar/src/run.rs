@@ -18,8 +18,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(id) => id,
         None => default_source_id()?,
     };
-    let state = Location::parse(&args.state).context("--state")?;
-    let output = Location::parse(&args.output).context("--output")?;
+    let storage = args.storage.options();
+    let state = Location::parse_with(&args.state, &storage).context("--state")?;
+    let output = Location::parse_with(&args.output, &storage).context("--output")?;
 
     let mut config = ScannerConfig::new(&args.watch, source_id);
     config.readiness = Readiness {
@@ -30,6 +31,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_files: usize::try_from(args.max_files).unwrap_or(usize::MAX),
         max_bytes: args.max_bytes,
     };
+    config.snapshot_every = args.snapshot_every;
+    config.allow_rescan = args.allow_rescan;
     if let Some(workers) = args.workers {
         config.workers = workers as usize;
     }

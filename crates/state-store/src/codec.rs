@@ -63,10 +63,18 @@ fn config() -> impl bincode::config::Config {
 
 /// Encodes `value` as an object of `kind`, header included.
 pub fn encode<T: Encode>(kind: ObjectKind, value: &T) -> Vec<u8> {
+    encode_with(kind, |out| {
+        // Writing into a Vec cannot fail, and our types have no fallible encoders.
+        bincode::encode_into_std_write(value, out, config())
+            .expect("encoding state into memory cannot fail");
+    })
+}
+
+/// Encodes an object of `kind` whose payload `write_payload` appends to the buffer it is given
+/// (for payloads written piece by piece, like snapshots).
+pub fn encode_with(kind: ObjectKind, write_payload: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut out = vec![0u8; HEADER_LEN];
-    // Writing into a Vec cannot fail, and our types have no fallible encoders.
-    bincode::encode_into_std_write(value, &mut out, config())
-        .expect("encoding state into memory cannot fail");
+    write_payload(&mut out);
     let payload_len = (out.len() - HEADER_LEN) as u64;
     out[0..4].copy_from_slice(&MAGIC);
     out[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -78,12 +86,70 @@ pub fn encode<T: Encode>(kind: ObjectKind, value: &T) -> Vec<u8> {
     out
 }
 
+/// Appends one value to a payload being written by [`encode_with`].
+pub fn encode_value<T: Encode>(value: &T, out: &mut Vec<u8>) {
+    bincode::encode_into_std_write(value, out, config())
+        .expect("encoding state into memory cannot fail");
+}
+
 /// Decodes an object that must be of `kind`; `object` names it in errors.
 pub fn decode<T: Decode<()>>(
     kind: ObjectKind,
     bytes: &[u8],
     object: &str,
 ) -> Result<T, StateError> {
+    let mut payload = PayloadReader::open(kind, bytes, object)?;
+    let value = payload.next_value()?;
+    payload.finish()?;
+    Ok(value)
+}
+
+/// Reads the values of a verified payload one after the other.
+pub struct PayloadReader<'a> {
+    rest: &'a [u8],
+    object: &'a str,
+}
+
+impl<'a> PayloadReader<'a> {
+    /// Checks the header and checksum of an object that must be of `kind`.
+    pub fn open(kind: ObjectKind, bytes: &'a [u8], object: &'a str) -> Result<Self, StateError> {
+        Ok(Self {
+            rest: verify(kind, bytes, object)?,
+            object,
+        })
+    }
+
+    /// Decodes the next value.
+    pub fn next_value<T: Decode<()>>(&mut self) -> Result<T, StateError> {
+        let (value, used) =
+            bincode::decode_from_slice(self.rest, config()).map_err(|e| StateError::Corrupt {
+                object: self.object.to_string(),
+                reason: format!("payload does not decode: {e}"),
+            })?;
+        self.rest = &self.rest[used..];
+        Ok(value)
+    }
+
+    /// Bytes not decoded yet.
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
+    /// Checks that the whole payload was decoded.
+    pub fn finish(self) -> Result<(), StateError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(StateError::Corrupt {
+                object: self.object.to_string(),
+                reason: format!("payload has {} trailing bytes", self.rest.len()),
+            })
+        }
+    }
+}
+
+/// Checks the header and checksum of an object that must be of `kind`; returns its payload.
+fn verify<'a>(kind: ObjectKind, bytes: &'a [u8], object: &str) -> Result<&'a [u8], StateError> {
     let corrupt = |reason: String| StateError::Corrupt {
         object: object.to_string(),
         reason,
@@ -128,25 +194,21 @@ pub fn decode<T: Decode<()>>(
         });
     }
     match ObjectKind::from_byte(bytes[7]) {
-        Some(found) if found == kind => {}
-        Some(found) => {
-            return Err(corrupt(format!(
-                "expected a {} object, found a {}",
-                kind.name(),
-                found.name()
-            )));
-        }
-        None => return Err(corrupt(format!("unknown object kind {}", bytes[7]))),
+        Some(found) if found == kind => Ok(&bytes[HEADER_LEN..]),
+        Some(found) => Err(corrupt(format!(
+            "expected a {} object, found a {}",
+            kind.name(),
+            found.name()
+        ))),
+        None => Err(corrupt(format!("unknown object kind {}", bytes[7]))),
     }
-    let (value, used) = bincode::decode_from_slice(&bytes[HEADER_LEN..], config())
-        .map_err(|e| corrupt(format!("payload does not decode: {e}")))?;
-    if used as u64 != actual {
-        return Err(corrupt(format!(
-            "payload has {} trailing bytes",
-            actual - used as u64
-        )));
-    }
-    Ok(value)
+}
+
+/// The kind recorded in an object's header, if the header is readable.
+pub fn peek_kind(bytes: &[u8]) -> Option<ObjectKind> {
+    (bytes.len() >= HEADER_LEN && bytes[0..4] == MAGIC)
+        .then(|| ObjectKind::from_byte(bytes[7]))
+        .flatten()
 }
 
 fn checksum(header: &[u8], payload: &[u8]) -> u32 {

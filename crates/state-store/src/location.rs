@@ -2,24 +2,101 @@
 
 use std::path::{Component, Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use object_store::ObjectStore;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreScheme, RetryConfig};
 use url::Url;
 
 use crate::StateError;
+
+/// How cloud stores are reached: retries, backoff and timeouts. Local stores ignore it.
+///
+/// Retries cover what `object_store` considers transient (connection errors, timeouts, 5xx,
+/// throttling); each retry waits `init_backoff` × 2ⁿ (with jitter), at most `max_backoff`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageOptions {
+    /// Retries of one request (0: none).
+    pub max_retries: usize,
+    /// Give up retrying a request after this long since its first attempt.
+    pub retry_timeout: Duration,
+    /// The first backoff.
+    pub init_backoff: Duration,
+    /// The longest backoff.
+    pub max_backoff: Duration,
+    /// Timeout of one attempt of one request.
+    pub request_timeout: Duration,
+    /// Timeout of establishing a connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for StorageOptions {
+    /// 10 retries within 3 minutes, backoff 100 ms doubling up to 15 s, 30 s per attempt,
+    /// 5 s to connect.
+    fn default() -> Self {
+        Self {
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(180),
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl StorageOptions {
+    fn retry(&self) -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: self.init_backoff,
+                max_backoff: self.max_backoff,
+                base: 2.0,
+            },
+            max_retries: self.max_retries,
+            retry_timeout: self.retry_timeout,
+        }
+    }
+
+    /// Client settings as configuration values, so that what the environment set (an endpoint,
+    /// `*_ALLOW_HTTP`) is kept rather than replaced by a fresh set of client options.
+    fn client_settings(&self) -> [(ClientConfigKey, String); 2] {
+        [
+            (
+                ClientConfigKey::Timeout,
+                humantime::format_duration(self.request_timeout).to_string(),
+            ),
+            (
+                ClientConfigKey::ConnectTimeout,
+                humantime::format_duration(self.connect_timeout).to_string(),
+            ),
+        ]
+    }
+}
 
 /// A place to keep objects: a store plus a prefix inside it, with the URL it was built from.
 ///
 /// The same form serves Gleaner's `--state` and `--output`:
 ///
-/// | input                      | store                                  |
-/// |----------------------------|----------------------------------------|
-/// | `/abs/path`, `./rel/path`  | local file system (relative: from cwd) |
-/// | `file:///abs/path`         | local file system                      |
-/// | `memory://`                | a fresh in-process store (tests)       |
+/// | input                                   | store                                  |
+/// |-----------------------------------------|----------------------------------------|
+/// | `/abs/path`, `./rel/path`               | local file system (relative: from cwd) |
+/// | `file:///abs/path`                      | local file system                      |
+/// | `s3://bucket/prefix`                    | Amazon S3 or an S3-compatible server   |
+/// | `gs://bucket/prefix`                    | Google Cloud Storage                   |
+/// | `az://container/prefix`, `abfs[s]://…`, `https://account.blob.core.windows.net/container/prefix` | Azure Blob Storage |
+/// | `memory://`                             | a fresh in-process store (tests)       |
+///
+/// Cloud stores take credentials, region and endpoint from the usual environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, …;
+/// `GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_APPLICATION_CREDENTIALS`, …; `AZURE_STORAGE_ACCOUNT_NAME`,
+/// `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_ENDPOINT`, …), read by `object_store`'s own
+/// `from_env` builders; their requests are retried as [`StorageOptions`] says.
 ///
 /// Local stores fsync every object and its directory before a write returns, so a commit that
 /// returned survives a power cut, not just a process kill.
@@ -44,7 +121,7 @@ impl std::fmt::Display for Location {
 }
 
 impl Location {
-    /// Parses a user-supplied location: a URL (`file://`, `memory://`) or a local path.
+    /// Parses a user-supplied location (a URL or a local path) with default [`StorageOptions`].
     ///
     /// ```
     /// let loc = state_store::Location::parse("memory://").unwrap();
@@ -52,6 +129,11 @@ impl Location {
     /// assert!(state_store::Location::parse("ftp://example.com/x").is_err());
     /// ```
     pub fn parse(input: &str) -> Result<Self, StateError> {
+        Self::parse_with(input, &StorageOptions::default())
+    }
+
+    /// Parses a user-supplied location: a URL or a local path.
+    pub fn parse_with(input: &str, options: &StorageOptions) -> Result<Self, StateError> {
         let invalid = |reason: String| StateError::InvalidLocation {
             input: input.to_string(),
             reason,
@@ -60,13 +142,13 @@ impl Location {
             return Err(invalid("the location is empty".into()));
         }
         match Url::parse(input) {
-            Ok(url) => Self::from_url(input, &url),
+            Ok(url) => Self::from_url(input, &url, options),
             Err(url::ParseError::RelativeUrlWithoutBase) => Self::local(input, FsPath::new(input)),
             Err(e) => Err(invalid(format!("not a valid URL ({e})"))),
         }
     }
 
-    fn from_url(input: &str, url: &Url) -> Result<Self, StateError> {
+    fn from_url(input: &str, url: &Url, options: &StorageOptions) -> Result<Self, StateError> {
         let invalid = |reason: String| StateError::InvalidLocation {
             input: input.to_string(),
             reason,
@@ -97,16 +179,90 @@ impl Location {
                     url.to_string(),
                 ))
             }
-            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "adl" => {
-                Err(invalid(format!(
-                    "{}:// storage is not supported by this build yet; use a local path or file:// URL",
-                    url.scheme()
-                )))
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "adl" | "https" => {
+                Self::cloud(input, url, options)
             }
             other => Err(invalid(format!(
-                "unsupported scheme {other:?}; use a local path, file://, or memory://"
+                "unsupported scheme {other:?}; use a local path, file://, s3://, gs://, az:// \
+                 or memory://"
             ))),
         }
+    }
+
+    fn cloud(input: &str, url: &Url, options: &StorageOptions) -> Result<Self, StateError> {
+        let invalid = |reason: String| StateError::InvalidLocation {
+            input: input.to_string(),
+            reason,
+        };
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(format!(
+                "a {}:// URL names a bucket or container, like {}://my-bucket/prefix",
+                url.scheme(),
+                url.scheme()
+            )));
+        }
+        let (scheme, prefix) = ObjectStoreScheme::parse(url)
+            .map_err(|e| invalid(format!("not a storage URL object_store understands: {e}")))?;
+        let built =
+            |hint: &'static str| move |e: object_store::Error| invalid(format!("{e} ({hint})"));
+        let client = options.client_settings();
+        let store: Arc<dyn ObjectStore> = match scheme {
+            ObjectStoreScheme::AmazonS3 => {
+                let builder = client.into_iter().fold(
+                    AmazonS3Builder::from_env().with_url(url.as_str()),
+                    |b, (key, value)| b.with_config(AmazonS3ConfigKey::Client(key), value),
+                );
+                let hint = "S3 settings come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, \
+                            AWS_REGION, AWS_ENDPOINT and the other AWS_* variables";
+                Arc::new(
+                    builder
+                        .with_retry(options.retry())
+                        .build()
+                        .map_err(built(hint))?,
+                )
+            }
+            ObjectStoreScheme::GoogleCloudStorage => {
+                let builder = client.into_iter().fold(
+                    GoogleCloudStorageBuilder::from_env().with_url(url.as_str()),
+                    |b, (key, value)| b.with_config(GoogleConfigKey::Client(key), value),
+                );
+                let hint = "GCS credentials come from GOOGLE_SERVICE_ACCOUNT, \
+                            GOOGLE_SERVICE_ACCOUNT_KEY or GOOGLE_APPLICATION_CREDENTIALS";
+                Arc::new(
+                    builder
+                        .with_retry(options.retry())
+                        .build()
+                        .map_err(built(hint))?,
+                )
+            }
+            ObjectStoreScheme::MicrosoftAzure => {
+                let builder = client.into_iter().fold(
+                    MicrosoftAzureBuilder::from_env().with_url(url.as_str()),
+                    |b, (key, value)| b.with_config(AzureConfigKey::Client(key), value),
+                );
+                let hint = "the Azure account and key come from AZURE_STORAGE_ACCOUNT_NAME and \
+                            AZURE_STORAGE_ACCOUNT_KEY, an emulator endpoint from \
+                            AZURE_STORAGE_ENDPOINT";
+                Arc::new(
+                    builder
+                        .with_retry(options.retry())
+                        .build()
+                        .map_err(built(hint))?,
+                )
+            }
+            _ => {
+                return Err(invalid(
+                    "plain http(s) URLs are not storage locations; use s3://, gs:// or az://"
+                        .into(),
+                ));
+            }
+        };
+        Ok(Self {
+            store,
+            prefix,
+            url: url.as_str().trim_end_matches('/').to_string(),
+            local_dir: None,
+        })
     }
 
     fn local(input: &str, path: &FsPath) -> Result<Self, StateError> {
@@ -251,7 +407,8 @@ mod tests {
             "",
             "ftp://host/x",
             "file://somehost/x",
-            "s3://bucket/x",
+            "s3:///x",
+            "https://example.com/x",
             "http://[::1",
         ] {
             let err = Location::parse(bad).unwrap_err();
@@ -269,6 +426,44 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         let err = Location::parse(file.to_str().unwrap()).unwrap_err();
         assert!(err.to_string().contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn cloud_urls_map_to_their_stores_and_prefixes() {
+        // Building a cloud store reads configuration only; no request is made.
+        for (url, prefix) in [
+            ("s3://bucket/a/b", "a/b"),
+            ("s3a://bucket", ""),
+            ("gs://bucket/prefix/", "prefix"),
+            (
+                "https://account.blob.core.windows.net/container/logs",
+                "logs",
+            ),
+        ] {
+            let loc = Location::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(loc.prefix().as_ref(), prefix, "{url}");
+            assert_eq!(loc.to_string(), url.trim_end_matches('/'));
+            assert!(loc.local_dir().is_none());
+        }
+        let loc = Location::parse("gs://bucket/state").unwrap().child("pod-1");
+        assert_eq!(
+            loc.describe(&loc.object("00000000000000000001.delta")),
+            "gs://bucket/state/pod-1/00000000000000000001.delta"
+        );
+    }
+
+    #[test]
+    fn cloud_configuration_errors_say_where_settings_come_from() {
+        let err = Location::parse("s3://").unwrap_err().to_string();
+        assert!(err.contains("names a bucket"), "{err}");
+        // The container is in the URL, the account must come from the environment (unset in
+        // the test environment, or set to the emulator's, in which case the URL works).
+        if std::env::var_os("AZURE_STORAGE_ACCOUNT_NAME").is_none() {
+            let err = Location::parse("az://container/prefix")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("AZURE_STORAGE_ACCOUNT_NAME"), "{err}");
+        }
     }
 
     #[test]

@@ -1,15 +1,17 @@
-//! The state log of one source: conditional creates of plans and deltas, and loading.
+//! The state log of one source: conditional creates of plans and deltas, snapshots that fold
+//! them, loading, cleanup and verification.
 
 use std::collections::BTreeMap;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::codec::{self, ObjectKind};
+use crate::snapshot::decode_snapshot;
 use crate::{Delta, Location, Plan, State, StateError};
 
-/// How many log objects are fetched at once while loading.
+/// How many log objects are fetched at once while loading or verifying.
 const LOAD_CONCURRENCY: usize = 16;
 
 /// The state log of one source id under a state location.
@@ -20,9 +22,12 @@ const LOAD_CONCURRENCY: usize = 16;
 ///   which files the batch covers, so that an interrupted batch is redone identically.
 /// * `….delta` is created (if absent) after the batch's output is written: that create is the
 ///   commit point. If it already exists, another writer got there first: [`StateError::Fenced`].
+/// * `….snapshot` holds the whole state at its generation. Once it is durable, the deltas,
+///   plans and snapshots it supersedes are deleted; a crash in between only leaves stale objects,
+///   which loading ignores and the next cleanup removes.
 ///
-/// Loading folds the deltas in generation order; a plan one past the last delta is the
-/// interrupted batch to redo.
+/// Loading reads the newest snapshot and folds the deltas after it, in generation order; a plan
+/// one past the last delta is the interrupted batch to redo.
 #[derive(Debug, Clone)]
 pub struct StateLog {
     dir: Location,
@@ -37,13 +42,41 @@ pub struct LoadedState {
     pub state: State,
     /// The plan of an interrupted batch, to be redone before anything else.
     pub pending: Option<Plan>,
-    /// Generations whose plans are still stored though their deltas are committed (a process
-    /// stopped between commit and cleanup); safe to remove.
-    pub stale_plans: Vec<u64>,
+    /// The generation of the snapshot the state was loaded from, if any.
+    pub snapshot_generation: Option<u64>,
+    /// Objects that a newer snapshot or delta supersedes (a process stopped before cleaning up);
+    /// safe to remove with [`StateLog::remove`].
+    pub stale: Vec<Path>,
     /// How many log objects were read.
     pub objects_read: usize,
     /// Their total size in bytes.
     pub bytes_read: u64,
+}
+
+/// One object of the log, as listed by [`StateLog::objects`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogObject {
+    /// Its generation.
+    pub generation: u64,
+    /// What it holds.
+    pub kind: ObjectKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Its path in the store.
+    pub path: Path,
+}
+
+/// The result of [`StateLog::verify`].
+#[derive(Debug, Default)]
+pub struct Verification {
+    /// Objects read and checked.
+    pub objects: usize,
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// Every problem found; empty when the log is sound.
+    pub problems: Vec<StateError>,
+    /// The committed generation, when the log could be loaded.
+    pub generation: Option<u64>,
 }
 
 impl StateLog {
@@ -77,46 +110,84 @@ impl StateLog {
         self.dir.object(&object_name(generation, kind))
     }
 
-    /// Reads the whole log and folds it into the committed state.
+    /// Reads the newest snapshot and the deltas after it, and folds them into the state.
     ///
-    /// Every object is checked (header, checksum, kind, generation); any problem is an error
-    /// naming the object. A gap in the deltas is an error too: continuing would silently
+    /// Every object read is checked (header, checksum, kind, generation); any problem is an
+    /// error naming the object. A gap in the deltas is an error too: continuing would silently
     /// forget files and process them again.
     pub async fn load(&self) -> Result<LoadedState, StateError> {
         let listing = self.list_log().await?;
+        let mut loaded = LoadedState::default();
 
-        for (expected, &generation) in (1..).zip(listing.deltas.keys()) {
-            if generation != expected {
+        if let Some((&generation, meta)) = listing.snapshots.iter().next_back() {
+            let bytes = self.read(&meta.location).await?;
+            let object = self.dir.describe(&meta.location);
+            let size = bytes.len() as u64;
+            let (header, state) = blocking(move || decode_snapshot(&bytes, &object)).await?;
+            if header.generation != generation {
+                return Err(StateError::Corrupt {
+                    object: self.dir.describe(&meta.location),
+                    reason: format!("holds the snapshot of generation {}", header.generation),
+                });
+            }
+            loaded.state = state;
+            loaded.snapshot_generation = Some(generation);
+            loaded.objects_read += 1;
+            loaded.bytes_read += size;
+            loaded.stale.extend(
+                listing
+                    .snapshots
+                    .range(..generation)
+                    .map(|(_, m)| m.location.clone()),
+            );
+        }
+        let base = loaded.state.generation();
+
+        let mut later = Vec::new();
+        for (&generation, meta) in &listing.deltas {
+            if generation <= base {
+                loaded.stale.push(meta.location.clone());
+            } else {
+                later.push((generation, meta.location.clone()));
+            }
+        }
+        for ((generation, path), expected) in later.iter().zip(base + 1..) {
+            if *generation != expected {
                 return Err(self.inconsistent(format!(
                     "generation {expected} is missing: the next delta is {}",
-                    self.dir
-                        .describe(&self.object_path(generation, ObjectKind::Delta))
+                    self.dir.describe(path)
                 )));
             }
         }
-
-        let mut loaded = LoadedState::default();
-        let mut fetches = futures::stream::iter(listing.deltas.into_values())
-            .map(|path| async move { self.read(&path).await.map(|bytes| (path, bytes)) })
+        let mut fetches = futures::stream::iter(later)
+            .map(|(_, path)| async move {
+                let bytes = self.read(&path).await?;
+                let object = self.dir.describe(&path);
+                let size = bytes.len() as u64;
+                let delta: Delta =
+                    blocking(move || codec::decode(ObjectKind::Delta, &bytes, &object)).await?;
+                Ok::<_, StateError>((path, delta, size))
+            })
             .buffered(LOAD_CONCURRENCY);
-        while let Some((path, bytes)) = fetches.try_next().await? {
-            let object = self.dir.describe(&path);
-            let delta: Delta = codec::decode(ObjectKind::Delta, &bytes, &object)?;
+        while let Some((path, delta, size)) = fetches.try_next().await? {
             loaded
                 .state
                 .apply(&delta)
-                .map_err(|reason| StateError::Corrupt { object, reason })?;
+                .map_err(|reason| StateError::Corrupt {
+                    object: self.dir.describe(&path),
+                    reason,
+                })?;
             loaded.objects_read += 1;
-            loaded.bytes_read += bytes.len() as u64;
+            loaded.bytes_read += size;
         }
 
         let committed = loaded.state.generation();
-        for (generation, path) in listing.plans {
+        for (generation, meta) in listing.plans {
             if generation <= committed {
-                loaded.stale_plans.push(generation);
+                loaded.stale.push(meta.location);
             } else if generation == committed + 1 {
-                let bytes = self.read(&path).await?;
-                let object = self.dir.describe(&path);
+                let bytes = self.read(&meta.location).await?;
+                let object = self.dir.describe(&meta.location);
                 let plan: Plan = codec::decode(ObjectKind::Plan, &bytes, &object)?;
                 if plan.generation != generation {
                     return Err(StateError::Corrupt {
@@ -130,7 +201,7 @@ impl StateLog {
             } else {
                 return Err(self.inconsistent(format!(
                     "{} is beyond the last committed generation {committed}",
-                    self.dir.describe(&path)
+                    self.dir.describe(&meta.location)
                 )));
             }
         }
@@ -174,25 +245,125 @@ impl StateLog {
                 .snapshots
                 .range(generation..)
                 .next()
-                .map(|(_, path)| path)
+                .map(|(_, meta)| meta)
         });
         match committed {
-            Some(path) => Err(StateError::Fenced {
+            Some(meta) => Err(StateError::Fenced {
                 location: self.dir.to_string(),
-                object: self.dir.describe(path),
+                object: self.dir.describe(&meta.location),
                 generation,
             }),
             None => Ok(()),
         }
     }
 
+    /// Stores a snapshot encoded by [`encode_snapshot`](crate::encode_snapshot) for
+    /// `generation`, then removes every object it supersedes: deltas and plans up to
+    /// `generation`, and older snapshots. Returns how many objects were removed.
+    ///
+    /// Nothing is removed before the snapshot is durable (the put returned), so a crash at any
+    /// point leaves a log that loads to the same state.
+    pub async fn store_snapshot(
+        &self,
+        generation: u64,
+        bytes: Vec<u8>,
+    ) -> Result<usize, StateError> {
+        let path = self.object_path(generation, ObjectKind::Snapshot);
+        // Overwriting is safe: a snapshot of a committed generation has one possible content
+        // (a retry after a put whose answer was lost writes the same state again).
+        self.dir
+            .store()
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|source| self.storage_error(&path, source))?;
+        let listing = self.list_log().await?;
+        let superseded: Vec<Path> = listing
+            .deltas
+            .range(..=generation)
+            .chain(listing.plans.range(..=generation))
+            .chain(listing.snapshots.range(..generation))
+            .map(|(_, meta)| meta.location.clone())
+            .collect();
+        let count = superseded.len();
+        self.remove(superseded).await?;
+        Ok(count)
+    }
+
     /// Removes the plan of a committed generation. A plan that is already gone is fine.
     pub async fn remove_plan(&self, generation: u64) -> Result<(), StateError> {
-        let path = self.object_path(generation, ObjectKind::Plan);
-        match self.dir.store().delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(self.storage_error(&path, source)),
+        self.remove(vec![self.object_path(generation, ObjectKind::Plan)])
+            .await
+    }
+
+    /// Removes stale objects (see [`LoadedState::stale`]). Objects already gone are fine.
+    pub async fn remove(&self, paths: Vec<Path>) -> Result<(), StateError> {
+        if paths.is_empty() {
+            return Ok(());
         }
+        let stream = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let mut deleted = self.dir.store().delete_stream(stream);
+        while let Some(result) = deleted.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => return Err(self.storage_error(self.dir.prefix(), source)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists the log's objects, ordered by generation then kind.
+    pub async fn objects(&self) -> Result<Vec<LogObject>, StateError> {
+        let listing = self.list_log().await?;
+        let mut objects: Vec<LogObject> = [
+            (ObjectKind::Snapshot, listing.snapshots),
+            (ObjectKind::Delta, listing.deltas),
+            (ObjectKind::Plan, listing.plans),
+        ]
+        .into_iter()
+        .flat_map(|(kind, map)| {
+            map.into_iter().map(move |(generation, meta)| LogObject {
+                generation,
+                kind,
+                size: meta.size,
+                path: meta.location,
+            })
+        })
+        .collect();
+        objects.sort_by_key(|o| (o.generation, o.kind as u8));
+        Ok(objects)
+    }
+
+    /// Reads and checks every object of the log, stale ones included, then loads it; reports
+    /// every problem found instead of stopping at the first.
+    pub async fn verify(&self) -> Result<Verification, StateError> {
+        let objects = self.objects().await?;
+        let mut report = Verification::default();
+        let mut checks = futures::stream::iter(objects)
+            .map(|object| async move {
+                let bytes = self.read(&object.path).await?;
+                let name = self.dir.describe(&object.path);
+                let size = bytes.len() as u64;
+                let checked = blocking(move || check_object(&object, &bytes, &name)).await;
+                Ok::<_, StateError>((size, checked))
+            })
+            .buffered(LOAD_CONCURRENCY);
+        while let Some(result) = checks.next().await {
+            report.objects += 1;
+            match result {
+                Ok((size, checked)) => {
+                    report.bytes += size;
+                    report.problems.extend(checked.err());
+                }
+                Err(e) => report.problems.push(e),
+            }
+        }
+        if report.problems.is_empty() {
+            match self.load().await {
+                Ok(loaded) => report.generation = Some(loaded.state.generation()),
+                Err(e) => report.problems.push(e),
+            }
+        }
+        Ok(report)
     }
 
     /// Checks that objects can be written here, by writing and removing a probe object.
@@ -252,16 +423,10 @@ impl StateLog {
                 continue;
             };
             match kind {
-                ObjectKind::Delta => listing.deltas.insert(generation, meta.location),
-                ObjectKind::Plan => listing.plans.insert(generation, meta.location),
-                ObjectKind::Snapshot => listing.snapshots.insert(generation, meta.location),
+                ObjectKind::Delta => listing.deltas.insert(generation, meta),
+                ObjectKind::Plan => listing.plans.insert(generation, meta),
+                ObjectKind::Snapshot => listing.snapshots.insert(generation, meta),
             };
-        }
-        if let Some((&generation, path)) = listing.snapshots.iter().next() {
-            return Err(self.inconsistent(format!(
-                "{} is a snapshot (generation {generation}); this build does not read snapshots",
-                self.dir.describe(path)
-            )));
         }
         Ok(listing)
     }
@@ -278,6 +443,38 @@ impl StateLog {
             location: self.dir.to_string(),
             reason,
         }
+    }
+}
+
+/// Decodes one object completely and checks that it holds the generation its name says.
+fn check_object(object: &LogObject, bytes: &[u8], name: &str) -> Result<(), StateError> {
+    let found = match object.kind {
+        ObjectKind::Delta => codec::decode::<Delta>(ObjectKind::Delta, bytes, name)?.generation,
+        ObjectKind::Plan => codec::decode::<Plan>(ObjectKind::Plan, bytes, name)?.generation,
+        ObjectKind::Snapshot => decode_snapshot(bytes, name)?.0.generation,
+    };
+    if found != object.generation {
+        return Err(StateError::Corrupt {
+            object: name.to_string(),
+            reason: format!("holds the {} of generation {found}", object.kind.name()),
+        });
+    }
+    Ok(())
+}
+
+/// Runs CPU work (decoding) on the blocking pool, off the async runtime.
+async fn blocking<T, F>(work: F) -> Result<T, StateError>
+where
+    F: FnOnce() -> Result<T, StateError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(StateError::Storage {
+            object: "(a decoding worker)".into(),
+            source: object_store::Error::JoinError { source: e },
+        }),
     }
 }
 
@@ -299,11 +496,31 @@ pub async fn check_writable(location: &Location, writer_id: u64) -> Result<(), S
     }
 }
 
+/// The source ids that have a log under `state`, sorted.
+pub async fn list_sources(state: &Location) -> Result<Vec<String>, StateError> {
+    let listing = state
+        .store()
+        .list_with_delimiter(Some(state.prefix()))
+        .await
+        .map_err(|source| StateError::Storage {
+            object: state.to_string(),
+            source,
+        })?;
+    let mut ids: Vec<String> = listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_string))
+        .filter(|id| validate_source_id(id).is_ok())
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
 #[derive(Default)]
 struct LogListing {
-    deltas: BTreeMap<u64, Path>,
-    plans: BTreeMap<u64, Path>,
-    snapshots: BTreeMap<u64, Path>,
+    deltas: BTreeMap<u64, ObjectMeta>,
+    plans: BTreeMap<u64, ObjectMeta>,
+    snapshots: BTreeMap<u64, ObjectMeta>,
 }
 
 /// The file name of the object of `kind` for `generation`: 20 digits, so names sort like numbers.
@@ -352,145 +569,19 @@ pub fn validate_source_id(id: &str) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FileEntry, Outcome, PlannedFile, RelPath};
 
-    fn delta(generation: u64, path: &str) -> Delta {
-        Delta {
-            generation,
-            upserts: vec![(
-                RelPath::from(path),
-                FileEntry {
-                    size: 1,
-                    mtime_ns: 1,
-                    inode: 1,
-                    btime_ns: 0,
-                    offset: 1,
-                    generation,
-                    outcome: Outcome::Done,
-                },
-            )],
-            ..Delta::default()
+    #[test]
+    fn object_names_round_trip() {
+        let name = object_name(42, ObjectKind::Snapshot);
+        assert_eq!(name, "00000000000000000042.snapshot");
+        assert_eq!(parse_object_name(&name), Some((42, ObjectKind::Snapshot)));
+        for bad in [
+            "42.delta",
+            "0000000000000000004x.delta",
+            "00000000000000000042.tmp",
+        ] {
+            assert_eq!(parse_object_name(bad), None, "{bad}");
         }
-    }
-
-    fn plan(generation: u64) -> Plan {
-        Plan {
-            generation,
-            output_key: format!("s/{generation}.ndjson"),
-            files: vec![PlannedFile {
-                path: "x".into(),
-                size: 1,
-                mtime_ns: 1,
-                inode: 1,
-                btime_ns: 0,
-                start: 0,
-            }],
-            ..Plan::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn commits_fold_and_plans_are_pending_or_stale() {
-        let loc = Location::parse("memory://").unwrap();
-        let log = StateLog::new(&loc, "pod-1").unwrap();
-        assert_eq!(log.load().await.unwrap().state.generation(), 0);
-
-        log.create_plan(&plan(1)).await.unwrap();
-        log.commit(&delta(1, "a")).await.unwrap();
-        log.create_plan(&plan(2)).await.unwrap();
-
-        let loaded = log.load().await.unwrap();
-        assert_eq!(loaded.state.generation(), 1);
-        assert_eq!(loaded.stale_plans, vec![1]);
-        assert_eq!(loaded.pending, Some(plan(2)));
-
-        log.remove_plan(1).await.unwrap();
-        log.remove_plan(1).await.unwrap();
-        log.commit(&delta(2, "b")).await.unwrap();
-        let loaded = log.load().await.unwrap();
-        assert_eq!(loaded.state.len(), 2);
-        assert_eq!(loaded.pending, None);
-    }
-
-    #[tokio::test]
-    async fn a_second_writer_is_fenced() {
-        let loc = Location::parse("memory://").unwrap();
-        let first = StateLog::new(&loc, "pod-1").unwrap();
-        let second = StateLog::new(&loc, "pod-1").unwrap();
-        first.commit(&delta(1, "a")).await.unwrap();
-        let err = second.commit(&delta(1, "b")).await.unwrap_err();
-        assert!(
-            matches!(err, StateError::Fenced { generation: 1, .. }),
-            "{err}"
-        );
-        assert!(err.to_string().contains("another writer owns the state"));
-        first.create_plan(&plan(2)).await.unwrap();
-        let err = second.create_plan(&plan(2)).await.unwrap_err();
-        assert!(
-            matches!(err, StateError::Fenced { generation: 2, .. }),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn committed_generations_are_fenced() {
-        let loc = Location::parse("memory://").unwrap();
-        let log = StateLog::new(&loc, "s").unwrap();
-        log.ensure_uncommitted(1).await.unwrap();
-        log.commit(&delta(1, "a")).await.unwrap();
-        let err = log.ensure_uncommitted(1).await.unwrap_err();
-        assert!(
-            matches!(err, StateError::Fenced { generation: 1, .. }),
-            "{err}"
-        );
-        log.ensure_uncommitted(2).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn gaps_and_corruption_are_named_errors() {
-        let loc = Location::parse("memory://").unwrap();
-        let log = StateLog::new(&loc, "s").unwrap();
-        log.commit(&delta(1, "a")).await.unwrap();
-        log.commit(&delta(3, "c")).await.unwrap();
-        let err = log.load().await.unwrap_err();
-        assert!(err.to_string().contains("generation 2 is missing"), "{err}");
-
-        let path = log.object_path(2, ObjectKind::Delta);
-        let mut bytes = codec::encode(ObjectKind::Delta, &delta(2, "b"));
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x10;
-        loc.store().put(&path, bytes.into()).await.unwrap();
-        let err = log.load().await.unwrap_err();
-        assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
-        assert!(
-            err.to_string().contains("00000000000000000002.delta"),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn unrelated_objects_are_ignored() {
-        let loc = Location::parse("memory://").unwrap();
-        let log = StateLog::new(&loc, "s").unwrap();
-        let store = loc.store();
-        store
-            .put(
-                &log.location().object("README"),
-                PutPayload::from_static(b"hi"),
-            )
-            .await
-            .unwrap();
-        store
-            .put(
-                &log.location()
-                    .child("nested")
-                    .object(&object_name(1, ObjectKind::Delta)),
-                PutPayload::from_static(b"not a delta"),
-            )
-            .await
-            .unwrap();
-        log.check_writable().await.unwrap();
-        assert_eq!(log.load().await.unwrap().objects_read, 0);
     }
 
     #[test]

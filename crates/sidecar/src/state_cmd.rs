@@ -1,0 +1,217 @@
+//! `gleaner state inspect` and `gleaner state verify`: read-only views of the state log.
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use state_store::codec::ObjectKind;
+use state_store::{Location, Outcome, StateLog, list_sources};
+
+use crate::cli::{InspectArgs, StateArgs, StateCommand};
+use crate::display::{human_bytes as human, rfc3339_ms};
+
+/// Runs a `state` subcommand.
+pub async fn run(command: StateCommand) -> anyhow::Result<()> {
+    match command {
+        StateCommand::Inspect(args) => inspect(args).await,
+        StateCommand::Verify(args) => verify(args).await,
+    }
+}
+
+/// The logs to look at: the one of `--source-id`, or every one under `--state`.
+async fn logs(args: &StateArgs) -> anyhow::Result<Vec<StateLog>> {
+    let location = Location::parse_with(&args.state, &args.storage.options()).context("--state")?;
+    let ids = match &args.source_id {
+        Some(id) => vec![id.clone()],
+        None => {
+            let ids = list_sources(&location).await?;
+            if ids.is_empty() {
+                anyhow::bail!("no state found at {location} (no source id directory under it)");
+            }
+            ids
+        }
+    };
+    ids.iter()
+        .map(|id| StateLog::new(&location, id).map_err(anyhow::Error::from))
+        .collect()
+}
+
+async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
+    for log in logs(&args.common).await? {
+        let objects = log.objects().await?;
+        let loaded = log.load().await?;
+        if args.entries {
+            for (path, entry) in loaded.state.entries() {
+                let (outcome, reason) = match &entry.outcome {
+                    Outcome::Done => ("done", None),
+                    Outcome::Failed { reason } => ("failed", Some(reason.as_ref())),
+                };
+                let line = json!({
+                    "source_id": log.source_id(),
+                    "path": path.to_string(),
+                    "size": entry.size,
+                    "mtime_ns": entry.mtime_ns,
+                    "inode": entry.inode,
+                    "offset": entry.offset,
+                    "generation": entry.generation,
+                    "outcome": outcome,
+                    "reason": reason,
+                });
+                println!("{line}");
+            }
+            continue;
+        }
+        let failed: Vec<Value> = loaded
+            .state
+            .entries()
+            .filter_map(|(path, entry)| match &entry.outcome {
+                Outcome::Failed { reason } => Some(json!({
+                    "path": path.to_string(),
+                    "generation": entry.generation,
+                    "reason": reason.as_ref(),
+                })),
+                Outcome::Done => None,
+            })
+            .collect();
+        let count = |kind: ObjectKind| objects.iter().filter(|o| o.kind == kind).count();
+        let bytes = |kind: ObjectKind| -> u64 {
+            objects
+                .iter()
+                .filter(|o| o.kind == kind)
+                .map(|o| o.size)
+                .sum()
+        };
+        let snapshot = objects
+            .iter()
+            .filter(|o| o.kind == ObjectKind::Snapshot)
+            .max_by_key(|o| o.generation);
+        let summary = json!({
+            "source_id": log.source_id(),
+            "state": log.location().to_string(),
+            "generation": loaded.state.generation(),
+            "last_commit": loaded.state.last_commit_ms().map(rfc3339_ms),
+            "tracked_files": loaded.state.len(),
+            "done": loaded.state.len() - failed.len(),
+            "failed": failed.len(),
+            "objects": {
+                "snapshots": count(ObjectKind::Snapshot),
+                "snapshot_bytes": bytes(ObjectKind::Snapshot),
+                "snapshot_generation": snapshot.map(|o| o.generation),
+                "deltas": count(ObjectKind::Delta),
+                "delta_bytes": bytes(ObjectKind::Delta),
+                "plans": count(ObjectKind::Plan),
+                "plan_bytes": bytes(ObjectKind::Plan),
+                "stale": loaded.stale.len(),
+            },
+            "interrupted_batch": loaded.pending.as_ref().map(|p| json!({
+                "generation": p.generation,
+                "files": p.files.len(),
+            })),
+            "failed_files": failed,
+        });
+        if args.common.json {
+            println!("{summary}");
+        } else {
+            print_summary(&summary);
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(s: &Value) {
+    let o = &s["objects"];
+    println!(
+        "source id      {}",
+        s["source_id"].as_str().unwrap_or_default()
+    );
+    println!("state          {}", s["state"].as_str().unwrap_or_default());
+    match s["last_commit"].as_str() {
+        Some(at) => println!("generation     {}, committed {at}", s["generation"]),
+        None => println!("generation     {} (nothing committed yet)", s["generation"]),
+    }
+    println!(
+        "tracked files  {} ({} done, {} failed)",
+        s["tracked_files"], s["done"], s["failed"]
+    );
+    let snapshot = match o["snapshot_generation"].as_u64() {
+        Some(g) => format!(
+            "{} snapshot(s), newest at generation {g}, {}",
+            o["snapshots"],
+            human(o["snapshot_bytes"].as_u64().unwrap_or(0))
+        ),
+        None => "no snapshot".to_string(),
+    };
+    println!(
+        "log objects    {snapshot}; {} delta(s), {}; {} plan(s); {} stale",
+        o["deltas"],
+        human(o["delta_bytes"].as_u64().unwrap_or(0)),
+        o["plans"],
+        o["stale"]
+    );
+    match s["interrupted_batch"].as_object() {
+        Some(p) => println!(
+            "interrupted    generation {} ({} files), redone at the next start",
+            p["generation"], p["files"]
+        ),
+        None => println!("interrupted    none"),
+    }
+    if let Some(failed) = s["failed_files"].as_array().filter(|f| !f.is_empty()) {
+        println!("failed files");
+        for f in failed.iter().take(20) {
+            println!(
+                "  {}  (generation {}): {}",
+                f["path"].as_str().unwrap_or_default(),
+                f["generation"],
+                f["reason"].as_str().unwrap_or_default()
+            );
+        }
+        if failed.len() > 20 {
+            println!("  … and {} more (use --json)", failed.len() - 20);
+        }
+    }
+    println!();
+}
+
+async fn verify(args: StateArgs) -> anyhow::Result<()> {
+    let mut problems = 0;
+    let mut reports = Vec::new();
+    for log in logs(&args).await? {
+        let report = log.verify().await?;
+        problems += report.problems.len();
+        let messages: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        if args.json {
+            reports.push(json!({
+                "source_id": log.source_id(),
+                "state": log.location().to_string(),
+                "ok": messages.is_empty(),
+                "objects": report.objects,
+                "bytes": report.bytes,
+                "generation": report.generation,
+                "problems": messages,
+            }));
+        } else if messages.is_empty() {
+            println!(
+                "{}: ok: {} object(s), {}, read and checked; generation {}",
+                log.source_id(),
+                report.objects,
+                human(report.bytes),
+                report.generation.unwrap_or(0)
+            );
+        } else {
+            println!(
+                "{}: {} problem(s) in {} object(s):",
+                log.source_id(),
+                messages.len(),
+                report.objects
+            );
+            for message in messages {
+                println!("  {message}");
+            }
+        }
+    }
+    if args.json {
+        println!("{}", json!({ "ok": problems == 0, "sources": reports }));
+    }
+    if problems > 0 {
+        anyhow::bail!("state verification failed: {problems} problem(s)");
+    }
+    Ok(())
+}
