@@ -3,9 +3,10 @@
 #
 #   ./tests/run.sh
 #
-# Formatting, lints, docs, unit tests, end-to-end tests against the real `gleaner` binary (the
-# crash campaign with SIGKILLs included), doctests and the library example. It installs what the
-# tests need by itself; every server a test starts listens on 127.0.0.1 only and is stopped by PID.
+# Formatting, lints, docs, unit tests, the storage conformance suite against real servers (moto
+# for S3 and Azurite for Azure, installed from PyPI and npm into .tools/), end-to-end tests
+# against the real `gleaner` binary (the crash campaign with SIGKILLs included), doctests and the
+# library example. Servers listen on 127.0.0.1 only and are stopped by PID when the script ends.
 #
 # Environment:
 #   GLEANER_CRASH_KILLS  kills in the crash campaign (default 40)
@@ -16,13 +17,17 @@ cd "$(dirname "$0")/.."
 started=$SECONDS
 step() { printf '\n==> %s  (%ds)\n' "$*" "$((SECONDS - started))"; }
 
-step "tools"
+step "tools and servers"
 cargo --version
+# shellcheck source=tests/servers.sh
+source tests/servers.sh
+start_servers
+# The tests that need the servers are #[ignore]d under plain `cargo test`; run them all here.
 if cargo nextest --version >/dev/null 2>&1; then
-  runner=(cargo nextest run --workspace --locked --no-fail-fast)
+  runner=(cargo nextest run --workspace --locked --no-fail-fast --run-ignored all)
 else
   echo "cargo-nextest not found: using cargo test"
-  runner=(cargo test --workspace --locked --no-fail-fast)
+  runner=(cargo test --workspace --locked --no-fail-fast -- --include-ignored)
 fi
 
 step "cargo fmt --check"
