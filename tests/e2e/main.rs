@@ -11,5 +11,7 @@ mod errors;
 mod http;
 mod lifecycle;
 mod once;
+mod race;
 mod readiness;
 mod signals;
+mod state;

@@ -125,7 +125,11 @@ impl Fixture {
     pub fn assert_outputs_match_commits(&self) {
         let inspection = self.inspect();
         let generation = inspection["generation"].as_u64().unwrap();
-        assert_eq!(self.output_objects().len() as u64, generation, "{inspection}");
+        assert_eq!(
+            self.output_objects().len() as u64,
+            generation,
+            "{inspection}"
+        );
         assert!(inspection["interrupted_batch"].is_null(), "{inspection}");
         let verify = gleaner()
             .args(["state", "verify", "--state"])
@@ -179,25 +183,118 @@ pub fn files_with(dir: &Path, keep: impl Fn(&str) -> bool + Copy) -> Vec<PathBuf
     out
 }
 
+/// A storage location for a test: a local directory, or a fresh prefix on the S3 server that
+/// `tests/run.sh` starts (`GLEANER_TEST_S3`).
+#[derive(Clone, Debug)]
+pub enum Place {
+    /// A directory on local disk.
+    Local(PathBuf),
+    /// An `s3://bucket/prefix` URL.
+    S3(String),
+}
+
+impl Place {
+    /// A fresh prefix on the test S3 server.
+    pub fn s3(name: &str) -> Place {
+        let base = std::env::var("GLEANER_TEST_S3")
+            .expect("GLEANER_TEST_S3 is not set: run tests/run.sh, which starts moto");
+        Place::S3(format!("{base}/{name}-{:016x}", fastrand::u64(..)))
+    }
+
+    /// The `--state`/`--output` argument.
+    pub fn arg(&self) -> String {
+        match self {
+            Place::Local(dir) => dir.display().to_string(),
+            Place::S3(url) => url.clone(),
+        }
+    }
+
+    /// Every object under this place whose name passes `keep`: (path below the place, bytes).
+    pub fn objects(&self, keep: impl Fn(&str) -> bool + Copy) -> Vec<(String, Vec<u8>)> {
+        match self {
+            Place::Local(dir) => files_with(dir, keep)
+                .into_iter()
+                .map(|p| {
+                    let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                    (rel, fs::read(&p).unwrap())
+                })
+                .collect(),
+            Place::S3(url) => {
+                use futures::TryStreamExt;
+                use object_store::ObjectStoreExt;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let location = state_store::Location::parse(url).unwrap();
+                    let store = location.store();
+                    let metas: Vec<_> = store
+                        .list(Some(location.prefix()))
+                        .try_collect()
+                        .await
+                        .unwrap();
+                    let mut out = Vec::new();
+                    for meta in metas {
+                        if !meta.location.filename().is_some_and(keep) {
+                            continue;
+                        }
+                        let bytes = store
+                            .get(&meta.location)
+                            .await
+                            .unwrap()
+                            .bytes()
+                            .await
+                            .unwrap();
+                        let rel: Vec<String> = meta
+                            .location
+                            .prefix_match(location.prefix())
+                            .unwrap()
+                            .map(|p| p.as_ref().to_string())
+                            .collect();
+                        out.push((rel.join("/"), bytes.to_vec()));
+                    }
+                    out.sort();
+                    out
+                })
+            }
+        }
+    }
+
+    /// Every output line under this place, parsed, with the object it came from.
+    pub fn outputs(&self) -> Vec<(PathBuf, Value)> {
+        let mut lines = Vec::new();
+        for (name, raw) in self.objects(|n| n.ends_with(".ndjson") || n.ends_with(".ndjson.gz")) {
+            lines.extend(parse_output(Path::new(&name), &raw));
+        }
+        lines
+    }
+}
+
+fn parse_output(object: &Path, raw: &[u8]) -> Vec<(PathBuf, Value)> {
+    let text = if object.to_string_lossy().ends_with(".gz") {
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(raw)
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    } else {
+        String::from_utf8(raw.to_vec()).expect("outputs are UTF-8")
+    };
+    text.lines()
+        .map(|line| {
+            let value: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("bad JSON in {}: {e}: {line}", object.display()));
+            (object.to_path_buf(), value)
+        })
+        .collect()
+}
+
 /// Parses every line of every output object under `dir`.
 pub fn read_outputs(dir: &Path) -> Vec<(PathBuf, Value)> {
     let mut lines = Vec::new();
     for object in files_with(dir, |n| n.ends_with(".ndjson") || n.ends_with(".ndjson.gz")) {
-        let raw = fs::read(&object).unwrap();
-        let text = if object.to_string_lossy().ends_with(".gz") {
-            let mut s = String::new();
-            flate2::read::GzDecoder::new(&raw[..])
-                .read_to_string(&mut s)
-                .unwrap();
-            s
-        } else {
-            String::from_utf8(raw).expect("outputs are UTF-8")
-        };
-        for line in text.lines() {
-            let value: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("bad JSON in {}: {e}: {line}", object.display()));
-            lines.push((object.clone(), value));
-        }
+        lines.extend(parse_output(&object, &fs::read(&object).unwrap()));
     }
     lines
 }

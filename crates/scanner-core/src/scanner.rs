@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use metrics::{counter, gauge, histogram};
 use state_store::{
-    Delta, FileEntry, Location, Outcome, Plan, PlannedFile, RelPath, State, StateLog, now_ms,
+    Delta, FileEntry, Location, Outcome, Plan, PlannedFile, RelPath, State, StateError, StateLog,
+    now_ms,
 };
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
@@ -659,6 +660,16 @@ impl Scanner {
         let Some(&newest) = ahead.iter().max() else {
             return Ok(());
         };
+        // A live writer that moved on since the log was loaded also explains outputs ahead of
+        // it; such a writer always leaves a plan, delta or snapshot beyond our generation.
+        if let Some(object) = self.log.first_after(committed).await? {
+            return Err(StateError::Fenced {
+                location: self.log.location().to_string(),
+                object: self.log.location().describe(&object.path),
+                generation: object.generation,
+            }
+            .into());
+        }
         let what = if committed == 0 {
             format!(
                 "the state at {} is empty, but the output location already holds {} batch(es) \
@@ -710,6 +721,11 @@ impl Scanner {
     async fn snapshot(&mut self) {
         let started = Instant::now();
         let generation = self.state.generation();
+        debug!(
+            generation,
+            entries = self.state.len(),
+            "folding the state log into a snapshot"
+        );
         let writer_id = self.log.writer_id();
         let mut state = std::mem::take(&mut self.state);
         let gone = std::mem::take(&mut self.gone);

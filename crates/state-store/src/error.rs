@@ -105,6 +105,17 @@ pub enum StateError {
 }
 
 impl StateError {
+    /// True when an object that was expected to exist was not found.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            StateError::Storage {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+        )
+    }
+
     /// True for errors that another attempt may not hit (network, throttling, timeouts).
     ///
     /// Corruption, fencing and invalid configuration are never transient.

@@ -116,6 +116,29 @@ impl StateLog {
     /// error naming the object. A gap in the deltas is an error too: continuing would silently
     /// forget files and process them again.
     pub async fn load(&self) -> Result<LoadedState, StateError> {
+        // An object listed but gone when read was superseded by a snapshot that a running
+        // writer stored meanwhile: read the log again. Still changing after a few attempts
+        // means someone is writing it faster than it can be read.
+        const ATTEMPTS: usize = 5;
+        for _ in 1..ATTEMPTS {
+            match self.load_once().await {
+                Err(e) if e.is_not_found() => continue,
+                result => return result,
+            }
+        }
+        self.load_once().await.map_err(|e| {
+            if e.is_not_found() {
+                self.inconsistent(format!(
+                    "its objects kept disappearing while it was read {ATTEMPTS} times: \
+                     another writer is folding it ({e})"
+                ))
+            } else {
+                e
+            }
+        })
+    }
+
+    async fn load_once(&self) -> Result<LoadedState, StateError> {
         let listing = self.list_log().await?;
         let mut loaded = LoadedState::default();
 
@@ -257,6 +280,16 @@ impl StateLog {
         }
     }
 
+    /// The first object (plan, delta or snapshot) of a generation above `generation`, if any:
+    /// a sign that another writer has moved on since this one loaded the log.
+    pub async fn first_after(&self, generation: u64) -> Result<Option<LogObject>, StateError> {
+        Ok(self
+            .objects()
+            .await?
+            .into_iter()
+            .find(|o| o.generation > generation))
+    }
+
     /// Stores a snapshot encoded by [`encode_snapshot`](crate::encode_snapshot) for
     /// `generation`, then removes every object it supersedes: deltas and plans up to
     /// `generation`, and older snapshots. Returns how many objects were removed.
@@ -348,13 +381,18 @@ impl StateLog {
             })
             .buffered(LOAD_CONCURRENCY);
         while let Some(result) = checks.next().await {
-            report.objects += 1;
             match result {
                 Ok((size, checked)) => {
+                    report.objects += 1;
                     report.bytes += size;
                     report.problems.extend(checked.err());
                 }
-                Err(e) => report.problems.push(e),
+                // Removed by a running writer's snapshot since it was listed: superseded.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    report.objects += 1;
+                    report.problems.push(e);
+                }
             }
         }
         if report.problems.is_empty() {

@@ -1,0 +1,139 @@
+//! One writer: two `gleaner run` processes on one state location and source id race through a
+//! backlog. Exactly one commits each generation; the other stops with the ownership error and
+//! exit code 3; the outputs hold every file exactly once.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Fixture, Place, assert_exactly_once, gleaner, sigterm, wait_with_timeout};
+
+fn racer(fx: &Fixture, state: &Place, output: &Place, log: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_gleaner"))
+        .arg("run")
+        .arg("--watch")
+        .arg(&fx.watch)
+        .args(["--state", &state.arg(), "--output", &output.arg()])
+        .args([
+            "--source-id",
+            "racer",
+            "--metrics-addr",
+            "off",
+            "--min-age",
+            "0s",
+        ])
+        .args([
+            "--interval",
+            "100ms",
+            "--max-files",
+            "4",
+            "--snapshot-every",
+            "16",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(fx.root.join(log)).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn race(state: Place, output: Place, fx: &Fixture) {
+    let mut expected = BTreeMap::new();
+    for i in 0..600 {
+        let data = format!("racing file {i}\nsecond line\n").into_bytes();
+        fx.write(
+            &format!("d{}/f{i:04}.log", i % 9),
+            &data,
+            Duration::from_secs(60),
+        );
+        expected.insert(format!("d{}/f{i:04}.log", i % 9), data);
+    }
+    let mut a = racer(fx, &state, &output, "a.log");
+    let mut b = racer(fx, &state, &output, "b.log");
+
+    // Wait for the loser.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut winner, loser_log, status) = loop {
+        if let Some(status) = a.try_wait().unwrap() {
+            break (b, "a.log", status);
+        }
+        if let Some(status) = b.try_wait().unwrap() {
+            break (a, "b.log", status);
+        }
+        assert!(Instant::now() < deadline, "neither racer stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(fx.root.join(loser_log)).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "the loser exits with code 3: {text}"
+    );
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("gleaner: error: another writer owns the"),
+        "the loser names the problem: {text}"
+    );
+
+    // The winner drains the rest and exits cleanly.
+    sigterm(&winner);
+    let status = wait_with_timeout(&mut winner, Duration::from_secs(120)).expect("winner exits");
+    assert_eq!(status.code(), Some(0));
+
+    let lines = output.outputs();
+    assert_exactly_once(&lines, &expected);
+    let inspect = gleaner()
+        .args([
+            "state",
+            "inspect",
+            "--json",
+            "--source-id",
+            "racer",
+            "--state",
+            &state.arg(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let inspection: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let generation = inspection["generation"].as_u64().unwrap();
+    let objects = output.objects(|n| n.ends_with(".ndjson")).len() as u64;
+    assert_eq!(
+        objects, generation,
+        "one output object per committed generation"
+    );
+    assert_eq!(inspection["tracked_files"], 600);
+    let verify = gleaner()
+        .args(["state", "verify", "--state", &state.arg()])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[test]
+fn two_writers_on_local_disk() {
+    for _ in 0..3 {
+        let fx = Fixture::new();
+        let (state, output) = (
+            Place::Local(fx.state.clone()),
+            Place::Local(fx.output.clone()),
+        );
+        race(state, output, &fx);
+    }
+}
+
+#[test]
+#[ignore = "needs moto (S3): run tests/run.sh"]
+fn two_writers_on_s3() {
+    for _ in 0..2 {
+        let fx = Fixture::new();
+        race(Place::s3("race-state"), Place::s3("race-output"), &fx);
+    }
+}
