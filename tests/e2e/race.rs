@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Fixture, Place, assert_exactly_once, gleaner, sigterm, wait_with_timeout};
+use crate::support::{
+    Fixture, Place, assert_exactly_once, assert_state_verifies, inspect_state, sigterm,
+    wait_with_timeout,
+};
 
 fn racer(fx: &Fixture, state: &Place, output: &Place, log: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_gleaner"))
@@ -81,24 +84,7 @@ fn race(state: Place, output: Place, fx: &Fixture) {
 
     let lines = output.outputs();
     assert_exactly_once(&lines, &expected);
-    let inspect = gleaner()
-        .args([
-            "state",
-            "inspect",
-            "--json",
-            "--source-id",
-            "racer",
-            "--state",
-            &state.arg(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        inspect.status.success(),
-        "{}",
-        String::from_utf8_lossy(&inspect.stderr)
-    );
-    let inspection: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let inspection = inspect_state(&state.arg(), "racer");
     let generation = inspection["generation"].as_u64().unwrap();
     let objects = output.objects(|n| n.ends_with(".ndjson")).len() as u64;
     assert_eq!(
@@ -106,15 +92,7 @@ fn race(state: Place, output: Place, fx: &Fixture) {
         "one output object per committed generation"
     );
     assert_eq!(inspection["tracked_files"], 600);
-    let verify = gleaner()
-        .args(["state", "verify", "--state", &state.arg()])
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    assert_state_verifies(&state.arg());
 }
 
 #[test]

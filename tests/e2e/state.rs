@@ -4,12 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use state_store::{Location, Plan, PlannedFile, StateLog};
 
-use crate::support::{Fixture, files_with, gleaner, path_counts, random_content, seeded_rng};
+use crate::support::{
+    Fixture, assert_state_verifies, files_with, gleaner, path_counts, random_content, seeded_rng,
+};
 
 const OLD: Duration = Duration::from_secs(3600);
 
@@ -336,16 +338,7 @@ fn sigkill_while_snapshotting_keeps_every_entry() {
         }
 
         // The state loads and verifies, and its entries are exactly the committed files.
-        let verify = Command::new(env!("CARGO_BIN_EXE_gleaner"))
-            .args(["state", "verify", "--state"])
-            .arg(&fx.state)
-            .output()
-            .unwrap();
-        assert!(
-            verify.status.success(),
-            "kill {kill}: {}",
-            String::from_utf8_lossy(&verify.stdout)
-        );
+        assert_state_verifies(&fx.state.display().to_string());
         let generation = fx.inspect()["generation"].as_u64().unwrap();
         let committed: BTreeSet<String> = fx
             .outputs()

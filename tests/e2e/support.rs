@@ -106,18 +106,7 @@ impl Fixture {
 
     /// `gleaner state inspect --json` for this fixture's source.
     pub fn inspect(&self) -> Value {
-        let out = gleaner()
-            .args(["state", "inspect", "--json", "--source-id", &self.source_id])
-            .arg("--state")
-            .arg(&self.state)
-            .output()
-            .expect("running gleaner state inspect");
-        assert!(
-            out.status.success(),
-            "state inspect failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("inspect prints JSON")
+        inspect_state(&self.state.display().to_string(), &self.source_id)
     }
 
     /// Asserts that the outputs are exactly one object per committed generation, that no
@@ -131,17 +120,7 @@ impl Fixture {
             "{inspection}"
         );
         assert!(inspection["interrupted_batch"].is_null(), "{inspection}");
-        let verify = gleaner()
-            .args(["state", "verify", "--state"])
-            .arg(&self.state)
-            .output()
-            .unwrap();
-        assert!(
-            verify.status.success(),
-            "state verify: {}{}",
-            String::from_utf8_lossy(&verify.stdout),
-            String::from_utf8_lossy(&verify.stderr)
-        );
+        assert_state_verifies(&self.state.display().to_string());
     }
 
     /// Objects of this source's state log with the given extension (`delta`, `plan`).
@@ -149,6 +128,42 @@ impl Fixture {
         let suffix = format!(".{ext}");
         files_with(&self.state.join(&self.source_id), |n| n.ends_with(&suffix))
     }
+}
+
+/// `gleaner state inspect --json` of one source id at a state location.
+pub fn inspect_state(state: &str, source_id: &str) -> Value {
+    let out = gleaner()
+        .args([
+            "state",
+            "inspect",
+            "--json",
+            "--source-id",
+            source_id,
+            "--state",
+            state,
+        ])
+        .output()
+        .expect("running gleaner state inspect");
+    assert!(
+        out.status.success(),
+        "state inspect failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("inspect prints JSON")
+}
+
+/// Asserts that `gleaner state verify` finds every object of a state location sound.
+pub fn assert_state_verifies(state: &str) {
+    let verify = gleaner()
+        .args(["state", "verify", "--state", state])
+        .output()
+        .expect("running gleaner state verify");
+    assert!(
+        verify.status.success(),
+        "state verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }
 
 /// Writes `bytes` to `path` (creating directories) and sets its mtime to `age` ago.
