@@ -279,7 +279,17 @@ fn a_state_restored_from_an_older_copy_is_refused() {
     let old = snapshot_dir(&fx.state);
     fx.write("b.log", b"b\n", OLD);
     fx.run_once(&["--min-age", "0s"]);
+    fx.write("c.log", b"c\n", OLD);
+    fx.run_once(&["--min-age", "0s"]);
     restore_dir(&fx.state, &old);
+    let out = fx.command(&["--once", "--min-age", "0s"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("restored from an older copy"), "{stderr}");
+
+    // The same, with the copy holding an interrupted batch of its own (generation 2, whose
+    // output may exist): generation 3 is still ahead, and no writer is active.
+    leave_interrupted_plan(&fx, 2, "b.log");
     let out = fx.command(&["--once", "--min-age", "0s"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

@@ -662,7 +662,7 @@ impl Scanner {
         };
         // A live writer that moved on since the log was loaded also explains outputs ahead of
         // it; such a writer always leaves a plan, delta or snapshot beyond our generation.
-        if let Some(object) = self.log.first_after(committed).await? {
+        if let Some(object) = self.log.first_after(committed, pending).await? {
             return Err(StateError::Fenced {
                 location: self.log.location().to_string(),
                 object: self.log.location().describe(&object.path),

@@ -280,14 +280,18 @@ impl StateLog {
         }
     }
 
-    /// The first object (plan, delta or snapshot) of a generation above `generation`, if any:
-    /// a sign that another writer has moved on since this one loaded the log.
-    pub async fn first_after(&self, generation: u64) -> Result<Option<LogObject>, StateError> {
-        Ok(self
-            .objects()
-            .await?
-            .into_iter()
-            .find(|o| o.generation > generation))
+    /// The first object (plan, delta or snapshot) of a generation above `generation`, other
+    /// than the plan of `pending` (an interrupted batch this writer loaded), if any: a sign that
+    /// another writer has moved on since this one loaded the log.
+    pub async fn first_after(
+        &self,
+        generation: u64,
+        pending: Option<u64>,
+    ) -> Result<Option<LogObject>, StateError> {
+        Ok(self.objects().await?.into_iter().find(|o| {
+            o.generation > generation
+                && !(o.kind == ObjectKind::Plan && Some(o.generation) == pending)
+        }))
     }
 
     /// Stores a snapshot encoded by [`encode_snapshot`](crate::encode_snapshot) for
