@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
-use object_store::{PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use serde::Serialize;
 use state_store::{Location, PlannedFile};
 
@@ -160,21 +160,19 @@ impl OutputSink {
         let path = key
             .split('/')
             .fold(self.location.prefix().clone(), |path, part| path.join(part));
-        let opts = PutOptions {
-            mode: match mode {
-                WriteMode::Create => PutMode::Create,
-                WriteMode::Replace => PutMode::Overwrite,
-            },
-            ..PutOptions::default()
+        let result = match mode {
+            // Identical content already there is our own earlier attempt, not another writer.
+            WriteMode::Create => self.location.create(&path, body.into()).await,
+            WriteMode::Replace => self
+                .location
+                .store()
+                .put(&path, PutPayload::from(body))
+                .await
+                .map(|_| true),
         };
-        match self
-            .location
-            .store()
-            .put_opts(&path, PutPayload::from(body), opts)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => Err(ScanError::OutputFenced {
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ScanError::OutputFenced {
                 object: self.describe(key),
             }),
             Err(source) => Err(ScanError::Output {
@@ -210,6 +208,14 @@ impl OutputSink {
         found.sort_unstable();
         found.dedup();
         Ok(found)
+    }
+
+    /// Removes temporary files of output objects that a killed process left in a local output
+    /// directory. Returns how many were removed.
+    pub fn remove_orphaned_temporaries(&self) -> usize {
+        self.location
+            .child(&self.source_id)
+            .remove_orphaned_temporaries(|name| parse_generation(name).is_some())
     }
 
     /// Checks that the output location is writable (see [`state_store::check_writable`]).

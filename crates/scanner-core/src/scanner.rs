@@ -203,6 +203,8 @@ pub struct Scanner {
     needs_reload: bool,
     /// Generation of the newest snapshot (0: none yet).
     snapshot_generation: u64,
+    /// No snapshot before this generation (pushed back after a failed attempt).
+    next_snapshot_at: u64,
     /// Tracked paths the last listing did not find: dropped from the state at the next snapshot.
     gone: Vec<RelPath>,
     status: watch::Sender<ScanStatus>,
@@ -270,6 +272,7 @@ impl Scanner {
             pending: None,
             needs_reload: true,
             snapshot_generation: 0,
+            next_snapshot_at: 0,
             gone: Vec::new(),
             status,
             wake: Arc::new(Notify::new()),
@@ -278,6 +281,15 @@ impl Scanner {
         // with nothing written, not even a probe.
         let loaded = scanner.reload().await?;
         scanner.refuse_silent_rescan().await?;
+        // A process killed during a local write leaves its temporary file behind.
+        let temporaries = scanner.log.remove_orphaned_temporaries()
+            + scanner.output.remove_orphaned_temporaries();
+        if temporaries > 0 {
+            info!(
+                temporaries,
+                "removed temporary files left by an interrupted write"
+            );
+        }
         scanner.log.check_writable().await?;
         scanner
             .output
@@ -598,8 +610,10 @@ impl Scanner {
             // removes it then.
             warn!(error = %e, generation, "could not remove the plan of a committed batch");
         }
-        if generation - self.snapshot_generation >= self.config.snapshot_every.max(1) {
-            self.snapshot().await;
+        if generation - self.snapshot_generation >= self.config.snapshot_every.max(1)
+            && generation >= self.next_snapshot_at
+        {
+            self.snapshot().await?;
         }
 
         // Failures are reported once they are committed: an attempt that is redone would
@@ -698,16 +712,10 @@ impl Scanner {
             "{what}; --allow-rescan: files will be processed again, from generation {}",
             newest + 1
         );
-        let entries: Vec<_> = self
-            .state
-            .entries()
-            .map(|(p, e)| (p.clone(), e.clone()))
-            .collect();
-        let base = State::from_sorted(newest, Some(now_ms()), entries)
-            .map_err(|reason| ScanError::Config(format!("internal: {reason}")))?;
-        let bytes = state_store::encode_snapshot(&base, self.log.writer_id(), now_ms());
+        // The interrupted batch, if any, is dropped with the rest: its files are processed anew.
+        self.state.rebase(newest, Some(now_ms()));
+        let bytes = state_store::encode_snapshot(&self.state, self.log.writer_id(), now_ms());
         self.log.store_snapshot(newest, bytes).await?;
-        self.state = base;
         self.pending = None;
         self.snapshot_generation = newest;
         Ok(())
@@ -716,9 +724,10 @@ impl Scanner {
     /// Folds the log into a snapshot of the current state, without the entries of files the last
     /// listing did not find, and removes what the snapshot supersedes.
     ///
-    /// The batch is committed already: a failed snapshot only means the log stays longer until
-    /// the next attempt, so it is logged and counted, not returned.
-    async fn snapshot(&mut self) {
+    /// The batch is committed already: a failed store only means the log stays longer until the
+    /// next attempt (another `snapshot_every` generations later), so it is logged and counted,
+    /// not returned. Only a worker failure, which loses the in-memory state, ends the scan.
+    async fn snapshot(&mut self) -> Result<(), ScanError> {
         let started = Instant::now();
         let generation = self.state.generation();
         debug!(
@@ -742,8 +751,9 @@ impl Scanner {
             Err(e) => {
                 self.needs_reload = true;
                 counter!(m::SNAPSHOTS_TOTAL, "result" => "error").increment(1);
-                error!(error = %e, generation, "snapshot worker failed; state will be reloaded");
-                return;
+                return Err(ScanError::Worker(format!(
+                    "snapshot of generation {generation}: {e}; the state will be reloaded"
+                )));
             }
         };
         self.state = state;
@@ -768,10 +778,17 @@ impl Scanner {
             Err(e) => {
                 // Memory no longer holds the dropped entries the log still has: re-read it.
                 self.needs_reload = true;
+                self.next_snapshot_at = generation + self.config.snapshot_every.max(1);
                 counter!(m::SNAPSHOTS_TOTAL, "result" => "error").increment(1);
-                warn!(error = %e, generation, "could not store a snapshot; will try again");
+                warn!(
+                    error = %e,
+                    generation,
+                    retry_at = self.next_snapshot_at,
+                    "could not store a snapshot; will try again later"
+                );
             }
         }
+        Ok(())
     }
 
     /// Processes the files on at most `workers` worker threads; outcomes come back in plan order.

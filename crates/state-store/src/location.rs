@@ -328,6 +328,110 @@ impl Location {
         self.prefix.clone().join(name)
     }
 
+    /// Creates the object at `path` unless one exists: the conditional create that commits and
+    /// fences. Returns `false` if another object was already there.
+    ///
+    /// An object that already holds exactly `bytes` counts as created: a create whose answer
+    /// was lost (the store retries a request that failed with a 5xx after it had landed, and
+    /// its second attempt then finds the object) must not be taken for another writer's.
+    pub async fn create(&self, path: &Path, bytes: bytes::Bytes) -> object_store::Result<bool> {
+        use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(path, PutPayload::from(bytes.clone()), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let existing = self.store.get(path).await?.bytes().await?;
+                Ok(existing == bytes)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks that this store honours conditional creates, on which Gleaner's commit point and
+    /// single-writer fence rest: a second create of one object must fail. Some S3-compatible
+    /// servers ignore `If-None-Match` and would let two writers commit one generation.
+    pub async fn check_conditional_create(&self, probe: &Path) -> Result<(), StateError> {
+        use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+        let create = |content: &'static [u8]| {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            self.store
+                .put_opts(probe, PutPayload::from_static(content), opts)
+        };
+        let unsupported = |reason: String| StateError::NotWritable {
+            location: self.url.clone(),
+            source: object_store::Error::NotSupported {
+                source: reason.into(),
+            },
+        };
+        let result = match create(b"first").await {
+            Ok(_) => match create(b"second").await {
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+                Ok(_) => Err(unsupported(
+                    "the store ignored a create-if-absent and replaced the object; Gleaner needs \
+                     conditional creates (S3: If-None-Match) to commit safely"
+                        .into(),
+                )),
+                Err(e) => Err(unsupported(format!(
+                    "a second create-if-absent failed with an unexpected error: {e}"
+                ))),
+            },
+            Err(object_store::Error::NotImplemented { operation, .. }) => {
+                Err(unsupported(format!(
+                    "the store does not implement {operation}; Gleaner needs conditional creates \
+                 to commit safely (for S3, do not set AWS_CONDITIONAL_PUT=disabled)"
+                )))
+            }
+            Err(source) => Err(StateError::NotWritable {
+                location: self.url.clone(),
+                source,
+            }),
+        };
+        match self.store.delete(probe).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => result,
+            Err(source) => result.and(Err(StateError::NotWritable {
+                location: self.url.clone(),
+                source,
+            })),
+        }
+    }
+
+    /// Removes the temporary files a killed process may leave next to objects in a local
+    /// directory (`<name>#<n>`, written before the atomic rename into place, and invisible to
+    /// listings). `keep` says which object names are ours to clean. Returns how many went.
+    pub fn remove_orphaned_temporaries(&self, ours: impl Fn(&str) -> bool) -> usize {
+        let Some(dir) = &self.local_dir else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some((object, n)) = name.to_str().and_then(|n| n.rsplit_once('#')) else {
+                continue;
+            };
+            if !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && ours(object)
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// The URL of an object of this location's store, for messages.
     pub fn describe(&self, path: &Path) -> String {
         let rel = path
@@ -464,6 +568,32 @@ mod tests {
                 .to_string();
             assert!(err.contains("AZURE_STORAGE_ACCOUNT_NAME"), "{err}");
         }
+    }
+
+    #[test]
+    fn orphaned_temporaries_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        for name in [
+            "00000000000000000001.delta#3",
+            "00000000000000000001.delta",
+            "README#1",
+            "x#",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let removed = loc.remove_orphaned_temporaries(|name| name.ends_with(".delta"));
+        assert_eq!(removed, 1);
+        assert!(!dir.path().join("00000000000000000001.delta#3").exists());
+        for kept in ["00000000000000000001.delta", "README#1", "x#"] {
+            assert!(dir.path().join(kept).exists(), "{kept}");
+        }
+        assert_eq!(
+            Location::parse("memory://")
+                .unwrap()
+                .remove_orphaned_temporaries(|_| true),
+            0
+        );
     }
 
     #[test]

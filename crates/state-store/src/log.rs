@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 
 use crate::codec::{self, ObjectKind};
 use crate::snapshot::decode_snapshot;
@@ -120,9 +120,13 @@ impl StateLog {
         // writer stored meanwhile: read the log again. Still changing after a few attempts
         // means someone is writing it faster than it can be read.
         const ATTEMPTS: usize = 5;
-        for _ in 1..ATTEMPTS {
+        for attempt in 1..ATTEMPTS {
             match self.load_once().await {
-                Err(e) if e.is_not_found() => continue,
+                // A listing of a local directory is not atomic: taken while a writer creates
+                // and removes objects, it can show a gap that is not there. A real gap stays.
+                Err(e) if e.is_not_found() || matches!(e, StateError::Inconsistent { .. }) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt as u64)).await;
+                }
                 result => return result,
             }
         }
@@ -245,14 +249,22 @@ impl StateLog {
 
     /// Commits `delta`. Fails with [`StateError::Fenced`] if its generation is already
     /// committed: another writer owns the state.
+    ///
+    /// A create-if-absent alone is not enough: once a snapshot covers a generation, its delta is
+    /// deleted and the slot is free again. So after the create, the log is checked for a
+    /// snapshot at or beyond this generation, which a writer that stalled since its last check
+    /// (and whose delta now lies there, stale and ignored) must take as losing the fence.
+    /// Snapshots are written before anything is deleted, so a freed slot always has one.
     pub async fn commit(&self, delta: &Delta) -> Result<(), StateError> {
-        let path = self.object_path(delta.generation, ObjectKind::Delta);
-        self.create(
-            &path,
-            codec::encode(ObjectKind::Delta, delta),
-            delta.generation,
-        )
-        .await
+        let generation = delta.generation;
+        let path = self.object_path(generation, ObjectKind::Delta);
+        self.create(&path, codec::encode(ObjectKind::Delta, delta), generation)
+            .await?;
+        let listing = self.list_log().await?;
+        match listing.snapshots.range(generation..).next() {
+            Some((_, meta)) => Err(self.fenced(&meta.location, generation)),
+            None => Ok(()),
+        }
     }
 
     /// Fails with [`StateError::Fenced`] if `generation` is already committed (its delta exists,
@@ -408,32 +420,35 @@ impl StateLog {
         Ok(report)
     }
 
-    /// Checks that objects can be written here, by writing and removing a probe object.
+    /// Checks that objects can be written here and that conditional creates work, with a probe
+    /// object created twice (the second must fail) and removed.
     ///
-    /// Run at start-up so that an unwritable location fails the start, not the first commit
-    /// an hour later.
+    /// Run at start-up so that an unwritable location, or a store that would not fence, fails
+    /// the start, not the first commit an hour later.
     pub async fn check_writable(&self) -> Result<(), StateError> {
         check_writable(&self.dir, self.writer_id).await
     }
 
+    /// Removes temporary files of this log's objects that a killed process left in a local
+    /// directory. Returns how many were removed.
+    pub fn remove_orphaned_temporaries(&self) -> usize {
+        self.dir
+            .remove_orphaned_temporaries(|name| parse_object_name(name).is_some())
+    }
+
     async fn create(&self, path: &Path, bytes: Vec<u8>, generation: u64) -> Result<(), StateError> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        match self
-            .dir
-            .store()
-            .put_opts(path, PutPayload::from(bytes), opts)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => Err(StateError::Fenced {
-                location: self.dir.to_string(),
-                object: self.dir.describe(path),
-                generation,
-            }),
+        match self.dir.create(path, bytes.into()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.fenced(path, generation)),
             Err(source) => Err(self.storage_error(path, source)),
+        }
+    }
+
+    fn fenced(&self, path: &Path, generation: u64) -> StateError {
+        StateError::Fenced {
+            location: self.dir.to_string(),
+            object: self.dir.describe(path),
+            generation,
         }
     }
 
@@ -520,8 +535,11 @@ where
     }
 }
 
-/// Writes and removes a probe object at `location`, to find out early that it is unwritable.
+/// Writes and removes probe objects at `location`, to find out early that it is unwritable or
+/// that its store does not honour conditional creates (see
+/// [`Location::check_conditional_create`]).
 pub async fn check_writable(location: &Location, writer_id: u64) -> Result<(), StateError> {
+    let fence_probe = location.object(&format!("_gleaner-fence-probe-{writer_id:016x}"));
     let path = location.object(&format!("_gleaner-probe-{writer_id:016x}"));
     let store = location.store();
     let storage_error = |source| StateError::NotWritable {
@@ -533,9 +551,10 @@ pub async fn check_writable(location: &Location, writer_id: u64) -> Result<(), S
         .await
         .map_err(storage_error)?;
     match store.delete(&path).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(source) => Err(storage_error(source)),
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(source) => return Err(storage_error(source)),
     }
+    location.check_conditional_create(&fence_probe).await
 }
 
 /// The source ids that have a log under `state`, sorted.

@@ -273,6 +273,14 @@ impl State {
         self.base = merged;
     }
 
+    /// Moves the state to `generation` without changing its entries (compacting them): the
+    /// base of a log that restarts after outputs it does not know (`--allow-rescan`).
+    pub fn rebase(&mut self, generation: u64, last_commit_ms: Option<u64>) {
+        self.compact();
+        self.generation = generation;
+        self.last_commit_ms = last_commit_ms;
+    }
+
     /// Drops the entries of `paths` (files gone from the directory), compacting first.
     /// Returns how many entries were dropped.
     pub fn forget(&mut self, paths: &[RelPath]) -> usize {
@@ -383,6 +391,18 @@ mod tests {
 
         assert_eq!(state.forget(&["b".into(), "g".into(), "zz".into()]), 2);
         assert_eq!(paths(&state), ["a", "d", "f"]);
+        assert_eq!(state.len(), 3);
+    }
+
+    #[test]
+    fn rebase_moves_the_generation_and_keeps_the_entries() {
+        let mut state = State::new();
+        state.apply(&delta(1, &["b", "a"])).unwrap();
+        state.rebase(40, Some(9));
+        assert_eq!(state.generation(), 40);
+        assert_eq!(state.last_commit_ms(), Some(9));
+        assert_eq!(paths(&state), ["a", "b"]);
+        state.apply(&delta(41, &["c"])).unwrap();
         assert_eq!(state.len(), 3);
     }
 

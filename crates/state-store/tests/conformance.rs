@@ -125,6 +125,13 @@ macro_rules! conformance {
 
             $(#[$attr])*
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_create_that_landed_counts_as_created() {
+                let (location, _keep) = $fresh;
+                checks::landed_creates(location).await;
+            }
+
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_commits_have_exactly_one_winner() {
                 let (location, _keep) = $fresh;
                 checks::concurrent_commits(location).await;
@@ -340,8 +347,13 @@ mod checks {
     pub(crate) async fn fencing(location: Location) {
         let first = StateLog::new(&location, "pod-1").unwrap();
         let second = StateLog::new(&location, "pod-1").unwrap();
-        first.create_plan(&plan(1)).await.unwrap();
-        let err = second.create_plan(&plan(1)).await.unwrap_err();
+        // Every writer stamps its plans with its own random id, so two plans never match.
+        let plan_of = |log: &StateLog| Plan {
+            writer_id: log.writer_id(),
+            ..plan(1)
+        };
+        first.create_plan(&plan_of(&first)).await.unwrap();
+        let err = second.create_plan(&plan_of(&second)).await.unwrap_err();
         assert!(
             matches!(err, StateError::Fenced { generation: 1, .. }),
             "{err}"
@@ -365,6 +377,45 @@ mod checks {
         );
         second.ensure_uncommitted(2).await.unwrap();
         assert_eq!(paths(&first.load().await.unwrap().state), ["a"]);
+
+        // A snapshot deletes the deltas it covers, which frees their names: a writer that
+        // passed its checks and stalled must still lose when it finally commits.
+        second.ensure_uncommitted(2).await.unwrap();
+        let mut state = first.load().await.unwrap().state;
+        for g in 2..=3 {
+            let d = delta(g, &["c"]);
+            first.commit(&d).await.unwrap();
+            state.apply(&d).unwrap();
+        }
+        first
+            .store_snapshot(3, encode_snapshot(&state, first.writer_id(), now_ms()))
+            .await
+            .unwrap();
+        let err = second.commit(&delta(2, &["stale"])).await.unwrap_err();
+        assert!(
+            matches!(err, StateError::Fenced { generation: 2, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("00000000000000000003.snapshot"),
+            "{err}"
+        );
+        let loaded = first.load().await.unwrap();
+        assert_eq!(loaded.state, state, "the stale delta changes nothing");
+        assert_eq!(loaded.stale.len(), 1);
+    }
+
+    pub(crate) async fn landed_creates(location: Location) {
+        // A create whose answer was lost and that is tried again finds its own object: that is
+        // success. Another content under the name is not.
+        let path = location.object("landed");
+        assert!(location.create(&path, "one".into()).await.unwrap());
+        assert!(location.create(&path, "one".into()).await.unwrap());
+        assert!(!location.create(&path, "two".into()).await.unwrap());
+        location
+            .check_conditional_create(&location.object("probe"))
+            .await
+            .unwrap();
     }
 
     pub(crate) async fn concurrent_commits(location: Location) {
