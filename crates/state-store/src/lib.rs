@@ -34,6 +34,7 @@
 //!
 //! let delta = Delta {
 //!     generation: loaded.state.generation() + 1,
+//!     writer_id: log.writer_id(),
 //!     upserts: vec![(
 //!         RelPath::from("app/2026-11-24.log"),
 //!         FileEntry { size: 120, mtime_ns: 0, inode: 7, btime_ns: 0, offset: 120,
@@ -46,8 +47,9 @@
 //!
 //! // Another process with the same state location and source id cannot commit generation 1.
 //! let intruder = StateLog::new(&location, "pod-1")?;
+//! let theirs = Delta { writer_id: intruder.writer_id(), ..delta.clone() };
 //! assert!(matches!(
-//!     intruder.commit(&delta).await,
+//!     intruder.commit(&theirs).await,
 //!     Err(state_store::StateError::Fenced { generation: 1, .. })
 //! ));
 //!
