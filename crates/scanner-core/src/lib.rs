@@ -93,7 +93,7 @@ pub use error::ScanError;
 pub use listing::{ListedFile, Listing, ListingProblem};
 pub use output::{Compression, OutputSink};
 pub use plan::BatchLimits;
-pub use process::{FailureKind, FileOutcome};
+pub use process::{Encoding, FailureKind, FileOutcome, ReadLimits};
 pub use processor::{DynProcessor, Processor, Reducer, Stats};
 pub use readiness::Readiness;
 pub use scanner::{

@@ -54,6 +54,9 @@ pub struct OutputLine<'a> {
     pub path_bytes: Option<&'a [u8]>,
     /// Size when listed, in bytes.
     pub size: u64,
+    /// `gzip` or `zstd` when the file was compressed (the result covers the decoded bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<&'static str>,
     /// Modification time when listed, RFC 3339 in UTC with microseconds.
     pub mtime: String,
     /// First byte processed, present only when not the start of the file.
@@ -121,9 +124,11 @@ impl OutputSink {
     ) -> Vec<u8> {
         let mut body = Vec::with_capacity(files.len() * 200);
         for (file, outcome) in files.iter().zip(outcomes) {
-            let (result, error) = match outcome {
-                FileOutcome::Done { result, .. } => (Some(result), None),
-                FileOutcome::Failed { reason, .. } => (None, Some(reason.as_str())),
+            let (result, error, encoding) = match outcome {
+                FileOutcome::Done {
+                    result, encoding, ..
+                } => (Some(result), None, encoding.name()),
+                FileOutcome::Failed { reason, .. } => (None, Some(reason.as_str()), None),
             };
             let line = OutputLine {
                 source_id,
@@ -134,6 +139,7 @@ impl OutputSink {
                 },
                 path_bytes: file.path.as_str().is_none().then(|| file.path.as_bytes()),
                 size: file.size,
+                encoding,
                 mtime: rfc3339(file.mtime_ns),
                 start: (file.start > 0).then_some(file.start),
                 processor,
@@ -272,6 +278,7 @@ mod tests {
             FileOutcome::Done {
                 result: serde_json::json!({"lines": 1}),
                 bytes: 3,
+                encoding: crate::process::Encoding::Gzip,
             },
             FileOutcome::Failed {
                 kind: crate::process::FailureKind::Vanished,
@@ -289,6 +296,7 @@ mod tests {
         assert_eq!(lines[0]["mtime"], "2023-11-14T22:13:20.123456Z");
         assert_eq!(lines[0]["result"]["lines"], 1);
         assert_eq!(lines[0]["generation"], 7);
+        assert_eq!(lines[0]["encoding"], "gzip");
         assert!(lines[0].get("error").is_none() && lines[0].get("start").is_none());
         assert_eq!(lines[1]["path"], "b\\xff.log");
         assert_eq!(

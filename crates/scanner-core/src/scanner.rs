@@ -17,7 +17,7 @@ use crate::diff::{Change, diff};
 use crate::listing::{self, ListingProblem};
 use crate::output::{Compression, OutputSink, WriteMode};
 use crate::plan::{BatchLimits, cut_batches};
-use crate::process::{FileOutcome, process_file};
+use crate::process::{FileOutcome, ReadLimits, UnitOutcome, combine, plan_units, process_unit};
 use crate::processor::DynProcessor;
 use crate::readiness::{NotReady, Readiness, mtime};
 use crate::{ScanError, telemetry as m};
@@ -44,6 +44,8 @@ pub struct ScannerConfig {
     /// Start even though the state is empty (or behind) while the output location already
     /// holds batches of this source id: everything is processed again.
     pub allow_rescan: bool,
+    /// Limits on reading files (the decoded size of compressed ones).
+    pub read_limits: ReadLimits,
 }
 
 impl ScannerConfig {
@@ -59,6 +61,7 @@ impl ScannerConfig {
             compression: Compression::None,
             snapshot_every: 64,
             allow_rescan: false,
+            read_limits: ReadLimits::default(),
         }
     }
 }
@@ -792,35 +795,64 @@ impl Scanner {
     }
 
     /// Processes the files on at most `workers` worker threads; outcomes come back in plan order.
-    /// A resource shortage of the process fails the whole batch (it is retried later).
+    ///
+    /// Large files of splittable processors become several line-aligned units, so that one big
+    /// file keeps every worker busy; units are merged back per file. A resource shortage of the
+    /// process fails the whole batch (it is retried later).
     async fn process(&self, files: &[PlannedFile]) -> Result<Vec<FileOutcome>, ScanError> {
         let root = Arc::new(self.config.watch_dir.clone());
-        let mut outcomes: Vec<Option<FileOutcome>> = vec![None; files.len()];
-        let mut work = futures::stream::iter(files.iter().cloned().enumerate())
-            .map(|(index, file)| {
-                let root = Arc::clone(&root);
-                let processor = self.processor.clone();
+        let files = Arc::new(files.to_vec());
+        let workers = self.config.workers.max(1);
+        let units = {
+            let (root, files, processor) = (
+                Arc::clone(&root),
+                Arc::clone(&files),
+                self.processor.clone(),
+            );
+            blocking(move || Ok(plan_units(&root, &files, &processor, workers))).await?
+        };
+        let limits = self.config.read_limits;
+        let mut outcomes: Vec<Option<UnitOutcome>> = (0..units.len()).map(|_| None).collect();
+        let mut work = futures::stream::iter(units.iter().cloned().enumerate())
+            .map(|(index, unit)| {
+                let (root, files, processor) = (
+                    Arc::clone(&root),
+                    Arc::clone(&files),
+                    self.processor.clone(),
+                );
                 async move {
-                    let outcome =
-                        tokio::task::spawn_blocking(move || process_file(&root, &file, &processor))
-                            .await
-                            .unwrap_or_else(|join| {
-                                Ok(FileOutcome::Failed {
-                                    kind: crate::FailureKind::Processor,
-                                    reason: format!("processor panicked: {}", panic_message(join)),
-                                })
-                            });
+                    let outcome = tokio::task::spawn_blocking(move || {
+                        process_unit(&root, &files[unit.file], unit.range, &processor, limits)
+                    })
+                    .await
+                    .unwrap_or_else(|join| {
+                        Ok(UnitOutcome::Failed {
+                            kind: crate::FailureKind::Processor,
+                            reason: format!("processor panicked: {}", panic_message(join)),
+                        })
+                    });
                     (index, outcome)
                 }
             })
-            .buffer_unordered(self.config.workers.max(1));
+            .buffer_unordered(workers);
         while let Some((index, outcome)) = work.next().await {
             outcomes[index] = Some(outcome?);
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.expect("every file has an outcome"))
-            .collect())
+        drop(work);
+        // Merging and finishing results is CPU work too.
+        let processor = self.processor.clone();
+        let count = files.len();
+        blocking(move || {
+            let mut per_file: Vec<Vec<UnitOutcome>> = (0..count).map(|_| Vec::new()).collect();
+            for (unit, outcome) in units.iter().zip(outcomes) {
+                per_file[unit.file].push(outcome.expect("every unit has an outcome"));
+            }
+            Ok(per_file
+                .into_iter()
+                .map(|units| combine(&processor, units))
+                .collect())
+        })
+        .await
     }
 
     /// Re-reads the state log: the committed state and an interrupted plan, if any.

@@ -156,9 +156,17 @@ pub struct RunArgs {
     #[arg(long, env = "GLEANER_SOURCE_ID", value_name = "ID")]
     pub source_id: Option<String>,
 
-    /// How each file is reduced.
+    /// How each file is reduced (each has its own flags, below).
     #[arg(long, env = "GLEANER_PROCESSOR", default_value = "stats")]
     pub processor: ProcessorKind,
+
+    /// The processor's own flags.
+    #[command(flatten)]
+    pub processing: ProcessorArgs,
+
+    /// A compressed file that decodes to more bytes than this fails (decompression bombs).
+    #[arg(long, env = "GLEANER_MAX_DECODED_BYTES", default_value = "64GiB", value_parser = parse_size)]
+    pub max_decoded_bytes: u64,
 
     /// Files processed at once [default: the number of cores].
     #[arg(long, env = "GLEANER_WORKERS", value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -217,6 +225,53 @@ pub struct DemoArgs {
 pub enum ProcessorKind {
     /// Bytes, lines, words and the longest line of each file.
     Stats,
+    /// Lines matching --pattern, counted, with --sample of them.
+    Grep,
+    /// Lines per key (from --key-regex, --key-json or --key-column), the --top keys.
+    CountBy,
+}
+
+/// Flags of the processors; each applies to one `--processor` only.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Processor flags")]
+pub struct ProcessorArgs {
+    /// grep: the regular expression (Rust syntax; a match never spans lines).
+    #[arg(
+        long,
+        env = "GLEANER_PATTERN",
+        value_name = "REGEX",
+        required_if_eq("processor", "grep")
+    )]
+    pub pattern: Option<String>,
+
+    /// grep: keep up to N matching lines per file as samples (each cut to 1 KiB).
+    #[arg(long, env = "GLEANER_SAMPLE", value_name = "N")]
+    pub sample: Option<usize>,
+
+    /// count-by: the key is the first capture group (or the whole match) of this regex.
+    #[arg(long, env = "GLEANER_KEY_REGEX", value_name = "REGEX", group = "key")]
+    pub key_regex: Option<String>,
+
+    /// count-by: the key is this field (a JSON pointer, like /service) of JSON-lines input.
+    #[arg(long, env = "GLEANER_KEY_JSON", value_name = "POINTER", group = "key")]
+    pub key_json: Option<String>,
+
+    /// count-by: the key is this column (from 1) of delimited text.
+    #[arg(long, env = "GLEANER_KEY_COLUMN", value_name = "N", group = "key")]
+    pub key_column: Option<usize>,
+
+    /// count-by: the byte between columns, for --key-column (`,`, `tab`, `space`, `;`, …).
+    #[arg(long, env = "GLEANER_DELIMITER", value_name = "CHAR", value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
+
+    /// count-by: how many keys to list; the rest are counted as `other` [default: 100].
+    #[arg(long, env = "GLEANER_TOP", value_name = "K")]
+    pub top: Option<usize>,
+
+    /// count-by: also sum a number per key: a capture group (index or name) with --key-regex,
+    /// a JSON pointer with --key-json, a column with --key-column.
+    #[arg(long, env = "GLEANER_SUM", value_name = "FIELD")]
+    pub sum: Option<String>,
 }
 
 /// Output compression choices.
@@ -255,6 +310,15 @@ fn parse_min_age(s: &str) -> Result<Duration, String> {
         return Err("must be at most 10 years".into());
     }
     Ok(d)
+}
+
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        "space" => Ok(b' '),
+        _ if s.len() == 1 && s.is_ascii() => Ok(s.as_bytes()[0]),
+        _ => Err("expected one ASCII character, or `tab` or `space`".into()),
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -299,5 +363,8 @@ mod tests {
             Ok(MetricsAddr::On(_))
         ));
         assert!(parse_metrics_addr("localhost").is_err());
+        assert_eq!(parse_delimiter("tab"), Ok(b'\t'));
+        assert_eq!(parse_delimiter(";"), Ok(b';'));
+        assert!(parse_delimiter("ab").is_err());
     }
 }

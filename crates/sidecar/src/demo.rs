@@ -46,7 +46,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let metrics = telemetry::install_metrics()?;
     let state = Location::parse(path_str(&state_dir)?)?;
     let output = Location::parse(path_str(&output_dir)?)?;
-    let mut scanner = Scanner::open(config, DynProcessor::new(Stats), &state, &output).await?;
+    let mut scanner =
+        Scanner::open(config, DynProcessor::splittable(Stats), &state, &output).await?;
     let metrics_line = match args.metrics_addr {
         MetricsAddr::On(addr) => {
             let bound = telemetry::serve(addr, metrics, scanner.status()).await?;

@@ -1,15 +1,16 @@
 //! `gleaner run`: configuration to a running scanner, signals to a drained exit.
 
 use anyhow::Context;
+use scanner_core::processor::{CountBy, CountByConfig, Grep, KeySource};
 use scanner_core::{
-    BatchLimits, Compression, DynProcessor, Readiness, Scanner, ScannerConfig, ShutdownTrigger,
-    Stats, shutdown_channel,
+    BatchLimits, Compression, DynProcessor, ReadLimits, Readiness, Scanner, ScannerConfig,
+    ShutdownTrigger, Stats, shutdown_channel,
 };
 use state_store::Location;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::cli::{CompressArg, MetricsAddr, ProcessorKind, RunArgs};
+use crate::cli::{CompressArg, MetricsAddr, ProcessorArgs, ProcessorKind, RunArgs};
 use crate::telemetry;
 
 /// Runs `gleaner run` to completion.
@@ -40,8 +41,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         CompressArg::None => Compression::None,
         CompressArg::Gzip => Compression::Gzip,
     };
-    let processor = match args.processor {
-        ProcessorKind::Stats => DynProcessor::new(Stats),
+    let processor = build_processor(args.processor, &args.processing)?;
+    config.read_limits = ReadLimits {
+        max_decoded_bytes: args.max_decoded_bytes,
     };
 
     // Signals first: a SIGTERM while a large state loads must still end in a drained exit 0.
@@ -84,6 +86,84 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         scanner.run(args.interval, shutdown).await?;
     }
     Ok(())
+}
+
+/// The processor `--processor` names, configured by its flags; flags of another processor are
+/// an error rather than silently ignored.
+fn build_processor(kind: ProcessorKind, flags: &ProcessorArgs) -> anyhow::Result<DynProcessor> {
+    let given: Vec<(&str, bool, &[ProcessorKind])> = vec![
+        ("--pattern", flags.pattern.is_some(), &[ProcessorKind::Grep]),
+        ("--sample", flags.sample.is_some(), &[ProcessorKind::Grep]),
+        (
+            "--key-regex",
+            flags.key_regex.is_some(),
+            &[ProcessorKind::CountBy],
+        ),
+        (
+            "--key-json",
+            flags.key_json.is_some(),
+            &[ProcessorKind::CountBy],
+        ),
+        (
+            "--key-column",
+            flags.key_column.is_some(),
+            &[ProcessorKind::CountBy],
+        ),
+        (
+            "--delimiter",
+            flags.delimiter.is_some(),
+            &[ProcessorKind::CountBy],
+        ),
+        ("--top", flags.top.is_some(), &[ProcessorKind::CountBy]),
+        ("--sum", flags.sum.is_some(), &[ProcessorKind::CountBy]),
+    ];
+    let name = |k: ProcessorKind| match k {
+        ProcessorKind::Stats => "stats",
+        ProcessorKind::Grep => "grep",
+        ProcessorKind::CountBy => "count-by",
+    };
+    for (flag, set, for_kinds) in given {
+        if set && !for_kinds.contains(&kind) {
+            anyhow::bail!(
+                "{flag} is a flag of --processor {}, not of --processor {}",
+                name(for_kinds[0]),
+                name(kind)
+            );
+        }
+    }
+    Ok(match kind {
+        ProcessorKind::Stats => DynProcessor::splittable(Stats),
+        ProcessorKind::Grep => {
+            let pattern = flags
+                .pattern
+                .as_deref()
+                .context("--processor grep needs --pattern")?;
+            let grep = Grep::new(pattern, flags.sample.unwrap_or(0))
+                .with_context(|| format!("--pattern {pattern:?}"))?;
+            DynProcessor::splittable(grep)
+        }
+        ProcessorKind::CountBy => {
+            let key = match (&flags.key_regex, &flags.key_json, flags.key_column) {
+                (Some(regex), None, None) => KeySource::Regex(regex.clone()),
+                (None, Some(pointer), None) => KeySource::Json(pointer.clone()),
+                (None, None, Some(index)) => KeySource::Column {
+                    index,
+                    delimiter: flags.delimiter.unwrap_or(b','),
+                },
+                _ => anyhow::bail!(
+                    "--processor count-by needs one of --key-regex, --key-json or --key-column"
+                ),
+            };
+            if flags.delimiter.is_some() && flags.key_column.is_none() {
+                anyhow::bail!("--delimiter only applies to --key-column");
+            }
+            DynProcessor::splittable(CountBy::new(CountByConfig {
+                key,
+                top: flags.top.unwrap_or(100),
+                sum: flags.sum.clone(),
+            })?)
+        }
+    })
 }
 
 /// The host name, which in Kubernetes is the Pod's name.

@@ -1,13 +1,20 @@
 //! Processors reduce the bytes of one file to a small, serialisable result.
 //!
 //! Implement [`Processor`] (a factory) and [`Reducer`] (the per-file reduction) to plug your own
-//! reduction into the batch loop; wrap it in a [`DynProcessor`] to choose it at run time.
+//! reduction into the batch loop, or write one from closures with [`from_fn`]; wrap it in a
+//! [`DynProcessor`] to choose it at run time. A reducer that also implements [`Merge`] can work
+//! on line-aligned ranges of one large file in parallel ([`DynProcessor::splittable`]).
+//!
+//! Line-oriented reductions get their lines from a [`LineSplitter`], which hands over whole
+//! regions of complete lines (so a matcher can search a region at once) and caps the memory an
+//! endless line can take.
 //!
 //! ```
-//! use scanner_core::processor::{DynProcessor, Processor, Reducer};
+//! use scanner_core::processor::{DynProcessor, Merge, Processor, Reducer, from_fn};
 //!
-//! /// Counts `ERROR` bytes sequences... or anything else: here, the number of `#` bytes.
+//! /// Counts `#` bytes.
 //! struct Hashes;
+//! #[derive(Default)]
 //! struct HashCount(u64);
 //!
 //! impl Processor for Hashes {
@@ -24,18 +31,39 @@
 //!     fn finish(self) -> u64 { self.0 }
 //! }
 //!
-//! let processor = DynProcessor::new(Hashes);
+//! // Counts add up, so a large file may be split into ranges counted in parallel.
+//! impl Merge for HashCount {
+//!     fn merge(&mut self, later: Self) { self.0 += later.0 }
+//! }
+//!
+//! let processor = DynProcessor::splittable(Hashes);
 //! let (result, bytes) = processor.reduce(&mut &b"# a\n## b\n"[..]).unwrap();
 //! assert_eq!((result, bytes), (serde_json::json!(3), 9));
+//!
+//! // The same from closures: initial state, update, result.
+//! let zeros = from_fn("zeros", || 0u64, |n, chunk| *n += bytecount(chunk), |n| n);
+//! fn bytecount(chunk: &[u8]) -> u64 { chunk.iter().filter(|&&b| b == 0).count() as u64 }
+//! let (result, _) = DynProcessor::new(zeros).reduce(&mut &[0u8, 1, 0][..]).unwrap();
+//! assert_eq!(result, serde_json::json!(2));
 //! ```
 
+mod count_by;
+mod grep;
+mod lines;
 mod stats;
 
+use std::any::Any;
 use std::io::Read;
 use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use count_by::{
+    CountBy, CountByConfig, CountByError, CountByReducer, CountByResult, KeyCount, KeySource,
+    MAX_KEY_BYTES, OtherCount,
+};
+pub use grep::{Grep, GrepReducer, GrepResult, SAMPLE_BYTES};
+pub use lines::LineSplitter;
 pub use stats::{FileStats, Stats, StatsReducer};
 
 /// Size of the buffer each worker reads files through.
@@ -49,7 +77,7 @@ pub trait Processor: Send + Sync + 'static {
     /// A short name, written in every output line's `processor` field.
     fn name(&self) -> &str;
 
-    /// Starts the reduction of one file.
+    /// Starts the reduction of one file (or of one range of it).
     fn reducer(&self) -> Self::Reducer;
 }
 
@@ -69,20 +97,122 @@ pub trait Reducer: Send + 'static {
     fn finish(self) -> Self::Output;
 }
 
+/// A reducer whose work can be split: reducers of consecutive line-aligned ranges of a file,
+/// merged in file order, give the result of one reducer over the whole file.
+///
+/// Every range but the last ends just after a newline, and every range but the first starts at
+/// the beginning of a line.
+pub trait Merge: Reducer {
+    /// Folds in the reducer of the range that follows this one.
+    fn merge(&mut self, later: Self);
+}
+
+/// A processor written as closures: see [`from_fn`].
+pub struct FnProcessor<S, O> {
+    name: String,
+    functions: Arc<FnParts<S, O>>,
+}
+
+/// How a chunk updates the state of a [`FnProcessor`].
+type UpdateFn<S> = dyn Fn(&mut S, &[u8]) + Send + Sync;
+
+struct FnParts<S, O> {
+    init: Box<dyn Fn() -> S + Send + Sync>,
+    update: Box<UpdateFn<S>>,
+    finish: Box<dyn Fn(S) -> O + Send + Sync>,
+}
+
+/// The reducer of a [`FnProcessor`].
+pub struct FnReducer<S, O> {
+    state: S,
+    functions: Arc<FnParts<S, O>>,
+}
+
+/// Writes a processor from three closures: the initial state of a file, how a chunk updates
+/// it, and how the final state becomes the result.
+pub fn from_fn<S, O>(
+    name: &str,
+    init: impl Fn() -> S + Send + Sync + 'static,
+    update: impl Fn(&mut S, &[u8]) + Send + Sync + 'static,
+    finish: impl Fn(S) -> O + Send + Sync + 'static,
+) -> FnProcessor<S, O>
+where
+    S: Send + 'static,
+    O: Serialize + 'static,
+{
+    FnProcessor {
+        name: name.to_string(),
+        functions: Arc::new(FnParts {
+            init: Box::new(init),
+            update: Box::new(update),
+            finish: Box::new(finish),
+        }),
+    }
+}
+
+impl<S: Send + 'static, O: Serialize + 'static> Processor for FnProcessor<S, O> {
+    type Reducer = FnReducer<S, O>;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn reducer(&self) -> FnReducer<S, O> {
+        FnReducer {
+            state: (self.functions.init)(),
+            functions: Arc::clone(&self.functions),
+        }
+    }
+}
+
+impl<S: Send + 'static, O: Serialize + 'static> Reducer for FnReducer<S, O> {
+    type Output = O;
+
+    fn update(&mut self, chunk: &[u8]) {
+        (self.functions.update)(&mut self.state, chunk);
+    }
+
+    fn finish(self) -> O {
+        (self.functions.finish)(self.state)
+    }
+}
+
 /// A processor chosen at run time: a cheap, cloneable handle around any [`Processor`].
 #[derive(Clone)]
 pub struct DynProcessor(Arc<dyn ErasedProcessor>);
 
 impl std::fmt::Debug for DynProcessor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("DynProcessor").field(&self.name()).finish()
+        f.debug_struct("DynProcessor")
+            .field("name", &self.name())
+            .field("splittable", &self.is_splittable())
+            .finish()
+    }
+}
+
+/// The reduction of one range of a file, to be merged with its neighbours and finished.
+pub struct Partial(Box<dyn Any + Send>);
+
+impl std::fmt::Debug for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Partial")
     }
 }
 
 impl DynProcessor {
-    /// Wraps a processor.
+    /// Wraps a processor whose files are reduced whole, by one reducer each.
     pub fn new<P: Processor>(processor: P) -> Self {
-        DynProcessor(Arc::new(processor))
+        DynProcessor(Arc::new(Whole(processor)))
+    }
+
+    /// Wraps a processor whose large files may be split into line-aligned ranges reduced in
+    /// parallel and merged.
+    pub fn splittable<P>(processor: P) -> Self
+    where
+        P: Processor,
+        P::Reducer: Merge,
+    {
+        DynProcessor(Arc::new(Splittable(processor)))
     }
 
     /// The processor's name.
@@ -90,9 +220,21 @@ impl DynProcessor {
         self.0.name()
     }
 
+    /// True if large files may be split into ranges.
+    pub fn is_splittable(&self) -> bool {
+        self.0.splittable()
+    }
+
     /// Reads `input` to its end through a fresh reducer; returns the result and the number of
     /// bytes read. Blocking: call it from a worker thread.
     pub fn reduce(&self, input: &mut dyn Read) -> Result<(serde_json::Value, u64), ReduceError> {
+        let (partial, bytes) = self.reduce_partial(input)?;
+        Ok((self.finish(partial)?, bytes))
+    }
+
+    /// Reads `input` (a whole file, or one range of it) to its end; returns its partial
+    /// reduction and the number of bytes read. Blocking.
+    pub fn reduce_partial(&self, input: &mut dyn Read) -> Result<(Partial, u64), ReduceError> {
         READ_BUFFER.with_borrow_mut(|buf| {
             if buf.is_empty() {
                 buf.resize(READ_BUFFER_BYTES, 0);
@@ -100,13 +242,27 @@ impl DynProcessor {
             self.0.reduce(input, buf)
         })
     }
+
+    /// Merges the partial reduction of the range that follows `earlier`'s.
+    ///
+    /// # Panics
+    ///
+    /// If the processor is not splittable, or the partials come from another processor.
+    pub fn merge(&self, earlier: Partial, later: Partial) -> Partial {
+        self.0.merge(earlier, later)
+    }
+
+    /// Turns a (merged) partial reduction into the file's result.
+    pub fn finish(&self, partial: Partial) -> Result<serde_json::Value, ReduceError> {
+        self.0.finish(partial)
+    }
 }
 
 /// Why a reduction failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReduceError {
-    /// Reading the input failed.
+    /// Reading (or decoding) the input failed.
     #[error("read failed after {offset} bytes: {source}")]
     Read {
         /// Bytes successfully read before the failure.
@@ -128,36 +284,155 @@ thread_local! {
 
 trait ErasedProcessor: Send + Sync {
     fn name(&self) -> &str;
-    fn reduce(
-        &self,
-        input: &mut dyn Read,
-        buf: &mut [u8],
-    ) -> Result<(serde_json::Value, u64), ReduceError>;
+    fn splittable(&self) -> bool;
+    fn reduce(&self, input: &mut dyn Read, buf: &mut [u8]) -> Result<(Partial, u64), ReduceError>;
+    fn merge(&self, earlier: Partial, later: Partial) -> Partial;
+    fn finish(&self, partial: Partial) -> Result<serde_json::Value, ReduceError>;
 }
 
-impl<P: Processor> ErasedProcessor for P {
+struct Whole<P>(P);
+struct Splittable<P>(P);
+
+/// Feeds `input` to `reducer` chunk by chunk; returns the bytes read.
+fn feed<R: Reducer>(
+    reducer: &mut R,
+    input: &mut dyn Read,
+    buf: &mut [u8],
+) -> Result<u64, ReduceError> {
+    let mut offset = 0u64;
+    loop {
+        match input.read(buf) {
+            Ok(0) => return Ok(offset),
+            Ok(n) => {
+                reducer.update(&buf[..n]);
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(ReduceError::Read { offset, source }),
+        }
+    }
+}
+
+fn unwrap_partial<R: 'static>(partial: Partial) -> R {
+    *partial
+        .0
+        .downcast::<R>()
+        .expect("a partial reduction is finished by the processor that made it")
+}
+
+impl<P: Processor> ErasedProcessor for Whole<P> {
     fn name(&self) -> &str {
-        Processor::name(self)
+        self.0.name()
     }
 
-    fn reduce(
-        &self,
-        input: &mut dyn Read,
-        buf: &mut [u8],
-    ) -> Result<(serde_json::Value, u64), ReduceError> {
-        let mut reducer = self.reducer();
-        let mut offset = 0u64;
-        loop {
-            match input.read(buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    reducer.update(&buf[..n]);
-                    offset += n as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(ReduceError::Read { offset, source }),
-            }
+    fn splittable(&self) -> bool {
+        false
+    }
+
+    fn reduce(&self, input: &mut dyn Read, buf: &mut [u8]) -> Result<(Partial, u64), ReduceError> {
+        let mut reducer = self.0.reducer();
+        let bytes = feed(&mut reducer, input, buf)?;
+        Ok((Partial(Box::new(reducer)), bytes))
+    }
+
+    fn merge(&self, _: Partial, _: Partial) -> Partial {
+        panic!(
+            "processor {:?} cannot merge partial reductions",
+            self.0.name()
+        )
+    }
+
+    fn finish(&self, partial: Partial) -> Result<serde_json::Value, ReduceError> {
+        let reducer: P::Reducer = unwrap_partial(partial);
+        Ok(serde_json::to_value(reducer.finish())?)
+    }
+}
+
+impl<P> ErasedProcessor for Splittable<P>
+where
+    P: Processor,
+    P::Reducer: Merge,
+{
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn splittable(&self) -> bool {
+        true
+    }
+
+    fn reduce(&self, input: &mut dyn Read, buf: &mut [u8]) -> Result<(Partial, u64), ReduceError> {
+        let mut reducer = self.0.reducer();
+        let bytes = feed(&mut reducer, input, buf)?;
+        Ok((Partial(Box::new(reducer)), bytes))
+    }
+
+    fn merge(&self, earlier: Partial, later: Partial) -> Partial {
+        let mut earlier: P::Reducer = unwrap_partial(earlier);
+        earlier.merge(unwrap_partial(later));
+        Partial(Box::new(earlier))
+    }
+
+    fn finish(&self, partial: Partial) -> Result<serde_json::Value, ReduceError> {
+        let reducer: P::Reducer = unwrap_partial(partial);
+        Ok(serde_json::to_value(reducer.finish())?)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers for processor tests: feed inputs in every chunking, split at every line.
+
+    use super::*;
+
+    /// The result of `processor` over `data`, fed in chunks of `chunk` bytes.
+    pub(crate) fn run_chunked<P: Processor>(
+        processor: &P,
+        data: &[u8],
+        chunk: usize,
+    ) -> serde_json::Value {
+        let mut reducer = processor.reducer();
+        for piece in data.chunks(chunk.max(1)) {
+            reducer.update(piece);
         }
-        Ok((serde_json::to_value(reducer.finish())?, offset))
+        if data.is_empty() {
+            reducer.update(&[]);
+        }
+        serde_json::to_value(reducer.finish()).unwrap()
+    }
+
+    /// The result of `processor` over `data` split after the newline at each of `cuts`
+    /// (byte offsets of newlines), each range reduced on its own and merged in order.
+    pub(crate) fn run_split<P>(
+        processor: &P,
+        data: &[u8],
+        cuts: &[usize],
+        chunk: usize,
+    ) -> serde_json::Value
+    where
+        P: Processor,
+        P::Reducer: Merge,
+    {
+        let mut bounds: Vec<usize> = cuts.iter().map(|&c| c + 1).collect();
+        bounds.push(data.len());
+        let mut start = 0;
+        let mut merged: Option<P::Reducer> = None;
+        for end in bounds {
+            let mut reducer = processor.reducer();
+            for piece in data[start..end].chunks(chunk.max(1)) {
+                reducer.update(piece);
+            }
+            match &mut merged {
+                None => merged = Some(reducer),
+                Some(m) => m.merge(reducer),
+            }
+            start = end;
+        }
+        serde_json::to_value(merged.expect("at least one range").finish()).unwrap()
+    }
+
+    /// Offsets of the newlines of `data`.
+    pub(crate) fn newlines(data: &[u8]) -> Vec<usize> {
+        memchr::memchr_iter(b'\n', data).collect()
     }
 }
