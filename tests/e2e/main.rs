@@ -11,6 +11,7 @@ mod errors;
 mod http;
 mod lifecycle;
 mod once;
+mod processors;
 mod race;
 mod readiness;
 mod signals;

@@ -9,8 +9,11 @@
 //! * [`listing`] walks the watch root ([`Listing`]), [`diff`] merges it with the committed
 //!   [`State`](state_store::State) ([`Diff`]), [`readiness`] decides which new files are complete,
 //!   [`plan`] cuts them into batches (oldest first, capped).
-//! * [`processor`] holds the [`Processor`] trait for your own reductions and the built-in
-//!   [`Stats`]; [`process`] streams one file through one on a worker thread.
+//! * [`processor`] holds the [`Processor`] trait for your own reductions (or [`from_fn`](processor::from_fn)
+//!   for one written as closures) and the built-in [`Stats`], [`Grep`](processor::Grep) and
+//!   [`CountBy`](processor::CountBy); [`process`] streams one file through one on a worker
+//!   thread, decoding gzip and zstd by their magic bytes, and splits a large file into
+//!   line-aligned ranges for processors whose results [`Merge`](processor::Merge).
 //! * [`output`] renders a batch as newline-delimited JSON at a key that depends only on its
 //!   generation; [`Scanner`] runs the whole loop and commits through
 //!   [`StateLog`](state_store::StateLog).
@@ -18,14 +21,14 @@
 //! # Example: collect a directory once, with your own processor
 //!
 //! ```
-//! use scanner_core::processor::{DynProcessor, Processor, Reducer};
+//! use scanner_core::processor::{DynProcessor, LineSplitter, Processor, Reducer};
 //! use scanner_core::{Scanner, ScannerConfig};
 //! use state_store::Location;
 //!
 //! /// Counts lines that contain "ERROR".
 //! struct Errors;
 //! #[derive(Default)]
-//! struct ErrorCount { count: u64, tail: Vec<u8> }
+//! struct ErrorCount { count: u64, lines: LineSplitter }
 //!
 //! impl Processor for Errors {
 //!     type Reducer = ErrorCount;
@@ -33,19 +36,23 @@
 //!     fn reducer(&self) -> ErrorCount { ErrorCount::default() }
 //! }
 //!
+//! fn count_errors(count: &mut u64, region: &[u8]) {
+//!     *count += region.split(|&b| b == b'\n')
+//!         .filter(|line| line.windows(5).any(|w| w == b"ERROR"))
+//!         .count() as u64;
+//! }
+//!
 //! impl Reducer for ErrorCount {
 //!     type Output = u64;
 //!     fn update(&mut self, chunk: &[u8]) {
-//!         // Lines may span chunks: keep the unfinished line (a real processor caps its size).
-//!         self.tail.extend_from_slice(chunk);
-//!         let complete = self.tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-//!         for line in self.tail[..complete].split(|&b| b == b'\n') {
-//!             if line.windows(5).any(|w| w == b"ERROR") { self.count += 1; }
-//!         }
-//!         self.tail.drain(..complete);
+//!         // Chunks end anywhere; the splitter hands over regions of whole lines, and keeps
+//!         // the memory of an endless line bounded.
+//!         let count = &mut self.count;
+//!         self.lines.feed(chunk, |region| count_errors(count, region));
 //!     }
 //!     fn finish(mut self) -> u64 {
-//!         self.update(b"\n");
+//!         let count = &mut self.count;
+//!         self.lines.finish(|region| count_errors(count, region));
 //!         self.count
 //!     }
 //! }

@@ -53,8 +53,11 @@ pub enum FailureKind {
     Truncated,
     /// Permission to read it was denied.
     PermissionDenied,
-    /// Its compressed content is damaged, or decodes to more than the limit.
+    /// Its compressed content is damaged.
     Corrupt,
+    /// It decodes to more than [`ReadLimits::max_decoded_bytes`] (a decompression bomb, or a
+    /// limit set too low).
+    TooLarge,
     /// Any other read error.
     Io,
     /// The processor failed or panicked.
@@ -63,12 +66,13 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FailureKind; 7] = [
+    pub const ALL: [FailureKind; 8] = [
         FailureKind::Vanished,
         FailureKind::Replaced,
         FailureKind::Truncated,
         FailureKind::PermissionDenied,
         FailureKind::Corrupt,
+        FailureKind::TooLarge,
         FailureKind::Io,
         FailureKind::Processor,
     ];
@@ -81,6 +85,7 @@ impl FailureKind {
             FailureKind::Truncated => "truncated",
             FailureKind::PermissionDenied => "permission_denied",
             FailureKind::Corrupt => "corrupt",
+            FailureKind::TooLarge => "too_large",
             FailureKind::Io => "io",
             FailureKind::Processor => "processor",
         }
@@ -429,6 +434,19 @@ pub fn process_unit(
             bytes,
             encoding,
         }),
+        Err(ReduceError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::FileTooLarge =>
+        {
+            failed(
+                FailureKind::TooLarge,
+                format!(
+                    "{} decodes to more than the limit of {} bytes (max_decoded_bytes, \
+                     `--max-decoded-bytes` of `gleaner run`); not processed",
+                    encoding.name().unwrap_or("input"),
+                    limits.max_decoded_bytes
+                ),
+            )
+        }
         Err(ReduceError::Read { offset, source }) => match encoding.name() {
             Some(name) if source.kind() != std::io::ErrorKind::PermissionDenied => failed(
                 FailureKind::Corrupt,
@@ -547,10 +565,10 @@ impl<R: Read> Read for Capped<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n as u64 > self.left {
-            return Err(std::io::Error::other(format!(
-                "decodes to more than the limit of {} bytes",
-                self.limit
-            )));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!("decodes to more than the limit of {} bytes", self.limit),
+            ));
         }
         self.left -= n as u64;
         Ok(n)
@@ -670,7 +688,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            matches!(&unit, UnitOutcome::Failed { kind: FailureKind::Corrupt, reason } if reason.contains("more than the limit of 1000 bytes")),
+            matches!(&unit, UnitOutcome::Failed { kind: FailureKind::TooLarge, reason } if reason.contains("more than the limit of 1000 bytes")),
             "{unit:?}"
         );
     }

@@ -17,7 +17,7 @@ pub const BATCH_DURATION: &str = "gleaner_batch_duration_seconds";
 /// Files in committed batches, by `outcome` (`done`, `failed`).
 pub const FILES_TOTAL: &str = "gleaner_files_total";
 /// Files that failed, by `reason` (`vanished`, `replaced`, `truncated`, `permission_denied`,
-/// `io`, `processor`).
+/// `corrupt`, `too_large`, `io`, `processor`).
 pub const FILES_FAILED_TOTAL: &str = "gleaner_files_failed_total";
 /// Bytes read from input files in committed batches.
 pub const BYTES_TOTAL: &str = "gleaner_bytes_total";

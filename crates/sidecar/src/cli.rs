@@ -31,7 +31,7 @@ pub struct Cli {
 pub enum Command {
     /// Collect a directory: scan it every interval (or once), process new complete files,
     /// write one output object per batch, commit.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a local demonstration: a built-in emitter writes log files, Gleaner collects them.
     Demo(DemoArgs),
     /// Look at the state: what it holds, and whether every object of it is sound.

@@ -689,6 +689,48 @@ mod tests {
         }
     }
 
+    /// Patterns with and without a literal prefix (the anchored and the unanchored search),
+    /// anchors, word boundaries, case folding and alternation, against the `regex` crate run on
+    /// each line alone.
+    #[test]
+    fn every_kind_of_key_pattern_matches_a_per_line_search() {
+        let data: &[u8] = b"svc=a user=bob mail bob@x\n\
+            SVC=b\r\n\
+            user=carol svc=c\n\
+            xsvc=d nosvc=e svc=f\n\
+            svc=\n\
+            ann@y.org svc=a id=7\r\n\
+            id=8 trailing\n\
+            svc=svc=g\n\
+            \xff svc=\xc3\xa9\xff end\n\
+            last svc=z id=9";
+        for pattern in [
+            r"svc=(\w+)",
+            r"\bsvc=(\w+)",
+            r"(?i)svc=(\w+)",
+            r"(?:user|svc)=(\w+)",
+            r"(\w+)@",
+            r"^(\w+)",
+            r"id=(\d+)$",
+            r"svc=(\w*)",
+            r"(\w+) end$",
+            r"[a-z]+=(\w+)",
+        ] {
+            let processor = config(KeySource::Regex(pattern.into()), 3, None);
+            let re = regex::bytes::Regex::new(pattern).unwrap();
+            let expected = reference(
+                data,
+                |line| {
+                    let c = re.captures(line)?;
+                    let key = c.get(1).or_else(|| c.get(0))?;
+                    Some((key.as_bytes().to_vec(), None))
+                },
+                3,
+            );
+            check_all_ways(&processor, data, &expected);
+        }
+    }
+
     #[test]
     fn json_and_column_keys() {
         let jsonl: &[u8] = b"{\"svc\":\"a\",\"ms\":1}\n{\"svc\":\"b\",\"ms\":2.5}\nnot json\n{\"svc\":\"a\",\"ms\":\"4\"}\n{\"other\":1}\n{\"svc\":7}\n";
