@@ -7,6 +7,7 @@ mod support;
 
 mod crash;
 mod demo;
+mod discovery;
 mod errors;
 mod http;
 mod lifecycle;

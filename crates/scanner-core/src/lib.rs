@@ -86,6 +86,7 @@
 
 pub mod diff;
 mod error;
+pub mod events;
 pub mod listing;
 pub mod output;
 pub mod plan;
@@ -97,12 +98,13 @@ pub mod telemetry;
 
 pub use diff::{Change, Diff, DiffEntry};
 pub use error::ScanError;
+pub use events::EventTrigger;
 pub use listing::{ListedFile, Listing, ListingProblem};
 pub use output::{Compression, OutputSink};
 pub use plan::BatchLimits;
 pub use process::{Encoding, FailureKind, FileOutcome, ReadLimits};
 pub use processor::{DynProcessor, Processor, Reducer, Stats};
-pub use readiness::Readiness;
+pub use readiness::{NameFilter, Readiness, ReadyMarker};
 pub use scanner::{
     BatchReport, ScanReport, ScanStatus, Scanner, ScannerConfig, Shutdown, ShutdownTrigger,
     shutdown_channel,

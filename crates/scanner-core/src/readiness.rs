@@ -6,19 +6,31 @@ use crate::listing::ListedFile;
 
 /// Rules that say when a file is complete. A file is ready only if every rule agrees.
 ///
+/// * **Names** — [`Readiness::names`] (`--include` / `--exclude` globs) says which files are
+///   collected at all; the others are never read.
 /// * **In-progress names** — a name ending in one of [`Readiness::in_progress_suffixes`]
 ///   (`.tmp`, `.part`, `.partial` by default) or a path with a component starting with `.` is
 ///   never ready. Emitters that write under a temporary name and rename when done are never
 ///   read half-written.
+/// * **Markers** — with a [`ReadyMarker`], a file is ready only once its marker exists (the
+///   emitter writes it after the data); markers themselves are never processed.
 /// * **Minimum age** — a file modified less than [`Readiness::min_age`] ago is not ready yet.
 ///   This covers emitters that write in place and then stop; choose it longer than the longest
 ///   pause between two writes of one file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// * **Stability** — with [`Readiness::stable_for`], a file is ready only once two listings at
+///   least that far apart saw the same size, modification time and inode.
+#[derive(Clone, Debug)]
 pub struct Readiness {
     /// How long a file must have been left unmodified.
     pub min_age: Duration,
     /// Name endings that mark a file as still being written.
     pub in_progress_suffixes: Vec<String>,
+    /// Which paths are collected at all.
+    pub names: NameFilter,
+    /// A file that says another file is complete.
+    pub marker: Option<ReadyMarker>,
+    /// Size, mtime and inode must be unchanged across two listings this far apart.
+    pub stable_for: Option<Duration>,
 }
 
 impl Default for Readiness {
@@ -26,8 +38,142 @@ impl Default for Readiness {
         Self {
             min_age: Duration::from_secs(5),
             in_progress_suffixes: [".tmp", ".part", ".partial"].map(String::from).to_vec(),
+            names: NameFilter::default(),
+            marker: None,
+            stable_for: None,
         }
     }
+}
+
+/// `--include` and `--exclude` globs, matched against the path relative to the watch root.
+///
+/// A path is collected if it matches some include glob (or there are none) and no exclude
+/// glob. Globs use `globset` syntax; `*` also matches `/`, so `*.log` means every `.log` file at
+/// any depth, and `app/*.log` every `.log` file under `app/`.
+#[derive(Clone, Debug, Default)]
+pub struct NameFilter {
+    include: Option<globset::GlobSet>,
+    exclude: Option<globset::GlobSet>,
+    patterns: (Vec<String>, Vec<String>),
+}
+
+impl NameFilter {
+    /// Compiles include and exclude globs.
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, globset::Error> {
+        let set = |patterns: &[String]| -> Result<Option<globset::GlobSet>, globset::Error> {
+            if patterns.is_empty() {
+                return Ok(None);
+            }
+            let mut builder = globset::GlobSetBuilder::new();
+            for pattern in patterns {
+                builder.add(
+                    globset::GlobBuilder::new(pattern)
+                        .backslash_escape(true)
+                        .build()?,
+                );
+            }
+            builder.build().map(Some)
+        };
+        Ok(Self {
+            include: set(include)?,
+            exclude: set(exclude)?,
+            patterns: (include.to_vec(), exclude.to_vec()),
+        })
+    }
+
+    /// True if the path (relative to the watch root) is collected.
+    pub fn wants(&self, path: &[u8]) -> bool {
+        let candidate = globset::Candidate::from_bytes(path);
+        self.include
+            .as_ref()
+            .is_none_or(|set| set.is_match_candidate(&candidate))
+            && !self
+                .exclude
+                .as_ref()
+                .is_some_and(|set| set.is_match_candidate(&candidate))
+    }
+
+    /// The include and exclude globs, as given.
+    pub fn patterns(&self) -> (&[String], &[String]) {
+        (&self.patterns.0, &self.patterns.1)
+    }
+}
+
+/// A file whose presence says that data is complete (`--ready-marker`).
+///
+/// * With `{name}` in the pattern, each file has its own marker in the same directory:
+///   `{name}.done` makes `a/x.log` ready once `a/x.log.done` exists.
+/// * Without, the marker covers its directory: `_SUCCESS` makes every file of `a/` ready once
+///   `a/_SUCCESS` exists (the Hadoop and Spark convention).
+///
+/// Files whose name has the marker's form are markers, and are never processed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadyMarker {
+    /// `prefix{name}suffix`, next to each file.
+    PerFile {
+        /// What comes before the file's name.
+        prefix: String,
+        /// What comes after the file's name.
+        suffix: String,
+    },
+    /// One marker of this name per directory.
+    PerDirectory(String),
+}
+
+impl ReadyMarker {
+    /// Parses a pattern: a file name (no `/`), with `{name}` at most once.
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        if pattern.is_empty() || pattern.contains('/') {
+            return Err(format!(
+                "ready marker {pattern:?}: a file name such as {{name}}.done or _SUCCESS, without '/'"
+            ));
+        }
+        match pattern.split_once("{name}") {
+            Some((_, suffix)) if suffix.contains("{name}") => Err(format!(
+                "ready marker {pattern:?}: {{name}} may appear only once"
+            )),
+            Some(("", "")) => Err(format!(
+                "ready marker {pattern:?}: a marker needs more than the file's own name, like {{name}}.done"
+            )),
+            Some((prefix, suffix)) => Ok(Self::PerFile {
+                prefix: prefix.into(),
+                suffix: suffix.into(),
+            }),
+            None => Ok(Self::PerDirectory(pattern.into())),
+        }
+    }
+
+    /// True if `path` is a marker itself.
+    pub fn is_marker(&self, path: &[u8]) -> bool {
+        let name = file_name(path);
+        match self {
+            Self::PerFile { prefix, suffix } => {
+                name.len() > prefix.len() + suffix.len()
+                    && name.starts_with(prefix.as_bytes())
+                    && name.ends_with(suffix.as_bytes())
+            }
+            Self::PerDirectory(marker) => name == marker.as_bytes(),
+        }
+    }
+
+    /// The path of the marker that makes `path` ready.
+    pub fn marker_of(&self, path: &[u8]) -> Vec<u8> {
+        let name = file_name(path);
+        let mut marker = path[..path.len() - name.len()].to_vec();
+        match self {
+            Self::PerFile { prefix, suffix } => {
+                marker.extend_from_slice(prefix.as_bytes());
+                marker.extend_from_slice(name);
+                marker.extend_from_slice(suffix.as_bytes());
+            }
+            Self::PerDirectory(name) => marker.extend_from_slice(name.as_bytes()),
+        }
+        marker
+    }
+}
+
+fn file_name(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
 }
 
 /// Why a file is not ready.
@@ -40,6 +186,25 @@ pub enum NotReady {
         /// When the file becomes old enough, if it is not modified again.
         ready_at: SystemTime,
     },
+    /// Its ready marker does not exist yet.
+    NoMarker,
+    /// It has not been seen unchanged across two listings far enough apart yet.
+    Unstable {
+        /// When a listing can confirm it, if it does not change.
+        recheck_at: SystemTime,
+    },
+}
+
+impl NotReady {
+    /// The metric label of the reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            NotReady::InProgressName => "in_progress_name",
+            NotReady::TooYoung { .. } => "too_young",
+            NotReady::NoMarker => "no_marker",
+            NotReady::Unstable { .. } => "unstable",
+        }
+    }
 }
 
 impl Readiness {
@@ -160,5 +325,48 @@ mod tests {
     #[test]
     fn mtimes_before_the_epoch_convert() {
         assert_eq!(mtime(-1_000_000_000), UNIX_EPOCH - Duration::from_secs(1));
+    }
+
+    #[test]
+    fn include_and_exclude_globs() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let filter =
+            NameFilter::new(&strings(&["*.log", "audit/**"]), &strings(&["debug/*"])).unwrap();
+        for (path, wanted) in [
+            ("a.log", true),
+            ("deep/er/a.log", true),
+            ("a.txt", false),
+            ("audit/x.bin", true),
+            ("debug/a.log", false),
+            ("debug/sub/a.log", false),
+        ] {
+            assert_eq!(filter.wants(path.as_bytes()), wanted, "{path}");
+        }
+        assert!(NameFilter::default().wants(b"anything"));
+        assert!(NameFilter::new(&strings(&["a[b"]), &[]).is_err());
+        // Non-UTF-8 paths are matched as bytes.
+        let filter = NameFilter::new(&[], &strings(&["*.tmpx"])).unwrap();
+        assert!(filter.wants(b"caf\xff.log") && !filter.wants(b"caf\xff.tmpx"));
+    }
+
+    #[test]
+    fn ready_markers_per_file_and_per_directory() {
+        let per_file = ReadyMarker::parse("{name}.done").unwrap();
+        assert_eq!(per_file.marker_of(b"a/x.log"), b"a/x.log.done");
+        assert_eq!(per_file.marker_of(b"x.log"), b"x.log.done");
+        assert!(per_file.is_marker(b"a/x.log.done"));
+        assert!(!per_file.is_marker(b"a/x.log") && !per_file.is_marker(b"a/.done"));
+
+        let per_dir = ReadyMarker::parse("_SUCCESS").unwrap();
+        assert_eq!(per_dir.marker_of(b"a/b/part-0001"), b"a/b/_SUCCESS");
+        assert_eq!(per_dir.marker_of(b"part-0001"), b"_SUCCESS");
+        assert!(per_dir.is_marker(b"a/_SUCCESS") && !per_dir.is_marker(b"a/_SUCCESS.log"));
+
+        let prefixed = ReadyMarker::parse("ok-{name}").unwrap();
+        assert_eq!(prefixed.marker_of(b"d/x"), b"d/ok-x");
+
+        for bad in ["", "a/{name}", "{name}", "{name}.{name}"] {
+            assert!(ReadyMarker::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -124,6 +124,12 @@ pub struct ScanReport {
     pub in_progress: usize,
     /// New files not ready because they were modified too recently.
     pub too_young: usize,
+    /// New files not ready because their ready marker does not exist yet.
+    pub no_marker: usize,
+    /// New files not ready because they were not yet seen unchanged across two listings.
+    pub unstable: usize,
+    /// Files that `--include` / `--exclude` leave out, and ready markers: never processed.
+    pub excluded: usize,
     /// Tracked files that changed since processing (left alone).
     pub changed: usize,
     /// Tracked files no longer present.
@@ -210,6 +216,8 @@ pub struct Scanner {
     next_snapshot_at: u64,
     /// Tracked paths the last listing did not find: dropped from the state at the next snapshot.
     gone: Vec<RelPath>,
+    /// Files waiting to be stable, as the last listing saw them.
+    sightings: Sightings,
     status: watch::Sender<ScanStatus>,
     wake: Arc<Notify>,
 }
@@ -277,6 +285,7 @@ impl Scanner {
             snapshot_generation: 0,
             next_snapshot_at: 0,
             gone: Vec::new(),
+            sightings: Sightings::new(),
             status,
             wake: Arc::new(Notify::new()),
         };
@@ -463,14 +472,16 @@ impl Scanner {
         let readiness = self.config.readiness.clone();
         let limits = self.config.limits;
         let state = std::mem::take(&mut self.state);
+        let mut sightings = std::mem::take(&mut self.sightings);
         let joined = tokio::task::spawn_blocking(move || {
-            let survey = survey(&root, &state, &readiness, limits);
-            (state, survey)
+            let survey = survey(&root, &state, &readiness, limits, &mut sightings);
+            (state, sightings, survey)
         })
         .await;
         let survey = match joined {
-            Ok((state, survey)) => {
+            Ok((state, sightings, survey)) => {
                 self.state = state;
+                self.sightings = sightings;
                 survey?
             }
             Err(e) => {
@@ -902,6 +913,9 @@ impl Scanner {
         gauge!(m::SKIPPED_SPECIAL).set(skipped_special as f64);
         gauge!(m::NOT_READY_FILES, "reason" => "in_progress_name").set(report.in_progress as f64);
         gauge!(m::NOT_READY_FILES, "reason" => "too_young").set(report.too_young as f64);
+        gauge!(m::NOT_READY_FILES, "reason" => "no_marker").set(report.no_marker as f64);
+        gauge!(m::NOT_READY_FILES, "reason" => "unstable").set(report.unstable as f64);
+        gauge!(m::EXCLUDED_FILES).set(report.excluded as f64);
         let ready = batches.iter().flatten();
         gauge!(m::PENDING_FILES).set(report.ready as f64);
         gauge!(m::PENDING_BYTES).set(ready.clone().map(|f| f.size - f.start).sum::<u64>() as f64);
@@ -956,6 +970,7 @@ fn survey(
     state: &State,
     readiness: &Readiness,
     limits: BatchLimits,
+    sightings: &mut Sightings,
 ) -> Result<Survey, ScanError> {
     let listing = listing::list(root)?;
     let listed_at = listing.started_at.unwrap_or_else(SystemTime::now);
@@ -963,11 +978,24 @@ fn survey(
     let mut report = ScanReport {
         listed: listing.files.len(),
         gone: diff.gone.len(),
-        listing_problems: listing.problems,
         ..ScanReport::default()
     };
+    let listed = |path: &[u8]| {
+        listing
+            .files
+            .binary_search_by(|f| f.path.as_bytes().cmp(path))
+            .is_ok()
+    };
+    let mut seen = Sightings::new();
     let mut ready = Vec::new();
     for entry in diff.entries {
+        let path = entry.file.path.as_bytes();
+        if !readiness.names.wants(path)
+            || readiness.marker.as_ref().is_some_and(|m| m.is_marker(path))
+        {
+            report.excluded += 1;
+            continue;
+        }
         // New: unknown to the state; or another file than the one processed under this name;
         // or the tracked file failed and has changed since (a failure carries no result, so a
         // result now is not a second one).
@@ -981,7 +1009,36 @@ fn survey(
             continue;
         }
         report.new_files += 1;
-        match readiness.check(&entry.file, listed_at) {
+        let verdict = readiness
+            .check(&entry.file, listed_at)
+            .and_then(|()| match &readiness.marker {
+                Some(marker) if !listed(&marker.marker_of(path)) => Err(NotReady::NoMarker),
+                _ => Ok(()),
+            })
+            .and_then(|()| match readiness.stable_for {
+                None => Ok(()),
+                Some(window) => {
+                    let sighting = Sighting::of(&entry.file, listed_at);
+                    let first = sightings
+                        .get(&entry.file.path)
+                        .filter(|earlier| earlier.same_as(&sighting))
+                        .map_or(sighting, |earlier| *earlier);
+                    seen.insert(entry.file.path.clone(), first);
+                    // An earlier listing must have seen it, and long enough ago.
+                    let at = first
+                        .at
+                        .checked_add(window)
+                        .unwrap_or(listed_at + Duration::from_secs(100 * 365 * 86_400));
+                    if first.at < listed_at && at <= listed_at {
+                        Ok(())
+                    } else {
+                        Err(NotReady::Unstable {
+                            recheck_at: at.max(listed_at),
+                        })
+                    }
+                }
+            });
+        match verdict {
             Ok(()) => ready.push(PlannedFile {
                 path: entry.file.path,
                 size: entry.file.size,
@@ -991,14 +1048,22 @@ fn survey(
                 start: 0,
             }),
             Err(NotReady::InProgressName) => report.in_progress += 1,
-            Err(NotReady::TooYoung { ready_at }) => {
-                report.too_young += 1;
-                report.next_ready_at =
-                    Some(report.next_ready_at.map_or(ready_at, |t| t.min(ready_at)));
+            Err(NotReady::NoMarker) => report.no_marker += 1,
+            Err(NotReady::TooYoung { ready_at: at })
+            | Err(NotReady::Unstable { recheck_at: at }) => {
+                if matches!(verdict, Err(NotReady::TooYoung { .. })) {
+                    report.too_young += 1;
+                } else {
+                    report.unstable += 1;
+                }
+                report.next_ready_at = Some(report.next_ready_at.map_or(at, |t| t.min(at)));
             }
         }
     }
+    // Only files still waiting are remembered: the rest are committed or gone.
+    *sightings = seen;
     report.ready = ready.len();
+    report.listing_problems = listing.problems;
     Ok(Survey {
         report,
         batches: cut_batches(ready, limits),
@@ -1008,7 +1073,35 @@ fn survey(
     })
 }
 
-/// Runs blocking work (file-system walks, rendering) on the blocking pool, off the runtime.
+/// What one listing saw of a file that is waiting to be stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sighting {
+    size: u64,
+    mtime_ns: i64,
+    inode: u64,
+    /// The listing that first saw the file like this.
+    at: SystemTime,
+}
+
+impl Sighting {
+    fn of(file: &crate::listing::ListedFile, at: SystemTime) -> Self {
+        Self {
+            size: file.size,
+            mtime_ns: file.mtime_ns,
+            inode: file.inode,
+            at,
+        }
+    }
+
+    fn same_as(&self, other: &Sighting) -> bool {
+        (self.size, self.mtime_ns, self.inode) == (other.size, other.mtime_ns, other.inode)
+    }
+}
+
+/// Files waiting to be seen unchanged, by path (`stable_for`); kept in memory only, so after a
+/// restart a file needs two listings again.
+type Sightings = std::collections::HashMap<RelPath, Sighting>;
+
 async fn blocking<T, F>(work: F) -> Result<T, ScanError>
 where
     F: FnOnce() -> Result<T, ScanError> + Send + 'static,

@@ -35,8 +35,16 @@ pub const PENDING_FILES: &str = "gleaner_pending_files";
 pub const PENDING_BYTES: &str = "gleaner_pending_bytes";
 /// Age of the oldest ready file not yet committed (0 when none).
 pub const OLDEST_PENDING_AGE: &str = "gleaner_oldest_pending_age_seconds";
-/// New files that are not ready yet, by `reason` (`in_progress_name`, `too_young`).
+/// New files that are not ready yet, by `reason` (`in_progress_name`, `too_young`,
+/// `no_marker`, `unstable`).
 pub const NOT_READY_FILES: &str = "gleaner_not_ready_files";
+/// File-system events that can make a file ready (each may wake the scanner early).
+pub const EVENTS_TOTAL: &str = "gleaner_events_total";
+/// File-system events lost, by `reason` (`overflow`, `watch_limit`, `unsupported`, `vanished`,
+/// `error`): the interval scan covers what they missed.
+pub const EVENTS_LOST_TOTAL: &str = "gleaner_events_lost_total";
+/// Listed files that `--include` / `--exclude` leave out, and ready markers.
+pub const EXCLUDED_FILES: &str = "gleaner_excluded_files";
 /// Tracked files that changed since they were processed, and were left alone.
 pub const CHANGED_FILES: &str = "gleaner_changed_files";
 /// Entries of the watched directory that could not be examined, by the last listing.
@@ -74,6 +82,16 @@ pub fn describe() {
         counter!(ERRORS_TOTAL, "stage" => stage).increment(0);
     }
     counter!(BYTES_TOTAL).increment(0);
+    counter!(EVENTS_TOTAL).increment(0);
+    for reason in [
+        "overflow",
+        "watch_limit",
+        "unsupported",
+        "vanished",
+        "error",
+    ] {
+        counter!(EVENTS_LOST_TOTAL, "reason" => reason).increment(0);
+    }
     for result in ["ok", "error"] {
         counter!(SNAPSHOTS_TOTAL, "result" => result).increment(0);
     }
@@ -117,6 +135,18 @@ pub fn describe() {
         "Age of the oldest ready file not yet committed (0 when none)."
     );
     describe_gauge!(NOT_READY_FILES, "New files not ready yet, by reason.");
+    describe_counter!(
+        EVENTS_TOTAL,
+        "File-system events that may have made a file ready."
+    );
+    describe_counter!(
+        EVENTS_LOST_TOTAL,
+        "File-system events lost, by reason; the interval scan covers them."
+    );
+    describe_gauge!(
+        EXCLUDED_FILES,
+        "Listed files never processed: left out by --include/--exclude, or ready markers."
+    );
     describe_gauge!(
         CHANGED_FILES,
         "Tracked files changed since processing, left alone."

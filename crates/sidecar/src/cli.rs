@@ -144,6 +144,45 @@ pub struct RunArgs {
     #[arg(long, env = "GLEANER_MIN_AGE", default_value = "5s", value_parser = parse_min_age)]
     pub min_age: Duration,
 
+    /// A file is ready only once two listings at least WINDOW apart saw the same size, mtime
+    /// and inode (`--require-stable` alone: 2s).
+    #[arg(long, env = "GLEANER_REQUIRE_STABLE", value_name = "WINDOW", num_args = 0..=1,
+          default_missing_value = "2s", value_parser = parse_min_age)]
+    pub require_stable: Option<Duration>,
+
+    /// A file is ready only once its marker exists: `{name}.done` (one per file, next to it)
+    /// or a per-directory name such as `_SUCCESS`. Markers are never processed.
+    #[arg(long, env = "GLEANER_READY_MARKER", value_name = "PATTERN")]
+    pub ready_marker: Option<String>,
+
+    /// Collect only paths (relative to --watch) matching one of these globs; `*` also matches
+    /// `/` (`*.log` is every .log file at any depth). Repeatable.
+    #[arg(
+        long,
+        env = "GLEANER_INCLUDE",
+        value_name = "GLOB",
+        value_delimiter = ','
+    )]
+    pub include: Vec<String>,
+
+    /// Never collect paths matching one of these globs. Repeatable.
+    #[arg(
+        long,
+        env = "GLEANER_EXCLUDE",
+        value_name = "GLOB",
+        value_delimiter = ','
+    )]
+    pub exclude: Vec<String>,
+
+    /// Scan early on file-system events (`--events=false`: only every --interval).
+    #[arg(long, env = "GLEANER_EVENTS", value_name = "BOOL", default_value_t = true,
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub events: bool,
+
+    /// After a file-system event, wait this long for more before scanning.
+    #[arg(long, env = "GLEANER_DEBOUNCE", default_value = "500ms", value_parser = parse_min_age)]
+    pub debounce: Duration,
+
     /// At most this many files per batch (oldest first; a batch always takes one file).
     #[arg(long, env = "GLEANER_MAX_FILES", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_files: u64,

@@ -3,8 +3,8 @@
 use anyhow::Context;
 use scanner_core::processor::{CountBy, CountByConfig, Grep, KeySource};
 use scanner_core::{
-    BatchLimits, Compression, DynProcessor, ReadLimits, Readiness, Scanner, ScannerConfig,
-    ShutdownTrigger, Stats, shutdown_channel,
+    BatchLimits, Compression, DynProcessor, EventTrigger, NameFilter, ReadLimits, Readiness,
+    ReadyMarker, ScanReport, Scanner, ScannerConfig, ShutdownTrigger, Stats, shutdown_channel,
 };
 use state_store::Location;
 use tokio::signal::unix::{SignalKind, signal};
@@ -26,6 +26,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut config = ScannerConfig::new(&args.watch, source_id);
     config.readiness = Readiness {
         min_age: args.min_age,
+        names: NameFilter::new(&args.include, &args.exclude).context("--include/--exclude")?,
+        marker: args
+            .ready_marker
+            .as_deref()
+            .map(ReadyMarker::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--ready-marker: {e}"))?,
+        stable_for: args.require_stable,
         ..Readiness::default()
     };
     config.limits = BatchLimits {
@@ -71,7 +79,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     if args.once {
         // `--once` drains by definition: a SIGTERM does not cut it short (a second one does).
-        let report = scanner.scan(None).await?;
+        let mut report = scanner.scan(None).await?;
+        // Stability needs a second listing: one more scan once the files seen for the first
+        // time can be confirmed (files still changing then stay for the next run).
+        if let (Some(_), Some(at), true) = (
+            args.require_stable,
+            report.next_ready_at,
+            report.unstable > 0,
+        ) {
+            let wait = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::sleep(wait + std::time::Duration::from_millis(10)).await;
+            let second = scanner.scan(None).await?;
+            report = merge_reports(report, second);
+        }
         let files: usize = report.batches.iter().map(|b| b.files).sum();
         let failed: usize = report.batches.iter().map(|b| b.failed).sum();
         let bytes: u64 = report.batches.iter().map(|b| b.bytes).sum();
@@ -79,13 +101,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             "committed {} batch(es): {files} file(s), {failed} failed, {bytes} bytes; \
              {} not ready yet; generation {}",
             report.batches.len(),
-            report.in_progress + report.too_young,
+            report.in_progress + report.too_young + report.no_marker + report.unstable,
             scanner.state().generation()
         );
     } else {
+        let _events = if args.events {
+            match EventTrigger::start(&args.watch, args.debounce, scanner.waker()) {
+                Ok(trigger) => Some(trigger),
+                Err(e) => {
+                    warn!(error = %e, interval = %humantime::format_duration(args.interval),
+                        "file-system events unavailable; scanning every interval only");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         scanner.run(args.interval, shutdown).await?;
     }
     Ok(())
+}
+
+/// Two consecutive scans as one: the batches of both, what the second left waiting.
+fn merge_reports(first: ScanReport, mut second: ScanReport) -> ScanReport {
+    let mut batches = first.batches;
+    batches.append(&mut second.batches);
+    second.batches = batches;
+    second
 }
 
 /// The processor `--processor` names, configured by its flags; flags of another processor are

@@ -1,0 +1,194 @@
+//! File-system events as a trigger: scan seconds after a file is finished, not at the next
+//! interval.
+//!
+//! Events only wake the scanner early. What a scan processes always comes from a full listing
+//! merged with the state, so an event that is lost, duplicated or reordered can delay a file
+//! until the next interval scan, never lose it or process it twice. Lost events (a queue
+//! overflow, the watch limit reached, a file system without notifications) are logged and
+//! counted in `gleaner_events_lost_total{reason}`, and the interval scan takes over.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::counter;
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::telemetry as m;
+
+/// Watches a directory tree and wakes a scanner (through [`Scanner::waker`]) at most once per
+/// debounce window after relevant events. Dropping it stops watching.
+///
+/// [`Scanner::waker`]: crate::Scanner::waker
+pub struct EventTrigger {
+    _watcher: notify::RecommendedWatcher,
+    debouncer: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for EventTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventTrigger").finish_non_exhaustive()
+    }
+}
+
+impl Drop for EventTrigger {
+    fn drop(&mut self) {
+        self.debouncer.abort();
+    }
+}
+
+impl EventTrigger {
+    /// Starts watching `dir` recursively. Must be called inside a Tokio runtime.
+    ///
+    /// Events that can make a file ready (created, written, closed after writing, renamed in)
+    /// start a window of `debounce`; at its end `waker` is notified once, however many events
+    /// arrived. Fails if the platform cannot watch `dir` at all (the caller then relies on the
+    /// interval, and should say so).
+    pub fn start(
+        dir: &Path,
+        debounce: Duration,
+        waker: Arc<Notify>,
+    ) -> Result<Self, notify::Error> {
+        let pending = Arc::new(Notify::new());
+        let on_event = Arc::clone(&pending);
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
+            match event {
+                Ok(event) if event.need_rescan() => {
+                    lost("overflow", "the event queue overflowed; events were lost");
+                    on_event.notify_one();
+                }
+                Ok(event) if is_relevant(&event.kind) => {
+                    counter!(m::EVENTS_TOTAL).increment(1);
+                    on_event.notify_one();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    lost(error_reason(&e), &e.to_string());
+                    // Whatever was missed, a scan finds it.
+                    on_event.notify_one();
+                }
+            }
+        })?;
+        if let Err(e) = watcher.watch(dir, RecursiveMode::Recursive) {
+            lost(error_reason(&e), &e.to_string());
+            return Err(e);
+        }
+        let debouncer = tokio::spawn(async move {
+            loop {
+                pending.notified().await;
+                tokio::time::sleep(debounce).await;
+                debug!("file-system events: waking the scanner");
+                waker.notify_one();
+            }
+        });
+        info!(dir = %dir.display(), debounce = ?debounce, "watching for file-system events");
+        Ok(Self {
+            _watcher: watcher,
+            debouncer,
+        })
+    }
+}
+
+/// Events after which a file may have become ready. Reads and metadata changes are not: a scan
+/// reads files, and must not wake itself.
+fn is_relevant(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Create(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Any | EventKind::Other => true,
+        EventKind::Access(_) | EventKind::Remove(_) => false,
+    }
+}
+
+fn error_reason(e: &notify::Error) -> &'static str {
+    match e.kind {
+        notify::ErrorKind::MaxFilesWatch => "watch_limit",
+        notify::ErrorKind::PathNotFound | notify::ErrorKind::WatchNotFound => "vanished",
+        notify::ErrorKind::Io(_) | notify::ErrorKind::Generic(_) => "error",
+        notify::ErrorKind::InvalidConfig(_) => "unsupported",
+    }
+}
+
+fn lost(reason: &'static str, detail: &str) {
+    counter!(m::EVENTS_LOST_TOTAL, "reason" => reason).increment(1);
+    warn!(
+        reason,
+        detail, "file-system events lost; the interval scan covers what they missed"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_writes_wakes_once_after_the_debounce() {
+        let dir = tempfile::tempdir().unwrap();
+        let waker = Arc::new(Notify::new());
+        let _trigger =
+            EventTrigger::start(dir.path(), Duration::from_millis(200), Arc::clone(&waker))
+                .unwrap();
+        let started = tokio::time::Instant::now();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        for i in 0..20 {
+            std::fs::write(dir.path().join(format!("sub/{i}.tmp")), b"x\n").unwrap();
+        }
+        std::fs::rename(dir.path().join("sub/0.tmp"), dir.path().join("sub/0.log")).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waker.notified())
+            .await
+            .expect("woken");
+        assert!(started.elapsed() >= Duration::from_millis(200), "debounced");
+        // The burst is over: at most one more wake (events of the first window's end), then
+        // quiet.
+        let _ = tokio::time::timeout(Duration::from_millis(500), waker.notified()).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), waker.notified())
+                .await
+                .is_err(),
+            "no wake without events"
+        );
+    }
+
+    #[tokio::test]
+    async fn reading_files_does_not_wake() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.log"), b"x\n").unwrap();
+        let waker = Arc::new(Notify::new());
+        let _trigger =
+            EventTrigger::start(dir.path(), Duration::from_millis(50), Arc::clone(&waker)).unwrap();
+        for _ in 0..5 {
+            let _ = std::fs::read(dir.path().join("a.log")).unwrap();
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), waker.notified())
+                .await
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let err = EventTrigger::start(
+            Path::new("/nonexistent/gleaner-events"),
+            Duration::from_millis(10),
+            Arc::new(Notify::new()),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err.kind,
+            notify::ErrorKind::PathNotFound
+                | notify::ErrorKind::Io(_)
+                | notify::ErrorKind::Generic(_)
+        ));
+    }
+}
