@@ -5,6 +5,7 @@
 
 mod support;
 
+mod cleanup;
 mod crash;
 mod demo;
 mod discovery;

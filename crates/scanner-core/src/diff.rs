@@ -76,7 +76,7 @@ pub fn diff(listing: &Listing, state: &State) -> Diff {
                     tracked.next();
                 }
                 std::cmp::Ordering::Equal => {
-                    match classify(file, entry) {
+                    match change_of(file, entry) {
                         None => out.unchanged += 1,
                         Some(change) => out.entries.push(DiffEntry {
                             file: (*file).clone(),
@@ -92,7 +92,8 @@ pub fn diff(listing: &Listing, state: &State) -> Diff {
     out
 }
 
-fn classify(file: &ListedFile, entry: &FileEntry) -> Option<Change> {
+/// How a listed file differs from the state's entry for its path; `None` if it is unchanged.
+pub fn change_of(file: &ListedFile, entry: &FileEntry) -> Option<Change> {
     let reborn = file.btime_ns != 0 && entry.btime_ns != 0 && file.btime_ns != entry.btime_ns;
     if file.inode != entry.inode || reborn {
         return Some(Change::Replaced);

@@ -84,6 +84,7 @@
 //! # }
 //! ```
 
+pub mod cleanup;
 pub mod diff;
 mod error;
 pub mod events;
@@ -96,6 +97,7 @@ pub mod readiness;
 mod scanner;
 pub mod telemetry;
 
+pub use cleanup::{AfterCommit, CleanupReport, CleanupRules};
 pub use diff::{Change, Diff, DiffEntry};
 pub use error::ScanError;
 pub use events::EventTrigger;

@@ -1,6 +1,6 @@
 //! The batch loop: list → diff → ready? → plan → process → flush → commit, and its triggers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,6 +13,7 @@ use state_store::{
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
+use crate::cleanup::{self, CleanupReport, CleanupRules, CleanupTask};
 use crate::diff::{Change, diff};
 use crate::listing::{self, ListingProblem};
 use crate::output::{Compression, OutputSink, WriteMode};
@@ -46,6 +47,8 @@ pub struct ScannerConfig {
     pub allow_rescan: bool,
     /// Limits on reading files (the decoded size of compressed ones).
     pub read_limits: ReadLimits,
+    /// What happens to files once their results are committed.
+    pub cleanup: CleanupRules,
 }
 
 impl ScannerConfig {
@@ -62,6 +65,7 @@ impl ScannerConfig {
             snapshot_every: 64,
             allow_rescan: false,
             read_limits: ReadLimits::default(),
+            cleanup: CleanupRules::default(),
         }
     }
 }
@@ -267,6 +271,35 @@ impl Scanner {
                 )));
             }
         }
+        let destinations: Vec<PathBuf> = config
+            .cleanup
+            .destinations()
+            .into_iter()
+            .map(Path::to_path_buf)
+            .collect();
+        let watched = watch_dir.clone();
+        blocking(move || {
+            for dir in destinations {
+                let unusable = |reason: String| {
+                    ScanError::Config(format!("cleanup directory {}: {reason}", dir.display()))
+                };
+                std::fs::create_dir_all(&dir).map_err(|e| unusable(e.to_string()))?;
+                let absolute = std::fs::canonicalize(&dir).map_err(|e| unusable(e.to_string()))?;
+                // Moved files must not be listed again (a hidden directory is never listed).
+                let hidden = absolute.strip_prefix(&watched).is_ok_and(|rel| {
+                    rel.components()
+                        .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."))
+                });
+                if absolute.starts_with(&watched) && !hidden {
+                    return Err(unusable(format!(
+                        "is inside the watched directory {}; moved files would be collected again",
+                        watched.display()
+                    )));
+                }
+            }
+            Ok(())
+        })
+        .await?;
         let log = StateLog::new(state, &config.source_id)?;
         let output = OutputSink::new(output.clone(), &config.source_id, config.compression);
 
@@ -473,8 +506,9 @@ impl Scanner {
         let limits = self.config.limits;
         let state = std::mem::take(&mut self.state);
         let mut sightings = std::mem::take(&mut self.sightings);
+        let rules = self.config.cleanup.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let survey = survey(&root, &state, &readiness, limits, &mut sightings);
+            let survey = survey(&root, &state, &readiness, limits, &mut sightings, &rules);
             (state, sightings, survey)
         })
         .await;
@@ -493,6 +527,13 @@ impl Scanner {
             warn!(path = %problem.path, reason = %problem.reason, "cannot examine part of the watched directory");
         }
         self.gone = survey.gone;
+        if !survey.cleanup.is_empty() {
+            info!(
+                files = survey.cleanup.len(),
+                "cleaning up committed files left by an earlier run"
+            );
+            self.clean_up(survey.cleanup).await?;
+        }
         let mut report = survey.report;
         report.batches.extend(recovered);
         self.publish_listing_gauges(
@@ -538,6 +579,13 @@ impl Scanner {
         self.status
             .send_modify(|s| s.pending_files = remaining as u64);
         Ok(report)
+    }
+
+    /// Deletes or moves committed files on a worker thread. Errors are logged and counted, and
+    /// the files stay for the next scan to retry.
+    async fn clean_up(&self, tasks: Vec<CleanupTask>) -> Result<CleanupReport, ScanError> {
+        let root = self.config.watch_dir.clone();
+        blocking(move || Ok(cleanup::clean(&root, &tasks))).await
     }
 
     /// After a failed batch, what reached storage is unknown (a plan or delta may have landed
@@ -628,6 +676,15 @@ impl Scanner {
             && generation >= self.next_snapshot_at
         {
             self.snapshot().await?;
+        }
+
+        let tasks: Vec<CleanupTask> = delta
+            .upserts
+            .iter()
+            .filter_map(|(path, entry)| self.config.cleanup.task(path, entry))
+            .collect();
+        if !tasks.is_empty() {
+            self.clean_up(tasks).await?;
         }
 
         // Failures are reported once they are committed: an attempt that is redone would
@@ -961,6 +1018,8 @@ struct Survey {
     gone: Vec<RelPath>,
     skipped_special: u64,
     listed_at: SystemTime,
+    /// Committed files left over by an unfinished cleanup.
+    cleanup: Vec<CleanupTask>,
 }
 
 /// Lists `root`, merges the listing with `state`, applies the readiness rules and cuts the ready
@@ -971,8 +1030,21 @@ fn survey(
     readiness: &Readiness,
     limits: BatchLimits,
     sightings: &mut Sightings,
+    rules: &CleanupRules,
 ) -> Result<Survey, ScanError> {
     let listing = listing::list(root)?;
+    // Committed files still here, unchanged: cleaned up now if an earlier attempt did not
+    // finish (a crash, an error).
+    let mut cleanup = Vec::new();
+    if !rules.is_noop() {
+        for file in &listing.files {
+            if let Some(entry) = state.get(&file.path) {
+                if crate::diff::change_of(file, entry).is_none() {
+                    cleanup.extend(rules.task(&file.path, entry));
+                }
+            }
+        }
+    }
     let listed_at = listing.started_at.unwrap_or_else(SystemTime::now);
     let diff = diff(&listing, state);
     let mut report = ScanReport {
@@ -1070,6 +1142,7 @@ fn survey(
         gone: diff.gone,
         skipped_special: listing.skipped_special,
         listed_at,
+        cleanup,
     })
 }
 

@@ -38,6 +38,9 @@ pub const OLDEST_PENDING_AGE: &str = "gleaner_oldest_pending_age_seconds";
 /// New files that are not ready yet, by `reason` (`in_progress_name`, `too_young`,
 /// `no_marker`, `unstable`).
 pub const NOT_READY_FILES: &str = "gleaner_not_ready_files";
+/// Committed files cleaned up, by `action` (`delete`, `move`, `quarantine`) and `result`
+/// (`done`, `skipped` when the file changed since its commit, `error`).
+pub const CLEANUP_TOTAL: &str = "gleaner_cleanup_total";
 /// File-system events that can make a file ready (each may wake the scanner early).
 pub const EVENTS_TOTAL: &str = "gleaner_events_total";
 /// File-system events lost, by `reason` (`overflow`, `watch_limit`, `unsupported`, `vanished`,
@@ -83,6 +86,11 @@ pub fn describe() {
     }
     counter!(BYTES_TOTAL).increment(0);
     counter!(EVENTS_TOTAL).increment(0);
+    for action in ["delete", "move", "quarantine"] {
+        for result in ["done", "skipped", "error"] {
+            counter!(CLEANUP_TOTAL, "action" => action, "result" => result).increment(0);
+        }
+    }
     for reason in [
         "overflow",
         "watch_limit",
@@ -135,6 +143,10 @@ pub fn describe() {
         "Age of the oldest ready file not yet committed (0 when none)."
     );
     describe_gauge!(NOT_READY_FILES, "New files not ready yet, by reason.");
+    describe_counter!(
+        CLEANUP_TOTAL,
+        "Committed files deleted or moved after commit, by action and result."
+    );
     describe_counter!(
         EVENTS_TOTAL,
         "File-system events that may have made a file ready."

@@ -174,6 +174,16 @@ pub struct RunArgs {
     )]
     pub exclude: Vec<String>,
 
+    /// What happens to a file once its result is committed: `keep`, `delete`, or `move:DIR`
+    /// (keeping its path relative to --watch; DIR must be outside --watch).
+    #[arg(long, env = "GLEANER_AFTER", value_name = "ACTION", default_value = "keep",
+          value_parser = scanner_core::AfterCommit::parse)]
+    pub after: scanner_core::AfterCommit,
+
+    /// Move files whose processing failed (once the failure is committed) below this directory.
+    #[arg(long, env = "GLEANER_QUARANTINE", value_name = "DIR")]
+    pub quarantine: Option<PathBuf>,
+
     /// Scan early on file-system events (`--events=false`: only every --interval).
     #[arg(long, env = "GLEANER_EVENTS", value_name = "BOOL", default_value_t = true,
           num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]

@@ -3,8 +3,9 @@
 use anyhow::Context;
 use scanner_core::processor::{CountBy, CountByConfig, Grep, KeySource};
 use scanner_core::{
-    BatchLimits, Compression, DynProcessor, EventTrigger, NameFilter, ReadLimits, Readiness,
-    ReadyMarker, ScanReport, Scanner, ScannerConfig, ShutdownTrigger, Stats, shutdown_channel,
+    BatchLimits, CleanupRules, Compression, DynProcessor, EventTrigger, NameFilter, ReadLimits,
+    Readiness, ReadyMarker, ScanReport, Scanner, ScannerConfig, ShutdownTrigger, Stats,
+    shutdown_channel,
 };
 use state_store::Location;
 use tokio::signal::unix::{SignalKind, signal};
@@ -39,6 +40,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.limits = BatchLimits {
         max_files: usize::try_from(args.max_files).unwrap_or(usize::MAX),
         max_bytes: args.max_bytes,
+    };
+    config.cleanup = CleanupRules {
+        after: args.after.clone(),
+        quarantine: args.quarantine.clone(),
     };
     config.snapshot_every = args.snapshot_every;
     config.allow_rescan = args.allow_rescan;

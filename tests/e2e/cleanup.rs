@@ -1,0 +1,212 @@
+//! Cleanup after commit (`--after=delete`, `--after=move:DIR`, `--quarantine`) under SIGKILL at
+//! random moments: a file leaves the watch directory only once its result is committed, every
+//! file is processed exactly once, and in the end no committed file is left behind.
+//!
+//! `GLEANER_CLEANUP_KILLS` sets the kills per mode (default 30); `GLEANER_TEST_SEED` replays.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::{
+    Fixture, assert_exactly_once, files_with, random_content, seeded_rng, wait_with_timeout,
+};
+
+const OLD: Duration = Duration::from_secs(3600);
+
+/// Paths (relative to the watch root) whose results are committed: the output lines of
+/// generations up to the committed one (a flushed but uncommitted batch does not count).
+fn committed_paths(fx: &Fixture) -> BTreeSet<String> {
+    let inspection = fx.inspect();
+    let generation = inspection["generation"].as_u64().unwrap_or(0);
+    fx.outputs()
+        .into_iter()
+        .filter(|(_, line)| line["generation"].as_u64().unwrap() <= generation)
+        .map(|(_, line)| line["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn relative_files(dir: &Path) -> BTreeSet<String> {
+    files_with(dir, |_| true)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn campaign(mode: &str) {
+    let kills: usize = std::env::var("GLEANER_CLEANUP_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let fx = Fixture::new();
+    let moved_to = fx.root.join("done");
+    let after = match mode {
+        "delete" => "delete".to_string(),
+        _ => format!("move:{}", moved_to.display()),
+    };
+    let (mut rng, seed) = seeded_rng(&format!("cleanup_{mode}"));
+    let started = Instant::now();
+    let mut expected: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut wave = 0;
+    let mut add_files =
+        |rng: &mut fastrand::Rng, expected: &mut BTreeMap<String, Vec<u8>>, count| {
+            wave += 1;
+            for i in 0..count {
+                let rel = format!("w{wave:03}/d{}/f{i:04}.log", i % 7);
+                let data = random_content(rng, 3000);
+                let staged = fx.write(&format!("{rel}.tmp"), &data, OLD);
+                std::fs::rename(&staged, fx.watch.join(&rel)).unwrap();
+                expected.insert(rel, data);
+            }
+        };
+    add_files(&mut rng, &mut expected, 600);
+
+    let flags = [
+        "--interval",
+        "50ms",
+        "--min-age",
+        "0s",
+        "--max-files",
+        "9",
+        "--workers",
+        "2",
+        "--after",
+        &after,
+    ];
+    let mut cleaned_in_runs = 0;
+    let mut resumed_cleanups = 0;
+    for kill in 0..kills {
+        // Keep a backlog, so that kills land while batches are processed, committed and
+        // cleaned up.
+        let waiting = relative_files(&fx.watch).len();
+        if waiting < 300 {
+            add_files(&mut rng, &mut expected, 300 - waiting);
+        }
+        let log = fx.root.join(format!("run-{kill:03}.log"));
+        let mut child = fx.spawn(&flags, &log);
+        std::thread::sleep(Duration::from_millis(rng.u64(5..250)));
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "gleaner exited by itself ({status}): {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("panicked"), "{text}");
+        resumed_cleanups += text.matches("cleaning up committed files left by").count();
+
+        // Whatever left the watch directory must be committed.
+        let present = relative_files(&fx.watch);
+        let committed = committed_paths(&fx);
+        let left: Vec<&String> = expected.keys().filter(|p| !present.contains(*p)).collect();
+        cleaned_in_runs = left.len();
+        let uncommitted: Vec<&&String> = left.iter().filter(|p| !committed.contains(**p)).collect();
+        assert!(
+            uncommitted.is_empty(),
+            "kill {kill} (seed {seed}): files left the watch directory before their commit: {uncommitted:?}"
+        );
+        if mode == "move" {
+            let moved = relative_files(&moved_to);
+            for rel in &left {
+                assert!(moved.contains(*rel), "{rel} neither here nor moved");
+                assert_eq!(
+                    &std::fs::read(moved_to.join(rel)).unwrap(),
+                    &expected[*rel],
+                    "{rel} moved with other contents"
+                );
+            }
+        }
+    }
+
+    let mut child = fx
+        .command(&["--once", "--min-age", "0s", "--after", &after])
+        .spawn()
+        .unwrap();
+    let status = wait_with_timeout(&mut child, Duration::from_secs(300)).expect("final --once");
+    assert!(status.success());
+
+    let leftover: Vec<String> = relative_files(&fx.watch)
+        .into_iter()
+        .filter(|p| expected.contains_key(p))
+        .collect();
+    assert!(
+        leftover.is_empty(),
+        "committed files left behind: {leftover:?}"
+    );
+    assert_exactly_once(&fx.outputs(), &expected);
+    if mode == "move" {
+        let moved = relative_files(&moved_to);
+        assert_eq!(
+            moved,
+            expected.keys().cloned().collect::<BTreeSet<_>>(),
+            "every file moved once, nothing else (no duplicate copies)"
+        );
+        for (rel, data) in &expected {
+            assert_eq!(&std::fs::read(moved_to.join(rel)).unwrap(), data, "{rel}");
+        }
+    }
+    fx.assert_outputs_match_commits();
+    eprintln!(
+        "cleanup {mode}: seed {seed}, {kills} SIGKILLs, {} files, each committed once, \
+         {cleaned_in_runs} cleaned before the last run, {resumed_cleanups} runs finished a \
+         cleanup a kill had cut short, none left behind, {:.1?}",
+        expected.len(),
+        started.elapsed()
+    );
+}
+
+#[test]
+fn after_delete_under_sigkill_deletes_only_committed_files() {
+    campaign("delete");
+}
+
+#[test]
+fn after_move_under_sigkill_moves_only_committed_files_once() {
+    campaign("move");
+}
+
+#[test]
+fn failed_files_go_to_quarantine_and_processed_ones_stay_with_keep() {
+    let fx = Fixture::new();
+    fx.write("good.log", b"fine\n", OLD);
+    let mut corrupt = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+    corrupt.extend_from_slice(&[0x55; 64]);
+    fx.write("sub/bad.gz", &corrupt, OLD);
+    let quarantine = fx.root.join("quarantine");
+    fx.run_once(&["--quarantine", quarantine.to_str().unwrap()]);
+    assert!(
+        fx.watch.join("good.log").exists(),
+        "--after keep by default"
+    );
+    assert!(!fx.watch.join("sub/bad.gz").exists());
+    assert_eq!(
+        std::fs::read(quarantine.join("sub/bad.gz")).unwrap(),
+        corrupt
+    );
+
+    // Committed while cleanup was off (as if killed between commit and cleanup): the next run
+    // cleans them up from the state, and touches nothing uncommitted.
+    fx.write("later.log", b"later\n", OLD);
+    fx.run_once(&["--after", "delete", "--include", "good.log"]);
+    assert!(!fx.watch.join("good.log").exists(), "cleaned up from state");
+    assert!(
+        fx.watch.join("later.log").exists(),
+        "never committed: untouched"
+    );
+
+    // A destination inside the watch directory is refused.
+    let out = fx
+        .command(&[
+            "--once",
+            "--after",
+            &format!("move:{}", fx.watch.join("done").display()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("inside the watched directory"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
