@@ -205,3 +205,89 @@ fn include_and_exclude_globs_choose_the_files() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--include/--exclude"));
 }
+
+#[test]
+fn on_change_append_processes_appended_whole_lines_only() {
+    let fx = Fixture::new();
+    let path = fx.watch.join("grows.log");
+    let mut content = Vec::new();
+    let mut append = |bytes: &[u8]| {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(bytes).unwrap();
+        content.extend_from_slice(bytes);
+        content.clone()
+    };
+    let flags = ["--min-age", "0s", "--on-change", "append"];
+    append(b"first line\nsecond line\n");
+    fx.run_once(&flags);
+    // A partial last line is not counted until it is complete.
+    append(b"third line\nfourth, still being wri");
+    fx.run_once(&flags);
+    let results: Vec<_> = fx.outputs().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[1]["start"], 23);
+    assert_eq!(
+        results[1]["result"]["lines"], 1,
+        "only the complete third line"
+    );
+    let out = fx.run_once(&flags);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 not ready yet"),
+        "the partial line waits: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(fx.outputs().len(), 2, "nothing new without a complete line");
+    let last = append(b"tten\nfifth line\n");
+    fx.run_once(&flags);
+
+    let lines: Vec<_> = fx.outputs().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(lines.len(), 3, "three runs with new lines, three results");
+    let sum = |field: &str| -> u64 {
+        lines
+            .iter()
+            .map(|l| l["result"][field].as_u64().unwrap())
+            .sum()
+    };
+    let whole = crate::support::reference_stats(&last);
+    for field in ["lines", "words", "bytes"] {
+        assert_eq!(sum(field), whole[field].as_u64().unwrap(), "{field}");
+    }
+    // Ranges follow each other exactly.
+    let starts: Vec<u64> = lines
+        .iter()
+        .map(|l| l["start"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(starts, vec![0, 23, 34]);
+
+    // A rewrite that shrinks the file is processed again from the start.
+    std::fs::write(&path, b"new\n").unwrap();
+    fx.run_once(&flags);
+    let lines: Vec<_> = fx.outputs().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[3].get("start").is_none());
+    assert_eq!(
+        lines[3]["result"],
+        crate::support::reference_stats(b"new\n")
+    );
+
+    // With `reprocess`, a grown file is processed whole again; with `ignore`, left alone.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"more\n")
+        .unwrap();
+    fx.run_once(&["--min-age", "0s"]);
+    assert_eq!(fx.outputs().len(), 4, "ignored");
+    fx.run_once(&["--min-age", "0s", "--on-change", "reprocess"]);
+    let lines: Vec<_> = fx.outputs().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(
+        lines[4]["result"],
+        crate::support::reference_stats(b"new\nmore\n")
+    );
+}

@@ -21,6 +21,41 @@ pub enum Change {
     Changed,
 }
 
+/// What to do with a processed file that changed since (`--on-change`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnChange {
+    /// Leave it alone: its result stands (the change is counted in `gleaner_changed_files`).
+    #[default]
+    Ignore,
+    /// Process the whole file again, as a new file.
+    Reprocess,
+    /// Process what was appended since the last commit, whole lines only; a file that shrank or
+    /// was rewritten in place is processed again from the start.
+    Append,
+}
+
+impl OnChange {
+    /// Parses `ignore`, `reprocess` or `append`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "ignore" => Ok(Self::Ignore),
+            "reprocess" => Ok(Self::Reprocess),
+            "append" => Ok(Self::Append),
+            _ => Err(format!("{s:?}: expected ignore, reprocess or append")),
+        }
+    }
+
+    /// Where processing of a changed file starts, or `None` to leave it alone.
+    pub fn start_of(self, change: Change) -> Option<u64> {
+        match (self, change) {
+            (_, Change::New | Change::Replaced) => Some(0),
+            (OnChange::Ignore, _) => None,
+            (OnChange::Reprocess, _) | (OnChange::Append, Change::Changed) => Some(0),
+            (OnChange::Append, Change::Grown { processed }) => Some(processed),
+        }
+    }
+}
+
 /// A listed file that is not unchanged, with how it changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiffEntry {

@@ -188,6 +188,8 @@ pub enum NotReady {
     },
     /// Its ready marker does not exist yet.
     NoMarker,
+    /// Appended to (`--on-change=append`) without a complete line yet.
+    PartialLine,
     /// It has not been seen unchanged across two listings far enough apart yet.
     Unstable {
         /// When a listing can confirm it, if it does not change.
@@ -202,6 +204,7 @@ impl NotReady {
             NotReady::InProgressName => "in_progress_name",
             NotReady::TooYoung { .. } => "too_young",
             NotReady::NoMarker => "no_marker",
+            NotReady::PartialLine => "partial_line",
             NotReady::Unstable { .. } => "unstable",
         }
     }

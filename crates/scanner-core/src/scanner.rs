@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::cleanup::{self, CleanupReport, CleanupRules, CleanupTask};
-use crate::diff::{Change, diff};
+use crate::diff::{OnChange, diff};
 use crate::listing::{self, ListingProblem};
 use crate::output::{Compression, OutputSink, WriteMode};
 use crate::plan::{BatchLimits, cut_batches};
@@ -49,6 +49,8 @@ pub struct ScannerConfig {
     pub read_limits: ReadLimits,
     /// What happens to files once their results are committed.
     pub cleanup: CleanupRules,
+    /// What to do with processed files that changed since.
+    pub on_change: OnChange,
 }
 
 impl ScannerConfig {
@@ -66,6 +68,7 @@ impl ScannerConfig {
             allow_rescan: false,
             read_limits: ReadLimits::default(),
             cleanup: CleanupRules::default(),
+            on_change: OnChange::default(),
         }
     }
 }
@@ -130,6 +133,8 @@ pub struct ScanReport {
     pub too_young: usize,
     /// New files not ready because their ready marker does not exist yet.
     pub no_marker: usize,
+    /// Appended files without a complete new line yet (`--on-change=append`).
+    pub partial_line: usize,
     /// New files not ready because they were not yet seen unchanged across two listings.
     pub unstable: usize,
     /// Files that `--include` / `--exclude` leave out, and ready markers: never processed.
@@ -507,8 +512,17 @@ impl Scanner {
         let state = std::mem::take(&mut self.state);
         let mut sightings = std::mem::take(&mut self.sightings);
         let rules = self.config.cleanup.clone();
+        let on_change = self.config.on_change;
         let joined = tokio::task::spawn_blocking(move || {
-            let survey = survey(&root, &state, &readiness, limits, &mut sightings, &rules);
+            let survey = survey(
+                &root,
+                &state,
+                &readiness,
+                limits,
+                &mut sightings,
+                &rules,
+                on_change,
+            );
             (state, sightings, survey)
         })
         .await;
@@ -972,6 +986,7 @@ impl Scanner {
         gauge!(m::NOT_READY_FILES, "reason" => "too_young").set(report.too_young as f64);
         gauge!(m::NOT_READY_FILES, "reason" => "no_marker").set(report.no_marker as f64);
         gauge!(m::NOT_READY_FILES, "reason" => "unstable").set(report.unstable as f64);
+        gauge!(m::NOT_READY_FILES, "reason" => "partial_line").set(report.partial_line as f64);
         gauge!(m::EXCLUDED_FILES).set(report.excluded as f64);
         let ready = batches.iter().flatten();
         gauge!(m::PENDING_FILES).set(report.ready as f64);
@@ -1031,6 +1046,7 @@ fn survey(
     limits: BatchLimits,
     sightings: &mut Sightings,
     rules: &CleanupRules,
+    on_change: OnChange,
 ) -> Result<Survey, ScanError> {
     let listing = listing::list(root)?;
     // Committed files still here, unchanged: cleaned up now if an earlier attempt did not
@@ -1070,16 +1086,21 @@ fn survey(
         }
         // New: unknown to the state; or another file than the one processed under this name;
         // or the tracked file failed and has changed since (a failure carries no result, so a
-        // result now is not a second one).
-        let new = matches!(entry.change, Change::New | Change::Replaced)
-            || state
-                .get(&entry.file.path)
-                .is_some_and(|tracked| tracked.outcome.is_failed());
-        if !new {
+        // result now is not a second one). A changed file is processed again as `on_change`
+        // says.
+        let failed_before = state
+            .get(&entry.file.path)
+            .is_some_and(|tracked| tracked.outcome.is_failed());
+        let start = if failed_before {
+            Some(0)
+        } else {
+            on_change.start_of(entry.change)
+        };
+        let Some(start) = start else {
             report.changed += 1;
             debug!(path = %entry.file.path, change = ?entry.change, "changed since processed; left alone");
             continue;
-        }
+        };
         report.new_files += 1;
         let verdict = readiness
             .check(&entry.file, listed_at)
@@ -1110,15 +1131,24 @@ fn survey(
                     }
                 }
             });
+        // Appending: whole lines only; the partial last line waits until it is complete.
+        let verdict = verdict.and_then(|()| {
+            if on_change == OnChange::Append {
+                whole_lines(root, &entry.file, start).ok_or(NotReady::PartialLine)
+            } else {
+                Ok((start, entry.file.size))
+            }
+        });
         match verdict {
-            Ok(()) => ready.push(PlannedFile {
+            Ok((start, end)) => ready.push(PlannedFile {
                 path: entry.file.path,
-                size: entry.file.size,
+                size: end,
                 mtime_ns: entry.file.mtime_ns,
                 inode: entry.file.inode,
                 btime_ns: entry.file.btime_ns,
-                start: 0,
+                start,
             }),
+            Err(NotReady::PartialLine) => report.partial_line += 1,
             Err(NotReady::InProgressName) => report.in_progress += 1,
             Err(NotReady::NoMarker) => report.no_marker += 1,
             Err(NotReady::TooYoung { ready_at: at })
@@ -1144,6 +1174,46 @@ fn survey(
         listed_at,
         cleanup,
     })
+}
+
+/// The bytes of `file` to process from `start` when appending: up to the end of its last
+/// complete line; `None` if there is no complete line after `start` yet. A compressed file is
+/// processed whole (a stream cannot be entered in the middle). If the file cannot be read now,
+/// the whole listed range is planned, and processing says why it fails.
+fn whole_lines(
+    root: &std::path::Path,
+    file: &crate::listing::ListedFile,
+    start: u64,
+) -> Option<(u64, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::ffi::OsStrExt;
+    let whole = Some((start, file.size));
+    let path = root.join(std::ffi::OsStr::from_bytes(file.path.as_bytes()));
+    let Ok(mut handle) = std::fs::File::open(&path) else {
+        return whole;
+    };
+    let mut head = [0u8; 4];
+    let n = handle.read(&mut head).unwrap_or(0);
+    if crate::process::Encoding::sniff(&head[..n]) != crate::process::Encoding::Plain {
+        return Some((0, file.size));
+    }
+    // Backwards from the listed size, a window at a time.
+    let mut window = vec![0u8; 64 << 10];
+    let mut end = file.size;
+    while end > start {
+        let from = end.saturating_sub(window.len() as u64).max(start);
+        let len = (end - from) as usize;
+        if handle.seek(SeekFrom::Start(from)).is_err()
+            || handle.read_exact(&mut window[..len]).is_err()
+        {
+            return whole;
+        }
+        if let Some(i) = memchr::memrchr(b'\n', &window[..len]) {
+            return Some((start, from + i as u64 + 1));
+        }
+        end = from;
+    }
+    None
 }
 
 /// What one listing saw of a file that is waiting to be stable.

@@ -174,6 +174,13 @@ pub struct RunArgs {
     )]
     pub exclude: Vec<String>,
 
+    /// A processed file that changed since: `ignore` it, `reprocess` it whole, or `append`
+    /// (process what was appended since the last commit, whole lines only; a file that shrank
+    /// or was rewritten is processed again from the start).
+    #[arg(long, env = "GLEANER_ON_CHANGE", value_name = "MODE", default_value = "ignore",
+          value_parser = scanner_core::diff::OnChange::parse)]
+    pub on_change: scanner_core::diff::OnChange,
+
     /// What happens to a file once its result is committed: `keep`, `delete`, or `move:DIR`
     /// (keeping its path relative to --watch; DIR must be outside --watch).
     #[arg(long, env = "GLEANER_AFTER", value_name = "ACTION", default_value = "keep",

@@ -45,6 +45,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         after: args.after.clone(),
         quarantine: args.quarantine.clone(),
     };
+    config.on_change = args.on_change;
     config.snapshot_every = args.snapshot_every;
     config.allow_rescan = args.allow_rescan;
     if let Some(workers) = args.workers {
@@ -106,7 +107,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             "committed {} batch(es): {files} file(s), {failed} failed, {bytes} bytes; \
              {} not ready yet; generation {}",
             report.batches.len(),
-            report.in_progress + report.too_young + report.no_marker + report.unstable,
+            report.in_progress
+                + report.too_young
+                + report.no_marker
+                + report.unstable
+                + report.partial_line,
             scanner.state().generation()
         );
     } else {
