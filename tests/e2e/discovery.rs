@@ -291,3 +291,93 @@ fn on_change_append_processes_appended_whole_lines_only() {
         crate::support::reference_stats(b"new\nmore\n")
     );
 }
+
+#[test]
+fn identity_content_recognises_renamed_files() {
+    let fx = Fixture::new();
+    let mut expected = BTreeMap::new();
+    for i in 0..6 {
+        let data = format!("file {i}\n{}\n", "x".repeat(i * 700)).into_bytes();
+        fx.write(&format!("in/{i}.log"), &data, OLD);
+        expected.insert(format!("in/{i}.log"), data);
+    }
+    let flags = ["--min-age", "0s", "--identity", "content"];
+    fx.run_once(&flags);
+    let processed = fx.outputs().len();
+    assert_eq!(processed, 6);
+
+    // Renamed in place, moved to another directory, and one copied (a copy is a new file).
+    std::fs::rename(fx.watch.join("in/0.log"), fx.watch.join("in/0-renamed.log")).unwrap();
+    std::fs::create_dir_all(fx.watch.join("archive/2026")).unwrap();
+    for i in 1..4 {
+        std::fs::rename(
+            fx.watch.join(format!("in/{i}.log")),
+            fx.watch.join(format!("archive/2026/{i}.log")),
+        )
+        .unwrap();
+    }
+    std::fs::copy(fx.watch.join("in/4.log"), fx.watch.join("in/4-copy.log")).unwrap();
+    let out = fx.run_once(&flags);
+    let lines = fx.outputs();
+    let paths: Vec<&str> = lines
+        .iter()
+        .map(|(_, l)| l["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        7,
+        "only the copy is new: {paths:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(paths[6], "in/4-copy.log");
+
+    // The new names are in the state: renaming back and forth again processes nothing.
+    let entries = crate::support::gleaner()
+        .args(["state", "inspect", "--entries", "--state"])
+        .arg(&fx.state)
+        .output()
+        .unwrap();
+    let entries = String::from_utf8_lossy(&entries.stdout);
+    assert!(entries.contains("archive/2026/2.log"), "{entries}");
+    std::fs::rename(
+        fx.watch.join("archive/2026/2.log"),
+        fx.watch.join("in/2.log"),
+    )
+    .unwrap();
+    fx.run_once(&flags);
+    fx.run_once(&flags);
+    assert_eq!(fx.outputs().len(), 7);
+
+    // By path (the default), a renamed file is a new file.
+    std::fs::rename(fx.watch.join("in/5.log"), fx.watch.join("in/5-again.log")).unwrap();
+    fx.run_once(&["--min-age", "0s"]);
+    assert_eq!(fx.outputs().len(), 8);
+
+    // Content identity and cleanup do not mix.
+    let out = fx
+        .command(&["--once", "--identity", "content", "--after", "delete"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be combined"));
+}
+
+#[test]
+fn on_change_append_processes_a_rewritten_file_from_the_start() {
+    let fx = Fixture::new();
+    let path = fx.watch.join("rewritten.log");
+    std::fs::write(&path, b"original first line\nsecond\n").unwrap();
+    let flags = ["--min-age", "0s", "--on-change", "append"];
+    fx.run_once(&flags);
+    // Larger, but its first bytes are not the ones processed: a rewrite, not an append.
+    let rewritten = b"REWRITTEN first line\nsecond\nthird\n";
+    std::fs::write(&path, rewritten).unwrap();
+    fx.run_once(&flags);
+    let lines: Vec<_> = fx.outputs().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[1].get("start").is_none(), "{}", lines[1]);
+    assert_eq!(
+        lines[1]["result"],
+        crate::support::reference_stats(rewritten)
+    );
+}

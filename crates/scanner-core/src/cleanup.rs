@@ -301,6 +301,7 @@ mod tests {
                 offset: meta.len(),
                 generation: 7,
                 outcome,
+                fingerprint: 0,
             },
         )
     }

@@ -198,6 +198,7 @@ mod tests {
                             offset: f.size,
                             generation: 1,
                             outcome: Outcome::Done,
+                            fingerprint: 0,
                         },
                     )
                 })

@@ -14,7 +14,8 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::cleanup::{self, CleanupReport, CleanupRules, CleanupTask};
-use crate::diff::{OnChange, diff};
+use crate::diff::{Change, OnChange, diff};
+use crate::identity::{Identity, fingerprint_file};
 use crate::listing::{self, ListingProblem};
 use crate::output::{Compression, OutputSink, WriteMode};
 use crate::plan::{BatchLimits, cut_batches};
@@ -51,6 +52,8 @@ pub struct ScannerConfig {
     pub cleanup: CleanupRules,
     /// What to do with processed files that changed since.
     pub on_change: OnChange,
+    /// How a file is recognised across listings.
+    pub identity: Identity,
 }
 
 impl ScannerConfig {
@@ -69,6 +72,7 @@ impl ScannerConfig {
             read_limits: ReadLimits::default(),
             cleanup: CleanupRules::default(),
             on_change: OnChange::default(),
+            identity: Identity::default(),
         }
     }
 }
@@ -506,23 +510,11 @@ impl Scanner {
         // Listing, diff, readiness and batching walk the directory and merge it with the whole
         // state: blocking IO and CPU work, done on a worker thread. The state travels there and
         // back by value.
-        let root = self.config.watch_dir.clone();
-        let readiness = self.config.readiness.clone();
-        let limits = self.config.limits;
+        let config = self.config.clone();
         let state = std::mem::take(&mut self.state);
         let mut sightings = std::mem::take(&mut self.sightings);
-        let rules = self.config.cleanup.clone();
-        let on_change = self.config.on_change;
         let joined = tokio::task::spawn_blocking(move || {
-            let survey = survey(
-                &root,
-                &state,
-                &readiness,
-                limits,
-                &mut sightings,
-                &rules,
-                on_change,
-            );
+            let survey = survey(&config, &state, &mut sightings);
             (state, sightings, survey)
         })
         .await;
@@ -547,6 +539,9 @@ impl Scanner {
                 "cleaning up committed files left by an earlier run"
             );
             self.clean_up(survey.cleanup).await?;
+        }
+        if !survey.renames.is_empty() {
+            self.commit_renames(survey.renames).await?;
         }
         let mut report = survey.report;
         report.batches.extend(recovered);
@@ -595,6 +590,41 @@ impl Scanner {
         Ok(report)
     }
 
+    /// Fingerprints are computed (one read of a file's first KiB at commit) only for the rules
+    /// that use them.
+    fn needs_fingerprints(&self) -> bool {
+        self.config.identity == Identity::Content || self.config.on_change == OnChange::Append
+    }
+
+    /// Records files recognised as renamed processed files under their new paths, in a commit
+    /// of its own (no output: nothing was processed).
+    async fn commit_renames(
+        &mut self,
+        renames: Vec<(RelPath, FileEntry)>,
+    ) -> Result<(), ScanError> {
+        let generation = self.state.generation() + 1;
+        let delta = Delta {
+            generation,
+            writer_id: self.log.writer_id(),
+            committed_at_ms: now_ms(),
+            output_key: None,
+            upserts: renames,
+        };
+        if let Err(e) = self.log.commit(&delta).await {
+            self.needs_reload = true;
+            return Err(e.into());
+        }
+        self.state
+            .apply(&delta)
+            .map_err(|reason| ScanError::Config(format!("internal: {reason}")))?;
+        for (path, entry) in &delta.upserts {
+            info!(path = %path, processed_in = entry.generation, "recognised by content as a renamed file; not processed again");
+        }
+        counter!(m::RENAMED_FILES_TOTAL).increment(delta.upserts.len() as u64);
+        gauge!(m::GENERATION).set(generation as f64);
+        Ok(())
+    }
+
     /// Deletes or moves committed files on a worker thread. Errors are logged and counted, and
     /// the files stay for the next scan to retry.
     async fn clean_up(&self, tasks: Vec<CleanupTask>) -> Result<CleanupReport, ScanError> {
@@ -620,7 +650,20 @@ impl Scanner {
         let source_id = self.config.source_id.clone();
         let processor = self.processor.name().to_string();
         let key = plan.output_key.clone();
-        let (plan, outcomes, body) = blocking(move || {
+        let fingerprinting = self.needs_fingerprints();
+        let root = self.config.watch_dir.clone();
+        let (plan, outcomes, body, fingerprints) = blocking(move || {
+            let fingerprints: Vec<u64> = plan
+                .files
+                .iter()
+                .map(|f| {
+                    if fingerprinting {
+                        fingerprint_file(&root, &f.path, f.size).unwrap_or(0)
+                    } else {
+                        0
+                    }
+                })
+                .collect();
             let body = OutputSink::render(
                 &source_id,
                 &processor,
@@ -629,7 +672,7 @@ impl Scanner {
                 &plan.files,
                 &outcomes,
             );
-            Ok((plan, outcomes, body))
+            Ok((plan, outcomes, body, fingerprints))
         })
         .await?;
         // The fence for outputs: never (re)write the output of a generation another writer has
@@ -645,7 +688,8 @@ impl Scanner {
             .files
             .iter()
             .zip(&outcomes)
-            .map(|(file, outcome)| {
+            .zip(&fingerprints)
+            .map(|((file, outcome), &fingerprint)| {
                 let outcome = match outcome {
                     FileOutcome::Done { bytes: read, .. } => {
                         bytes += read;
@@ -666,6 +710,7 @@ impl Scanner {
                     offset: file.size,
                     generation,
                     outcome,
+                    fingerprint,
                 };
                 (file.path.clone(), entry)
             })
@@ -1035,19 +1080,21 @@ struct Survey {
     listed_at: SystemTime,
     /// Committed files left over by an unfinished cleanup.
     cleanup: Vec<CleanupTask>,
+    /// New paths of processed files recognised by content, with their entries.
+    renames: Vec<(RelPath, FileEntry)>,
 }
 
 /// Lists `root`, merges the listing with `state`, applies the readiness rules and cuts the ready
 /// files into batches. Blocking: run it on a worker thread.
 fn survey(
-    root: &std::path::Path,
+    config: &ScannerConfig,
     state: &State,
-    readiness: &Readiness,
-    limits: BatchLimits,
     sightings: &mut Sightings,
-    rules: &CleanupRules,
-    on_change: OnChange,
 ) -> Result<Survey, ScanError> {
+    let root = config.watch_dir.as_path();
+    let readiness = &config.readiness;
+    let rules = &config.cleanup;
+    let (on_change, identity) = (config.on_change, config.identity);
     let listing = listing::list(root)?;
     // Committed files still here, unchanged: cleaned up now if an earlier attempt did not
     // finish (a crash, an error).
@@ -1076,6 +1123,20 @@ fn survey(
     };
     let mut seen = Sightings::new();
     let mut ready = Vec::new();
+    // Processed files that are gone, by size and fingerprint: a new path with the same is the
+    // same file, renamed (empty files are all alike, and never matched).
+    let mut gone_by_content: std::collections::HashMap<(u64, u64), (&RelPath, &FileEntry)> =
+        Default::default();
+    if identity == Identity::Content {
+        for path in &diff.gone {
+            if let Some(entry) = state.get(path) {
+                if entry.fingerprint != 0 && entry.size > 0 {
+                    gone_by_content.insert((entry.size, entry.fingerprint), (path, entry));
+                }
+            }
+        }
+    }
+    let mut renames = Vec::new();
     for entry in diff.entries {
         let path = entry.file.path.as_bytes();
         if !readiness.names.wants(path)
@@ -1094,13 +1155,51 @@ fn survey(
         let start = if failed_before {
             Some(0)
         } else {
-            on_change.start_of(entry.change)
+            match (on_change.start_of(entry.change), entry.change) {
+                // Grown, but its first bytes are not those committed: rewritten, not appended.
+                (Some(start), Change::Grown { .. }) if start > 0 => {
+                    let tracked = state.get(&entry.file.path);
+                    match tracked {
+                        Some(t)
+                            if t.fingerprint != 0
+                                && fingerprint_file(root, &entry.file.path, t.size)
+                                    != Some(t.fingerprint) =>
+                        {
+                            Some(0)
+                        }
+                        _ => Some(start),
+                    }
+                }
+                (start, _) => start,
+            }
         };
         let Some(start) = start else {
             report.changed += 1;
             debug!(path = %entry.file.path, change = ?entry.change, "changed since processed; left alone");
             continue;
         };
+        if start == 0
+            && !gone_by_content.is_empty()
+            && matches!(entry.change, Change::New | Change::Replaced)
+        {
+            let size = entry.file.size;
+            let renamed = fingerprint_file(root, &entry.file.path, size)
+                .and_then(|fp| gone_by_content.remove(&(size, fp)));
+            if let Some((old_path, old)) = renamed {
+                debug!(path = %entry.file.path, was = %old_path, "renamed processed file");
+                renames.push((
+                    entry.file.path.clone(),
+                    FileEntry {
+                        size,
+                        mtime_ns: entry.file.mtime_ns,
+                        inode: entry.file.inode,
+                        btime_ns: entry.file.btime_ns,
+                        ..old.clone()
+                    },
+                ));
+                continue;
+            }
+        }
         report.new_files += 1;
         let verdict = readiness
             .check(&entry.file, listed_at)
@@ -1168,11 +1267,12 @@ fn survey(
     report.listing_problems = listing.problems;
     Ok(Survey {
         report,
-        batches: cut_batches(ready, limits),
+        batches: cut_batches(ready, config.limits),
         gone: diff.gone,
         skipped_special: listing.skipped_special,
         listed_at,
         cleanup,
+        renames,
     })
 }
 
@@ -1299,6 +1399,7 @@ mod tests {
             offset: meta.len(),
             generation: 1,
             outcome,
+            fingerprint: 0,
         }
     }
 

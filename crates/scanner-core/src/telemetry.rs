@@ -41,6 +41,9 @@ pub const NOT_READY_FILES: &str = "gleaner_not_ready_files";
 /// Committed files cleaned up, by `action` (`delete`, `move`, `quarantine`) and `result`
 /// (`done`, `skipped` when the file changed since its commit, `error`).
 pub const CLEANUP_TOTAL: &str = "gleaner_cleanup_total";
+/// Files recognised by content (`--identity=content`) as renamed processed files, and not
+/// processed again.
+pub const RENAMED_FILES_TOTAL: &str = "gleaner_renamed_files_total";
 /// File-system events that can make a file ready (each may wake the scanner early).
 pub const EVENTS_TOTAL: &str = "gleaner_events_total";
 /// File-system events lost, by `reason` (`overflow`, `watch_limit`, `unsupported`, `vanished`,
@@ -86,6 +89,7 @@ pub fn describe() {
     }
     counter!(BYTES_TOTAL).increment(0);
     counter!(EVENTS_TOTAL).increment(0);
+    counter!(RENAMED_FILES_TOTAL).increment(0);
     for action in ["delete", "move", "quarantine"] {
         for result in ["done", "skipped", "error"] {
             counter!(CLEANUP_TOTAL, "action" => action, "result" => result).increment(0);
@@ -143,6 +147,10 @@ pub fn describe() {
         "Age of the oldest ready file not yet committed (0 when none)."
     );
     describe_gauge!(NOT_READY_FILES, "New files not ready yet, by reason.");
+    describe_counter!(
+        RENAMED_FILES_TOTAL,
+        "Files recognised by content as renamed processed files, not processed again."
+    );
     describe_counter!(
         CLEANUP_TOTAL,
         "Committed files deleted or moved after commit, by action and result."

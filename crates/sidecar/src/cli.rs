@@ -181,6 +181,12 @@ pub struct RunArgs {
           value_parser = scanner_core::diff::OnChange::parse)]
     pub on_change: scanner_core::diff::OnChange,
 
+    /// How a file is recognised: by `path` (with inode and birth time), or also by `content`
+    /// (a renamed or moved file, recognised by its size and first KiB, is not processed again).
+    #[arg(long, env = "GLEANER_IDENTITY", value_name = "MODE", default_value = "path",
+          value_parser = scanner_core::Identity::parse)]
+    pub identity: scanner_core::Identity,
+
     /// What happens to a file once its result is committed: `keep`, `delete`, or `move:DIR`
     /// (keeping its path relative to --watch; DIR must be outside --watch).
     #[arg(long, env = "GLEANER_AFTER", value_name = "ACTION", default_value = "keep",

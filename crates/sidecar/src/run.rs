@@ -46,6 +46,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         quarantine: args.quarantine.clone(),
     };
     config.on_change = args.on_change;
+    config.identity = args.identity;
+    if args.identity == scanner_core::Identity::Content
+        && args.after != scanner_core::AfterCommit::Keep
+    {
+        anyhow::bail!(
+            "--identity content cannot be combined with --after delete or move: a new file \
+             whose size and first KiB equal those of a file cleaned up earlier would be taken \
+             for it and not processed"
+        );
+    }
     config.snapshot_every = args.snapshot_every;
     config.allow_rescan = args.allow_rescan;
     if let Some(workers) = args.workers {

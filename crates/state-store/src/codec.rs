@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!      0    4 magic           b"GLNR"
-//!      4    2 format version  u16 little endian (this build: 1)
+//!      4    2 format version  u16 little endian (this build writes 2, reads 1 and 2)
 //!      6    1 codec id        1 = bincode 2.0, standard config
 //!      7    1 object kind     1 = delta, 2 = plan, 3 = snapshot
 //!      8    8 payload length  u64 little endian
@@ -20,8 +20,10 @@ use crate::StateError;
 
 const MAGIC: [u8; 4] = *b"GLNR";
 const HEADER_LEN: usize = 20;
-/// The format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes and the newest it reads. Version 2 added
+/// [`FileEntry::fingerprint`](crate::FileEntry::fingerprint); version 1 objects are still read
+/// (their entries have no fingerprint).
+pub const FORMAT_VERSION: u16 = 2;
 const CODEC_BINCODE2: u8 = 1;
 /// Upper bound of what a decoder may allocate for one object, whatever a length prefix claims.
 const DECODE_LIMIT: usize = 1 << 32;
@@ -86,6 +88,15 @@ pub fn encode_with(kind: ObjectKind, write_payload: impl FnOnce(&mut Vec<u8>)) -
     out
 }
 
+/// Rewrites an encoded object's format version (and its checksum): how tests make objects of
+/// an earlier version.
+#[cfg(test)]
+pub(crate) fn set_version(bytes: &mut [u8], version: u16) {
+    bytes[4..6].copy_from_slice(&version.to_le_bytes());
+    let crc = checksum(&bytes[0..16], &bytes[HEADER_LEN..]);
+    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// Appends one value to a payload being written by [`encode_with`].
 pub fn encode_value<T: Encode>(value: &T, out: &mut Vec<u8>) {
     bincode::encode_into_std_write(value, out, config())
@@ -108,6 +119,7 @@ pub fn decode<T: Decode<()>>(
 pub struct PayloadReader<'a> {
     rest: &'a [u8],
     object: &'a str,
+    version: u16,
 }
 
 impl<'a> PayloadReader<'a> {
@@ -116,7 +128,13 @@ impl<'a> PayloadReader<'a> {
         Ok(Self {
             rest: verify(kind, bytes, object)?,
             object,
+            version: u16::from_le_bytes([bytes[4], bytes[5]]),
         })
+    }
+
+    /// The format version of the object (the payload's layout depends on it).
+    pub fn version(&self) -> u16 {
+        self.version
     }
 
     /// Decodes the next value.
@@ -241,6 +259,7 @@ mod tests {
                     outcome: Outcome::Failed {
                         reason: "permission denied".into(),
                     },
+                    fingerprint: 0x1234_5678_9abc_def0,
                 },
             )],
         }
@@ -287,7 +306,7 @@ mod tests {
         let err = decode::<Delta>(ObjectKind::Delta, &newer, "obj").unwrap_err();
         assert!(matches!(
             err,
-            StateError::UnsupportedVersion { found: 2, .. }
+            StateError::UnsupportedVersion { found: 3, .. }
         ));
     }
 }

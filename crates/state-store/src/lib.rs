@@ -38,7 +38,7 @@
 //!     upserts: vec![(
 //!         RelPath::from("app/2026-11-24.log"),
 //!         FileEntry { size: 120, mtime_ns: 0, inode: 7, btime_ns: 0, offset: 120,
-//!                     generation: 1, outcome: Outcome::Done },
+//!                     generation: 1, outcome: Outcome::Done, fingerprint: 0 },
 //!     )],
 //!     ..Delta::default()
 //! };
@@ -62,6 +62,7 @@
 
 pub mod codec;
 mod error;
+mod legacy;
 mod location;
 mod log;
 mod model;
@@ -69,12 +70,13 @@ mod records;
 mod snapshot;
 
 pub use error::StateError;
+pub use legacy::decode_delta;
 pub use location::{Location, StorageOptions};
 pub use log::{
     LoadedState, LogObject, StateLog, Verification, check_writable, list_sources, object_name,
     validate_source_id,
 };
-pub use model::{FileEntry, Outcome, RelPath, State};
+pub use model::{FINGERPRINT_BYTES, FileEntry, Outcome, RelPath, State};
 pub use records::{Delta, Plan, PlannedFile};
 pub use snapshot::{SnapshotHeader, decode_snapshot, encode_snapshot};
 

@@ -191,8 +191,7 @@ impl StateLog {
                 let bytes = self.read(&path).await?;
                 let object = self.dir.describe(&path);
                 let size = bytes.len() as u64;
-                let delta: Delta =
-                    blocking(move || codec::decode(ObjectKind::Delta, &bytes, &object)).await?;
+                let delta: Delta = blocking(move || crate::decode_delta(&bytes, &object)).await?;
                 Ok::<_, StateError>((path, delta, size))
             })
             .buffered(LOAD_CONCURRENCY);
@@ -506,7 +505,7 @@ impl StateLog {
 /// Decodes one object completely and checks that it holds the generation its name says.
 fn check_object(object: &LogObject, bytes: &[u8], name: &str) -> Result<(), StateError> {
     let found = match object.kind {
-        ObjectKind::Delta => codec::decode::<Delta>(ObjectKind::Delta, bytes, name)?.generation,
+        ObjectKind::Delta => crate::decode_delta(bytes, name)?.generation,
         ObjectKind::Plan => codec::decode::<Plan>(ObjectKind::Plan, bytes, name)?.generation,
         ObjectKind::Snapshot => decode_snapshot(bytes, name)?.0.generation,
     };

@@ -106,7 +106,14 @@ pub struct FileEntry {
     pub generation: u64,
     /// How processing ended.
     pub outcome: Outcome,
+    /// A fingerprint of the file's first [`FINGERPRINT_BYTES`] bytes (or all of them, if it is
+    /// shorter), as committed: the xxh3-64 hash of those bytes, plus one (0: not computed).
+    /// It recognises a renamed file, and a file rewritten in place.
+    pub fingerprint: u64,
 }
+
+/// How many leading bytes of a file its [`FileEntry::fingerprint`] covers.
+pub const FINGERPRINT_BYTES: u64 = 1024;
 
 /// The committed state of one source: its generation and one entry per tracked file.
 ///
@@ -341,6 +348,7 @@ mod tests {
             offset: 1,
             generation,
             outcome: Outcome::Done,
+            fingerprint: 5,
         }
     }
 

@@ -55,7 +55,11 @@ pub fn decode_snapshot(bytes: &[u8], object: &str) -> Result<(SnapshotHeader, St
     let mut entries: Vec<(RelPath, FileEntry)> = Vec::with_capacity(capacity);
     for _ in 0..header.entries {
         let path: RelPath = payload.next_value()?;
-        let entry: FileEntry = payload.next_value()?;
+        let entry: FileEntry = if payload.version() == 1 {
+            payload.next_value::<crate::legacy::FileEntryV1>()?.into()
+        } else {
+            payload.next_value()?
+        };
         entries.push((path, entry));
     }
     payload.finish()?;
@@ -95,6 +99,7 @@ mod tests {
                             } else {
                                 Outcome::Done
                             },
+                            fingerprint: i as u64 * 7,
                         },
                     )
                 })

@@ -240,6 +240,7 @@ mod checks {
             offset: size,
             generation,
             outcome: Outcome::Done,
+            fingerprint: size * 31 + 1,
         }
     }
 

@@ -1,0 +1,77 @@
+//! What makes a file the same file: its path (with inode and birth time), or its content.
+//!
+//! With [`Identity::Content`], a file renamed or moved inside the watch root is recognised by a
+//! fingerprint of its first [`FINGERPRINT_BYTES`] bytes plus its size, and is not processed
+//! again. The same fingerprint tells an appended file (`--on-change=append`) from one rewritten
+//! in place.
+
+use std::io::Read;
+use std::path::Path;
+
+use state_store::{FINGERPRINT_BYTES, RelPath};
+
+/// How a file is recognised across listings (`--identity`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Identity {
+    /// By path, inode and birth time: a renamed file is a new file.
+    #[default]
+    Path,
+    /// Also by content: a new path whose size and first bytes equal those of a processed file
+    /// that is gone is that file, renamed.
+    Content,
+}
+
+impl Identity {
+    /// Parses `path` or `content`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "path" => Ok(Self::Path),
+            "content" => Ok(Self::Content),
+            _ => Err(format!("{s:?}: expected path or content")),
+        }
+    }
+}
+
+/// The fingerprint of a file's leading bytes (never 0, which means "not computed").
+pub fn fingerprint(leading: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(leading).wrapping_add(1).max(1)
+}
+
+/// The fingerprint of the first `min(FINGERPRINT_BYTES, size)` bytes of `rel` under `root`;
+/// `None` if they cannot be read (the file is gone, shorter, unreadable). Blocking.
+pub fn fingerprint_file(root: &Path, rel: &RelPath, size: u64) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = root.join(std::ffi::OsStr::from_bytes(rel.as_bytes()));
+    let len = size.min(FINGERPRINT_BYTES) as usize;
+    let mut leading = vec![0u8; len];
+    let file = std::fs::File::open(path).ok()?;
+    file.take(len as u64).read_exact(&mut leading).ok()?;
+    Some(fingerprint(&leading))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_cover_the_leading_bytes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut long = vec![b'a'; 3000];
+        std::fs::write(dir.path().join("x"), &long).unwrap();
+        long[2999] = b'b';
+        std::fs::write(dir.path().join("y"), &long).unwrap();
+        long[0] = b'b';
+        std::fs::write(dir.path().join("z"), &long).unwrap();
+        let of = |name: &str| fingerprint_file(dir.path(), &name.into(), 3000).unwrap();
+        assert_eq!(of("x"), of("y"), "beyond the first KiB");
+        assert_ne!(of("x"), of("z"));
+        assert_ne!(fingerprint(b""), 0);
+        assert_eq!(
+            fingerprint_file(dir.path(), &"x".into(), 5),
+            Some(fingerprint(b"aaaaa"))
+        );
+        assert_eq!(fingerprint_file(dir.path(), &"missing".into(), 5), None);
+        assert_eq!(Identity::parse("content"), Ok(Identity::Content));
+        assert!(Identity::parse("inode").is_err());
+    }
+}
