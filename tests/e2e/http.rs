@@ -37,6 +37,9 @@ fn metrics_healthz_and_readyz_are_served() {
         "0s",
         "--metrics-addr",
         "127.0.0.1:0",
+        // More than any disk: the low-space warning and gauge must show.
+        "--min-free",
+        "1000000TiB",
     ]);
     cmd.stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
@@ -70,6 +73,14 @@ fn metrics_healthz_and_readyz_are_served() {
         "gleaner_ready 1",
         "gleaner_scan_duration_seconds_bucket",
         "gleaner_build_info{version=",
+        "gleaner_watch_low_space 1",
+        "# TYPE gleaner_watch_free_bytes gauge",
+        "gleaner_pending_bytes 0",
+        "gleaner_oldest_pending_age_seconds 0",
+        "gleaner_not_ready_files{reason=\"unstable\"} 0",
+        "gleaner_events_lost_total{reason=\"overflow\"} 0",
+        "gleaner_cleanup_total{action=\"delete\",result=\"done\"} 0",
+        "gleaner_renamed_files_total 0",
     ] {
         assert!(
             metrics.contains(expected),
@@ -81,5 +92,10 @@ fn metrics_healthz_and_readyz_are_served() {
 
     sigterm(&child);
     let status = wait_with_timeout(&mut child, Duration::from_secs(20)).expect("exits");
-    assert_eq!(status.code(), Some(0), "{:?}", drain.join().unwrap());
+    let logged = drain.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{logged:?}");
+    assert!(
+        logged.iter().any(|l| l.contains("running out of space")),
+        "{logged:?}"
+    );
 }

@@ -54,6 +54,8 @@ pub struct ScannerConfig {
     pub on_change: OnChange,
     /// How a file is recognised across listings.
     pub identity: Identity,
+    /// Warn when the watched volume has less free space than this, in bytes.
+    pub min_free: Option<u64>,
 }
 
 impl ScannerConfig {
@@ -73,6 +75,7 @@ impl ScannerConfig {
             cleanup: CleanupRules::default(),
             on_change: OnChange::default(),
             identity: Identity::default(),
+            min_free: None,
         }
     }
 }
@@ -543,6 +546,7 @@ impl Scanner {
         if !survey.renames.is_empty() {
             self.commit_renames(survey.renames).await?;
         }
+        self.check_free_space(survey.free_bytes);
         let mut report = survey.report;
         report.batches.extend(recovered);
         self.publish_listing_gauges(
@@ -588,6 +592,23 @@ impl Scanner {
         self.status
             .send_modify(|s| s.pending_files = remaining as u64);
         Ok(report)
+    }
+
+    /// Publishes the watched volume's free space, and warns when it is below `min_free`: an
+    /// `emptyDir` that fills up stops the emitter.
+    fn check_free_space(&self, free: Option<u64>) {
+        let Some(free) = free else { return };
+        gauge!(m::WATCH_FREE_BYTES).set(free as f64);
+        let low = self.config.min_free.is_some_and(|min| free < min);
+        gauge!(m::WATCH_LOW_SPACE).set(if low { 1.0 } else { 0.0 });
+        if low {
+            warn!(
+                free_bytes = free,
+                min_free = self.config.min_free,
+                dir = %self.config.watch_dir.display(),
+                "the watched volume is running out of space (consider --after delete or move)"
+            );
+        }
     }
 
     /// Fingerprints are computed (one read of a file's first KiB at commit) only for the rules
@@ -1082,6 +1103,8 @@ struct Survey {
     cleanup: Vec<CleanupTask>,
     /// New paths of processed files recognised by content, with their entries.
     renames: Vec<(RelPath, FileEntry)>,
+    /// Free space of the watched volume, if it could be read.
+    free_bytes: Option<u64>,
 }
 
 /// Lists `root`, merges the listing with `state`, applies the readiness rules and cuts the ready
@@ -1273,6 +1296,9 @@ fn survey(
         listed_at,
         cleanup,
         renames,
+        free_bytes: rustix::fs::statvfs(root)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
     })
 }
 

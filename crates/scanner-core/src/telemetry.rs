@@ -44,6 +44,10 @@ pub const CLEANUP_TOTAL: &str = "gleaner_cleanup_total";
 /// Files recognised by content (`--identity=content`) as renamed processed files, and not
 /// processed again.
 pub const RENAMED_FILES_TOTAL: &str = "gleaner_renamed_files_total";
+/// Free space of the volume holding the watch directory, in bytes (for the unprivileged user).
+pub const WATCH_FREE_BYTES: &str = "gleaner_watch_free_bytes";
+/// 1 while the watched volume has less free space than `--min-free`, else 0.
+pub const WATCH_LOW_SPACE: &str = "gleaner_watch_low_space";
 /// File-system events that can make a file ready (each may wake the scanner early).
 pub const EVENTS_TOTAL: &str = "gleaner_events_total";
 /// File-system events lost, by `reason` (`overflow`, `watch_limit`, `unsupported`, `vanished`,
@@ -147,6 +151,15 @@ pub fn describe() {
         "Age of the oldest ready file not yet committed (0 when none)."
     );
     describe_gauge!(NOT_READY_FILES, "New files not ready yet, by reason.");
+    describe_gauge!(
+        WATCH_FREE_BYTES,
+        Unit::Bytes,
+        "Free space of the volume holding the watch directory."
+    );
+    describe_gauge!(
+        WATCH_LOW_SPACE,
+        "1 while the watched volume has less free space than --min-free."
+    );
     describe_counter!(
         RENAMED_FILES_TOTAL,
         "Files recognised by content as renamed processed files, not processed again."

@@ -197,6 +197,11 @@ pub struct RunArgs {
     #[arg(long, env = "GLEANER_QUARANTINE", value_name = "DIR")]
     pub quarantine: Option<PathBuf>,
 
+    /// Warn (log, and `gleaner_watch_low_space` = 1) when the watched volume has less free
+    /// space than this, like `1GiB`; `gleaner_watch_free_bytes` is exported either way.
+    #[arg(long, env = "GLEANER_MIN_FREE", value_name = "SIZE", value_parser = parse_size)]
+    pub min_free: Option<u64>,
+
     /// Scan early on file-system events (`--events=false`: only every --interval).
     #[arg(long, env = "GLEANER_EVENTS", value_name = "BOOL", default_value_t = true,
           num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]

@@ -47,6 +47,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     config.on_change = args.on_change;
     config.identity = args.identity;
+    config.min_free = args.min_free;
     if args.identity == scanner_core::Identity::Content
         && args.after != scanner_core::AfterCommit::Keep
     {
