@@ -84,3 +84,62 @@ fn sigterm_when_idle_exits_zero_promptly() {
     let status = wait_with_timeout(&mut child, Duration::from_secs(10)).expect("prompt exit");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn the_shutdown_deadline_exits_promptly_and_loses_nothing() {
+    let fx = Fixture::new();
+    let mut expected = BTreeMap::new();
+    for i in 0..6000 {
+        let data = format!("file {i}\n").into_bytes();
+        fx.write(
+            &format!("d{}/f{i:04}.log", i % 10),
+            &data,
+            Duration::from_secs(60),
+        );
+        expected.insert(format!("d{}/f{i:04}.log", i % 10), data);
+    }
+    // One file per batch: the drain of `--once` takes far longer than the deadline.
+    let log = fx.root.join("gleaner.log");
+    let mut child = fx
+        .command(&[
+            "--once",
+            "--min-age",
+            "0s",
+            "--max-files",
+            "1",
+            "--shutdown-timeout",
+            "1s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || !fx
+        .output_objects()
+        .is_empty()));
+    let signalled = std::time::Instant::now();
+    sigterm(&child);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(30)).expect("exits");
+    let waited = signalled.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(143), "{text}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "exited {waited:?} after SIGTERM with --shutdown-timeout 1s"
+    );
+    assert!(
+        text.contains("did not finish within --shutdown-timeout"),
+        "{text}"
+    );
+    let committed = fx.outputs().len();
+    assert!(
+        committed < expected.len(),
+        "the deadline cut the drain short"
+    );
+
+    // Nothing is damaged, and the next run finishes the job: every file exactly once.
+    crate::support::assert_state_verifies(&fx.state.display().to_string());
+    fx.run_once(&["--min-age", "0s", "--max-files", "500"]);
+    assert_exactly_once(&fx.outputs(), &expected);
+    fx.assert_outputs_match_commits();
+}

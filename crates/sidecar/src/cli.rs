@@ -136,6 +136,12 @@ pub struct RunArgs {
     #[arg(long, env = "GLEANER_INTERVAL", default_value = "1h", value_parser = parse_interval)]
     pub interval: Duration,
 
+    /// After SIGTERM (or SIGINT), how long the drain may take before the process exits anyway
+    /// (an unfinished batch is redone at the next start). The default fits Kubernetes' 30 s
+    /// grace period.
+    #[arg(long, env = "GLEANER_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
     /// Process everything that is ready now, in as many batches as it takes, then exit.
     #[arg(long, env = "GLEANER_ONCE")]
     pub once: bool,

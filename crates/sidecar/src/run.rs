@@ -73,7 +73,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Signals first: a SIGTERM while a large state loads must still end in a drained exit 0.
     let (trigger, shutdown) = shutdown_channel();
-    tokio::spawn(forward_signals(trigger));
+    tokio::spawn(forward_signals(trigger, args.shutdown_timeout));
     let metrics = telemetry::install_metrics()?;
     let mut scanner = Scanner::open(config, processor, &state, &output).await?;
     let metrics_url = match args.metrics_addr {
@@ -243,7 +243,7 @@ fn default_source_id() -> anyhow::Result<String> {
 
 /// First SIGTERM or SIGINT: finish the batch, drain, exit 0. A second one: exit at once, which
 /// is safe at any moment (an interrupted batch is redone at the next start).
-pub async fn forward_signals(trigger: ShutdownTrigger) {
+pub async fn forward_signals(trigger: ShutdownTrigger, deadline: std::time::Duration) {
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -254,15 +254,28 @@ pub async fn forward_signals(trigger: ShutdownTrigger) {
     let name = next_signal(&mut term, &mut int).await;
     info!(
         signal = name,
+        deadline = %humantime::format_duration(deadline),
         "shutdown requested: finishing the current batch, then draining"
     );
     trigger.request();
-    let name = next_signal(&mut term, &mut int).await;
-    warn!(
-        signal = name,
-        "second signal: exiting now; an interrupted batch is redone at the next start"
-    );
-    std::process::exit(if name == "SIGTERM" { 143 } else { 130 });
+    let code = |name: &str| if name == "SIGTERM" { 143 } else { 130 };
+    tokio::select! {
+        second = next_signal(&mut term, &mut int) => {
+            warn!(
+                signal = second,
+                "second signal: exiting now; an interrupted batch is redone at the next start"
+            );
+            std::process::exit(code(second));
+        }
+        () = tokio::time::sleep(deadline) => {
+            warn!(
+                deadline = %humantime::format_duration(deadline),
+                "the drain did not finish within --shutdown-timeout: exiting now; an \
+                 interrupted batch is redone at the next start"
+            );
+            std::process::exit(code(name));
+        }
+    }
 }
 
 async fn next_signal(
