@@ -5,6 +5,7 @@
 
 mod support;
 
+mod bad_input;
 mod cleanup;
 mod crash;
 mod demo;
