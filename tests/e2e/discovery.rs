@@ -381,3 +381,109 @@ fn on_change_append_processes_a_rewritten_file_from_the_start() {
         crate::support::reference_stats(rewritten)
     );
 }
+
+#[test]
+fn identity_content_handles_rotation_and_never_matches_an_unready_file() {
+    // logrotate without copytruncate: rename, then a new file under the old name.
+    let fx = Fixture::new();
+    fx.write("app.log", b"2026-01-01T00:00:00 first\nsecond\n", OLD);
+    let flags = ["--min-age", "0s", "--identity", "content"];
+    fx.run_once(&flags);
+    std::fs::rename(fx.watch.join("app.log"), fx.watch.join("app.log.1")).unwrap();
+    fx.write("app.log", b"2026-01-02T00:00:00 new\n", OLD);
+    fx.run_once(&flags);
+    let counts = path_counts(&fx.outputs());
+    assert_eq!(
+        counts.get("app.log"),
+        Some(&2),
+        "the new app.log is new: {counts:?}"
+    );
+    assert!(
+        !counts.contains_key("app.log.1"),
+        "the rotated file is not processed again"
+    );
+
+    // A file identical to a processed one that is gone, but still being written (too young),
+    // is not taken for it: once complete, it is processed.
+    let fx = Fixture::new();
+    let content = b"2026-01-01T00:00:00 header\nbody\n";
+    fx.write("a.log", content, OLD);
+    fx.run_once(&["--min-age", "0s", "--identity", "content"]);
+    std::fs::remove_file(fx.watch.join("a.log")).unwrap();
+    let b = fx.watch.join("b.log");
+    std::fs::write(&b, content).unwrap();
+    fx.run_once(&["--min-age", "1h", "--identity", "content"]);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&b).unwrap();
+    file.write_all(b"more data\n").unwrap();
+    drop(file);
+    crate::support::set_age(&b, OLD);
+    fx.run_once(&["--min-age", "0s", "--identity", "content"]);
+    let counts = path_counts(&fx.outputs());
+    assert_eq!(counts.get("b.log"), Some(&1), "{counts:?}");
+}
+
+#[test]
+fn append_mode_refuses_cleanup_and_leaves_grown_compressed_files_alone() {
+    let fx = Fixture::new();
+    for after in [&["--after", "delete"][..], &["--quarantine", "/tmp/q"][..]] {
+        let out = fx
+            .command(&[&["--once", "--on-change", "append"], after].concat())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{after:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("keeps files in place"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let gz = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let path = fx.watch.join("x.log.gz");
+    std::fs::write(&path, gz(b"a\nb\n")).unwrap();
+    let flags = ["--min-age", "0s", "--on-change", "append"];
+    fx.run_once(&flags);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(&gz(b"c\n")).unwrap();
+    drop(file);
+    fx.run_once(&flags);
+    let lines: Vec<u64> = fx
+        .outputs()
+        .iter()
+        .map(|(_, l)| l["result"]["lines"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![2],
+        "a grown gzip stream is left alone, not counted twice"
+    );
+
+    // A touch (same size and first bytes, new mtime) is not a rewrite.
+    let plain = fx.watch.join("plain.log");
+    std::fs::write(&plain, b"one\ntwo\n").unwrap();
+    fx.run_once(&flags);
+    crate::support::set_age(&plain, Duration::from_secs(5));
+    fx.run_once(&flags);
+    assert_eq!(path_counts(&fx.outputs()).get("plain.log"), Some(&1));
+}
+
+#[test]
+fn include_globs_may_use_braces() {
+    let fx = Fixture::new();
+    let mut expected = BTreeMap::new();
+    for (rel, wanted) in [("a.log", true), ("b.txt", true), ("c.bin", false)] {
+        fx.write(rel, rel.as_bytes(), OLD);
+        if wanted {
+            expected.insert(rel.to_string(), rel.as_bytes().to_vec());
+        }
+    }
+    fx.run_once(&["--include", "*.{log,txt}"]);
+    assert_exactly_once(&fx.outputs(), &expected);
+}

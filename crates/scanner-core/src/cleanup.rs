@@ -97,10 +97,6 @@ impl CleanupRules {
                 },
             }
         };
-        // Only a file processed to its end is done with (an appended file may not be).
-        if entry.offset < entry.size {
-            return None;
-        }
         Some(CleanupTask {
             file: ListedFile {
                 path: path.clone(),

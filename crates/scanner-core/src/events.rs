@@ -43,9 +43,9 @@ impl Drop for EventTrigger {
 impl EventTrigger {
     /// Starts watching `dir` recursively. Must be called inside a Tokio runtime.
     ///
-    /// Events that can make a file ready (created, written, closed after writing, renamed in)
-    /// start a window of `debounce`; at its end `waker` is notified once, however many events
-    /// arrived. Fails if the platform cannot watch `dir` at all (the caller then relies on the
+    /// Events that can make a file ready (created, closed after writing, renamed in) start a
+    /// burst; once no such event came for `debounce` (or at most `4 × debounce` after the
+    /// first), `waker` is notified once, however many events arrived. Fails if the platform cannot watch `dir` at all (the caller then relies on the
     /// interval, and should say so).
     pub fn start(
         dir: &Path,
@@ -77,9 +77,23 @@ impl EventTrigger {
             return Err(e);
         }
         let debouncer = tokio::spawn(async move {
+            // A burst ends when no event came for `debounce`; a burst that never ends wakes
+            // the scanner at least every `4 × debounce`.
+            let longest = debounce.saturating_mul(4);
             loop {
                 pending.notified().await;
-                tokio::time::sleep(debounce).await;
+                let first = tokio::time::Instant::now();
+                loop {
+                    let quiet = tokio::time::sleep(debounce);
+                    tokio::select! {
+                        () = quiet => break,
+                        () = pending.notified() => {
+                            if first.elapsed() >= longest {
+                                break;
+                            }
+                        }
+                    }
+                }
                 debug!("file-system events: waking the scanner");
                 waker.notify_one();
             }
@@ -92,13 +106,17 @@ impl EventTrigger {
     }
 }
 
-/// Events after which a file may have become ready. Reads and metadata changes are not: a scan
-/// reads files, and must not wake itself.
+/// Events after which a file may have become ready: created, closed after writing, renamed.
+/// Reads and metadata changes are not (a scan reads files, and must not wake itself), nor are
+/// plain writes: a file being written is not ready, and a log appended to all day would
+/// otherwise list the tree every debounce window. A file written in place and left open
+/// becomes ready by `--min-age`, which schedules its own scan.
 fn is_relevant(kind: &EventKind) -> bool {
     match kind {
         EventKind::Create(_) => true,
-        EventKind::Modify(ModifyKind::Metadata(_)) => false,
-        EventKind::Modify(_) => true,
+        EventKind::Modify(ModifyKind::Name(_)) => true,
+        EventKind::Modify(ModifyKind::Metadata(_) | ModifyKind::Data(_)) => false,
+        EventKind::Modify(ModifyKind::Any | ModifyKind::Other) => true,
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
         EventKind::Any | EventKind::Other => true,
         EventKind::Access(_) | EventKind::Remove(_) => false,
@@ -152,6 +170,30 @@ mod tests {
                 .is_err(),
             "no wake without events"
         );
+    }
+
+    #[tokio::test]
+    async fn a_file_appended_to_all_the_time_does_not_keep_waking() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = std::fs::File::create(dir.path().join("app.log")).unwrap();
+        let waker = Arc::new(Notify::new());
+        let _trigger =
+            EventTrigger::start(dir.path(), Duration::from_millis(50), Arc::clone(&waker)).unwrap();
+        for _ in 0..20 {
+            std::io::Write::write_all(&mut log, b"a line\n").unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), waker.notified())
+                .await
+                .is_err(),
+            "writes to an open file are not completions"
+        );
+        // Closing it after writing is.
+        drop(log);
+        tokio::time::timeout(Duration::from_secs(5), waker.notified())
+            .await
+            .expect("woken by the close");
     }
 
     #[tokio::test]

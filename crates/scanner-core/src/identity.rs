@@ -38,13 +38,20 @@ pub fn fingerprint(leading: &[u8]) -> u64 {
 }
 
 /// The fingerprint of the first `min(FINGERPRINT_BYTES, size)` bytes of `rel` under `root`;
-/// `None` if they cannot be read (the file is gone, shorter, unreadable). Blocking.
-pub fn fingerprint_file(root: &Path, rel: &RelPath, size: u64) -> Option<u64> {
+/// `None` if they cannot be read (the file is gone, shorter, unreadable), or if `inode` is
+/// given and the file has another one (another file took the name). Blocking.
+pub fn fingerprint_file(root: &Path, rel: &RelPath, size: u64, inode: Option<u64>) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
     let path = root.join(std::ffi::OsStr::from_bytes(rel.as_bytes()));
     let len = size.min(FINGERPRINT_BYTES) as usize;
     let mut leading = vec![0u8; len];
     let file = std::fs::File::open(path).ok()?;
+    if let Some(inode) = inode.filter(|&inode| inode != 0) {
+        if file.metadata().ok()?.ino() != inode {
+            return None;
+        }
+    }
     file.take(len as u64).read_exact(&mut leading).ok()?;
     Some(fingerprint(&leading))
 }
@@ -62,15 +69,23 @@ mod tests {
         std::fs::write(dir.path().join("y"), &long).unwrap();
         long[0] = b'b';
         std::fs::write(dir.path().join("z"), &long).unwrap();
-        let of = |name: &str| fingerprint_file(dir.path(), &name.into(), 3000).unwrap();
+        let of = |name: &str| fingerprint_file(dir.path(), &name.into(), 3000, None).unwrap();
         assert_eq!(of("x"), of("y"), "beyond the first KiB");
         assert_ne!(of("x"), of("z"));
         assert_ne!(fingerprint(b""), 0);
         assert_eq!(
-            fingerprint_file(dir.path(), &"x".into(), 5),
+            fingerprint_file(dir.path(), &"x".into(), 5, None),
             Some(fingerprint(b"aaaaa"))
         );
-        assert_eq!(fingerprint_file(dir.path(), &"missing".into(), 5), None);
+        assert_eq!(
+            fingerprint_file(dir.path(), &"missing".into(), 5, None),
+            None
+        );
+        assert_eq!(
+            fingerprint_file(dir.path(), &"x".into(), 5, Some(1)),
+            None,
+            "another inode"
+        );
         assert_eq!(Identity::parse("content"), Ok(Identity::Content));
         assert!(Identity::parse("inode").is_err());
     }

@@ -283,6 +283,14 @@ impl Scanner {
                 )));
             }
         }
+        if config.on_change == OnChange::Append && !config.cleanup.is_noop() {
+            return Err(ScanError::Config(
+                "--on-change append keeps files in place: it cannot be combined with --after \
+                 delete|move or --quarantine (a file still being appended to would be removed, \
+                 and the lines written after that lost)"
+                    .into(),
+            ));
+        }
         let destinations: Vec<PathBuf> = config
             .cleanup
             .destinations()
@@ -674,15 +682,16 @@ impl Scanner {
         let fingerprinting = self.needs_fingerprints();
         let root = self.config.watch_dir.clone();
         let (plan, outcomes, body, fingerprints) = blocking(move || {
+            // Of processed files only, and of the very file processed (same inode).
             let fingerprints: Vec<u64> = plan
                 .files
                 .iter()
-                .map(|f| {
-                    if fingerprinting {
-                        fingerprint_file(&root, &f.path, f.size).unwrap_or(0)
-                    } else {
-                        0
+                .zip(&outcomes)
+                .map(|(f, outcome)| match outcome {
+                    FileOutcome::Done { .. } if fingerprinting => {
+                        fingerprint_file(&root, &f.path, f.size, Some(f.inode)).unwrap_or(0)
                     }
+                    _ => 0,
                 })
                 .collect();
             let body = OutputSink::render(
@@ -723,12 +732,19 @@ impl Scanner {
                         }
                     }
                 };
+                // A failed range counts as not processed: an appended file is retried from
+                // its start.
+                let offset = if outcome.is_failed() {
+                    file.start
+                } else {
+                    file.size
+                };
                 let entry = FileEntry {
                     size: file.size,
                     mtime_ns: file.mtime_ns,
                     inode: file.inode,
                     btime_ns: file.btime_ns,
-                    offset: file.size,
+                    offset,
                     generation,
                     outcome,
                     fingerprint,
@@ -1146,16 +1162,16 @@ fn survey(
     };
     let mut seen = Sightings::new();
     let mut ready = Vec::new();
-    // Processed files that are gone, by size and fingerprint: a new path with the same is the
-    // same file, renamed (empty files are all alike, and never matched).
-    let mut gone_by_content: std::collections::HashMap<(u64, u64), (&RelPath, &FileEntry)> =
-        Default::default();
+    let mut moved_away = MovedAway::default();
     if identity == Identity::Content {
-        for path in &diff.gone {
+        let replaced = diff
+            .entries
+            .iter()
+            .filter(|e| e.change == Change::Replaced)
+            .map(|e| &e.file.path);
+        for path in diff.gone.iter().chain(replaced) {
             if let Some(entry) = state.get(path) {
-                if entry.fingerprint != 0 && entry.size > 0 {
-                    gone_by_content.insert((entry.size, entry.fingerprint), (path, entry));
-                }
+                moved_away.add(path.clone(), entry);
             }
         }
     }
@@ -1168,66 +1184,22 @@ fn survey(
             report.excluded += 1;
             continue;
         }
-        // New: unknown to the state; or another file than the one processed under this name;
-        // or the tracked file failed and has changed since (a failure carries no result, so a
-        // result now is not a second one). A changed file is processed again as `on_change`
-        // says.
-        let failed_before = state
-            .get(&entry.file.path)
-            .is_some_and(|tracked| tracked.outcome.is_failed());
-        let start = if failed_before {
-            Some(0)
-        } else {
-            match (on_change.start_of(entry.change), entry.change) {
-                // Grown, but its first bytes are not those committed: rewritten, not appended.
-                (Some(start), Change::Grown { .. }) if start > 0 => {
-                    let tracked = state.get(&entry.file.path);
-                    match tracked {
-                        Some(t)
-                            if t.fingerprint != 0
-                                && fingerprint_file(root, &entry.file.path, t.size)
-                                    != Some(t.fingerprint) =>
-                        {
-                            Some(0)
-                        }
-                        _ => Some(start),
-                    }
-                }
-                (start, _) => start,
-            }
-        };
-        let Some(start) = start else {
+        let tracked = state.get(&entry.file.path);
+        let Some(start) = start_for(root, on_change, &entry, tracked) else {
             report.changed += 1;
             debug!(path = %entry.file.path, change = ?entry.change, "changed since processed; left alone");
             continue;
         };
-        if start == 0
-            && !gone_by_content.is_empty()
-            && matches!(entry.change, Change::New | Change::Replaced)
-        {
-            let size = entry.file.size;
-            let renamed = fingerprint_file(root, &entry.file.path, size)
-                .and_then(|fp| gone_by_content.remove(&(size, fp)));
-            if let Some((old_path, old)) = renamed {
-                debug!(path = %entry.file.path, was = %old_path, "renamed processed file");
-                renames.push((
-                    entry.file.path.clone(),
-                    FileEntry {
-                        size,
-                        mtime_ns: entry.file.mtime_ns,
-                        inode: entry.file.inode,
-                        btime_ns: entry.file.btime_ns,
-                        ..old.clone()
-                    },
-                ));
-                continue;
-            }
-        }
         report.new_files += 1;
         let verdict = readiness
             .check(&entry.file, listed_at)
             .and_then(|()| match &readiness.marker {
                 Some(marker) if !listed(&marker.marker_of(path)) => Err(NotReady::NoMarker),
+                // The walk may have examined the file before its last write and found the
+                // marker after it: look again, now that the marker is known to exist.
+                Some(_) if !unchanged_since_listed(root, &entry.file) => Err(NotReady::Unstable {
+                    recheck_at: listed_at,
+                }),
                 _ => Ok(()),
             })
             .and_then(|()| match readiness.stable_for {
@@ -1253,16 +1225,30 @@ fn survey(
                     }
                 }
             });
+        // A complete file new at its path may be a processed one, renamed (checked only once
+        // it is ready: a file still being written must not be taken for a finished one).
+        if verdict.is_ok() && start == 0 && matches!(entry.change, Change::New | Change::Replaced) {
+            if let Some((was, renamed)) =
+                moved_away.take_match(root, &entry.file, on_change == OnChange::Append)
+            {
+                debug!(path = %entry.file.path, %was, "renamed processed file");
+                renames.push((entry.file.path.clone(), renamed));
+                continue;
+            }
+        }
         // Appending: whole lines only; the partial last line waits until it is complete.
         let verdict = verdict.and_then(|()| {
-            if on_change == OnChange::Append {
-                whole_lines(root, &entry.file, start).ok_or(NotReady::PartialLine)
-            } else {
-                Ok((start, entry.file.size))
+            if on_change != OnChange::Append {
+                return Ok(Some((start, entry.file.size)));
+            }
+            match whole_lines(root, &entry.file, start) {
+                AppendRange::Lines(start, end) => Ok(Some((start, end))),
+                AppendRange::Partial => Err(NotReady::PartialLine),
+                AppendRange::Compressed => Ok(None),
             }
         });
         match verdict {
-            Ok((start, end)) => ready.push(PlannedFile {
+            Ok(Some((start, end))) => ready.push(PlannedFile {
                 path: entry.file.path,
                 size: end,
                 mtime_ns: entry.file.mtime_ns,
@@ -1270,6 +1256,13 @@ fn survey(
                 btime_ns: entry.file.btime_ns,
                 start,
             }),
+            Ok(None) => {
+                // A compressed file that grew: its stream cannot be resumed, and processing it
+                // whole again would count its start twice.
+                report.new_files -= 1;
+                report.changed += 1;
+                debug!(path = %entry.file.path, "compressed file grew; left alone");
+            }
             Err(NotReady::PartialLine) => report.partial_line += 1,
             Err(NotReady::InProgressName) => report.in_progress += 1,
             Err(NotReady::NoMarker) => report.no_marker += 1,
@@ -1302,18 +1295,147 @@ fn survey(
     })
 }
 
+/// Where processing of a listed file that is not unchanged starts, or `None` to leave it.
+///
+/// New files (and other files under a processed name) start at 0. A processed file that
+/// changed is handled as `on_change` says; a failed one that changed is tried again (from the
+/// failed range's start when appending: what was committed before it stays counted once).
+fn start_for(
+    root: &Path,
+    on_change: OnChange,
+    entry: &crate::diff::DiffEntry,
+    tracked: Option<&FileEntry>,
+) -> Option<u64> {
+    let failed = tracked.is_some_and(|t| t.outcome.is_failed());
+    let (change, tracked) = match (entry.change, tracked) {
+        (Change::New | Change::Replaced, _) | (_, None) => return Some(0),
+        (change, Some(tracked)) => (change, tracked),
+    };
+    // The first bytes are those committed (or nothing is known of them).
+    let same_start = || {
+        tracked.fingerprint == 0
+            || fingerprint_file(root, &entry.file.path, tracked.size, Some(entry.file.inode))
+                == Some(tracked.fingerprint)
+    };
+    match on_change {
+        OnChange::Ignore if failed => Some(0),
+        OnChange::Ignore => None,
+        OnChange::Reprocess => Some(0),
+        OnChange::Append => match change {
+            // Grown: appended to, unless its first bytes changed (rewritten larger).
+            Change::Grown { processed } => Some(if same_start() { processed } else { 0 }),
+            // Shrunk: rewritten.
+            Change::Changed if entry.file.size < tracked.size => Some(0),
+            // Same size, another modification time: touched if its first bytes are the same
+            // (left alone), rewritten otherwise. Unknown first bytes are taken as touched:
+            // processing the file again would count it twice.
+            Change::Changed if tracked.fingerprint == 0 || same_start() => None,
+            Change::Changed => Some(0),
+            Change::New | Change::Replaced => Some(0),
+        },
+    }
+}
+
+/// True if `file` still has the size and modification time the listing saw.
+fn unchanged_since_listed(root: &Path, file: &crate::listing::ListedFile) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::symlink_metadata(root.join(std::ffi::OsStr::from_bytes(file.path.as_bytes())))
+        .is_ok_and(|meta| {
+            meta.len() == file.size && crate::listing::mtime_ns(&meta) == file.mtime_ns
+        })
+}
+
+/// Processed files that left their path (gone, or another file took the path), by the
+/// length their fingerprint covers and the fingerprint: `--identity content` finds them under
+/// new paths.
+#[derive(Default)]
+struct MovedAway<'a> {
+    by_fingerprint: std::collections::HashMap<(u64, u64), Vec<(RelPath, &'a FileEntry)>>,
+}
+
+impl<'a> MovedAway<'a> {
+    fn add(&mut self, path: RelPath, entry: &'a FileEntry) {
+        // Empty files are all alike: never matched.
+        if entry.fingerprint != 0 && entry.size > 0 {
+            let window = entry.size.min(state_store::FINGERPRINT_BYTES);
+            self.by_fingerprint
+                .entry((window, entry.fingerprint))
+                .or_default()
+                .push((path, entry));
+        }
+    }
+
+    /// The processed file `file` is, renamed, if any; with the entry to record under its new
+    /// path. The sizes must be equal, or, when appending, the new one at least the committed
+    /// one (lines written before the rename are then processed as appended).
+    fn take_match(
+        &mut self,
+        root: &Path,
+        file: &crate::listing::ListedFile,
+        appending: bool,
+    ) -> Option<(RelPath, FileEntry)> {
+        if self.by_fingerprint.is_empty() {
+            return None;
+        }
+        let windows: std::collections::BTreeSet<u64> = self
+            .by_fingerprint
+            .keys()
+            .map(|&(window, _)| window)
+            .collect();
+        for window in windows.into_iter().filter(|&w| w <= file.size) {
+            let fingerprint = fingerprint_file(root, &file.path, window, Some(file.inode))?;
+            let Some(candidates) = self.by_fingerprint.get_mut(&(window, fingerprint)) else {
+                continue;
+            };
+            let fits = |old: &FileEntry| {
+                if appending {
+                    file.size >= old.size
+                } else {
+                    file.size == old.size
+                }
+            };
+            let Some(at) = candidates
+                .iter()
+                .position(|(path, old)| *path != file.path && fits(old))
+            else {
+                continue;
+            };
+            let (was, old) = candidates.swap_remove(at);
+            let renamed = FileEntry {
+                inode: file.inode,
+                btime_ns: file.btime_ns,
+                // As committed: a file that grew since shows as grown at the next scan.
+                size: old.size,
+                mtime_ns: if file.size == old.size {
+                    file.mtime_ns
+                } else {
+                    old.mtime_ns
+                },
+                ..old.clone()
+            };
+            return Some((was, renamed));
+        }
+        None
+    }
+}
+
+/// What to process of a file when appending.
+enum AppendRange {
+    /// From `start` to the end of its last complete line.
+    Lines(u64, u64),
+    /// No complete line after `start` yet.
+    Partial,
+    /// A compressed file that grew: a stream cannot be resumed in the middle.
+    Compressed,
+}
+
 /// The bytes of `file` to process from `start` when appending: up to the end of its last
-/// complete line; `None` if there is no complete line after `start` yet. A compressed file is
-/// processed whole (a stream cannot be entered in the middle). If the file cannot be read now,
-/// the whole listed range is planned, and processing says why it fails.
-fn whole_lines(
-    root: &std::path::Path,
-    file: &crate::listing::ListedFile,
-    start: u64,
-) -> Option<(u64, u64)> {
+/// complete line. A compressed file is processed whole when new. If the file cannot be read
+/// now, the whole listed range is planned, and processing says why it fails.
+fn whole_lines(root: &Path, file: &crate::listing::ListedFile, start: u64) -> AppendRange {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::ffi::OsStrExt;
-    let whole = Some((start, file.size));
+    let whole = AppendRange::Lines(start, file.size);
     let path = root.join(std::ffi::OsStr::from_bytes(file.path.as_bytes()));
     let Ok(mut handle) = std::fs::File::open(&path) else {
         return whole;
@@ -1321,7 +1443,11 @@ fn whole_lines(
     let mut head = [0u8; 4];
     let n = handle.read(&mut head).unwrap_or(0);
     if crate::process::Encoding::sniff(&head[..n]) != crate::process::Encoding::Plain {
-        return Some((0, file.size));
+        return if start == 0 {
+            AppendRange::Lines(0, file.size)
+        } else {
+            AppendRange::Compressed
+        };
     }
     // Backwards from the listed size, a window at a time.
     let mut window = vec![0u8; 64 << 10];
@@ -1335,11 +1461,11 @@ fn whole_lines(
             return whole;
         }
         if let Some(i) = memchr::memrchr(b'\n', &window[..len]) {
-            return Some((start, from + i as u64 + 1));
+            return AppendRange::Lines(start, from + i as u64 + 1);
         }
         end = from;
     }
-    None
+    AppendRange::Partial
 }
 
 /// What one listing saw of a file that is waiting to be stable.

@@ -162,22 +162,14 @@ pub struct RunArgs {
     pub ready_marker: Option<String>,
 
     /// Collect only paths (relative to --watch) matching one of these globs; `*` also matches
-    /// `/` (`*.log` is every .log file at any depth). Repeatable.
-    #[arg(
-        long,
-        env = "GLEANER_INCLUDE",
-        value_name = "GLOB",
-        value_delimiter = ','
-    )]
+    /// `/` (`*.log` is every .log file at any depth), `{a,b}` is either. Repeatable (the
+    /// environment variable holds one glob).
+    #[arg(long, env = "GLEANER_INCLUDE", value_name = "GLOB")]
     pub include: Vec<String>,
 
-    /// Never collect paths matching one of these globs. Repeatable.
-    #[arg(
-        long,
-        env = "GLEANER_EXCLUDE",
-        value_name = "GLOB",
-        value_delimiter = ','
-    )]
+    /// Never collect paths matching one of these globs. Repeatable (the environment variable
+    /// holds one glob).
+    #[arg(long, env = "GLEANER_EXCLUDE", value_name = "GLOB")]
     pub exclude: Vec<String>,
 
     /// A processed file that changed since: `ignore` it, `reprocess` it whole, or `append`
