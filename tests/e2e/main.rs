@@ -3,9 +3,11 @@
 
 #![allow(unreachable_pub)] // helpers are `pub` for sibling test modules only
 
+mod supervisor;
 mod support;
 
 mod bad_input;
+mod campaign;
 mod cleanup;
 mod crash;
 mod demo;

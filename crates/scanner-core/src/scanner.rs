@@ -1023,9 +1023,15 @@ impl Scanner {
     async fn reload(&mut self) -> Result<LoadSummary, ScanError> {
         let loaded = self.log.load().await?;
         let stale = loaded.stale.len();
-        if let Err(e) = self.log.remove(loaded.stale).await {
+        match self.log.remove(loaded.stale).await {
+            Ok(()) if stale > 0 => info!(
+                stale,
+                "removed state objects a newer snapshot or delta supersedes (an earlier run \
+                 stopped before cleaning up)"
+            ),
+            Ok(()) => {}
             // Harmless: stale objects are ignored by loading and removed by the next snapshot.
-            warn!(error = %e, stale, "could not remove superseded state objects");
+            Err(e) => warn!(error = %e, stale, "could not remove superseded state objects"),
         }
         self.snapshot_generation = loaded.snapshot_generation.unwrap_or(0);
         let summary = LoadSummary {
