@@ -172,6 +172,13 @@ fn two_hundred_kills_under_a_restart_supervisor_lose_and_duplicate_nothing() {
         lines.len(),
         started.elapsed()
     );
+    let mut lasted: Vec<Duration> = runs.iter().map(|r| r.lasted).collect();
+    lasted.sort();
+    eprintln!(
+        "campaign: runs lasted {:?} (median), {:?} (longest)",
+        lasted[lasted.len() / 2],
+        lasted[lasted.len() - 1]
+    );
     for (count, (_, phase)) in evidence.iter().zip(EVIDENCE) {
         eprintln!("campaign: {count:4} restarts found a kill {phase}");
     }
