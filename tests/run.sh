@@ -6,11 +6,16 @@
 # Formatting, lints, docs, unit tests, the storage conformance suite against real servers (moto
 # for S3 and Azurite for Azure, installed from PyPI and npm into .tools/), end-to-end tests
 # against the real `gleaner` binary (the crash campaign with SIGKILLs included), doctests and the
-# library example. Servers listen on 127.0.0.1 only and are stopped by PID when the script ends.
+# library example, and a build of the fuzz targets (cargo fuzz, with the nightly toolchain;
+# cargo-fuzz is installed into .tools/ when missing). Servers listen on 127.0.0.1 only and are
+# stopped by PID when the script ends.
 #
 # Environment:
-#   GLEANER_CRASH_KILLS  kills in the crash campaign (default 40)
-#   GLEANER_TEST_SEED    replay a seeded test run
+#   GLEANER_CRASH_KILLS     kills in the crash campaign (default 40)
+#   GLEANER_CAMPAIGN_KILLS  kills in the supervised campaign (default 200)
+#   GLEANER_CLEANUP_KILLS   kills per cleanup mode (default 30)
+#   GLEANER_OUTAGE_SECS     length of the storage outage (default 60)
+#   GLEANER_TEST_SEED       replay a seeded test run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,5 +52,16 @@ cargo test --workspace --doc --locked
 
 step "library example"
 cargo run --locked --quiet -p scanner-core --example line_lengths
+
+step "fuzz targets (build only; run one with: cd fuzz && cargo +nightly fuzz run TARGET)"
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  if ! command -v cargo-fuzz >/dev/null && [ ! -x .tools/cargo/bin/cargo-fuzz ]; then
+    cargo install --quiet --locked --root .tools/cargo cargo-fuzz --version 0.13.2
+  fi
+  PATH="$PWD/.tools/cargo/bin:$PATH"
+  (cd fuzz && cargo +nightly fuzz build)
+else
+  echo "no nightly toolchain (rustup toolchain install nightly): fuzz targets not built"
+fi
 
 step "all passed in $((SECONDS - started))s"

@@ -25,8 +25,13 @@ const HEADER_LEN: usize = 20;
 /// (their entries have no fingerprint).
 pub const FORMAT_VERSION: u16 = 2;
 const CODEC_BINCODE2: u8 = 1;
-/// Upper bound of what a decoder may allocate for one object, whatever a length prefix claims.
-const DECODE_LIMIT: usize = 1 << 32;
+/// Upper bound of what a decoder may allocate for one value, whatever a length prefix claims.
+/// Values decode to at most a few times their encoded size; the bound follows the size of what
+/// is left to decode, so a damaged length prefix in a small object cannot ask for gigabytes
+/// (found by fuzzing: a 4-KiB payload asked for 4 GiB).
+const DECODE_LIMIT_SMALL: usize = 64 << 20; // payloads up to 1 MiB
+const DECODE_LIMIT_MEDIUM: usize = 1 << 30; // up to 16 MiB
+const DECODE_LIMIT_LARGE: usize = 1 << 32;
 
 /// What an object holds; stored in its header and checked when it is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +65,21 @@ impl ObjectKind {
 }
 
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+    bincode::config::standard().with_limit::<DECODE_LIMIT_LARGE>()
+}
+
+/// Decodes one value from the front of `bytes`, with an allocation bound that follows its size.
+fn decode_front<T: Decode<()>>(bytes: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
+    let standard = bincode::config::standard();
+    match bytes.len() {
+        0..=0x10_0000 => {
+            bincode::decode_from_slice(bytes, standard.with_limit::<DECODE_LIMIT_SMALL>())
+        }
+        0..=0x100_0000 => {
+            bincode::decode_from_slice(bytes, standard.with_limit::<DECODE_LIMIT_MEDIUM>())
+        }
+        _ => bincode::decode_from_slice(bytes, standard.with_limit::<DECODE_LIMIT_LARGE>()),
+    }
 }
 
 /// Encodes `value` as an object of `kind`, header included.
@@ -139,11 +158,10 @@ impl<'a> PayloadReader<'a> {
 
     /// Decodes the next value.
     pub fn next_value<T: Decode<()>>(&mut self) -> Result<T, StateError> {
-        let (value, used) =
-            bincode::decode_from_slice(self.rest, config()).map_err(|e| StateError::Corrupt {
-                object: self.object.to_string(),
-                reason: format!("payload does not decode: {e}"),
-            })?;
+        let (value, used) = decode_front(self.rest).map_err(|e| StateError::Corrupt {
+            object: self.object.to_string(),
+            reason: format!("payload does not decode: {e}"),
+        })?;
         self.rest = &self.rest[used..];
         Ok(value)
     }
@@ -308,5 +326,15 @@ mod tests {
             err,
             StateError::UnsupportedVersion { found: 3, .. }
         ));
+    }
+
+    #[test]
+    fn a_damaged_length_in_a_small_object_cannot_ask_for_gigabytes() {
+        // A valid header around a delta payload whose list of files claims 2^40 entries.
+        let mut payload = vec![1u8, 1, 1, 0, 0xfd];
+        payload.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        let bytes = encode_with(ObjectKind::Delta, |out| out.extend_from_slice(&payload));
+        let err = decode::<Delta>(ObjectKind::Delta, &bytes, "obj").unwrap_err();
+        assert!(err.to_string().contains("payload does not decode"), "{err}");
     }
 }
