@@ -71,14 +71,12 @@ fn config() -> impl bincode::config::Config {
 /// Decodes one value from the front of `bytes`, with an allocation bound that follows its size.
 fn decode_front<T: Decode<()>>(bytes: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
     let standard = bincode::config::standard();
-    match bytes.len() {
-        0..=0x10_0000 => {
-            bincode::decode_from_slice(bytes, standard.with_limit::<DECODE_LIMIT_SMALL>())
-        }
-        0..=0x100_0000 => {
-            bincode::decode_from_slice(bytes, standard.with_limit::<DECODE_LIMIT_MEDIUM>())
-        }
-        _ => bincode::decode_from_slice(bytes, standard.with_limit::<DECODE_LIMIT_LARGE>()),
+    if bytes.len() <= 1 << 20 {
+        bincode::decode_from_slice(bytes, standard.with_limit::<DECODE_LIMIT_SMALL>())
+    } else if bytes.len() <= 16 << 20 {
+        bincode::decode_from_slice(bytes, standard.with_limit::<DECODE_LIMIT_MEDIUM>())
+    } else {
+        bincode::decode_from_slice(bytes, standard.with_limit::<DECODE_LIMIT_LARGE>())
     }
 }
 
