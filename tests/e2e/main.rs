@@ -19,5 +19,6 @@ mod once;
 mod processors;
 mod race;
 mod readiness;
+mod resources;
 mod signals;
 mod state;
