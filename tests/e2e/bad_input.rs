@@ -342,3 +342,134 @@ fn unreadable_files_and_directories_fail_or_wait_without_stopping_the_rest() {
     assert!(lines.iter().any(|(_, l)| l["path"] == "closed/inside.log"));
     assert_eq!(lines.len(), 3);
 }
+
+/// Starts `--once --workers 1` on the fixture (grep, so that a 2 GiB sparse file takes seconds)
+/// and returns the running child.
+fn start_slow_once(fx: &Fixture) -> std::process::Child {
+    fx.command(&[
+        "--once",
+        "--min-age",
+        "0s",
+        "--workers",
+        "1",
+        "--processor",
+        "grep",
+        "--pattern",
+        "x",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(fx.root.join("slow.log")).unwrap())
+    .spawn()
+    .unwrap()
+}
+
+/// Waits until process `pid` has `path` open and has read part of it (its file offset, from
+/// /proc, is past 0): the moment to pull the file from under it.
+fn wait_until_reading(pid: u32, path: &Path) {
+    let found = crate::support::wait_until(Duration::from_secs(60), || {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
+        };
+        fds.filter_map(Result::ok).any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| target == path)
+                && std::fs::read_to_string(format!(
+                    "/proc/{pid}/fdinfo/{}",
+                    fd.file_name().to_string_lossy()
+                ))
+                .is_ok_and(|info| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix("pos:"))
+                        .and_then(|p| p.trim().parse::<u64>().ok())
+                        .is_some_and(|pos| pos > 0)
+                })
+        })
+    });
+    assert!(found, "{} was never being read", path.display());
+}
+
+fn sparse(fx: &Fixture, rel: &str, size: u64, age: Duration) {
+    let path = fx.watch.join(rel);
+    std::fs::File::create(&path).unwrap().set_len(size).unwrap();
+    crate::support::set_age(&path, age);
+}
+
+fn lines_by_path(fx: &Fixture) -> BTreeMap<String, Vec<Value>> {
+    let mut by_path: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (_, line) in fx.outputs() {
+        by_path
+            .entry(line["path"].as_str().unwrap().to_string())
+            .or_default()
+            .push(line);
+    }
+    by_path
+}
+
+#[test]
+fn files_truncated_or_deleted_while_a_batch_reads_fail_alone() {
+    let fx = Fixture::new();
+    // Oldest first: the big file is read first, the others wait their turn in the same batch.
+    sparse(&fx, "big.bin", 2 << 30, Duration::from_secs(3 * 3600));
+    fx.write(
+        "victim.log",
+        b"deleted before its turn\n",
+        Duration::from_secs(2 * 3600),
+    );
+    fx.write("good.log", b"all good\n", OLD);
+    let mut child = start_slow_once(&fx);
+    wait_until_reading(child.id(), &fx.watch.join("big.bin"));
+    // While big.bin is being read, victim.log goes away, and then big.bin shrinks (in this
+    // order: the shrink ends the read of big.bin at once, and the batch moves on).
+    std::fs::remove_file(fx.watch.join("victim.log")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(fx.watch.join("big.bin"))
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let status = wait_with_timeout(&mut child, Duration::from_secs(120)).expect("no hang");
+    let log = std::fs::read_to_string(fx.root.join("slow.log")).unwrap();
+    assert!(status.success(), "{log}");
+    let lines = lines_by_path(&fx);
+    let error = |rel: &str| {
+        lines[rel][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        error("big.bin").contains("shrank"),
+        "{:?}",
+        lines["big.bin"]
+    );
+    assert!(
+        error("victim.log").contains("vanished"),
+        "{lines:#?}\n{log}"
+    );
+    assert_eq!(lines["good.log"][0]["result"]["matches"], 0);
+    assert!(log.contains("file failed; recorded and skipped"), "{log}");
+}
+
+#[test]
+fn a_file_replaced_while_being_read_is_processed_as_listed_then_as_new() {
+    let fx = Fixture::new();
+    sparse(&fx, "big.bin", 8 << 30, OLD);
+    let mut child = start_slow_once(&fx);
+    wait_until_reading(child.id(), &fx.watch.join("big.bin"));
+    // Another file is renamed over it: the open file is still the one listed.
+    let staged = fx.watch.join(".staged");
+    std::fs::write(&staged, b"x marks the spot\n").unwrap();
+    std::fs::rename(&staged, fx.watch.join("big.bin")).unwrap();
+    crate::support::set_age(&fx.watch.join("big.bin"), OLD);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(120)).expect("no hang");
+    assert!(status.success());
+    let lines = lines_by_path(&fx);
+    assert_eq!(lines["big.bin"].len(), 1);
+    assert_eq!(lines["big.bin"][0]["size"], 8u64 << 30, "the listed file");
+    assert_eq!(lines["big.bin"][0]["result"]["matches"], 0);
+    // The next run sees another file under the name: a new file, processed.
+    run(&fx, &["--processor", "grep", "--pattern", "x"]);
+    let lines = lines_by_path(&fx);
+    assert_eq!(lines["big.bin"].len(), 2);
+    assert_eq!(lines["big.bin"][1]["size"], 17);
+    assert_eq!(lines["big.bin"][1]["result"]["matches"], 1);
+}
