@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::support::{Fixture, sigterm, wait_with_timeout};
 
 /// A minimal HTTP/1.0 GET; returns the status code and body.
-fn get(addr: &str, path: &str) -> (u16, String) {
+pub fn get(addr: &str, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

@@ -143,3 +143,34 @@ fn the_shutdown_deadline_exits_promptly_and_loses_nothing() {
     assert_exactly_once(&fx.outputs(), &expected);
     fx.assert_outputs_match_commits();
 }
+
+#[test]
+fn a_second_sigterm_during_the_drain_exits_at_once_without_damage() {
+    let fx = Fixture::new();
+    let mut expected = BTreeMap::new();
+    for i in 0..6000 {
+        let data = format!("file {i}\n").into_bytes();
+        fx.write(&format!("f{i:04}.log"), &data, Duration::from_secs(60));
+        expected.insert(format!("f{i:04}.log"), data);
+    }
+    let mut child = fx
+        .command(&["--once", "--min-age", "0s", "--max-files", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || !fx
+        .output_objects()
+        .is_empty()));
+    sigterm(&child);
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = std::time::Instant::now();
+    sigterm(&child);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(30)).expect("exits");
+    assert_eq!(status.code(), Some(143));
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+    assert!(fx.outputs().len() < expected.len(), "cut short");
+    crate::support::assert_state_verifies(&fx.state.display().to_string());
+    fx.run_once(&["--min-age", "0s", "--max-files", "500"]);
+    assert_exactly_once(&fx.outputs(), &expected);
+}
