@@ -154,18 +154,23 @@ impl Supervisor {
     /// SIGTERM that came before would prove nothing) and returns every run, the last one being
     /// the one that drained.
     pub fn stop(mut self) -> Vec<Run> {
-        self.stopping.store(true, Ordering::SeqCst);
+        // The process to stop is one that was not killed (a killed one may still be dying),
+        // and that has started; restarts go on until then.
         let deadline = Instant::now() + Duration::from_secs(30);
         let pid = loop {
             if let Some(child) = self.child.lock().unwrap().as_ref() {
                 let log = self.current_log.lock().unwrap().clone();
-                if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("gleaner started")) {
-                    break child.id();
+                let pid = child.id();
+                if !self.killed.lock().unwrap().contains(&pid)
+                    && std::fs::read_to_string(&log).is_ok_and(|l| l.contains("gleaner started"))
+                {
+                    break pid;
                 }
             }
             assert!(Instant::now() < deadline, "no run started to stop");
             std::thread::sleep(Duration::from_millis(2));
         };
+        self.stopping.store(true, Ordering::SeqCst);
         let status = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()
