@@ -1,5 +1,6 @@
-//! Storage faults: an `ObjectStore` wrapper injects errors, latency, and failures after a write
-//! landed (the answer lost on the way back), under both the state and the output location, while
+//! Storage faults: an `ObjectStore` wrapper injects errors, latency, timeouts (a request that
+//! hangs, then fails as a client timeout would), and failures after a write landed (the answer
+//! lost on the way back), under both the state and the output location, while
 //! a running scanner collects files an emitter keeps writing. The scanner retries with backoff,
 //! reports the trouble through its status (what `/readyz` serves), and in the end every file is
 //! in the outputs exactly once and the state log verifies. A total outage of a minute
@@ -40,6 +41,7 @@ struct Faults {
     errors: AtomicU64,
     landed_then_failed: AtomicU64,
     delayed: AtomicU64,
+    timed_out: AtomicU64,
 }
 
 impl Faults {
@@ -78,6 +80,13 @@ impl Faults {
             Mode::Healthy => Ok(()),
             Mode::Outage => Err(self.injected(what)),
             Mode::Flaky => {
+                // A request that hangs until the client's timeout gives up on it (what
+                // `--storage-timeout` does for the HTTP stores).
+                if self.roll(3) {
+                    self.timed_out.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    return Err(self.injected(&format!("{what} timed out")));
+                }
                 if self.roll(30) {
                     self.delayed.fetch_add(1, Ordering::SeqCst);
                     let ms = self.rng.lock().unwrap().as_mut().unwrap().u64(1..40);
@@ -350,10 +359,12 @@ async fn campaign(phases: &[(Mode, Duration, usize)]) {
     assert!(loaded.pending.is_none(), "no interrupted batch left");
     assert_eq!(loaded.state.len(), expected.len());
     eprintln!(
-        "faults: {} files exactly once; {} errors injected, {} writes landed but reported \
-         failed, {} calls delayed; status went not-ready: {saw_not_ready}; {verification:?}",
+        "faults: {} files exactly once; {} errors injected ({} timeouts), {} writes landed but \
+         reported failed, {} calls delayed; status went not-ready: {saw_not_ready}; \
+         {verification:?}",
         expected.len(),
         s.faults.errors.load(Ordering::SeqCst),
+        s.faults.timed_out.load(Ordering::SeqCst),
         s.faults.landed_then_failed.load(Ordering::SeqCst),
         s.faults.delayed.load(Ordering::SeqCst),
     );
