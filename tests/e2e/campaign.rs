@@ -65,10 +65,7 @@ fn two_hundred_kills_under_a_restart_supervisor_lose_and_duplicate_nothing() {
                 for _ in 0..rng.usize(1..6) {
                     let rel = format!("d{}/f{n:06}.log", n % 11);
                     let data = random_content(&mut rng, 3000);
-                    let staged = watch.join(format!("{rel}.tmp"));
-                    std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
-                    std::fs::write(&staged, &data).unwrap();
-                    std::fs::rename(&staged, watch.join(&rel)).unwrap();
+                    crate::support::emit(&watch, &rel, &data);
                     expected.lock().unwrap().insert(rel, data);
                     n += 1;
                 }

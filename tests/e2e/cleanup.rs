@@ -54,8 +54,7 @@ fn campaign(mode: &str) {
             for i in 0..count {
                 let rel = format!("w{wave:03}/d{}/f{i:04}.log", i % 7);
                 let data = random_content(rng, 3000);
-                let staged = fx.write(&format!("{rel}.tmp"), &data, OLD);
-                std::fs::rename(&staged, fx.watch.join(&rel)).unwrap();
+                crate::support::emit(&fx.watch, &rel, &data);
                 expected.insert(rel, data);
             }
         };

@@ -11,7 +11,6 @@ use crate::support::{
     Fixture, assert_exactly_once, path_counts, random_content, seeded_rng, wait_with_timeout,
 };
 
-const OLD: Duration = Duration::from_secs(3600);
 /// Ready files kept waiting before every restart.
 const BACKLOG: usize = 400;
 
@@ -32,9 +31,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         for i in 0..count {
             let rel = format!("w{wave:03}/d{}/f{i:04}.log", i % 13);
             let data = random_content(rng, 4000);
-            // Written under a temporary name and renamed, as a well-behaved emitter does.
-            let staged = fx.write(&format!("{rel}.tmp"), &data, OLD);
-            std::fs::rename(&staged, fx.watch.join(&rel)).unwrap();
+            crate::support::emit(&fx.watch, &rel, &data);
             expected.insert(rel, data);
         }
         count

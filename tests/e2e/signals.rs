@@ -5,6 +5,32 @@ use std::time::Duration;
 
 use crate::support::{Fixture, assert_exactly_once, sigterm, wait_until, wait_with_timeout};
 
+/// `count` small files, an hour old, as `f0000.log`, `f0001.log`, …
+fn small_files(fx: &Fixture, count: usize) -> BTreeMap<String, Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let (rel, data) = (format!("f{i:04}.log"), format!("file {i}\n").into_bytes());
+            fx.write(&rel, &data, Duration::from_secs(3600));
+            (rel, data)
+        })
+        .collect()
+}
+
+/// Starts `--once` with `extra` flags and returns once its first batch is committed, busy with
+/// the rest.
+fn start_busy_once(fx: &Fixture, extra: &[&str]) -> std::process::Child {
+    let child = fx
+        .command(&[&["--once", "--min-age", "0s"], extra].concat())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(fx.root.join("once.log")).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || !fx
+        .output_objects()
+        .is_empty()));
+    child
+}
+
 #[test]
 fn sigterm_drains_and_exits_zero() {
     let fx = Fixture::new();
@@ -49,21 +75,8 @@ fn sigterm_drains_and_exits_zero() {
 #[test]
 fn sigterm_during_once_still_commits_everything_ready() {
     let fx = Fixture::new();
-    let mut expected = BTreeMap::new();
-    for i in 0..1500 {
-        let data = format!("file {i}\n").into_bytes();
-        fx.write(&format!("f{i:04}.log"), &data, Duration::from_secs(60));
-        expected.insert(format!("f{i:04}.log"), data);
-    }
-    let mut child = fx
-        .command(&["--once", "--min-age", "0s", "--max-files", "2"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(30), || !fx
-        .output_objects()
-        .is_empty()));
+    let expected = small_files(&fx, 1500);
+    let mut child = start_busy_once(&fx, &["--max-files", "2"]);
     sigterm(&child);
     let status = wait_with_timeout(&mut child, Duration::from_secs(120)).expect("exits");
     assert_eq!(status.code(), Some(0));
@@ -88,40 +101,14 @@ fn sigterm_when_idle_exits_zero_promptly() {
 #[test]
 fn the_shutdown_deadline_exits_promptly_and_loses_nothing() {
     let fx = Fixture::new();
-    let mut expected = BTreeMap::new();
-    for i in 0..6000 {
-        let data = format!("file {i}\n").into_bytes();
-        fx.write(
-            &format!("d{}/f{i:04}.log", i % 10),
-            &data,
-            Duration::from_secs(60),
-        );
-        expected.insert(format!("d{}/f{i:04}.log", i % 10), data);
-    }
+    let expected = small_files(&fx, 6000);
     // One file per batch: the drain of `--once` takes far longer than the deadline.
-    let log = fx.root.join("gleaner.log");
-    let mut child = fx
-        .command(&[
-            "--once",
-            "--min-age",
-            "0s",
-            "--max-files",
-            "1",
-            "--shutdown-timeout",
-            "1s",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(30), || !fx
-        .output_objects()
-        .is_empty()));
+    let mut child = start_busy_once(&fx, &["--max-files", "1", "--shutdown-timeout", "1s"]);
     let signalled = std::time::Instant::now();
     sigterm(&child);
     let status = wait_with_timeout(&mut child, Duration::from_secs(30)).expect("exits");
     let waited = signalled.elapsed();
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = std::fs::read_to_string(fx.root.join("once.log")).unwrap();
     assert_eq!(status.code(), Some(143), "{text}");
     assert!(
         waited < Duration::from_secs(5),
@@ -147,21 +134,8 @@ fn the_shutdown_deadline_exits_promptly_and_loses_nothing() {
 #[test]
 fn a_second_sigterm_during_the_drain_exits_at_once_without_damage() {
     let fx = Fixture::new();
-    let mut expected = BTreeMap::new();
-    for i in 0..6000 {
-        let data = format!("file {i}\n").into_bytes();
-        fx.write(&format!("f{i:04}.log"), &data, Duration::from_secs(60));
-        expected.insert(format!("f{i:04}.log"), data);
-    }
-    let mut child = fx
-        .command(&["--once", "--min-age", "0s", "--max-files", "1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(30), || !fx
-        .output_objects()
-        .is_empty()));
+    let expected = small_files(&fx, 6000);
+    let mut child = start_busy_once(&fx, &["--max-files", "1"]);
     sigterm(&child);
     std::thread::sleep(Duration::from_millis(200));
     let signalled = std::time::Instant::now();

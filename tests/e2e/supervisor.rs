@@ -1,11 +1,11 @@
 //! A restart supervisor for tests: runs `gleaner run` the way Kubernetes runs a container with
 //! `restartPolicy: Always` — whenever the process exits (killed or not), it is started again
 //! after an exponential backoff (10 s doubling to 5 min in Kubernetes; scaled down here), and
-//! restarts are counted. A run that lasted long enough resets the backoff, as the kubelet does.
+//! every run is recorded (restarts are the runs after the first). A run that lasted long enough resets the backoff, as the kubelet does.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,7 +51,6 @@ pub struct Supervisor {
     /// Processes already sent a SIGKILL.
     killed: Mutex<std::collections::HashSet<u32>>,
     stopping: Arc<AtomicBool>,
-    restarts: Arc<AtomicUsize>,
     thread: Option<JoinHandle<Vec<Run>>>,
 }
 
@@ -67,13 +66,11 @@ impl Supervisor {
         let child: Arc<Mutex<Option<Child>>> = Arc::default();
         let current_log: Arc<Mutex<PathBuf>> = Arc::default();
         let stopping = Arc::new(AtomicBool::new(false));
-        let restarts = Arc::new(AtomicUsize::new(0));
         let thread = {
-            let (child, current_log, stopping, restarts) = (
+            let (child, current_log, stopping) = (
                 Arc::clone(&child),
                 Arc::clone(&current_log),
                 Arc::clone(&stopping),
-                Arc::clone(&restarts),
             );
             std::thread::spawn(move || {
                 let mut runs = Vec::new();
@@ -111,7 +108,6 @@ impl Supervisor {
                     }
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(backoff.max);
-                    restarts.fetch_add(1, Ordering::SeqCst);
                 }
                 runs
             })
@@ -121,7 +117,6 @@ impl Supervisor {
             current_log,
             killed: Mutex::default(),
             stopping,
-            restarts,
             thread: Some(thread),
         }
     }
@@ -141,12 +136,6 @@ impl Supervisor {
         }
         self.killed.lock().unwrap().insert(pid);
         child.kill().is_ok()
-    }
-
-    /// Restarts so far (a run being started after its backoff is not counted yet).
-    #[allow(dead_code)] // for interactive use and future tests; the campaign counts runs
-    pub fn restarts(&self) -> usize {
-        self.restarts.load(Ordering::SeqCst)
     }
 
     /// Stops restarting, sends SIGTERM to the running process once it has installed its

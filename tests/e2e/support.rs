@@ -166,6 +166,17 @@ pub fn assert_state_verifies(state: &str) {
     );
 }
 
+/// Writes a file the way a well-behaved emitter does: under a temporary name (`.tmp`), then
+/// renamed to `rel` below `watch`, an hour old.
+pub fn emit(watch: &Path, rel: &str, bytes: &[u8]) {
+    let staged = write_aged(
+        &watch.join(format!("{rel}.tmp")),
+        bytes,
+        Duration::from_secs(3600),
+    );
+    fs::rename(&staged, watch.join(rel)).unwrap();
+}
+
 /// Writes `bytes` to `path` (creating directories) and sets its mtime to `age` ago.
 pub fn write_aged(path: &Path, bytes: &[u8], age: Duration) -> PathBuf {
     fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -16,7 +16,6 @@
 //!   duplicated.
 
 use std::io::ErrorKind;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +23,7 @@ use metrics::counter;
 use state_store::{FileEntry, RelPath};
 use tracing::{debug, warn};
 
-use crate::listing::ListedFile;
+use crate::listing::{ListedFile, absolute};
 use crate::telemetry as m;
 
 /// What happens to a file once its result is committed (`--after`).
@@ -179,7 +178,7 @@ enum Cleaned {
 }
 
 fn clean_one(root: &Path, task: &CleanupTask) -> std::io::Result<Cleaned> {
-    let source = root.join(std::ffi::OsStr::from_bytes(task.file.path.as_bytes()));
+    let source = absolute(root, &task.file.path);
     let meta = match std::fs::symlink_metadata(&source) {
         Ok(meta) => meta,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Cleaned::Done),
@@ -217,7 +216,7 @@ fn move_file(
     rel: &RelPath,
     generation: u64,
 ) -> std::io::Result<()> {
-    let target = dir.join(std::ffi::OsStr::from_bytes(rel.as_bytes()));
+    let target = absolute(dir, rel);
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -243,8 +242,7 @@ fn move_file(
         ErrorKind::AlreadyExists,
         format!(
             "{} and its .{generation} alternative are both taken by other files",
-            dir.join(std::ffi::OsStr::from_bytes(rel.as_bytes()))
-                .display()
+            absolute(dir, rel).display()
         ),
     ))
 }

@@ -41,12 +41,11 @@ pub fn fingerprint(leading: &[u8]) -> u64 {
 /// `None` if they cannot be read (the file is gone, shorter, unreadable), or if `inode` is
 /// given and the file has another one (another file took the name). Blocking.
 pub fn fingerprint_file(root: &Path, rel: &RelPath, size: u64, inode: Option<u64>) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
-    let path = root.join(std::ffi::OsStr::from_bytes(rel.as_bytes()));
     let len = size.min(FINGERPRINT_BYTES) as usize;
     let mut leading = vec![0u8; len];
-    let file = std::fs::File::open(path).ok()?;
+    // Like processing: no link followed, and a FIFO swapped in cannot block.
+    let file = crate::process::open(&crate::listing::absolute(root, rel)).ok()?;
     if let Some(inode) = inode.filter(|&inode| inode != 0) {
         if file.metadata().ok()?.ino() != inode {
             return None;

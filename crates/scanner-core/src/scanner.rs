@@ -1344,11 +1344,9 @@ fn start_for(
 
 /// True if `file` still has the size and modification time the listing saw.
 fn unchanged_since_listed(root: &Path, file: &crate::listing::ListedFile) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    std::fs::symlink_metadata(root.join(std::ffi::OsStr::from_bytes(file.path.as_bytes())))
-        .is_ok_and(|meta| {
-            meta.len() == file.size && crate::listing::mtime_ns(&meta) == file.mtime_ns
-        })
+    std::fs::symlink_metadata(listing::absolute(root, &file.path)).is_ok_and(|meta| {
+        meta.len() == file.size && crate::listing::mtime_ns(&meta) == file.mtime_ns
+    })
 }
 
 /// Processed files that left their path (gone, or another file took the path), by the
@@ -1440,10 +1438,8 @@ enum AppendRange {
 /// now, the whole listed range is planned, and processing says why it fails.
 fn whole_lines(root: &Path, file: &crate::listing::ListedFile, start: u64) -> AppendRange {
     use std::io::{Read, Seek, SeekFrom};
-    use std::os::unix::ffi::OsStrExt;
     let whole = AppendRange::Lines(start, file.size);
-    let path = root.join(std::ffi::OsStr::from_bytes(file.path.as_bytes()));
-    let Ok(mut handle) = std::fs::File::open(&path) else {
+    let Ok(mut handle) = crate::process::open(&listing::absolute(root, &file.path)) else {
         return whole;
     };
     let mut head = [0u8; 4];
