@@ -41,41 +41,48 @@ impl Drop for EventTrigger {
 }
 
 impl EventTrigger {
-    /// Starts watching `dir` recursively. Must be called inside a Tokio runtime.
+    /// Starts watching `dir` recursively.
     ///
     /// Events that can make a file ready (created, closed after writing, renamed in) start a
     /// burst; once no such event came for `debounce` (or at most `4 × debounce` after the
-    /// first), `waker` is notified once, however many events arrived. Fails if the platform cannot watch `dir` at all (the caller then relies on the
-    /// interval, and should say so).
-    pub fn start(
+    /// first), `waker` is notified once, however many events arrived. Fails if the platform
+    /// cannot watch `dir` at all (the caller then relies on the interval, and should say so).
+    /// Registering the watches walks the tree: that runs on a blocking thread.
+    pub async fn start(
         dir: &Path,
         debounce: Duration,
         waker: Arc<Notify>,
     ) -> Result<Self, notify::Error> {
         let pending = Arc::new(Notify::new());
         let on_event = Arc::clone(&pending);
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
-            match event {
-                Ok(event) if event.need_rescan() => {
-                    lost("overflow", "the event queue overflowed; events were lost");
-                    on_event.notify_one();
-                }
-                Ok(event) if is_relevant(&event.kind) => {
-                    counter!(m::EVENTS_TOTAL).increment(1);
-                    on_event.notify_one();
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    lost(error_reason(&e), &e.to_string());
-                    // Whatever was missed, a scan finds it.
-                    on_event.notify_one();
-                }
+        let dir = dir.to_path_buf();
+        let watched = dir.clone();
+        let watcher = tokio::task::spawn_blocking(move || {
+            let mut watcher =
+                notify::recommended_watcher(move |event: notify::Result<Event>| match event {
+                    Ok(event) if event.need_rescan() => {
+                        lost("overflow", "the event queue overflowed; events were lost");
+                        on_event.notify_one();
+                    }
+                    Ok(event) if is_relevant(&event.kind) => {
+                        counter!(m::EVENTS_TOTAL).increment(1);
+                        on_event.notify_one();
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        lost(error_reason(&e), &e.to_string());
+                        // Whatever was missed, a scan finds it.
+                        on_event.notify_one();
+                    }
+                })?;
+            if let Err(e) = watcher.watch(&watched, RecursiveMode::Recursive) {
+                lost(error_reason(&e), &e.to_string());
+                return Err(e);
             }
-        })?;
-        if let Err(e) = watcher.watch(dir, RecursiveMode::Recursive) {
-            lost(error_reason(&e), &e.to_string());
-            return Err(e);
-        }
+            Ok(watcher)
+        })
+        .await
+        .map_err(|e| notify::Error::generic(&format!("watch registration failed: {e}")))??;
         let debouncer = tokio::spawn(async move {
             // A burst ends when no event came for `debounce`; a burst that never ends wakes
             // the scanner at least every `4 × debounce`.
@@ -150,6 +157,7 @@ mod tests {
         let waker = Arc::new(Notify::new());
         let _trigger =
             EventTrigger::start(dir.path(), Duration::from_millis(200), Arc::clone(&waker))
+                .await
                 .unwrap();
         let started = tokio::time::Instant::now();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
@@ -178,7 +186,9 @@ mod tests {
         let mut log = std::fs::File::create(dir.path().join("app.log")).unwrap();
         let waker = Arc::new(Notify::new());
         let _trigger =
-            EventTrigger::start(dir.path(), Duration::from_millis(50), Arc::clone(&waker)).unwrap();
+            EventTrigger::start(dir.path(), Duration::from_millis(50), Arc::clone(&waker))
+                .await
+                .unwrap();
         for _ in 0..20 {
             std::io::Write::write_all(&mut log, b"a line\n").unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -202,7 +212,9 @@ mod tests {
         std::fs::write(dir.path().join("a.log"), b"x\n").unwrap();
         let waker = Arc::new(Notify::new());
         let _trigger =
-            EventTrigger::start(dir.path(), Duration::from_millis(50), Arc::clone(&waker)).unwrap();
+            EventTrigger::start(dir.path(), Duration::from_millis(50), Arc::clone(&waker))
+                .await
+                .unwrap();
         for _ in 0..5 {
             let _ = std::fs::read(dir.path().join("a.log")).unwrap();
         }
@@ -213,18 +225,14 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_missing_directory_is_an_error() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
+    #[tokio::test]
+    async fn a_missing_directory_is_an_error() {
         let err = EventTrigger::start(
             Path::new("/nonexistent/gleaner-events"),
             Duration::from_millis(10),
             Arc::new(Notify::new()),
         )
+        .await
         .unwrap_err();
         assert!(matches!(
             err.kind,

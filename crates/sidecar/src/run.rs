@@ -127,7 +127,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     } else {
         let _events = if args.events {
-            match EventTrigger::start(&args.watch, args.debounce, scanner.waker()) {
+            match EventTrigger::start(&args.watch, args.debounce, scanner.waker()).await {
                 Ok(trigger) => Some(trigger),
                 Err(e) => {
                     warn!(error = %e, interval = %humantime::format_duration(args.interval),
