@@ -101,7 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => return Err("usage: line_lengths [WATCH_DIR STATE_URL OUTPUT_URL]".into()),
     };
 
-    let mut config = ScannerConfig::new(watch, "line-lengths-example");
+    let mut config = ScannerConfig::new(watch, "line-lengths-example".parse()?);
     config.readiness.min_age = Duration::ZERO;
     let state = Location::parse(&state)?;
     let output = Location::parse(&output)?;

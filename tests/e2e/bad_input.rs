@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Fixture, reference_stats, wait_with_timeout};
-
-const OLD: Duration = Duration::from_secs(3600);
+use crate::support::{Fixture, OLD, reference_stats, wait_with_timeout};
 
 /// Runs `--once` (with a timeout: a hang is a failure) and returns each path's output line.
 fn run(fx: &Fixture, extra: &[&str]) -> BTreeMap<String, Value> {
@@ -315,7 +313,8 @@ fn unreadable_files_and_directories_fail_or_wait_without_stopping_the_rest() {
     let out = command.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let lines: BTreeMap<String, Value> = crate::support::read_outputs(&fx.root.join("output"))
+    let lines: BTreeMap<String, Value> = fx
+        .outputs()
         .into_iter()
         .map(|(_, l)| (l["path"].as_str().unwrap().to_string(), l))
         .collect();
@@ -338,7 +337,7 @@ fn unreadable_files_and_directories_fail_or_wait_without_stopping_the_rest() {
     set_mode(&fx.watch.join("closed"), 0o755);
     let out = command.output().unwrap();
     assert!(out.status.success());
-    let lines = crate::support::read_outputs(&fx.root.join("output"));
+    let lines = fx.outputs();
     assert!(lines.iter().any(|(_, l)| l["path"] == "closed/inside.log"));
     assert_eq!(lines.len(), 3);
 }

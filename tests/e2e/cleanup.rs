@@ -9,10 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Fixture, assert_exactly_once, files_with, random_content, seeded_rng, wait_with_timeout,
+    Fixture, OLD, assert_exactly_once, files_with, random_content, seeded_rng, wait_with_timeout,
 };
-
-const OLD: Duration = Duration::from_secs(3600);
 
 /// Paths (relative to the watch root) whose results are committed: the output lines of
 /// generations up to the committed one (a flushed but uncommitted batch does not count).
@@ -204,7 +202,7 @@ fn failed_files_go_to_quarantine_and_processed_ones_stay_with_keep() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("inside the watched directory"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

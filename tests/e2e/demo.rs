@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{read_outputs, wait_with_timeout};
+use crate::support::{Place, wait_with_timeout};
 
 #[test]
 fn the_demo_collects_every_emitted_file_exactly_once() {
@@ -52,7 +52,7 @@ fn the_demo_collects_every_emitted_file_exactly_once() {
     );
 
     // Check the outputs ourselves too.
-    let lines = read_outputs(&dir.path().join("output"));
+    let lines = Place::Local(dir.path().join("output")).outputs();
     assert!(
         lines.len() >= 10,
         "a 4 s demo at 10 files/s emits more than 10 files"

@@ -7,10 +7,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Fixture, assert_exactly_once, path_counts, sigterm, wait_until, wait_with_timeout,
+    Fixture, OLD, assert_exactly_once, path_counts, sigterm, wait_until, wait_with_timeout,
 };
-
-const OLD: Duration = Duration::from_secs(3600);
 
 fn has_output(fx: &Fixture, path: &str) -> bool {
     path_counts(&fx.outputs()).contains_key(path)
@@ -202,7 +200,7 @@ fn include_and_exclude_globs_choose_the_files() {
         .command(&["--once", "--include", "a[b"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--include/--exclude"));
 }
 
@@ -358,7 +356,7 @@ fn identity_content_recognises_renamed_files() {
         .command(&["--once", "--identity", "content", "--after", "delete"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be combined"));
 }
 
@@ -430,7 +428,7 @@ fn append_mode_refuses_cleanup_and_leaves_grown_compressed_files_alone() {
             .command(&[&["--once", "--on-change", "append"], after].concat())
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{after:?}");
+        assert_eq!(out.status.code(), Some(2), "{after:?}: a usage error");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("keeps files in place"),
             "{}",

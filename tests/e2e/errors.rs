@@ -1,17 +1,23 @@
 //! Configuration mistakes end the process with one line that names the problem, and a non-zero
-//! exit code; never a panic or a backtrace.
+//! exit code: 2 for a mistake in the command line (a flag's value, flags that contradict each
+//! other), 1 for surroundings that do not work; never a panic or a backtrace.
 
 use std::process::Output;
 
 use crate::support::Fixture;
 
-fn assert_one_line_error(out: &Output, needle: &str) {
+/// Exit code of a failure of the surroundings (directories, storage, state).
+const FAILED: i32 = 1;
+/// Exit code of a mistake in the command line.
+const USAGE: i32 = 2;
+
+fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
         "expected failure, got success: {stderr}"
     );
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(
         lines.len(),
@@ -40,7 +46,7 @@ fn run(fx: &Fixture, watch: &str, state: &str, output: &str) -> Output {
 fn a_nonexistent_watch_directory() {
     let fx = Fixture::new();
     let out = run(&fx, "no-such-dir", "state", "output");
-    assert_one_line_error(&out, "watch directory no-such-dir: does not exist");
+    assert_one_line_error(&out, FAILED, "watch directory no-such-dir: does not exist");
     assert!(!fx.root.join("state").exists(), "nothing written");
 }
 
@@ -49,7 +55,7 @@ fn a_watch_path_that_is_a_file() {
     let fx = Fixture::new();
     std::fs::write(fx.root.join("file"), b"x").unwrap();
     let out = run(&fx, "file", "state", "output");
-    assert_one_line_error(&out, "is not a directory");
+    assert_one_line_error(&out, FAILED, "is not a directory");
 }
 
 #[test]
@@ -58,9 +64,9 @@ fn an_unwritable_state_location() {
     let fx = Fixture::new();
     std::fs::write(fx.root.join("blocker"), b"x").unwrap();
     let out = run(&fx, "watch", "blocker/state", "output");
-    assert_one_line_error(&out, "file:///");
-    assert_one_line_error(&out, "blocker/state/s");
-    assert_one_line_error(&out, "Not a directory");
+    assert_one_line_error(&out, FAILED, "file:///");
+    assert_one_line_error(&out, FAILED, "blocker/state/s");
+    assert_one_line_error(&out, FAILED, "Not a directory");
     assert!(!fx.root.join("output").exists(), "nothing written");
 }
 
@@ -69,7 +75,7 @@ fn an_unwritable_output_location() {
     let fx = Fixture::new();
     std::fs::write(fx.root.join("blocker"), b"x").unwrap();
     let out = run(&fx, "watch", "state", "blocker/out");
-    assert_one_line_error(&out, "blocker/out/s");
+    assert_one_line_error(&out, FAILED, "blocker/out/s");
 }
 
 #[test]
@@ -88,17 +94,17 @@ fn malformed_urls() {
         ("", "the location is empty"),
     ] {
         let out = run(&fx, "watch", state, "output");
-        assert_one_line_error(&out, needle);
+        assert_one_line_error(&out, USAGE, needle);
     }
     let out = run(&fx, "watch", "state", "s3:/");
-    assert_one_line_error(&out, "--output: invalid storage location");
+    assert_one_line_error(&out, USAGE, "--output: invalid storage location");
 }
 
 #[test]
 fn state_inside_the_watched_directory_is_refused() {
     let fx = Fixture::new();
     let out = run(&fx, "watch", "watch/state", "output");
-    assert_one_line_error(&out, "is inside the watched directory");
+    assert_one_line_error(&out, USAGE, "is inside the watched directory");
 }
 
 #[test]
@@ -107,8 +113,8 @@ fn outputs_that_would_land_inside_the_watched_directory_are_refused() {
     let fx = Fixture::new();
     std::fs::create_dir_all(fx.root.join("data/s")).unwrap();
     let out = run(&fx, "data/s", "state", "data");
-    assert_one_line_error(&out, "output location file://");
-    assert_one_line_error(&out, "is inside the watched directory");
+    assert_one_line_error(&out, USAGE, "output location file://");
+    assert_one_line_error(&out, USAGE, "is inside the watched directory");
 }
 
 #[test]
@@ -138,4 +144,47 @@ fn invalid_flags_are_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--watch <DIR>"));
+}
+
+#[test]
+fn contradicting_flags_exit_2_with_one_line_before_anything_is_written() {
+    let fx = Fixture::new();
+    for (flags, needle) in [
+        (
+            &["--on-change", "append", "--after", "delete"][..],
+            "invalid arguments: --on-change append keeps files in place",
+        ),
+        (
+            &["--identity", "content", "--after", "move:/tmp/done"][..],
+            "invalid arguments: --identity content cannot be combined with --after delete or move",
+        ),
+        (
+            &[
+                "--processor",
+                "count-by",
+                "--key-regex",
+                "x",
+                "--delimiter",
+                ";",
+            ][..],
+            "invalid arguments: --delimiter only applies to --key-column",
+        ),
+        (
+            &["--processor", "stats", "--top", "3"][..],
+            "invalid arguments: --top is a flag of --processor count-by, not of --processor stats",
+        ),
+    ] {
+        let out = crate::support::gleaner()
+            .args(["run", "--once", "--metrics-addr", "off", "--source-id", "s"])
+            .args(["--watch", "watch", "--state", "state", "--output", "output"])
+            .args(flags)
+            .current_dir(&fx.root)
+            .output()
+            .unwrap();
+        assert_one_line_error(&out, USAGE, needle);
+        assert!(
+            !fx.root.join("state").exists() && !fx.root.join("output").exists(),
+            "{flags:?}: nothing written"
+        );
+    }
 }

@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Fixture, path_counts, reference_stats, set_age};
-
-const OLD: Duration = Duration::from_secs(3600);
+use crate::support::{Fixture, OLD, path_counts, reference_stats, set_age};
 
 #[test]
 fn a_file_moved_out_and_back_is_not_processed_again() {

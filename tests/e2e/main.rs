@@ -12,6 +12,7 @@ mod cleanup;
 mod crash;
 mod demo;
 mod discovery;
+mod docs;
 mod errors;
 mod http;
 mod lifecycle;

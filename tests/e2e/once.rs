@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::support::{Fixture, assert_exactly_once, random_content, seeded_rng};
-
-const OLD: Duration = Duration::from_secs(3600);
+use crate::support::{Fixture, OLD, assert_exactly_once, random_content, seeded_rng};
 
 #[test]
 fn fresh_state_processes_every_ready_file_once_with_correct_stats() {
@@ -91,7 +89,8 @@ fn a_second_run_writes_nothing_and_later_files_appear_alone() {
     fx.run_once(&[]);
     let objects_after = fx.output_objects();
     assert_eq!(objects_after.len(), 2);
-    let newest = crate::support::read_outputs(&fx.output)
+    let newest = fx
+        .outputs()
         .into_iter()
         .filter(|(object, _)| object == &objects_after[1])
         .collect::<Vec<_>>();

@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::support::{Fixture, assert_exactly_once, path_counts, set_age};
-
-const OLD: Duration = Duration::from_secs(3600);
+use crate::support::{Fixture, OLD, assert_exactly_once, path_counts, set_age};
 
 #[test]
 fn young_and_in_progress_files_wait_until_ready_then_appear_once() {

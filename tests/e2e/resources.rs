@@ -7,10 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::{
-    Fixture, assert_exactly_once, assert_state_verifies, sigterm, wait_until, wait_with_timeout,
+    Fixture, OLD, assert_exactly_once, assert_state_verifies, sigterm, wait_until,
+    wait_with_timeout,
 };
-
-const OLD: Duration = Duration::from_secs(3600);
 
 fn write_files(fx: &Fixture, count: usize) -> BTreeMap<String, Vec<u8>> {
     (0..count)
@@ -95,7 +94,7 @@ fn a_full_state_volume_stops_commits_without_damage_and_recovers_in_place() {
         "the volume never filled: {}",
         std::fs::read_to_string(&log).unwrap()
     );
-    let stuck_at = crate::support::read_outputs(&fx.output).len();
+    let stuck_at = fx.outputs().len();
     assert!(stuck_at < expected.len(), "it filled before the end");
     std::thread::sleep(Duration::from_secs(2));
     assert!(
@@ -106,10 +105,7 @@ fn a_full_state_volume_stops_commits_without_damage_and_recovers_in_place() {
     // Space returns: the same process goes on and commits everything.
     std::fs::remove_file(&filler).unwrap();
     assert!(
-        wait_until(Duration::from_secs(120), || crate::support::read_outputs(
-            &fx.output
-        )
-        .len()
+        wait_until(Duration::from_secs(120), || fx.outputs().len()
             >= expected.len()),
         "{}",
         std::fs::read_to_string(&log).unwrap()
@@ -119,7 +115,7 @@ fn a_full_state_volume_stops_commits_without_damage_and_recovers_in_place() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("panicked"), "{text}");
     assert!(text.contains("No space left on device"), "{text}");
-    assert_exactly_once(&crate::support::read_outputs(&fx.output), &expected);
+    assert_exactly_once(&fx.outputs(), &expected);
     assert_state_verifies(&state.display().to_string());
     eprintln!(
         "full volume: commits stopped at {stuck_at} of {} files, resumed after space returned, \
@@ -154,7 +150,7 @@ fn an_open_file_limit_below_the_file_count_is_no_problem() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_exactly_once(&crate::support::read_outputs(&fx.output), &expected);
+    assert_exactly_once(&fx.outputs(), &expected);
 
     // A running collector holds no input file open between scans.
     let more = write_files(&fx, 200);

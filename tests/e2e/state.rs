@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use state_store::{Location, Plan, PlannedFile, StateLog};
+use state_store::{Location, PlannedFile, StateLog};
 
 use crate::support::{
-    Fixture, assert_state_verifies, files_with, gleaner, path_counts, random_content, seeded_rng,
+    Fixture, OLD, assert_state_verifies, files_with, gleaner, path_counts, random_content,
+    seeded_rng,
 };
-
-const OLD: Duration = Duration::from_secs(3600);
 
 /// Every file under `dir` with its bytes.
 fn snapshot_dir(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -52,25 +51,21 @@ fn leave_interrupted_plan(fx: &Fixture, generation: u64, file: &str) {
         .unwrap();
     runtime.block_on(async {
         let location = Location::parse(fx.state.to_str().unwrap()).unwrap();
-        let log = StateLog::new(&location, &fx.source_id).unwrap();
+        let log = StateLog::new(&location, &fx.source_id.parse().unwrap());
         let meta = std::fs::metadata(fx.watch.join(file)).unwrap();
         use std::os::unix::fs::MetadataExt;
-        log.create_plan(&Plan {
-            generation,
-            writer_id: 1,
-            created_at_ms: state_store::now_ms(),
-            output_key: format!("{}/{generation:020}.ndjson", fx.source_id),
-            files: vec![PlannedFile {
-                path: file.into(),
-                size: meta.len(),
-                mtime_ns: 0,
-                inode: meta.ino(),
-                btime_ns: 0,
-                start: 0,
-            }],
-        })
-        .await
-        .unwrap();
+        let files = vec![PlannedFile {
+            path: file.into(),
+            size: meta.len(),
+            mtime_ns: 0,
+            inode: meta.ino(),
+            btime_ns: 0,
+            start: 0,
+        }];
+        let key = format!("{}/{generation:020}.ndjson", fx.source_id);
+        log.create_plan(&log.plan(generation, key, files))
+            .await
+            .unwrap();
     });
 }
 
@@ -329,7 +324,7 @@ fn sigkill_while_snapshotting_keeps_every_entry() {
                 "--snapshot-every",
                 "1",
             ])
-            .env("GLEANER_LOG", "info,scanner_core::scanner=debug")
+            .env("GLEANER_LOG", "info,scanner_core::telemetry=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

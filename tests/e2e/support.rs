@@ -11,6 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+/// An age at which a file is ready under the default `--min-age` (5s), with room to spare.
+pub const OLD: Duration = Duration::from_secs(3600);
+
 /// The `gleaner` binary built by Cargo for these tests.
 pub fn gleaner() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gleaner"))
@@ -94,14 +97,12 @@ impl Fixture {
 
     /// Every output line, parsed, with the object it came from.
     pub fn outputs(&self) -> Vec<(PathBuf, Value)> {
-        read_outputs(&self.output)
+        Place::Local(self.output.clone()).outputs()
     }
 
     /// Output objects (`.ndjson` and `.ndjson.gz`) under the output location.
     pub fn output_objects(&self) -> Vec<PathBuf> {
-        files_with(&self.output, |n| {
-            n.ends_with(".ndjson") || n.ends_with(".ndjson.gz")
-        })
+        files_with(&self.output, is_output_object)
     }
 
     /// `gleaner state inspect --json` for this fixture's source.
@@ -169,11 +170,7 @@ pub fn assert_state_verifies(state: &str) {
 /// Writes a file the way a well-behaved emitter does: under a temporary name (`.tmp`), then
 /// renamed to `rel` below `watch`, an hour old.
 pub fn emit(watch: &Path, rel: &str, bytes: &[u8]) {
-    let staged = write_aged(
-        &watch.join(format!("{rel}.tmp")),
-        bytes,
-        Duration::from_secs(3600),
-    );
+    let staged = write_aged(&watch.join(format!("{rel}.tmp")), bytes, OLD);
     fs::rename(&staged, watch.join(rel)).unwrap();
 }
 
@@ -287,14 +284,25 @@ impl Place {
         }
     }
 
-    /// Every output line under this place, parsed, with the object it came from.
+    /// Every output line under this place, parsed (`.ndjson.gz` decompressed), with the
+    /// object it came from (its full path, for a local place): the one reader of outputs in
+    /// these tests.
     pub fn outputs(&self) -> Vec<(PathBuf, Value)> {
         let mut lines = Vec::new();
-        for (name, raw) in self.objects(|n| n.ends_with(".ndjson") || n.ends_with(".ndjson.gz")) {
-            lines.extend(parse_output(Path::new(&name), &raw));
+        for (name, raw) in self.objects(is_output_object) {
+            let object = match self {
+                Place::Local(dir) => dir.join(&name),
+                Place::S3(_) => PathBuf::from(name),
+            };
+            lines.extend(parse_output(&object, &raw));
         }
         lines
     }
+}
+
+/// True for the names of output objects: `<generation>.ndjson` or `.ndjson.gz`.
+fn is_output_object(name: &str) -> bool {
+    name.ends_with(".ndjson") || name.ends_with(".ndjson.gz")
 }
 
 fn parse_output(object: &Path, raw: &[u8]) -> Vec<(PathBuf, Value)> {
@@ -314,15 +322,6 @@ fn parse_output(object: &Path, raw: &[u8]) -> Vec<(PathBuf, Value)> {
             (object.to_path_buf(), value)
         })
         .collect()
-}
-
-/// Parses every line of every output object under `dir`.
-pub fn read_outputs(dir: &Path) -> Vec<(PathBuf, Value)> {
-    let mut lines = Vec::new();
-    for object in files_with(dir, |n| n.ends_with(".ndjson") || n.ends_with(".ndjson.gz")) {
-        lines.extend(parse_output(&object, &fs::read(&object).unwrap()));
-    }
-    lines
 }
 
 /// How many output lines each path has.

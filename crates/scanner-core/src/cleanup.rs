@@ -19,12 +19,12 @@ use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use metrics::counter;
+use rustix::io::Errno;
 use state_store::{FileEntry, RelPath};
-use tracing::{debug, warn};
 
+use crate::ConfigError;
 use crate::listing::{ListedFile, absolute};
-use crate::telemetry as m;
+use crate::telemetry::{self, FileCleanedUp};
 
 /// What happens to a file once its result is committed (`--after`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,17 +38,21 @@ pub enum AfterCommit {
     Move(PathBuf),
 }
 
-impl AfterCommit {
+impl std::str::FromStr for AfterCommit {
+    type Err = ConfigError;
+
     /// Parses `keep`, `delete` or `move:DIR`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "keep" => Ok(Self::Keep),
-            "delete" => Ok(Self::Delete),
-            _ => match s.strip_prefix("move:") {
-                Some("") => Err("move: needs a directory, like move:/data/done".into()),
-                Some(dir) => Ok(Self::Move(PathBuf::from(dir))),
-                None => Err(format!("{s:?}: expected keep, delete or move:DIR")),
-            },
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.strip_prefix("move:") {
+            Some("") => Err(ConfigError::InvalidValue {
+                value: s.to_string(),
+                expected: "a directory after move:, like move:/data/done",
+            }),
+            Some(dir) => Ok(Self::Move(PathBuf::from(dir))),
+            None => {
+                let choices = [("keep", Self::Keep), ("delete", Self::Delete)];
+                ConfigError::choose(s, &choices, "keep, delete or move:DIR")
+            }
         }
     }
 }
@@ -150,24 +154,19 @@ pub struct CleanupReport {
 pub(crate) fn clean(root: &Path, tasks: &[CleanupTask]) -> CleanupReport {
     let mut report = CleanupReport::default();
     for task in tasks {
-        let label = task.action.label();
-        let result = match clean_one(root, task) {
-            Ok(Cleaned::Done) => {
-                report.done += 1;
-                "done"
-            }
-            Ok(Cleaned::Changed) => {
-                report.skipped += 1;
-                debug!(path = %task.file.path, "changed since its commit; not cleaned up");
-                "skipped"
-            }
-            Err(e) => {
-                report.failed += 1;
-                warn!(path = %task.file.path, action = label, error = %e, "cleanup failed; retried at the next scan");
-                "error"
-            }
-        };
-        counter!(m::CLEANUP_TOTAL, "action" => label, "result" => result).increment(1);
+        let result = clean_one(root, task);
+        match &result {
+            Ok(Cleaned::Done) => report.done += 1,
+            Ok(Cleaned::Changed) => report.skipped += 1,
+            Err(_) => report.failed += 1,
+        }
+        telemetry::emit(FileCleanedUp {
+            path: &task.file.path,
+            action: task.action.label(),
+            result: result
+                .as_ref()
+                .map(|cleaned| matches!(cleaned, Cleaned::Done)),
+        });
     }
     report
 }
@@ -232,7 +231,7 @@ fn move_file(
         }
         return match std::fs::rename(source, &destination) {
             Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::XDEV) => {
                 copy_then_remove(source, meta, &destination)
             }
             Err(e) => Err(e),
@@ -284,32 +283,19 @@ mod tests {
     use state_store::Outcome;
 
     fn committed(root: &Path, rel: &str, outcome: Outcome) -> (RelPath, FileEntry) {
-        let meta = std::fs::metadata(root.join(rel)).unwrap();
         (
             rel.into(),
-            FileEntry {
-                size: meta.len(),
-                mtime_ns: crate::listing::mtime_ns(&meta),
-                inode: meta.ino(),
-                btime_ns: crate::listing::btime_ns(&meta),
-                offset: meta.len(),
-                generation: 7,
-                outcome,
-                fingerprint: 0,
-            },
+            crate::testing::committed_entry(&root.join(rel), 7, outcome),
         )
     }
 
     #[test]
     fn parse_after() {
-        assert_eq!(AfterCommit::parse("keep"), Ok(AfterCommit::Keep));
-        assert_eq!(AfterCommit::parse("delete"), Ok(AfterCommit::Delete));
-        assert_eq!(
-            AfterCommit::parse("move:/a/b"),
-            Ok(AfterCommit::Move("/a/b".into()))
-        );
-        assert!(AfterCommit::parse("move:").is_err());
-        assert!(AfterCommit::parse("remove").is_err());
+        assert_eq!("keep".parse(), Ok(AfterCommit::Keep));
+        assert_eq!("delete".parse(), Ok(AfterCommit::Delete));
+        assert_eq!("move:/a/b".parse(), Ok(AfterCommit::Move("/a/b".into())));
+        assert!("move:".parse::<AfterCommit>().is_err());
+        assert!("remove".parse::<AfterCommit>().is_err());
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! Comparing a listing with the committed state: what is new, grown, changed, unchanged, gone.
 
+use std::path::Path;
+
 use state_store::{FileEntry, RelPath, State};
 
+use crate::ConfigError;
+use crate::identity::fingerprint_file;
 use crate::listing::{ListedFile, Listing};
 
 /// How a listed file relates to what the state remembers of its path.
@@ -34,25 +38,17 @@ pub enum OnChange {
     Append,
 }
 
-impl OnChange {
-    /// Parses `ignore`, `reprocess` or `append`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "ignore" => Ok(Self::Ignore),
-            "reprocess" => Ok(Self::Reprocess),
-            "append" => Ok(Self::Append),
-            _ => Err(format!("{s:?}: expected ignore, reprocess or append")),
-        }
-    }
+impl std::str::FromStr for OnChange {
+    type Err = ConfigError;
 
-    /// Where processing of a changed file starts, or `None` to leave it alone.
-    pub fn start_of(self, change: Change) -> Option<u64> {
-        match (self, change) {
-            (_, Change::New | Change::Replaced) => Some(0),
-            (OnChange::Ignore, _) => None,
-            (OnChange::Reprocess, _) | (OnChange::Append, Change::Changed) => Some(0),
-            (OnChange::Append, Change::Grown { processed }) => Some(processed),
-        }
+    /// Parses `ignore`, `reprocess` or `append`.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let choices = [
+            ("ignore", Self::Ignore),
+            ("reprocess", Self::Reprocess),
+            ("append", Self::Append),
+        ];
+        ConfigError::choose(s, &choices, "ignore, reprocess or append")
     }
 }
 
@@ -142,6 +138,48 @@ pub fn change_of(file: &ListedFile, entry: &FileEntry) -> Option<Change> {
         return Some(Change::Changed);
     }
     None
+}
+
+/// Where processing of a listed file that is not unchanged starts, or `None` to leave it.
+///
+/// New files (and other files under a processed name) start at 0. A processed file that
+/// changed is handled as `on_change` says; a failed one that changed is tried again (from the
+/// failed range's start when appending: what was committed before it stays counted once).
+/// Reads the file's first bytes when appending, to tell an appended file from a rewritten one.
+pub(crate) fn start_for(
+    root: &Path,
+    on_change: OnChange,
+    entry: &DiffEntry,
+    tracked: Option<&FileEntry>,
+) -> Option<u64> {
+    let failed = tracked.is_some_and(|t| t.outcome.is_failed());
+    let (change, tracked) = match (entry.change, tracked) {
+        (Change::New | Change::Replaced, _) | (_, None) => return Some(0),
+        (change, Some(tracked)) => (change, tracked),
+    };
+    // The first bytes are those committed (or nothing is known of them).
+    let same_start = || {
+        tracked.fingerprint == 0
+            || fingerprint_file(root, &entry.file.path, tracked.size, Some(entry.file.inode))
+                == Some(tracked.fingerprint)
+    };
+    match on_change {
+        OnChange::Ignore if failed => Some(0),
+        OnChange::Ignore => None,
+        OnChange::Reprocess => Some(0),
+        OnChange::Append => match change {
+            // Grown: appended to, unless its first bytes changed (rewritten larger).
+            Change::Grown { processed } => Some(if same_start() { processed } else { 0 }),
+            // Shrunk: rewritten.
+            Change::Changed if entry.file.size < tracked.size => Some(0),
+            // Same size, another modification time: touched if its first bytes are the same
+            // (left alone), rewritten otherwise. Unknown first bytes are taken as touched:
+            // processing the file again would count it twice.
+            Change::Changed if tracked.fingerprint == 0 || same_start() => None,
+            Change::Changed => Some(0),
+            Change::New | Change::Replaced => Some(0),
+        },
+    }
 }
 
 fn note_gone(out: &mut Diff, listing: &Listing, path: &RelPath) {

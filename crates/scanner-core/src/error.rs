@@ -1,5 +1,8 @@
-//! The one error type of this crate.
+//! The errors of this crate: [`ScanError`] for what stops a scan or a start, and
+//! [`ConfigError`] for a configuration that cannot work. [`ErrorChain`] prints either with its
+//! causes, on one line.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use state_store::StateError;
@@ -8,6 +11,9 @@ use state_store::StateError;
 ///
 /// Problems with single input files are not errors: they become failed files in the batch
 /// (see [`FileOutcome`](crate::FileOutcome)) and the pipeline goes on.
+///
+/// Like every error of Gleaner's libraries, it displays its own message and returns its cause
+/// as [`source`](std::error::Error::source); [`ErrorChain`] prints the whole chain.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScanError {
@@ -25,7 +31,7 @@ pub enum ScanError {
     State(#[from] StateError),
 
     /// Writing an output object failed.
-    #[error("cannot write output {object}: {source}")]
+    #[error("cannot write output {object}")]
     Output {
         /// URL of the object.
         object: String,
@@ -46,27 +52,56 @@ pub enum ScanError {
     },
 
     /// The configuration cannot work.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("invalid configuration")]
+    Config(#[from] ConfigError),
+
+    /// A directory files are moved to (`--after move:DIR`, `--quarantine`) cannot be created.
+    #[error("cleanup directory {} cannot be used", dir.display())]
+    CleanupDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The outputs hold batches the state does not know (state deleted, or restored from an
+    /// older copy): starting would process their files again and duplicate their results.
+    #[error(
+        "refusing to start: {what}. Starting would process those files again and duplicate \
+         their results. If that is what you want, pass --allow-rescan"
+    )]
+    RescanRefused {
+        /// What was found.
+        what: String,
+    },
 
     /// The process ran short of a resource (file descriptors, memory) while processing a batch.
     #[error(transparent)]
     Resources(#[from] crate::process::ResourceError),
 
-    /// A worker thread failed outside of any single file (a bug, or the runtime shutting down).
-    #[error("worker failed: {0}")]
-    Worker(String),
+    /// A worker thread failed outside of any single file (the runtime shutting down).
+    #[error("a worker thread failed")]
+    Worker(#[source] tokio::task::JoinError),
+
+    /// An invariant of the batch loop broke: a bug. The state is reloaded before going on.
+    #[error("internal error (a bug; please report it): {0}")]
+    Internal(String),
 }
 
 impl ScanError {
     /// True for errors that retrying cannot fix: the process should stop.
     ///
-    /// Losing the writer fence, damaged state, and invalid configuration are fatal; storage
-    /// outages and a temporarily missing watch directory are not.
+    /// Losing the writer fence, damaged state, invalid configuration and broken invariants are
+    /// fatal; storage outages and a temporarily missing watch directory are not.
     pub fn is_fatal(&self) -> bool {
         match self {
             ScanError::State(e) => !matches!(e, StateError::Storage { .. }),
-            ScanError::OutputFenced { .. } | ScanError::Config(_) => true,
+            ScanError::OutputFenced { .. }
+            | ScanError::Config(_)
+            | ScanError::CleanupDir { .. }
+            | ScanError::RescanRefused { .. }
+            | ScanError::Internal(_) => true,
             ScanError::WatchDir { .. }
             | ScanError::Output { .. }
             | ScanError::Resources(_)
@@ -80,5 +115,150 @@ impl ScanError {
             self,
             ScanError::State(StateError::Fenced { .. }) | ScanError::OutputFenced { .. }
         )
+    }
+
+    /// The pipeline stage that failed, as the `stage` label of `gleaner_errors_total`.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            ScanError::WatchDir { .. } => "watch",
+            ScanError::State(_) | ScanError::RescanRefused { .. } => "state",
+            ScanError::Output { .. } | ScanError::OutputFenced { .. } => "output",
+            ScanError::Config(_) | ScanError::CleanupDir { .. } => "config",
+            ScanError::Resources(_) => "resources",
+            ScanError::Worker(_) => "worker",
+            ScanError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// A configuration that cannot work: a value that is not one of the choices, or settings that
+/// contradict each other. [`ScannerConfig::validate`](crate::ScannerConfig::validate) finds
+/// the contradictions before anything is opened.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value that is not one of the accepted ones.
+    #[error("{value:?}: expected {expected}")]
+    InvalidValue {
+        /// The value as given.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+
+    /// A ready-marker pattern that cannot work.
+    #[error("ready marker {pattern:?}: {reason}")]
+    ReadyMarker {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A count that must be at least 1.
+    #[error("{setting} must be at least 1")]
+    Zero {
+        /// The setting.
+        setting: &'static str,
+    },
+
+    /// Two settings that contradict each other; the message says why.
+    #[error("{0}")]
+    Conflict(&'static str),
+
+    /// Something Gleaner writes (state, outputs, moved files) would land inside the watched
+    /// directory.
+    #[error("{what} is inside the watched directory {}; {consequence}", watch.display())]
+    InsideWatchDir {
+        /// What would be written there, with its location.
+        what: String,
+        /// The watched directory.
+        watch: PathBuf,
+        /// What would go wrong.
+        consequence: &'static str,
+    },
+}
+
+impl ConfigError {
+    /// The choice `value` names among `choices` (name, value), or an
+    /// [`InvalidValue`](ConfigError::InvalidValue) error listing them as `expected`.
+    pub(crate) fn choose<T: Clone>(
+        value: &str,
+        choices: &[(&str, T)],
+        expected: &'static str,
+    ) -> Result<T, ConfigError> {
+        choices
+            .iter()
+            .find(|(name, _)| *name == value)
+            .map(|(_, choice)| choice.clone())
+            .ok_or_else(|| ConfigError::InvalidValue {
+                value: value.to_string(),
+                expected,
+            })
+    }
+}
+
+/// Shows an error and its causes on one line: `message: cause: root cause`.
+///
+/// Gleaner's own errors show only their own message and leave the cause to
+/// [`source`](std::error::Error::source). Some errors of other crates (`object_store`'s, for
+/// one) repeat their source's message in their own; a cause whose text is already shown is
+/// skipped, so nothing is said twice. Line breaks become spaces: one error, one log line.
+///
+/// ```
+/// use scanner_core::{ConfigError, ErrorChain, ScanError};
+///
+/// let e = ScanError::from(ConfigError::Zero { setting: "workers" });
+/// assert_eq!(ErrorChain(&e).to_string(), "invalid configuration: workers must be at least 1");
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = String::new();
+        let mut cause = Some(self.0);
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !shown.contains(&text) {
+                if !shown.is_empty() {
+                    shown.push_str(": ");
+                }
+                shown.push_str(&text);
+            }
+            cause = error.source();
+        }
+        f.write_str(&shown.replace('\n', " "))
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_shows_every_cause_once() {
+        let io = std::io::Error::other("disk on fire");
+        let e = ScanError::Output {
+            object: "memory:///out/1.ndjson".into(),
+            source: object_store::Error::Generic {
+                store: "test",
+                source: Box::new(io),
+            },
+        };
+        assert_eq!(e.to_string(), "cannot write output memory:///out/1.ndjson");
+        let line = ErrorChain(&e).to_string();
+        // object_store repeats its source's message: shown once.
+        assert_eq!(line.matches("disk on fire").count(), 1, "{line}");
+        assert!(
+            line.starts_with("cannot write output memory:///out/1.ndjson: "),
+            "{line}"
+        );
     }
 }

@@ -11,13 +11,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::counter;
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
 
-use crate::telemetry as m;
+use crate::telemetry::{self, FileEventSeen, FileEventsLost, FileEventsSettled, WatchingStarted};
 
 /// Watches a directory tree and wakes a scanner (through [`Scanner::waker`]) at most once per
 /// debounce window after relevant events. Dropping it stops watching.
@@ -65,7 +63,7 @@ impl EventTrigger {
                         on_event.notify_one();
                     }
                     Ok(event) if is_relevant(&event.kind) => {
-                        counter!(m::EVENTS_TOTAL).increment(1);
+                        telemetry::emit(FileEventSeen);
                         on_event.notify_one();
                     }
                     Ok(_) => {}
@@ -101,11 +99,14 @@ impl EventTrigger {
                         }
                     }
                 }
-                debug!("file-system events: waking the scanner");
+                telemetry::emit(FileEventsSettled);
                 waker.notify_one();
             }
         });
-        info!(dir = %dir.display(), debounce = ?debounce, "watching for file-system events");
+        telemetry::emit(WatchingStarted {
+            dir: &dir,
+            debounce,
+        });
         Ok(Self {
             _watcher: watcher,
             debouncer,
@@ -140,11 +141,7 @@ fn error_reason(e: &notify::Error) -> &'static str {
 }
 
 fn lost(reason: &'static str, detail: &str) {
-    counter!(m::EVENTS_LOST_TOTAL, "reason" => reason).increment(1);
-    warn!(
-        reason,
-        detail, "file-system events lost; the interval scan covers what they missed"
-    );
+    telemetry::emit(FileEventsLost { reason, detail });
 }
 
 #[cfg(test)]

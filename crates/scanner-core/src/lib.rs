@@ -64,7 +64,7 @@
 //! std::fs::create_dir(&watch)?;
 //! std::fs::write(watch.join("app.log"), "ok\nERROR disk full\nok\nERROR again\n")?;
 //!
-//! let mut config = ScannerConfig::new(&watch, "example");
+//! let mut config = ScannerConfig::new(&watch, "example".parse()?);
 //! config.readiness.min_age = std::time::Duration::ZERO;
 //! let state = Location::parse(dir.path().join("state").to_str().unwrap())?;
 //! let output = Location::parse(dir.path().join("out").to_str().unwrap())?;
@@ -97,10 +97,12 @@ pub mod processor;
 pub mod readiness;
 mod scanner;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 
 pub use cleanup::{AfterCommit, CleanupReport, CleanupRules};
-pub use diff::{Change, Diff, DiffEntry};
-pub use error::ScanError;
+pub use diff::{Change, Diff, DiffEntry, OnChange};
+pub use error::{ConfigError, ErrorChain, ScanError};
 pub use events::EventTrigger;
 pub use identity::Identity;
 pub use listing::{ListedFile, Listing, ListingProblem};

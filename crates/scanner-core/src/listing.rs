@@ -50,6 +50,15 @@ pub struct Listing {
     pub started_at: Option<SystemTime>,
 }
 
+impl Listing {
+    /// True if the listing holds a regular file at `path` (relative to the watch root).
+    pub fn contains(&self, path: &[u8]) -> bool {
+        self.files
+            .binary_search_by(|f| f.path.as_bytes().cmp(path))
+            .is_ok()
+    }
+}
+
 /// Walks `root` recursively and lists its regular files.
 ///
 /// * Symbolic links are not followed (a link out of the watch root must not pull in foreign

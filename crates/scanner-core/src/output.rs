@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::Serialize;
-use state_store::{Location, PlannedFile};
+use state_store::{Location, PlannedFile, SourceId};
 
 use crate::ScanError;
 use crate::process::FileOutcome;
@@ -76,16 +76,16 @@ pub struct OutputLine<'a> {
 #[derive(Clone, Debug)]
 pub struct OutputSink {
     location: Location,
-    source_id: String,
+    source_id: SourceId,
     compression: Compression,
 }
 
 impl OutputSink {
     /// Outputs of `source_id` under `location`.
-    pub fn new(location: Location, source_id: &str, compression: Compression) -> Self {
+    pub fn new(location: Location, source_id: &SourceId, compression: Compression) -> Self {
         Self {
             location,
-            source_id: source_id.to_string(),
+            source_id: source_id.clone(),
             compression,
         }
     }
@@ -112,18 +112,18 @@ impl OutputSink {
         format!("{}/{key}", self.location.to_string().trim_end_matches('/'))
     }
 
-    /// Renders a batch's lines, in plan order, compressed as the key's extension says.
-    /// CPU work: call it from a worker thread.
-    pub fn render(
+    /// Renders a batch's lines, one per planned file and its outcome, in the order given,
+    /// compressed as the key's extension says. CPU work: call it from a worker thread.
+    pub fn render<'a>(
         source_id: &str,
         processor: &str,
         generation: u64,
         key: &str,
-        files: &[PlannedFile],
-        outcomes: &[FileOutcome],
+        lines: impl IntoIterator<Item = (&'a PlannedFile, &'a FileOutcome)>,
     ) -> Vec<u8> {
-        let mut body = Vec::with_capacity(files.len() * 200);
-        for (file, outcome) in files.iter().zip(outcomes) {
+        let lines = lines.into_iter();
+        let mut body = Vec::with_capacity(lines.size_hint().0 * 200);
+        for (file, outcome) in lines {
             let (result, error, encoding) = match outcome {
                 FileOutcome::Done {
                     result, encoding, ..
@@ -204,7 +204,7 @@ impl OutputSink {
             .try_collect::<Vec<_>>()
             .await
             .map_err(|source| ScanError::Output {
-                object: self.describe(&self.source_id),
+                object: self.describe(self.source_id.as_str()),
                 source,
             })?
             .into_iter()
@@ -220,13 +220,16 @@ impl OutputSink {
     /// directory. Returns how many were removed.
     pub fn remove_orphaned_temporaries(&self) -> usize {
         self.location
-            .child(&self.source_id)
+            .child(self.source_id.as_str())
             .remove_orphaned_temporaries(|name| parse_generation(name).is_some())
     }
 
-    /// Checks that the output location is writable (see [`state_store::check_writable`]).
-    pub async fn check_writable(&self, writer_id: u64) -> Result<(), ScanError> {
-        state_store::check_writable(&self.location.child(&self.source_id), writer_id)
+    /// Checks that the output location is writable, and fences (see
+    /// [`Location::check_writable`]).
+    pub async fn check_writable(&self, probe_id: u64) -> Result<(), ScanError> {
+        self.location
+            .child(self.source_id.as_str())
+            .check_writable(probe_id)
             .await
             .map_err(ScanError::from)
     }
@@ -256,7 +259,7 @@ mod tests {
 
     #[test]
     fn lines_are_json_with_result_or_error() {
-        let files = vec![
+        let files = [
             PlannedFile {
                 path: "a.log".into(),
                 size: 3,
@@ -274,7 +277,7 @@ mod tests {
                 start: 4,
             },
         ];
-        let outcomes = vec![
+        let outcomes = [
             FileOutcome::Done {
                 result: serde_json::json!({"lines": 1}),
                 bytes: 3,
@@ -285,7 +288,13 @@ mod tests {
                 reason: "vanished".into(),
             },
         ];
-        let body = OutputSink::render("pod", "stats", 7, "pod/7.ndjson", &files, &outcomes);
+        let body = OutputSink::render(
+            "pod",
+            "stats",
+            7,
+            "pod/7.ndjson",
+            files.iter().zip(&outcomes),
+        );
         let text = String::from_utf8(body).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
@@ -309,7 +318,7 @@ mod tests {
 
     #[test]
     fn gzip_keys_get_gzip_bodies() {
-        let body = OutputSink::render("p", "stats", 1, "p/1.ndjson.gz", &[], &[]);
+        let body = OutputSink::render("p", "stats", 1, "p/1.ndjson.gz", []);
         assert_eq!(&body[..2], &[0x1f, 0x8b]);
     }
 

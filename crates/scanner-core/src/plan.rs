@@ -1,5 +1,7 @@
 //! Cutting the ready files into batches: oldest first, capped by files and bytes.
 
+use std::collections::VecDeque;
+
 use state_store::PlannedFile;
 
 /// Caps on one batch. A batch always takes at least one file, however large.
@@ -35,7 +37,7 @@ pub fn cut_batches(mut ready: Vec<PlannedFile>, limits: BatchLimits) -> Vec<Vec<
     let mut current: Vec<PlannedFile> = Vec::new();
     let mut bytes = 0u64;
     for file in ready {
-        let size = file.size.saturating_sub(file.start);
+        let size = pending_bytes(&file);
         let full = current.len() >= max_files || bytes.saturating_add(size) > limits.max_bytes;
         if !current.is_empty() && full {
             batches.push(std::mem::take(&mut current));
@@ -51,6 +53,55 @@ pub fn cut_batches(mut ready: Vec<PlannedFile>, limits: BatchLimits) -> Vec<Vec<
         batch.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     }
     batches
+}
+
+/// The batches of one scan still to run, with the backlog they make.
+#[derive(Debug, Default)]
+pub(crate) struct BatchQueue {
+    batches: VecDeque<Vec<PlannedFile>>,
+    files: usize,
+    bytes: u64,
+}
+
+impl BatchQueue {
+    /// Queues batches cut by [`cut_batches`].
+    pub(crate) fn new(batches: Vec<Vec<PlannedFile>>) -> Self {
+        let files = batches.iter().map(Vec::len).sum();
+        let bytes = batches.iter().flatten().map(pending_bytes).sum();
+        Self {
+            batches: batches.into(),
+            files,
+            bytes,
+        }
+    }
+
+    /// The next batch to run.
+    pub(crate) fn next(&mut self) -> Option<Vec<PlannedFile>> {
+        let batch = self.batches.pop_front()?;
+        self.files -= batch.len();
+        self.bytes -= batch.iter().map(pending_bytes).sum::<u64>();
+        Some(batch)
+    }
+
+    /// Files waiting in the queue.
+    pub(crate) fn files(&self) -> usize {
+        self.files
+    }
+
+    /// Bytes to process in the queue.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The modification time of the oldest file waiting: batches run oldest first, so it is in
+    /// the next one.
+    pub(crate) fn oldest_mtime_ns(&self) -> Option<i64> {
+        self.batches.front()?.iter().map(|f| f.mtime_ns).min()
+    }
+}
+
+fn pending_bytes(file: &PlannedFile) -> u64 {
+    file.size.saturating_sub(file.start)
 }
 
 #[cfg(test)]
@@ -111,6 +162,27 @@ mod tests {
             vec![vec!["big"], vec!["s1", "s2"], vec!["s3"]]
         );
         assert!(cut_batches(Vec::new(), limits).is_empty());
+    }
+
+    #[test]
+    fn a_queue_tracks_what_is_left() {
+        let ready = vec![f("old", 4, 1), f("mid", 5, 2), f("new", 6, 3)];
+        let limits = BatchLimits {
+            max_files: 2,
+            max_bytes: u64::MAX,
+        };
+        let mut queue = BatchQueue::new(cut_batches(ready, limits));
+        assert_eq!((queue.files(), queue.bytes()), (3, 15));
+        assert_eq!(queue.oldest_mtime_ns(), Some(1));
+        assert_eq!(queue.next().unwrap().len(), 2);
+        assert_eq!((queue.files(), queue.bytes()), (1, 6));
+        assert_eq!(queue.oldest_mtime_ns(), Some(3));
+        queue.next().unwrap();
+        assert!(queue.next().is_none());
+        assert_eq!(
+            (queue.files(), queue.bytes(), queue.oldest_mtime_ns()),
+            (0, 0, None)
+        );
     }
 
     #[test]

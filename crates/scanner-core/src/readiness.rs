@@ -1,8 +1,13 @@
 //! Deciding whether a listed file is complete enough to be read.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::listing::ListedFile;
+use state_store::RelPath;
+
+use crate::ConfigError;
+use crate::listing::{ListedFile, Listing};
 
 /// Rules that say when a file is complete. A file is ready only if every rule agrees.
 ///
@@ -120,20 +125,26 @@ pub enum ReadyMarker {
     PerDirectory(String),
 }
 
-impl ReadyMarker {
+impl std::str::FromStr for ReadyMarker {
+    type Err = ConfigError;
+
     /// Parses a pattern: a file name (no `/`), with `{name}` at most once.
-    pub fn parse(pattern: &str) -> Result<Self, String> {
+    fn from_str(pattern: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason| ConfigError::ReadyMarker {
+            pattern: pattern.to_string(),
+            reason,
+        };
         if pattern.is_empty() || pattern.contains('/') {
-            return Err(format!(
-                "ready marker {pattern:?}: a file name such as {{name}}.done or _SUCCESS, without '/'"
+            return Err(invalid(
+                "a file name such as {name}.done or _SUCCESS, without '/'",
             ));
         }
         match pattern.split_once("{name}") {
-            Some((_, suffix)) if suffix.contains("{name}") => Err(format!(
-                "ready marker {pattern:?}: {{name}} may appear only once"
-            )),
-            Some(("", "")) => Err(format!(
-                "ready marker {pattern:?}: a marker needs more than the file's own name, like {{name}}.done"
+            Some((_, suffix)) if suffix.contains("{name}") => {
+                Err(invalid("{name} may appear only once"))
+            }
+            Some(("", "")) => Err(invalid(
+                "a marker needs more than the file's own name, like {name}.done",
             )),
             Some((prefix, suffix)) => Ok(Self::PerFile {
                 prefix: prefix.into(),
@@ -142,7 +153,9 @@ impl ReadyMarker {
             None => Ok(Self::PerDirectory(pattern.into())),
         }
     }
+}
 
+impl ReadyMarker {
     /// True if `path` is a marker itself.
     pub fn is_marker(&self, path: &[u8]) -> bool {
         let name = file_name(path);
@@ -211,6 +224,42 @@ impl NotReady {
 }
 
 impl Readiness {
+    /// True if the path (relative to the watch root) is collected at all: wanted by the
+    /// `--include`/`--exclude` globs, and not a ready marker.
+    pub fn collects(&self, path: &[u8]) -> bool {
+        self.names.wants(path) && !self.marker.as_ref().is_some_and(|m| m.is_marker(path))
+    }
+
+    /// Every rule for one file of `listing`, which started at `listed_at`: name and age
+    /// ([`Readiness::check`]), then the marker, then stability. Blocking: a file released by
+    /// its marker is examined again.
+    pub(crate) fn judge(
+        &self,
+        root: &Path,
+        file: &ListedFile,
+        listing: &Listing,
+        listed_at: SystemTime,
+        stability: &mut Stability,
+    ) -> Result<(), NotReady> {
+        self.check(file, listed_at)?;
+        if let Some(marker) = &self.marker {
+            if !listing.contains(&marker.marker_of(file.path.as_bytes())) {
+                return Err(NotReady::NoMarker);
+            }
+            // The walk may have examined the file before its last write and found the marker
+            // after it: look again, now that the marker is known to exist.
+            if !unchanged_since_listed(root, file) {
+                return Err(NotReady::Unstable {
+                    recheck_at: listed_at,
+                });
+            }
+        }
+        match self.stable_for {
+            Some(window) => stability.check(file, listed_at, window),
+            None => Ok(()),
+        }
+    }
+
     /// Checks one file at instant `now` (the start of the listing).
     pub fn check(&self, file: &ListedFile, now: SystemTime) -> Result<(), NotReady> {
         if self.is_in_progress_name(file.path.as_bytes()) {
@@ -236,6 +285,83 @@ impl Readiness {
                 .in_progress_suffixes
                 .iter()
                 .any(|suffix| path.ends_with(suffix.as_bytes()))
+    }
+}
+
+/// True if `file` still has the size and modification time the listing saw.
+fn unchanged_since_listed(root: &Path, file: &ListedFile) -> bool {
+    std::fs::symlink_metadata(crate::listing::absolute(root, &file.path)).is_ok_and(|meta| {
+        meta.len() == file.size && crate::listing::mtime_ns(&meta) == file.mtime_ns
+    })
+}
+
+/// What a listing saw of a file that is waiting to be stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sighting {
+    size: u64,
+    mtime_ns: i64,
+    inode: u64,
+    /// The listing that first saw the file like this.
+    at: SystemTime,
+}
+
+impl Sighting {
+    fn of(file: &ListedFile, at: SystemTime) -> Self {
+        Self {
+            size: file.size,
+            mtime_ns: file.mtime_ns,
+            inode: file.inode,
+            at,
+        }
+    }
+
+    fn same_as(&self, other: &Sighting) -> bool {
+        (self.size, self.mtime_ns, self.inode) == (other.size, other.mtime_ns, other.inode)
+    }
+}
+
+/// Files waiting to be seen unchanged across listings ([`Readiness::stable_for`]), as the
+/// listings saw them. Kept in memory only: after a restart a file needs two listings again.
+#[derive(Debug, Default)]
+pub(crate) struct Stability {
+    /// What earlier listings saw of the files still waiting.
+    earlier: HashMap<RelPath, Sighting>,
+    /// What the current listing saw of them.
+    current: HashMap<RelPath, Sighting>,
+}
+
+impl Stability {
+    /// Ready if an earlier listing saw `file` as it is now, at least `window` before
+    /// `listed_at`; else when a listing can confirm it, if it does not change.
+    fn check(
+        &mut self,
+        file: &ListedFile,
+        listed_at: SystemTime,
+        window: Duration,
+    ) -> Result<(), NotReady> {
+        let sighting = Sighting::of(file, listed_at);
+        let first = self
+            .earlier
+            .get(&file.path)
+            .filter(|earlier| earlier.same_as(&sighting))
+            .map_or(sighting, |earlier| *earlier);
+        self.current.insert(file.path.clone(), first);
+        let at = first
+            .at
+            .checked_add(window)
+            .unwrap_or(listed_at + Duration::from_secs(100 * 365 * 86_400));
+        if first.at < listed_at && at <= listed_at {
+            Ok(())
+        } else {
+            Err(NotReady::Unstable {
+                recheck_at: at.max(listed_at),
+            })
+        }
+    }
+
+    /// Ends a listing: only what it saw is remembered (the other files are committed or gone).
+    pub(crate) fn end_listing(&mut self) {
+        self.earlier = std::mem::take(&mut self.current);
     }
 }
 
@@ -354,22 +480,22 @@ mod tests {
 
     #[test]
     fn ready_markers_per_file_and_per_directory() {
-        let per_file = ReadyMarker::parse("{name}.done").unwrap();
+        let per_file: ReadyMarker = "{name}.done".parse().unwrap();
         assert_eq!(per_file.marker_of(b"a/x.log"), b"a/x.log.done");
         assert_eq!(per_file.marker_of(b"x.log"), b"x.log.done");
         assert!(per_file.is_marker(b"a/x.log.done"));
         assert!(!per_file.is_marker(b"a/x.log") && !per_file.is_marker(b"a/.done"));
 
-        let per_dir = ReadyMarker::parse("_SUCCESS").unwrap();
+        let per_dir: ReadyMarker = "_SUCCESS".parse().unwrap();
         assert_eq!(per_dir.marker_of(b"a/b/part-0001"), b"a/b/_SUCCESS");
         assert_eq!(per_dir.marker_of(b"part-0001"), b"_SUCCESS");
         assert!(per_dir.is_marker(b"a/_SUCCESS") && !per_dir.is_marker(b"a/_SUCCESS.log"));
 
-        let prefixed = ReadyMarker::parse("ok-{name}").unwrap();
+        let prefixed: ReadyMarker = "ok-{name}".parse().unwrap();
         assert_eq!(prefixed.marker_of(b"d/x"), b"d/ok-x");
 
         for bad in ["", "a/{name}", "{name}", "{name}.{name}"] {
-            assert!(ReadyMarker::parse(bad).is_err(), "{bad:?}");
+            assert!(bad.parse::<ReadyMarker>().is_err(), "{bad:?}");
         }
     }
 }

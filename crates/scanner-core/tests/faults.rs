@@ -280,7 +280,7 @@ fn write_files(watch: &std::path::Path, from: usize, count: usize) -> Vec<(Strin
 /// Runs a scanner over faulty storage: `phases` lists (mode, how long, files written in it).
 async fn campaign(phases: &[(Mode, Duration, usize)]) {
     let s = setup();
-    let mut config = ScannerConfig::new(&s.watch, "faulty-source");
+    let mut config = ScannerConfig::new(&s.watch, "faulty-source".parse().unwrap());
     config.readiness.min_age = Duration::ZERO;
     config.limits.max_files = 7;
     config.snapshot_every = 4;
@@ -353,7 +353,7 @@ async fn campaign(phases: &[(Mode, Duration, usize)]) {
         Path::from("state"),
         "memory://state",
     );
-    let log = StateLog::new(&healthy, "faulty-source").unwrap();
+    let log = StateLog::new(&healthy, &"faulty-source".parse().unwrap());
     let verification = log.verify().await.expect("the state log verifies");
     let loaded = log.load().await.unwrap();
     assert!(loaded.pending.is_none(), "no interrupted batch left");

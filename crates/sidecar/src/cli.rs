@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use scanner_core::{AfterCommit, Identity, OnChange, ReadyMarker};
+use state_store::SourceId;
 
 /// Collects new text files from a directory another program writes, reduces each to a small
 /// result, ships the results to storage, and never loses or repeats a file.
@@ -21,7 +23,9 @@ pub struct Cli {
         long,
         global = true,
         env = "GLEANER_LOG_FORMAT",
-        default_value = "text"
+        value_name = "FORMAT",
+        default_value = "text",
+        help_heading = "Logging"
     )]
     pub log_format: LogFormat,
 }
@@ -57,7 +61,7 @@ pub struct StateArgs {
 
     /// Only this source id [default: every source id found under --state].
     #[arg(long, env = "GLEANER_SOURCE_ID", value_name = "ID")]
-    pub source_id: Option<String>,
+    pub source_id: Option<SourceId>,
 
     /// Print JSON instead of text.
     #[arg(long)]
@@ -84,15 +88,22 @@ pub struct InspectArgs {
 #[derive(Debug, Args)]
 pub struct StorageArgs {
     /// Retries of one storage request that failed transiently (0: none).
-    #[arg(long, env = "GLEANER_STORAGE_RETRIES", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "GLEANER_STORAGE_RETRIES",
+        value_name = "N",
+        default_value_t = 10
+    )]
     pub storage_retries: usize,
 
     /// Stop retrying a storage request after this long since its first attempt.
-    #[arg(long, env = "GLEANER_STORAGE_RETRY_TIMEOUT", default_value = "3m", value_parser = parse_duration)]
+    #[arg(long, env = "GLEANER_STORAGE_RETRY_TIMEOUT", value_name = "DURATION", default_value = "3m",
+          value_parser = parse_duration)]
     pub storage_retry_timeout: Duration,
 
     /// Timeout of one attempt of one storage request.
-    #[arg(long, env = "GLEANER_STORAGE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "GLEANER_STORAGE_TIMEOUT", value_name = "DURATION", default_value = "30s",
+          value_parser = parse_duration)]
     pub storage_timeout: Duration,
 }
 
@@ -117,189 +128,141 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flags of `gleaner run`; every flag can also be set by the environment variable shown.
+/// Flags of `gleaner run`, in groups as `--help` shows them; every flag can also be set by the
+/// environment variable shown.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// What to watch.
+    #[command(flatten)]
+    pub input: InputArgs,
+
+    /// When a file is ready.
+    #[command(flatten)]
+    pub readiness: ReadinessArgs,
+
+    /// What happens to files after processing.
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+
+    /// How files are reduced.
+    #[command(flatten)]
+    pub processing: ProcessorArgs,
+
+    /// Where results go, in which batches.
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// Where state is kept, and how storage is reached.
+    #[command(flatten)]
+    pub state: StateStoreArgs,
+
+    /// Scheduling, shutdown, threads and metrics.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// What to watch.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "What to watch")]
+pub struct InputArgs {
     /// The directory the emitter writes; walked recursively.
     #[arg(long, env = "GLEANER_WATCH", value_name = "DIR")]
     pub watch: PathBuf,
 
-    /// Where state is kept: a local path, or a file://, s3://, gs://, az:// or memory:// URL.
-    #[arg(long, env = "GLEANER_STATE", value_name = "URL")]
-    pub state: String,
-
-    /// Where batch outputs are written; the same forms as --state.
-    #[arg(long, env = "GLEANER_OUTPUT", value_name = "URL")]
-    pub output: String,
-
-    /// Time between scans (start to start), like `30s`, `15m`, `1h`.
-    #[arg(long, env = "GLEANER_INTERVAL", default_value = "1h", value_parser = parse_interval)]
-    pub interval: Duration,
-
-    /// After SIGTERM (or SIGINT), how long the drain may take before the process exits anyway
-    /// (an unfinished batch is redone at the next start). The default fits Kubernetes' 30 s
-    /// grace period.
-    #[arg(long, env = "GLEANER_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
-
-    /// Process everything that is ready now, in as many batches as it takes, then exit.
-    #[arg(long, env = "GLEANER_ONCE")]
-    pub once: bool,
-
-    /// A file modified more recently than this is not ready yet.
-    #[arg(long, env = "GLEANER_MIN_AGE", default_value = "5s", value_parser = parse_min_age)]
-    pub min_age: Duration,
-
-    /// A file is ready only once two listings at least WINDOW apart saw the same size, mtime
-    /// and inode (`--require-stable` alone: 2s).
-    #[arg(long, env = "GLEANER_REQUIRE_STABLE", value_name = "WINDOW", num_args = 0..=1,
-          default_missing_value = "2s", value_parser = parse_min_age)]
-    pub require_stable: Option<Duration>,
-
-    /// A file is ready only once its marker exists: `{name}.done` (one per file, next to it)
-    /// or a per-directory name such as `_SUCCESS`. Markers are never processed.
-    #[arg(long, env = "GLEANER_READY_MARKER", value_name = "PATTERN")]
-    pub ready_marker: Option<String>,
-
     /// Collect only paths (relative to --watch) matching one of these globs; `*` also matches
     /// `/` (`*.log` is every .log file at any depth), `{a,b}` is either. Repeatable (the
-    /// environment variable holds one glob).
+    /// environment variable holds one glob) [default: every file].
     #[arg(long, env = "GLEANER_INCLUDE", value_name = "GLOB")]
     pub include: Vec<String>,
 
     /// Never collect paths matching one of these globs. Repeatable (the environment variable
-    /// holds one glob).
+    /// holds one glob) [default: none].
     #[arg(long, env = "GLEANER_EXCLUDE", value_name = "GLOB")]
     pub exclude: Vec<String>,
+}
 
+/// When a file is ready.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Readiness")]
+pub struct ReadinessArgs {
+    /// A file modified more recently than this is not ready yet.
+    #[arg(long, env = "GLEANER_MIN_AGE", value_name = "DURATION", default_value = "5s",
+          value_parser = parse_min_age)]
+    pub min_age: Duration,
+
+    /// A file is ready only once two listings at least DURATION apart saw the same size,
+    /// mtime and inode [default: off; `--require-stable` alone: 2s].
+    #[arg(long, env = "GLEANER_REQUIRE_STABLE", value_name = "DURATION", num_args = 0..=1,
+          default_missing_value = "2s", value_parser = parse_min_age)]
+    pub require_stable: Option<Duration>,
+
+    /// A file is ready only once its marker exists: `{name}.done` (one per file, next to it)
+    /// or a per-directory name such as `_SUCCESS`. Markers are never processed [default:
+    /// none].
+    #[arg(long, env = "GLEANER_READY_MARKER", value_name = "PATTERN")]
+    pub ready_marker: Option<ReadyMarker>,
+}
+
+/// What happens to files after processing.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Lifecycle")]
+pub struct LifecycleArgs {
     /// A processed file that changed since: `ignore` it, `reprocess` it whole, or `append`
     /// (process what was appended since the last commit, whole lines only; a file that shrank
     /// or was rewritten is processed again from the start).
-    #[arg(long, env = "GLEANER_ON_CHANGE", value_name = "MODE", default_value = "ignore",
-          value_parser = scanner_core::diff::OnChange::parse)]
-    pub on_change: scanner_core::diff::OnChange,
+    #[arg(
+        long,
+        env = "GLEANER_ON_CHANGE",
+        value_name = "MODE",
+        default_value = "ignore"
+    )]
+    pub on_change: OnChange,
 
     /// How a file is recognised: by `path` (with inode and birth time), or also by `content`
     /// (a renamed or moved file, recognised by its size and first KiB, is not processed again).
-    #[arg(long, env = "GLEANER_IDENTITY", value_name = "MODE", default_value = "path",
-          value_parser = scanner_core::Identity::parse)]
-    pub identity: scanner_core::Identity,
+    #[arg(
+        long,
+        env = "GLEANER_IDENTITY",
+        value_name = "MODE",
+        default_value = "path"
+    )]
+    pub identity: Identity,
 
     /// What happens to a file once its result is committed: `keep`, `delete`, or `move:DIR`
     /// (keeping its path relative to --watch; DIR must be outside --watch).
-    #[arg(long, env = "GLEANER_AFTER", value_name = "ACTION", default_value = "keep",
-          value_parser = scanner_core::AfterCommit::parse)]
-    pub after: scanner_core::AfterCommit,
+    #[arg(
+        long,
+        env = "GLEANER_AFTER",
+        value_name = "ACTION",
+        default_value = "keep"
+    )]
+    pub after: AfterCommit,
 
-    /// Move files whose processing failed (once the failure is committed) below this directory.
+    /// Move files whose processing failed (once the failure is committed) below this directory
+    /// [default: none: failed files stay].
     #[arg(long, env = "GLEANER_QUARANTINE", value_name = "DIR")]
     pub quarantine: Option<PathBuf>,
 
     /// Warn (log, and `gleaner_watch_low_space` = 1) when the watched volume has less free
-    /// space than this, like `1GiB`; `gleaner_watch_free_bytes` is exported either way.
+    /// space than this, like `1GiB`; `gleaner_watch_free_bytes` is exported either way
+    /// [default: off].
     #[arg(long, env = "GLEANER_MIN_FREE", value_name = "SIZE", value_parser = parse_size)]
     pub min_free: Option<u64>,
+}
 
-    /// Scan early on file-system events (`--events=false`: only every --interval).
-    #[arg(long, env = "GLEANER_EVENTS", value_name = "BOOL", default_value_t = true,
-          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    pub events: bool,
-
-    /// After a file-system event, wait this long for more before scanning.
-    #[arg(long, env = "GLEANER_DEBOUNCE", default_value = "500ms", value_parser = parse_min_age)]
-    pub debounce: Duration,
-
-    /// At most this many files per batch (oldest first; a batch always takes one file).
-    #[arg(long, env = "GLEANER_MAX_FILES", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_files: u64,
-
-    /// At most this many input bytes per batch, like `512MiB`, `4GiB`, `1000000`.
-    #[arg(long, env = "GLEANER_MAX_BYTES", default_value = "4GiB", value_parser = parse_size)]
-    pub max_bytes: u64,
-
-    /// Names this instance's state and outputs [default: the host name].
-    #[arg(long, env = "GLEANER_SOURCE_ID", value_name = "ID")]
-    pub source_id: Option<String>,
-
-    /// How each file is reduced (each has its own flags, below).
-    #[arg(long, env = "GLEANER_PROCESSOR", default_value = "stats")]
+/// How files are reduced.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Processor")]
+pub struct ProcessorArgs {
+    /// How each file is reduced (each processor has its own flags, below).
+    #[arg(
+        long,
+        env = "GLEANER_PROCESSOR",
+        value_name = "NAME",
+        default_value = "stats"
+    )]
     pub processor: ProcessorKind,
 
-    /// The processor's own flags.
-    #[command(flatten)]
-    pub processing: ProcessorArgs,
-
-    /// A compressed file that decodes to more bytes than this fails (decompression bombs).
-    #[arg(long, env = "GLEANER_MAX_DECODED_BYTES", default_value = "64GiB", value_parser = parse_size)]
-    pub max_decoded_bytes: u64,
-
-    /// Files processed at once [default: the number of cores].
-    #[arg(long, env = "GLEANER_WORKERS", value_parser = clap::value_parser!(u64).range(1..=1024))]
-    pub workers: Option<u64>,
-
-    /// Compression of output objects.
-    #[arg(long, env = "GLEANER_COMPRESS", default_value = "none")]
-    pub compress: CompressArg,
-
-    /// Address serving /metrics, /healthz and /readyz (`0.0.0.0:9464` in containers; `off` to
-    /// serve nothing; port 0 picks a free port).
-    #[arg(long, env = "GLEANER_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
-    pub metrics_addr: MetricsAddr,
-
-    /// Fold the state log into a snapshot every N generations.
-    #[arg(long, env = "GLEANER_SNAPSHOT_EVERY", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
-    pub snapshot_every: u64,
-
-    /// Start even when the state is empty (or behind) but the output location already holds
-    /// batches of this source id: every file is processed again, duplicating those results.
-    #[arg(long, env = "GLEANER_ALLOW_RESCAN")]
-    pub allow_rescan: bool,
-
-    /// Retries and timeouts of the storage.
-    #[command(flatten)]
-    pub storage: StorageArgs,
-}
-
-/// Flags of `gleaner demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Directory for the demo's input, state and outputs [default: a new temporary directory,
-    /// kept afterwards]. Reusing a directory resumes from its state.
-    #[arg(long, env = "GLEANER_DEMO_DIR", value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-
-    /// Stop after this long (then drain and verify); without it, run until Ctrl-C.
-    #[arg(long, env = "GLEANER_DEMO_DURATION", value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-
-    /// Files the emitter completes per second.
-    #[arg(long, env = "GLEANER_DEMO_RATE", default_value_t = 4.0)]
-    pub rate: f64,
-
-    /// Time between scans (file completions also trigger a scan).
-    #[arg(long, env = "GLEANER_INTERVAL", default_value = "2s", value_parser = parse_interval)]
-    pub interval: Duration,
-
-    /// Address serving /metrics, /healthz and /readyz (`off` to serve nothing).
-    #[arg(long, env = "GLEANER_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
-    pub metrics_addr: MetricsAddr,
-}
-
-/// The built-in processors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ProcessorKind {
-    /// Bytes, lines, words and the longest line of each file.
-    Stats,
-    /// Lines matching --pattern, counted, with --sample of them.
-    Grep,
-    /// Lines per key (from --key-regex, --key-json or --key-column), the --top keys.
-    CountBy,
-}
-
-/// Flags of the processors; each applies to one `--processor` only.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Processor flags")]
-pub struct ProcessorArgs {
     /// grep: the regular expression (Rust syntax; a match never spans lines).
     #[arg(
         long,
@@ -309,7 +272,7 @@ pub struct ProcessorArgs {
     )]
     pub pattern: Option<String>,
 
-    /// grep: keep up to N matching lines per file as samples (each cut to 1 KiB).
+    /// grep: keep up to N matching lines per file as samples (each cut to 1 KiB) [default: 0].
     #[arg(long, env = "GLEANER_SAMPLE", value_name = "N")]
     pub sample: Option<usize>,
 
@@ -325,7 +288,8 @@ pub struct ProcessorArgs {
     #[arg(long, env = "GLEANER_KEY_COLUMN", value_name = "N", group = "key")]
     pub key_column: Option<usize>,
 
-    /// count-by: the byte between columns, for --key-column (`,`, `tab`, `space`, `;`, …).
+    /// count-by: the byte between columns, for --key-column (`,`, `tab`, `space`, `;`, …)
+    /// [default: ,].
     #[arg(long, env = "GLEANER_DELIMITER", value_name = "CHAR", value_parser = parse_delimiter)]
     pub delimiter: Option<u8>,
 
@@ -334,9 +298,175 @@ pub struct ProcessorArgs {
     pub top: Option<usize>,
 
     /// count-by: also sum a number per key: a capture group (index or name) with --key-regex,
-    /// a JSON pointer with --key-json, a column with --key-column.
+    /// a JSON pointer with --key-json, a column with --key-column [default: none].
     #[arg(long, env = "GLEANER_SUM", value_name = "FIELD")]
     pub sum: Option<String>,
+
+    /// A compressed file that decodes to more bytes than this fails (decompression bombs).
+    #[arg(long, env = "GLEANER_MAX_DECODED_BYTES", value_name = "SIZE", default_value = "64GiB",
+          value_parser = parse_size)]
+    pub max_decoded_bytes: u64,
+}
+
+/// Where results go, in which batches.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Output")]
+pub struct OutputArgs {
+    /// Where batch outputs are written: a local path, or a file://, s3://, gs://, az:// or
+    /// memory:// URL.
+    #[arg(long, env = "GLEANER_OUTPUT", value_name = "URL")]
+    pub output: String,
+
+    /// Compression of output objects.
+    #[arg(
+        long,
+        env = "GLEANER_COMPRESS",
+        value_name = "MODE",
+        default_value = "none"
+    )]
+    pub compress: CompressArg,
+
+    /// At most this many files per batch (oldest first; a batch always takes one file).
+    #[arg(long, env = "GLEANER_MAX_FILES", value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_files: u64,
+
+    /// At most this many input bytes per batch, like `512MiB`, `4GiB`, `1000000`.
+    #[arg(long, env = "GLEANER_MAX_BYTES", value_name = "SIZE", default_value = "4GiB",
+          value_parser = parse_size)]
+    pub max_bytes: u64,
+}
+
+/// Where state is kept, and how storage is reached.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "State and storage")]
+pub struct StateStoreArgs {
+    /// Where state is kept: a local path, or a file://, s3://, gs://, az:// or memory:// URL.
+    #[arg(long, env = "GLEANER_STATE", value_name = "URL")]
+    pub state: String,
+
+    /// Names this instance's state and outputs: letters, digits, `.`, `_`, `-` [default: the
+    /// host name, which in Kubernetes is the Pod's name].
+    #[arg(long, env = "GLEANER_SOURCE_ID", value_name = "ID")]
+    pub source_id: Option<SourceId>,
+
+    /// Fold the state log into a snapshot every N generations.
+    #[arg(long, env = "GLEANER_SNAPSHOT_EVERY", value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: u64,
+
+    /// Start even when the state is empty (or behind) but the output location already holds
+    /// batches of this source id: the files of those batches are processed again, duplicating
+    /// their results.
+    #[arg(long, env = "GLEANER_ALLOW_RESCAN")]
+    pub allow_rescan: bool,
+
+    /// Retries and timeouts of cloud storage.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// Scheduling, shutdown, threads and metrics.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Runtime and metrics")]
+pub struct RuntimeArgs {
+    /// Time between scans (start to start), like `30s`, `15m`, `1h`.
+    #[arg(long, env = "GLEANER_INTERVAL", value_name = "DURATION", default_value = "1h",
+          value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// Process everything that is ready now, in as many batches as it takes, then exit.
+    #[arg(long, env = "GLEANER_ONCE")]
+    pub once: bool,
+
+    /// Scan early on file-system events (`--events=false`: only every --interval).
+    #[arg(long, env = "GLEANER_EVENTS", value_name = "BOOL", default_value_t = true,
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub events: bool,
+
+    /// After a file-system event, wait this long for more before scanning.
+    #[arg(long, env = "GLEANER_DEBOUNCE", value_name = "DURATION", default_value = "500ms",
+          value_parser = parse_min_age)]
+    pub debounce: Duration,
+
+    /// After SIGTERM (or SIGINT), how long the drain may take before the process exits anyway
+    /// (an unfinished batch is redone at the next start). The default fits Kubernetes' 30 s
+    /// grace period.
+    #[arg(long, env = "GLEANER_SHUTDOWN_TIMEOUT", value_name = "DURATION", default_value = "25s",
+          value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Files (or ranges of one large file) processed at once [default: the number of cores].
+    #[arg(long, env = "GLEANER_WORKERS", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub workers: Option<u64>,
+
+    /// Where metrics are served.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Where `/metrics`, `/healthz` and `/readyz` are served.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Address serving /metrics, /healthz and /readyz (`0.0.0.0:9464` in containers; `off` to
+    /// serve nothing; port 0 picks a free port).
+    #[arg(long = "metrics-addr", env = "GLEANER_METRICS_ADDR", value_name = "ADDR",
+          default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
+    pub addr: MetricsAddr,
+}
+
+/// Flags of `gleaner demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory for the demo's input, state and outputs [default: a new temporary directory,
+    /// kept afterwards]. Reusing a directory resumes from its state.
+    #[arg(long, env = "GLEANER_DEMO_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Stop after this long (then drain and verify); without it, run until Ctrl-C.
+    #[arg(long, env = "GLEANER_DEMO_DURATION", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Files the emitter completes per second.
+    #[arg(
+        long,
+        env = "GLEANER_DEMO_RATE",
+        value_name = "N",
+        default_value_t = 4.0
+    )]
+    pub rate: f64,
+
+    /// Time between scans (file completions also trigger a scan).
+    #[arg(long, env = "GLEANER_INTERVAL", value_name = "DURATION", default_value = "2s",
+          value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// Where metrics are served.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// The built-in processors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProcessorKind {
+    /// Bytes, lines, words and the longest line of each file.
+    Stats,
+    /// Lines matching --pattern, counted, with --sample of them.
+    Grep,
+    /// Lines per key (from --key-regex, --key-json or --key-column), the --top keys.
+    CountBy,
+}
+
+impl ProcessorKind {
+    /// The name `--processor` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessorKind::Stats => "stats",
+            ProcessorKind::Grep => "grep",
+            ProcessorKind::CountBy => "count-by",
+        }
+    }
 }
 
 /// Output compression choices.

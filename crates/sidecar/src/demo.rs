@@ -36,7 +36,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let output_dir = base.join("output");
     std::fs::create_dir_all(&watch).context("creating the demo's incoming directory")?;
 
-    let mut config = ScannerConfig::new(&watch, SOURCE_ID);
+    let mut config = ScannerConfig::new(&watch, SOURCE_ID.parse()?);
     // The emitter renames files when they are complete, so the in-progress-name rule alone keeps
     // partial files out; no minimum age is needed.
     config.readiness = Readiness {
@@ -48,7 +48,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let output = Location::parse(path_str(&output_dir)?)?;
     let mut scanner =
         Scanner::open(config, DynProcessor::splittable(Stats), &state, &output).await?;
-    let metrics_line = match args.metrics_addr {
+    let metrics_line = match args.metrics.addr {
         MetricsAddr::On(addr) => {
             let bound = telemetry::serve(addr, metrics, scanner.status()).await?;
             format!("http://{bound}/metrics   (also /healthz, /readyz)")

@@ -4,8 +4,9 @@
 //! environment variables, sets up logging and the Prometheus endpoint, forwards SIGTERM as a
 //! drain request, and maps errors to exit codes. No pipeline logic lives here.
 //!
-//! Exit codes: 0 success (including a drained shutdown), 1 error, 2 invalid arguments,
-//! 3 another writer owns the state, 130/143 a second SIGINT/SIGTERM during the drain.
+//! Exit codes: 0 success (including a drained shutdown), 1 error, 2 invalid arguments (a flag's
+//! value, or flags that contradict each other), 3 another writer owns the state, 130/143 a
+//! second SIGINT/SIGTERM during the drain.
 
 // A binary has no public API: `pub` here only means "used by sibling modules".
 #![allow(unreachable_pub)]
@@ -21,7 +22,7 @@ mod telemetry;
 use std::process::ExitCode;
 
 use clap::Parser;
-use scanner_core::ScanError;
+use scanner_core::{ConfigError, ErrorChain, ScanError};
 use state_store::StateError;
 
 use crate::cli::{Cli, Command};
@@ -57,27 +58,21 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gleaner: error: {}", one_line(&e));
+            eprintln!("gleaner: error: {}", ErrorChain(e.as_ref()));
             ExitCode::from(exit_code(&e))
         }
     }
 }
 
-/// The cause chain on one line ("context: cause: root cause"), skipping causes whose text an
-/// outer error already includes (many storage errors repeat their source in their message).
-fn one_line(e: &anyhow::Error) -> String {
-    let mut message = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if message.contains(&text) {
-            continue;
-        }
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
-        message.push_str(&text);
+/// Marks an error as a mistake in the command line (a flag's value, or flags that contradict
+/// each other): exit code 2, like the errors clap finds itself.
+#[derive(Debug)]
+pub struct Usage;
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid arguments")
     }
-    message.replace('\n', " ")
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {
@@ -89,5 +84,13 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             .downcast_ref::<ScanError>()
             .is_some_and(ScanError::is_fenced)
     });
-    if fenced { 3 } else { 1 }
+    let usage =
+        e.downcast_ref::<Usage>().is_some() || e.chain().any(|cause| cause.is::<ConfigError>());
+    if fenced {
+        3
+    } else if usage {
+        2
+    } else {
+        1
+    }
 }

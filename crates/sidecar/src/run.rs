@@ -4,133 +4,70 @@ use anyhow::Context;
 use scanner_core::processor::{CountBy, CountByConfig, Grep, KeySource};
 use scanner_core::{
     BatchLimits, CleanupRules, Compression, DynProcessor, EventTrigger, NameFilter, ReadLimits,
-    Readiness, ReadyMarker, ScanReport, Scanner, ScannerConfig, ShutdownTrigger, Stats,
-    shutdown_channel,
+    Readiness, Scanner, ScannerConfig, ShutdownTrigger, Stats, shutdown_channel,
 };
-use state_store::Location;
+use state_store::{Location, SourceId};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::cli::{CompressArg, MetricsAddr, ProcessorArgs, ProcessorKind, RunArgs};
-use crate::telemetry;
+use crate::{Usage, telemetry};
 
 /// Runs `gleaner run` to completion.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let source_id = match args.source_id {
-        Some(id) => id,
-        None => default_source_id()?,
-    };
-    let storage = args.storage.options();
-    let state = Location::parse_with(&args.state, &storage).context("--state")?;
-    let output = Location::parse_with(&args.output, &storage).context("--output")?;
-
-    let mut config = ScannerConfig::new(&args.watch, source_id);
-    config.readiness = Readiness {
-        min_age: args.min_age,
-        names: NameFilter::new(&args.include, &args.exclude).context("--include/--exclude")?,
-        marker: args
-            .ready_marker
-            .as_deref()
-            .map(ReadyMarker::parse)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("--ready-marker: {e}"))?,
-        stable_for: args.require_stable,
-        ..Readiness::default()
-    };
-    config.limits = BatchLimits {
-        max_files: usize::try_from(args.max_files).unwrap_or(usize::MAX),
-        max_bytes: args.max_bytes,
-    };
-    config.cleanup = CleanupRules {
-        after: args.after.clone(),
-        quarantine: args.quarantine.clone(),
-    };
-    config.on_change = args.on_change;
-    config.identity = args.identity;
-    config.min_free = args.min_free;
-    if args.identity == scanner_core::Identity::Content
-        && args.after != scanner_core::AfterCommit::Keep
-    {
-        anyhow::bail!(
-            "--identity content cannot be combined with --after delete or move: a new file \
-             whose size and first KiB equal those of a file cleaned up earlier would be taken \
-             for it and not processed"
-        );
-    }
-    config.snapshot_every = args.snapshot_every;
-    config.allow_rescan = args.allow_rescan;
-    if let Some(workers) = args.workers {
-        config.workers = workers as usize;
-    }
-    config.compression = match args.compress {
-        CompressArg::None => Compression::None,
-        CompressArg::Gzip => Compression::Gzip,
-    };
-    let processor = build_processor(args.processor, &args.processing)?;
-    config.read_limits = ReadLimits {
-        max_decoded_bytes: args.max_decoded_bytes,
-    };
+    let (config, processor) = configure(&args).map_err(|e| e.context(Usage))?;
+    let storage = args.state.storage.options();
+    let state = Location::parse_with(&args.state.state, &storage)
+        .context("--state")
+        .context(Usage)?;
+    let output = Location::parse_with(&args.output.output, &storage)
+        .context("--output")
+        .context(Usage)?;
 
     // Signals first: a SIGTERM while a large state loads must still end in a drained exit 0.
     let (trigger, shutdown) = shutdown_channel();
-    tokio::spawn(forward_signals(trigger, args.shutdown_timeout));
+    tokio::spawn(forward_signals(trigger, args.runtime.shutdown_timeout));
     let metrics = telemetry::install_metrics()?;
     let mut scanner = Scanner::open(config, processor, &state, &output).await?;
-    let metrics_url = match args.metrics_addr {
+    let metrics_url = match args.runtime.metrics.addr {
         MetricsAddr::On(addr) => {
             let bound = telemetry::serve(addr, metrics, scanner.status()).await?;
             format!("http://{bound}/metrics")
         }
         MetricsAddr::Off => "off".to_string(),
     };
+    let interval = args.runtime.interval;
     info!(
         watch = %scanner.config().watch_dir.display(),
         state = %scanner.state_location(),
         output = %output,
         source_id = %scanner.config().source_id,
         metrics = %metrics_url,
-        once = args.once,
-        interval = %humantime::format_duration(args.interval),
+        once = args.runtime.once,
+        interval = %humantime::format_duration(interval),
         "gleaner started"
     );
 
-    if args.once {
+    if args.runtime.once {
         // `--once` drains by definition: a SIGTERM does not cut it short (a second one does).
-        let mut report = scanner.scan(None).await?;
-        // Stability needs a second listing: one more scan once the files seen for the first
-        // time can be confirmed (files still changing then stay for the next run).
-        if let (Some(_), Some(at), true) = (
-            args.require_stable,
-            report.next_ready_at,
-            report.unstable > 0,
-        ) {
-            let wait = at
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default();
-            tokio::time::sleep(wait + std::time::Duration::from_millis(10)).await;
-            let second = scanner.scan(None).await?;
-            report = merge_reports(report, second);
-        }
-        let files: usize = report.batches.iter().map(|b| b.files).sum();
-        let failed: usize = report.batches.iter().map(|b| b.failed).sum();
-        let bytes: u64 = report.batches.iter().map(|b| b.bytes).sum();
+        let report = scanner.run_once().await?;
         println!(
-            "committed {} batch(es): {files} file(s), {failed} failed, {bytes} bytes; \
-             {} not ready yet; generation {}",
+            "committed {} batch(es): {} file(s), {} failed, {} bytes; {} not ready yet; \
+             generation {}",
             report.batches.len(),
-            report.in_progress
-                + report.too_young
-                + report.no_marker
-                + report.unstable
-                + report.partial_line,
+            report.committed_files(),
+            report.failed_files(),
+            report.bytes(),
+            report.not_ready(),
             scanner.state().generation()
         );
     } else {
-        let _events = if args.events {
-            match EventTrigger::start(&args.watch, args.debounce, scanner.waker()).await {
+        let _events = if args.runtime.events {
+            let watch = &scanner.config().watch_dir;
+            match EventTrigger::start(watch, args.runtime.debounce, scanner.waker()).await {
                 Ok(trigger) => Some(trigger),
                 Err(e) => {
-                    warn!(error = %e, interval = %humantime::format_duration(args.interval),
+                    warn!(error = %e, interval = %humantime::format_duration(interval),
                         "file-system events unavailable; scanning every interval only");
                     None
                 }
@@ -138,59 +75,76 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        scanner.run(args.interval, shutdown).await?;
+        scanner.run(interval, shutdown).await?;
     }
     Ok(())
 }
 
-/// Two consecutive scans as one: the batches of both, what the second left waiting.
-fn merge_reports(first: ScanReport, mut second: ScanReport) -> ScanReport {
-    let mut batches = first.batches;
-    batches.append(&mut second.batches);
-    second.batches = batches;
-    second
+/// The scanner's configuration and processor, from the flags. Every error here is a mistake
+/// in the command line.
+fn configure(args: &RunArgs) -> anyhow::Result<(ScannerConfig, DynProcessor)> {
+    let source_id = match &args.state.source_id {
+        Some(id) => id.clone(),
+        None => default_source_id()?,
+    };
+    let mut config = ScannerConfig::new(&args.input.watch, source_id);
+    config.readiness = Readiness {
+        min_age: args.readiness.min_age,
+        names: NameFilter::new(&args.input.include, &args.input.exclude)
+            .context("--include/--exclude")?,
+        marker: args.readiness.ready_marker.clone(),
+        stable_for: args.readiness.require_stable,
+        ..Readiness::default()
+    };
+    config.limits = BatchLimits {
+        max_files: usize::try_from(args.output.max_files).unwrap_or(usize::MAX),
+        max_bytes: args.output.max_bytes,
+    };
+    config.cleanup = CleanupRules {
+        after: args.lifecycle.after.clone(),
+        quarantine: args.lifecycle.quarantine.clone(),
+    };
+    config.on_change = args.lifecycle.on_change;
+    config.identity = args.lifecycle.identity;
+    config.min_free = args.lifecycle.min_free;
+    config.snapshot_every = args.state.snapshot_every;
+    config.allow_rescan = args.state.allow_rescan;
+    if let Some(workers) = args.runtime.workers {
+        config.workers = workers as usize;
+    }
+    config.compression = match args.output.compress {
+        CompressArg::None => Compression::None,
+        CompressArg::Gzip => Compression::Gzip,
+    };
+    config.read_limits = ReadLimits {
+        max_decoded_bytes: args.processing.max_decoded_bytes,
+    };
+    config.validate()?;
+    let processor = build_processor(&args.processing)?;
+    Ok((config, processor))
 }
 
 /// The processor `--processor` names, configured by its flags; flags of another processor are
 /// an error rather than silently ignored.
-fn build_processor(kind: ProcessorKind, flags: &ProcessorArgs) -> anyhow::Result<DynProcessor> {
-    let given: Vec<(&str, bool, &[ProcessorKind])> = vec![
-        ("--pattern", flags.pattern.is_some(), &[ProcessorKind::Grep]),
-        ("--sample", flags.sample.is_some(), &[ProcessorKind::Grep]),
-        (
-            "--key-regex",
-            flags.key_regex.is_some(),
-            &[ProcessorKind::CountBy],
-        ),
-        (
-            "--key-json",
-            flags.key_json.is_some(),
-            &[ProcessorKind::CountBy],
-        ),
-        (
-            "--key-column",
-            flags.key_column.is_some(),
-            &[ProcessorKind::CountBy],
-        ),
-        (
-            "--delimiter",
-            flags.delimiter.is_some(),
-            &[ProcessorKind::CountBy],
-        ),
-        ("--top", flags.top.is_some(), &[ProcessorKind::CountBy]),
-        ("--sum", flags.sum.is_some(), &[ProcessorKind::CountBy]),
+fn build_processor(flags: &ProcessorArgs) -> anyhow::Result<DynProcessor> {
+    let kind = flags.processor;
+    use ProcessorKind::{CountBy as CountByKind, Grep as GrepKind};
+    let owners = [
+        ("--pattern", flags.pattern.is_some(), GrepKind),
+        ("--sample", flags.sample.is_some(), GrepKind),
+        ("--key-regex", flags.key_regex.is_some(), CountByKind),
+        ("--key-json", flags.key_json.is_some(), CountByKind),
+        ("--key-column", flags.key_column.is_some(), CountByKind),
+        ("--delimiter", flags.delimiter.is_some(), CountByKind),
+        ("--top", flags.top.is_some(), CountByKind),
+        ("--sum", flags.sum.is_some(), CountByKind),
     ];
-    let name = |k: ProcessorKind| match k {
-        ProcessorKind::Stats => "stats",
-        ProcessorKind::Grep => "grep",
-        ProcessorKind::CountBy => "count-by",
-    };
-    for (flag, set, for_kinds) in given {
-        if set && !for_kinds.contains(&kind) {
+    for (flag, given, owner) in owners {
+        if given && owner != kind {
             anyhow::bail!(
                 "{flag} is a flag of --processor {}, not of --processor {}",
-                name(for_kinds[0]),
-                name(kind)
+                owner.name(),
+                kind.name()
             );
         }
     }
@@ -230,15 +184,12 @@ fn build_processor(kind: ProcessorKind, flags: &ProcessorArgs) -> anyhow::Result
 }
 
 /// The host name, which in Kubernetes is the Pod's name.
-fn default_source_id() -> anyhow::Result<String> {
+fn default_source_id() -> anyhow::Result<SourceId> {
     let host = gethostname::gethostname();
     let host = host
         .to_str()
-        .context("the host name is not UTF-8; pass --source-id")?
-        .to_string();
-    state_store::validate_source_id(&host)
-        .with_context(|| "the host name cannot be a source id; pass --source-id".to_string())?;
-    Ok(host)
+        .context("the host name is not UTF-8; pass --source-id")?;
+    SourceId::new(host).context("the host name cannot be a source id; pass --source-id")
 }
 
 /// First SIGTERM or SIGINT: finish the batch, drain, exit 0. A second one: exit at once, which

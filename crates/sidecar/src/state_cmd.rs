@@ -1,10 +1,11 @@
 //! `gleaner state inspect` and `gleaner state verify`: read-only views of the state log.
 
 use anyhow::Context;
+use scanner_core::ErrorChain;
 use serde_json::{Value, json};
-use state_store::codec::ObjectKind;
-use state_store::{Location, Outcome, StateLog, list_sources};
+use state_store::{Location, ObjectKind, Outcome, StateLog};
 
+use crate::Usage;
 use crate::cli::{InspectArgs, StateArgs, StateCommand};
 use crate::display::{human_bytes as human, rfc3339_ms};
 
@@ -18,20 +19,20 @@ pub async fn run(command: StateCommand) -> anyhow::Result<()> {
 
 /// The logs to look at: the one of `--source-id`, or every one under `--state`.
 async fn logs(args: &StateArgs) -> anyhow::Result<Vec<StateLog>> {
-    let location = Location::parse_with(&args.state, &args.storage.options()).context("--state")?;
+    let location = Location::parse_with(&args.state, &args.storage.options())
+        .context("--state")
+        .context(Usage)?;
     let ids = match &args.source_id {
         Some(id) => vec![id.clone()],
         None => {
-            let ids = list_sources(&location).await?;
+            let ids = StateLog::sources(&location).await?;
             if ids.is_empty() {
                 anyhow::bail!("no state found at {location} (no source id directory under it)");
             }
             ids
         }
     };
-    ids.iter()
-        .map(|id| StateLog::new(&location, id).map_err(anyhow::Error::from))
-        .collect()
+    Ok(ids.iter().map(|id| StateLog::new(&location, id)).collect())
 }
 
 async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
@@ -45,7 +46,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
                     Outcome::Failed { reason } => ("failed", Some(reason.as_ref())),
                 };
                 let line = json!({
-                    "source_id": log.source_id(),
+                    "source_id": log.source_id().as_str(),
                     "path": path.to_string(),
                     "size": entry.size,
                     "mtime_ns": entry.mtime_ns,
@@ -84,7 +85,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             .filter(|o| o.kind == ObjectKind::Snapshot)
             .max_by_key(|o| o.generation);
         let summary = json!({
-            "source_id": log.source_id(),
+            "source_id": log.source_id().as_str(),
             "state": log.location().to_string(),
             "generation": loaded.state.generation(),
             "last_commit": loaded.state.last_commit_ms().map(rfc3339_ms),
@@ -176,10 +177,14 @@ async fn verify(args: StateArgs) -> anyhow::Result<()> {
     for log in logs(&args).await? {
         let report = log.verify().await?;
         problems += report.problems.len();
-        let messages: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        let messages: Vec<String> = report
+            .problems
+            .iter()
+            .map(|e| ErrorChain(e).to_string())
+            .collect();
         if args.json {
             reports.push(json!({
-                "source_id": log.source_id(),
+                "source_id": log.source_id().as_str(),
                 "state": log.location().to_string(),
                 "ok": messages.is_empty(),
                 "objects": report.objects,

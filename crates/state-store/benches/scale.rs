@@ -21,8 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use state_store::{
-    Delta, FileEntry, Location, Outcome, Plan, PlannedFile, RelPath, State, StateLog,
-    encode_snapshot, now_ms,
+    Delta, FileEntry, Location, Outcome, PlannedFile, RelPath, SourceId, State, StateLog,
 };
 
 const SOURCE: &str = "bench";
@@ -123,20 +122,18 @@ async fn measure(n: usize) -> Row {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("state");
     let location = Location::parse(root.to_str().unwrap()).unwrap();
-    let log = StateLog::new(&location, SOURCE).unwrap();
+    let log = StateLog::new(&location, &source());
 
     // The history: everything but the last deltas folded into a snapshot.
     let base_n = n - LATER_DELTAS as usize * BATCH;
     let mut entries: Vec<(RelPath, FileEntry)> =
         (0..base_n).map(|i| (path(i), entry(i, 1))).collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut state = State::from_sorted(1, Some(now_ms()), entries).unwrap();
-    log.store_snapshot(1, encode_snapshot(&state, 1, now_ms()))
-        .await
-        .unwrap();
+    let mut state = State::from_sorted(1, None, entries).unwrap();
+    log.store_snapshot(&state).await.unwrap();
     let mut next = base_n;
     for g in 2..2 + LATER_DELTAS {
-        let delta = delta(g, next);
+        let delta = delta(&log, g, next);
         next += BATCH;
         log.commit(&delta).await.unwrap();
         state.apply(&delta).unwrap();
@@ -172,25 +169,24 @@ async fn measure(n: usize) -> Row {
     let mut generation = state.generation();
     for _ in 0..COMMITS {
         generation += 1;
-        let delta = delta(generation, next);
-        let plan = Plan {
+        let delta = delta(&log, generation, next);
+        let files = delta
+            .upserts
+            .iter()
+            .map(|(p, e)| PlannedFile {
+                path: p.clone(),
+                size: e.size,
+                mtime_ns: e.mtime_ns,
+                inode: e.inode,
+                btime_ns: e.btime_ns,
+                start: 0,
+            })
+            .collect();
+        let plan = log.plan(
             generation,
-            writer_id: log.writer_id(),
-            created_at_ms: now_ms(),
-            output_key: format!("{SOURCE}/{generation:020}.ndjson"),
-            files: delta
-                .upserts
-                .iter()
-                .map(|(p, e)| PlannedFile {
-                    path: p.clone(),
-                    size: e.size,
-                    mtime_ns: e.mtime_ns,
-                    inode: e.inode,
-                    btime_ns: e.btime_ns,
-                    start: 0,
-                })
-                .collect(),
-        };
+            format!("{SOURCE}/{generation:020}.ndjson"),
+            files,
+        );
         next += BATCH;
         let started = Instant::now();
         log.create_plan(&plan).await.unwrap();
@@ -208,9 +204,7 @@ async fn measure(n: usize) -> Row {
     let started = Instant::now();
     let mut folded = state.clone();
     folded.compact();
-    log.store_snapshot(folded.generation(), encode_snapshot(&folded, 1, now_ms()))
-        .await
-        .unwrap();
+    log.store_snapshot(&folded).await.unwrap();
     let snapshot = started.elapsed();
 
     eprintln!(
@@ -231,16 +225,18 @@ async fn measure(n: usize) -> Row {
     }
 }
 
-fn delta(generation: u64, first: usize) -> Delta {
-    Delta {
+fn delta(log: &StateLog, generation: u64, first: usize) -> Delta {
+    log.delta(
         generation,
-        writer_id: 1,
-        committed_at_ms: now_ms(),
-        output_key: Some(format!("{SOURCE}/{generation:020}.ndjson")),
-        upserts: (first..first + BATCH)
+        Some(format!("{SOURCE}/{generation:020}.ndjson")),
+        (first..first + BATCH)
             .map(|i| (path(i), entry(i, generation)))
             .collect(),
-    }
+    )
+}
+
+fn source() -> SourceId {
+    SourceId::new(SOURCE).unwrap()
 }
 
 /// The time to read every file of the log into memory: what loading cannot beat.
@@ -267,11 +263,7 @@ fn child_load(root: &Path) {
     let started = Instant::now();
     let loaded = runtime.block_on(async {
         let location = Location::parse(root.to_str().unwrap()).unwrap();
-        StateLog::new(&location, SOURCE)
-            .unwrap()
-            .load()
-            .await
-            .unwrap()
+        StateLog::new(&location, &source()).load().await.unwrap()
     });
     let elapsed = started.elapsed();
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

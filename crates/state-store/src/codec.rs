@@ -23,7 +23,7 @@ const HEADER_LEN: usize = 20;
 /// The format version this build writes and the newest it reads. Version 2 added
 /// [`FileEntry::fingerprint`](crate::FileEntry::fingerprint); version 1 objects are still read
 /// (their entries have no fingerprint).
-pub const FORMAT_VERSION: u16 = 2;
+pub(crate) const FORMAT_VERSION: u16 = 2;
 const CODEC_BINCODE2: u8 = 1;
 /// Upper bound of what a decoder may allocate for one value, whatever a length prefix claims.
 /// Values decode to at most a few times their encoded size; the bound follows the size of what
@@ -81,7 +81,7 @@ fn decode_front<T: Decode<()>>(bytes: &[u8]) -> Result<(T, usize), bincode::erro
 }
 
 /// Encodes `value` as an object of `kind`, header included.
-pub fn encode<T: Encode>(kind: ObjectKind, value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Encode>(kind: ObjectKind, value: &T) -> Vec<u8> {
     encode_with(kind, |out| {
         // Writing into a Vec cannot fail, and our types have no fallible encoders.
         bincode::encode_into_std_write(value, out, config())
@@ -91,7 +91,7 @@ pub fn encode<T: Encode>(kind: ObjectKind, value: &T) -> Vec<u8> {
 
 /// Encodes an object of `kind` whose payload `write_payload` appends to the buffer it is given
 /// (for payloads written piece by piece, like snapshots).
-pub fn encode_with(kind: ObjectKind, write_payload: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+pub(crate) fn encode_with(kind: ObjectKind, write_payload: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut out = vec![0u8; HEADER_LEN];
     write_payload(&mut out);
     let payload_len = (out.len() - HEADER_LEN) as u64;
@@ -115,13 +115,13 @@ pub(crate) fn set_version(bytes: &mut [u8], version: u16) {
 }
 
 /// Appends one value to a payload being written by [`encode_with`].
-pub fn encode_value<T: Encode>(value: &T, out: &mut Vec<u8>) {
+pub(crate) fn encode_value<T: Encode>(value: &T, out: &mut Vec<u8>) {
     bincode::encode_into_std_write(value, out, config())
         .expect("encoding state into memory cannot fail");
 }
 
 /// Decodes an object that must be of `kind`; `object` names it in errors.
-pub fn decode<T: Decode<()>>(
+pub(crate) fn decode<T: Decode<()>>(
     kind: ObjectKind,
     bytes: &[u8],
     object: &str,
@@ -133,7 +133,7 @@ pub fn decode<T: Decode<()>>(
 }
 
 /// Reads the values of a verified payload one after the other.
-pub struct PayloadReader<'a> {
+pub(crate) struct PayloadReader<'a> {
     rest: &'a [u8],
     object: &'a str,
     version: u16,
@@ -141,7 +141,11 @@ pub struct PayloadReader<'a> {
 
 impl<'a> PayloadReader<'a> {
     /// Checks the header and checksum of an object that must be of `kind`.
-    pub fn open(kind: ObjectKind, bytes: &'a [u8], object: &'a str) -> Result<Self, StateError> {
+    pub(crate) fn open(
+        kind: ObjectKind,
+        bytes: &'a [u8],
+        object: &'a str,
+    ) -> Result<Self, StateError> {
         Ok(Self {
             rest: verify(kind, bytes, object)?,
             object,
@@ -150,12 +154,12 @@ impl<'a> PayloadReader<'a> {
     }
 
     /// The format version of the object (the payload's layout depends on it).
-    pub fn version(&self) -> u16 {
+    pub(crate) fn version(&self) -> u16 {
         self.version
     }
 
     /// Decodes the next value.
-    pub fn next_value<T: Decode<()>>(&mut self) -> Result<T, StateError> {
+    pub(crate) fn next_value<T: Decode<()>>(&mut self) -> Result<T, StateError> {
         let (value, used) = decode_front(self.rest).map_err(|e| StateError::Corrupt {
             object: self.object.to_string(),
             reason: format!("payload does not decode: {e}"),
@@ -165,12 +169,12 @@ impl<'a> PayloadReader<'a> {
     }
 
     /// Bytes not decoded yet.
-    pub fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.rest.len()
     }
 
     /// Checks that the whole payload was decoded.
-    pub fn finish(self) -> Result<(), StateError> {
+    pub(crate) fn finish(self) -> Result<(), StateError> {
         if self.rest.is_empty() {
             Ok(())
         } else {
@@ -236,13 +240,6 @@ fn verify<'a>(kind: ObjectKind, bytes: &'a [u8], object: &str) -> Result<&'a [u8
         ))),
         None => Err(corrupt(format!("unknown object kind {}", bytes[7]))),
     }
-}
-
-/// The kind recorded in an object's header, if the header is readable.
-pub fn peek_kind(bytes: &[u8]) -> Option<ObjectKind> {
-    (bytes.len() >= HEADER_LEN && bytes[0..4] == MAGIC)
-        .then(|| ObjectKind::from_byte(bytes[7]))
-        .flatten()
 }
 
 fn checksum(header: &[u8], payload: &[u8]) -> u32 {

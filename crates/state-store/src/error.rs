@@ -1,5 +1,7 @@
 //! The one error type of this crate.
 
+use crate::model::RelPath;
+
 /// Everything that can go wrong while locating, reading, verifying or writing state.
 ///
 /// Every variant names the object or location it concerns, so that an operator reading a single
@@ -22,11 +24,11 @@ pub enum StateError {
         /// The rejected id.
         id: String,
         /// Why it was rejected.
-        reason: String,
+        reason: &'static str,
     },
 
     /// The storage backend failed an operation.
-    #[error("storage error on {object}: {source}")]
+    #[error("storage error on {object}")]
     Storage {
         /// URL of the object or prefix the operation concerned.
         object: String,
@@ -36,7 +38,7 @@ pub enum StateError {
     },
 
     /// A location cannot be written (checked at start-up with a probe object).
-    #[error("cannot write to {location}: {source}")]
+    #[error("cannot write to {location}")]
     NotWritable {
         /// URL of the location.
         location: String,
@@ -92,6 +94,25 @@ pub enum StateError {
         object: String,
         /// The generation that was contested.
         generation: u64,
+    },
+
+    /// A delta was applied to a state it does not follow (a bug, or a damaged log: loading
+    /// reports it as [`StateError::Corrupt`], naming the object).
+    #[error("a delta of generation {found} cannot follow generation {current}")]
+    OutOfOrder {
+        /// The state's generation.
+        current: u64,
+        /// The delta's generation.
+        found: u64,
+    },
+
+    /// Snapshot entries were not sorted by path without duplicates.
+    #[error("entries are not sorted by path: {before:?} comes before {after:?}")]
+    Unsorted {
+        /// The entry that came first.
+        before: RelPath,
+        /// The entry that came next and sorts before it, or equals it.
+        after: RelPath,
     },
 
     /// The log is not contiguous, or holds an object that cannot belong where it is.

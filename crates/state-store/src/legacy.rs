@@ -47,7 +47,7 @@ struct DeltaV1 {
 }
 
 /// Decodes a delta object of any supported version; `object` names it in errors.
-pub fn decode_delta(bytes: &[u8], object: &str) -> Result<Delta, StateError> {
+pub(crate) fn decode_delta(bytes: &[u8], object: &str) -> Result<Delta, StateError> {
     let mut payload = PayloadReader::open(ObjectKind::Delta, bytes, object)?;
     let delta = if payload.version() == 1 {
         let v1: DeltaV1 = payload.next_value()?;

@@ -10,57 +10,56 @@
 //!   batch interrupted by a crash is redone identically (same files, same output key).
 //! * [`Delta`] — what a committed batch changed. Creating it with create-if-absent semantics is
 //!   the commit point, and the fence: a second writer gets [`StateError::Fenced`] and stops.
-//! * Snapshots ([`encode_snapshot`]) — the whole state at one generation; once one is stored,
-//!   the objects it supersedes are removed, so loading and commits stay cheap for months.
-//! * [`StateLog`] — reads and writes those objects under `<state>/<source-id>/`, and
-//!   [`verify`](StateLog::verify)s them.
+//! * Snapshots ([`StateLog::store_snapshot`]) — the whole state at one generation; once one is
+//!   stored, the objects it supersedes are removed, so loading and commits stay cheap for months.
+//! * [`StateLog`] — reads and writes those objects under `<state>/<source-id>/` (a
+//!   [`SourceId`]), and [`verify`](StateLog::verify)s them.
 //! * [`Location`] — a storage location given as a path or URL: local, `file://`, `s3://`,
 //!   `gs://`, `az://`, `memory://`, with [`StorageOptions`] for retries and timeouts.
-//! * [`codec`] — the header (magic, version, codec, length, checksum) and bincode payload of
-//!   every object; a damaged object is a named error, never a silent fresh start.
+//! * Every object has a header (magic, format version, codec, length, checksum) before its
+//!   bincode payload ([`ObjectKind`] says what it holds); a damaged object is a named
+//!   [`StateError`], never a silent fresh start.
+//!
+//! The modules depend on each other in one direction: `model` (paths and entries) →
+//! `records` (plans and deltas) → `state` → the encoding (`codec`, `snapshot`, `legacy`) →
+//! `log`, which stores through `location`.
 //!
 //! # Example
 //!
 //! ```
-//! use state_store::{Delta, FileEntry, Location, Outcome, RelPath, StateLog, encode_snapshot};
+//! use state_store::{FileEntry, Location, Outcome, RelPath, SourceId, StateLog};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), state_store::StateError> {
 //! let location = Location::parse("memory://")?;
-//! let log = StateLog::new(&location, "pod-1")?;
+//! let source: SourceId = "pod-1".parse()?;
+//! let log = StateLog::new(&location, &source);
 //!
 //! let mut loaded = log.load().await?;
 //! assert_eq!(loaded.state.generation(), 0);
 //!
-//! let delta = Delta {
-//!     generation: loaded.state.generation() + 1,
-//!     writer_id: log.writer_id(),
-//!     upserts: vec![(
-//!         RelPath::from("app/2026-11-24.log"),
-//!         FileEntry { size: 120, mtime_ns: 0, inode: 7, btime_ns: 0, offset: 120,
-//!                     generation: 1, outcome: Outcome::Done, fingerprint: 0 },
-//!     )],
-//!     ..Delta::default()
-//! };
+//! let entry = FileEntry { size: 120, mtime_ns: 0, inode: 7, btime_ns: 0, offset: 120,
+//!                         generation: 1, outcome: Outcome::Done, fingerprint: 0 };
+//! let delta = log.delta(1, None, vec![(RelPath::from("app/2026-11-24.log"), entry)]);
 //! log.commit(&delta).await?;
-//! loaded.state.apply(&delta).expect("next generation");
+//! loaded.state.apply(&delta)?;
 //!
 //! // Another process with the same state location and source id cannot commit generation 1.
-//! let intruder = StateLog::new(&location, "pod-1")?;
-//! let theirs = Delta { writer_id: intruder.writer_id(), ..delta.clone() };
+//! let intruder = StateLog::new(&location, &source);
+//! let theirs = intruder.delta(1, None, delta.upserts.clone());
 //! assert!(matches!(
 //!     intruder.commit(&theirs).await,
 //!     Err(state_store::StateError::Fenced { generation: 1, .. })
 //! ));
 //!
 //! // Fold the log into a snapshot: loading now reads one object instead of every delta.
-//! log.store_snapshot(1, encode_snapshot(&loaded.state, log.writer_id(), 0)).await?;
+//! log.store_snapshot(&loaded.state).await?;
 //! assert_eq!(log.load().await?.state, loaded.state);
 //! # Ok(())
 //! # }
 //! ```
 
-pub mod codec;
+mod codec;
 mod error;
 mod legacy;
 mod location;
@@ -68,22 +67,58 @@ mod log;
 mod model;
 mod records;
 mod snapshot;
+mod source_id;
+mod state;
 
+pub use codec::ObjectKind;
 pub use error::StateError;
-pub use legacy::decode_delta;
 pub use location::{Location, StorageOptions};
-pub use log::{
-    LoadedState, LogObject, StateLog, Verification, check_writable, list_sources, object_name,
-    validate_source_id,
-};
-pub use model::{FINGERPRINT_BYTES, FileEntry, Outcome, RelPath, State};
+pub use log::{LoadedState, LogObject, StateLog, StoredSnapshot, Verification};
+pub use model::{FINGERPRINT_BYTES, FileEntry, Outcome, RelPath};
 pub use records::{Delta, Plan, PlannedFile};
-pub use snapshot::{SnapshotHeader, decode_snapshot, encode_snapshot};
+pub use source_id::SourceId;
+pub use state::State;
 
-/// The current time in milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// The object encoding, for fuzz targets and tests that build or damage objects byte by byte
+/// (feature `internals`). Not part of the stable API.
+#[cfg(feature = "internals")]
+pub mod internals {
+    use crate::codec::{self, ObjectKind};
+    use crate::{Delta, Plan, State, StateError};
+
+    /// Frames `payload` as an object of `kind`: a valid header (checksum included) around
+    /// arbitrary bytes, so that a fuzzer reaches the payload decoders.
+    pub fn frame(kind: ObjectKind, payload: &[u8]) -> Vec<u8> {
+        codec::encode_with(kind, |out| out.extend_from_slice(payload))
+    }
+
+    /// Encodes a delta object.
+    pub fn encode_delta(delta: &Delta) -> Vec<u8> {
+        codec::encode(ObjectKind::Delta, delta)
+    }
+
+    /// Decodes a delta object of any supported format version.
+    pub fn decode_delta(bytes: &[u8]) -> Result<Delta, StateError> {
+        crate::legacy::decode_delta(bytes, "delta")
+    }
+
+    /// Encodes a plan object.
+    pub fn encode_plan(plan: &Plan) -> Vec<u8> {
+        codec::encode(ObjectKind::Plan, plan)
+    }
+
+    /// Decodes a plan object.
+    pub fn decode_plan(bytes: &[u8]) -> Result<Plan, StateError> {
+        codec::decode(ObjectKind::Plan, bytes, "plan")
+    }
+
+    /// Encodes a snapshot object of `state`.
+    pub fn encode_snapshot(state: &State) -> Vec<u8> {
+        crate::snapshot::encode_snapshot(state, 1, 0)
+    }
+
+    /// Decodes a snapshot object of any supported format version.
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<State, StateError> {
+        crate::snapshot::decode_snapshot(bytes, "snapshot").map(|(_, state)| state)
+    }
 }

@@ -79,6 +79,78 @@ impl StorageOptions {
     }
 }
 
+/// The three cloud builders of `object_store` share no trait: this one gives them a single
+/// build path (settings from the environment, the URL, client settings, retries).
+trait CloudBuilder: Sized {
+    /// Where this cloud's settings come from, for configuration errors.
+    const SETTINGS: &'static str;
+    fn from_env_with_url(url: &str) -> Self;
+    fn with_client_setting(self, key: ClientConfigKey, value: String) -> Self;
+    fn with_retry_config(self, retry: RetryConfig) -> Self;
+    fn build_store(self) -> object_store::Result<Arc<dyn ObjectStore>>;
+}
+
+macro_rules! cloud_builder {
+    ($builder:ty, $config_key:path, $settings:expr) => {
+        impl CloudBuilder for $builder {
+            const SETTINGS: &'static str = $settings;
+            fn from_env_with_url(url: &str) -> Self {
+                <$builder>::from_env().with_url(url)
+            }
+            fn with_client_setting(self, key: ClientConfigKey, value: String) -> Self {
+                self.with_config($config_key(key), value)
+            }
+            fn with_retry_config(self, retry: RetryConfig) -> Self {
+                self.with_retry(retry)
+            }
+            fn build_store(self) -> object_store::Result<Arc<dyn ObjectStore>> {
+                Ok(Arc::new(self.build()?))
+            }
+        }
+    };
+}
+
+cloud_builder!(
+    AmazonS3Builder,
+    AmazonS3ConfigKey::Client,
+    "S3 settings come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT \
+     and the other AWS_* variables"
+);
+cloud_builder!(
+    GoogleCloudStorageBuilder,
+    GoogleConfigKey::Client,
+    "GCS credentials come from GOOGLE_SERVICE_ACCOUNT, GOOGLE_SERVICE_ACCOUNT_KEY or \
+     GOOGLE_APPLICATION_CREDENTIALS"
+);
+cloud_builder!(
+    MicrosoftAzureBuilder,
+    AzureConfigKey::Client,
+    "the Azure account and key come from AZURE_STORAGE_ACCOUNT_NAME and \
+     AZURE_STORAGE_ACCOUNT_KEY, an emulator endpoint from AZURE_STORAGE_ENDPOINT"
+);
+
+/// Builds the store of a cloud URL (`input`, as the user gave it): settings from the
+/// environment, then the URL's, then `options`. The error says where the settings come from.
+fn build<B: CloudBuilder>(
+    input: &str,
+    url: &Url,
+    options: &StorageOptions,
+) -> Result<Arc<dyn ObjectStore>, StateError> {
+    options
+        .client_settings()
+        .into_iter()
+        .fold(
+            B::from_env_with_url(url.as_str()),
+            |builder, (key, value)| builder.with_client_setting(key, value),
+        )
+        .with_retry_config(options.retry())
+        .build_store()
+        .map_err(|e| StateError::InvalidLocation {
+            input: input.to_string(),
+            reason: format!("{e} ({})", B::SETTINGS),
+        })
+}
+
 /// A place to keep objects: a store plus a prefix inside it, with the URL it was built from.
 ///
 /// The same form serves Gleaner's `--state` and `--output`:
@@ -203,52 +275,13 @@ impl Location {
         }
         let (scheme, prefix) = ObjectStoreScheme::parse(url)
             .map_err(|e| invalid(format!("not a storage URL object_store understands: {e}")))?;
-        let built =
-            |hint: &'static str| move |e: object_store::Error| invalid(format!("{e} ({hint})"));
-        let client = options.client_settings();
-        let store: Arc<dyn ObjectStore> = match scheme {
-            ObjectStoreScheme::AmazonS3 => {
-                let builder = client.into_iter().fold(
-                    AmazonS3Builder::from_env().with_url(url.as_str()),
-                    |b, (key, value)| b.with_config(AmazonS3ConfigKey::Client(key), value),
-                );
-                let hint = "S3 settings come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, \
-                            AWS_REGION, AWS_ENDPOINT and the other AWS_* variables";
-                Arc::new(
-                    builder
-                        .with_retry(options.retry())
-                        .build()
-                        .map_err(built(hint))?,
-                )
-            }
+        let store = match scheme {
+            ObjectStoreScheme::AmazonS3 => build::<AmazonS3Builder>(input, url, options),
             ObjectStoreScheme::GoogleCloudStorage => {
-                let builder = client.into_iter().fold(
-                    GoogleCloudStorageBuilder::from_env().with_url(url.as_str()),
-                    |b, (key, value)| b.with_config(GoogleConfigKey::Client(key), value),
-                );
-                let hint = "GCS credentials come from GOOGLE_SERVICE_ACCOUNT, \
-                            GOOGLE_SERVICE_ACCOUNT_KEY or GOOGLE_APPLICATION_CREDENTIALS";
-                Arc::new(
-                    builder
-                        .with_retry(options.retry())
-                        .build()
-                        .map_err(built(hint))?,
-                )
+                build::<GoogleCloudStorageBuilder>(input, url, options)
             }
             ObjectStoreScheme::MicrosoftAzure => {
-                let builder = client.into_iter().fold(
-                    MicrosoftAzureBuilder::from_env().with_url(url.as_str()),
-                    |b, (key, value)| b.with_config(AzureConfigKey::Client(key), value),
-                );
-                let hint = "the Azure account and key come from AZURE_STORAGE_ACCOUNT_NAME and \
-                            AZURE_STORAGE_ACCOUNT_KEY, an emulator endpoint from \
-                            AZURE_STORAGE_ENDPOINT";
-                Arc::new(
-                    builder
-                        .with_retry(options.retry())
-                        .build()
-                        .map_err(built(hint))?,
-                )
+                build::<MicrosoftAzureBuilder>(input, url, options)
             }
             _ => {
                 return Err(invalid(
@@ -256,7 +289,7 @@ impl Location {
                         .into(),
                 ));
             }
-        };
+        }?;
         Ok(Self {
             store,
             prefix,
@@ -270,7 +303,7 @@ impl Location {
             input: input.to_string(),
             reason,
         };
-        let dir = resolve_local_dir(path).map_err(invalid)?;
+        let dir = resolve_local_dir(input, path)?;
         let prefix = Path::from_absolute_path(&dir)
             .map_err(|e| invalid(format!("cannot be used as an object path: {e}")))?;
         let url = Url::from_directory_path(&dir)
@@ -352,6 +385,33 @@ impl Location {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Checks that objects can be written here and that conditional creates work: a probe
+    /// object is written and removed, another created twice (the second create must fail) and
+    /// removed. `probe_id` keeps the probes of concurrent processes apart.
+    ///
+    /// Run at start-up, so that an unwritable location, or a store that would not fence, fails
+    /// the start rather than the first commit an hour later.
+    pub async fn check_writable(&self, probe_id: u64) -> Result<(), StateError> {
+        use object_store::{ObjectStoreExt, PutPayload};
+        let path = self.object(&format!("_gleaner-probe-{probe_id:016x}"));
+        let not_writable = |source| StateError::NotWritable {
+            location: self.url.clone(),
+            source,
+        };
+        self.store
+            .put(&path, PutPayload::from_static(b"probe"))
+            .await
+            .map_err(not_writable)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(source) => return Err(not_writable(source)),
+        }
+        self.check_conditional_create(
+            &self.object(&format!("_gleaner-fence-probe-{probe_id:016x}")),
+        )
+        .await
     }
 
     /// Checks that this store honours conditional creates, on which Gleaner's commit point and
@@ -449,9 +509,13 @@ impl Location {
 /// Makes `path` absolute and resolves symbolic links in the part of it that exists, so that two
 /// spellings of one directory compare equal (Gleaner refuses to keep state inside the watched
 /// directory, and must recognise it).
-fn resolve_local_dir(path: &FsPath) -> Result<PathBuf, String> {
+fn resolve_local_dir(input: &str, path: &FsPath) -> Result<PathBuf, StateError> {
+    let invalid = |reason: String| StateError::InvalidLocation {
+        input: input.to_string(),
+        reason,
+    };
     let absolute =
-        std::path::absolute(path).map_err(|e| format!("cannot make it absolute: {e}"))?;
+        std::path::absolute(path).map_err(|e| invalid(format!("cannot make it absolute: {e}")))?;
     let mut existing = absolute.as_path();
     let mut missing: Vec<&std::ffi::OsStr> = Vec::new();
     let canonical = loop {
@@ -462,7 +526,7 @@ fn resolve_local_dir(path: &FsPath) -> Result<PathBuf, String> {
                     missing.push(name);
                     existing = parent;
                 }
-                _ => return Err("no part of the path exists".into()),
+                _ => return Err(invalid("no part of the path exists".into())),
             },
         }
     };
@@ -471,12 +535,15 @@ fn resolve_local_dir(path: &FsPath) -> Result<PathBuf, String> {
         .any(|c| matches!(c, Component::ParentDir))
         && !missing.is_empty()
     {
-        return Err("'..' in a path that does not exist yet".into());
+        return Err(invalid("'..' in a path that does not exist yet".into()));
     }
     let mut out = canonical;
     out.extend(missing.iter().rev());
     if out.exists() && !out.is_dir() {
-        return Err(format!("{} exists and is not a directory", out.display()));
+        return Err(invalid(format!(
+            "{} exists and is not a directory",
+            out.display()
+        )));
     }
     Ok(out)
 }

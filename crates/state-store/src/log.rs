@@ -8,8 +8,9 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 
 use crate::codec::{self, ObjectKind};
-use crate::snapshot::decode_snapshot;
-use crate::{Delta, Location, Plan, State, StateError};
+use crate::legacy::decode_delta;
+use crate::snapshot::{decode_snapshot, encode_snapshot};
+use crate::{Delta, FileEntry, Location, Plan, PlannedFile, RelPath, SourceId, State, StateError};
 
 /// How many log objects are fetched at once while loading or verifying.
 const LOAD_CONCURRENCY: usize = 16;
@@ -31,7 +32,7 @@ const LOAD_CONCURRENCY: usize = 16;
 #[derive(Debug, Clone)]
 pub struct StateLog {
     dir: Location,
-    source_id: String,
+    source_id: SourceId,
     writer_id: u64,
 }
 
@@ -66,6 +67,18 @@ pub struct LogObject {
     pub path: Path,
 }
 
+/// What [`StateLog::store_snapshot`] stored and removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredSnapshot {
+    /// The generation of the snapshot.
+    pub generation: u64,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// How many objects it superseded and were removed.
+    pub removed: usize,
+}
+
 /// The result of [`StateLog::verify`].
 #[derive(Debug, Default)]
 pub struct Verification {
@@ -81,13 +94,31 @@ pub struct Verification {
 
 impl StateLog {
     /// Opens the log of `source_id` under `state`; nothing is read until [`StateLog::load`].
-    pub fn new(state: &Location, source_id: &str) -> Result<Self, StateError> {
-        validate_source_id(source_id)?;
-        Ok(Self {
-            dir: state.child(source_id),
-            source_id: source_id.to_string(),
+    pub fn new(state: &Location, source_id: &SourceId) -> Self {
+        Self {
+            dir: state.child(source_id.as_str()),
+            source_id: source_id.clone(),
             writer_id: fastrand::u64(1..),
-        })
+        }
+    }
+
+    /// The source ids that have a log under `state`, sorted.
+    pub async fn sources(state: &Location) -> Result<Vec<SourceId>, StateError> {
+        let listing = state
+            .store()
+            .list_with_delimiter(Some(state.prefix()))
+            .await
+            .map_err(|source| StateError::Storage {
+                object: state.to_string(),
+                source,
+            })?;
+        let mut ids: Vec<SourceId> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().and_then(|name| SourceId::new(name).ok()))
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// The location holding this source's log objects.
@@ -96,13 +127,40 @@ impl StateLog {
     }
 
     /// The source id.
-    pub fn source_id(&self) -> &str {
+    pub fn source_id(&self) -> &SourceId {
         &self.source_id
     }
 
     /// A random id of this writer, recorded in every object it writes.
     pub fn writer_id(&self) -> u64 {
         self.writer_id
+    }
+
+    /// The plan of a batch to process as `generation`, stamped with this writer and the time.
+    pub fn plan(&self, generation: u64, output_key: String, files: Vec<PlannedFile>) -> Plan {
+        Plan {
+            generation,
+            writer_id: self.writer_id,
+            created_at_ms: now_ms(),
+            output_key,
+            files,
+        }
+    }
+
+    /// The delta committing `generation`, stamped with this writer and the time.
+    pub fn delta(
+        &self,
+        generation: u64,
+        output_key: Option<String>,
+        upserts: Vec<(RelPath, FileEntry)>,
+    ) -> Delta {
+        Delta {
+            generation,
+            writer_id: self.writer_id,
+            committed_at_ms: now_ms(),
+            output_key,
+            upserts,
+        }
     }
 
     /// The path of the object of `kind` for `generation`.
@@ -191,7 +249,7 @@ impl StateLog {
                 let bytes = self.read(&path).await?;
                 let object = self.dir.describe(&path);
                 let size = bytes.len() as u64;
-                let delta: Delta = blocking(move || crate::decode_delta(&bytes, &object)).await?;
+                let delta: Delta = blocking(move || decode_delta(&bytes, &object)).await?;
                 Ok::<_, StateError>((path, delta, size))
             })
             .buffered(LOAD_CONCURRENCY);
@@ -199,9 +257,9 @@ impl StateLog {
             loaded
                 .state
                 .apply(&delta)
-                .map_err(|reason| StateError::Corrupt {
+                .map_err(|e| StateError::Corrupt {
                     object: self.dir.describe(&path),
-                    reason,
+                    reason: e.to_string(),
                 })?;
             loaded.objects_read += 1;
             loaded.bytes_read += size;
@@ -305,17 +363,19 @@ impl StateLog {
         }))
     }
 
-    /// Stores a snapshot encoded by [`encode_snapshot`](crate::encode_snapshot) for
-    /// `generation`, then removes every object it supersedes: deltas and plans up to
-    /// `generation`, and older snapshots. Returns how many objects were removed.
+    /// Stores a snapshot of `state` at its generation, then removes every object it supersedes:
+    /// deltas and plans up to that generation, and older snapshots.
     ///
     /// Nothing is removed before the snapshot is durable (the put returned), so a crash at any
     /// point leaves a log that loads to the same state.
-    pub async fn store_snapshot(
-        &self,
-        generation: u64,
-        bytes: Vec<u8>,
-    ) -> Result<usize, StateError> {
+    ///
+    /// Encoding is CPU work linear in the state. On a multi-threaded runtime it runs in
+    /// [`block_in_place`](tokio::task::block_in_place), so the runtime's other tasks move to
+    /// other threads meanwhile; on a current-thread runtime it runs inline.
+    pub async fn store_snapshot(&self, state: &State) -> Result<StoredSnapshot, StateError> {
+        let generation = state.generation();
+        let bytes = cpu_work(|| encode_snapshot(state, self.writer_id, now_ms()));
+        let size = bytes.len() as u64;
         let path = self.object_path(generation, ObjectKind::Snapshot);
         // Overwriting is safe: a snapshot of a committed generation has one possible content
         // (a retry after a put whose answer was lost writes the same state again).
@@ -332,9 +392,13 @@ impl StateLog {
             .chain(listing.snapshots.range(..generation))
             .map(|(_, meta)| meta.location.clone())
             .collect();
-        let count = superseded.len();
+        let removed = superseded.len();
         self.remove(superseded).await?;
-        Ok(count)
+        Ok(StoredSnapshot {
+            generation,
+            bytes: size,
+            removed,
+        })
     }
 
     /// Removes the plan of a committed generation. A plan that is already gone is fine.
@@ -419,15 +483,6 @@ impl StateLog {
         Ok(report)
     }
 
-    /// Checks that objects can be written here and that conditional creates work, with a probe
-    /// object created twice (the second must fail) and removed.
-    ///
-    /// Run at start-up so that an unwritable location, or a store that would not fence, fails
-    /// the start, not the first commit an hour later.
-    pub async fn check_writable(&self) -> Result<(), StateError> {
-        check_writable(&self.dir, self.writer_id).await
-    }
-
     /// Removes temporary files of this log's objects that a killed process left in a local
     /// directory. Returns how many were removed.
     pub fn remove_orphaned_temporaries(&self) -> usize {
@@ -505,7 +560,7 @@ impl StateLog {
 /// Decodes one object completely and checks that it holds the generation its name says.
 fn check_object(object: &LogObject, bytes: &[u8], name: &str) -> Result<(), StateError> {
     let found = match object.kind {
-        ObjectKind::Delta => crate::decode_delta(bytes, name)?.generation,
+        ObjectKind::Delta => decode_delta(bytes, name)?.generation,
         ObjectKind::Plan => codec::decode::<Plan>(ObjectKind::Plan, bytes, name)?.generation,
         ObjectKind::Snapshot => decode_snapshot(bytes, name)?.0.generation,
     };
@@ -534,48 +589,6 @@ where
     }
 }
 
-/// Writes and removes probe objects at `location`, to find out early that it is unwritable or
-/// that its store does not honour conditional creates (see
-/// [`Location::check_conditional_create`]).
-pub async fn check_writable(location: &Location, writer_id: u64) -> Result<(), StateError> {
-    let fence_probe = location.object(&format!("_gleaner-fence-probe-{writer_id:016x}"));
-    let path = location.object(&format!("_gleaner-probe-{writer_id:016x}"));
-    let store = location.store();
-    let storage_error = |source| StateError::NotWritable {
-        location: location.to_string(),
-        source,
-    };
-    store
-        .put(&path, PutPayload::from_static(b"probe"))
-        .await
-        .map_err(storage_error)?;
-    match store.delete(&path).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-        Err(source) => return Err(storage_error(source)),
-    }
-    location.check_conditional_create(&fence_probe).await
-}
-
-/// The source ids that have a log under `state`, sorted.
-pub async fn list_sources(state: &Location) -> Result<Vec<String>, StateError> {
-    let listing = state
-        .store()
-        .list_with_delimiter(Some(state.prefix()))
-        .await
-        .map_err(|source| StateError::Storage {
-            object: state.to_string(),
-            source,
-        })?;
-    let mut ids: Vec<String> = listing
-        .common_prefixes
-        .iter()
-        .filter_map(|p| p.filename().map(str::to_string))
-        .filter(|id| validate_source_id(id).is_ok())
-        .collect();
-    ids.sort();
-    Ok(ids)
-}
-
 #[derive(Default)]
 struct LogListing {
     deltas: BTreeMap<u64, ObjectMeta>,
@@ -584,7 +597,7 @@ struct LogListing {
 }
 
 /// The file name of the object of `kind` for `generation`: 20 digits, so names sort like numbers.
-pub fn object_name(generation: u64, kind: ObjectKind) -> String {
+fn object_name(generation: u64, kind: ObjectKind) -> String {
     format!("{generation:020}.{}", kind.name())
 }
 
@@ -602,28 +615,24 @@ fn parse_object_name(name: &str) -> Option<(u64, ObjectKind)> {
     Some((digits.parse().ok()?, kind))
 }
 
-/// Checks that a source id can name a directory in every store: 1 to 128 characters out of
-/// ASCII letters, digits, `.`, `_` and `-`, not starting with `.`.
-pub fn validate_source_id(id: &str) -> Result<(), StateError> {
-    let invalid = |reason: &str| StateError::InvalidSourceId {
-        id: id.to_string(),
-        reason: reason.to_string(),
-    };
-    if id.is_empty() || id.len() > 128 {
-        return Err(invalid("must be 1 to 128 characters long"));
+/// The current time in milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs CPU work that borrows from an async caller. On a multi-threaded runtime the worker
+/// hands its other tasks to the runtime first, so they are not held up; a current-thread
+/// runtime has no other thread to hand them to, and runs it inline.
+fn cpu_work<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
-    if id.starts_with('.') {
-        return Err(invalid("must not start with '.'"));
-    }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return Err(invalid(
-            "may only contain ASCII letters, digits, '.', '_' and '-'",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -641,16 +650,6 @@ mod tests {
             "00000000000000000042.tmp",
         ] {
             assert_eq!(parse_object_name(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn source_ids_must_be_path_safe() {
-        for ok in ["pod-1", "my.host_name", "a"] {
-            validate_source_id(ok).unwrap();
-        }
-        for bad in ["", ".hidden", "a/b", "sp ace", "é", &"x".repeat(129)] {
-            assert!(validate_source_id(bad).is_err(), "{bad:?}");
         }
     }
 }

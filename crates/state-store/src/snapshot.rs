@@ -11,22 +11,22 @@ use crate::{FileEntry, RelPath, State, StateError};
 
 /// The head of a snapshot's payload.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
-pub struct SnapshotHeader {
+pub(crate) struct SnapshotHeader {
     /// The generation whose state this is.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// Random id of the process that wrote it.
-    pub writer_id: u64,
+    pub(crate) writer_id: u64,
     /// When it was written, in milliseconds since the Unix epoch.
-    pub created_at_ms: u64,
+    pub(crate) created_at_ms: u64,
     /// When its generation was committed, in milliseconds since the Unix epoch.
-    pub last_commit_ms: Option<u64>,
+    pub(crate) last_commit_ms: Option<u64>,
     /// How many entries follow.
-    pub entries: u64,
+    pub(crate) entries: u64,
 }
 
 /// Encodes `state` as a snapshot object. CPU work proportional to the state: run it on a worker
 /// thread.
-pub fn encode_snapshot(state: &State, writer_id: u64, created_at_ms: u64) -> Vec<u8> {
+pub(crate) fn encode_snapshot(state: &State, writer_id: u64, created_at_ms: u64) -> Vec<u8> {
     codec::encode_with(ObjectKind::Snapshot, |out| {
         out.reserve(state.len() * 64);
         let header = SnapshotHeader {
@@ -45,7 +45,10 @@ pub fn encode_snapshot(state: &State, writer_id: u64, created_at_ms: u64) -> Vec
 }
 
 /// Decodes a snapshot object; `object` names it in errors. CPU work proportional to the state.
-pub fn decode_snapshot(bytes: &[u8], object: &str) -> Result<(SnapshotHeader, State), StateError> {
+pub(crate) fn decode_snapshot(
+    bytes: &[u8],
+    object: &str,
+) -> Result<(SnapshotHeader, State), StateError> {
     let mut payload = PayloadReader::open(ObjectKind::Snapshot, bytes, object)?;
     let header: SnapshotHeader = payload.next_value()?;
     // Every entry takes more than 8 encoded bytes: never trust a count beyond that.
@@ -63,12 +66,13 @@ pub fn decode_snapshot(bytes: &[u8], object: &str) -> Result<(SnapshotHeader, St
         entries.push((path, entry));
     }
     payload.finish()?;
-    let state = State::from_sorted(header.generation, header.last_commit_ms, entries).map_err(
-        |reason| StateError::Corrupt {
-            object: object.to_string(),
-            reason,
-        },
-    )?;
+    let state =
+        State::from_sorted(header.generation, header.last_commit_ms, entries).map_err(|e| {
+            StateError::Corrupt {
+                object: object.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
     Ok((header, state))
 }
 

@@ -13,11 +13,20 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
-use state_store::codec::ObjectKind;
 use state_store::{
-    Delta, FileEntry, Location, Outcome, Plan, PlannedFile, RelPath, State, StateError, StateLog,
-    encode_snapshot, list_sources, now_ms,
+    Delta, FileEntry, Location, ObjectKind, Outcome, Plan, PlannedFile, RelPath, SourceId, State,
+    StateError, StateLog,
 };
+
+/// The log of source `id` under `location`.
+fn open_log(location: &Location, id: &str) -> StateLog {
+    StateLog::new(location, &SourceId::new(id).unwrap())
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::UNIX_EPOCH.elapsed().unwrap().as_millis() as u64
+}
 
 // ---------------------------------------------------------------------------------------------
 // Backends
@@ -194,7 +203,7 @@ conformance!(azure_azurite, azure().await, #[ignore = "needs Azurite: run tests/
 fn gcs_urls_resolve_to_bucket_and_prefix() {
     let location = Location::parse("gs://my-bucket/gleaner/state").unwrap();
     assert_eq!(location.prefix().as_ref(), "gleaner/state");
-    let log = StateLog::new(&location, "pod-1").unwrap();
+    let log = open_log(&location, "pod-1");
     assert_eq!(
         log.location()
             .describe(&log.object_path(7, ObjectKind::Delta)),
@@ -213,7 +222,7 @@ async fn gcs_without_credentials_fails_with_an_error_naming_the_location() {
         ..state_store::StorageOptions::default()
     };
     let location = Location::parse_with("gs://gleaner-no-such-bucket/state", &options).unwrap();
-    let log = StateLog::new(&location, "pod-1").unwrap();
+    let log = open_log(&location, "pod-1");
     let started = std::time::Instant::now();
     let err = log.load().await.expect_err("no credentials");
     assert!(matches!(err, StateError::Storage { .. }), "{err}");
@@ -308,12 +317,15 @@ mod checks {
     }
 
     pub(crate) async fn empty(location: Location) {
-        let log = StateLog::new(&location, "empty").unwrap();
+        let log = open_log(&location, "empty");
         let loaded = log.load().await.unwrap();
         assert_eq!(loaded.state.generation(), 0);
         assert!(loaded.pending.is_none() && loaded.stale.is_empty());
         assert!(log.objects().await.unwrap().is_empty());
-        log.check_writable().await.unwrap();
+        log.location()
+            .check_writable(log.writer_id())
+            .await
+            .unwrap();
         assert!(
             log.objects().await.unwrap().is_empty(),
             "the probe is removed"
@@ -321,7 +333,7 @@ mod checks {
     }
 
     pub(crate) async fn commits_and_plans(location: Location) {
-        let log = StateLog::new(&location, "pod-1").unwrap();
+        let log = open_log(&location, "pod-1");
         log.create_plan(&plan(1)).await.unwrap();
         log.commit(&delta(1, &["a", "b"])).await.unwrap();
         log.create_plan(&plan(2)).await.unwrap();
@@ -346,8 +358,8 @@ mod checks {
     }
 
     pub(crate) async fn fencing(location: Location) {
-        let first = StateLog::new(&location, "pod-1").unwrap();
-        let second = StateLog::new(&location, "pod-1").unwrap();
+        let first = open_log(&location, "pod-1");
+        let second = open_log(&location, "pod-1");
         // Every writer stamps its plans with its own random id, so two plans never match.
         let plan_of = |log: &StateLog| Plan {
             writer_id: log.writer_id(),
@@ -388,10 +400,7 @@ mod checks {
             first.commit(&d).await.unwrap();
             state.apply(&d).unwrap();
         }
-        first
-            .store_snapshot(3, encode_snapshot(&state, first.writer_id(), now_ms()))
-            .await
-            .unwrap();
+        first.store_snapshot(&state).await.unwrap();
         let err = second.commit(&delta(2, &["stale"])).await.unwrap_err();
         assert!(
             matches!(err, StateError::Fenced { generation: 2, .. }),
@@ -422,7 +431,7 @@ mod checks {
     pub(crate) async fn concurrent_commits(location: Location) {
         let writers: Vec<_> = (0..8)
             .map(|i| {
-                let log = StateLog::new(&location, "contested").unwrap();
+                let log = open_log(&location, "contested");
                 tokio::spawn(async move {
                     let name = format!("writer-{i}");
                     log.commit(&delta(1, &[name.as_str()])).await.map(|()| name)
@@ -442,12 +451,12 @@ mod checks {
             1,
             "exactly one of 8 concurrent commits wins: {winners:?}"
         );
-        let log = StateLog::new(&location, "contested").unwrap();
+        let log = open_log(&location, "contested");
         assert_eq!(paths(&log.load().await.unwrap().state), winners);
     }
 
     pub(crate) async fn snapshots(location: Location) {
-        let log = StateLog::new(&location, "snap").unwrap();
+        let log = open_log(&location, "snap");
         let mut expected = State::new();
         for g in 1..=5 {
             let names: Vec<String> = (0..3).map(|i| format!("g{g}/f{i}")).collect();
@@ -462,9 +471,11 @@ mod checks {
             .map(|i| RelPath::from(format!("g1/f{i}").as_str()))
             .collect();
         assert_eq!(expected.forget(&gone), 3);
-        let bytes = encode_snapshot(&expected, log.writer_id(), now_ms());
-        let removed = log.store_snapshot(5, bytes).await.unwrap();
-        assert_eq!(removed, 10, "5 deltas and 5 plans are superseded");
+        assert_eq!(expected.generation(), 5);
+        let stored = log.store_snapshot(&expected).await.unwrap();
+        assert_eq!(stored.removed, 10, "5 deltas and 5 plans are superseded");
+        assert_eq!(stored.generation, 5);
+        assert!(stored.bytes > 0);
         assert_eq!(kinds(&log).await, [(5, "snapshot")]);
 
         for g in 6..=7 {
@@ -479,8 +490,7 @@ mod checks {
         assert!(loaded.stale.is_empty());
 
         // A second snapshot supersedes the first.
-        let bytes = encode_snapshot(&expected, log.writer_id(), now_ms());
-        log.store_snapshot(7, bytes).await.unwrap();
+        log.store_snapshot(&expected).await.unwrap();
         assert_eq!(kinds(&log).await, [(7, "snapshot")]);
         assert_eq!(log.load().await.unwrap().state, expected);
         let report = log.verify().await.unwrap();
@@ -491,7 +501,7 @@ mod checks {
     pub(crate) async fn interrupted_snapshots(location: Location) {
         // A crash after the snapshot landed but before the superseded objects were removed:
         // loading gives the same state, and reports the leftovers as stale.
-        let log = StateLog::new(&location, "crashy").unwrap();
+        let log = open_log(&location, "crashy");
         let mut expected = State::new();
         for g in 1..=4 {
             let d = delta(g, &[format!("f{g}").as_str()]);
@@ -502,12 +512,17 @@ mod checks {
         for g in 1..=3 {
             at_3.apply(&delta(g, &[format!("f{g}").as_str()])).unwrap();
         }
-        // Write the snapshot of generation 3 directly, as if the process died right after.
+        // Write the snapshot of generation 3 directly, as if the process died right after: made
+        // by a log elsewhere, copied over.
+        let elsewhere = open_log(&Location::parse("memory://").unwrap(), "crashy");
+        elsewhere.store_snapshot(&at_3).await.unwrap();
+        let snapshot = elsewhere.object_path(3, ObjectKind::Snapshot);
+        let bytes = elsewhere.location().store().get(&snapshot).await.unwrap();
         log.location()
             .store()
             .put(
                 &log.object_path(3, ObjectKind::Snapshot),
-                PutPayload::from(encode_snapshot(&at_3, 1, now_ms())),
+                PutPayload::from(bytes.bytes().await.unwrap()),
             )
             .await
             .unwrap();
@@ -530,13 +545,11 @@ mod checks {
             (ObjectKind::Snapshot, true),
         ] {
             let source = format!("damaged-{}-{truncate}", kind.name());
-            let log = StateLog::new(&location, &source).unwrap();
+            let log = open_log(&location, &source);
             let mut state = State::new();
             state.apply(&delta(1, &["a"])).unwrap();
             log.commit(&delta(1, &["a"])).await.unwrap();
-            log.store_snapshot(1, encode_snapshot(&state, 1, now_ms()))
-                .await
-                .unwrap();
+            log.store_snapshot(&state).await.unwrap();
             log.commit(&delta(2, &["b"])).await.unwrap();
             log.create_plan(&plan(3)).await.unwrap();
             let generation = match kind {
@@ -554,7 +567,7 @@ mod checks {
             assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
             assert!(
                 err.to_string()
-                    .contains(&state_store::object_name(generation, kind)),
+                    .contains(log.object_path(generation, kind).filename().unwrap()),
                 "the error names the object: {err}"
             );
             let report = log.verify().await.unwrap();
@@ -564,7 +577,7 @@ mod checks {
     }
 
     pub(crate) async fn gaps(location: Location) {
-        let log = StateLog::new(&location, "gappy").unwrap();
+        let log = open_log(&location, "gappy");
         log.commit(&delta(1, &["a"])).await.unwrap();
         log.commit(&delta(3, &["c"])).await.unwrap();
         let err = log.load().await.unwrap_err();
@@ -575,10 +588,9 @@ mod checks {
     }
 
     pub(crate) async fn neighbours(location: Location) {
-        let log = StateLog::new(&location, "pod-a").unwrap();
+        let log = open_log(&location, "pod-a");
         log.commit(&delta(1, &["a"])).await.unwrap();
-        StateLog::new(&location, "pod-b")
-            .unwrap()
+        open_log(&location, "pod-b")
             .commit(&delta(1, &["b"]))
             .await
             .unwrap();
@@ -594,13 +606,17 @@ mod checks {
             .put(
                 &log.location()
                     .child("nested")
-                    .object(&state_store::object_name(2, ObjectKind::Delta)),
+                    .object(log.object_path(2, ObjectKind::Delta).filename().unwrap()),
                 PutPayload::from_static(b"not a delta"),
             )
             .await
             .unwrap();
         assert_eq!(log.load().await.unwrap().state.generation(), 1);
-        assert_eq!(list_sources(&location).await.unwrap(), ["pod-a", "pod-b"]);
+        let sources = StateLog::sources(&location).await.unwrap();
+        assert_eq!(
+            sources.iter().map(SourceId::as_str).collect::<Vec<_>>(),
+            ["pod-a", "pod-b"]
+        );
         let all: Vec<_> = store
             .list(Some(location.prefix()))
             .try_collect()
@@ -610,7 +626,7 @@ mod checks {
     }
 
     pub(crate) async fn large_state(location: Location) {
-        let log = Arc::new(StateLog::new(&location, "large").unwrap());
+        let log = Arc::new(open_log(&location, "large"));
         let names: Vec<String> = (0..20_000)
             .map(|i| format!("dir-{}/file-{i:06}.log", i % 50))
             .collect();
@@ -619,9 +635,7 @@ mod checks {
         log.commit(&d).await.unwrap();
         let mut state = State::new();
         state.apply(&d).unwrap();
-        log.store_snapshot(1, encode_snapshot(&state, 1, now_ms()))
-            .await
-            .unwrap();
+        log.store_snapshot(&state).await.unwrap();
         let loaded = log.load().await.unwrap();
         assert_eq!(loaded.state.len(), 20_000);
         assert_eq!(loaded.state, state);

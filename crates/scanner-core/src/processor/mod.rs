@@ -313,6 +313,23 @@ fn feed<R: Reducer>(
     }
 }
 
+/// Reads `input` to its end through a fresh reducer of `processor`.
+fn reduce_with<P: Processor>(
+    processor: &P,
+    input: &mut dyn Read,
+    buf: &mut [u8],
+) -> Result<(Partial, u64), ReduceError> {
+    let mut reducer = processor.reducer();
+    let bytes = feed(&mut reducer, input, buf)?;
+    Ok((Partial(Box::new(reducer)), bytes))
+}
+
+/// The result of a partial reduction made by a reducer of `P`.
+fn finish_with<P: Processor>(partial: Partial) -> Result<serde_json::Value, ReduceError> {
+    let reducer: P::Reducer = unwrap_partial(partial);
+    Ok(serde_json::to_value(reducer.finish())?)
+}
+
 fn unwrap_partial<R: 'static>(partial: Partial) -> R {
     *partial
         .0
@@ -330,9 +347,7 @@ impl<P: Processor> ErasedProcessor for Whole<P> {
     }
 
     fn reduce(&self, input: &mut dyn Read, buf: &mut [u8]) -> Result<(Partial, u64), ReduceError> {
-        let mut reducer = self.0.reducer();
-        let bytes = feed(&mut reducer, input, buf)?;
-        Ok((Partial(Box::new(reducer)), bytes))
+        reduce_with(&self.0, input, buf)
     }
 
     fn merge(&self, _: Partial, _: Partial) -> Partial {
@@ -343,8 +358,7 @@ impl<P: Processor> ErasedProcessor for Whole<P> {
     }
 
     fn finish(&self, partial: Partial) -> Result<serde_json::Value, ReduceError> {
-        let reducer: P::Reducer = unwrap_partial(partial);
-        Ok(serde_json::to_value(reducer.finish())?)
+        finish_with::<P>(partial)
     }
 }
 
@@ -362,9 +376,7 @@ where
     }
 
     fn reduce(&self, input: &mut dyn Read, buf: &mut [u8]) -> Result<(Partial, u64), ReduceError> {
-        let mut reducer = self.0.reducer();
-        let bytes = feed(&mut reducer, input, buf)?;
-        Ok((Partial(Box::new(reducer)), bytes))
+        reduce_with(&self.0, input, buf)
     }
 
     fn merge(&self, earlier: Partial, later: Partial) -> Partial {
@@ -374,8 +386,7 @@ where
     }
 
     fn finish(&self, partial: Partial) -> Result<serde_json::Value, ReduceError> {
-        let reducer: P::Reducer = unwrap_partial(partial);
-        Ok(serde_json::to_value(reducer.finish())?)
+        finish_with::<P>(partial)
     }
 }
 

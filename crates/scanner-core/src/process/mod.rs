@@ -1,24 +1,28 @@
-//! Reading planned files through a processor, on worker threads: opening safely, decoding by
-//! content, splitting large files into line-aligned ranges, and combining the ranges.
+//! Reading planned files through a processor, on worker threads.
+//!
+//! * `open.rs` opens a planned file safely and checks it is the file that was listed; an
+//!   errno becomes a [`FailureKind`];
+//! * `decode.rs` recognises gzip and zstd by content ([`Encoding`]) and decodes them, capped;
+//! * `split.rs` cuts a large file into line-aligned ranges ([`plan_units`]), and finds the
+//!   whole lines appended to a file;
+//! * this module reads one unit ([`process_unit`]) and combines a file's units ([`combine`]).
 
-use std::cell::Cell;
-use std::fs::File;
-use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
+mod decode;
+mod open;
+mod split;
+
+use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use state_store::PlannedFile;
 
-use crate::listing::{absolute, io_reason};
-use crate::processor::{DynProcessor, Partial, ReduceError};
+use crate::processor::{DynProcessor, Partial};
 
-/// A file is split into ranges for parallel workers only if each range gets at least this many
-/// bytes.
-pub const MIN_RANGE_BYTES: u64 = 16 << 20;
-
-/// How far past a nominal split point a newline is looked for before giving up on that point.
-const MAX_BOUNDARY_SEARCH: u64 = 8 << 20;
+pub use decode::Encoding;
+pub(crate) use open::open;
+pub(crate) use split::{AppendRange, whole_lines};
+pub use split::{MIN_RANGE_BYTES, WorkUnit, plan_units};
 
 /// How processing one file ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,44 +96,10 @@ impl FailureKind {
     }
 }
 
-/// How a file's bytes are encoded, recognised by its first bytes (never by its name).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Encoding {
-    /// Read as it is.
-    #[default]
-    Plain,
-    /// gzip (`1f 8b`), possibly several members one after the other.
-    Gzip,
-    /// Zstandard (`28 b5 2f fd`), possibly several frames.
-    Zstd,
-}
-
-impl Encoding {
-    /// Recognises an encoding by the first bytes of a file.
-    pub fn sniff(head: &[u8]) -> Encoding {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Encoding::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Encoding::Zstd
-        } else {
-            Encoding::Plain
-        }
-    }
-
-    /// The name written in output lines, for encodings other than plain.
-    pub fn name(self) -> Option<&'static str> {
-        match self {
-            Encoding::Plain => None,
-            Encoding::Gzip => Some("gzip"),
-            Encoding::Zstd => Some("zstd"),
-        }
-    }
-}
-
 /// The process, not the file, is short of something (file descriptors, memory): no file should
 /// be recorded as failed for it. The batch fails and is retried.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open {path}: {source} (the batch will be retried)")]
+#[error("cannot open {path} for lack of resources; the batch will be retried")]
 pub struct ResourceError {
     /// The file that could not be opened, relative to the watch root.
     pub path: String,
@@ -155,15 +125,6 @@ impl Default for ReadLimits {
     }
 }
 
-/// One piece of work for a worker: a file, or one line-aligned range of a large file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkUnit {
-    /// Index of the file in the batch.
-    pub file: usize,
-    /// Bytes of the file this unit reads.
-    pub range: Range<u64>,
-}
-
 /// The result of one [`WorkUnit`].
 #[derive(Debug)]
 pub enum UnitOutcome {
@@ -185,109 +146,33 @@ pub enum UnitOutcome {
     },
 }
 
-/// Cuts the batch's files into work units. Blocking (it looks for line boundaries in large
-/// files).
-///
-/// A file is split only if the processor can merge ranges, there are several workers, the file
-/// is plain text (compressed streams cannot be entered in the middle), and every range gets at
-/// least [`MIN_RANGE_BYTES`]. Ranges end just after a newline; where none is found near a split
-/// point, the neighbouring ranges stay together.
-pub fn plan_units(
-    root: &Path,
-    files: &[PlannedFile],
-    processor: &DynProcessor,
-    workers: usize,
-) -> Vec<WorkUnit> {
-    let mut units = Vec::with_capacity(files.len());
-    for (index, file) in files.iter().enumerate() {
-        let whole = file.start..file.size.max(file.start);
-        let length = whole.end - whole.start;
-        let parts = (length / MIN_RANGE_BYTES).min(workers as u64);
-        let ranges = if processor.is_splittable() && parts > 1 {
-            split_at_lines(&absolute(root, &file.path), whole.clone(), parts)
-                .unwrap_or_else(|| vec![whole])
-        } else {
-            vec![whole]
-        };
-        units.extend(
-            ranges
-                .into_iter()
-                .map(|range| WorkUnit { file: index, range }),
-        );
-    }
-    units
+/// Why a file failed: recorded in its output line and its state entry.
+#[derive(Debug)]
+struct Failure {
+    kind: FailureKind,
+    reason: String,
 }
 
-/// Line-aligned ranges covering `whole`, about `parts` of them; `None` if the file cannot be
-/// split (it is compressed, or cannot be read: its single unit will say why).
-fn split_at_lines(path: &Path, whole: Range<u64>, parts: u64) -> Option<Vec<Range<u64>>> {
-    let mut file = open(path).ok()?;
-    if whole.start == 0 {
-        let mut head = [0u8; 4];
-        let n = read_up_to(&mut file, &mut head).ok()?;
-        if Encoding::sniff(&head[..n]) != Encoding::Plain {
-            return None;
+impl Failure {
+    fn new(kind: FailureKind, reason: impl Into<String>) -> Self {
+        Self {
+            kind,
+            reason: reason.into(),
         }
     }
-    let length = whole.end - whole.start;
-    let mut ranges = Vec::new();
-    let mut start = whole.start;
-    let mut window = vec![0u8; 64 << 10];
-    for k in 1..parts {
-        let nominal = whole.start + length * k / parts;
-        if nominal <= start {
-            continue;
-        }
-        let Some(boundary) = next_line_start(&mut file, nominal, whole.end, &mut window) else {
-            continue;
-        };
-        if boundary > start && boundary < whole.end {
-            ranges.push(start..boundary);
-            start = boundary;
-        }
-    }
-    ranges.push(start..whole.end);
-    Some(ranges)
 }
 
-/// The offset just after the first newline at or after `from` (before `end`).
-fn next_line_start(file: &mut File, from: u64, end: u64, window: &mut [u8]) -> Option<u64> {
-    file.seek(SeekFrom::Start(from)).ok()?;
-    let mut at = from;
-    while at < end && at - from < MAX_BOUNDARY_SEARCH {
-        let want = window.len().min((end - at) as usize);
-        let n = read_up_to(file, &mut window[..want]).ok()?;
-        if n == 0 {
-            return None;
-        }
-        if let Some(i) = memchr::memchr(b'\n', &window[..n]) {
-            return Some(at + i as u64 + 1);
-        }
-        at += n as u64;
-    }
-    None
+/// Why a unit was not reduced: a problem of its file, or a shortage of the process.
+#[derive(Debug)]
+enum Unprocessable {
+    Failed(Failure),
+    Resources(ResourceError),
 }
 
-fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+impl From<Failure> for Unprocessable {
+    fn from(failure: Failure) -> Self {
+        Unprocessable::Failed(failure)
     }
-    Ok(filled)
-}
-
-/// Opens without following symbolic links and without blocking (a FIFO swapped in cannot
-/// hang the worker).
-pub(crate) fn open(path: &Path) -> std::io::Result<File> {
-    File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
 }
 
 /// Reads one unit: bytes `range` of `file` under `root`. Blocking.
@@ -306,159 +191,48 @@ pub fn process_unit(
     processor: &DynProcessor,
     limits: ReadLimits,
 ) -> Result<UnitOutcome, ResourceError> {
-    let failed = |kind, reason: String| Ok(UnitOutcome::Failed { kind, reason });
-    let handle = match open(&absolute(root, &file.path)) {
-        Ok(handle) => handle,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return failed(
-                FailureKind::Vanished,
-                "vanished before it could be read".into(),
-            );
+    match reduce_unit(root, file, range, processor, limits) {
+        Ok(decoded) => Ok(UnitOutcome::Reduced {
+            partial: decoded.partial,
+            bytes: decoded.bytes,
+            encoding: decoded.encoding,
+        }),
+        Err(Unprocessable::Failed(Failure { kind, reason })) => {
+            Ok(UnitOutcome::Failed { kind, reason })
         }
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return failed(
-                FailureKind::Replaced,
-                "was replaced by a symbolic link".into(),
-            );
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return failed(FailureKind::PermissionDenied, "permission denied".into());
-        }
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
-            ) =>
-        {
-            return Err(ResourceError {
-                path: file.path.to_string(),
-                source: e,
-            });
-        }
-        Err(e) => {
-            return failed(
+        Err(Unprocessable::Resources(e)) => Err(e),
+    }
+}
+
+fn reduce_unit(
+    root: &Path,
+    file: &PlannedFile,
+    range: Range<u64>,
+    processor: &DynProcessor,
+    limits: ReadLimits,
+) -> Result<decode::Decoded, Unprocessable> {
+    let mut handle = open::open_planned(root, file)?;
+    if range.start > 0 {
+        handle.seek(SeekFrom::Start(range.start)).map_err(|e| {
+            Failure::new(
                 FailureKind::Io,
-                format!("cannot open: {}", io_reason(Some(&e))),
-            );
-        }
-    };
-    let meta = match handle.metadata() {
-        Ok(meta) => meta,
-        Err(e) => return failed(FailureKind::Io, format!("cannot examine: {e}")),
-    };
-    if !meta.is_file() {
-        return failed(FailureKind::Replaced, "is no longer a regular file".into());
-    }
-    let reborn = file.btime_ns != 0 && {
-        let now = crate::listing::btime_ns(&meta);
-        now != 0 && now != file.btime_ns
-    };
-    if (file.inode != 0 && meta.ino() != file.inode) || reborn {
-        return failed(
-            FailureKind::Replaced,
-            format!(
-                "was replaced by another file after it was listed (inode {} is now {})",
-                file.inode,
-                meta.ino()
-            ),
-        );
-    }
-    if meta.len() < file.size {
-        return failed(
-            FailureKind::Truncated,
-            format!(
-                "shrank from {} to {} bytes after it was listed",
-                file.size,
-                meta.len()
-            ),
-        );
-    }
-    let mut handle = handle;
-    if range.start > 0
-        && let Err(e) = handle.seek(SeekFrom::Start(range.start))
-    {
-        return failed(
-            FailureKind::Io,
-            format!("cannot seek to {}: {e}", range.start),
-        );
+                format!("cannot seek to {}: {e}", range.start),
+            )
+        })?;
     }
     let expected = range.end.saturating_sub(range.start);
-    let raw_read = Cell::new(0u64);
-    let mut raw = Counting {
-        inner: handle.take(expected),
-        count: &raw_read,
-    };
-
-    // Only a file read from its very start can be a compressed stream.
-    let mut head = [0u8; 4];
-    let encoding = if range.start == 0 {
-        let n = match read_all_of(&mut raw, &mut head) {
-            Ok(n) => n,
-            Err(e) => return failed(FailureKind::Io, format!("read failed at offset 0: {e}")),
-        };
-        Encoding::sniff(&head[..n])
-    } else {
-        Encoding::Plain
-    };
-    let head_len = if range.start == 0 {
-        raw_read.get() as usize
-    } else {
-        0
-    };
-    let stream = Cursor::new(&head[..head_len]).chain(raw);
-    let reduced = match encoding {
-        Encoding::Plain => processor.reduce_partial(&mut { stream }),
-        Encoding::Gzip => {
-            let decoder =
-                flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 << 10, stream));
-            processor.reduce_partial(&mut Capped::new(decoder, limits.max_decoded_bytes))
-        }
-        Encoding::Zstd => match zstd::stream::read::Decoder::new(stream) {
-            Ok(decoder) => {
-                processor.reduce_partial(&mut Capped::new(decoder, limits.max_decoded_bytes))
-            }
-            Err(e) => return failed(FailureKind::Corrupt, format!("cannot decode zstd: {e}")),
-        },
-    };
-    match reduced {
-        Ok((_, _)) if raw_read.get() < expected => failed(
+    let decoded = decode::reduce(handle.take(expected), range.start, processor, limits)?;
+    if decoded.raw_bytes < expected {
+        return Err(Failure::new(
             FailureKind::Truncated,
             format!(
                 "shrank while being read: expected {expected} bytes from offset {}, got {}",
-                range.start,
-                raw_read.get()
+                range.start, decoded.raw_bytes
             ),
-        ),
-        Ok((partial, bytes)) => Ok(UnitOutcome::Reduced {
-            partial,
-            bytes,
-            encoding,
-        }),
-        Err(ReduceError::Read { source, .. })
-            if source.kind() == std::io::ErrorKind::FileTooLarge =>
-        {
-            failed(
-                FailureKind::TooLarge,
-                format!(
-                    "{} decodes to more than the limit of {} bytes (max_decoded_bytes, \
-                     `--max-decoded-bytes` of `gleaner run`); not processed",
-                    encoding.name().unwrap_or("input"),
-                    limits.max_decoded_bytes
-                ),
-            )
-        }
-        Err(ReduceError::Read { offset, source }) => match encoding.name() {
-            Some(name) if source.kind() != std::io::ErrorKind::PermissionDenied => failed(
-                FailureKind::Corrupt,
-                format!("cannot decode {name} after {offset} decoded bytes: {source}"),
-            ),
-            _ => failed(
-                FailureKind::Io,
-                format!("read failed at offset {}: {source}", range.start + offset),
-            ),
-        },
-        Err(e @ ReduceError::Serialise(_)) => failed(FailureKind::Processor, e.to_string()),
+        )
+        .into());
     }
+    Ok(decoded)
 }
 
 /// Combines the outcomes of a file's units, in file order: the first failure wins; otherwise
@@ -515,64 +289,6 @@ pub fn process_file(
         ReadLimits::default(),
     )?;
     Ok(combine(processor, vec![unit]))
-}
-
-fn read_all_of(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
-/// Counts the raw bytes read through it, to tell a complete read from a truncated file.
-struct Counting<'a, R> {
-    inner: R,
-    count: &'a Cell<u64>,
-}
-
-impl<R: Read> Read for Counting<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.set(self.count.get() + n as u64);
-        Ok(n)
-    }
-}
-
-/// Fails once more than `limit` decoded bytes were read.
-struct Capped<R> {
-    inner: R,
-    left: u64,
-    limit: u64,
-}
-
-impl<R> Capped<R> {
-    fn new(inner: R, limit: u64) -> Self {
-        Self {
-            inner,
-            left: limit,
-            limit,
-        }
-    }
-}
-
-impl<R: Read> Read for Capped<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n as u64 > self.left {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::FileTooLarge,
-                format!("decodes to more than the limit of {} bytes", self.limit),
-            ));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

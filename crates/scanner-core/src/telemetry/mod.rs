@@ -1,10 +1,68 @@
-//! Metric names, recorded through the `metrics` facade.
+//! Everything the pipeline tells the outside: metrics, log lines and the status channel.
 //!
-//! Nothing is recorded unless the application installs a recorder; the `gleaner` binary
-//! installs a Prometheus one. Call [`describe`] once after installing it so that every metric
-//! has its help text.
+//! The batch loop does not record metrics or write log lines itself. It emits named events
+//! (`ScanFinished`, `BatchCommitted`, `FileFailed`, `ListingSurveyed`, `SnapshotStored`,
+//! `FileCleanedUp`, …, in `events.rs`), in the manner of Vector's `internal_events`; each event
+//! records its metrics, writes its log line and updates the [`ScanStatus`]
+//! in one place. A new metric goes into the event that knows its value, and its name and help
+//! text below.
+//!
+//! Metrics go through the `metrics` facade: nothing is recorded unless the application
+//! installs a recorder; the `gleaner` binary installs a Prometheus one. Call [`describe`] once
+//! after installing it so that every metric has its help text.
+
+mod events;
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use tokio::sync::watch;
+
+use crate::ScanStatus;
+
+pub(crate) use events::*;
+
+/// Something that happened in the pipeline, told to the outside.
+pub(crate) trait InternalEvent: Sized {
+    /// Applies the event to the status; returns whether anything changed.
+    fn update_status(&self, _status: &mut ScanStatus) -> bool {
+        false
+    }
+
+    /// Records the event's metrics and writes its log line.
+    fn emit(self);
+}
+
+/// Emits an event that does not concern a scanner's status (a worker thread's, an event
+/// watcher's).
+pub(crate) fn emit(event: impl InternalEvent) {
+    event.emit();
+}
+
+/// Where a scanner's events go: the global metrics and log, and its status channel.
+#[derive(Debug)]
+pub(crate) struct Observer {
+    status: watch::Sender<ScanStatus>,
+}
+
+impl Observer {
+    /// An observer with a fresh status.
+    pub(crate) fn new() -> Self {
+        Self {
+            status: watch::channel(ScanStatus::default()).0,
+        }
+    }
+
+    /// Emits `event`: status first, so that a reader woken by the log line sees it.
+    pub(crate) fn emit(&self, event: impl InternalEvent) {
+        self.status
+            .send_if_modified(|status| event.update_status(status));
+        event.emit();
+    }
+
+    /// A live view of the status.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<ScanStatus> {
+        self.status.subscribe()
+    }
+}
 
 /// Scans run, by `result` (`ok`, `error`).
 pub const SCANS_TOTAL: &str = "gleaner_scans_total";
@@ -61,7 +119,8 @@ pub const CHANGED_FILES: &str = "gleaner_changed_files";
 pub const LISTING_PROBLEMS: &str = "gleaner_listing_problems";
 /// Symbolic links, FIFOs, sockets and devices skipped by the last listing.
 pub const SKIPPED_SPECIAL: &str = "gleaner_skipped_special_files";
-/// Errors that failed a scan, by `stage` (`watch`, `state`, `output`, `worker`, `config`).
+/// Errors that failed a scan, by `stage` (`watch`, `state`, `output`, `config`, `resources`,
+/// `worker`, `internal`).
 pub const ERRORS_TOTAL: &str = "gleaner_errors_total";
 /// Snapshots of the state log, by `result` (`ok`, `error`).
 pub const SNAPSHOTS_TOTAL: &str = "gleaner_snapshots_total";
@@ -88,7 +147,15 @@ pub fn describe() {
     for kind in crate::process::FailureKind::ALL {
         counter!(FILES_FAILED_TOTAL, "reason" => kind.label()).increment(0);
     }
-    for stage in ["watch", "state", "output", "config", "resources", "worker"] {
+    for stage in [
+        "watch",
+        "state",
+        "output",
+        "config",
+        "resources",
+        "worker",
+        "internal",
+    ] {
         counter!(ERRORS_TOTAL, "stage" => stage).increment(0);
     }
     counter!(BYTES_TOTAL).increment(0);

@@ -1,0 +1,286 @@
+//! One batch, whose plan is stored: processed → flushed → committed, then what follows a
+//! commit (a snapshot when due, cleanup).
+//!
+//! What must be durable before what:
+//!
+//! * the **plan** before processing (the caller creates it), so that a crash redoes the same
+//!   files and bytes under the same output key;
+//! * the **output object** before the delta: a committed generation always has its results;
+//! * the **delta** (the commit point) before the plan is removed, the state is changed in
+//!   memory, and files are cleaned up: a crash between any two of these loses nothing and
+//!   repeats nothing.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use state_store::{Delta, FileEntry, Outcome, Plan, PlannedFile, RelPath};
+
+use super::workers::{blocking, process_files};
+use super::{BatchReport, Scanner};
+use crate::ScanError;
+use crate::cleanup::{self, CleanupReport, CleanupTask};
+use crate::diff::OnChange;
+use crate::identity::{Identity, fingerprint_file};
+use crate::output::{OutputSink, WriteMode};
+use crate::process::FileOutcome;
+use crate::telemetry::{BatchCommitted, FileFailed, PlanNotRemoved, RenamesCommitted};
+
+/// One file of a batch as it goes through the phases: what was planned, how processing
+/// ended, and the fingerprint of its first bytes (0: not taken).
+#[derive(Debug)]
+struct Row {
+    file: PlannedFile,
+    outcome: FileOutcome,
+    fingerprint: u64,
+}
+
+impl Row {
+    /// The state entry that records this file as processed by `generation`.
+    fn entry(&self, generation: u64) -> FileEntry {
+        let (outcome, offset) = match &self.outcome {
+            FileOutcome::Done { .. } => (Outcome::Done, self.file.size),
+            // A failed range counts as not processed: an appended file is retried from its
+            // start.
+            FileOutcome::Failed { reason, .. } => (
+                Outcome::Failed {
+                    reason: reason.as_str().into(),
+                },
+                self.file.start,
+            ),
+        };
+        FileEntry {
+            size: self.file.size,
+            mtime_ns: self.file.mtime_ns,
+            inode: self.file.inode,
+            btime_ns: self.file.btime_ns,
+            offset,
+            generation,
+            outcome,
+            fingerprint: self.fingerprint,
+        }
+    }
+}
+
+/// Every file of the batch has an outcome.
+struct Processed {
+    generation: u64,
+    output_key: String,
+    rows: Vec<Row>,
+}
+
+/// The batch's output object is written.
+struct Flushed(Processed);
+
+/// The batch's delta is created: the commit point.
+struct Committed {
+    delta: Delta,
+    rows: Vec<Row>,
+}
+
+impl Scanner {
+    /// Processes, flushes and commits one planned batch (its plan is already stored), then
+    /// stores a snapshot if one is due and cleans up the committed files.
+    pub(super) async fn run_batch(
+        &mut self,
+        plan: Plan,
+        mode: WriteMode,
+    ) -> Result<BatchReport, ScanError> {
+        let started = Instant::now();
+        let processed = self.process(plan).await?;
+        let flushed = self.flush(processed, mode).await?;
+        let committed = self.commit(flushed).await?;
+        self.snapshot_if_due().await?;
+        self.clean_up_committed(&committed.delta).await?;
+        Ok(self.report(committed, mode, started))
+    }
+
+    /// Processes the plan's files on the workers, then fingerprints the processed ones where a
+    /// rule needs it (of the very file processed: same inode).
+    async fn process(&self, plan: Plan) -> Result<Processed, ScanError> {
+        let files: Arc<[PlannedFile]> = plan.files.into();
+        let outcomes = process_files(
+            self.config.watch_dir.clone(),
+            Arc::clone(&files),
+            &self.processor,
+            self.config.workers,
+            self.config.read_limits,
+        )
+        .await?;
+        let fingerprinting =
+            self.config.identity == Identity::Content || self.config.on_change == OnChange::Append;
+        let root = self.config.watch_dir.clone();
+        let rows = blocking(move || {
+            Ok(files
+                .iter()
+                .zip(outcomes)
+                .map(|(file, outcome)| {
+                    let fingerprint = match outcome {
+                        FileOutcome::Done { .. } if fingerprinting => {
+                            fingerprint_file(&root, &file.path, file.size, Some(file.inode))
+                                .unwrap_or(0)
+                        }
+                        _ => 0,
+                    };
+                    Row {
+                        file: file.clone(),
+                        outcome,
+                        fingerprint,
+                    }
+                })
+                .collect())
+        })
+        .await?;
+        Ok(Processed {
+            generation: plan.generation,
+            output_key: plan.output_key,
+            rows,
+        })
+    }
+
+    /// Renders the results as one object and writes it at the plan's key.
+    ///
+    /// The fence for outputs comes first: never (re)write the output of a generation another
+    /// writer has committed. A fresh plan was just created, so no one else can commit this
+    /// generation from now on; a redo may race a live writer that still holds the plan, and
+    /// this check leaves it only the moments between here and the write.
+    async fn flush(&self, batch: Processed, mode: WriteMode) -> Result<Flushed, ScanError> {
+        let source_id = self.config.source_id.clone();
+        let processor = self.processor.name().to_string();
+        let (batch, body) = blocking(move || {
+            let body = OutputSink::render(
+                source_id.as_str(),
+                &processor,
+                batch.generation,
+                &batch.output_key,
+                batch.rows.iter().map(|row| (&row.file, &row.outcome)),
+            );
+            Ok((batch, body))
+        })
+        .await?;
+        self.log.ensure_uncommitted(batch.generation).await?;
+        self.output.write(&batch.output_key, body, mode).await?;
+        Ok(Flushed(batch))
+    }
+
+    /// Creates the batch's delta, the commit point; then applies it in memory and removes the
+    /// plan it fulfils.
+    async fn commit(&mut self, Flushed(batch): Flushed) -> Result<Committed, ScanError> {
+        let generation = batch.generation;
+        let upserts = batch
+            .rows
+            .iter()
+            .map(|row| (row.file.path.clone(), row.entry(generation)))
+            .collect();
+        let delta = self.log.delta(generation, Some(batch.output_key), upserts);
+        self.log.commit(&delta).await?;
+        self.apply(&delta)?;
+        if let Err(error) = self.log.remove_plan(generation).await {
+            // Harmless: the next load sees a plan older than the committed generation and
+            // removes it then.
+            self.observer.emit(PlanNotRemoved {
+                generation,
+                error: &error,
+            });
+        }
+        Ok(Committed {
+            delta,
+            rows: batch.rows,
+        })
+    }
+
+    /// Records files recognised as renamed processed files under their new paths, in a commit
+    /// of its own (no output: nothing was processed).
+    pub(super) async fn commit_renames(
+        &mut self,
+        renames: Vec<(RelPath, FileEntry)>,
+    ) -> Result<(), ScanError> {
+        let generation = self.state.generation() + 1;
+        let delta = self.log.delta(generation, None, renames);
+        if let Err(e) = self.log.commit(&delta).await {
+            self.needs_reload = true;
+            return Err(e.into());
+        }
+        self.apply(&delta)?;
+        self.observer.emit(RenamesCommitted {
+            generation,
+            renames: &delta.upserts,
+        });
+        Ok(())
+    }
+
+    /// Applies a committed delta to the state in memory.
+    fn apply(&mut self, delta: &Delta) -> Result<(), ScanError> {
+        self.state.apply(delta).map_err(|e| {
+            self.needs_reload = true;
+            ScanError::Internal(format!("a committed delta does not apply in memory: {e}"))
+        })
+    }
+
+    /// Deletes or moves the files `delta` committed, as the cleanup rules say.
+    async fn clean_up_committed(&self, delta: &Delta) -> Result<(), ScanError> {
+        let tasks: Vec<CleanupTask> = delta
+            .upserts
+            .iter()
+            .filter_map(|(path, entry)| self.config.cleanup.task(path, entry))
+            .collect();
+        if !tasks.is_empty() {
+            self.clean_up(tasks).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes or moves committed files on a worker thread. Errors are logged and counted, and
+    /// the files stay for the next scan to retry.
+    pub(super) async fn clean_up(
+        &self,
+        tasks: Vec<CleanupTask>,
+    ) -> Result<CleanupReport, ScanError> {
+        let root = self.config.watch_dir.clone();
+        blocking(move || Ok(cleanup::clean(&root, &tasks))).await
+    }
+
+    /// Tells the outside about a committed batch. Failures are told once they are committed:
+    /// an attempt that is redone would otherwise count (and log) them twice.
+    fn report(&self, committed: Committed, mode: WriteMode, started: Instant) -> BatchReport {
+        let Committed { delta, rows } = committed;
+        let generation = delta.generation;
+        let (mut failed, mut bytes) = (0, 0);
+        for row in &rows {
+            match &row.outcome {
+                FileOutcome::Done { bytes: read, .. } => bytes += read,
+                FileOutcome::Failed { kind, reason } => {
+                    failed += 1;
+                    self.observer.emit(FileFailed {
+                        path: &row.file.path,
+                        generation,
+                        kind: *kind,
+                        reason,
+                    });
+                }
+            }
+        }
+        let output = self
+            .output
+            .describe(delta.output_key.as_deref().unwrap_or_default());
+        let recovered = mode == WriteMode::Replace;
+        self.observer.emit(BatchCommitted {
+            generation,
+            files: rows.len(),
+            failed,
+            bytes,
+            output: &output,
+            elapsed: started.elapsed(),
+            recovered,
+            committed_at_ms: delta.committed_at_ms,
+            tracked_files: self.state.len(),
+        });
+        BatchReport {
+            generation,
+            files: rows.len(),
+            failed,
+            bytes,
+            output,
+            recovered,
+        }
+    }
+}

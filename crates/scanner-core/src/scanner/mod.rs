@@ -1,0 +1,624 @@
+//! The batch loop: list → diff → ready? → plan → process → flush → commit → cleanup, and its
+//! triggers.
+//!
+//! This module is the [`Scanner`] façade and its configuration and report types. The phases
+//! live in files named after them:
+//!
+//! * `startup.rs` — the checks before anything is written, loading the state, the rescan guard;
+//! * `survey.rs` — list, diff and judge readiness: one verdict per listed file;
+//! * `batch.rs` — one batch: processed → flushed → committed, then cleanup;
+//! * `workers.rs` — the fan-out of files to the bounded pool of blocking threads;
+//! * `snapshot.rs` — folding the state log into a snapshot every so many generations;
+//! * `shutdown.rs` — the shutdown request the loop watches.
+
+mod batch;
+mod shutdown;
+mod snapshot;
+mod startup;
+mod survey;
+mod workers;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use state_store::{Location, Plan, RelPath, SourceId, State, StateLog};
+use tokio::sync::{Notify, watch};
+
+use crate::cleanup::CleanupRules;
+use crate::diff::OnChange;
+use crate::identity::Identity;
+use crate::listing::ListingProblem;
+use crate::output::{Compression, OutputSink, WriteMode};
+use crate::plan::{BatchLimits, BatchQueue};
+use crate::process::ReadLimits;
+use crate::processor::DynProcessor;
+use crate::readiness::{Readiness, Stability};
+use crate::telemetry::{
+    Backlog, BatchRedone, CleanupResumed, DrainStarted, Drained, FreeSpace, ListingSurveyed,
+    Observer, ScanFailed, ScanFinished, ScanInterrupted, ScanRetry, WokenEarly,
+};
+use crate::{ConfigError, ScanError};
+
+pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};
+use snapshot::SnapshotSchedule;
+
+/// Everything a [`Scanner`] needs to know besides where state and outputs go.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ScannerConfig {
+    /// The directory the emitter writes; walked recursively.
+    pub watch_dir: PathBuf,
+    /// Names this instance's state and outputs.
+    pub source_id: SourceId,
+    /// When a file counts as complete.
+    pub readiness: Readiness,
+    /// Caps on one batch.
+    pub limits: BatchLimits,
+    /// Files processed at once (at least 1).
+    pub workers: usize,
+    /// Compression of output objects.
+    pub compression: Compression,
+    /// Fold the log into a snapshot once this many generations were committed since the last
+    /// one (at least 1).
+    pub snapshot_every: u64,
+    /// Start even though the state is empty (or behind) while the output location already
+    /// holds batches of this source id: the files of those batches are processed again.
+    pub allow_rescan: bool,
+    /// Limits on reading files (the decoded size of compressed ones).
+    pub read_limits: ReadLimits,
+    /// What happens to files once their results are committed.
+    pub cleanup: CleanupRules,
+    /// What to do with processed files that changed since.
+    pub on_change: OnChange,
+    /// How a file is recognised across listings.
+    pub identity: Identity,
+    /// Warn when the watched volume has less free space than this, in bytes.
+    pub min_free: Option<u64>,
+}
+
+impl ScannerConfig {
+    /// A configuration with defaults: 5 s minimum age, 10 000 files or 4 GiB per batch, one
+    /// worker per core, uncompressed outputs, a snapshot every 64 generations, no rescan.
+    pub fn new(watch_dir: impl Into<PathBuf>, source_id: SourceId) -> Self {
+        Self {
+            watch_dir: watch_dir.into(),
+            source_id,
+            readiness: Readiness::default(),
+            limits: BatchLimits::default(),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            compression: Compression::None,
+            snapshot_every: 64,
+            allow_rescan: false,
+            read_limits: ReadLimits::default(),
+            cleanup: CleanupRules::default(),
+            on_change: OnChange::default(),
+            identity: Identity::default(),
+            min_free: None,
+        }
+    }
+
+    /// Checks the rules that tie settings together, before anything is opened.
+    /// [`Scanner::open`] calls it; a front end calls it first to tell a usage error from a
+    /// failure of the surroundings.
+    ///
+    /// * Counts (`workers`, `snapshot_every`, `limits.max_files`) are at least 1.
+    /// * Appending (`on_change: Append`) keeps files in place: no cleanup that deletes or moves
+    ///   them, since a file still being appended to would be removed, and the lines written
+    ///   after that lost.
+    /// * Content identity (`identity: Content`) cannot delete or move processed files: a new
+    ///   file whose size and first KiB equal those of a file cleaned up earlier would be taken
+    ///   for it and not processed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (setting, value) in [
+            ("workers", self.workers as u64),
+            ("snapshot_every", self.snapshot_every),
+            ("limits.max_files", self.limits.max_files as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero { setting });
+            }
+        }
+        if self.on_change == OnChange::Append && !self.cleanup.is_noop() {
+            return Err(ConfigError::Conflict(
+                "--on-change append keeps files in place: it cannot be combined with --after \
+                 delete|move or --quarantine (a file still being appended to would be removed, \
+                 and the lines written after that lost)",
+            ));
+        }
+        if self.identity == Identity::Content && self.cleanup.after != crate::AfterCommit::Keep {
+            return Err(ConfigError::Conflict(
+                "--identity content cannot be combined with --after delete or move: a new file \
+                 whose size and first KiB equal those of a file cleaned up earlier would be \
+                 taken for it and not processed",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a running scanner reports about itself, for health checks and summaries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScanStatus {
+    /// State is loaded and the last scan, if any, succeeded.
+    pub ready: bool,
+    /// The last committed generation.
+    pub generation: u64,
+    /// Files the state tracks.
+    pub tracked_files: usize,
+    /// Scans completed since the scanner was opened.
+    pub scans: u64,
+    /// Batches committed since the scanner was opened.
+    pub batches: u64,
+    /// Files committed as done since the scanner was opened.
+    pub files_done: u64,
+    /// Files committed as failed since the scanner was opened.
+    pub files_failed: u64,
+    /// Input bytes processed since the scanner was opened.
+    pub bytes: u64,
+    /// Ready files not yet committed.
+    pub pending_files: u64,
+    /// The error of the last scan, with its causes, if it failed.
+    pub last_error: Option<String>,
+}
+
+/// A summary of one committed batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchReport {
+    /// The committed generation.
+    pub generation: u64,
+    /// Files in the batch.
+    pub files: usize,
+    /// Files of the batch that failed.
+    pub failed: usize,
+    /// Input bytes read.
+    pub bytes: u64,
+    /// URL of the output object.
+    pub output: String,
+    /// True when this batch redid an interrupted one.
+    pub recovered: bool,
+}
+
+/// A summary of one scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScanReport {
+    /// Regular files listed.
+    pub listed: usize,
+    /// Files the state does not know.
+    pub new_files: usize,
+    /// New files that were ready.
+    pub ready: usize,
+    /// New files not ready because of their name.
+    pub in_progress: usize,
+    /// New files not ready because they were modified too recently.
+    pub too_young: usize,
+    /// New files not ready because their ready marker does not exist yet.
+    pub no_marker: usize,
+    /// Appended files without a complete new line yet (`--on-change=append`).
+    pub partial_line: usize,
+    /// New files not ready because they were not yet seen unchanged across two listings.
+    pub unstable: usize,
+    /// Files that `--include` / `--exclude` leave out, and ready markers: never processed.
+    pub excluded: usize,
+    /// Tracked files that changed since processing (left alone).
+    pub changed: usize,
+    /// Tracked files no longer present.
+    pub gone: usize,
+    /// What the listing could not examine.
+    pub listing_problems: Vec<ListingProblem>,
+    /// Committed batches, in order.
+    pub batches: Vec<BatchReport>,
+    /// When the youngest not-yet-ready file becomes old enough, if any.
+    pub next_ready_at: Option<SystemTime>,
+    /// True if a shutdown request stopped the scan before all ready files were committed.
+    pub interrupted: bool,
+}
+
+impl ScanReport {
+    /// New files not ready yet, for any reason.
+    pub fn not_ready(&self) -> usize {
+        self.in_progress + self.too_young + self.no_marker + self.unstable + self.partial_line
+    }
+
+    /// Files in the committed batches.
+    pub fn committed_files(&self) -> usize {
+        self.batches.iter().map(|b| b.files).sum()
+    }
+
+    /// Files of the committed batches that failed.
+    pub fn failed_files(&self) -> usize {
+        self.batches.iter().map(|b| b.failed).sum()
+    }
+
+    /// Input bytes read by the committed batches.
+    pub fn bytes(&self) -> u64 {
+        self.batches.iter().map(|b| b.bytes).sum()
+    }
+
+    /// Two consecutive scans as one: the batches of both, and what the later one found.
+    pub fn merge(self, mut later: ScanReport) -> ScanReport {
+        let mut batches = self.batches;
+        batches.append(&mut later.batches);
+        later.batches = batches;
+        later
+    }
+}
+
+/// The batch loop over one watched directory.
+///
+/// Each batch goes through the steps of the design, in this order, and each step only after
+/// the previous one succeeded:
+///
+/// 1. **plan**: create `<generation>.plan` (if absent) listing exactly which bytes of which files
+///    the batch covers;
+/// 2. **process** the files on a bounded pool of worker threads;
+/// 3. **flush** the results as one object at a key that depends only on the generation;
+/// 4. **commit**: create `<generation>.delta` (if absent): the commit point;
+/// 5. remove the plan, and clean up the committed files if asked to.
+///
+/// A crash anywhere before 4 leaves a plan without a delta; the next start redoes that plan
+/// (same files, same byte ranges, same key), replacing a partial or complete earlier output, so
+/// every file ends up in exactly one output object. A crash after 4 loses nothing.
+pub struct Scanner {
+    config: ScannerConfig,
+    processor: DynProcessor,
+    log: StateLog,
+    output: OutputSink,
+    state: State,
+    /// The plan of an interrupted batch, redone before anything else.
+    pending: Option<Plan>,
+    /// Set after a failed batch: what reached storage is unknown until the log is read again.
+    needs_reload: bool,
+    snapshots: SnapshotSchedule,
+    /// Tracked paths the last listing did not find: dropped from the state at the next snapshot.
+    gone: Vec<RelPath>,
+    /// Files waiting to be seen unchanged across listings.
+    stability: Stability,
+    observer: Observer,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner")
+            .field("config", &self.config)
+            .field("generation", &self.state.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scanner {
+    /// Checks the configuration and both locations, then loads the committed state.
+    ///
+    /// Fails if the configuration is invalid ([`ScannerConfig::validate`]), if the watch
+    /// directory is unusable, if state or output would live inside it (their objects would be
+    /// collected as input), if either location is not writable, or if the state cannot be read
+    /// and verified.
+    pub async fn open(
+        config: ScannerConfig,
+        processor: DynProcessor,
+        state: &Location,
+        output: &Location,
+    ) -> Result<Self, ScanError> {
+        config.validate()?;
+        let watch_dir = startup::resolve_watch_dir(&config.watch_dir).await?;
+        startup::check_locations(&config.source_id, &watch_dir, [state, output])?;
+        startup::prepare_cleanup_dirs(&config.cleanup, &watch_dir).await?;
+        let mut scanner = Scanner {
+            log: StateLog::new(state, &config.source_id),
+            output: OutputSink::new(output.clone(), &config.source_id, config.compression),
+            config: ScannerConfig {
+                watch_dir,
+                ..config
+            },
+            processor,
+            state: State::new(),
+            pending: None,
+            needs_reload: true,
+            snapshots: SnapshotSchedule::default(),
+            gone: Vec::new(),
+            stability: Stability::default(),
+            observer: Observer::new(),
+            wake: Arc::new(Notify::new()),
+        };
+        // Read and verify the state before writing anything: damaged state must stop the process
+        // with nothing written, not even a probe.
+        let loaded = scanner.reload().await?;
+        scanner.refuse_silent_rescan().await?;
+        scanner.prepare_storage().await?;
+        scanner.observer.emit(loaded.event(scanner.log.location()));
+        Ok(scanner)
+    }
+
+    /// The committed state as this scanner knows it.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The configuration in use (with the watch directory made absolute).
+    pub fn config(&self) -> &ScannerConfig {
+        &self.config
+    }
+
+    /// The location of this source's state log.
+    pub fn state_location(&self) -> &Location {
+        self.log.location()
+    }
+
+    /// A live view of the scanner's status.
+    pub fn status(&self) -> watch::Receiver<ScanStatus> {
+        self.observer.subscribe()
+    }
+
+    /// A handle that makes a running [`Scanner::run`] scan now instead of at the next tick
+    /// (file-system events, a completed write known to the caller).
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Scans until shutdown is requested, then drains: one last scan of what is ready, all of it
+    /// committed, before returning.
+    ///
+    /// Scans start every `interval` (start to start), earlier when woken or when a file that was
+    /// too young becomes old enough. A failed scan is retried with exponential backoff (1 s
+    /// doubling, at most the interval or 5 minutes); only fatal errors (lost writer fence,
+    /// damaged state) end the loop with an error.
+    pub async fn run(
+        &mut self,
+        interval: Duration,
+        mut shutdown: Shutdown,
+    ) -> Result<(), ScanError> {
+        let max_backoff = interval
+            .min(Duration::from_secs(300))
+            .max(Duration::from_secs(1));
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let started = Instant::now();
+            let wait = match self.scan(Some(&shutdown)).await {
+                Ok(report) => {
+                    backoff = Duration::from_secs(1);
+                    let mut wait = interval.saturating_sub(started.elapsed());
+                    if let Some(at) = report.next_ready_at {
+                        let until = at
+                            .duration_since(SystemTime::now())
+                            .unwrap_or(Duration::ZERO);
+                        wait = wait.min(until + Duration::from_millis(10));
+                    }
+                    wait
+                }
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(error) => {
+                    let retry_in = backoff;
+                    backoff = (backoff * 2).min(max_backoff);
+                    self.observer.emit(ScanRetry {
+                        error: &error,
+                        retry_in,
+                    });
+                    retry_in
+                }
+            };
+            if shutdown.is_requested() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => self.observer.emit(WokenEarly),
+                () = shutdown.requested() => {}
+            }
+            if shutdown.is_requested() {
+                break;
+            }
+        }
+        self.observer.emit(DrainStarted);
+        self.scan(None).await?;
+        self.observer.emit(Drained {
+            generation: self.state.generation(),
+        });
+        Ok(())
+    }
+
+    /// Collects what is ready now, for a run that ends after it (`gleaner run --once`): one
+    /// scan, and, when stability needs a second listing ([`Readiness::stable_for`]), one more
+    /// once the files seen for the first time can be confirmed (files still changing then wait
+    /// for the next run). Returns both scans as one report.
+    pub async fn run_once(&mut self) -> Result<ScanReport, ScanError> {
+        let first = self.scan(None).await?;
+        let settle_at = match (self.config.readiness.stable_for, first.next_ready_at) {
+            (Some(_), Some(at)) if first.unstable > 0 => at,
+            _ => return Ok(first),
+        };
+        let wait = settle_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::sleep(wait + Duration::from_millis(10)).await;
+        let second = self.scan(None).await?;
+        Ok(first.merge(second))
+    }
+
+    /// Runs one scan: redoes an interrupted batch if there is one, lists the watch directory,
+    /// and commits every ready new file in as many batches as the limits require.
+    ///
+    /// With `shutdown` given, a requested shutdown stops the scan between batches (never inside
+    /// one) and the report says `interrupted`.
+    pub async fn scan(&mut self, shutdown: Option<&Shutdown>) -> Result<ScanReport, ScanError> {
+        let started = Instant::now();
+        let result = self.collect(shutdown).await;
+        let elapsed = started.elapsed();
+        match &result {
+            Ok(report) => self.observer.emit(ScanFinished { report, elapsed }),
+            Err(error) => self.observer.emit(ScanFailed { error, elapsed }),
+        }
+        result
+    }
+
+    /// The scan itself: the interrupted batch, the survey, what it found to clean up or
+    /// rename, then the ready files, batch by batch.
+    async fn collect(&mut self, shutdown: Option<&Shutdown>) -> Result<ScanReport, ScanError> {
+        if self.needs_reload {
+            let loaded = self.reload().await?;
+            self.observer.emit(loaded.event(self.log.location()));
+        }
+        // Only this scan's listing may say which files are gone.
+        self.gone.clear();
+
+        let mut recovered = None;
+        if let Some(plan) = self.pending.take() {
+            self.observer.emit(BatchRedone {
+                generation: plan.generation,
+                files: plan.files.len(),
+            });
+            let result = self.run_batch(plan, WriteMode::Replace).await;
+            recovered = Some(self.settle(result)?);
+        }
+
+        let survey = self.survey().await?;
+        self.gone = survey.gone;
+        if !survey.cleanup.is_empty() {
+            self.observer.emit(CleanupResumed {
+                files: survey.cleanup.len(),
+            });
+            self.clean_up(survey.cleanup).await?;
+        }
+        if !survey.renames.is_empty() {
+            self.commit_renames(survey.renames).await?;
+        }
+        if let Some(free) = survey.free_bytes {
+            self.observer.emit(FreeSpace {
+                free,
+                min_free: self.config.min_free,
+                dir: &self.config.watch_dir,
+            });
+        }
+        let mut report = survey.report;
+        report.batches.extend(recovered);
+        self.observer.emit(ListingSurveyed {
+            report: &report,
+            skipped_special: survey.skipped_special,
+        });
+
+        let mut queue = BatchQueue::new(survey.batches);
+        self.observer.emit(backlog(&queue));
+        while let Some(files) = queue.next() {
+            if shutdown.is_some_and(Shutdown::is_requested) {
+                report.interrupted = true;
+                self.observer.emit(ScanInterrupted {
+                    remaining: files.len() + queue.files(),
+                });
+                break;
+            }
+            let generation = self.state.generation() + 1;
+            let plan = self
+                .log
+                .plan(generation, self.output.key_for(generation), files);
+            let result = match self.log.create_plan(&plan).await {
+                Ok(()) => self.run_batch(plan, WriteMode::Create).await,
+                Err(e) => Err(e.into()),
+            };
+            report.batches.push(self.settle(result)?);
+            self.observer.emit(backlog(&queue));
+        }
+        Ok(report)
+    }
+
+    /// After a failed batch, what reached storage is unknown (a plan or delta may have landed
+    /// although the call failed): re-read the log before the next batch.
+    fn settle(&mut self, result: Result<BatchReport, ScanError>) -> Result<BatchReport, ScanError> {
+        if result.is_err() {
+            self.needs_reload = true;
+        }
+        result
+    }
+}
+
+/// The backlog `queue` makes.
+fn backlog(queue: &BatchQueue) -> Backlog {
+    Backlog {
+        files: queue.files(),
+        bytes: queue.bytes(),
+        oldest_mtime_ns: queue.oldest_mtime_ns(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    use state_store::{Delta, Location, Outcome, SourceId, StateLog};
+
+    use super::*;
+    use crate::processor::Stats;
+
+    #[tokio::test]
+    async fn failed_files_are_processed_again_once_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = dir.path();
+        let old = SystemTime::now() - Duration::from_secs(600);
+        for name in ["changed.log", "unchanged.log", "done.log"] {
+            std::fs::write(watch.join(name), b"first\n").unwrap();
+        }
+        let failed = Outcome::Failed {
+            reason: "was replaced by another file after it was listed".into(),
+        };
+        let state = Location::parse("memory://").unwrap();
+        let output = Location::parse("memory://").unwrap();
+        let source: SourceId = "t".parse().unwrap();
+        let log = StateLog::new(&state, &source);
+        let upserts = ["changed.log", "done.log", "unchanged.log"]
+            .map(|name| {
+                let outcome = if name == "done.log" {
+                    Outcome::Done
+                } else {
+                    failed.clone()
+                };
+                (
+                    RelPath::from(name),
+                    crate::testing::committed_entry(&watch.join(name), 1, outcome),
+                )
+            })
+            .to_vec();
+        log.commit(&Delta {
+            generation: 1,
+            upserts,
+            committed_at_ms: UNIX_EPOCH.elapsed().unwrap().as_millis() as u64,
+            ..Delta::default()
+        })
+        .await
+        .unwrap();
+        // Both the done and the failed file get rewritten; only the failed one is collected.
+        for name in ["changed.log", "done.log"] {
+            std::fs::write(watch.join(name), b"second version\n").unwrap();
+            let file = std::fs::File::options()
+                .write(true)
+                .open(watch.join(name))
+                .unwrap();
+            file.set_modified(old).unwrap();
+        }
+
+        let mut config = ScannerConfig::new(watch, source);
+        config.readiness.min_age = Duration::ZERO;
+        let mut scanner = Scanner::open(config, DynProcessor::new(Stats), &state, &output)
+            .await
+            .unwrap();
+        let report = scanner.scan(None).await.unwrap();
+        assert_eq!(report.changed, 1, "done.log changed and is left alone");
+        assert_eq!(report.batches.len(), 1);
+        assert_eq!(report.batches[0].files, 1);
+
+        let objects: Vec<_> = output.store().list(None).try_collect().await.unwrap();
+        assert_eq!(objects.len(), 1);
+        let body = output.store().get(&objects[0].location).await.unwrap();
+        let text = String::from_utf8(body.bytes().await.unwrap().to_vec()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["path"], "changed.log");
+        assert_eq!(line["result"]["words"], 2);
+        assert_eq!(
+            scanner.state().get(&"changed.log".into()).unwrap().outcome,
+            Outcome::Done
+        );
+    }
+}

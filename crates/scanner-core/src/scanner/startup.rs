@@ -1,0 +1,210 @@
+//! Before the first scan: the checks that need the file system or the stores, loading the
+//! state, and the guard against a silent rescan.
+
+use std::path::{Path, PathBuf};
+
+use state_store::{Location, SourceId, StateError};
+
+use super::Scanner;
+use super::workers::blocking;
+use crate::cleanup::CleanupRules;
+use crate::listing;
+use crate::telemetry::{RescanAllowed, StaleObjectsRemoved, StateLoaded, TemporariesRemoved};
+use crate::{ConfigError, ScanError};
+
+/// The watch directory, checked to be a readable directory, made absolute and free of links.
+pub(super) async fn resolve_watch_dir(root: &Path) -> Result<PathBuf, ScanError> {
+    let root = root.to_path_buf();
+    blocking(move || {
+        listing::check_root(&root)?;
+        std::fs::canonicalize(&root).map_err(|e| ScanError::WatchDir {
+            path: root.clone(),
+            reason: e.to_string(),
+        })
+    })
+    .await
+}
+
+/// Refuses state or output locations whose objects (below `<location>/<source-id>/`) would lie
+/// inside the watched directory: they would be collected as input.
+pub(super) fn check_locations(
+    source_id: &SourceId,
+    watch_dir: &Path,
+    locations: [&Location; 2],
+) -> Result<(), ConfigError> {
+    for (which, location) in ["state", "output"].into_iter().zip(locations) {
+        let objects = location.child(source_id.as_str());
+        if objects
+            .local_dir()
+            .is_some_and(|dir| dir.starts_with(watch_dir))
+        {
+            return Err(ConfigError::InsideWatchDir {
+                what: format!("the {which} location {objects}"),
+                watch: watch_dir.to_path_buf(),
+                consequence: "its objects would be collected as input",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Creates the directories files are moved to, and refuses one inside the watched directory
+/// (moved files would be collected again) unless it is hidden (never listed).
+pub(super) async fn prepare_cleanup_dirs(
+    rules: &CleanupRules,
+    watch_dir: &Path,
+) -> Result<(), ScanError> {
+    let destinations: Vec<PathBuf> = rules
+        .destinations()
+        .into_iter()
+        .map(Path::to_path_buf)
+        .collect();
+    let watched = watch_dir.to_path_buf();
+    blocking(move || {
+        for dir in destinations {
+            let unusable = |source| ScanError::CleanupDir {
+                dir: dir.clone(),
+                source,
+            };
+            std::fs::create_dir_all(&dir).map_err(unusable)?;
+            let absolute = std::fs::canonicalize(&dir).map_err(unusable)?;
+            let hidden = absolute.strip_prefix(&watched).is_ok_and(|rel| {
+                rel.components()
+                    .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."))
+            });
+            if absolute.starts_with(&watched) && !hidden {
+                return Err(ConfigError::InsideWatchDir {
+                    what: format!("cleanup directory {}", dir.display()),
+                    watch: watched.clone(),
+                    consequence: "moved files would be collected again",
+                }
+                .into());
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// What a reload of the state log found; told once the caller knows the start succeeded.
+pub(super) struct LoadSummary {
+    generation: u64,
+    tracked_files: usize,
+    last_commit_ms: Option<u64>,
+    objects: usize,
+    bytes: u64,
+    interrupted: Option<u64>,
+}
+
+impl LoadSummary {
+    pub(super) fn event<'a>(&self, location: &'a Location) -> StateLoaded<'a> {
+        StateLoaded {
+            location,
+            generation: self.generation,
+            tracked_files: self.tracked_files,
+            last_commit_ms: self.last_commit_ms,
+            objects: self.objects,
+            bytes: self.bytes,
+            interrupted: self.interrupted,
+        }
+    }
+}
+
+impl Scanner {
+    /// Re-reads the state log: the committed state and an interrupted plan, if any.
+    pub(super) async fn reload(&mut self) -> Result<LoadSummary, ScanError> {
+        let loaded = self.log.load().await?;
+        let count = loaded.stale.len();
+        let removed = self.log.remove(loaded.stale).await;
+        self.observer.emit(StaleObjectsRemoved {
+            count,
+            result: removed.as_ref().map(|_| ()),
+        });
+        self.snapshots
+            .loaded(loaded.snapshot_generation.unwrap_or(0));
+        let summary = LoadSummary {
+            generation: loaded.state.generation(),
+            tracked_files: loaded.state.len(),
+            last_commit_ms: loaded.state.last_commit_ms(),
+            objects: loaded.objects_read,
+            bytes: loaded.bytes_read,
+            interrupted: loaded.pending.as_ref().map(|p| p.generation),
+        };
+        self.state = loaded.state;
+        self.pending = loaded.pending;
+        self.needs_reload = false;
+        Ok(summary)
+    }
+
+    /// Refuses to start when the output location holds batches of this source beyond the
+    /// committed state (state deleted, or restored from an old copy): starting would process
+    /// those files again and duplicate their results. With `allow_rescan`, it records a base
+    /// snapshot after the newest existing batch instead, so new batches never reuse its keys.
+    pub(super) async fn refuse_silent_rescan(&mut self) -> Result<(), ScanError> {
+        let committed = self.state.generation();
+        let pending = self.pending.as_ref().map(|p| p.generation);
+        let ahead: Vec<u64> = self
+            .output
+            .generations_after(committed)
+            .await?
+            .into_iter()
+            .filter(|g| Some(*g) != pending)
+            .collect();
+        let Some(&newest) = ahead.iter().max() else {
+            return Ok(());
+        };
+        // A live writer that moved on since the log was loaded also explains outputs ahead of
+        // it; such a writer always leaves a plan, delta or snapshot beyond our generation.
+        if let Some(object) = self.log.first_after(committed, pending).await? {
+            return Err(StateError::Fenced {
+                location: self.log.location().to_string(),
+                object: self.log.location().describe(&object.path),
+                generation: object.generation,
+            }
+            .into());
+        }
+        let what = if committed == 0 {
+            format!(
+                "the state at {} is empty, but the output location already holds {} batch(es) \
+                 of source id {:?} (up to generation {newest})",
+                self.log.location(),
+                ahead.len(),
+                self.config.source_id.as_str()
+            )
+        } else {
+            format!(
+                "the state at {} is at generation {committed}, but the output location holds \
+                 {} later batch(es) of source id {:?} (up to generation {newest}); was the state \
+                 restored from an older copy?",
+                self.log.location(),
+                ahead.len(),
+                self.config.source_id.as_str()
+            )
+        };
+        if !self.config.allow_rescan {
+            return Err(ScanError::RescanRefused { what });
+        }
+        self.observer.emit(RescanAllowed {
+            what: &what,
+            from_generation: newest + 1,
+        });
+        // The interrupted batch, if any, is dropped with the rest: its files are processed anew.
+        self.state.rebase(newest);
+        self.log.store_snapshot(&self.state).await?;
+        self.pending = None;
+        self.snapshots.loaded(newest);
+        Ok(())
+    }
+
+    /// Removes what a process killed during a local write left behind, then checks that both
+    /// locations can be written, and fence: all before the first scan.
+    pub(super) async fn prepare_storage(&self) -> Result<(), ScanError> {
+        self.observer.emit(TemporariesRemoved {
+            count: self.log.remove_orphaned_temporaries()
+                + self.output.remove_orphaned_temporaries(),
+        });
+        let probe_id = self.log.writer_id();
+        self.log.location().check_writable(probe_id).await?;
+        self.output.check_writable(probe_id).await
+    }
+}

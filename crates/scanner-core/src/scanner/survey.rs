@@ -1,0 +1,254 @@
+//! The survey: list the watch root, merge the listing with the state, and judge every listed
+//! file that is not unchanged — one [`Verdict`] each — then cut the ready ones into batches.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use state_store::{FileEntry, PlannedFile, RelPath, State};
+
+use super::{ScanReport, Scanner, ScannerConfig};
+use crate::ScanError;
+use crate::cleanup::CleanupTask;
+use crate::diff::{Change, DiffEntry, OnChange, change_of, diff, start_for};
+use crate::identity::{Identity, MovedAway};
+use crate::listing::{self, Listing};
+use crate::plan::cut_batches;
+use crate::process::{AppendRange, whole_lines};
+use crate::readiness::{NotReady, Stability};
+use crate::telemetry::{self, FileLeftAlone};
+
+/// What one listing found, and the batches to run: the part of a scan that only reads.
+pub(super) struct Survey {
+    /// The scan's report so far (no batches yet).
+    pub(super) report: ScanReport,
+    /// Ready files, cut into batches.
+    pub(super) batches: Vec<Vec<PlannedFile>>,
+    /// Tracked paths not found by the listing.
+    pub(super) gone: Vec<RelPath>,
+    /// Links, FIFOs, sockets and devices the listing skipped.
+    pub(super) skipped_special: u64,
+    /// Committed files left over by an unfinished cleanup.
+    pub(super) cleanup: Vec<CleanupTask>,
+    /// New paths of processed files recognised by content, with their entries.
+    pub(super) renames: Vec<(RelPath, FileEntry)>,
+    /// Free space of the watched volume, if it could be read.
+    pub(super) free_bytes: Option<u64>,
+}
+
+impl Scanner {
+    /// Surveys the watch root on a worker thread: listing, diff, readiness and batching walk
+    /// the directory and merge it with the whole state, blocking IO and CPU work. The state
+    /// and the stability tracker travel there and back by value.
+    pub(super) async fn survey(&mut self) -> Result<Survey, ScanError> {
+        let config = self.config.clone();
+        let state = std::mem::take(&mut self.state);
+        let mut stability = std::mem::take(&mut self.stability);
+        let joined = tokio::task::spawn_blocking(move || {
+            let survey = survey(&config, &state, &mut stability);
+            (state, stability, survey)
+        })
+        .await;
+        match joined {
+            Ok((state, stability, survey)) => {
+                self.state = state;
+                self.stability = stability;
+                survey
+            }
+            Err(e) => {
+                // The state went down with the worker: read it again.
+                self.needs_reload = true;
+                Err(ScanError::Worker(e))
+            }
+        }
+    }
+}
+
+/// What to do with one listed file that is not unchanged.
+#[derive(Debug)]
+enum Verdict {
+    /// Never collected: left out by the name globs, or a ready marker.
+    Excluded,
+    /// A processed file that changed: left alone, as `on_change` says.
+    LeftAlone(&'static str),
+    /// A processed file under a new name: recorded there, not processed again.
+    Renamed(FileEntry),
+    /// Complete: processed in this scan.
+    Ready(PlannedFile),
+    /// Not complete yet.
+    Waiting(NotReady),
+}
+
+/// Lists `config.watch_dir`, merges the listing with `state`, judges every file and cuts the
+/// ready ones into batches. Blocking: run it on a worker thread.
+fn survey(
+    config: &ScannerConfig,
+    state: &State,
+    stability: &mut Stability,
+) -> Result<Survey, ScanError> {
+    let root = config.watch_dir.as_path();
+    let listing = listing::list(root)?;
+    let listed_at = listing.started_at.unwrap_or_else(SystemTime::now);
+    let cleanup = leftover_cleanup(config, &listing, state);
+    let diff = diff(&listing, state);
+    let mut report = ScanReport {
+        listed: listing.files.len(),
+        gone: diff.gone.len(),
+        ..ScanReport::default()
+    };
+    let mut judge = Judge {
+        config,
+        root,
+        state,
+        listing: &listing,
+        listed_at,
+        stability,
+        moved_away: match config.identity {
+            Identity::Content => MovedAway::of(&diff, state),
+            Identity::Path => MovedAway::default(),
+        },
+    };
+    let mut ready = Vec::new();
+    let mut renames = Vec::new();
+    for entry in diff.entries {
+        let path = entry.file.path.clone();
+        match judge.classify(entry) {
+            Verdict::Excluded => report.excluded += 1,
+            Verdict::LeftAlone(why) => {
+                report.changed += 1;
+                telemetry::emit(FileLeftAlone { path: &path, why });
+            }
+            Verdict::Renamed(entry) => {
+                report.new_files += 1;
+                renames.push((path, entry));
+            }
+            Verdict::Ready(file) => {
+                report.new_files += 1;
+                ready.push(file);
+            }
+            Verdict::Waiting(why) => {
+                report.new_files += 1;
+                report.count_waiting(why);
+            }
+        }
+    }
+    judge.stability.end_listing();
+    report.ready = ready.len();
+    report.listing_problems = listing.problems;
+    Ok(Survey {
+        report,
+        batches: cut_batches(ready, config.limits),
+        gone: diff.gone,
+        skipped_special: listing.skipped_special,
+        cleanup,
+        renames,
+        free_bytes: rustix::fs::statvfs(root)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
+    })
+}
+
+/// Committed files still here and unchanged, which the cleanup rules remove or move: an earlier
+/// attempt did not finish (a crash, an error), so they are cleaned up now.
+fn leftover_cleanup(config: &ScannerConfig, listing: &Listing, state: &State) -> Vec<CleanupTask> {
+    let rules = &config.cleanup;
+    if rules.is_noop() {
+        return Vec::new();
+    }
+    listing
+        .files
+        .iter()
+        .filter_map(|file| {
+            let entry = state.get(&file.path)?;
+            change_of(file, entry).is_none().then_some(())?;
+            rules.task(&file.path, entry)
+        })
+        .collect()
+}
+
+/// Judges the files of one listing.
+struct Judge<'a> {
+    config: &'a ScannerConfig,
+    root: &'a Path,
+    state: &'a State,
+    listing: &'a Listing,
+    /// When the listing started: ages and stability windows are measured against it.
+    listed_at: SystemTime,
+    stability: &'a mut Stability,
+    /// Processed files that left their paths, when files are recognised by content.
+    moved_away: MovedAway<'a>,
+}
+
+impl Judge<'_> {
+    /// The verdict on one listed file that is not unchanged.
+    fn classify(&mut self, entry: DiffEntry) -> Verdict {
+        let readiness = &self.config.readiness;
+        let appending = self.config.on_change == OnChange::Append;
+        if !readiness.collects(entry.file.path.as_bytes()) {
+            return Verdict::Excluded;
+        }
+        let tracked = self.state.get(&entry.file.path);
+        let Some(start) = start_for(self.root, self.config.on_change, &entry, tracked) else {
+            return Verdict::LeftAlone("changed since processed");
+        };
+        if let Err(why) = readiness.judge(
+            self.root,
+            &entry.file,
+            self.listing,
+            self.listed_at,
+            self.stability,
+        ) {
+            return Verdict::Waiting(why);
+        }
+        // A complete file new at its path may be a processed one, renamed (checked only once
+        // it is ready: a file still being written must not be taken for a finished one).
+        if start == 0 && matches!(entry.change, Change::New | Change::Replaced) {
+            if let Some((_, renamed)) =
+                self.moved_away
+                    .take_match(self.root, &entry.file, appending)
+            {
+                return Verdict::Renamed(renamed);
+            }
+        }
+        // Appending: whole lines only; the partial last line waits until it is complete.
+        let end = if appending {
+            match whole_lines(self.root, &entry.file, start) {
+                AppendRange::Lines(_, end) => end,
+                AppendRange::Partial => return Verdict::Waiting(NotReady::PartialLine),
+                // Its stream cannot be resumed, and processing it whole again would count its
+                // start twice.
+                AppendRange::Compressed => return Verdict::LeftAlone("compressed file grew"),
+            }
+        } else {
+            entry.file.size
+        };
+        let file = entry.file;
+        Verdict::Ready(PlannedFile {
+            path: file.path,
+            size: end,
+            mtime_ns: file.mtime_ns,
+            inode: file.inode,
+            btime_ns: file.btime_ns,
+            start,
+        })
+    }
+}
+
+impl ScanReport {
+    /// Counts a new file that is not ready, by why; remembers when the first waiting file can
+    /// become ready.
+    fn count_waiting(&mut self, why: NotReady) {
+        match why {
+            NotReady::PartialLine => self.partial_line += 1,
+            NotReady::InProgressName => self.in_progress += 1,
+            NotReady::NoMarker => self.no_marker += 1,
+            NotReady::TooYoung { ready_at: at } => {
+                self.too_young += 1;
+                self.next_ready_at = Some(self.next_ready_at.map_or(at, |t| t.min(at)));
+            }
+            NotReady::Unstable { recheck_at: at } => {
+                self.unstable += 1;
+                self.next_ready_at = Some(self.next_ready_at.map_or(at, |t| t.min(at)));
+            }
+        }
+    }
+}

@@ -1,0 +1,597 @@
+//! The pipeline's events: each records its metrics, writes its log line and updates the status.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use metrics::{counter, gauge, histogram};
+use state_store::{FileEntry, Location, RelPath, StateError};
+use tracing::{debug, error, info, warn};
+
+use super::*;
+use crate::process::FailureKind;
+use crate::readiness::mtime;
+use crate::{ErrorChain, ScanError, ScanReport};
+
+/// A scan ended without error.
+pub(crate) struct ScanFinished<'a> {
+    pub(crate) report: &'a ScanReport,
+    pub(crate) elapsed: Duration,
+}
+
+impl InternalEvent for ScanFinished<'_> {
+    fn update_status(&self, status: &mut ScanStatus) -> bool {
+        status.ready = true;
+        status.scans += 1;
+        status.last_error = None;
+        true
+    }
+
+    fn emit(self) {
+        let Self { report, elapsed } = self;
+        histogram!(SCAN_DURATION).record(elapsed.as_secs_f64());
+        counter!(SCANS_TOTAL, "result" => "ok").increment(1);
+        gauge!(READY).set(1.0);
+        let files = report.committed_files();
+        if files > 0 || !report.listing_problems.is_empty() {
+            info!(
+                listed = report.listed,
+                committed_files = files,
+                batches = report.batches.len(),
+                not_ready = report.not_ready(),
+                changed = report.changed,
+                gone = report.gone,
+                listing_problems = report.listing_problems.len(),
+                ?elapsed,
+                "scan complete"
+            );
+        } else {
+            debug!(
+                listed = report.listed,
+                ?elapsed,
+                "scan complete: nothing new"
+            );
+        }
+    }
+}
+
+/// A scan failed.
+pub(crate) struct ScanFailed<'a> {
+    pub(crate) error: &'a ScanError,
+    pub(crate) elapsed: Duration,
+}
+
+impl InternalEvent for ScanFailed<'_> {
+    fn update_status(&self, status: &mut ScanStatus) -> bool {
+        status.ready = false;
+        status.last_error = Some(ErrorChain(self.error).to_string());
+        true
+    }
+
+    fn emit(self) {
+        histogram!(SCAN_DURATION).record(self.elapsed.as_secs_f64());
+        counter!(SCANS_TOTAL, "result" => "error").increment(1);
+        counter!(ERRORS_TOTAL, "stage" => self.error.stage()).increment(1);
+        gauge!(READY).set(0.0);
+        error!(error = %ErrorChain(self.error), "scan failed");
+    }
+}
+
+/// A failed scan will be tried again.
+pub(crate) struct ScanRetry<'a> {
+    pub(crate) error: &'a ScanError,
+    pub(crate) retry_in: Duration,
+}
+
+impl InternalEvent for ScanRetry<'_> {
+    fn emit(self) {
+        warn!(error = %ErrorChain(self.error), retry_in = ?self.retry_in, "scan failed; will retry");
+    }
+}
+
+/// A scan starts before its time (events, or a caller's wake-up).
+pub(crate) struct WokenEarly;
+
+impl InternalEvent for WokenEarly {
+    fn emit(self) {
+        debug!("woken for an early scan");
+    }
+}
+
+/// Shutdown was requested: the last scan begins.
+pub(crate) struct DrainStarted;
+
+impl InternalEvent for DrainStarted {
+    fn emit(self) {
+        info!("shutdown requested: draining with a last scan");
+    }
+}
+
+/// The drain is over.
+pub(crate) struct Drained {
+    pub(crate) generation: u64,
+}
+
+impl InternalEvent for Drained {
+    fn emit(self) {
+        info!(
+            generation = self.generation,
+            "drained; every ready file is committed"
+        );
+    }
+}
+
+/// A shutdown request stops a scan between two batches.
+pub(crate) struct ScanInterrupted {
+    pub(crate) remaining: usize,
+}
+
+impl InternalEvent for ScanInterrupted {
+    fn emit(self) {
+        info!(
+            remaining = self.remaining,
+            "shutdown requested: leaving the rest of this scan to the drain"
+        );
+    }
+}
+
+/// The state log was read (at start, or after a failure left its contents in doubt).
+pub(crate) struct StateLoaded<'a> {
+    pub(crate) location: &'a Location,
+    pub(crate) generation: u64,
+    pub(crate) tracked_files: usize,
+    pub(crate) last_commit_ms: Option<u64>,
+    pub(crate) objects: usize,
+    pub(crate) bytes: u64,
+    pub(crate) interrupted: Option<u64>,
+}
+
+impl InternalEvent for StateLoaded<'_> {
+    fn update_status(&self, status: &mut ScanStatus) -> bool {
+        status.ready = status.last_error.is_none();
+        status.generation = self.generation;
+        status.tracked_files = self.tracked_files;
+        true
+    }
+
+    fn emit(self) {
+        gauge!(GENERATION).set(self.generation as f64);
+        gauge!(TRACKED_FILES).set(self.tracked_files as f64);
+        if let Some(ms) = self.last_commit_ms {
+            gauge!(LAST_COMMIT).set(ms as f64 / 1000.0);
+        }
+        info!(
+            state = %self.location,
+            generation = self.generation,
+            tracked_files = self.tracked_files,
+            objects = self.objects,
+            bytes = self.bytes,
+            interrupted_batch = self.interrupted,
+            "state loaded"
+        );
+    }
+}
+
+/// Objects a newer snapshot or delta supersedes were found while loading, and removed (or not).
+pub(crate) struct StaleObjectsRemoved<'a> {
+    pub(crate) count: usize,
+    pub(crate) result: Result<(), &'a StateError>,
+}
+
+impl InternalEvent for StaleObjectsRemoved<'_> {
+    fn emit(self) {
+        match self.result {
+            Ok(()) if self.count > 0 => info!(
+                stale = self.count,
+                "removed state objects a newer snapshot or delta supersedes (an earlier run \
+                 stopped before cleaning up)"
+            ),
+            Ok(()) => {}
+            // Harmless: stale objects are ignored by loading and removed by the next snapshot.
+            Err(e) => warn!(
+                error = %ErrorChain(e),
+                stale = self.count,
+                "could not remove superseded state objects"
+            ),
+        }
+    }
+}
+
+/// Temporary files of writes a killed process left behind were removed at start.
+pub(crate) struct TemporariesRemoved {
+    pub(crate) count: usize,
+}
+
+impl InternalEvent for TemporariesRemoved {
+    fn emit(self) {
+        if self.count > 0 {
+            info!(
+                temporaries = self.count,
+                "removed temporary files left by an interrupted write"
+            );
+        }
+    }
+}
+
+/// The outputs hold batches the state does not know, and `allow_rescan` lets the start go on.
+pub(crate) struct RescanAllowed<'a> {
+    pub(crate) what: &'a str,
+    pub(crate) from_generation: u64,
+}
+
+impl InternalEvent for RescanAllowed<'_> {
+    fn emit(self) {
+        warn!(
+            "{}; --allow-rescan: files will be processed again, from generation {}",
+            self.what, self.from_generation
+        );
+    }
+}
+
+/// An interrupted batch is done again, before anything else.
+pub(crate) struct BatchRedone {
+    pub(crate) generation: u64,
+    pub(crate) files: usize,
+}
+
+impl InternalEvent for BatchRedone {
+    fn emit(self) {
+        warn!(
+            generation = self.generation,
+            files = self.files,
+            "redoing a batch that was interrupted before its commit"
+        );
+    }
+}
+
+/// A listing was merged with the state and judged: what it found.
+pub(crate) struct ListingSurveyed<'a> {
+    pub(crate) report: &'a ScanReport,
+    pub(crate) skipped_special: u64,
+}
+
+impl InternalEvent for ListingSurveyed<'_> {
+    fn emit(self) {
+        let report = self.report;
+        for problem in &report.listing_problems {
+            warn!(path = %problem.path, reason = %problem.reason, "cannot examine part of the watched directory");
+        }
+        gauge!(LISTED_FILES).set(report.listed as f64);
+        gauge!(CHANGED_FILES).set(report.changed as f64);
+        gauge!(LISTING_PROBLEMS).set(report.listing_problems.len() as f64);
+        gauge!(SKIPPED_SPECIAL).set(self.skipped_special as f64);
+        for (reason, files) in [
+            ("in_progress_name", report.in_progress),
+            ("too_young", report.too_young),
+            ("no_marker", report.no_marker),
+            ("unstable", report.unstable),
+            ("partial_line", report.partial_line),
+        ] {
+            gauge!(NOT_READY_FILES, "reason" => reason).set(files as f64);
+        }
+        gauge!(EXCLUDED_FILES).set(report.excluded as f64);
+    }
+}
+
+/// Ready files not yet committed: after a listing, and after each batch.
+pub(crate) struct Backlog {
+    pub(crate) files: usize,
+    pub(crate) bytes: u64,
+    /// The modification time of the oldest of them.
+    pub(crate) oldest_mtime_ns: Option<i64>,
+}
+
+impl InternalEvent for Backlog {
+    fn update_status(&self, status: &mut ScanStatus) -> bool {
+        status.pending_files = self.files as u64;
+        true
+    }
+
+    fn emit(self) {
+        gauge!(PENDING_FILES).set(self.files as f64);
+        gauge!(PENDING_BYTES).set(self.bytes as f64);
+        let age = self.oldest_mtime_ns.map_or(0.0, |ns| {
+            SystemTime::now()
+                .duration_since(mtime(ns))
+                .map_or(0.0, |d| d.as_secs_f64())
+        });
+        gauge!(OLDEST_PENDING_AGE).set(age);
+    }
+}
+
+/// The free space of the watched volume was measured.
+pub(crate) struct FreeSpace<'a> {
+    pub(crate) free: u64,
+    pub(crate) min_free: Option<u64>,
+    pub(crate) dir: &'a Path,
+}
+
+impl InternalEvent for FreeSpace<'_> {
+    fn emit(self) {
+        gauge!(WATCH_FREE_BYTES).set(self.free as f64);
+        let low = self.min_free.is_some_and(|min| self.free < min);
+        gauge!(WATCH_LOW_SPACE).set(if low { 1.0 } else { 0.0 });
+        if low {
+            warn!(
+                free_bytes = self.free,
+                min_free = self.min_free,
+                dir = %self.dir.display(),
+                "the watched volume is running out of space (consider --after delete or move)"
+            );
+        }
+    }
+}
+
+/// A processed file that changed is left alone (`on_change` says so).
+pub(crate) struct FileLeftAlone<'a> {
+    pub(crate) path: &'a RelPath,
+    pub(crate) why: &'static str,
+}
+
+impl InternalEvent for FileLeftAlone<'_> {
+    fn emit(self) {
+        debug!(path = %self.path, why = self.why, "left alone");
+    }
+}
+
+/// Committed files that an earlier run did not finish cleaning up are cleaned up now.
+pub(crate) struct CleanupResumed {
+    pub(crate) files: usize,
+}
+
+impl InternalEvent for CleanupResumed {
+    fn emit(self) {
+        info!(
+            files = self.files,
+            "cleaning up committed files left by an earlier run"
+        );
+    }
+}
+
+/// One committed file was deleted or moved, left alone, or could not be.
+pub(crate) struct FileCleanedUp<'a> {
+    pub(crate) path: &'a RelPath,
+    /// `delete`, `move` or `quarantine`.
+    pub(crate) action: &'static str,
+    /// `Ok(true)`: done; `Ok(false)`: the file changed since its commit, left alone.
+    pub(crate) result: Result<bool, &'a std::io::Error>,
+}
+
+impl InternalEvent for FileCleanedUp<'_> {
+    fn emit(self) {
+        let Self {
+            path,
+            action,
+            result,
+        } = self;
+        let label = match result {
+            Ok(true) => "done",
+            Ok(false) => {
+                debug!(%path, "changed since its commit; not cleaned up");
+                "skipped"
+            }
+            Err(e) => {
+                warn!(%path, action, error = %e, "cleanup failed; retried at the next scan");
+                "error"
+            }
+        };
+        counter!(CLEANUP_TOTAL, "action" => action, "result" => label).increment(1);
+    }
+}
+
+/// Processed files were recognised by content under new paths, and recorded there.
+pub(crate) struct RenamesCommitted<'a> {
+    pub(crate) generation: u64,
+    pub(crate) renames: &'a [(RelPath, FileEntry)],
+}
+
+impl InternalEvent for RenamesCommitted<'_> {
+    fn update_status(&self, status: &mut ScanStatus) -> bool {
+        status.generation = self.generation;
+        true
+    }
+
+    fn emit(self) {
+        for (path, entry) in self.renames {
+            info!(path = %path, processed_in = entry.generation, "recognised by content as a renamed file; not processed again");
+        }
+        counter!(RENAMED_FILES_TOTAL).increment(self.renames.len() as u64);
+        gauge!(GENERATION).set(self.generation as f64);
+    }
+}
+
+/// A file of a committed batch failed; told once it is committed, so that a batch that is
+/// redone does not count its failures twice.
+pub(crate) struct FileFailed<'a> {
+    pub(crate) path: &'a RelPath,
+    pub(crate) generation: u64,
+    pub(crate) kind: FailureKind,
+    pub(crate) reason: &'a str,
+}
+
+impl InternalEvent for FileFailed<'_> {
+    fn emit(self) {
+        counter!(FILES_FAILED_TOTAL, "reason" => self.kind.label()).increment(1);
+        warn!(path = %self.path, generation = self.generation, reason = %self.reason, "file failed; recorded and skipped");
+    }
+}
+
+/// A batch is committed.
+pub(crate) struct BatchCommitted<'a> {
+    pub(crate) generation: u64,
+    pub(crate) files: usize,
+    pub(crate) failed: usize,
+    pub(crate) bytes: u64,
+    /// URL of its output object.
+    pub(crate) output: &'a str,
+    pub(crate) elapsed: Duration,
+    /// It redid an interrupted batch.
+    pub(crate) recovered: bool,
+    pub(crate) committed_at_ms: u64,
+    pub(crate) tracked_files: usize,
+}
+
+impl InternalEvent for BatchCommitted<'_> {
+    fn update_status(&self, status: &mut ScanStatus) -> bool {
+        status.generation = self.generation;
+        status.tracked_files = self.tracked_files;
+        status.batches += 1;
+        status.files_done += (self.files - self.failed) as u64;
+        status.files_failed += self.failed as u64;
+        status.bytes += self.bytes;
+        true
+    }
+
+    fn emit(self) {
+        let kind = if self.recovered { "recovered" } else { "fresh" };
+        counter!(BATCHES_TOTAL, "kind" => kind).increment(1);
+        histogram!(BATCH_DURATION).record(self.elapsed.as_secs_f64());
+        counter!(FILES_TOTAL, "outcome" => "done").increment((self.files - self.failed) as u64);
+        counter!(FILES_TOTAL, "outcome" => "failed").increment(self.failed as u64);
+        counter!(BYTES_TOTAL).increment(self.bytes);
+        gauge!(GENERATION).set(self.generation as f64);
+        gauge!(LAST_COMMIT).set(self.committed_at_ms as f64 / 1000.0);
+        gauge!(TRACKED_FILES).set(self.tracked_files as f64);
+        info!(
+            generation = self.generation,
+            files = self.files,
+            failed = self.failed,
+            bytes = self.bytes,
+            output = %self.output,
+            elapsed = ?self.elapsed,
+            "committed batch"
+        );
+    }
+}
+
+/// The plan of a committed batch could not be removed (harmless: the next load removes it).
+pub(crate) struct PlanNotRemoved<'a> {
+    pub(crate) generation: u64,
+    pub(crate) error: &'a StateError,
+}
+
+impl InternalEvent for PlanNotRemoved<'_> {
+    fn emit(self) {
+        warn!(error = %ErrorChain(self.error), generation = self.generation, "could not remove the plan of a committed batch");
+    }
+}
+
+/// Folding the state log into a snapshot begins.
+pub(crate) struct SnapshotStarted {
+    pub(crate) generation: u64,
+    pub(crate) entries: usize,
+}
+
+impl InternalEvent for SnapshotStarted {
+    fn emit(self) {
+        debug!(
+            generation = self.generation,
+            entries = self.entries,
+            "folding the state log into a snapshot"
+        );
+    }
+}
+
+/// A snapshot is stored, and what it supersedes removed.
+pub(crate) struct SnapshotStored {
+    pub(crate) generation: u64,
+    pub(crate) entries: usize,
+    pub(crate) bytes: u64,
+    /// Entries of files gone from the directory, dropped.
+    pub(crate) dropped: usize,
+    /// Objects it superseded, removed.
+    pub(crate) removed: usize,
+    pub(crate) elapsed: Duration,
+}
+
+impl InternalEvent for SnapshotStored {
+    fn update_status(&self, status: &mut ScanStatus) -> bool {
+        status.tracked_files = self.entries;
+        true
+    }
+
+    fn emit(self) {
+        counter!(SNAPSHOTS_TOTAL, "result" => "ok").increment(1);
+        histogram!(SNAPSHOT_DURATION).record(self.elapsed.as_secs_f64());
+        gauge!(SNAPSHOT_BYTES).set(self.bytes as f64);
+        gauge!(TRACKED_FILES).set(self.entries as f64);
+        info!(
+            generation = self.generation,
+            entries = self.entries,
+            bytes = self.bytes,
+            dropped_gone = self.dropped,
+            removed_objects = self.removed,
+            elapsed = ?self.elapsed,
+            "state log folded into a snapshot"
+        );
+    }
+}
+
+/// A snapshot could not be made. With `retry_at`, it failed to store and is tried again at
+/// that generation; without, the scan fails with the error.
+pub(crate) struct SnapshotFailed<'a> {
+    pub(crate) generation: u64,
+    pub(crate) error: &'a (dyn std::error::Error + 'static),
+    pub(crate) retry_at: Option<u64>,
+}
+
+impl InternalEvent for SnapshotFailed<'_> {
+    fn emit(self) {
+        counter!(SNAPSHOTS_TOTAL, "result" => "error").increment(1);
+        if let Some(retry_at) = self.retry_at {
+            warn!(
+                error = %ErrorChain(self.error),
+                generation = self.generation,
+                retry_at,
+                "could not store a snapshot; will try again later"
+            );
+        }
+    }
+}
+
+/// Watching the directory for file-system events began.
+pub(crate) struct WatchingStarted<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) debounce: Duration,
+}
+
+impl InternalEvent for WatchingStarted<'_> {
+    fn emit(self) {
+        info!(dir = %self.dir.display(), debounce = ?self.debounce, "watching for file-system events");
+    }
+}
+
+/// A file-system event that may have made a file ready.
+pub(crate) struct FileEventSeen;
+
+impl InternalEvent for FileEventSeen {
+    fn emit(self) {
+        counter!(EVENTS_TOTAL).increment(1);
+    }
+}
+
+/// A burst of file-system events is over: the scanner is woken.
+pub(crate) struct FileEventsSettled;
+
+impl InternalEvent for FileEventsSettled {
+    fn emit(self) {
+        debug!("file-system events: waking the scanner");
+    }
+}
+
+/// File-system events were lost; the interval scan covers what they missed.
+pub(crate) struct FileEventsLost<'a> {
+    /// `overflow`, `watch_limit`, `unsupported`, `vanished` or `error`.
+    pub(crate) reason: &'static str,
+    pub(crate) detail: &'a str,
+}
+
+impl InternalEvent for FileEventsLost<'_> {
+    fn emit(self) {
+        counter!(EVENTS_LOST_TOTAL, "reason" => self.reason).increment(1);
+        warn!(
+            reason = self.reason,
+            detail = self.detail,
+            "file-system events lost; the interval scan covers what they missed"
+        );
+    }
+}
