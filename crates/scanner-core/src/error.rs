@@ -81,8 +81,14 @@ pub enum ScanError {
     Resources(#[from] crate::process::ResourceError),
 
     /// A worker thread failed outside of any single file (the runtime shutting down).
-    #[error("a worker thread failed")]
-    Worker(#[source] tokio::task::JoinError),
+    #[error("the worker thread of {task} failed")]
+    Worker {
+        /// What the worker was doing.
+        task: &'static str,
+        /// How it ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
 
     /// An invariant of the batch loop broke: a bug. The state is reloaded before going on.
     #[error("internal error (a bug; please report it): {0}")]
@@ -105,7 +111,7 @@ impl ScanError {
             ScanError::WatchDir { .. }
             | ScanError::Output { .. }
             | ScanError::Resources(_)
-            | ScanError::Worker(_) => false,
+            | ScanError::Worker { .. } => false,
         }
     }
 
@@ -125,7 +131,7 @@ impl ScanError {
             ScanError::Output { .. } | ScanError::OutputFenced { .. } => "output",
             ScanError::Config(_) | ScanError::CleanupDir { .. } => "config",
             ScanError::Resources(_) => "resources",
-            ScanError::Worker(_) => "worker",
+            ScanError::Worker { .. } => "worker",
             ScanError::Internal(_) => "internal",
         }
     }

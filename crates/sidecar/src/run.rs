@@ -15,7 +15,11 @@ use crate::{Usage, telemetry};
 
 /// Runs `gleaner run` to completion.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let (config, processor) = configure(&args).map_err(|e| e.context(Usage))?;
+    let source_id = match &args.state.source_id {
+        Some(id) => id.clone(),
+        None => default_source_id()?,
+    };
+    let (config, processor) = configure(&args, source_id).map_err(|e| e.context(Usage))?;
     let storage = args.state.storage.options();
     let state = Location::parse_with(&args.state.state, &storage)
         .context("--state")
@@ -82,11 +86,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// The scanner's configuration and processor, from the flags. Every error here is a mistake
 /// in the command line.
-fn configure(args: &RunArgs) -> anyhow::Result<(ScannerConfig, DynProcessor)> {
-    let source_id = match &args.state.source_id {
-        Some(id) => id.clone(),
-        None => default_source_id()?,
-    };
+fn configure(args: &RunArgs, source_id: SourceId) -> anyhow::Result<(ScannerConfig, DynProcessor)> {
     let mut config = ScannerConfig::new(&args.input.watch, source_id);
     config.readiness = Readiness {
         min_age: args.readiness.min_age,

@@ -188,15 +188,16 @@ impl StateLog {
                 result => return result,
             }
         }
-        self.load_once().await.map_err(|e| {
-            if e.is_not_found() {
+        self.load_once().await.map_err(|e| match e {
+            StateError::Storage { object, source }
+                if matches!(source, object_store::Error::NotFound { .. }) =>
+            {
                 self.inconsistent(format!(
                     "its objects kept disappearing while it was read {ATTEMPTS} times: \
-                     another writer is folding it ({e})"
+                     another writer is folding it ({object}: {source})"
                 ))
-            } else {
-                e
             }
+            e => e,
         })
     }
 

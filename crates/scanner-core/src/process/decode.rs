@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{BufReader, Cursor, ErrorKind, Read};
 
 use super::{Failure, FailureKind, ReadLimits};
+use crate::ErrorChain;
 use crate::processor::{DynProcessor, Partial, ReduceError};
 
 /// How a file's bytes are encoded, recognised by its first bytes (never by its name).
@@ -145,7 +146,9 @@ fn reduce_failure(e: ReduceError, encoding: Encoding, start: u64, limits: ReadLi
                 format!("read failed at offset {}: {source}", start + offset),
             ),
         },
-        e @ ReduceError::Serialise(_) => Failure::new(FailureKind::Processor, e.to_string()),
+        e @ ReduceError::Serialise(_) => {
+            Failure::new(FailureKind::Processor, ErrorChain(&e).to_string())
+        }
     }
 }
 

@@ -270,7 +270,7 @@ pub fn combine(processor: &DynProcessor, units: Vec<UnitOutcome>) -> FileOutcome
         },
         Err(e) => FileOutcome::Failed {
             kind: FailureKind::Processor,
-            reason: e.to_string(),
+            reason: crate::ErrorChain(&e).to_string(),
         },
     }
 }

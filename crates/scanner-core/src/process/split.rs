@@ -89,7 +89,9 @@ fn split_at_lines(path: &Path, whole: Range<u64>, parts: u64) -> Option<Vec<Rang
             MAX_BOUNDARY_SEARCH,
             &mut window,
         );
-        let Some(boundary) = found.ok()? else {
+        // No newline near this point (or the file cannot be read there): the neighbouring
+        // ranges stay together.
+        let Ok(Some(boundary)) = found else {
             continue;
         };
         if boundary > start && boundary < whole.end {

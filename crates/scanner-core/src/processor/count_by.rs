@@ -85,7 +85,7 @@ enum Extractor {
 #[non_exhaustive]
 pub enum CountByError {
     /// The key regular expression does not compile.
-    #[error("invalid --key-regex: {0}")]
+    #[error("invalid --key-regex")]
     Regex(#[from] Box<meta::BuildError>),
     /// Something else about the configuration.
     #[error("{0}")]

@@ -263,7 +263,7 @@ impl DynProcessor {
 #[non_exhaustive]
 pub enum ReduceError {
     /// Reading (or decoding) the input failed.
-    #[error("read failed after {offset} bytes: {source}")]
+    #[error("read failed after {offset} bytes")]
     Read {
         /// Bytes successfully read before the failure.
         offset: u64,
@@ -272,7 +272,7 @@ pub enum ReduceError {
         source: std::io::Error,
     },
     /// The result could not be turned into JSON.
-    #[error("result cannot be serialised: {0}")]
+    #[error("result cannot be serialised")]
     Serialise(#[from] serde_json::Error),
 }
 

@@ -109,7 +109,7 @@ impl Scanner {
         let fingerprinting =
             self.config.identity == Identity::Content || self.config.on_change == OnChange::Append;
         let root = self.config.watch_dir.clone();
-        let rows = blocking(move || {
+        let rows = blocking("fingerprinting", move || {
             Ok(files
                 .iter()
                 .zip(outcomes)
@@ -146,7 +146,7 @@ impl Scanner {
     async fn flush(&self, batch: Processed, mode: WriteMode) -> Result<Flushed, ScanError> {
         let source_id = self.config.source_id.clone();
         let processor = self.processor.name().to_string();
-        let (batch, body) = blocking(move || {
+        let (batch, body) = blocking("rendering the output", move || {
             let body = OutputSink::render(
                 source_id.as_str(),
                 &processor,
@@ -236,7 +236,7 @@ impl Scanner {
         tasks: Vec<CleanupTask>,
     ) -> Result<CleanupReport, ScanError> {
         let root = self.config.watch_dir.clone();
-        blocking(move || Ok(cleanup::clean(&root, &tasks))).await
+        blocking("cleanup", move || Ok(cleanup::clean(&root, &tasks))).await
     }
 
     /// Tells the outside about a committed batch. Failures are told once they are committed:

@@ -475,6 +475,10 @@ impl Scanner {
         }
 
         let survey = self.survey().await?;
+        self.observer.emit(ListingSurveyed {
+            report: &survey.report,
+            skipped_special: survey.skipped_special,
+        });
         self.gone = survey.gone;
         if !survey.cleanup.is_empty() {
             self.observer.emit(CleanupResumed {
@@ -494,10 +498,6 @@ impl Scanner {
         }
         let mut report = survey.report;
         report.batches.extend(recovered);
-        self.observer.emit(ListingSurveyed {
-            report: &report,
-            skipped_special: survey.skipped_special,
-        });
 
         let mut queue = BatchQueue::new(survey.batches);
         self.observer.emit(backlog(&queue));

@@ -70,7 +70,10 @@ impl Scanner {
                     error: &e,
                     retry_at: None,
                 });
-                return Err(ScanError::Worker(e));
+                return Err(ScanError::Worker {
+                    task: "the snapshot (the state will be reloaded)",
+                    source: e,
+                });
             }
         };
         self.state = state;

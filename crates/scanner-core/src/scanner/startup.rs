@@ -15,7 +15,7 @@ use crate::{ConfigError, ScanError};
 /// The watch directory, checked to be a readable directory, made absolute and free of links.
 pub(super) async fn resolve_watch_dir(root: &Path) -> Result<PathBuf, ScanError> {
     let root = root.to_path_buf();
-    blocking(move || {
+    blocking("checking the watch directory", move || {
         listing::check_root(&root)?;
         std::fs::canonicalize(&root).map_err(|e| ScanError::WatchDir {
             path: root.clone(),
@@ -60,7 +60,7 @@ pub(super) async fn prepare_cleanup_dirs(
         .map(Path::to_path_buf)
         .collect();
     let watched = watch_dir.to_path_buf();
-    blocking(move || {
+    blocking("creating cleanup directories", move || {
         for dir in destinations {
             let unusable = |source| ScanError::CleanupDir {
                 dir: dir.clone(),

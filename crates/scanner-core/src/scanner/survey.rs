@@ -15,7 +15,7 @@ use crate::listing::{self, Listing};
 use crate::plan::cut_batches;
 use crate::process::{AppendRange, whole_lines};
 use crate::readiness::{NotReady, Stability};
-use crate::telemetry::{self, FileLeftAlone};
+use crate::telemetry::{self, FileLeftAlone, FileRenamed};
 
 /// What one listing found, and the batches to run: the part of a scan that only reads.
 pub(super) struct Survey {
@@ -57,7 +57,10 @@ impl Scanner {
             Err(e) => {
                 // The state went down with the worker: read it again.
                 self.needs_reload = true;
-                Err(ScanError::Worker(e))
+                Err(ScanError::Worker {
+                    task: "the survey (the state will be reloaded)",
+                    source: e,
+                })
             }
         }
     }
@@ -71,7 +74,12 @@ enum Verdict {
     /// A processed file that changed: left alone, as `on_change` says.
     LeftAlone(&'static str),
     /// A processed file under a new name: recorded there, not processed again.
-    Renamed(FileEntry),
+    Renamed {
+        /// Its old path.
+        was: RelPath,
+        /// Its entry, to record under the new path.
+        entry: FileEntry,
+    },
     /// Complete: processed in this scan.
     Ready(PlannedFile),
     /// Not complete yet.
@@ -117,8 +125,12 @@ fn survey(
                 report.changed += 1;
                 telemetry::emit(FileLeftAlone { path: &path, why });
             }
-            Verdict::Renamed(entry) => {
+            Verdict::Renamed { was, entry } => {
                 report.new_files += 1;
+                telemetry::emit(FileRenamed {
+                    path: &path,
+                    was: &was,
+                });
                 renames.push((path, entry));
             }
             Verdict::Ready(file) => {
@@ -202,11 +214,14 @@ impl Judge<'_> {
         // A complete file new at its path may be a processed one, renamed (checked only once
         // it is ready: a file still being written must not be taken for a finished one).
         if start == 0 && matches!(entry.change, Change::New | Change::Replaced) {
-            if let Some((_, renamed)) =
+            if let Some((was, renamed)) =
                 self.moved_away
                     .take_match(self.root, &entry.file, appending)
             {
-                return Verdict::Renamed(renamed);
+                return Verdict::Renamed {
+                    was,
+                    entry: renamed,
+                };
             }
         }
         // Appending: whole lines only; the partial last line waits until it is complete.

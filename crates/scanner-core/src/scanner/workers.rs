@@ -16,15 +16,15 @@ use crate::process::{
 };
 use crate::processor::DynProcessor;
 
-/// Runs blocking work on the runtime's blocking pool.
-pub(super) async fn blocking<T, F>(work: F) -> Result<T, ScanError>
+/// Runs blocking work, named `task` in errors, on the runtime's blocking pool.
+pub(super) async fn blocking<T, F>(task: &'static str, work: F) -> Result<T, ScanError>
 where
     F: FnOnce() -> Result<T, ScanError> + Send + 'static,
     T: Send + 'static,
 {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(ScanError::Worker)?
+        .map_err(|source| ScanError::Worker { task, source })?
 }
 
 /// Processes `files` below `root` on at most `workers` threads; outcomes come back in the
@@ -40,7 +40,10 @@ pub(super) async fn process_files(
     let root = Arc::new(root);
     let units = {
         let (root, files, processor) = (Arc::clone(&root), Arc::clone(&files), processor.clone());
-        blocking(move || Ok(plan_units(&root, &files, &processor, workers))).await?
+        blocking("planning work units", move || {
+            Ok(plan_units(&root, &files, &processor, workers))
+        })
+        .await?
     };
     let mut outcomes: Vec<Option<UnitOutcome>> = (0..units.len()).map(|_| None).collect();
     let mut work = futures::stream::iter(units.iter().cloned().enumerate())
@@ -69,7 +72,7 @@ pub(super) async fn process_files(
     // Merging and finishing results is CPU work too.
     let processor = processor.clone();
     let count = files.len();
-    blocking(move || {
+    blocking("merging results", move || {
         let mut per_file: Vec<Vec<UnitOutcome>> = (0..count).map(|_| Vec::new()).collect();
         for (unit, outcome) in units.iter().zip(outcomes) {
             per_file[unit.file].push(outcome.expect("every unit has an outcome"));

@@ -30,7 +30,6 @@ impl InternalEvent for ScanFinished<'_> {
         let Self { report, elapsed } = self;
         histogram!(SCAN_DURATION).record(elapsed.as_secs_f64());
         counter!(SCANS_TOTAL, "result" => "ok").increment(1);
-        gauge!(READY).set(1.0);
         let files = report.committed_files();
         if files > 0 || !report.listing_problems.is_empty() {
             info!(
@@ -71,7 +70,6 @@ impl InternalEvent for ScanFailed<'_> {
         histogram!(SCAN_DURATION).record(self.elapsed.as_secs_f64());
         counter!(SCANS_TOTAL, "result" => "error").increment(1);
         counter!(ERRORS_TOTAL, "stage" => self.error.stage()).increment(1);
-        gauge!(READY).set(0.0);
         error!(error = %ErrorChain(self.error), "scan failed");
     }
 }
@@ -330,6 +328,18 @@ pub(crate) struct FileLeftAlone<'a> {
 impl InternalEvent for FileLeftAlone<'_> {
     fn emit(self) {
         debug!(path = %self.path, why = self.why, "left alone");
+    }
+}
+
+/// A new path holds a processed file, renamed: recognised by content.
+pub(crate) struct FileRenamed<'a> {
+    pub(crate) path: &'a RelPath,
+    pub(crate) was: &'a RelPath,
+}
+
+impl InternalEvent for FileRenamed<'_> {
+    fn emit(self) {
+        debug!(path = %self.path, was = %self.was, "renamed processed file");
     }
 }
 

@@ -51,10 +51,16 @@ impl Observer {
         }
     }
 
-    /// Emits `event`: status first, so that a reader woken by the log line sees it.
+    /// Emits `event`: status first, so that a reader woken by the log line sees it. The
+    /// `gleaner_ready` gauge mirrors the status's `ready`, whichever event changed it.
     pub(crate) fn emit(&self, event: impl InternalEvent) {
-        self.status
-            .send_if_modified(|status| event.update_status(status));
+        if self
+            .status
+            .send_if_modified(|status| event.update_status(status))
+        {
+            let ready = self.status.borrow().ready;
+            metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+        }
         event.emit();
     }
 
