@@ -1,11 +1,10 @@
 //! The metrics endpoint serves Prometheus text, and the health endpoints answer.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{Fixture, sigterm, wait_with_timeout};
+use crate::support::{Fixture, Served, sigterm};
 
 /// A minimal HTTP/1.0 GET; returns the status code and body.
 pub fn get(addr: &str, path: &str) -> (u16, String) {
@@ -30,29 +29,19 @@ fn metrics_healthz_and_readyz_are_served() {
     for i in 0..5 {
         fx.write(&format!("{i}.log"), b"a b c\n", Duration::from_secs(60));
     }
-    let mut cmd = fx.command(&[
-        "--interval",
-        "1h",
-        "--min-age",
-        "0s",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        // More than any disk: the low-space warning and gauge must show.
-        "--min-free",
-        "1000000TiB",
-    ]);
-    cmd.stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("gleaner started line").unwrap();
-        if let Some(rest) = line.split("metrics=http://").nth(1) {
-            break rest.split('/').next().unwrap().to_string();
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let served = Served::start(
+        &fx,
+        &[
+            "--interval",
+            "1h",
+            "--min-age",
+            "0s",
+            // More than any disk: the low-space warning and gauge must show.
+            "--min-free",
+            "1000000TiB",
+        ],
+    );
+    let addr = served.addr.clone();
     assert!(crate::support::wait_until(Duration::from_secs(20), || fx
         .outputs()
         .len()
@@ -90,10 +79,9 @@ fn metrics_healthz_and_readyz_are_served() {
     let (code, _) = get(&addr, "/nope");
     assert_eq!(code, 404);
 
-    sigterm(&child);
-    let status = wait_with_timeout(&mut child, Duration::from_secs(20)).expect("exits");
-    let logged = drain.join().unwrap();
-    assert_eq!(status.code(), Some(0), "{logged:?}");
+    sigterm(&served.child);
+    let (status, logged) = served.wait(Duration::from_secs(20));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{logged:?}");
     assert!(
         logged.iter().any(|l| l.contains("running out of space")),
         "{logged:?}"

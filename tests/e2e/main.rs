@@ -13,6 +13,7 @@ mod crash;
 mod demo;
 mod discovery;
 mod docs;
+mod drain;
 mod errors;
 mod http;
 mod lifecycle;

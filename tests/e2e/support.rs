@@ -167,6 +167,53 @@ pub fn assert_state_verifies(state: &str) {
     );
 }
 
+/// A `gleaner run` in the background serving `/metrics` on a free port of 127.0.0.1, its log
+/// read as it goes (so that it never blocks on a full pipe).
+pub struct Served {
+    pub child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    log: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Served {
+    /// Starts `gleaner run` with the fixture's locations and `extra` flags, and waits for the
+    /// address it serves on.
+    pub fn start(fx: &Fixture, extra: &[&str]) -> Served {
+        use std::io::BufRead;
+        let mut child = fx
+            .command(&[extra, &["--metrics-addr", "127.0.0.1:0"]].concat())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting gleaner");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        let addr = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("no \"gleaner started\" line: {seen:?}"))
+                .unwrap();
+            if let Some(rest) = line.split("metrics=http://").nth(1) {
+                break rest.split('/').next().unwrap().to_string();
+            }
+            seen.push(line);
+        };
+        let log = std::thread::spawn(move || {
+            seen.extend(lines.map_while(Result::ok));
+            seen
+        });
+        Served { child, addr, log }
+    }
+
+    /// Waits for the process to exit (killing it after `timeout`); returns its exit status
+    /// and its log lines.
+    pub fn wait(mut self, timeout: Duration) -> (Option<std::process::ExitStatus>, Vec<String>) {
+        let status = wait_with_timeout(&mut self.child, timeout);
+        (status, self.log.join().unwrap())
+    }
+}
+
 /// Writes a file the way a well-behaved emitter does: under a temporary name (`.tmp`), then
 /// renamed to `rel` below `watch`, an hour old.
 pub fn emit(watch: &Path, rel: &str, bytes: &[u8]) {

@@ -110,8 +110,8 @@ pub use output::{Compression, OutputSink};
 pub use plan::BatchLimits;
 pub use process::{Encoding, FailureKind, FileOutcome, ReadLimits};
 pub use processor::{DynProcessor, Processor, Reducer, Stats};
-pub use readiness::{NameFilter, Readiness, ReadyMarker};
+pub use readiness::{NameFilter, NotReady, Readiness, ReadyMarker};
 pub use scanner::{
-    BatchReport, ScanReport, ScanStatus, Scanner, ScannerConfig, Shutdown, ShutdownTrigger,
-    shutdown_channel,
+    BatchReport, DrainMode, DrainReport, Leftover, ScanReport, ScanStatus, Scanner, ScannerConfig,
+    Shutdown, ShutdownTrigger, shutdown_channel,
 };

@@ -260,6 +260,16 @@ impl Readiness {
         }
     }
 
+    /// The rules that still hold once the writer is gone (`DrainMode::WriterGone`): only an
+    /// in-progress name keeps a file waiting; its age, stability and marker no longer matter.
+    pub(crate) fn judge_writer_gone(&self, file: &ListedFile) -> Result<(), NotReady> {
+        if self.is_in_progress_name(file.path.as_bytes()) {
+            Err(NotReady::InProgressName)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Checks one file at instant `now` (the start of the listing).
     pub fn check(&self, file: &ListedFile, now: SystemTime) -> Result<(), NotReady> {
         if self.is_in_progress_name(file.path.as_bytes()) {
@@ -449,6 +459,22 @@ mod tests {
         for name in ["x.tmpl", "x.log", "d.tmp/x.log", "x.parts", "x..log"] {
             assert_eq!(rules.check(&file(name, old, now), now), Ok(()), "{name}");
         }
+    }
+
+    #[test]
+    fn every_reason_has_its_metric_label() {
+        let now = SystemTime::now();
+        let labels: Vec<&str> = [
+            NotReady::InProgressName,
+            NotReady::TooYoung { ready_at: now },
+            NotReady::NoMarker,
+            NotReady::Unstable { recheck_at: now },
+            NotReady::PartialLine,
+        ]
+        .iter()
+        .map(NotReady::label)
+        .collect();
+        assert_eq!(labels, crate::telemetry::NOT_READY_REASONS);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use scanner_core::{AfterCommit, Identity, OnChange, ReadyMarker};
+use scanner_core::{AfterCommit, DrainMode, Identity, OnChange, ReadyMarker};
 use state_store::SourceId;
 
 /// Collects new text files from a directory another program writes, reduces each to a small
@@ -389,9 +389,21 @@ pub struct RuntimeArgs {
           value_parser = parse_min_age)]
     pub debounce: Duration,
 
-    /// After SIGTERM (or SIGINT), how long the drain may take before the process exits anyway
-    /// (an unfinished batch is redone at the next start). The default fits Kubernetes' 30 s
-    /// grace period.
+    /// At SIGTERM (or SIGINT): `wait` keeps scanning until every file that waits only for time
+    /// (--min-age, --require-stable) is committed; `writer-gone` takes every file as complete at
+    /// once, except in-progress names (for a writer known to have exited: a native sidecar, the
+    /// end of a Job). Files still left are named in the log, and the exit code is 4.
+    #[arg(
+        long,
+        env = "GLEANER_DRAIN",
+        value_name = "MODE",
+        default_value = "wait"
+    )]
+    pub drain: DrainMode,
+
+    /// After SIGTERM (or SIGINT), how long the drain may take: files ready only later are left
+    /// (and named), and a batch still running then is cut short (exit 143; it is redone at the
+    /// next start). The default fits Kubernetes' 30 s grace period.
     #[arg(long, env = "GLEANER_SHUTDOWN_TIMEOUT", value_name = "DURATION", default_value = "25s",
           value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

@@ -5,8 +5,9 @@
 //! drain request, and maps errors to exit codes. No pipeline logic lives here.
 //!
 //! Exit codes: 0 success (including a drained shutdown), 1 error, 2 invalid arguments (a flag's
-//! value, or flags that contradict each other), 3 another writer owns the state, 130/143 a
-//! second SIGINT/SIGTERM during the drain.
+//! value, or flags that contradict each other), 3 another writer owns the state, 4 the drain at
+//! shutdown left files in the watched directory, 130/143 a second SIGINT/SIGTERM during the
+//! drain, or a drain cut short by the shutdown timeout.
 
 // A binary has no public API: `pub` here only means "used by sibling modules".
 #![allow(unreachable_pub)]
@@ -88,6 +89,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         e.downcast_ref::<Usage>().is_some() || e.chain().any(|cause| cause.is::<ConfigError>());
     if fenced {
         3
+    } else if e.downcast_ref::<run::DrainIncomplete>().is_some() {
+        4
     } else if usage {
         2
     } else {

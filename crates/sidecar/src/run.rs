@@ -79,10 +79,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        scanner.run(interval, shutdown).await?;
+        let drained = scanner.run(interval, shutdown).await?;
+        if !drained.complete {
+            return Err(DrainIncomplete {
+                leftovers: drained.leftovers.len(),
+            }
+            .into());
+        }
     }
     Ok(())
 }
+
+/// The drain at shutdown left files in the watched directory (each is named in the log):
+/// exit code 4.
+#[derive(Debug)]
+pub struct DrainIncomplete {
+    /// How many files were left.
+    pub leftovers: usize,
+}
+
+impl std::fmt::Display for DrainIncomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the drain left {} file(s) in the watched directory, not committed (each is named in \
+             the log above)",
+            self.leftovers
+        )
+    }
+}
+
+impl std::error::Error for DrainIncomplete {}
 
 /// The scanner's configuration and processor, from the flags. Every error here is a mistake
 /// in the command line.
@@ -119,6 +146,8 @@ fn configure(args: &RunArgs, source_id: SourceId) -> anyhow::Result<(ScannerConf
     config.read_limits = ReadLimits {
         max_decoded_bytes: args.processing.max_decoded_bytes,
     };
+    config.drain = args.runtime.drain;
+    config.shutdown_timeout = args.runtime.shutdown_timeout;
     config.validate()?;
     let processor = build_processor(&args.processing)?;
     Ok((config, processor))

@@ -35,12 +35,12 @@ use crate::process::ReadLimits;
 use crate::processor::DynProcessor;
 use crate::readiness::{Readiness, Stability};
 use crate::telemetry::{
-    Backlog, BatchRedone, CleanupResumed, DrainStarted, Drained, FreeSpace, ListingSurveyed,
-    Observer, ScanFailed, ScanFinished, ScanInterrupted, ScanRetry, WokenEarly,
+    Backlog, BatchRedone, CleanupResumed, FreeSpace, ListingSurveyed, Observer, ScanFailed,
+    ScanFinished, ScanInterrupted, ScanRetry, WokenEarly,
 };
 use crate::{ConfigError, ScanError};
 
-pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};
+pub use shutdown::{DrainMode, DrainReport, Leftover, Shutdown, ShutdownTrigger, shutdown_channel};
 use snapshot::SnapshotSchedule;
 
 /// Everything a [`Scanner`] needs to know besides where state and outputs go.
@@ -75,11 +75,18 @@ pub struct ScannerConfig {
     pub identity: Identity,
     /// Warn when the watched volume has less free space than this, in bytes.
     pub min_free: Option<u64>,
+    /// How the drain at shutdown treats files that are not ready yet.
+    pub drain: DrainMode,
+    /// How long the drain may take from the shutdown request: a file that becomes ready later
+    /// is left (and reported). Leave the process's own deadline (a Pod's grace period) a
+    /// little longer.
+    pub shutdown_timeout: Duration,
 }
 
 impl ScannerConfig {
     /// A configuration with defaults: 5 s minimum age, 10 000 files or 4 GiB per batch, one
-    /// worker per core, uncompressed outputs, a snapshot every 64 generations, no rescan.
+    /// worker per core, uncompressed outputs, a snapshot every 64 generations, no rescan, a
+    /// drain that waits for files up to 25 s after the shutdown request.
     pub fn new(watch_dir: impl Into<PathBuf>, source_id: SourceId) -> Self {
         Self {
             watch_dir: watch_dir.into(),
@@ -95,6 +102,8 @@ impl ScannerConfig {
             on_change: OnChange::default(),
             identity: Identity::default(),
             min_free: None,
+            drain: DrainMode::default(),
+            shutdown_timeout: Duration::from_secs(25),
         }
     }
 
@@ -215,6 +224,8 @@ pub struct ScanReport {
     pub next_ready_at: Option<SystemTime>,
     /// True if a shutdown request stopped the scan before all ready files were committed.
     pub interrupted: bool,
+    /// The new files not ready yet, by path: named by the scans of a drain only.
+    pub waiting: Vec<Leftover>,
 }
 
 impl ScanReport {
@@ -277,6 +288,8 @@ pub struct Scanner {
     gone: Vec<RelPath>,
     /// Files waiting to be seen unchanged across listings.
     stability: Stability,
+    /// Set while draining after a shutdown request.
+    draining: Option<DrainMode>,
     observer: Observer,
     wake: Arc<Notify>,
 }
@@ -321,6 +334,7 @@ impl Scanner {
             snapshots: SnapshotSchedule::default(),
             gone: Vec::new(),
             stability: Stability::default(),
+            draining: None,
             observer: Observer::new(),
             wake: Arc::new(Notify::new()),
         };
@@ -359,8 +373,8 @@ impl Scanner {
         Arc::clone(&self.wake)
     }
 
-    /// Scans until shutdown is requested, then drains: one last scan of what is ready, all of it
-    /// committed, before returning.
+    /// Scans until shutdown is requested, then drains as [`ScannerConfig::drain`] says, and
+    /// returns what the drain left behind.
     ///
     /// Scans start every `interval` (start to start), earlier when woken or when a file that was
     /// too young becomes old enough. A failed scan is retried with exponential backoff (1 s
@@ -370,7 +384,7 @@ impl Scanner {
         &mut self,
         interval: Duration,
         mut shutdown: Shutdown,
-    ) -> Result<(), ScanError> {
+    ) -> Result<DrainReport, ScanError> {
         let max_backoff = interval
             .min(Duration::from_secs(300))
             .max(Duration::from_secs(1));
@@ -412,12 +426,8 @@ impl Scanner {
                 break;
             }
         }
-        self.observer.emit(DrainStarted);
-        self.scan(None).await?;
-        self.observer.emit(Drained {
-            generation: self.state.generation(),
-        });
-        Ok(())
+        let requested_at = shutdown.requested_at().unwrap_or_else(Instant::now);
+        self.drain(requested_at).await
     }
 
     /// Collects what is ready now, for a run that ends after it (`gleaner run --once`): one

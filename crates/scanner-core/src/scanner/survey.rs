@@ -15,6 +15,7 @@ use crate::listing::{self, Listing};
 use crate::plan::cut_batches;
 use crate::process::{AppendRange, whole_lines};
 use crate::readiness::{NotReady, Stability};
+use crate::scanner::{DrainMode, Leftover};
 use crate::telemetry::{self, FileLeftAlone, FileRenamed};
 
 /// What one listing found, and the batches to run: the part of a scan that only reads.
@@ -43,8 +44,9 @@ impl Scanner {
         let config = self.config.clone();
         let state = std::mem::take(&mut self.state);
         let mut stability = std::mem::take(&mut self.stability);
+        let drain = self.draining;
         let joined = tokio::task::spawn_blocking(move || {
-            let survey = survey(&config, &state, &mut stability);
+            let survey = survey(&config, &state, &mut stability, drain);
             (state, stability, survey)
         })
         .await;
@@ -87,11 +89,14 @@ enum Verdict {
 }
 
 /// Lists `config.watch_dir`, merges the listing with `state`, judges every file and cuts the
-/// ready ones into batches. Blocking: run it on a worker thread.
+/// ready ones into batches. During a drain (`drain` is given), the files still waiting are
+/// named in the report, and a writer that is gone no longer makes files wait but for their
+/// names. Blocking: run it on a worker thread.
 fn survey(
     config: &ScannerConfig,
     state: &State,
     stability: &mut Stability,
+    drain: Option<DrainMode>,
 ) -> Result<Survey, ScanError> {
     let root = config.watch_dir.as_path();
     let listing = listing::list(root)?;
@@ -110,6 +115,7 @@ fn survey(
         listing: &listing,
         listed_at,
         stability,
+        writer_gone: drain == Some(DrainMode::WriterGone),
         moved_away: match config.identity {
             Identity::Content => MovedAway::of(&diff, state),
             Identity::Path => MovedAway::default(),
@@ -140,6 +146,9 @@ fn survey(
             Verdict::Waiting(why) => {
                 report.new_files += 1;
                 report.count_waiting(why);
+                if drain.is_some() {
+                    report.waiting.push(Leftover { path, reason: why });
+                }
             }
         }
     }
@@ -186,6 +195,8 @@ struct Judge<'a> {
     /// When the listing started: ages and stability windows are measured against it.
     listed_at: SystemTime,
     stability: &'a mut Stability,
+    /// The writer is gone (a drain in `DrainMode::WriterGone`): only in-progress names wait.
+    writer_gone: bool,
     /// Processed files that left their paths, when files are recognised by content.
     moved_away: MovedAway<'a>,
 }
@@ -202,13 +213,18 @@ impl Judge<'_> {
         let Some(start) = start_for(self.root, self.config.on_change, &entry, tracked) else {
             return Verdict::LeftAlone("changed since processed");
         };
-        if let Err(why) = readiness.judge(
-            self.root,
-            &entry.file,
-            self.listing,
-            self.listed_at,
-            self.stability,
-        ) {
+        let ready = if self.writer_gone {
+            readiness.judge_writer_gone(&entry.file)
+        } else {
+            readiness.judge(
+                self.root,
+                &entry.file,
+                self.listing,
+                self.listed_at,
+                self.stability,
+            )
+        };
+        if let Err(why) = ready {
             return Verdict::Waiting(why);
         }
         // A complete file new at its path may be a processed one, renamed (checked only once
@@ -227,11 +243,13 @@ impl Judge<'_> {
         // Appending: whole lines only; the partial last line waits until it is complete.
         let end = if appending {
             match whole_lines(self.root, &entry.file, start) {
-                AppendRange::Lines(_, end) => end,
-                AppendRange::Partial => return Verdict::Waiting(NotReady::PartialLine),
                 // Its stream cannot be resumed, and processing it whole again would count its
                 // start twice.
                 AppendRange::Compressed => return Verdict::LeftAlone("compressed file grew"),
+                // A writer that is gone will not finish its last line: take it as it is.
+                _ if self.writer_gone => entry.file.size,
+                AppendRange::Lines(_, end) => end,
+                AppendRange::Partial => return Verdict::Waiting(NotReady::PartialLine),
             }
         } else {
             entry.file.size

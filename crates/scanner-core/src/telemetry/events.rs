@@ -10,6 +10,7 @@ use tracing::{debug, error, info, warn};
 use super::*;
 use crate::process::FailureKind;
 use crate::readiness::mtime;
+use crate::scanner::{DrainMode, DrainReport, Leftover};
 use crate::{ErrorChain, ScanError, ScanReport};
 
 /// A scan ended without error.
@@ -95,25 +96,74 @@ impl InternalEvent for WokenEarly {
     }
 }
 
-/// Shutdown was requested: the last scan begins.
-pub(crate) struct DrainStarted;
+/// Shutdown was requested: the drain begins.
+pub(crate) struct DrainStarted {
+    pub(crate) mode: DrainMode,
+    pub(crate) timeout: Duration,
+}
 
 impl InternalEvent for DrainStarted {
     fn emit(self) {
-        info!("shutdown requested: draining with a last scan");
+        let mode = match self.mode {
+            DrainMode::Wait => "wait",
+            DrainMode::WriterGone => "writer-gone",
+        };
+        info!(
+            mode,
+            timeout = ?self.timeout,
+            "shutdown requested: draining until every file that waits only for time is committed"
+        );
     }
 }
 
-/// The drain is over.
-pub(crate) struct Drained {
-    pub(crate) generation: u64,
+/// A scan of the drain is done: the files it left waiting.
+pub(crate) struct DrainProgress<'a> {
+    pub(crate) waiting: &'a [Leftover],
 }
 
-impl InternalEvent for Drained {
+impl InternalEvent for DrainProgress<'_> {
     fn emit(self) {
-        info!(
-            generation = self.generation,
-            "drained; every ready file is committed"
+        for reason in NOT_READY_REASONS {
+            let files = self
+                .waiting
+                .iter()
+                .filter(|w| w.reason.label() == reason)
+                .count();
+            gauge!(DRAIN_LEFTOVER_FILES, "reason" => reason).set(files as f64);
+        }
+    }
+}
+
+/// The drain is over: complete, or with files left in the watched directory.
+pub(crate) struct Drained<'a> {
+    pub(crate) report: &'a DrainReport,
+}
+
+/// How many leftovers are named one by one in the log; the rest are counted.
+const LEFTOVERS_NAMED: usize = 100;
+
+impl InternalEvent for Drained<'_> {
+    fn emit(self) {
+        let report = self.report;
+        if report.complete {
+            info!(
+                generation = report.generation,
+                scans = report.scans,
+                committed_files = report.committed_files,
+                "drained; every ready file is committed"
+            );
+            return;
+        }
+        for leftover in report.leftovers.iter().take(LEFTOVERS_NAMED) {
+            warn!(path = %leftover.path, reason = leftover.reason.label(), "left in the watched directory at exit: not committed");
+        }
+        warn!(
+            generation = report.generation,
+            scans = report.scans,
+            committed_files = report.committed_files,
+            left = report.leftovers.len(),
+            named = report.leftovers.len().min(LEFTOVERS_NAMED),
+            "drain incomplete: files are left in the watched directory"
         );
     }
 }
@@ -257,13 +307,14 @@ impl InternalEvent for ListingSurveyed<'_> {
         gauge!(CHANGED_FILES).set(report.changed as f64);
         gauge!(LISTING_PROBLEMS).set(report.listing_problems.len() as f64);
         gauge!(SKIPPED_SPECIAL).set(self.skipped_special as f64);
-        for (reason, files) in [
-            ("in_progress_name", report.in_progress),
-            ("too_young", report.too_young),
-            ("no_marker", report.no_marker),
-            ("unstable", report.unstable),
-            ("partial_line", report.partial_line),
-        ] {
+        let counts = [
+            report.in_progress,
+            report.too_young,
+            report.no_marker,
+            report.unstable,
+            report.partial_line,
+        ];
+        for (reason, files) in NOT_READY_REASONS.into_iter().zip(counts) {
             gauge!(NOT_READY_FILES, "reason" => reason).set(files as f64);
         }
         gauge!(EXCLUDED_FILES).set(report.excluded as f64);

@@ -99,9 +99,21 @@ pub const PENDING_FILES: &str = "gleaner_pending_files";
 pub const PENDING_BYTES: &str = "gleaner_pending_bytes";
 /// Age of the oldest ready file not yet committed (0 when none).
 pub const OLDEST_PENDING_AGE: &str = "gleaner_oldest_pending_age_seconds";
-/// New files that are not ready yet, by `reason` (`in_progress_name`, `too_young`,
-/// `no_marker`, `unstable`).
+/// New files that are not ready yet, by `reason` (one of [`NOT_READY_REASONS`]).
 pub const NOT_READY_FILES: &str = "gleaner_not_ready_files";
+/// The reasons a file is not ready, as the `reason` label of [`NOT_READY_FILES`] and
+/// [`DRAIN_LEFTOVER_FILES`].
+pub const NOT_READY_REASONS: [&str; 5] = [
+    "in_progress_name",
+    "too_young",
+    "no_marker",
+    "unstable",
+    "partial_line",
+];
+/// Files the drain at shutdown left in the watched directory, by `reason` (as
+/// [`NOT_READY_FILES`]): set after every scan of the drain, so its last value is what the
+/// process left at exit.
+pub const DRAIN_LEFTOVER_FILES: &str = "gleaner_drain_leftover_files";
 /// Committed files cleaned up, by `action` (`delete`, `move`, `quarantine`) and `result`
 /// (`done`, `skipped` when the file changed since its commit, `error`).
 pub const CLEANUP_TOTAL: &str = "gleaner_cleanup_total";
@@ -224,6 +236,10 @@ pub fn describe() {
         "Age of the oldest ready file not yet committed (0 when none)."
     );
     describe_gauge!(NOT_READY_FILES, "New files not ready yet, by reason.");
+    describe_gauge!(
+        DRAIN_LEFTOVER_FILES,
+        "Files the drain at shutdown has left in the watched directory, by reason."
+    );
     describe_gauge!(
         WATCH_FREE_BYTES,
         Unit::Bytes,

@@ -1,0 +1,136 @@
+//! The drain at shutdown loses nothing that time alone would make ready, and names what it
+//! leaves: in a Pod, a file left in the `emptyDir` at exit is gone with the Pod.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::http::get;
+use crate::support::{Fixture, Served, assert_exactly_once, sigterm, wait_until, write_aged};
+
+/// Waits until the running scanner has finished its first scan (the start-up scan).
+fn wait_for_first_scan(served: &Served) {
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            get(&served.addr, "/metrics")
+                .1
+                .contains("gleaner_scans_total{result=\"ok\"} 1")
+        }),
+        "no first scan"
+    );
+}
+
+#[test]
+fn with_default_flags_a_file_renamed_just_before_sigterm_is_committed_before_exit() {
+    let fx = Fixture::new();
+    let served = Served::start(&fx, &["--interval", "1h"]);
+    wait_for_first_scan(&served);
+
+    // The emitter's last file: written under a temporary name, renamed into place, and half a
+    // second later the Pod is terminated. It is younger than the default --min-age (5s).
+    let data = b"the last lines of the emitter\n".to_vec();
+    let staged = write_aged(&fx.watch.join("last.log.tmp"), &data, Duration::ZERO);
+    std::fs::rename(staged, fx.watch.join("last.log")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    sigterm(&served.child);
+    let (status, log) = served.wait(Duration::from_secs(40));
+
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log:#?}");
+    assert_exactly_once(
+        &fx.outputs(),
+        &BTreeMap::from([("last.log".to_string(), data)]),
+    );
+    // It waited for the file to become old enough, not for the whole shutdown timeout.
+    let waited = signalled.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(15),
+        "exited {waited:?} after SIGTERM"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("drained; every ready file is committed")),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn with_the_writer_gone_a_file_written_just_before_sigterm_is_committed_at_once() {
+    let fx = Fixture::new();
+    let served = Served::start(&fx, &["--interval", "1h", "--drain", "writer-gone"]);
+    wait_for_first_scan(&served);
+
+    // Written in place (no temporary name), 10 ms before the signal.
+    let data = b"written in place\nright before the end\n".to_vec();
+    std::fs::write(fx.watch.join("in-place.log"), &data).unwrap();
+    std::thread::sleep(Duration::from_millis(10));
+    let signalled = Instant::now();
+    sigterm(&served.child);
+    let (status, log) = served.wait(Duration::from_secs(40));
+
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log:#?}");
+    assert_exactly_once(
+        &fx.outputs(),
+        &BTreeMap::from([("in-place.log".to_string(), data)]),
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "no waiting for --min-age: {:?}",
+        signalled.elapsed()
+    );
+}
+
+#[test]
+fn files_left_at_exit_are_named_counted_and_the_exit_code_says_so() {
+    let fx = Fixture::new();
+    // Minimum age 3s: the drain waits for the young file, and meanwhile the metric shows what
+    // would be left.
+    let served = Served::start(&fx, &["--interval", "1h", "--min-age", "3s"]);
+    wait_for_first_scan(&served);
+    write_aged(
+        &fx.watch.join("upload.log.tmp"),
+        b"never renamed\n",
+        Duration::from_secs(3600),
+    );
+    let young = b"young\n".to_vec();
+    write_aged(&fx.watch.join("young.log"), &young, Duration::ZERO);
+    sigterm(&served.child);
+
+    let leftover_metric =
+        |reason: &str, n: usize| format!("gleaner_drain_leftover_files{{reason=\"{reason}\"}} {n}");
+    let mut during = String::new();
+    let seen = wait_until(Duration::from_secs(3), || {
+        // The endpoint keeps serving during the drain.
+        during = get(&served.addr, "/metrics").1;
+        during.contains(&leftover_metric("in_progress_name", 1))
+    });
+    assert!(seen, "{during}");
+    assert!(
+        during.contains(&leftover_metric("too_young", 1)),
+        "{during}"
+    );
+    let (status, log) = served.wait(Duration::from_secs(40));
+
+    assert_eq!(status.and_then(|s| s.code()), Some(4), "{log:#?}");
+    // The young file became ready during the drain; the temporary one is named.
+    assert_exactly_once(
+        &fx.outputs(),
+        &BTreeMap::from([("young.log".to_string(), young)]),
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("left in the watched directory")
+                && l.contains("upload.log.tmp")
+                && l.contains("in_progress_name")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("drain incomplete") && l.contains("left=1")),
+        "{log:#?}"
+    );
+    let last = log.last().unwrap();
+    assert!(
+        last.starts_with("gleaner: error: the drain left 1 file(s) in the watched directory"),
+        "{last}"
+    );
+}
