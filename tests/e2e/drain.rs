@@ -134,3 +134,46 @@ fn files_left_at_exit_are_named_counted_and_the_exit_code_says_so() {
         "{last}"
     );
 }
+
+#[test]
+fn leftovers_can_be_shipped_raw_to_the_output_store() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = Fixture::new();
+    let served = Served::start(&fx, &["--interval", "1h", "--ship-leftovers"]);
+    wait_for_first_scan(&served);
+    // Never renamed: a Pod's last partial file. One has a name that is not UTF-8 and a `%`.
+    let partial = b"the last, unfinished lines\nno newline at the end".to_vec();
+    write_aged(&fx.watch.join("app/last.log.tmp"), &partial, Duration::ZERO);
+    let odd_name = std::ffi::OsStr::from_bytes(b"caf\xe9 100%.part");
+    write_aged(&fx.watch.join(odd_name), b"odd\n", Duration::ZERO);
+    sigterm(&served.child);
+    let (status, log) = served.wait(Duration::from_secs(40));
+    assert_eq!(status.and_then(|s| s.code()), Some(4), "{log:#?}");
+    assert!(fx.outputs().is_empty(), "nothing committed");
+
+    // `<output>/.leftovers/<source-id>/<generation>/<path>`, the path percent-encoded where a
+    // store key cannot hold its bytes; generation 0: nothing was committed.
+    let shipped = fx
+        .output
+        .join(".leftovers")
+        .join(&fx.source_id)
+        .join(format!("{:020}", 0));
+    assert_eq!(
+        std::fs::read(shipped.join("app/last.log.tmp")).unwrap(),
+        partial,
+        "{log:#?}"
+    );
+    assert_eq!(
+        std::fs::read(shipped.join("caf%E9 100%25.part")).unwrap(),
+        b"odd\n"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains("raw bytes shipped"))
+            .count(),
+        2,
+        "{log:#?}"
+    );
+    // The originals stay, uncommitted: a run that finds them later processes them as usual.
+    assert!(fx.watch.join("app/last.log.tmp").exists());
+}

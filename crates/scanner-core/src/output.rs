@@ -4,9 +4,10 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::path::{Path as ObjectPath, PathPart};
+use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::Serialize;
-use state_store::{Location, PlannedFile, SourceId};
+use state_store::{Location, PlannedFile, RelPath, SourceId};
 
 use crate::ScanError;
 use crate::process::FileOutcome;
@@ -186,6 +187,79 @@ impl OutputSink {
                 source,
             }),
         }
+    }
+
+    /// Where the raw bytes of a file left in the watched directory at shutdown go:
+    /// `<output>/.leftovers/<source-id>/<generation>/<path>`, apart from the batch outputs (a
+    /// source id never starts with `.`, so no source's outputs can be there). Every byte of the
+    /// path is kept: bytes a store cannot take in a key (non-UTF-8, `%`, `#`, …) are
+    /// percent-encoded, losslessly.
+    pub fn leftover_object(&self, generation: u64, path: &RelPath) -> ObjectPath {
+        let generation = format!("{generation:020}");
+        let head = [".leftovers", self.source_id.as_str(), &generation]
+            .into_iter()
+            .map(|part| PathPart::from(part.as_bytes()));
+        let tail = path.as_bytes().split(|&b| b == b'/').map(PathPart::from);
+        head.chain(tail)
+            .fold(self.location.prefix().clone(), ObjectPath::join)
+    }
+
+    /// Copies the local file `source` to `object` as it is, streaming (a multipart upload, in
+    /// chunks read on a blocking thread). Returns the bytes copied.
+    pub async fn ship_file(
+        &self,
+        source: std::path::PathBuf,
+        object: &ObjectPath,
+    ) -> Result<u64, ScanError> {
+        use std::io::Read;
+        const CHUNK: usize = 8 << 20;
+        let url = self.location.describe(object);
+        let failed = |source| ScanError::Output {
+            object: url.clone(),
+            source,
+        };
+        let io_failed = |e: std::io::Error| {
+            failed(object_store::Error::Generic {
+                store: "local file",
+                source: Box::new(e),
+            })
+        };
+        let upload = self
+            .location
+            .store()
+            .put_multipart(object)
+            .await
+            .map_err(failed)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+        let mut file = Some(crate::process::open(&source).map_err(io_failed)?);
+        let mut copied = 0u64;
+        loop {
+            let mut reading = file.take().expect("the file comes back with each chunk");
+            let read = tokio::task::spawn_blocking(move || {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                let result = (&mut reading).take(CHUNK as u64).read_to_end(&mut chunk);
+                (reading, chunk, result)
+            })
+            .await
+            .map_err(|e| ScanError::Worker {
+                task: "reading a leftover file",
+                source: e,
+            })?;
+            let (reading, chunk, result) = read;
+            if let Err(e) = result {
+                writer.abort().await.ok();
+                return Err(io_failed(e));
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            copied += chunk.len() as u64;
+            writer.put(chunk.into());
+            writer.wait_for_capacity(2).await.map_err(failed)?;
+            file = Some(reading);
+        }
+        writer.finish().await.map_err(failed)?;
+        Ok(copied)
     }
 
     /// Generations above `generation` that have an output object, ascending.

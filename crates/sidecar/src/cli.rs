@@ -401,6 +401,12 @@ pub struct RuntimeArgs {
     )]
     pub drain: DrainMode,
 
+    /// Copy the raw bytes of every file the drain leaves to the output store, under
+    /// `.leftovers/<source-id>/<generation>/<path>` (the path's odd bytes percent-encoded), so
+    /// that a Pod's last partial file survives its emptyDir. They stay uncommitted.
+    #[arg(long, env = "GLEANER_SHIP_LEFTOVERS")]
+    pub ship_leftovers: bool,
+
     /// After SIGTERM (or SIGINT), how long the drain may take: files ready only later are left
     /// (and named), and a batch still running then is cut short (exit 143; it is redone at the
     /// next start). The default fits Kubernetes' 30 s grace period.

@@ -147,6 +147,7 @@ fn configure(args: &RunArgs, source_id: SourceId) -> anyhow::Result<(ScannerConf
         max_decoded_bytes: args.processing.max_decoded_bytes,
     };
     config.drain = args.runtime.drain;
+    config.ship_leftovers = args.runtime.ship_leftovers;
     config.shutdown_timeout = args.runtime.shutdown_timeout;
     config.validate()?;
     let processor = build_processor(&args.processing)?;

@@ -77,6 +77,11 @@ pub struct ScannerConfig {
     pub min_free: Option<u64>,
     /// How the drain at shutdown treats files that are not ready yet.
     pub drain: DrainMode,
+    /// Copy the raw bytes of every file the drain leaves to the output store, under
+    /// `.leftovers/<source-id>/<generation>/` (see [`OutputSink::leftover_object`]), so that a
+    /// Pod's last partial file survives its `emptyDir`. They stay uncommitted: a later run that
+    /// still finds them processes them as usual.
+    pub ship_leftovers: bool,
     /// How long the drain may take from the shutdown request: a file that becomes ready later
     /// is left (and reported). Leave the process's own deadline (a Pod's grace period) a
     /// little longer.
@@ -103,6 +108,7 @@ impl ScannerConfig {
             identity: Identity::default(),
             min_free: None,
             drain: DrainMode::default(),
+            ship_leftovers: false,
             shutdown_timeout: Duration::from_secs(25),
         }
     }

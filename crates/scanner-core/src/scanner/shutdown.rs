@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use super::Scanner;
 use crate::readiness::NotReady;
-use crate::telemetry::{DrainProgress, DrainStarted, Drained};
+use crate::telemetry::{DrainProgress, DrainStarted, Drained, LeftoverShipped};
 use crate::{ConfigError, ScanError};
 
 /// Creates a linked pair: a [`ShutdownTrigger`] that requests shutdown, and the [`Shutdown`]
@@ -121,6 +121,9 @@ pub struct DrainReport {
     pub committed_files: usize,
     /// The last committed generation.
     pub generation: u64,
+    /// Leftovers whose raw bytes were copied to the output store
+    /// ([`ScannerConfig::ship_leftovers`](crate::ScannerConfig::ship_leftovers)).
+    pub shipped: usize,
 }
 
 impl Scanner {
@@ -170,7 +173,29 @@ impl Scanner {
         drain.leftovers = last.waiting;
         drain.complete = drain.leftovers.is_empty();
         drain.generation = self.state.generation();
+        if self.config.ship_leftovers {
+            drain.shipped = self.ship_leftovers(&drain.leftovers).await;
+        }
         self.observer.emit(Drained { report: &drain });
         Ok(drain)
+    }
+
+    /// Copies the raw bytes of `leftovers` to the output store; returns how many were copied.
+    /// A file that cannot be copied is logged and stays a plain leftover.
+    async fn ship_leftovers(&self, leftovers: &[Leftover]) -> usize {
+        let generation = self.state.generation();
+        let mut shipped = 0;
+        for leftover in leftovers {
+            let object = self.output.leftover_object(generation, &leftover.path);
+            let source = crate::listing::absolute(&self.config.watch_dir, &leftover.path);
+            let result = self.output.ship_file(source, &object).await;
+            shipped += usize::from(result.is_ok());
+            self.observer.emit(LeftoverShipped {
+                path: &leftover.path,
+                object: &self.output.location().describe(&object),
+                result: result.as_ref().map(|bytes| *bytes),
+            });
+        }
+        shipped
     }
 }

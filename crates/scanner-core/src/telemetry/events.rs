@@ -139,6 +139,31 @@ pub(crate) struct Drained<'a> {
     pub(crate) report: &'a DrainReport,
 }
 
+/// The raw bytes of a file left at shutdown were copied to the output store (or could not be).
+pub(crate) struct LeftoverShipped<'a> {
+    pub(crate) path: &'a RelPath,
+    /// URL of the copy.
+    pub(crate) object: &'a str,
+    /// The bytes copied.
+    pub(crate) result: Result<u64, &'a ScanError>,
+}
+
+impl InternalEvent for LeftoverShipped<'_> {
+    fn emit(self) {
+        let label = match self.result {
+            Ok(bytes) => {
+                info!(path = %self.path, object = %self.object, bytes, "left in the watched directory: raw bytes shipped");
+                "done"
+            }
+            Err(e) => {
+                warn!(path = %self.path, object = %self.object, error = %ErrorChain(e), "left in the watched directory: raw bytes could not be shipped");
+                "error"
+            }
+        };
+        counter!(LEFTOVERS_SHIPPED_TOTAL, "result" => label).increment(1);
+    }
+}
+
 /// How many leftovers are named one by one in the log; the rest are counted.
 const LEFTOVERS_NAMED: usize = 100;
 
@@ -163,6 +188,7 @@ impl InternalEvent for Drained<'_> {
             committed_files = report.committed_files,
             left = report.leftovers.len(),
             named = report.leftovers.len().min(LEFTOVERS_NAMED),
+            shipped = report.shipped,
             "drain incomplete: files are left in the watched directory"
         );
     }

@@ -114,6 +114,9 @@ pub const NOT_READY_REASONS: [&str; 5] = [
 /// [`NOT_READY_FILES`]): set after every scan of the drain, so its last value is what the
 /// process left at exit.
 pub const DRAIN_LEFTOVER_FILES: &str = "gleaner_drain_leftover_files";
+/// Files left at shutdown whose raw bytes were copied to the output store
+/// (`--ship-leftovers`), by `result` (`done`, `error`).
+pub const LEFTOVERS_SHIPPED_TOTAL: &str = "gleaner_leftovers_shipped_total";
 /// Committed files cleaned up, by `action` (`delete`, `move`, `quarantine`) and `result`
 /// (`done`, `skipped` when the file changed since its commit, `error`).
 pub const CLEANUP_TOTAL: &str = "gleaner_cleanup_total";
@@ -196,6 +199,9 @@ pub fn describe() {
     for result in ["ok", "error"] {
         counter!(SNAPSHOTS_TOTAL, "result" => result).increment(0);
     }
+    for result in ["done", "error"] {
+        counter!(LEFTOVERS_SHIPPED_TOTAL, "result" => result).increment(0);
+    }
     describe_counter!(SCANS_TOTAL, "Scans run, by result (ok, error).");
     describe_histogram!(SCAN_DURATION, Unit::Seconds, "Duration of whole scans.");
     describe_counter!(
@@ -236,6 +242,10 @@ pub fn describe() {
         "Age of the oldest ready file not yet committed (0 when none)."
     );
     describe_gauge!(NOT_READY_FILES, "New files not ready yet, by reason.");
+    describe_counter!(
+        LEFTOVERS_SHIPPED_TOTAL,
+        "Files left at shutdown whose raw bytes were copied to the output store, by result."
+    );
     describe_gauge!(
         DRAIN_LEFTOVER_FILES,
         "Files the drain at shutdown has left in the watched directory, by reason."
