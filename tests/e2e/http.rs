@@ -87,3 +87,136 @@ fn metrics_healthz_and_readyz_are_served() {
         "{logged:?}"
     );
 }
+
+/// `gleaner run` with the fixture's locations and `extra` flags, and no `--metrics-addr` unless
+/// `extra` has one (the fixture's own command always adds one).
+fn run_without_metrics_flag(fx: &Fixture, extra: &[&str]) -> std::process::Output {
+    crate::support::gleaner()
+        .arg("run")
+        .args(["--source-id", &fx.source_id, "--min-age", "0s"])
+        .arg("--watch")
+        .arg(&fx.watch)
+        .arg("--state")
+        .arg(&fx.state)
+        .arg("--output")
+        .arg(&fx.output)
+        .args(extra)
+        .env_remove("GLEANER_METRICS_ADDR")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn once_binds_no_port_unless_asked_and_a_taken_port_fails_before_anything_is_written() {
+    // Another process (another `--once` job, say) holds the default port.
+    let held = std::net::TcpListener::bind("127.0.0.1:9464");
+    let fx = Fixture::new();
+    fx.write("a.log", b"a\n", Duration::from_secs(60));
+    let out = run_without_metrics_flag(&fx, &["--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fx.outputs().len(), 1);
+
+    // Asked for a port that is taken: one line, before any state or output is written.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let fresh = Fixture::new();
+    let out = run_without_metrics_flag(&fresh, &["--interval", "1h", "--metrics-addr", &addr]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot serve metrics on"), "{stderr}");
+    assert!(
+        !fresh.state.exists() && !fresh.output.exists(),
+        "nothing written"
+    );
+    drop(held);
+}
+
+#[test]
+fn half_open_connections_cannot_starve_the_scans() {
+    let fx = Fixture::new();
+    // 64 descriptors for the whole process, and 200 clients that connect and send nothing.
+    let Ok(mut child) = std::process::Command::new("prlimit")
+        .arg("--nofile=64:64")
+        .arg(env!("CARGO_BIN_EXE_gleaner"))
+        .args([
+            "run",
+            "--interval",
+            "200ms",
+            "--min-age",
+            "0s",
+            "--source-id",
+            "fds",
+        ])
+        .args(["--metrics-addr", "127.0.0.1:0", "--watch"])
+        .arg(&fx.watch)
+        .arg("--state")
+        .arg(&fx.state)
+        .arg("--output")
+        .arg(&fx.output)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("prlimit is missing: descriptor case not run");
+        return;
+    };
+    use std::io::{BufRead, BufReader};
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("gleaner started line").unwrap();
+        if let Some(rest) = line.split("metrics=http://").nth(1) {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let opened = std::time::Instant::now();
+    let mut clients: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+
+    // The scans go on: 300 files, each needing a descriptor to be read, all committed.
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..300 {
+        let data = format!("file {i}\n").into_bytes();
+        fx.write(&format!("f{i:03}.log"), &data, Duration::from_secs(60));
+        expected.insert(format!("f{i:03}.log"), data);
+    }
+    assert!(
+        crate::support::wait_until(Duration::from_secs(30), || fx.outputs().len() == 300),
+        "committed {} of 300 with 200 half-open connections",
+        fx.outputs().len()
+    );
+    crate::support::assert_exactly_once(&fx.outputs(), &expected);
+
+    // Every half-open connection is closed by the server, within the idle timeout (5s).
+    for client in &mut clients {
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match client.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("connection still open: {other:?}"),
+        }
+    }
+    let closed_within = opened.elapsed();
+    assert!(
+        closed_within < Duration::from_secs(15),
+        "closed after {closed_within:?}"
+    );
+    // And the endpoint still answers.
+    let (code, _) = get(&addr, "/healthz");
+    assert_eq!(code, 200);
+    sigterm(&child);
+    let status = crate::support::wait_with_timeout(&mut child, Duration::from_secs(20));
+    let logged = log.join().unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{logged:#?}");
+    assert!(
+        !logged.iter().any(|l| l.contains("Too many open files")),
+        "{logged:#?}"
+    );
+}

@@ -428,10 +428,23 @@ pub struct RuntimeArgs {
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
     /// Address serving /metrics, /healthz and /readyz (`0.0.0.0:9464` in containers; `off` to
-    /// serve nothing; port 0 picks a free port).
+    /// serve nothing; port 0 picks a free port) [default: 127.0.0.1:9464; with --once: off].
     #[arg(long = "metrics-addr", env = "GLEANER_METRICS_ADDR", value_name = "ADDR",
-          default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
-    pub addr: MetricsAddr,
+          value_parser = parse_metrics_addr)]
+    pub addr: Option<MetricsAddr>,
+}
+
+impl MetricsArgs {
+    /// The address to serve on: as given, else the default (`127.0.0.1:9464`), except for a
+    /// run that ends by itself (`--once`), which serves nothing unless asked: two such runs on
+    /// one machine must not fight over a port.
+    pub fn resolve(&self, ends_by_itself: bool) -> MetricsAddr {
+        match self.addr {
+            Some(addr) => addr,
+            None if ends_by_itself => MetricsAddr::Off,
+            None => MetricsAddr::On(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        }
+    }
 }
 
 /// Flags of `gleaner demo`.

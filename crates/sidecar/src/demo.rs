@@ -44,16 +44,20 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         ..Readiness::default()
     };
     let metrics = telemetry::install_metrics()?;
+    let listener = match args.metrics.resolve(false) {
+        MetricsAddr::On(addr) => Some(telemetry::bind(addr).await?),
+        MetricsAddr::Off => None,
+    };
     let state = Location::parse(path_str(&state_dir)?)?;
     let output = Location::parse(path_str(&output_dir)?)?;
     let mut scanner =
         Scanner::open(config, DynProcessor::splittable(Stats), &state, &output).await?;
-    let metrics_line = match args.metrics.addr {
-        MetricsAddr::On(addr) => {
-            let bound = telemetry::serve(addr, metrics, scanner.status()).await?;
+    let metrics_line = match listener {
+        Some(listener) => {
+            let bound = telemetry::serve(listener, metrics, scanner.status())?;
             format!("http://{bound}/metrics   (also /healthz, /readyz)")
         }
-        MetricsAddr::Off => "off".into(),
+        None => "off".into(),
     };
 
     println!("Gleaner demo: an emitter writes service logs, Gleaner collects them.\n");

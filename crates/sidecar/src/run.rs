@@ -32,13 +32,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (trigger, shutdown) = shutdown_channel();
     tokio::spawn(forward_signals(trigger, args.runtime.shutdown_timeout));
     let metrics = telemetry::install_metrics()?;
+    // The port before anything is written: a taken one fails the start cleanly.
+    let listener = match args.runtime.metrics.resolve(args.runtime.once) {
+        MetricsAddr::On(addr) => Some(telemetry::bind(addr).await?),
+        MetricsAddr::Off => None,
+    };
     let mut scanner = Scanner::open(config, processor, &state, &output).await?;
-    let metrics_url = match args.runtime.metrics.addr {
-        MetricsAddr::On(addr) => {
-            let bound = telemetry::serve(addr, metrics, scanner.status()).await?;
+    let metrics_url = match listener {
+        Some(listener) => {
+            let bound = telemetry::serve(listener, metrics, scanner.status())?;
             format!("http://{bound}/metrics")
         }
-        MetricsAddr::Off => "off".to_string(),
+        None => "off".to_string(),
     };
     let interval = args.runtime.interval;
     info!(

@@ -1,10 +1,14 @@
 //! Logging, the Prometheus recorder, and the HTTP endpoints.
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -12,7 +16,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use scanner_core::ScanStatus;
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Sleep;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -46,6 +53,11 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .context("installing the metrics recorder")?;
     scanner_core::telemetry::describe();
     metrics::describe_gauge!("gleaner_build_info", "Always 1; labels carry the version.");
+    metrics::describe_counter!(
+        HTTP_REJECTED,
+        "Connections to the HTTP endpoints closed at once because the connection cap was reached."
+    );
+    metrics::counter!(HTTP_REJECTED).increment(0);
     metrics::gauge!("gleaner_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Histograms are only folded into the rendered view by upkeep; without the exporter's own
     // HTTP listener, that is our job.
@@ -66,19 +78,38 @@ struct Endpoints {
     status: watch::Receiver<ScanStatus>,
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr`; returns the bound address.
+/// At most this many HTTP connections at once (fewer under a low open-file limit): the
+/// endpoints must never take the descriptors that scans need.
+const MAX_CONNECTIONS: usize = 8;
+/// A connection that sends or receives nothing for this long is closed (a client that never
+/// finishes its request headers, an idle keep-alive).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer than this (a client that trickles its request).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Binds the address of the endpoints; done before anything is written, so that a taken port
+/// fails the start with nothing written.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot serve metrics on {addr} (choose another --metrics-addr, or `off`)")
+    })
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener`; returns the bound address.
 ///
 /// * `/healthz` answers 200 while the process serves requests (liveness).
 /// * `/readyz` answers 200 once state is loaded and the last scan succeeded, else 503 with the
 ///   last error (readiness: an unreachable store or missing watch directory shows here).
-pub async fn serve(
-    addr: SocketAddr,
+///
+/// Connections are capped (at most [`MAX_CONNECTIONS`], and one per eight descriptors of the
+/// open-file limit; one more is closed at once), and each is closed after [`IDLE_TIMEOUT`]
+/// without progress or after [`CONNECTION_LIFETIME`]: slow or half-open clients cannot starve
+/// the scans of descriptors.
+pub fn serve(
+    listener: TcpListener,
     metrics: PrometheusHandle,
     status: watch::Receiver<ScanStatus>,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot serve metrics on {addr} (choose another --metrics-addr, or `off`)")
-    })?;
     let bound = listener
         .local_addr()
         .context("reading the metrics address")?;
@@ -87,12 +118,141 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readiness))
         .with_state(Endpoints { metrics, status });
+    let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let capped = CappedListener {
+        inner: listener,
+        permits: Arc::new(Semaphore::new(connection_cap(open_files))),
+    };
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = axum::serve(capped, app).await {
             tracing::error!(error = %e, "metrics server stopped");
         }
     });
     Ok(bound)
+}
+
+/// How many connections the endpoints take, under an open-file limit of `open_files`.
+fn connection_cap(open_files: u64) -> usize {
+    usize::try_from(open_files / 8)
+        .unwrap_or(usize::MAX)
+        .clamp(1, MAX_CONNECTIONS)
+}
+
+/// Accepts connections while a permit is free; closes the others at once.
+struct CappedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for CappedListener {
+    type Io = GuardedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (GuardedStream, SocketAddr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => match Arc::clone(&self.permits).try_acquire_owned() {
+                    Ok(permit) => return (GuardedStream::new(stream, permit), addr),
+                    Err(_) => {
+                        metrics::counter!(HTTP_REJECTED).increment(1);
+                        drop(stream);
+                    }
+                },
+                // Out of descriptors (or a connection reset before it was accepted): wait
+                // rather than spin; the scans come first.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// Connections refused because the cap was reached.
+const HTTP_REJECTED: &str = "gleaner_http_connections_rejected_total";
+
+/// A connection that fails with `TimedOut` once idle for [`IDLE_TIMEOUT`] or older than
+/// [`CONNECTION_LIFETIME`]; it holds its permit until dropped.
+struct GuardedStream {
+    inner: TcpStream,
+    idle: Pin<Box<Sleep>>,
+    lifetime: Pin<Box<Sleep>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl GuardedStream {
+    fn new(inner: TcpStream, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            inner,
+            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+            lifetime: Box::pin(tokio::time::sleep(CONNECTION_LIFETIME)),
+            _permit: permit,
+        }
+    }
+
+    /// Fails once a deadline has passed; otherwise arranges to be woken when one does.
+    fn check_deadlines(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        if self.idle.as_mut().poll(cx).is_ready() || self.lifetime.as_mut().poll(cx).is_ready() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "metrics connection idle or too old",
+            ));
+        }
+        Ok(())
+    }
+
+    fn progressed(&mut self) {
+        self.idle
+            .as_mut()
+            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.check_deadlines(cx)?;
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            this.progressed();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.check_deadlines(cx)?;
+        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        if written > 0 {
+            this.progressed();
+        }
+        Poll::Ready(Ok(written))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.check_deadlines(cx)?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 async fn render_metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse {
@@ -117,5 +277,18 @@ async fn readiness(State(endpoints): State<Endpoints>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_descriptors_to_the_scans() {
+        assert_eq!(connection_cap(64), 8);
+        assert_eq!(connection_cap(32), 4);
+        assert_eq!(connection_cap(4), 1);
+        assert_eq!(connection_cap(1 << 20), MAX_CONNECTIONS);
     }
 }
