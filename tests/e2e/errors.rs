@@ -188,3 +188,49 @@ fn contradicting_flags_exit_2_with_one_line_before_anything_is_written() {
         );
     }
 }
+
+#[test]
+fn a_secret_planted_in_a_storage_url_is_shown_nowhere() {
+    let fx = Fixture::new();
+    let planted = [
+        "s3://AKIAPLANTED:SECRETPLANTED@bucket/state",
+        "az://container/state?sv=2022-11-02&sig=SECRETPLANTED",
+        "https://account.blob.core.windows.net/container/state?sig=SECRETPLANTED",
+    ];
+    let assert_hidden = |what: &str, text: &str| {
+        assert!(!text.contains("PLANTED"), "{what} shows the secret: {text}");
+    };
+    for url in planted {
+        // As --state, as --output, and as `state inspect --state`: refused, with one line that
+        // says where credentials go instead, and does not show them.
+        for (state, output) in [(url, "output"), ("state", url)] {
+            let out = run(&fx, "watch", state, output);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_hidden("gleaner run", &stderr);
+            assert_one_line_error(&out, USAGE, "credentials in a storage URL are refused");
+            assert!(stderr.contains("REDACTED"), "{stderr}");
+        }
+        let out = crate::support::gleaner()
+            .args(["state", "inspect", "--state", url])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_hidden("state inspect", &text);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        // Set through the environment, the value is not echoed by --help either.
+        for help in [&["run", "--help"][..], &["state", "inspect", "--help"][..]] {
+            let out = crate::support::gleaner()
+                .args(help)
+                .env("GLEANER_STATE", url)
+                .env("GLEANER_OUTPUT", url)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            assert_hidden("--help", &String::from_utf8_lossy(&out.stdout));
+        }
+    }
+}

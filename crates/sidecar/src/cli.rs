@@ -56,7 +56,12 @@ pub enum StateCommand {
 #[derive(Debug, Args)]
 pub struct StateArgs {
     /// Where state is kept: a local path, or a file://, s3://, gs://, az:// or memory:// URL.
-    #[arg(long, env = "GLEANER_STATE", value_name = "URL")]
+    #[arg(
+        long,
+        env = "GLEANER_STATE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub state: String,
 
     /// Only this source id [default: every source id found under --state].
@@ -314,7 +319,12 @@ pub struct ProcessorArgs {
 pub struct OutputArgs {
     /// Where batch outputs are written: a local path, or a file://, s3://, gs://, az:// or
     /// memory:// URL.
-    #[arg(long, env = "GLEANER_OUTPUT", value_name = "URL")]
+    #[arg(
+        long,
+        env = "GLEANER_OUTPUT",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub output: String,
 
     /// Compression of output objects.
@@ -342,7 +352,12 @@ pub struct OutputArgs {
 #[command(next_help_heading = "State and storage")]
 pub struct StateStoreArgs {
     /// Where state is kept: a local path, or a file://, s3://, gs://, az:// or memory:// URL.
-    #[arg(long, env = "GLEANER_STATE", value_name = "URL")]
+    #[arg(
+        long,
+        env = "GLEANER_STATE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub state: String,
 
     /// Names this instance's state and outputs: letters, digits, `.`, `_`, `-` [default: the

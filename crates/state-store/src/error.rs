@@ -12,7 +12,7 @@ pub enum StateError {
     /// A storage location string is not a supported URL or path.
     #[error("invalid storage location {input:?}: {reason}")]
     InvalidLocation {
-        /// The string as given by the user.
+        /// The string as given by the user, credentials redacted.
         input: String,
         /// Why it was rejected.
         reason: String,
@@ -126,6 +126,15 @@ pub enum StateError {
 }
 
 impl StateError {
+    /// An [`InvalidLocation`](StateError::InvalidLocation) error for `input`, shown with any
+    /// credentials in it redacted.
+    pub(crate) fn invalid_location(input: &str, reason: String) -> Self {
+        StateError::InvalidLocation {
+            input: crate::location::redacted(input),
+            reason,
+        }
+    }
+
     /// True when an object that was expected to exist was not found.
     pub fn is_not_found(&self) -> bool {
         matches!(

@@ -145,10 +145,7 @@ fn build<B: CloudBuilder>(
         )
         .with_retry_config(options.retry())
         .build_store()
-        .map_err(|e| StateError::InvalidLocation {
-            input: input.to_string(),
-            reason: format!("{e} ({})", B::SETTINGS),
-        })
+        .map_err(|e| StateError::invalid_location(input, format!("{e} ({})", B::SETTINGS)))
 }
 
 /// A place to keep objects: a store plus a prefix inside it, with the URL it was built from.
@@ -206,14 +203,19 @@ impl Location {
 
     /// Parses a user-supplied location: a URL or a local path.
     pub fn parse_with(input: &str, options: &StorageOptions) -> Result<Self, StateError> {
-        let invalid = |reason: String| StateError::InvalidLocation {
-            input: input.to_string(),
-            reason,
-        };
+        let invalid = |reason: String| StateError::invalid_location(input, reason);
         if input.trim().is_empty() {
             return Err(invalid("the location is empty".into()));
         }
         match Url::parse(input) {
+            Ok(url) if has_credentials(&url) => Err(invalid(
+                "credentials in a storage URL are refused: they would be echoed in logs and \
+                 errors, and are not used. Remove them and give them through the environment \
+                 instead: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a role) for s3://, \
+                 AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY for az://, \
+                 GOOGLE_APPLICATION_CREDENTIALS for gs://"
+                    .into(),
+            )),
             Ok(url) => Self::from_url(input, &url, options),
             Err(url::ParseError::RelativeUrlWithoutBase) => Self::local(input, FsPath::new(input)),
             Err(e) => Err(invalid(format!("not a valid URL ({e})"))),
@@ -221,10 +223,7 @@ impl Location {
     }
 
     fn from_url(input: &str, url: &Url, options: &StorageOptions) -> Result<Self, StateError> {
-        let invalid = |reason: String| StateError::InvalidLocation {
-            input: input.to_string(),
-            reason,
-        };
+        let invalid = |reason: String| StateError::invalid_location(input, reason);
         match url.scheme() {
             "file" => {
                 if url
@@ -262,10 +261,7 @@ impl Location {
     }
 
     fn cloud(input: &str, url: &Url, options: &StorageOptions) -> Result<Self, StateError> {
-        let invalid = |reason: String| StateError::InvalidLocation {
-            input: input.to_string(),
-            reason,
-        };
+        let invalid = |reason: String| StateError::invalid_location(input, reason);
         if url.host_str().is_none_or(str::is_empty) {
             return Err(invalid(format!(
                 "a {}:// URL names a bucket or container, like {}://my-bucket/prefix",
@@ -299,10 +295,7 @@ impl Location {
     }
 
     fn local(input: &str, path: &FsPath) -> Result<Self, StateError> {
-        let invalid = |reason: String| StateError::InvalidLocation {
-            input: input.to_string(),
-            reason,
-        };
+        let invalid = |reason: String| StateError::invalid_location(input, reason);
         let dir = resolve_local_dir(input, path)?;
         let prefix = Path::from_absolute_path(&dir)
             .map_err(|e| invalid(format!("cannot be used as an object path: {e}")))?;
@@ -506,14 +499,49 @@ impl Location {
     }
 }
 
+/// True if `url` carries what may be a secret: user info (`s3://KEY:SECRET@bucket`), or a query
+/// or fragment (an Azure SAS token is `?sv=…&sig=…`). No storage URL of Gleaner's uses them.
+fn has_credentials(url: &Url) -> bool {
+    !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+}
+
+/// `input` as it may be shown: the user info of a URL and everything from its `?` or `#` on
+/// are replaced by `REDACTED`. Works on strings that do not parse as URLs too, since those are
+/// shown in the error that says so.
+pub(crate) fn redacted(input: &str) -> String {
+    let Some(scheme_end) = input.find("://") else {
+        return input.to_string();
+    };
+    let (scheme, rest) = input.split_at(scheme_end + 3);
+    let mut out = String::from(scheme);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rfind('@') {
+        Some(at) => {
+            out.push_str("REDACTED");
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    match path.find(['?', '#']) {
+        Some(cut) => {
+            out.push_str(&path[..cut]);
+            out.push_str(&path[cut..cut + 1]);
+            out.push_str("REDACTED");
+        }
+        None => out.push_str(path),
+    }
+    out
+}
+
 /// Makes `path` absolute and resolves symbolic links in the part of it that exists, so that two
 /// spellings of one directory compare equal (Gleaner refuses to keep state inside the watched
 /// directory, and must recognise it).
 fn resolve_local_dir(input: &str, path: &FsPath) -> Result<PathBuf, StateError> {
-    let invalid = |reason: String| StateError::InvalidLocation {
-        input: input.to_string(),
-        reason,
-    };
+    let invalid = |reason: String| StateError::invalid_location(input, reason);
     let absolute =
         std::path::absolute(path).map_err(|e| invalid(format!("cannot make it absolute: {e}")))?;
     let mut existing = absolute.as_path();
@@ -588,6 +616,34 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn credentials_in_urls_are_refused_and_never_shown() {
+        for url in [
+            "s3://AKIAPLANTED:SECRETPLANTED@bucket/state",
+            "s3://SECRETPLANTED@bucket/state",
+            "az://container/state?sv=2022-11-02&sig=SECRETPLANTED",
+            "https://account.blob.core.windows.net/container/state?sig=SECRETPLANTED",
+            "gs://bucket/state#SECRETPLANTED",
+            // Not even a valid URL: shown redacted all the same.
+            "s3://AKIA:SECRET PLANTED@bucket/x",
+        ] {
+            let err = Location::parse(url).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(
+                !shown.contains("PLANTED") && !shown.contains("AKIA"),
+                "{url}: {shown}"
+            );
+            assert!(matches!(err, StateError::InvalidLocation { .. }), "{shown}");
+        }
+        let err = Location::parse("s3://KEY:SECRET@bucket/state")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("s3://REDACTED@bucket/state"), "{err}");
+        assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+        assert_eq!(redacted("/data/a?b"), "/data/a?b");
+        assert_eq!(redacted("az://c/p?sv=1&sig=2#f"), "az://c/p?REDACTED");
     }
 
     #[test]
