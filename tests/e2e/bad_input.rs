@@ -174,6 +174,58 @@ fn odd_names_and_deep_nesting_are_processed_and_reported_exactly() {
 }
 
 #[test]
+fn a_name_with_a_backslash_and_a_name_with_a_byte_never_share_a_path() {
+    // `caf\xe9.log` typed as text, and `caf` + the byte 0xE9 + `.log`: before, both showed as
+    // the same `path` in the outputs and in `state inspect --entries`.
+    let fx = Fixture::new();
+    let typed: &[u8] = b"caf\\xe9.log";
+    let byte: &[u8] = b"caf\xe9.log";
+    for (name, data) in [(typed, &b"typed\n"[..]), (byte, &b"byte 0xe9\n"[..])] {
+        crate::support::write_aged(&fx.watch.join(std::ffi::OsStr::from_bytes(name)), data, OLD);
+    }
+    run(&fx, &[]);
+    let outputs: Vec<Value> = fx.outputs().into_iter().map(|(_, l)| l).collect();
+    let shown = |name: &[u8]| -> (String, Vec<u8>) {
+        let line = outputs
+            .iter()
+            .find(|l| {
+                serde_json::from_value::<Vec<u8>>(l["path_bytes"].clone())
+                    .ok()
+                    .as_deref()
+                    == Some(name)
+            })
+            .unwrap_or_else(|| panic!("{name:?} not in {outputs:?}"));
+        (line["path"].as_str().unwrap().to_string(), name.to_vec())
+    };
+    assert_eq!(shown(typed).0, "caf\\\\xe9.log");
+    assert_eq!(shown(byte).0, "caf\\xe9.log");
+
+    // `state inspect --entries` says the same, with the exact bytes beside.
+    let out = crate::support::gleaner()
+        .args(["state", "inspect", "--entries", "--state"])
+        .arg(&fx.state)
+        .output()
+        .unwrap();
+    let entries: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let paths: std::collections::BTreeSet<&str> = entries
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 2, "{entries:?}");
+    assert!(
+        paths.contains("caf\\\\xe9.log") && paths.contains("caf\\xe9.log"),
+        "{paths:?}"
+    );
+    for entry in &entries {
+        let bytes: Vec<u8> = serde_json::from_value(entry["path_bytes"].clone()).unwrap();
+        assert!(bytes == typed || bytes == byte, "{entry}");
+    }
+}
+
+#[test]
 fn special_files_and_symlinks_are_skipped_without_blocking() {
     let fx = Fixture::new();
     good_file(&fx);

@@ -48,9 +48,11 @@ pub struct OutputLine<'a> {
     pub source_id: &'a str,
     /// The generation whose batch it belongs to.
     pub generation: u64,
-    /// Path relative to the watch root; bytes that are not UTF-8 are escaped as `\xNN`.
+    /// Path relative to the watch root, one-to-one: a backslash is written `\\` and a byte
+    /// that is not UTF-8 `\xNN` (see [`RelPath`](state_store::RelPath)'s `Display`), so two
+    /// files never share a `path`.
     pub path: Cow<'a, str>,
-    /// The exact bytes of the path, present only when it is not valid UTF-8.
+    /// The exact bytes of the path, present only when `path` is escaped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path_bytes: Option<&'a [u8]>,
     /// Size when listed, in bytes.
@@ -135,10 +137,10 @@ impl OutputSink {
                 source_id,
                 generation,
                 path: match file.path.as_str() {
-                    Some(s) => Cow::Borrowed(s),
-                    None => Cow::Owned(file.path.to_string()),
+                    Some(s) if file.path.displays_as_is() => Cow::Borrowed(s),
+                    _ => Cow::Owned(file.path.to_string()),
                 },
-                path_bytes: file.path.as_str().is_none().then(|| file.path.as_bytes()),
+                path_bytes: (!file.path.displays_as_is()).then(|| file.path.as_bytes()),
                 size: file.size,
                 encoding,
                 mtime: rfc3339(file.mtime_ns),

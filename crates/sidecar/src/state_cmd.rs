@@ -45,7 +45,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
                     Outcome::Done => ("done", None),
                     Outcome::Failed { reason } => ("failed", Some(reason.as_ref())),
                 };
-                let line = json!({
+                let mut line = json!({
                     "source_id": log.source_id().as_str(),
                     "path": path.to_string(),
                     "size": entry.size,
@@ -56,6 +56,10 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
                     "outcome": outcome,
                     "reason": reason,
                 });
+                // As in the outputs: the exact bytes wherever `path` is escaped.
+                if !path.displays_as_is() {
+                    line["path_bytes"] = json!(path.as_bytes());
+                }
                 println!("{line}");
             }
             continue;

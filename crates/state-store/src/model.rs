@@ -28,6 +28,12 @@ impl RelPath {
         std::str::from_utf8(&self.0).ok()
     }
 
+    /// True if the path shows as itself: valid UTF-8 without a backslash. Otherwise its
+    /// [`Display`](fmt::Display) form is escaped, and only [`RelPath::as_bytes`] is exact.
+    pub fn displays_as_is(&self) -> bool {
+        self.as_str().is_some_and(|s| !s.contains('\\'))
+    }
+
     /// The path as text with invalid UTF-8 replaced by U+FFFD.
     pub fn to_string_lossy(&self) -> Cow<'_, str> {
         String::from_utf8_lossy(&self.0)
@@ -46,11 +52,19 @@ impl From<&str> for RelPath {
     }
 }
 
-/// Shows the path as text, escaping bytes that are not UTF-8 as `\xNN` so nothing is hidden.
+/// Shows the path as text, one-to-one: a backslash is written `\\`, a byte that is not UTF-8
+/// `\xNN`, everything else as it is. So no byte is hidden, and two paths never show the same
+/// (`caf\xe9` typed as text shows as `caf\\xe9`, the byte 0xE9 as `caf\xe9`).
 impl fmt::Display for RelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for chunk in self.0.utf8_chunks() {
-            f.write_str(chunk.valid())?;
+            let mut valid = chunk.valid();
+            while let Some(at) = valid.find('\\') {
+                f.write_str(&valid[..at])?;
+                f.write_str("\\\\")?;
+                valid = &valid[at + 1..];
+            }
+            f.write_str(valid)?;
             for b in chunk.invalid() {
                 write!(f, "\\x{b:02x}")?;
             }
@@ -120,6 +134,18 @@ mod tests {
         let p = RelPath::new(&b"dir/caf\xe9.log"[..]);
         assert_eq!(p.to_string(), "dir/caf\\xe9.log");
         assert!(p.as_str().is_none());
+    }
+
+    #[test]
+    fn every_path_shows_differently() {
+        let typed = RelPath::from("caf\\xe9.log");
+        let byte = RelPath::new(&b"caf\xe9.log"[..]);
+        assert_eq!(typed.to_string(), "caf\\\\xe9.log");
+        assert_eq!(byte.to_string(), "caf\\xe9.log");
+        assert_ne!(typed.to_string(), byte.to_string());
+        assert!(!typed.displays_as_is() && !byte.displays_as_is());
+        assert!(RelPath::from("a/b c.log").displays_as_is());
+        assert_eq!(RelPath::from("a/b c.log").to_string(), "a/b c.log");
     }
 
     #[test]
