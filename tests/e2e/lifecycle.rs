@@ -81,3 +81,55 @@ fn an_absurd_timestamp_does_not_stop_the_pipeline() {
     // A file modified "in the future" is not ready until then, and is reported as such.
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 not ready yet"));
 }
+
+#[test]
+fn a_file_stamped_far_in_the_future_is_collected_once_it_has_waited_min_age() {
+    // `touch -d 2100-01-01`, or a writer whose clock is far ahead: with the default --min-age
+    // (5s) and --max-clock-skew (1m), it is collected about 5s after it was first seen, with a
+    // warning, instead of waiting silently until 2100.
+    let fx = Fixture::new();
+    let data = b"written by a host whose clock is wrong\n".to_vec();
+    let path = fx.write("skewed.log", &data, Duration::ZERO);
+    let year_2100 = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(4_102_444_800);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(year_2100)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let served = crate::support::Served::start(&fx, &["--interval", "1h"]);
+    let mut metrics = String::new();
+    assert!(
+        crate::support::wait_until(Duration::from_secs(4), || {
+            metrics = crate::http::get(&served.addr, "/metrics").1;
+            metrics.contains("gleaner_future_mtime_files 1")
+        }),
+        "{metrics}"
+    );
+    assert!(
+        fx.outputs().is_empty(),
+        "not before it has waited --min-age"
+    );
+    assert!(crate::support::wait_until(Duration::from_secs(20), || fx
+        .outputs()
+        .len()
+        == 1));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(15),
+        "collected after {waited:?}"
+    );
+    crate::support::sigterm(&served.child);
+    let (status, log) = served.wait(Duration::from_secs(20));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("modification time in the future") && l.contains("skewed.log")),
+        "{log:#?}"
+    );
+    crate::support::assert_exactly_once(
+        &fx.outputs(),
+        &std::collections::BTreeMap::from([("skewed.log".to_string(), data)]),
+    );
+}

@@ -24,6 +24,8 @@ use crate::listing::{ListedFile, Listing};
 ///   pause between two writes of one file.
 /// * **Stability** — with [`Readiness::stable_for`], a file is ready only once two listings at
 ///   least that far apart saw the same size, modification time and inode.
+/// * **Clock skew** — a modification time more than [`Readiness::max_clock_skew`] in the
+///   future cannot be trusted: the file's age counts from the first listing that saw it.
 #[derive(Clone, Debug)]
 pub struct Readiness {
     /// How long a file must have been left unmodified.
@@ -36,6 +38,10 @@ pub struct Readiness {
     pub marker: Option<ReadyMarker>,
     /// Size, mtime and inode must be unchanged across two listings this far apart.
     pub stable_for: Option<Duration>,
+    /// A modification time further in the future than this comes from a skewed clock: such a
+    /// file's age is counted from the first listing that saw it as it is, not from its mtime
+    /// (which would make it wait, silently, until that future comes).
+    pub max_clock_skew: Duration,
 }
 
 impl Default for Readiness {
@@ -46,6 +52,7 @@ impl Default for Readiness {
             names: NameFilter::default(),
             marker: None,
             stable_for: None,
+            max_clock_skew: Duration::from_secs(60),
         }
     }
 }
@@ -239,9 +246,21 @@ impl Readiness {
         file: &ListedFile,
         listing: &Listing,
         listed_at: SystemTime,
-        stability: &mut Stability,
+        sightings: &mut Sightings,
     ) -> Result<(), NotReady> {
-        self.check(file, listed_at)?;
+        match self.check(file, listed_at) {
+            // A skewed clock: the age counts from the first listing that saw the file as it is.
+            Err(NotReady::TooYoung { .. })
+                if mtime(file.mtime_ns) > listed_at + self.max_clock_skew =>
+            {
+                let first = sightings.first_future_sighting(file, listed_at);
+                let ready_at = first.checked_add(self.min_age).unwrap_or(first);
+                if ready_at > listed_at {
+                    return Err(NotReady::TooYoung { ready_at });
+                }
+            }
+            other => other?,
+        }
         if let Some(marker) = &self.marker {
             if !listing.contains(&marker.marker_of(file.path.as_bytes())) {
                 return Err(NotReady::NoMarker);
@@ -255,7 +274,7 @@ impl Readiness {
             }
         }
         match self.stable_for {
-            Some(window) => stability.check(file, listed_at, window),
+            Some(window) => sightings.check_stable(file, listed_at, window),
             None => Ok(()),
         }
     }
@@ -330,32 +349,69 @@ impl Sighting {
     }
 }
 
-/// Files waiting to be seen unchanged across listings ([`Readiness::stable_for`]), as the
-/// listings saw them. Kept in memory only: after a restart a file needs two listings again.
+/// What listings saw of files still waiting: for stability ([`Readiness::stable_for`]), and
+/// for modification times in the future ([`Readiness::max_clock_skew`]). Kept in memory only:
+/// after a restart the waiting starts again.
 #[derive(Debug, Default)]
-pub(crate) struct Stability {
-    /// What earlier listings saw of the files still waiting.
-    earlier: HashMap<RelPath, Sighting>,
+pub(crate) struct Sightings {
+    /// What earlier listings saw of the files waiting to be stable.
+    stable: HashMap<RelPath, Sighting>,
     /// What the current listing saw of them.
-    current: HashMap<RelPath, Sighting>,
+    stable_now: HashMap<RelPath, Sighting>,
+    /// Files with a modification time in the future, as first seen like this.
+    future: HashMap<RelPath, Sighting>,
+    /// What the current listing saw of them.
+    future_now: HashMap<RelPath, Sighting>,
+    /// Files the current listing saw with a future modification time for the first time.
+    newly_future: Vec<RelPath>,
 }
 
-impl Stability {
+/// When a listing first saw `file` as it is now (`earlier` holds what earlier listings saw);
+/// recorded in `now`. A file that changed since counts as first seen now.
+fn first_sighting(
+    earlier: &HashMap<RelPath, Sighting>,
+    now: &mut HashMap<RelPath, Sighting>,
+    file: &ListedFile,
+    listed_at: SystemTime,
+) -> Sighting {
+    let sighting = Sighting::of(file, listed_at);
+    let first = earlier
+        .get(&file.path)
+        .filter(|earlier| earlier.same_as(&sighting))
+        .map_or(sighting, |earlier| *earlier);
+    now.insert(file.path.clone(), first);
+    first
+}
+
+impl Sightings {
+    /// When a listing first saw `file`, whose modification time is in the future, as it is now.
+    fn first_future_sighting(&mut self, file: &ListedFile, listed_at: SystemTime) -> SystemTime {
+        let first = first_sighting(&self.future, &mut self.future_now, file, listed_at);
+        if !self.future.contains_key(&file.path) {
+            self.newly_future.push(file.path.clone());
+        }
+        first.at
+    }
+
+    /// Files of the current listing with a modification time beyond the clock-skew tolerance.
+    pub(crate) fn future_files(&self) -> usize {
+        self.future_now.len()
+    }
+
+    /// Files the current listing saw with a future modification time for the first time.
+    pub(crate) fn take_newly_future(&mut self) -> Vec<RelPath> {
+        std::mem::take(&mut self.newly_future)
+    }
+
     /// Ready if an earlier listing saw `file` as it is now, at least `window` before
     /// `listed_at`; else when a listing can confirm it, if it does not change.
-    fn check(
+    fn check_stable(
         &mut self,
         file: &ListedFile,
         listed_at: SystemTime,
         window: Duration,
     ) -> Result<(), NotReady> {
-        let sighting = Sighting::of(file, listed_at);
-        let first = self
-            .earlier
-            .get(&file.path)
-            .filter(|earlier| earlier.same_as(&sighting))
-            .map_or(sighting, |earlier| *earlier);
-        self.current.insert(file.path.clone(), first);
+        let first = first_sighting(&self.stable, &mut self.stable_now, file, listed_at);
         let at = first
             .at
             .checked_add(window)
@@ -371,7 +427,9 @@ impl Stability {
 
     /// Ends a listing: only what it saw is remembered (the other files are committed or gone).
     pub(crate) fn end_listing(&mut self) {
-        self.earlier = std::mem::take(&mut self.current);
+        self.stable = std::mem::take(&mut self.stable_now);
+        self.future = std::mem::take(&mut self.future_now);
+        self.newly_future.clear();
     }
 }
 
@@ -459,6 +517,47 @@ mod tests {
         for name in ["x.tmpl", "x.log", "d.tmp/x.log", "x.parts", "x..log"] {
             assert_eq!(rules.check(&file(name, old, now), now), Ok(()), "{name}");
         }
+    }
+
+    #[test]
+    fn a_future_mtime_beyond_the_skew_is_aged_from_its_first_sighting() {
+        let rules = Readiness::default();
+        let now = SystemTime::now();
+        let dir = std::path::Path::new("/nonexistent");
+        let listing = Listing::default();
+        let mut sightings = Sightings::default();
+        // Stamped a year ahead (a clock far off): it would wait for a year.
+        let skewed = file(
+            "skewed.log",
+            Duration::ZERO,
+            now + Duration::from_secs(365 * 86_400),
+        );
+        // Ten seconds ahead: within the tolerance, it ages normally.
+        let slight = file("slight.log", Duration::ZERO, now + Duration::from_secs(10));
+        let judge = |sightings: &mut Sightings, f: &ListedFile, at| {
+            rules.judge(dir, f, &listing, at, sightings)
+        };
+        assert_eq!(
+            judge(&mut sightings, &skewed, now),
+            Err(NotReady::TooYoung {
+                ready_at: now + rules.min_age
+            })
+        );
+        assert!(matches!(
+            judge(&mut sightings, &slight, now),
+            Err(NotReady::TooYoung { ready_at }) if ready_at > now + Duration::from_secs(14)
+        ));
+        assert_eq!(sightings.future_files(), 1);
+        assert_eq!(sightings.take_newly_future(), [RelPath::from("skewed.log")]);
+        sightings.end_listing();
+
+        let later = now + rules.min_age;
+        assert_eq!(judge(&mut sightings, &skewed, later), Ok(()));
+        assert!(sightings.take_newly_future().is_empty(), "warned once");
+        sightings.end_listing();
+        // Changed since: its age counts again from this sighting.
+        let rewritten = ListedFile { size: 2, ..skewed };
+        assert!(judge(&mut sightings, &rewritten, later).is_err());
     }
 
     #[test]

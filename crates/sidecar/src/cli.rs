@@ -201,6 +201,12 @@ pub struct ReadinessArgs {
           default_missing_value = "2s", value_parser = parse_min_age)]
     pub require_stable: Option<Duration>,
 
+    /// A modification time further in the future than this comes from a skewed clock: the
+    /// file's age counts from the first scan that saw it, with a warning.
+    #[arg(long, env = "GLEANER_MAX_CLOCK_SKEW", value_name = "DURATION", default_value = "1m",
+          value_parser = parse_min_age)]
+    pub max_clock_skew: Duration,
+
     /// A file is ready only once its marker exists: `{name}.done` (one per file, next to it)
     /// or a per-directory name such as `_SUCCESS`. Markers are never processed [default:
     /// none].

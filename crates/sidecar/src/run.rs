@@ -126,6 +126,7 @@ fn configure(args: &RunArgs, source_id: SourceId) -> anyhow::Result<(ScannerConf
             .context("--include/--exclude")?,
         marker: args.readiness.ready_marker.clone(),
         stable_for: args.readiness.require_stable,
+        max_clock_skew: args.readiness.max_clock_skew,
         ..Readiness::default()
     };
     config.limits = BatchLimits {

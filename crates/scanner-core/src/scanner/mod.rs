@@ -33,7 +33,7 @@ use crate::output::{Compression, OutputSink, WriteMode};
 use crate::plan::{BatchLimits, BatchQueue};
 use crate::process::ReadLimits;
 use crate::processor::DynProcessor;
-use crate::readiness::{Readiness, Stability};
+use crate::readiness::{Readiness, Sightings};
 use crate::telemetry::{
     Backlog, BatchRedone, CleanupResumed, FreeSpace, ListingSurveyed, Observer, ScanFailed,
     ScanFinished, ScanInterrupted, ScanRetry, WokenEarly,
@@ -222,6 +222,9 @@ pub struct ScanReport {
     pub changed: usize,
     /// Tracked files no longer present.
     pub gone: usize,
+    /// Files whose modification time is further in the future than the clock-skew tolerance:
+    /// their age counts from their first sighting.
+    pub future_mtime: usize,
     /// What the listing could not examine.
     pub listing_problems: Vec<ListingProblem>,
     /// Committed batches, in order.
@@ -293,7 +296,7 @@ pub struct Scanner {
     /// Tracked paths the last listing did not find: dropped from the state at the next snapshot.
     gone: Vec<RelPath>,
     /// Files waiting to be seen unchanged across listings.
-    stability: Stability,
+    sightings: Sightings,
     /// Set while draining after a shutdown request.
     draining: Option<DrainMode>,
     observer: Observer,
@@ -339,7 +342,7 @@ impl Scanner {
             needs_reload: true,
             snapshots: SnapshotSchedule::default(),
             gone: Vec::new(),
-            stability: Stability::default(),
+            sightings: Sightings::default(),
             draining: None,
             observer: Observer::new(),
             wake: Arc::new(Notify::new()),

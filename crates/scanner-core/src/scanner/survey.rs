@@ -14,9 +14,9 @@ use crate::identity::{Identity, MovedAway};
 use crate::listing::{self, Listing};
 use crate::plan::cut_batches;
 use crate::process::{AppendRange, whole_lines};
-use crate::readiness::{NotReady, Stability};
+use crate::readiness::{NotReady, Sightings};
 use crate::scanner::{DrainMode, Leftover};
-use crate::telemetry::{self, FileLeftAlone, FileRenamed};
+use crate::telemetry::{self, FileLeftAlone, FileRenamed, FutureMtime};
 
 /// What one listing found, and the batches to run: the part of a scan that only reads.
 pub(super) struct Survey {
@@ -39,21 +39,21 @@ pub(super) struct Survey {
 impl Scanner {
     /// Surveys the watch root on a worker thread: listing, diff, readiness and batching walk
     /// the directory and merge it with the whole state, blocking IO and CPU work. The state
-    /// and the stability tracker travel there and back by value.
+    /// and the sightings tracker travel there and back by value.
     pub(super) async fn survey(&mut self) -> Result<Survey, ScanError> {
         let config = self.config.clone();
         let state = std::mem::take(&mut self.state);
-        let mut stability = std::mem::take(&mut self.stability);
+        let mut sightings = std::mem::take(&mut self.sightings);
         let drain = self.draining;
         let joined = tokio::task::spawn_blocking(move || {
-            let survey = survey(&config, &state, &mut stability, drain);
-            (state, stability, survey)
+            let survey = survey(&config, &state, &mut sightings, drain);
+            (state, sightings, survey)
         })
         .await;
         match joined {
-            Ok((state, stability, survey)) => {
+            Ok((state, sightings, survey)) => {
                 self.state = state;
-                self.stability = stability;
+                self.sightings = sightings;
                 survey
             }
             Err(e) => {
@@ -95,7 +95,7 @@ enum Verdict {
 fn survey(
     config: &ScannerConfig,
     state: &State,
-    stability: &mut Stability,
+    sightings: &mut Sightings,
     drain: Option<DrainMode>,
 ) -> Result<Survey, ScanError> {
     let root = config.watch_dir.as_path();
@@ -114,7 +114,7 @@ fn survey(
         state,
         listing: &listing,
         listed_at,
-        stability,
+        sightings,
         writer_gone: drain == Some(DrainMode::WriterGone),
         moved_away: match config.identity {
             Identity::Content => MovedAway::of(&diff, state),
@@ -152,7 +152,14 @@ fn survey(
             }
         }
     }
-    judge.stability.end_listing();
+    report.future_mtime = judge.sightings.future_files();
+    for path in judge.sightings.take_newly_future() {
+        telemetry::emit(FutureMtime {
+            path: &path,
+            tolerance: config.readiness.max_clock_skew,
+        });
+    }
+    judge.sightings.end_listing();
     report.ready = ready.len();
     report.listing_problems = listing.problems;
     Ok(Survey {
@@ -194,7 +201,7 @@ struct Judge<'a> {
     listing: &'a Listing,
     /// When the listing started: ages and stability windows are measured against it.
     listed_at: SystemTime,
-    stability: &'a mut Stability,
+    sightings: &'a mut Sightings,
     /// The writer is gone (a drain in `DrainMode::WriterGone`): only in-progress names wait.
     writer_gone: bool,
     /// Processed files that left their paths, when files are recognised by content.
@@ -221,7 +228,7 @@ impl Judge<'_> {
                 &entry.file,
                 self.listing,
                 self.listed_at,
-                self.stability,
+                self.sightings,
             )
         };
         if let Err(why) = ready {

@@ -344,6 +344,7 @@ impl InternalEvent for ListingSurveyed<'_> {
             gauge!(NOT_READY_FILES, "reason" => reason).set(files as f64);
         }
         gauge!(EXCLUDED_FILES).set(report.excluded as f64);
+        gauge!(FUTURE_MTIME_FILES).set(report.future_mtime as f64);
     }
 }
 
@@ -393,6 +394,23 @@ impl InternalEvent for FreeSpace<'_> {
                 "the watched volume is running out of space (consider --after delete or move)"
             );
         }
+    }
+}
+
+/// A listing saw, for the first time, a file whose modification time is further in the future
+/// than the clock-skew tolerance.
+pub(crate) struct FutureMtime<'a> {
+    pub(crate) path: &'a RelPath,
+    pub(crate) tolerance: Duration,
+}
+
+impl InternalEvent for FutureMtime<'_> {
+    fn emit(self) {
+        warn!(
+            path = %self.path,
+            tolerance = ?self.tolerance,
+            "modification time in the future (a skewed clock?): the file's age counts from now"
+        );
     }
 }
 

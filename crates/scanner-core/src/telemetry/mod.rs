@@ -117,6 +117,9 @@ pub const DRAIN_LEFTOVER_FILES: &str = "gleaner_drain_leftover_files";
 /// Files left at shutdown whose raw bytes were copied to the output store
 /// (`--ship-leftovers`), by `result` (`done`, `error`).
 pub const LEFTOVERS_SHIPPED_TOTAL: &str = "gleaner_leftovers_shipped_total";
+/// Files of the last listing whose modification time is further in the future than the
+/// clock-skew tolerance (`--max-clock-skew`): their age counts from their first sighting.
+pub const FUTURE_MTIME_FILES: &str = "gleaner_future_mtime_files";
 /// Committed files cleaned up, by `action` (`delete`, `move`, `quarantine`) and `result`
 /// (`done`, `skipped` when the file changed since its commit, `error`).
 pub const CLEANUP_TOTAL: &str = "gleaner_cleanup_total";
@@ -245,6 +248,10 @@ pub fn describe() {
     describe_counter!(
         LEFTOVERS_SHIPPED_TOTAL,
         "Files left at shutdown whose raw bytes were copied to the output store, by result."
+    );
+    describe_gauge!(
+        FUTURE_MTIME_FILES,
+        "Files whose modification time is beyond the clock-skew tolerance, aged from first sighting."
     );
     describe_gauge!(
         DRAIN_LEFTOVER_FILES,
