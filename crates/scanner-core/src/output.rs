@@ -49,7 +49,7 @@ pub struct OutputLine<'a> {
     /// The generation whose batch it belongs to.
     pub generation: u64,
     /// Path relative to the watch root, one-to-one: a backslash is written `\\` and a byte
-    /// that is not UTF-8 `\xNN` (see [`RelPath`](state_store::RelPath)'s `Display`), so two
+    /// that is not UTF-8 `\xNN` (see `RelPath`'s `Display`), so two
     /// files never share a `path`.
     pub path: Cow<'a, str>,
     /// The exact bytes of the path, present only when `path` is escaped.
