@@ -31,6 +31,24 @@ fn relative_files(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// The files still in the watch directory, by the path they were listed under: a file that a
+/// kill caught between taking its private name (`.gleaner-cleanup.<name>`, the first step of
+/// its cleanup) and leaving is still here, and the next run finishes it.
+fn watched_files(dir: &Path) -> BTreeSet<String> {
+    relative_files(dir)
+        .into_iter()
+        .map(|rel| match rel.rsplit_once('/') {
+            Some((parent, name)) => match name.strip_prefix(".gleaner-cleanup.") {
+                Some(name) => format!("{parent}/{name}"),
+                None => rel,
+            },
+            None => rel
+                .strip_prefix(".gleaner-cleanup.")
+                .map_or(rel.clone(), str::to_string),
+        })
+        .collect()
+}
+
 fn campaign(mode: &str) {
     let kills: usize = std::env::var("GLEANER_CLEANUP_KILLS")
         .ok()
@@ -95,7 +113,7 @@ fn campaign(mode: &str) {
         resumed_cleanups += text.matches("cleaning up committed files left by").count();
 
         // Whatever left the watch directory must be committed.
-        let present = relative_files(&fx.watch);
+        let present = watched_files(&fx.watch);
         let committed = committed_paths(&fx);
         let left: Vec<&String> = expected.keys().filter(|p| !present.contains(*p)).collect();
         cleaned_in_runs = left.len();
@@ -124,7 +142,7 @@ fn campaign(mode: &str) {
     let status = wait_with_timeout(&mut child, Duration::from_secs(300)).expect("final --once");
     assert!(status.success());
 
-    let leftover: Vec<String> = relative_files(&fx.watch)
+    let leftover: Vec<String> = watched_files(&fx.watch)
         .into_iter()
         .filter(|p| expected.contains_key(p))
         .collect();
@@ -132,6 +150,11 @@ fn campaign(mode: &str) {
         leftover.is_empty(),
         "committed files left behind: {leftover:?}"
     );
+    let private: Vec<String> = relative_files(&fx.watch)
+        .into_iter()
+        .filter(|p| p.contains(".gleaner-cleanup."))
+        .collect();
+    assert!(private.is_empty(), "cleanups left unfinished: {private:?}");
     assert_exactly_once(&fx.outputs(), &expected);
     if mode == "move" {
         let moved = relative_files(&moved_to);
@@ -206,4 +229,31 @@ fn failed_files_go_to_quarantine_and_processed_ones_stay_with_keep() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("inside the watched directory"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_different_file_at_the_destination_is_never_taken_for_our_copy() {
+    // Before: a file at the destination with the same size and modification time was taken
+    // for an interrupted copy of ours, and the source was deleted: its bytes were lost.
+    let fx = Fixture::new();
+    let done = fx.root.join("done");
+    let ours = b"our bytes\n".to_vec();
+    let source = fx.write("a.log", &ours, OLD);
+    std::fs::create_dir_all(&done).unwrap();
+    std::fs::write(done.join("a.log"), b"not ours!\n").unwrap();
+    let mtime = std::fs::metadata(&source).unwrap().modified().unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(done.join("a.log"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    fx.run_once(&["--after", &format!("move:{}", done.display())]);
+    assert_exactly_once(
+        &fx.outputs(),
+        &BTreeMap::from([("a.log".to_string(), ours.clone())]),
+    );
+    assert_eq!(std::fs::read(done.join("a.log")).unwrap(), b"not ours!\n");
+    assert_eq!(std::fs::read(done.join("a.log.1")).unwrap(), ours);
+    assert!(!source.exists());
 }

@@ -6,21 +6,25 @@
 //! * **Only committed files.** Cleanup runs after a batch's delta is committed, and at every
 //!   scan for files the state records as committed and that the listing shows unchanged. A file
 //!   that is planned, being processed, or not yet committed is never touched.
-//! * **Only the committed file.** Just before acting, the file is examined again: if its inode,
-//!   birth time, size or modification time differ from what was committed (it grew, or another
-//!   file took its name), it is left alone.
+//! * **Only the committed file, without a race.** The file is first renamed to a private name
+//!   beside it (`.gleaner-cleanup.<name>`: hidden, so never processed), then examined through
+//!   an open handle: only if its inode, birth time, size and modification time are those
+//!   committed is it deleted or moved. Another file that took the name meanwhile (it grew, or
+//!   the emitter renamed a new file over it) is put back under its name, never removed.
 //! * **Idempotent, and retried from state.** A file that is already gone counts as cleaned; a
-//!   crash or an error between the commit and the cleanup leaves the file in place, committed
-//!   and unchanged, so the next scan does it. A move that had to copy across file systems and
-//!   was interrupted is recognised at the destination (same size and modification time) and not
-//!   duplicated.
+//!   crash or an error between the commit and the cleanup leaves the file in place (or under its
+//!   private name, which the next listing recognises), committed and unchanged, so the next
+//!   scan finishes it. A move across file systems copies to a temporary name, syncs it, renames
+//!   it into place and syncs the destination directory before the source goes; a file already
+//!   at the destination counts as that copy only if it is the same file or has the same bytes,
+//!   never by its size and modification time alone.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
-use state_store::{FileEntry, RelPath};
+use state_store::{FileEntry, RelPath, State};
 
 use crate::ConfigError;
 use crate::listing::{ListedFile, absolute};
@@ -110,8 +114,57 @@ impl CleanupRules {
             },
             generation: entry.generation,
             action,
+            taken: false,
         })
     }
+
+    /// What to do with `listed`, a file under the private name of a cleanup that a crash cut
+    /// short, given the state: finish the cleanup of the committed file it is, or put it back
+    /// under its name if it is another file.
+    pub(crate) fn resume(&self, listed: &ListedFile, state: &State) -> Option<CleanupTask> {
+        let original = untaken(&listed.path)?;
+        let committed = state.get(&original).filter(|entry| {
+            listed.inode == entry.inode
+                && (listed.btime_ns == 0
+                    || entry.btime_ns == 0
+                    || listed.btime_ns == entry.btime_ns)
+                && listed.size == entry.size
+                && listed.mtime_ns == entry.mtime_ns
+        });
+        let mut task = match committed {
+            Some(entry) => self.task(&original, entry)?,
+            None => CleanupTask {
+                file: ListedFile {
+                    path: original,
+                    ..listed.clone()
+                },
+                generation: 0,
+                action: Action::PutBack,
+                taken: true,
+            },
+        };
+        task.taken = true;
+        Some(task)
+    }
+}
+
+/// The start of the private name a file takes while it is being cleaned up: hidden, so that
+/// it is never processed, and recognised by the listing after a crash.
+const TAKEN_PREFIX: &[u8] = b".gleaner-cleanup.";
+
+/// The private name of `rel` while it is being cleaned up: beside it, in the same directory.
+fn taken_path(rel: &RelPath) -> RelPath {
+    let bytes = rel.as_bytes();
+    let name_at = memchr::memrchr(b'/', bytes).map_or(0, |slash| slash + 1);
+    RelPath::new([&bytes[..name_at], TAKEN_PREFIX, &bytes[name_at..]].concat())
+}
+
+/// The path a private name stands for, if `rel` is one.
+pub(crate) fn untaken(rel: &RelPath) -> Option<RelPath> {
+    let bytes = rel.as_bytes();
+    let name_at = memchr::memrchr(b'/', bytes).map_or(0, |slash| slash + 1);
+    let name = bytes[name_at..].strip_prefix(TAKEN_PREFIX)?;
+    (!name.is_empty()).then(|| RelPath::new([&bytes[..name_at], name].concat()))
 }
 
 /// One committed file to delete or move.
@@ -122,12 +175,19 @@ pub(crate) struct CleanupTask {
     /// The generation that committed it (names a moved file when its name is taken).
     pub(crate) generation: u64,
     action: Action,
+    /// The file is already under its private name (a cleanup a crash cut short).
+    taken: bool,
 }
 
 #[derive(Clone, Debug)]
 enum Action {
     Delete,
-    Move { dir: PathBuf, kind: &'static str },
+    Move {
+        dir: PathBuf,
+        kind: &'static str,
+    },
+    /// Not a committed file: put it back under its name.
+    PutBack,
 }
 
 impl Action {
@@ -135,6 +195,7 @@ impl Action {
         match self {
             Action::Delete => "delete",
             Action::Move { kind, .. } => kind,
+            Action::PutBack => "put_back",
         }
     }
 }
@@ -178,23 +239,96 @@ enum Cleaned {
 
 fn clean_one(root: &Path, task: &CleanupTask) -> std::io::Result<Cleaned> {
     let source = absolute(root, &task.file.path);
-    let meta = match std::fs::symlink_metadata(&source) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Cleaned::Done),
-        Err(e) => return Err(e),
-    };
-    if !is_same_file(&meta, &task.file) {
+    let private = absolute(root, &taken_path(&task.file.path));
+    if let Action::PutBack = task.action {
+        put_back(&private, &source)?;
         return Ok(Cleaned::Changed);
     }
+    let meta = if task.taken {
+        match std::fs::symlink_metadata(&private) {
+            Ok(meta) if is_same_file(&meta, &task.file) => meta,
+            Ok(_) => {
+                put_back(&private, &source)?;
+                return Ok(Cleaned::Changed);
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Cleaned::Done),
+            Err(e) => return Err(e),
+        }
+    } else {
+        // A first look, to leave a changed file alone without renaming it.
+        match std::fs::symlink_metadata(&source) {
+            Ok(meta) if !is_same_file(&meta, &task.file) => return Ok(Cleaned::Changed),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Cleaned::Done),
+            Err(e) => return Err(e),
+        }
+        match take(&source, &private, &task.file)? {
+            Taken::Mine(meta) => meta,
+            Taken::Another => return Ok(Cleaned::Changed),
+            Taken::Gone => return Ok(Cleaned::Done),
+        }
+    };
     match &task.action {
-        Action::Delete => match std::fs::remove_file(&source) {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
-            _ => Ok(Cleaned::Done),
-        },
+        Action::Delete => remove_source(&private).map(|()| Cleaned::Done),
         Action::Move { dir, .. } => {
-            move_file(&source, &meta, dir, &task.file.path, task.generation)?;
+            move_file(&private, &meta, dir, &task.file.path, task.generation)?;
             Ok(Cleaned::Done)
         }
+        Action::PutBack => unreachable!("handled above"),
+    }
+}
+
+/// What [`take`] took.
+enum Taken {
+    /// The committed file, now under its private name; as examined through an open handle.
+    Mine(std::fs::Metadata),
+    /// Another file had the name: it was put back.
+    Another,
+    /// Nothing had the name any more.
+    Gone,
+}
+
+/// Renames `source` to its private name `private`, then examines what was renamed through an
+/// open handle: the committed `file`, or another file, which is put back. Whatever happens to
+/// the name meanwhile, only the file that is checked is ever removed or moved.
+fn take(source: &Path, private: &Path, file: &ListedFile) -> std::io::Result<Taken> {
+    match std::fs::rename(source, private) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Taken::Gone),
+        Err(e) => return Err(e),
+    }
+    let examined = crate::process::open(private).and_then(|handle| handle.metadata());
+    match examined {
+        Ok(meta) if is_same_file(&meta, file) => Ok(Taken::Mine(meta)),
+        // Another file, a link, a FIFO: not the committed file.
+        _ => {
+            put_back(private, source)?;
+            Ok(Taken::Another)
+        }
+    }
+}
+
+/// Puts the file at `private` back under `source`, never over a file that took that name
+/// meanwhile (which would lose it): then under `source.gleaner-restored`, a name that is
+/// collected as a new file.
+fn put_back(private: &Path, source: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    let restore = |to: &Path| match renameat_with(CWD, private, CWD, to, RenameFlags::NOREPLACE) {
+        // A file system without RENAME_NOREPLACE: a hard link fails the same way on a taken
+        // name.
+        Err(Errno::INVAL | Errno::NOSYS) => {
+            std::fs::hard_link(private, to).and_then(|()| std::fs::remove_file(private))
+        }
+        result => result.map_err(std::io::Error::from),
+    };
+    match restore(source) {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let mut elsewhere = source.as_os_str().to_owned();
+            elsewhere.push(".gleaner-restored");
+            restore(Path::new(&elsewhere))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        result => result,
     }
 }
 
@@ -223,8 +357,10 @@ fn move_file(
     alternative.push(format!(".{generation}"));
     for destination in [target, PathBuf::from(alternative)] {
         match std::fs::symlink_metadata(&destination) {
-            // A copy of this very file from an interrupted move: finish it.
-            Ok(existing) if is_copy_of(&existing, meta) => return remove_source(source),
+            // This very file, or a copy of it from an interrupted move: finish it.
+            Ok(existing) if is_copy_of(&destination, &existing, source, meta)? => {
+                return remove_source(source);
+            }
             Ok(_) => continue,
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -246,10 +382,41 @@ fn move_file(
     ))
 }
 
-fn is_copy_of(existing: &std::fs::Metadata, source: &std::fs::Metadata) -> bool {
-    existing.file_type().is_file()
-        && existing.len() == source.len()
-        && crate::listing::mtime_ns(existing) == crate::listing::mtime_ns(source)
+/// True if the file at `existing` is the file at `source` (a hard link), or a regular file with
+/// exactly its bytes: only then may the source go. Never judged by size and modification time
+/// alone: another file with the same size and mtime would be lost.
+fn is_copy_of(
+    existing: &Path,
+    existing_meta: &std::fs::Metadata,
+    source: &Path,
+    source_meta: &std::fs::Metadata,
+) -> std::io::Result<bool> {
+    if !existing_meta.file_type().is_file() || existing_meta.len() != source_meta.len() {
+        return Ok(false);
+    }
+    if (existing_meta.dev(), existing_meta.ino()) == (source_meta.dev(), source_meta.ino()) {
+        return Ok(true);
+    }
+    same_bytes(existing, source)
+}
+
+/// True if the two files hold the same bytes.
+fn same_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use crate::process::read_full;
+    let (mut a, mut b) = (crate::process::open(a)?, crate::process::open(b)?);
+    let (mut left, mut right) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let (n, m) = (
+            read_full(&mut a, &mut left)?,
+            read_full(&mut b, &mut right)?,
+        );
+        if left[..n] != right[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
 }
 
 /// Across file systems: copy to a temporary name, give it the source's modification time,
@@ -267,6 +434,10 @@ fn copy_then_remove(
     copy.set_modified(meta.modified()?)?;
     copy.sync_all()?;
     std::fs::rename(&temporary, destination)?;
+    // The copy's name must be durable before the source goes.
+    if let Some(dir) = destination.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     remove_source(source)
 }
 
@@ -385,5 +556,124 @@ mod tests {
         assert!(!root.join("a.log").exists());
         assert!(!done.join("a.log.3").exists(), "not moved a second time");
         assert_eq!(std::fs::read(done.join("a.log")).unwrap(), b"data\n");
+    }
+
+    /// Gives `path` the modification time of `like`.
+    fn same_mtime(path: &Path, like: &Path) {
+        let mtime = std::fs::metadata(like).unwrap().modified().unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+
+    #[test]
+    fn another_file_with_the_same_size_and_mtime_is_not_taken_for_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, done) = (dir.path().join("watch"), dir.path().join("done"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&done).unwrap();
+        std::fs::write(root.join("a.log"), b"AAAA\n").unwrap();
+        // At the destination: another file, same size, same modification time.
+        std::fs::write(done.join("a.log"), b"BBBB\n").unwrap();
+        same_mtime(&done.join("a.log"), &root.join("a.log"));
+        let rules = CleanupRules {
+            after: AfterCommit::Move(done.clone()),
+            quarantine: None,
+        };
+        let (p, e) = committed(&root, "a.log", Outcome::Done);
+        let report = clean(&root, &[rules.task(&p, &e).unwrap()]);
+        assert_eq!(report.done, 1);
+        assert_eq!(std::fs::read(done.join("a.log")).unwrap(), b"BBBB\n");
+        assert_eq!(std::fs::read(done.join("a.log.7")).unwrap(), b"AAAA\n");
+        assert!(!root.join("a.log").exists());
+    }
+
+    #[test]
+    fn a_file_that_took_the_name_is_put_back_never_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("a.log"), b"committed\n").unwrap();
+        let (p, e) = committed(root, "a.log", Outcome::Done);
+        let task = CleanupRules {
+            after: AfterCommit::Delete,
+            quarantine: None,
+        }
+        .task(&p, &e)
+        .unwrap();
+        // The emitter renames a new file over the name, after the first look: `take` finds
+        // another file under the private name, and puts it back.
+        std::fs::write(root.join("new.log"), b"not processed yet\n").unwrap();
+        std::fs::rename(root.join("new.log"), root.join("a.log")).unwrap();
+        let private = root.join(".gleaner-cleanup.a.log");
+        assert!(matches!(
+            take(&root.join("a.log"), &private, &task.file).unwrap(),
+            Taken::Another
+        ));
+        assert_eq!(
+            std::fs::read(root.join("a.log")).unwrap(),
+            b"not processed yet\n"
+        );
+        assert!(!private.exists());
+
+        // Put back while a third file took the name meanwhile: neither is lost.
+        std::fs::write(&private, b"taken\n").unwrap();
+        std::fs::write(root.join("b.log"), b"third\n").unwrap();
+        put_back(&private, &root.join("b.log")).unwrap();
+        assert_eq!(std::fs::read(root.join("b.log")).unwrap(), b"third\n");
+        assert_eq!(
+            std::fs::read(root.join("b.log.gleaner-restored")).unwrap(),
+            b"taken\n"
+        );
+    }
+
+    #[test]
+    fn a_cleanup_cut_short_under_the_private_name_is_finished_or_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, done) = (dir.path().join("watch"), dir.path().join("done"));
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a.log"), b"committed\n").unwrap();
+        let (p, e) = committed(&root, "sub/a.log", Outcome::Done);
+        let mut state = State::new();
+        state
+            .apply(&state_store::Delta {
+                generation: 1,
+                upserts: vec![(p.clone(), e)],
+                ..state_store::Delta::default()
+            })
+            .unwrap();
+        // A crash right after the committed file took its private name.
+        std::fs::rename(
+            root.join("sub/a.log"),
+            root.join("sub/.gleaner-cleanup.a.log"),
+        )
+        .unwrap();
+        // And another file under a private name that no commit knows.
+        std::fs::write(root.join(".gleaner-cleanup.stray.log"), b"stray\n").unwrap();
+        let rules = CleanupRules {
+            after: AfterCommit::Move(done.clone()),
+            quarantine: None,
+        };
+        let listing = crate::listing::list(&root).unwrap();
+        let tasks: Vec<CleanupTask> = listing
+            .files
+            .iter()
+            .filter_map(|f| rules.resume(f, &state))
+            .collect();
+        assert_eq!(tasks.len(), 2);
+        clean(&root, &tasks);
+        assert_eq!(
+            std::fs::read(done.join("sub/a.log")).unwrap(),
+            b"committed\n"
+        );
+        assert!(!root.join("sub/.gleaner-cleanup.a.log").exists());
+        assert_eq!(std::fs::read(root.join("stray.log")).unwrap(), b"stray\n");
+        assert_eq!(untaken(&"x/.gleaner-cleanup.".into()), None);
+        assert_eq!(
+            taken_path(&"x/y.log".into()),
+            RelPath::from("x/.gleaner-cleanup.y.log")
+        );
     }
 }

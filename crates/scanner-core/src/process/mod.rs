@@ -20,6 +20,7 @@ use state_store::PlannedFile;
 use crate::processor::{DynProcessor, Partial};
 
 pub use decode::Encoding;
+pub(crate) use decode::read_full;
 pub(crate) use open::open;
 pub(crate) use split::{AppendRange, whole_lines};
 pub use split::{MIN_RANGE_BYTES, WorkUnit, plan_units};

@@ -176,7 +176,8 @@ fn survey(
 }
 
 /// Committed files still here and unchanged, which the cleanup rules remove or move: an earlier
-/// attempt did not finish (a crash, an error), so they are cleaned up now.
+/// attempt did not finish (a crash, an error), so they are cleaned up now. Files under the
+/// private name of a cleanup that a crash cut short are finished too, or put back.
 fn leftover_cleanup(config: &ScannerConfig, listing: &Listing, state: &State) -> Vec<CleanupTask> {
     let rules = &config.cleanup;
     if rules.is_noop() {
@@ -185,10 +186,10 @@ fn leftover_cleanup(config: &ScannerConfig, listing: &Listing, state: &State) ->
     listing
         .files
         .iter()
-        .filter_map(|file| {
-            let entry = state.get(&file.path)?;
-            change_of(file, entry).is_none().then_some(())?;
-            rules.task(&file.path, entry)
+        .filter_map(|file| match state.get(&file.path) {
+            Some(entry) if change_of(file, entry).is_none() => rules.task(&file.path, entry),
+            Some(_) => None,
+            None => rules.resume(file, state),
         })
         .collect()
 }

@@ -120,8 +120,9 @@ pub const LEFTOVERS_SHIPPED_TOTAL: &str = "gleaner_leftovers_shipped_total";
 /// Files of the last listing whose modification time is further in the future than the
 /// clock-skew tolerance (`--max-clock-skew`): their age counts from their first sighting.
 pub const FUTURE_MTIME_FILES: &str = "gleaner_future_mtime_files";
-/// Committed files cleaned up, by `action` (`delete`, `move`, `quarantine`) and `result`
-/// (`done`, `skipped` when the file changed since its commit, `error`).
+/// Committed files cleaned up, by `action` (`delete`, `move`, `quarantine`, and `put_back`
+/// for another file found under a name being cleaned up) and `result` (`done`, `skipped` when
+/// the file changed since its commit, `error`).
 pub const CLEANUP_TOTAL: &str = "gleaner_cleanup_total";
 /// Files recognised by content (`--identity=content`) as renamed processed files, and not
 /// processed again.
@@ -185,7 +186,7 @@ pub fn describe() {
     counter!(BYTES_TOTAL).increment(0);
     counter!(EVENTS_TOTAL).increment(0);
     counter!(RENAMED_FILES_TOTAL).increment(0);
-    for action in ["delete", "move", "quarantine"] {
+    for action in ["delete", "move", "quarantine", "put_back"] {
         for result in ["done", "skipped", "error"] {
             counter!(CLEANUP_TOTAL, "action" => action, "result" => result).increment(0);
         }
