@@ -377,8 +377,8 @@ pub struct StateStoreArgs {
     pub snapshot_every: u64,
 
     /// Start even when the state is empty (or behind) but the output location already holds
-    /// batches of this source id: the files of those batches are processed again, duplicating
-    /// their results.
+    /// batches of this source id: files the state knows stay known, all others are processed
+    /// again (those of the batches it does not know included: their results appear twice).
     #[arg(long, env = "GLEANER_ALLOW_RESCAN")]
     pub allow_rescan: bool,
 
