@@ -10,8 +10,8 @@ use std::time::Duration;
 use state_store::{Location, PlannedFile, StateLog};
 
 use crate::support::{
-    Fixture, OLD, assert_state_verifies, files_with, gleaner, path_counts, random_content,
-    seeded_rng,
+    Fixture, OLD, assert_exactly_once, assert_state_verifies, files_with, gleaner, path_counts,
+    random_content, seeded_rng,
 };
 
 /// Every file under `dir` with its bytes.
@@ -382,4 +382,82 @@ fn sigkill_while_snapshotting_keeps_every_entry() {
     assert_eq!(counts.len(), written);
     assert!(counts.values().all(|&n| n == 1));
     fx.assert_outputs_match_commits();
+}
+
+/// `gleaner state repair` for the fixture's source.
+fn repair(fx: &Fixture) -> std::process::Output {
+    gleaner()
+        .args(["state", "repair", "--source-id", &fx.source_id])
+        .arg("--state")
+        .arg(&fx.state)
+        .arg("--output")
+        .arg(&fx.output)
+        .arg("--watch")
+        .arg(&fx.watch)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_damaged_or_lost_last_delta_is_repaired_from_its_output_without_duplicates() {
+    for lost in [false, true] {
+        let fx = Fixture::new();
+        let mut expected = BTreeMap::new();
+        for wave in 0..2 {
+            for i in 0..3 {
+                let (rel, data) = (format!("w{wave}/f{i}.log"), format!("{wave} {i}\n"));
+                fx.write(&rel, data.as_bytes(), OLD);
+                expected.insert(rel, data.into_bytes());
+            }
+            fx.run_once(&[]);
+        }
+        let last = fx
+            .state
+            .join(&fx.source_id)
+            .join(format!("{:020}.delta", 2));
+        if lost {
+            // Lost: the state is now behind its outputs, and a start refuses.
+            std::fs::remove_file(&last).unwrap();
+        } else {
+            let mut bytes = std::fs::read(&last).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x55;
+            std::fs::write(&last, bytes).unwrap();
+        }
+        let out = fx.command(&["--once"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "lost {lost}: the start stops");
+
+        let out = repair(&fx);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("committed generation 2 again from")
+                && stdout.contains("3 file(s), 3 found unchanged"),
+            "{stdout}"
+        );
+        assert_eq!(
+            stdout.contains("set aside the damaged delta of generation 2"),
+            !lost,
+            "{stdout}"
+        );
+        assert_eq!(
+            fx.state
+                .join(&fx.source_id)
+                .join(format!("{:020}.delta.damaged", 2))
+                .exists(),
+            !lost
+        );
+
+        // Back to normal: nothing is processed again, and new files go on from generation 3.
+        fx.write("w2/new.log", b"new\n", OLD);
+        expected.insert("w2/new.log".into(), b"new\n".to_vec());
+        fx.run_once(&[]);
+        assert_exactly_once(&fx.outputs(), &expected);
+        fx.assert_outputs_match_commits();
+        assert_eq!(fx.inspect()["generation"], 3);
+    }
 }

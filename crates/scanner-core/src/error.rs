@@ -90,6 +90,17 @@ pub enum ScanError {
         source: tokio::task::JoinError,
     },
 
+    /// An output object cannot be read back to repair the state from it.
+    #[error(
+        "cannot repair the state from {object}: {reason}; restore the state from a copy instead"
+    )]
+    Unrepairable {
+        /// URL of the output object.
+        object: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An invariant of the batch loop broke: a bug. The state is reloaded before going on.
     #[error("internal error (a bug; please report it): {0}")]
     Internal(String),
@@ -107,6 +118,7 @@ impl ScanError {
             | ScanError::Config(_)
             | ScanError::CleanupDir { .. }
             | ScanError::RescanRefused { .. }
+            | ScanError::Unrepairable { .. }
             | ScanError::Internal(_) => true,
             ScanError::WatchDir { .. }
             | ScanError::Output { .. }
@@ -127,7 +139,9 @@ impl ScanError {
     pub fn stage(&self) -> &'static str {
         match self {
             ScanError::WatchDir { .. } => "watch",
-            ScanError::State(_) | ScanError::RescanRefused { .. } => "state",
+            ScanError::State(_)
+            | ScanError::RescanRefused { .. }
+            | ScanError::Unrepairable { .. } => "state",
             ScanError::Output { .. } | ScanError::OutputFenced { .. } => "output",
             ScanError::Config(_) | ScanError::CleanupDir { .. } => "config",
             ScanError::Resources(_) => "resources",

@@ -95,6 +95,7 @@ pub mod plan;
 pub mod process;
 pub mod processor;
 pub mod readiness;
+pub mod repair;
 mod scanner;
 pub mod telemetry;
 #[cfg(test)]

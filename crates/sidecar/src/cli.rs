@@ -50,6 +50,44 @@ pub enum StateCommand {
     Inspect(InspectArgs),
     /// Read and check every state object; exit 0 when all are sound, 1 otherwise.
     Verify(StateArgs),
+    /// Repair the end of the log from the outputs: set damaged last deltas aside, and commit
+    /// each generation whose output exists beyond the state again, from that output. Run it
+    /// with no gleaner of this source running.
+    Repair(RepairArgs),
+}
+
+/// Flags of `gleaner state repair`.
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// Where state is kept: a local path, or a file://, s3://, gs://, az:// or memory:// URL.
+    #[arg(
+        long,
+        env = "GLEANER_STATE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub state: String,
+
+    /// Where the source's batch outputs are.
+    #[arg(
+        long,
+        env = "GLEANER_OUTPUT",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub output: String,
+
+    /// The watched directory: files found there unchanged get back their exact identity.
+    #[arg(long, env = "GLEANER_WATCH", value_name = "DIR")]
+    pub watch: PathBuf,
+
+    /// The source id to repair.
+    #[arg(long, env = "GLEANER_SOURCE_ID", value_name = "ID")]
+    pub source_id: SourceId,
+
+    /// Retries and timeouts of the storage.
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 /// Flags shared by the `state` commands.

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use state_store::{Location, ObjectKind, Outcome, StateLog};
 
 use crate::Usage;
-use crate::cli::{InspectArgs, StateArgs, StateCommand};
+use crate::cli::{InspectArgs, RepairArgs, StateArgs, StateCommand};
 use crate::display::{human_bytes as human, rfc3339_ms};
 
 /// Runs a `state` subcommand.
@@ -14,7 +14,44 @@ pub async fn run(command: StateCommand) -> anyhow::Result<()> {
     match command {
         StateCommand::Inspect(args) => inspect(args).await,
         StateCommand::Verify(args) => verify(args).await,
+        StateCommand::Repair(args) => repair(args).await,
     }
+}
+
+async fn repair(args: RepairArgs) -> anyhow::Result<()> {
+    let options = args.storage.options();
+    let state = Location::parse_with(&args.state, &options)
+        .context("--state")
+        .context(Usage)?;
+    let output = Location::parse_with(&args.output, &options)
+        .context("--output")
+        .context(Usage)?;
+    let report =
+        scanner_core::repair::repair(&state, &output, &args.source_id, &args.watch).await?;
+    for generation in &report.set_aside {
+        println!(
+            "set aside the damaged delta of generation {generation} (kept as {generation:020}.delta.damaged)"
+        );
+    }
+    for rebuilt in &report.rebuilt {
+        println!(
+            "committed generation {} again from {}: {} file(s), {} found unchanged in --watch",
+            rebuilt.generation, rebuilt.output, rebuilt.files, rebuilt.matched
+        );
+    }
+    if let Some(generation) = report.interrupted {
+        println!(
+            "generation {generation} is an interrupted batch: the next start redoes it from its plan"
+        );
+    }
+    if report.set_aside.is_empty() && report.rebuilt.is_empty() {
+        println!("nothing to repair: the log ends in a sound delta, and no output is beyond it");
+    }
+    println!(
+        "{}: the state is at generation {}; start gleaner as usual",
+        args.source_id, report.generation
+    );
+    Ok(())
 }
 
 /// The logs to look at: the one of `--source-id`, or every one under `--state`.

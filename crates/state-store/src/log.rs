@@ -446,6 +446,42 @@ impl StateLog {
         Ok(objects)
     }
 
+    /// Sets aside the damaged deltas at the end of the log: from the newest delta down, each one
+    /// that does not decode (corrupt, truncated, of an unknown version or codec) is copied to
+    /// `<name>.damaged` (which loading ignores) and removed, until a sound one. Returns the
+    /// generations set aside, newest first.
+    ///
+    /// Damage anywhere else is left alone: loading still reports it. This is the first step of
+    /// a repair, run while no writer of this source is running; the batches of those
+    /// generations are then committed again from their outputs.
+    pub async fn set_aside_damaged_tail(&self) -> Result<Vec<u64>, StateError> {
+        let objects = self.objects().await?;
+        let mut set_aside = Vec::new();
+        for object in objects.iter().rev().filter(|o| o.kind == ObjectKind::Delta) {
+            let bytes = self.read(&object.path).await?;
+            let name = self.dir.describe(&object.path);
+            match check_object(object, &bytes, &name) {
+                Ok(()) => break,
+                Err(
+                    StateError::Corrupt { .. }
+                    | StateError::UnsupportedVersion { .. }
+                    | StateError::UnknownCodec { .. },
+                ) => {}
+                Err(e) => return Err(e),
+            }
+            let filename = object.path.filename().unwrap_or_default();
+            let aside = self.dir.object(&format!("{filename}.damaged"));
+            self.dir
+                .store()
+                .copy(&object.path, &aside)
+                .await
+                .map_err(|source| self.storage_error(&aside, source))?;
+            self.remove(vec![object.path.clone()]).await?;
+            set_aside.push(object.generation);
+        }
+        Ok(set_aside)
+    }
+
     /// Reads and checks every object of the log, stale ones included, then loads it; reports
     /// every problem found instead of stopping at the first.
     pub async fn verify(&self) -> Result<Verification, StateError> {
