@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Fixture, OLD, reference_stats, wait_with_timeout};
+use crate::support::{Fixture, OLD, reference_stats, wait_until, wait_with_timeout};
 
 /// Runs `--once` (with a timeout: a hang is a failure) and returns each path's output line.
 fn run(fx: &Fixture, extra: &[&str]) -> BTreeMap<String, Value> {
@@ -523,4 +523,69 @@ fn a_file_replaced_while_being_read_is_processed_as_listed_then_as_new() {
     assert_eq!(lines["big.bin"].len(), 2);
     assert_eq!(lines["big.bin"][1]["size"], 17);
     assert_eq!(lines["big.bin"][1]["result"]["matches"], 1);
+}
+
+#[test]
+fn a_permission_denied_file_is_tried_again_and_collected_once_it_can_be_read() {
+    // Before: the failure was final at once, and the file was never tried again after
+    // `chmod`. Now it is held back (no output line), tried again after 1 s, 2 s, 4 s…, and
+    // collected once readable: one output line, with its result.
+    let fx = Fixture::new();
+    let Some(prefix) = unprivileged(&fx) else {
+        eprintln!("setpriv is missing: cannot drop root privileges; permission case not run");
+        return;
+    };
+    crate::support::write_aged(&fx.watch.join("good.log"), b"all good\n", OLD);
+    crate::support::write_aged(&fx.watch.join("secret.log"), b"no access yet\n", OLD);
+    set_mode(&fx.watch.join("secret.log"), 0o000);
+    set_mode(&fx.watch.join("good.log"), 0o644);
+    let gleaner = env!("CARGO_BIN_EXE_gleaner");
+    let log = fx.root.join("gleaner.log");
+    let mut child = Command::new(prefix.first().map_or(gleaner, String::as_str))
+        .args(prefix.iter().skip(1))
+        .args(prefix.first().map(|_| gleaner))
+        .args([
+            "run",
+            "--interval",
+            "1h",
+            "--metrics-addr",
+            "off",
+            "--retries",
+            "6",
+        ])
+        .args(["--source-id", "s", "--watch"])
+        .arg(&fx.watch)
+        .arg("--state")
+        .arg(fx.root.join("state"))
+        .arg("--output")
+        .arg(fx.root.join("output"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let logged = || std::fs::read_to_string(&log).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || fx.outputs().len() == 1),
+        "{}",
+        logged()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || logged()
+            .contains("tried again later")),
+        "{}",
+        logged()
+    );
+    assert_eq!(fx.outputs().len(), 1, "no line for the held-back file");
+    set_mode(&fx.watch.join("secret.log"), 0o644);
+    let collected = wait_until(Duration::from_secs(40), || fx.outputs().len() == 2);
+    crate::support::sigterm(&child);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(30));
+    assert!(collected, "{}", logged());
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", logged());
+    crate::support::assert_exactly_once(
+        &fx.outputs(),
+        &BTreeMap::from([
+            ("good.log".to_string(), b"all good\n".to_vec()),
+            ("secret.log".to_string(), b"no access yet\n".to_vec()),
+        ]),
+    );
 }

@@ -113,6 +113,6 @@ pub use process::{Encoding, FailureKind, FileOutcome, ReadLimits};
 pub use processor::{DynProcessor, Processor, Reducer, Stats};
 pub use readiness::{NameFilter, NotReady, Readiness, ReadyMarker};
 pub use scanner::{
-    BatchReport, DrainMode, DrainReport, Leftover, ScanReport, ScanStatus, Scanner, ScannerConfig,
-    Shutdown, ShutdownTrigger, shutdown_channel,
+    BatchReport, DrainMode, DrainReport, Leftover, RetryPolicy, ScanReport, ScanStatus, Scanner,
+    ScannerConfig, Shutdown, ShutdownTrigger, shutdown_channel,
 };

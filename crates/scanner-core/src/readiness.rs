@@ -215,6 +215,12 @@ pub enum NotReady {
         /// When a listing can confirm it, if it does not change.
         recheck_at: SystemTime,
     },
+    /// Reading it failed in a way that may pass (permission denied, an IO error); it is tried
+    /// again then.
+    Retrying {
+        /// When it is tried again.
+        at: SystemTime,
+    },
 }
 
 impl NotReady {
@@ -226,6 +232,7 @@ impl NotReady {
             NotReady::NoMarker => "no_marker",
             NotReady::PartialLine => "partial_line",
             NotReady::Unstable { .. } => "unstable",
+            NotReady::Retrying { .. } => "retrying",
         }
     }
 }
@@ -569,6 +576,7 @@ mod tests {
             NotReady::NoMarker,
             NotReady::Unstable { recheck_at: now },
             NotReady::PartialLine,
+            NotReady::Retrying { at: now },
         ]
         .iter()
         .map(NotReady::label)

@@ -351,6 +351,16 @@ pub struct ProcessorArgs {
     #[arg(long, env = "GLEANER_SUM", value_name = "FIELD")]
     pub sum: Option<String>,
 
+    /// A file whose reading fails in a way that may pass (permission denied, an IO error) is
+    /// tried again this many times, in no output meanwhile, before the failure is final.
+    #[arg(long, env = "GLEANER_RETRIES", value_name = "N", default_value_t = 3)]
+    pub retries: u32,
+
+    /// The wait before the first such retry; each next one waits twice as long.
+    #[arg(long, env = "GLEANER_RETRY_BACKOFF", value_name = "DURATION", default_value = "1s",
+          value_parser = parse_min_age)]
+    pub retry_backoff: Duration,
+
     /// A compressed file that decodes to more bytes than this fails (decompression bombs).
     #[arg(long, env = "GLEANER_MAX_DECODED_BYTES", value_name = "SIZE", default_value = "64GiB",
           value_parser = parse_size)]

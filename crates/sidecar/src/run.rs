@@ -4,7 +4,7 @@ use anyhow::Context;
 use scanner_core::processor::{CountBy, CountByConfig, Grep, KeySource};
 use scanner_core::{
     BatchLimits, CleanupRules, Compression, DynProcessor, EventTrigger, NameFilter, ReadLimits,
-    Readiness, Scanner, ScannerConfig, ShutdownTrigger, Stats, shutdown_channel,
+    Readiness, RetryPolicy, Scanner, ScannerConfig, ShutdownTrigger, Stats, shutdown_channel,
 };
 use state_store::{Location, SourceId};
 use tokio::signal::unix::{SignalKind, signal};
@@ -152,6 +152,7 @@ fn configure(args: &RunArgs, source_id: SourceId) -> anyhow::Result<(ScannerConf
     config.read_limits = ReadLimits {
         max_decoded_bytes: args.processing.max_decoded_bytes,
     };
+    config.retry = RetryPolicy::new(args.processing.retries, args.processing.retry_backoff);
     config.drain = args.runtime.drain;
     config.ship_leftovers = args.runtime.ship_leftovers;
     config.shutdown_timeout = args.runtime.shutdown_timeout;

@@ -82,6 +82,13 @@ impl FailureKind {
         FailureKind::Processor,
     ];
 
+    /// True for failures that may pass by themselves or by an operator's hand (permission
+    /// denied, an IO error such as `EIO` or `ESTALE`): the file is tried again, with backoff, a
+    /// few times before the failure is final.
+    pub fn may_pass(self) -> bool {
+        matches!(self, FailureKind::PermissionDenied | FailureKind::Io)
+    }
+
     /// The metric label value.
     pub fn label(self) -> &'static str {
         match self {

@@ -23,7 +23,9 @@ use crate::diff::OnChange;
 use crate::identity::{Identity, fingerprint_file};
 use crate::output::{OutputSink, WriteMode};
 use crate::process::FileOutcome;
-use crate::telemetry::{BatchCommitted, FileFailed, PlanNotRemoved, RenamesCommitted};
+use crate::telemetry::{
+    BatchCommitted, FileFailed, FileRetrying, PlanNotRemoved, RenamesCommitted,
+};
 
 /// One file of a batch as it goes through the phases: what was planned, how processing
 /// ended, and the fingerprint of its first bytes (0: not taken).
@@ -87,6 +89,7 @@ impl Scanner {
     ) -> Result<BatchReport, ScanError> {
         let started = Instant::now();
         let processed = self.process(plan).await?;
+        let processed = self.hold_back_retries(processed);
         let flushed = self.flush(processed, mode).await?;
         let committed = self.commit(flushed).await?;
         self.snapshot_if_due().await?;
@@ -135,6 +138,35 @@ impl Scanner {
             output_key: plan.output_key,
             rows,
         })
+    }
+
+    /// Takes out of the batch the files whose reading failed in a way that may pass and that
+    /// have attempts left: they are in no output and no delta, and are tried again later.
+    fn hold_back_retries(&mut self, mut batch: Processed) -> Processed {
+        let policy = self.config.retry;
+        let now = std::time::SystemTime::now();
+        batch.rows.retain(|row| match &row.outcome {
+            FileOutcome::Failed { kind, reason } if kind.may_pass() => {
+                match self.retries.hold(&row.file, policy, now) {
+                    Some((attempt, at)) => {
+                        self.observer.emit(FileRetrying {
+                            path: &row.file.path,
+                            kind: *kind,
+                            reason,
+                            attempt,
+                            at,
+                        });
+                        false
+                    }
+                    None => true,
+                }
+            }
+            _ => {
+                self.retries.forget(&row.file.path);
+                true
+            }
+        });
+        batch
     }
 
     /// Renders the results as one object and writes it at the plan's key.

@@ -12,6 +12,7 @@
 //! * `shutdown.rs` — the shutdown request the loop watches.
 
 mod batch;
+mod retry;
 mod shutdown;
 mod snapshot;
 mod startup;
@@ -40,6 +41,8 @@ use crate::telemetry::{
 };
 use crate::{ConfigError, ScanError};
 
+use retry::Retries;
+pub use retry::RetryPolicy;
 pub use shutdown::{DrainMode, DrainReport, Leftover, Shutdown, ShutdownTrigger, shutdown_channel};
 use snapshot::SnapshotSchedule;
 
@@ -67,6 +70,9 @@ pub struct ScannerConfig {
     pub allow_rescan: bool,
     /// Limits on reading files (the decoded size of compressed ones).
     pub read_limits: ReadLimits,
+    /// How a file whose reading failed in a way that may pass is tried again before the
+    /// failure is final.
+    pub retry: RetryPolicy,
     /// What happens to files once their results are committed.
     pub cleanup: CleanupRules,
     /// What to do with processed files that changed since.
@@ -103,6 +109,7 @@ impl ScannerConfig {
             snapshot_every: 64,
             allow_rescan: false,
             read_limits: ReadLimits::default(),
+            retry: RetryPolicy::default(),
             cleanup: CleanupRules::default(),
             on_change: OnChange::default(),
             identity: Identity::default(),
@@ -216,6 +223,8 @@ pub struct ScanReport {
     pub partial_line: usize,
     /// New files not ready because they were not yet seen unchanged across two listings.
     pub unstable: usize,
+    /// Files whose reading failed in a way that may pass, waiting to be tried again.
+    pub retrying: usize,
     /// Files that `--include` / `--exclude` leave out, and ready markers: never processed.
     pub excluded: usize,
     /// Tracked files that changed since processing (left alone).
@@ -240,7 +249,12 @@ pub struct ScanReport {
 impl ScanReport {
     /// New files not ready yet, for any reason.
     pub fn not_ready(&self) -> usize {
-        self.in_progress + self.too_young + self.no_marker + self.unstable + self.partial_line
+        self.in_progress
+            + self.too_young
+            + self.no_marker
+            + self.unstable
+            + self.partial_line
+            + self.retrying
     }
 
     /// Files in the committed batches.
@@ -299,6 +313,8 @@ pub struct Scanner {
     sightings: Sightings,
     /// Set while draining after a shutdown request.
     draining: Option<DrainMode>,
+    /// Files held back for another attempt.
+    retries: Retries,
     observer: Observer,
     wake: Arc<Notify>,
 }
@@ -344,6 +360,7 @@ impl Scanner {
             gone: Vec::new(),
             sightings: Sightings::default(),
             draining: None,
+            retries: Retries::default(),
             observer: Observer::new(),
             wake: Arc::new(Notify::new()),
         };
@@ -440,21 +457,25 @@ impl Scanner {
     }
 
     /// Collects what is ready now, for a run that ends after it (`gleaner run --once`): one
-    /// scan, and, when stability needs a second listing ([`Readiness::stable_for`]), one more
-    /// once the files seen for the first time can be confirmed (files still changing then wait
-    /// for the next run). Returns both scans as one report.
+    /// scan, then more while files wait to be tried again ([`ScannerConfig::retry`]: their
+    /// attempts are bounded), and, when stability needs a second listing
+    /// ([`Readiness::stable_for`]), one more once the files seen for the first time can be
+    /// confirmed (files still changing then wait for the next run). Returns the scans as one
+    /// report.
     pub async fn run_once(&mut self) -> Result<ScanReport, ScanError> {
-        let first = self.scan(None).await?;
-        let settle_at = match (self.config.readiness.stable_for, first.next_ready_at) {
-            (Some(_), Some(at)) if first.unstable > 0 => at,
-            _ => return Ok(first),
-        };
-        let wait = settle_at
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        tokio::time::sleep(wait + Duration::from_millis(10)).await;
-        let second = self.scan(None).await?;
-        Ok(first.merge(second))
+        let mut report = self.scan(None).await?;
+        let mut confirming = self.config.readiness.stable_for.is_some();
+        loop {
+            let settle = report.retrying > 0 || (confirming && report.unstable > 0);
+            let Some(at) = report.next_ready_at.filter(|_| settle) else {
+                return Ok(report);
+            };
+            confirming = false;
+            let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(wait + Duration::from_millis(10)).await;
+            let next = self.scan(None).await?;
+            report = report.merge(next);
+        }
     }
 
     /// Runs one scan: redoes an interrupted batch if there is one, lists the watch directory,
@@ -538,6 +559,11 @@ impl Scanner {
             };
             report.batches.push(self.settle(result)?);
             self.observer.emit(backlog(&queue));
+        }
+        // Files held back for another attempt, in this scan or before: the loop wakes for them.
+        report.retrying = self.retries.len();
+        if let Some(at) = self.retries.next_at() {
+            report.next_ready_at = Some(report.next_ready_at.map_or(at, |t| t.min(at)));
         }
         Ok(report)
     }

@@ -156,7 +156,7 @@ impl Scanner {
                 waiting: &report.waiting,
             });
             // Only files waiting for time can become ready without the writer.
-            let waiting_for_time = report.too_young + report.unstable > 0;
+            let waiting_for_time = report.too_young + report.unstable + report.retrying > 0;
             let wait = report.next_ready_at.map(|at| {
                 at.duration_since(SystemTime::now())
                     .unwrap_or(Duration::ZERO)
@@ -171,6 +171,15 @@ impl Scanner {
         };
         self.draining = None;
         drain.leftovers = last.waiting;
+        // Files held back for another attempt in the last scan are left too.
+        for (path, at) in self.retries.held() {
+            if !drain.leftovers.iter().any(|left| &left.path == path) {
+                drain.leftovers.push(Leftover {
+                    path: path.clone(),
+                    reason: NotReady::Retrying { at },
+                });
+            }
+        }
         drain.complete = drain.leftovers.is_empty();
         drain.generation = self.state.generation();
         if self.config.ship_leftovers {

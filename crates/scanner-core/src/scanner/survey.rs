@@ -15,6 +15,7 @@ use crate::listing::{self, Listing};
 use crate::plan::cut_batches;
 use crate::process::{AppendRange, whole_lines};
 use crate::readiness::{NotReady, Sightings};
+use crate::scanner::retry::Retries;
 use crate::scanner::{DrainMode, Leftover};
 use crate::telemetry::{self, FileLeftAlone, FileRenamed, FutureMtime};
 
@@ -44,16 +45,18 @@ impl Scanner {
         let config = self.config.clone();
         let state = std::mem::take(&mut self.state);
         let mut sightings = std::mem::take(&mut self.sightings);
+        let mut retries = std::mem::take(&mut self.retries);
         let drain = self.draining;
         let joined = tokio::task::spawn_blocking(move || {
-            let survey = survey(&config, &state, &mut sightings, drain);
-            (state, sightings, survey)
+            let survey = survey(&config, &state, &mut sightings, &mut retries, drain);
+            (state, sightings, retries, survey)
         })
         .await;
         match joined {
-            Ok((state, sightings, survey)) => {
+            Ok((state, sightings, retries, survey)) => {
                 self.state = state;
                 self.sightings = sightings;
+                self.retries = retries;
                 survey
             }
             Err(e) => {
@@ -96,11 +99,13 @@ fn survey(
     config: &ScannerConfig,
     state: &State,
     sightings: &mut Sightings,
+    retries: &mut Retries,
     drain: Option<DrainMode>,
 ) -> Result<Survey, ScanError> {
     let root = config.watch_dir.as_path();
     let listing = listing::list(root)?;
     let listed_at = listing.started_at.unwrap_or_else(SystemTime::now);
+    retries.keep_listed(&listing);
     let cleanup = leftover_cleanup(config, &listing, state);
     let diff = diff(&listing, state);
     let mut report = ScanReport {
@@ -115,6 +120,7 @@ fn survey(
         listing: &listing,
         listed_at,
         sightings,
+        retries,
         writer_gone: drain == Some(DrainMode::WriterGone),
         moved_away: match config.identity {
             Identity::Content => MovedAway::of(&diff, state),
@@ -203,6 +209,8 @@ struct Judge<'a> {
     /// When the listing started: ages and stability windows are measured against it.
     listed_at: SystemTime,
     sightings: &'a mut Sightings,
+    /// Files held back for another attempt.
+    retries: &'a Retries,
     /// The writer is gone (a drain in `DrainMode::WriterGone`): only in-progress names wait.
     writer_gone: bool,
     /// Processed files that left their paths, when files are recognised by content.
@@ -234,6 +242,9 @@ impl Judge<'_> {
         };
         if let Err(why) = ready {
             return Verdict::Waiting(why);
+        }
+        if let Some(at) = self.retries.wait(&entry.file, self.listed_at) {
+            return Verdict::Waiting(NotReady::Retrying { at });
         }
         // A complete file new at its path may be a processed one, renamed (checked only once
         // it is ready: a file still being written must not be taken for a finished one).
@@ -288,6 +299,10 @@ impl ScanReport {
             }
             NotReady::Unstable { recheck_at: at } => {
                 self.unstable += 1;
+                self.next_ready_at = Some(self.next_ready_at.map_or(at, |t| t.min(at)));
+            }
+            NotReady::Retrying { at } => {
+                self.retrying += 1;
                 self.next_ready_at = Some(self.next_ready_at.map_or(at, |t| t.min(at)));
             }
         }

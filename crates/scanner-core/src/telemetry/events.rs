@@ -339,6 +339,7 @@ impl InternalEvent for ListingSurveyed<'_> {
             report.no_marker,
             report.unstable,
             report.partial_line,
+            report.retrying,
         ];
         for (reason, files) in NOT_READY_REASONS.into_iter().zip(counts) {
             gauge!(NOT_READY_FILES, "reason" => reason).set(files as f64);
@@ -517,6 +518,27 @@ impl InternalEvent for FileFailed<'_> {
     fn emit(self) {
         counter!(FILES_FAILED_TOTAL, "reason" => self.kind.label()).increment(1);
         warn!(path = %self.path, generation = self.generation, reason = %self.reason, "file failed; recorded and skipped");
+    }
+}
+
+/// A file's reading failed in a way that may pass: it is held back, and tried again at `at`.
+pub(crate) struct FileRetrying<'a> {
+    pub(crate) path: &'a RelPath,
+    pub(crate) kind: FailureKind,
+    pub(crate) reason: &'a str,
+    /// The attempt that failed (1 for the first).
+    pub(crate) attempt: u32,
+    pub(crate) at: SystemTime,
+}
+
+impl InternalEvent for FileRetrying<'_> {
+    fn emit(self) {
+        counter!(FILE_RETRIES_TOTAL, "reason" => self.kind.label()).increment(1);
+        let retry_in = self
+            .at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        warn!(path = %self.path, reason = %self.reason, attempt = self.attempt, ?retry_in, "file failed in a way that may pass; tried again later");
     }
 }
 

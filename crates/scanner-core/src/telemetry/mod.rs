@@ -83,6 +83,9 @@ pub const FILES_TOTAL: &str = "gleaner_files_total";
 /// Files that failed, by `reason` (`vanished`, `replaced`, `truncated`, `permission_denied`,
 /// `corrupt`, `too_large`, `io`, `processor`).
 pub const FILES_FAILED_TOTAL: &str = "gleaner_files_failed_total";
+/// Failures that may pass (permission denied, IO errors) held back for another attempt, by
+/// `reason` (as [`FILES_FAILED_TOTAL`]).
+pub const FILE_RETRIES_TOTAL: &str = "gleaner_file_retries_total";
 /// Bytes read from input files in committed batches.
 pub const BYTES_TOTAL: &str = "gleaner_bytes_total";
 /// The last committed generation.
@@ -103,12 +106,13 @@ pub const OLDEST_PENDING_AGE: &str = "gleaner_oldest_pending_age_seconds";
 pub const NOT_READY_FILES: &str = "gleaner_not_ready_files";
 /// The reasons a file is not ready, as the `reason` label of [`NOT_READY_FILES`] and
 /// [`DRAIN_LEFTOVER_FILES`].
-pub const NOT_READY_REASONS: [&str; 5] = [
+pub const NOT_READY_REASONS: [&str; 6] = [
     "in_progress_name",
     "too_young",
     "no_marker",
     "unstable",
     "partial_line",
+    "retrying",
 ];
 /// Files the drain at shutdown left in the watched directory, by `reason` (as
 /// [`NOT_READY_FILES`]): set after every scan of the drain, so its last value is what the
@@ -171,6 +175,9 @@ pub fn describe() {
     }
     for kind in crate::process::FailureKind::ALL {
         counter!(FILES_FAILED_TOTAL, "reason" => kind.label()).increment(0);
+        if kind.may_pass() {
+            counter!(FILE_RETRIES_TOTAL, "reason" => kind.label()).increment(0);
+        }
     }
     for stage in [
         "watch",
@@ -224,6 +231,10 @@ pub fn describe() {
     describe_counter!(
         FILES_FAILED_TOTAL,
         "Files that failed processing, by reason."
+    );
+    describe_counter!(
+        FILE_RETRIES_TOTAL,
+        "Failures that may pass, held back to be tried again, by reason."
     );
     describe_counter!(
         BYTES_TOTAL,
