@@ -461,3 +461,81 @@ fn a_damaged_or_lost_last_delta_is_repaired_from_its_output_without_duplicates()
         assert_eq!(fx.inspect()["generation"], 3);
     }
 }
+
+/// `gleaner run --once` over `watch`, with the fixture's state, outputs and source id.
+fn once_over(fx: &Fixture, watch: &Path, extra: &[&str]) -> Output {
+    gleaner()
+        .args([
+            "run",
+            "--once",
+            "--metrics-addr",
+            "off",
+            "--source-id",
+            &fx.source_id,
+        ])
+        .arg("--watch")
+        .arg(watch)
+        .arg("--state")
+        .arg(&fx.state)
+        .arg("--output")
+        .arg(&fx.output)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn two_watch_roots_under_one_source_id_are_refused_and_a_recreated_one_is_not() {
+    // Before: two roots (two replicas given one GLEANER_SOURCE_ID) took turns after each
+    // fencing exit, and each snapshot forgot the other's files: results were duplicated.
+    let fx = Fixture::new();
+    let other = fx.root.join("other-watch");
+    let mut expected = BTreeMap::new();
+    fx.write("a.log", b"a\n", OLD);
+    expected.insert("a.log".to_string(), b"a\n".to_vec());
+    fx.run_once(&[]);
+
+    crate::support::write_aged(&other.join("b.log"), b"b\n", OLD);
+    let out = once_over(&fx, &other, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("belongs to another watch root")
+            && stderr.contains(&*fx.watch.canonicalize().unwrap().to_string_lossy())
+            && stderr.contains(&*other.canonicalize().unwrap().to_string_lossy()),
+        "names both roots: {stderr}"
+    );
+    // The first root goes on; the second wrote nothing.
+    fx.write("c.log", b"c\n", OLD);
+    expected.insert("c.log".to_string(), b"c\n".to_vec());
+    fx.run_once(&[]);
+    assert_exactly_once(&fx.outputs(), &expected);
+
+    // A Pod recreated under its name, with a fresh emptyDir: the same directory on the same
+    // host, a new root id. It goes on without --adopt-source.
+    std::fs::remove_dir_all(&fx.watch).unwrap();
+    fx.write("d.log", b"d\n", OLD);
+    expected.insert("d.log".to_string(), b"d\n".to_vec());
+    fx.run_once(&[]);
+    assert_exactly_once(&fx.outputs(), &expected);
+
+    // A deliberate move to another root: --adopt-source, once; then the old root is refused.
+    let out = once_over(&fx, &other, &["--adopt-source"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    expected.insert("b.log".to_string(), b"b\n".to_vec());
+    assert_exactly_once(&fx.outputs(), &expected);
+    let out = fx.command(&["--once"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        fx.inspect()["written_by"]
+            .as_str()
+            .unwrap()
+            .contains("other-watch")
+    );
+    fx.assert_outputs_match_commits();
+}

@@ -65,6 +65,25 @@ pub enum ScanError {
         source: std::io::Error,
     },
 
+    /// Another watch root wrote the last generation of this source id: two roots under one
+    /// source id would take turns, each forgetting the other's files.
+    #[error(
+        "source id {source_id} belongs to another watch root: generation {generation} was written \
+         by {theirs}, and this is {ours}. Give each root its own --source-id (the default, the \
+         host name, is the Pod's name); if the other root is gone for good, pass --adopt-source \
+         once to take the source id over"
+    )]
+    AnotherRoot {
+        /// The source id.
+        source_id: String,
+        /// The last generation that recorded its root.
+        generation: u64,
+        /// The root that wrote it.
+        theirs: String,
+        /// This root.
+        ours: String,
+    },
+
     /// The outputs hold batches the state does not know (state deleted, or restored from an
     /// older copy): starting would process their files again and duplicate their results.
     #[error(
@@ -118,6 +137,7 @@ impl ScanError {
             | ScanError::Config(_)
             | ScanError::CleanupDir { .. }
             | ScanError::RescanRefused { .. }
+            | ScanError::AnotherRoot { .. }
             | ScanError::Unrepairable { .. }
             | ScanError::Internal(_) => true,
             ScanError::WatchDir { .. }
@@ -131,7 +151,9 @@ impl ScanError {
     pub fn is_fenced(&self) -> bool {
         matches!(
             self,
-            ScanError::State(StateError::Fenced { .. }) | ScanError::OutputFenced { .. }
+            ScanError::State(StateError::Fenced { .. })
+                | ScanError::OutputFenced { .. }
+                | ScanError::AnotherRoot { .. }
         )
     }
 
@@ -141,6 +163,7 @@ impl ScanError {
             ScanError::WatchDir { .. } => "watch",
             ScanError::State(_)
             | ScanError::RescanRefused { .. }
+            | ScanError::AnotherRoot { .. }
             | ScanError::Unrepairable { .. } => "state",
             ScanError::Output { .. } | ScanError::OutputFenced { .. } => "output",
             ScanError::Config(_) | ScanError::CleanupDir { .. } => "config",

@@ -430,6 +430,12 @@ pub struct StateStoreArgs {
     #[arg(long, env = "GLEANER_ALLOW_RESCAN")]
     pub allow_rescan: bool,
 
+    /// Take the source id over from another watch root that is gone for good (a source id
+    /// whose last generation another root wrote is refused otherwise, exit 3: two roots under
+    /// one source id would take turns and forget each other's files).
+    #[arg(long, env = "GLEANER_ADOPT_SOURCE")]
+    pub adopt_source: bool,
+
     /// Retries and timeouts of cloud storage.
     #[command(flatten)]
     pub storage: StorageArgs,

@@ -142,6 +142,7 @@ fn configure(args: &RunArgs, source_id: SourceId) -> anyhow::Result<(ScannerConf
     config.min_free = args.lifecycle.min_free;
     config.snapshot_every = args.state.snapshot_every;
     config.allow_rescan = args.state.allow_rescan;
+    config.adopt_source = args.state.adopt_source;
     if let Some(workers) = args.runtime.workers {
         config.workers = workers as usize;
     }

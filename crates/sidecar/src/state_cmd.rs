@@ -130,6 +130,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             "state": log.location().to_string(),
             "generation": loaded.state.generation(),
             "last_commit": loaded.state.last_commit_ms().map(rfc3339_ms),
+            "written_by": loaded.state.last_origin().map(ToString::to_string),
             "tracked_files": loaded.state.len(),
             "done": loaded.state.len() - failed.len(),
             "failed": failed.len(),
@@ -165,6 +166,9 @@ fn print_summary(s: &Value) {
         s["source_id"].as_str().unwrap_or_default()
     );
     println!("state          {}", s["state"].as_str().unwrap_or_default());
+    if let Some(origin) = s["written_by"].as_str() {
+        println!("written by     {origin}");
+    }
     match s["last_commit"].as_str() {
         Some(at) => println!("generation     {}, committed {at}", s["generation"]),
         None => println!("generation     {} (nothing committed yet)", s["generation"]),

@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!      0    4 magic           b"GLNR"
-//!      4    2 format version  u16 little endian (this build writes 2, reads 1 and 2)
+//!      4    2 format version  u16 little endian (this build writes 3, reads 1 to 3)
 //!      6    1 codec id        1 = bincode 2.0, standard config
 //!      7    1 object kind     1 = delta, 2 = plan, 3 = snapshot
 //!      8    8 payload length  u64 little endian
@@ -21,9 +21,10 @@ use crate::StateError;
 const MAGIC: [u8; 4] = *b"GLNR";
 const HEADER_LEN: usize = 20;
 /// The format version this build writes and the newest it reads. Version 2 added
-/// [`FileEntry::fingerprint`](crate::FileEntry::fingerprint); version 1 objects are still read
-/// (their entries have no fingerprint).
-pub(crate) const FORMAT_VERSION: u16 = 2;
+/// [`FileEntry::fingerprint`](crate::FileEntry::fingerprint), version 3 the
+/// [`Origin`](crate::Origin) of deltas and snapshots; objects of versions 1 and 2 are still
+/// read (without fingerprints, without origins).
+pub(crate) const FORMAT_VERSION: u16 = 3;
 const CODEC_BINCODE2: u8 = 1;
 /// Upper bound of what a decoder may allocate for one value, whatever a length prefix claims.
 /// Values decode to at most a few times their encoded size; the bound follows the size of what
@@ -275,6 +276,11 @@ mod tests {
                     fingerprint: 0x1234_5678_9abc_def0,
                 },
             )],
+            origin: Some(crate::Origin {
+                root_id: 0xfeed,
+                host: "pod-7".into(),
+                watch_dir: "/data".into(),
+            }),
         }
     }
 
@@ -319,7 +325,7 @@ mod tests {
         let err = decode::<Delta>(ObjectKind::Delta, &newer, "obj").unwrap_err();
         assert!(matches!(
             err,
-            StateError::UnsupportedVersion { found: 3, .. }
+            StateError::UnsupportedVersion { found: 4, .. }
         ));
     }
 

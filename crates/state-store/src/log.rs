@@ -10,7 +10,9 @@ use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 use crate::codec::{self, ObjectKind};
 use crate::legacy::decode_delta;
 use crate::snapshot::{decode_snapshot, encode_snapshot};
-use crate::{Delta, FileEntry, Location, Plan, PlannedFile, RelPath, SourceId, State, StateError};
+use crate::{
+    Delta, FileEntry, Location, Origin, Plan, PlannedFile, RelPath, SourceId, State, StateError,
+};
 
 /// How many log objects are fetched at once while loading or verifying.
 const LOAD_CONCURRENCY: usize = 16;
@@ -34,6 +36,8 @@ pub struct StateLog {
     dir: Location,
     source_id: SourceId,
     writer_id: u64,
+    /// Recorded in every delta this log builds.
+    origin: Option<Origin>,
 }
 
 /// The result of [`StateLog::load`].
@@ -99,7 +103,15 @@ impl StateLog {
             dir: state.child(source_id.as_str()),
             source_id: source_id.clone(),
             writer_id: fastrand::u64(1..),
+            origin: None,
         }
+    }
+
+    /// The same log, recording `origin` (the watch root of this writer) in every delta it
+    /// builds ([`StateLog::delta`]).
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = Some(origin);
+        self
     }
 
     /// The source ids that have a log under `state`, sorted.
@@ -131,6 +143,11 @@ impl StateLog {
         &self.source_id
     }
 
+    /// The watch root this log records in the deltas it builds, if any.
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
+    }
+
     /// A random id of this writer, recorded in every object it writes.
     pub fn writer_id(&self) -> u64 {
         self.writer_id
@@ -147,7 +164,7 @@ impl StateLog {
         }
     }
 
-    /// The delta committing `generation`, stamped with this writer and the time.
+    /// The delta committing `generation`, stamped with this writer, its origin and the time.
     pub fn delta(
         &self,
         generation: u64,
@@ -160,6 +177,7 @@ impl StateLog {
             committed_at_ms: now_ms(),
             output_key,
             upserts,
+            origin: self.origin.clone(),
         }
     }
 

@@ -122,6 +122,38 @@ pub struct FileEntry {
     pub fingerprint: u64,
 }
 
+/// Which watch root wrote a generation, recorded with it: one source id must have one root,
+/// or two roots would take turns and forget each other's files.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct Origin {
+    /// A random id kept in the watched directory, in `.gleaner-root` (0 where it could not be
+    /// kept): it stays with the directory, whoever reads it (a CronJob's Pods over one volume).
+    pub root_id: u64,
+    /// The writer's host name (in Kubernetes, the Pod's name).
+    pub host: String,
+    /// The watched directory, as an absolute path.
+    pub watch_dir: String,
+}
+
+impl Origin {
+    /// True if `other` is the same watch root: the same root id, or the same directory on the
+    /// same host (a Pod recreated under its name, with a fresh `emptyDir`).
+    pub fn same_root(&self, other: &Origin) -> bool {
+        (self.root_id != 0 && self.root_id == other.root_id)
+            || (self.host == other.host && self.watch_dir == other.watch_dir)
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{} (root id {:016x})",
+            self.host, self.watch_dir, self.root_id
+        )
+    }
+}
+
 /// How many leading bytes of a file its [`FileEntry::fingerprint`] covers.
 pub const FINGERPRINT_BYTES: u64 = 1024;
 
@@ -146,6 +178,27 @@ mod tests {
         assert!(!typed.displays_as_is() && !byte.displays_as_is());
         assert!(RelPath::from("a/b c.log").displays_as_is());
         assert_eq!(RelPath::from("a/b c.log").to_string(), "a/b c.log");
+    }
+
+    #[test]
+    fn a_root_is_its_root_id_or_its_directory_on_its_host() {
+        let root = |root_id: u64, host: &str, dir: &str| Origin {
+            root_id,
+            host: host.into(),
+            watch_dir: dir.into(),
+        };
+        let first = root(7, "pod-a", "/data");
+        // A CronJob's next Pod over the same volume: another host, the same root id.
+        assert!(first.same_root(&root(7, "job-2-xk", "/data")));
+        // The same Pod recreated with a fresh emptyDir: a new root id, same host and path.
+        assert!(first.same_root(&root(9, "pod-a", "/data")));
+        // Another replica: another host, another emptyDir.
+        assert!(!first.same_root(&root(9, "pod-b", "/data")));
+        // Another directory of the same host.
+        assert!(!first.same_root(&root(9, "pod-a", "/other")));
+        // An unknown root id (0) never matches by itself.
+        assert!(!root(0, "a", "/x").same_root(&root(0, "b", "/x")));
+        assert_eq!(first.to_string(), "pod-a:/data (root id 0000000000000007)");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use bincode::{Decode, Encode};
 
-use crate::model::{FileEntry, RelPath};
+use crate::model::{FileEntry, Origin, RelPath};
 
 /// The commit of one generation: what changed in the state.
 ///
@@ -20,6 +20,9 @@ pub struct Delta {
     pub output_key: Option<String>,
     /// Entries added or replaced, ordered by path.
     pub upserts: Vec<(RelPath, FileEntry)>,
+    /// The watch root that wrote it (none in objects of format versions before 3, and in
+    /// deltas committed again by a repair).
+    pub origin: Option<Origin>,
 }
 
 /// The intent to process one batch as generation `generation`, recorded before processing.

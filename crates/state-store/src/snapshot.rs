@@ -7,7 +7,7 @@
 use bincode::{Decode, Encode};
 
 use crate::codec::{self, ObjectKind, PayloadReader};
-use crate::{FileEntry, RelPath, State, StateError};
+use crate::{FileEntry, Origin, RelPath, State, StateError};
 
 /// The head of a snapshot's payload.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
@@ -22,6 +22,8 @@ pub(crate) struct SnapshotHeader {
     pub(crate) last_commit_ms: Option<u64>,
     /// How many entries follow.
     pub(crate) entries: u64,
+    /// The watch root of the last generation (format version 3 on).
+    pub(crate) origin: Option<Origin>,
 }
 
 /// Encodes `state` as a snapshot object. CPU work proportional to the state: run it on a worker
@@ -35,6 +37,7 @@ pub(crate) fn encode_snapshot(state: &State, writer_id: u64, created_at_ms: u64)
             created_at_ms,
             last_commit_ms: state.last_commit_ms(),
             entries: state.len() as u64,
+            origin: state.last_origin().cloned(),
         };
         codec::encode_value(&header, out);
         for (path, entry) in state.entries() {
@@ -50,7 +53,13 @@ pub(crate) fn decode_snapshot(
     object: &str,
 ) -> Result<(SnapshotHeader, State), StateError> {
     let mut payload = PayloadReader::open(ObjectKind::Snapshot, bytes, object)?;
-    let header: SnapshotHeader = payload.next_value()?;
+    let header: SnapshotHeader = if payload.version() < 3 {
+        payload
+            .next_value::<crate::legacy::SnapshotHeaderV2>()?
+            .into()
+    } else {
+        payload.next_value()?
+    };
     // Every entry takes more than 8 encoded bytes: never trust a count beyond that.
     let capacity = usize::try_from(header.entries)
         .unwrap_or(usize::MAX)
@@ -66,13 +75,14 @@ pub(crate) fn decode_snapshot(
         entries.push((path, entry));
     }
     payload.finish()?;
-    let state =
+    let mut state =
         State::from_sorted(header.generation, header.last_commit_ms, entries).map_err(|e| {
             StateError::Corrupt {
                 object: object.to_string(),
                 reason: e.to_string(),
             }
         })?;
+    state.set_last_origin(header.origin.clone());
     Ok((header, state))
 }
 

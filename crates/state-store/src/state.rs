@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use crate::StateError;
-use crate::model::{FileEntry, RelPath};
+use crate::model::{FileEntry, Origin, RelPath};
 use crate::records::Delta;
 
 /// The committed state of one source: its generation and one entry per tracked file.
@@ -20,6 +20,8 @@ use crate::records::Delta;
 pub struct State {
     generation: u64,
     last_commit_ms: Option<u64>,
+    /// The watch root that wrote the last generation that recorded one.
+    last_origin: Option<Origin>,
     /// Sorted by path, no duplicates.
     base: Vec<(RelPath, FileEntry)>,
     /// Entries changed since `base` was built; they win over `base`.
@@ -32,6 +34,7 @@ impl PartialEq for State {
     fn eq(&self, other: &Self) -> bool {
         self.generation == other.generation
             && self.last_commit_ms == other.last_commit_ms
+            && self.last_origin == other.last_origin
             && self.len == other.len
             && self.entries().eq(other.entries())
     }
@@ -61,6 +64,7 @@ impl State {
         Ok(Self {
             generation,
             last_commit_ms,
+            last_origin: None,
             len: entries.len(),
             base: entries,
             overlay: BTreeMap::new(),
@@ -75,6 +79,16 @@ impl State {
     /// When the last committed generation was committed, in milliseconds since the Unix epoch.
     pub fn last_commit_ms(&self) -> Option<u64> {
         self.last_commit_ms
+    }
+
+    /// The watch root that wrote the last generation that recorded one (format version 3 on).
+    pub fn last_origin(&self) -> Option<&Origin> {
+        self.last_origin.as_ref()
+    }
+
+    /// Records the watch root of the last generation (from a snapshot's header).
+    pub(crate) fn set_last_origin(&mut self, origin: Option<Origin>) {
+        self.last_origin = origin;
     }
 
     /// The entry of one file.
@@ -121,6 +135,9 @@ impl State {
         }
         self.generation = delta.generation;
         self.last_commit_ms = Some(delta.committed_at_ms);
+        if delta.origin.is_some() {
+            self.last_origin.clone_from(&delta.origin);
+        }
         // The overlay costs about twice the memory per entry of the base: fold it in before it
         // rivals the base (amortised, this keeps applying a delta proportional to the delta).
         if self.overlay.len() > (self.base.len() / 2).max(1 << 16) {

@@ -263,6 +263,7 @@ mod checks {
                 .iter()
                 .map(|p| (RelPath::from(*p), entry(generation, p.len() as u64)))
                 .collect(),
+            origin: None,
         }
     }
 

@@ -81,6 +81,10 @@ pub struct ScannerConfig {
     pub identity: Identity,
     /// Warn when the watched volume has less free space than this, in bytes.
     pub min_free: Option<u64>,
+    /// Take over the source id from another watch root (one that is gone for good): without
+    /// it, a source id whose last generation another root wrote is refused, since two roots
+    /// under one source id would take turns and forget each other's files.
+    pub adopt_source: bool,
     /// How the drain at shutdown treats files that are not ready yet.
     pub drain: DrainMode,
     /// Copy the raw bytes of every file the drain leaves to the output store, under
@@ -114,6 +118,7 @@ impl ScannerConfig {
             on_change: OnChange::default(),
             identity: Identity::default(),
             min_free: None,
+            adopt_source: false,
             drain: DrainMode::default(),
             ship_leftovers: false,
             shutdown_timeout: Duration::from_secs(25),
@@ -345,8 +350,9 @@ impl Scanner {
         let watch_dir = startup::resolve_watch_dir(&config.watch_dir).await?;
         startup::check_locations(&config.source_id, &watch_dir, [state, output])?;
         startup::prepare_cleanup_dirs(&config.cleanup, &watch_dir).await?;
+        let origin = startup::origin(&watch_dir).await?;
         let mut scanner = Scanner {
-            log: StateLog::new(state, &config.source_id),
+            log: StateLog::new(state, &config.source_id).with_origin(origin),
             output: OutputSink::new(output.clone(), &config.source_id, config.compression),
             config: ScannerConfig {
                 watch_dir,
@@ -367,6 +373,7 @@ impl Scanner {
         // Read and verify the state before writing anything: damaged state must stop the process
         // with nothing written, not even a probe.
         let loaded = scanner.reload().await?;
+        scanner.refuse_another_root()?;
         scanner.refuse_silent_rescan().await?;
         scanner.prepare_storage().await?;
         scanner.observer.emit(loaded.event(scanner.log.location()));

@@ -3,13 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use state_store::{Location, SourceId, StateError};
+use state_store::{Location, Origin, SourceId, StateError};
 
 use super::Scanner;
 use super::workers::blocking;
 use crate::cleanup::CleanupRules;
 use crate::listing;
-use crate::telemetry::{RescanAllowed, StaleObjectsRemoved, StateLoaded, TemporariesRemoved};
+use crate::telemetry::{
+    RescanAllowed, SourceAdopted, StaleObjectsRemoved, StateLoaded, TemporariesRemoved,
+};
 use crate::{ConfigError, ScanError};
 
 /// The watch directory, checked to be a readable directory, made absolute and free of links.
@@ -86,6 +88,52 @@ pub(super) async fn prepare_cleanup_dirs(
     .await
 }
 
+/// The name of the file in the watched directory that keeps its root id: hidden, so never
+/// processed.
+pub(crate) const ROOT_ID_FILE: &str = ".gleaner-root";
+
+/// This writer's watch root: its root id (kept in [`ROOT_ID_FILE`], created when missing; 0
+/// where the directory cannot be written), the host name and the directory.
+pub(super) async fn origin(watch_dir: &Path) -> Result<Origin, ScanError> {
+    let dir = watch_dir.to_path_buf();
+    blocking("reading the root id", move || {
+        Ok(Origin {
+            root_id: root_id(&dir),
+            host: rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned(),
+            watch_dir: dir.display().to_string(),
+        })
+    })
+    .await
+}
+
+/// The root id kept in `dir`, created (written to a temporary name, then linked in, so that
+/// two processes agree) when there is none; 0 if it cannot be read or written.
+fn root_id(dir: &Path) -> u64 {
+    let path = dir.join(ROOT_ID_FILE);
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| u64::from_str_radix(text.trim(), 16).ok())
+    };
+    if let Some(id) = read(&path) {
+        return id;
+    }
+    let id = fastrand::u64(1..);
+    let temporary = dir.join(format!("{ROOT_ID_FILE}.{id:016x}"));
+    let created = std::fs::write(&temporary, format!("{id:016x}\n"))
+        .and_then(|()| std::fs::hard_link(&temporary, &path));
+    let _ = std::fs::remove_file(&temporary);
+    match created {
+        Ok(()) => id,
+        // Another process linked its own first: that one counts.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
 /// What a reload of the state log found; told once the caller knows the start succeeded.
 pub(super) struct LoadSummary {
     generation: u64,
@@ -134,6 +182,27 @@ impl Scanner {
         self.pending = loaded.pending;
         self.needs_reload = false;
         Ok(summary)
+    }
+
+    /// Refuses to start when another watch root wrote the last generation (that recorded
+    /// one), unless `adopt_source` takes the source id over.
+    pub(super) fn refuse_another_root(&self) -> Result<(), ScanError> {
+        let (Some(theirs), Some(ours)) = (self.state.last_origin(), self.log.origin()) else {
+            return Ok(());
+        };
+        if theirs.same_root(ours) {
+            return Ok(());
+        }
+        if self.config.adopt_source {
+            self.observer.emit(SourceAdopted { theirs, ours });
+            return Ok(());
+        }
+        Err(ScanError::AnotherRoot {
+            source_id: self.config.source_id.to_string(),
+            generation: self.state.generation(),
+            theirs: theirs.to_string(),
+            ours: ours.to_string(),
+        })
     }
 
     /// Refuses to start when the output location holds batches of this source beyond the

@@ -74,6 +74,9 @@ impl Scanner {
 /// What to do with one listed file that is not unchanged.
 #[derive(Debug)]
 enum Verdict {
+    /// One of Gleaner's own files in the watched directory (the root id, a file under the
+    /// private name of its cleanup): never collected, never a leftover.
+    Ours,
     /// Never collected: left out by the name globs, or a ready marker.
     Excluded,
     /// A processed file that changed: left alone, as `on_change` says.
@@ -132,6 +135,7 @@ fn survey(
     for entry in diff.entries {
         let path = entry.file.path.clone();
         match judge.classify(entry) {
+            Verdict::Ours => {}
             Verdict::Excluded => report.excluded += 1,
             Verdict::LeftAlone(why) => {
                 report.changed += 1;
@@ -222,6 +226,9 @@ impl Judge<'_> {
     fn classify(&mut self, entry: DiffEntry) -> Verdict {
         let readiness = &self.config.readiness;
         let appending = self.config.on_change == OnChange::Append;
+        if is_ours(&entry.file.path) {
+            return Verdict::Ours;
+        }
         if !readiness.collects(entry.file.path.as_bytes()) {
             return Verdict::Excluded;
         }
@@ -283,6 +290,15 @@ impl Judge<'_> {
             start,
         })
     }
+}
+
+/// True for Gleaner's own files in the watched directory: the root id (and its temporary
+/// name while it is created), and files under the private name of a cleanup.
+fn is_ours(path: &RelPath) -> bool {
+    let bytes = path.as_bytes();
+    let name = &bytes[memchr::memrchr(b'/', bytes).map_or(0, |slash| slash + 1)..];
+    name.starts_with(super::startup::ROOT_ID_FILE.as_bytes())
+        || crate::cleanup::untaken(path).is_some()
 }
 
 impl ScanReport {

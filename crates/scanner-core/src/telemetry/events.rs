@@ -301,6 +301,18 @@ impl InternalEvent for RescanAllowed<'_> {
     }
 }
 
+/// `adopt_source`: this watch root takes the source id over from another.
+pub(crate) struct SourceAdopted<'a> {
+    pub(crate) theirs: &'a state_store::Origin,
+    pub(crate) ours: &'a state_store::Origin,
+}
+
+impl InternalEvent for SourceAdopted<'_> {
+    fn emit(self) {
+        warn!(theirs = %self.theirs, ours = %self.ours, "--adopt-source: this watch root takes the source id over from another");
+    }
+}
+
 /// An interrupted batch is done again, before anything else.
 pub(crate) struct BatchRedone {
     pub(crate) generation: u64,
