@@ -1,10 +1,12 @@
 //! The metrics endpoint serves Prometheus text, and the health endpoints answer.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::support::{Fixture, Served, sigterm};
+use crate::support::{Fixture, OLD, Place, Served, inspect_state, sigterm, wait_until};
 
 /// A minimal HTTP/1.0 GET; returns the status code and body.
 pub fn get(addr: &str, path: &str) -> (u16, String) {
@@ -51,6 +53,9 @@ fn metrics_healthz_and_readyz_are_served() {
     assert_eq!((code, body.as_str()), (200, "ok\n"));
     let (code, body) = get(&addr, "/readyz");
     assert_eq!((code, body.as_str()), (200, "ready\n"));
+    let (code, body) = get(&addr, "/livez");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("alive: "), "{body}");
     let (code, metrics) = get(&addr, "/metrics");
     assert_eq!(code, 200);
     for expected in [
@@ -218,4 +223,169 @@ fn half_open_connections_cannot_starve_the_scans() {
         !logged.iter().any(|l| l.contains("Too many open files")),
         "{logged:#?}"
     );
+}
+
+/// A TCP proxy to `upstream` that can hold every byte in flight (`hold`: requests hang, as on
+/// a stuck store) or close every connection (`refuse`: requests fail, as in an outage).
+struct StoreProxy {
+    addr: String,
+    hold: Arc<AtomicBool>,
+    refuse: Arc<AtomicBool>,
+}
+
+impl StoreProxy {
+    fn start(upstream: String) -> StoreProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let hold = Arc::new(AtomicBool::new(false));
+        let refuse = Arc::new(AtomicBool::new(false));
+        let (h, r) = (Arc::clone(&hold), Arc::clone(&refuse));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if r.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let (h, r) = (Arc::clone(&h), Arc::clone(&r));
+                    std::thread::spawn(move || pump(from, to, &h, &r));
+                }
+            }
+        });
+        StoreProxy { addr, hold, refuse }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, hold: &AtomicBool, refuse: &AtomicBool) {
+    from.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = vec![0; 1 << 16];
+    loop {
+        if refuse.load(Ordering::SeqCst) {
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            let _ = from.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        if hold.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// `/livez` for a liveness probe: 200 while the loop moves, through an outage of the store
+/// (its scans fail and are retried: a restart would not help), and 503 once a storage
+/// request hangs past `--stall-timeout`; back to 200 when it returns.
+#[test]
+#[ignore = "needs moto (S3): run tests/run.sh"]
+fn livez_fails_only_when_the_loop_is_stuck() {
+    let upstream = std::env::var("AWS_ENDPOINT").expect("AWS_ENDPOINT (moto) from tests/run.sh");
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let proxy = StoreProxy::start(upstream);
+    let mut fx = Fixture::new();
+    fx.state = Place::s3("livez-state").arg().into();
+    fx.output = Place::s3("livez-output").arg().into();
+    fx.env
+        .push(("AWS_ENDPOINT", format!("http://{}", proxy.addr)));
+    fx.write("first.log", b"one\n", OLD);
+    let served = Served::start(
+        &fx,
+        &[
+            "--interval",
+            "300ms",
+            "--stall-timeout",
+            "3s",
+            "--storage-retries",
+            "1",
+            "--storage-retry-timeout",
+            "1s",
+        ],
+    );
+    let addr = served.addr.clone();
+    let committed = |n: usize| wait_until(Duration::from_secs(20), || committed_files(&fx) == n);
+    assert!(committed(1), "the first file was not committed");
+    let (code, body) = get(&addr, "/livez");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("alive: "), "{body}");
+
+    // An outage: every scan fails fast and is retried; not ready, but alive.
+    proxy.refuse.store(true, Ordering::SeqCst);
+    fx.write("during-outage.log", b"two\n", OLD);
+    assert!(
+        wait_until(Duration::from_secs(20), || get(&addr, "/readyz").0 == 503),
+        "/readyz never reported the outage"
+    );
+    for _ in 0..5 {
+        let (code, body) = get(&addr, "/livez");
+        assert_eq!(code, 200, "an outage is not a stall: {body}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    proxy.refuse.store(false, Ordering::SeqCst);
+    assert!(
+        committed(2),
+        "the file written during the outage was not committed"
+    );
+
+    // A stuck store: a request that never returns stalls the loop.
+    proxy.hold.store(true, Ordering::SeqCst);
+    fx.write("while-stuck.log", b"three\n", OLD);
+    let mut last = (0, String::new());
+    let stalled = wait_until(Duration::from_secs(30), || {
+        last = get(&addr, "/livez");
+        last.0 == 503
+    });
+    assert!(stalled, "/livez never reported the stall: {last:?}");
+    assert!(
+        last.1.starts_with("stalled: no progress for ") && last.1.contains("--stall-timeout 3s"),
+        "{}",
+        last.1
+    );
+    assert_eq!(
+        get(&addr, "/healthz").0,
+        200,
+        "the process itself still serves"
+    );
+
+    proxy.hold.store(false, Ordering::SeqCst);
+    assert!(
+        committed(3),
+        "the file written while stuck was not committed"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || get(&addr, "/livez").0 == 200),
+        "/livez did not recover"
+    );
+
+    sigterm(&served.child);
+    let (status, log) = served.wait(Duration::from_secs(30));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log:#?}");
+}
+
+/// Files committed so far, read from the fixture's state.
+fn committed_files(fx: &Fixture) -> usize {
+    let state = inspect_state(&fx.state.display().to_string(), &fx.source_id);
+    state["done"].as_u64().unwrap_or(0) as usize
 }

@@ -27,6 +27,8 @@ pub struct Fixture {
     pub state: PathBuf,
     pub output: PathBuf,
     pub source_id: String,
+    /// Environment variables set for every command (say, an `AWS_ENDPOINT` through a proxy).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Fixture {
@@ -42,6 +44,7 @@ impl Fixture {
             output: root.join("output"),
             root,
             source_id: "test-source".into(),
+            env: Vec::new(),
         }
     }
 
@@ -62,6 +65,7 @@ impl Fixture {
             cmd.args(["--metrics-addr", "off"]);
         }
         cmd.env_remove("GLEANER_LOG").env_remove("RUST_LOG");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -116,3 +116,4 @@ pub use scanner::{
     BatchReport, DrainMode, DrainReport, Leftover, RetryPolicy, ScanReport, ScanStatus, Scanner,
     ScannerConfig, Shutdown, ShutdownTrigger, shutdown_channel,
 };
+pub use telemetry::{Heartbeat, Liveness, LoopPhase};

@@ -38,6 +38,11 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Run a local demonstration: a built-in emitter writes log files, Gleaner collects them.
     Demo(DemoArgs),
+    /// Write log files the way a well-behaved program does (under a temporary name, renamed
+    /// when complete), as the demo's emitter, on its own: the emitter of the Helm chart's
+    /// example. Prints each completed file's path (relative to --dir) on standard output; at
+    /// SIGTERM or SIGINT, completes the file in progress and exits 0.
+    Emit(EmitArgs),
     /// Look at the state: what it holds, and whether every object of it is sound.
     #[command(subcommand)]
     State(StateCommand),
@@ -489,6 +494,14 @@ pub struct RuntimeArgs {
           value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// `/livez` answers 503 once the scan loop has shown no progress for this long (beyond its
+    /// wait for the next scan): a storage request that never returns, a hung read. A failing
+    /// scan is progress (it is retried), so an outage does not make a liveness probe restart
+    /// the process.
+    #[arg(long, env = "GLEANER_STALL_TIMEOUT", value_name = "DURATION", default_value = "10m",
+          value_parser = parse_interval)]
+    pub stall_timeout: Duration,
+
     /// Files (or ranges of one large file) processed at once [default: the number of cores].
     #[arg(long, env = "GLEANER_WORKERS", value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -499,10 +512,10 @@ pub struct RuntimeArgs {
     pub metrics: MetricsArgs,
 }
 
-/// Where `/metrics`, `/healthz` and `/readyz` are served.
+/// Where `/metrics`, `/healthz`, `/readyz` and `/livez` are served.
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
-    /// Address serving /metrics, /healthz and /readyz (`0.0.0.0:9464` in containers; `off` to
+    /// Address serving /metrics, /healthz, /readyz and /livez (`0.0.0.0:9464` in containers; `off` to
     /// serve nothing; port 0 picks a free port) [default: 127.0.0.1:9464; with --once: off].
     #[arg(long = "metrics-addr", env = "GLEANER_METRICS_ADDR", value_name = "ADDR",
           value_parser = parse_metrics_addr)]
@@ -522,6 +535,24 @@ impl MetricsArgs {
     }
 }
 
+/// Flags of `gleaner emit`.
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    /// Directory to write into (created if missing).
+    #[arg(long, env = "GLEANER_EMIT_DIR", value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// Files completed per second.
+    #[arg(long, env = "GLEANER_EMIT_RATE", value_name = "N", default_value_t = 4.0,
+          value_parser = parse_rate)]
+    pub rate: f64,
+
+    /// Stop after this long [default: run until SIGTERM or SIGINT].
+    #[arg(long, env = "GLEANER_EMIT_DURATION", value_name = "DURATION",
+          value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
 /// Flags of `gleaner demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -535,12 +566,8 @@ pub struct DemoArgs {
     pub duration: Option<Duration>,
 
     /// Files the emitter completes per second.
-    #[arg(
-        long,
-        env = "GLEANER_DEMO_RATE",
-        value_name = "N",
-        default_value_t = 4.0
-    )]
+    #[arg(long, env = "GLEANER_DEMO_RATE", value_name = "N", default_value_t = 4.0,
+          value_parser = parse_rate)]
     pub rate: f64,
 
     /// Time between scans (file completions also trigger a scan).
@@ -603,6 +630,13 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
         return Err("must be at least 10ms (a shorter interval would scan in a busy loop)".into());
     }
     Ok(d)
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if (0.01..=1000.0).contains(&rate) => Ok(rate),
+        _ => Err("must be a number of files per second from 0.01 to 1000".into()),
+    }
 }
 
 fn parse_min_age(s: &str) -> Result<Duration, String> {

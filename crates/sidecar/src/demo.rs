@@ -54,7 +54,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         Scanner::open(config, DynProcessor::splittable(Stats), &state, &output).await?;
     let metrics_line = match listener {
         Some(listener) => {
-            let bound = telemetry::serve(listener, metrics, scanner.status())?;
+            let bound = telemetry::serve(listener, metrics, scanner.status(), scanner.heartbeat())?;
             format!("http://{bound}/metrics   (also /healthz, /readyz)")
         }
         None => "off".into(),
@@ -73,7 +73,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         None => println!("\nPress Ctrl-C to stop (Gleaner drains, then checks its outputs).\n"),
     }
 
-    let emitter = Emitter::start(watch.clone(), args.rate, scanner.waker());
+    let wake = scanner.waker();
+    let emitter = Emitter::start(watch.clone(), args.rate, move |_| wake.notify_one());
     let progress = std::sync::Arc::clone(&emitter.progress);
     let (trigger, shutdown) = shutdown_channel();
     let status = scanner.status();

@@ -1,5 +1,6 @@
 //! The demo's emitter: writes realistic service logs the way well-behaved programs do, under a
-//! temporary name, renamed when complete.
+//! temporary name, renamed when complete. `gleaner demo` runs it beside a scanner; `gleaner
+//! emit` runs it alone (the emitter container of the Helm chart's example).
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -8,7 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Notify;
+use anyhow::Context;
+
+use crate::cli::EmitArgs;
+use crate::run::next_signal;
 
 const SERVICES: [&str; 5] = ["checkout", "payments", "search", "inventory", "auth"];
 const PATHS: [&str; 6] = [
@@ -38,15 +42,16 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    /// Starts writing about `rate` files per second under `root`, poking `wake` after each.
-    pub fn start(root: PathBuf, rate: f64, wake: Arc<Notify>) -> Self {
+    /// Starts writing about `rate` files per second under `root`, calling `completed` with the
+    /// relative path of each file once it has its final name.
+    pub fn start(root: PathBuf, rate: f64, completed: impl Fn(&str) + Send + 'static) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(EmitterProgress::default());
         let thread = {
             let (stop, progress) = (Arc::clone(&stop), Arc::clone(&progress));
             std::thread::Builder::new()
                 .name("demo-emitter".into())
-                .spawn(move || emit(&root, rate, &stop, &progress, &wake))
+                .spawn(move || emit(&root, rate, &stop, &progress, &completed))
                 .expect("spawning the emitter thread")
         };
         Self {
@@ -65,12 +70,55 @@ impl Emitter {
     }
 }
 
+/// `gleaner emit`: writes files until SIGTERM, SIGINT or `--duration`, printing each completed
+/// file's relative path on standard output; completes the file in progress before it exits.
+pub async fn run(args: EmitArgs) -> anyhow::Result<()> {
+    fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating the emit directory {}", args.dir.display()))?;
+    let (mut term, mut int) = (
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?,
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("installing the SIGINT handler")?,
+    );
+    let emitter = Emitter::start(args.dir.clone(), args.rate, |rel| {
+        // One line per file, flushed at once: a reader sees every completed file even if the
+        // process is killed right after.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{rel}").and_then(|()| out.flush());
+    });
+    let progress = Arc::clone(&emitter.progress);
+    tracing::info!(dir = %args.dir.display(), rate = args.rate, "emitting files");
+    let stopped_by = tokio::select! {
+        signal = next_signal(&mut term, &mut int) => signal,
+        () = sleep_or_forever(args.duration) => "--duration",
+    };
+    let written = tokio::task::spawn_blocking(move || emitter.stop())
+        .await
+        .context("waiting for the emitter")?
+        .with_context(|| format!("writing into {}", args.dir.display()))?;
+    tracing::info!(
+        stopped_by,
+        files = written.len(),
+        bytes = progress.bytes.load(Ordering::Relaxed),
+        "emitter stopped; every file it started is complete"
+    );
+    Ok(())
+}
+
+async fn sleep_or_forever(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn emit(
     root: &Path,
     rate: f64,
     stop: &AtomicBool,
     progress: &EmitterProgress,
-    wake: &Notify,
+    completed: &dyn Fn(&str),
 ) -> std::io::Result<Vec<String>> {
     let pause = Duration::from_secs_f64(1.0 / rate.clamp(0.01, 1000.0));
     let mut rng = fastrand::Rng::new();
@@ -88,10 +136,10 @@ fn emit(
         };
         let rel = format!("{service}/{service}-{run_id}-{seq:06}.log");
         let bytes = write_log(root, &rel, service, lines, &mut rng)?;
-        written.push(rel);
         progress.files.fetch_add(1, Ordering::Relaxed);
         progress.bytes.fetch_add(bytes, Ordering::Relaxed);
-        wake.notify_one();
+        completed(&rel);
+        written.push(rel);
         std::thread::sleep(pause);
     }
     Ok(written)

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     let default_level = match cli.command {
         // The demo prints its own summary; keep the log to what needs attention.
         Command::Demo(_) | Command::State(_) => "warn",
-        Command::Run(_) => "info",
+        Command::Run(_) | Command::Emit(_) => "info",
     };
     telemetry::init_logging(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(*args).await,
             Command::Demo(args) => demo::demo(args).await,
+            Command::Emit(args) => emitter::run(args).await,
             Command::State(command) => state_cmd::run(command).await,
         }
     });

@@ -21,6 +21,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let (config, processor) = configure(&args, source_id).map_err(|e| e.context(Usage))?;
     let storage = args.state.storage.options();
+    let slowest_request = storage
+        .retry_timeout
+        .saturating_add(storage.request_timeout);
+    if args.runtime.stall_timeout <= slowest_request {
+        warn!(
+            stall_timeout = %humantime::format_duration(args.runtime.stall_timeout),
+            slowest_request = %humantime::format_duration(slowest_request),
+            "--stall-timeout is not longer than one storage request may take \
+             (--storage-retry-timeout plus --storage-timeout): a slow store will count as stalled"
+        );
+    }
     let state = Location::parse_with(&args.state.state, &storage)
         .context("--state")
         .context(Usage)?;
@@ -40,7 +51,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut scanner = Scanner::open(config, processor, &state, &output).await?;
     let metrics_url = match listener {
         Some(listener) => {
-            let bound = telemetry::serve(listener, metrics, scanner.status())?;
+            let bound = telemetry::serve(listener, metrics, scanner.status(), scanner.heartbeat())?;
             format!("http://{bound}/metrics")
         }
         None => "off".to_string(),
@@ -157,6 +168,7 @@ fn configure(args: &RunArgs, source_id: SourceId) -> anyhow::Result<(ScannerConf
     config.drain = args.runtime.drain;
     config.ship_leftovers = args.runtime.ship_leftovers;
     config.shutdown_timeout = args.runtime.shutdown_timeout;
+    config.stall_timeout = args.runtime.stall_timeout;
     config.validate()?;
     let processor = build_processor(&args.processing)?;
     Ok((config, processor))
@@ -267,7 +279,8 @@ pub async fn forward_signals(trigger: ShutdownTrigger, deadline: std::time::Dura
     }
 }
 
-async fn next_signal(
+/// The next SIGTERM or SIGINT, by name.
+pub async fn next_signal(
     term: &mut tokio::signal::unix::Signal,
     int: &mut tokio::signal::unix::Signal,
 ) -> &'static str {

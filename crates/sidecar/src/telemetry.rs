@@ -15,7 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use scanner_core::ScanStatus;
+use scanner_core::{Heartbeat, ScanStatus};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -76,6 +76,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 struct Endpoints {
     metrics: PrometheusHandle,
     status: watch::Receiver<ScanStatus>,
+    heartbeat: Heartbeat,
 }
 
 /// At most this many HTTP connections at once (fewer under a low open-file limit): the
@@ -95,11 +96,16 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener`; returns the bound address.
+/// Serves `/metrics`, `/healthz`, `/readyz` and `/livez` on `listener`; returns the bound
+/// address.
 ///
-/// * `/healthz` answers 200 while the process serves requests (liveness).
+/// * `/healthz` answers 200 while the process serves requests.
+/// * `/livez` answers 200 while the scan loop makes progress, and 503 once it has shown none
+///   for `--stall-timeout` beyond its wait for the next scan (a liveness probe: a restart
+///   helps a stuck loop; a failing store is not stuck, its scans fail and are retried).
 /// * `/readyz` answers 200 once state is loaded and the last scan succeeded, else 503 with the
-///   last error (readiness: an unreachable store or missing watch directory shows here).
+///   last error (an unreachable store or missing watch directory shows here; not a probe for
+///   a sidecar, whose readiness would take the emitter's Pod out of its Service).
 ///
 /// Connections are capped (at most [`MAX_CONNECTIONS`], and one per eight descriptors of the
 /// open-file limit; one more is closed at once), and each is closed after [`IDLE_TIMEOUT`]
@@ -109,6 +115,7 @@ pub fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
     status: watch::Receiver<ScanStatus>,
+    heartbeat: Heartbeat,
 ) -> anyhow::Result<SocketAddr> {
     let bound = listener
         .local_addr()
@@ -117,7 +124,12 @@ pub fn serve(
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readiness))
-        .with_state(Endpoints { metrics, status });
+        .route("/livez", get(liveness))
+        .with_state(Endpoints {
+            metrics,
+            status,
+            heartbeat,
+        });
     let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(u64::MAX);
@@ -278,6 +290,29 @@ async fn readiness(State(endpoints): State<Endpoints>) -> impl IntoResponse {
             format!("not ready: {why}\n"),
         )
     }
+}
+
+async fn liveness(State(endpoints): State<Endpoints>) -> impl IntoResponse {
+    let live = endpoints.heartbeat.check();
+    let since = humantime::format_duration(whole_seconds(live.since_progress));
+    match live.stalled_for {
+        None => (
+            StatusCode::OK,
+            format!("alive: {}, last progress {since} ago\n", live.phase),
+        ),
+        Some(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "stalled: no progress for {since} while {} (--stall-timeout {})\n",
+                live.phase,
+                humantime::format_duration(live.stall_timeout)
+            ),
+        ),
+    }
+}
+
+fn whole_seconds(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs())
 }
 
 #[cfg(test)]

@@ -36,8 +36,8 @@ use crate::process::ReadLimits;
 use crate::processor::DynProcessor;
 use crate::readiness::{Readiness, Sightings};
 use crate::telemetry::{
-    Backlog, BatchRedone, CleanupResumed, FreeSpace, ListingSurveyed, Observer, ScanFailed,
-    ScanFinished, ScanInterrupted, ScanRetry, WokenEarly,
+    Backlog, BatchRedone, CleanupResumed, FreeSpace, Heartbeat, ListingSurveyed, LoopPhase,
+    Observer, ScanFailed, ScanFinished, ScanInterrupted, ScanRetry, WokenEarly,
 };
 use crate::{ConfigError, ScanError};
 
@@ -96,12 +96,16 @@ pub struct ScannerConfig {
     /// is left (and reported). Leave the process's own deadline (a Pod's grace period) a
     /// little longer.
     pub shutdown_timeout: Duration,
+    /// How long the scan loop may go without progress (an event, or the end of its wait for
+    /// the next scan) before its [`Scanner::heartbeat`] counts it as stalled.
+    pub stall_timeout: Duration,
 }
 
 impl ScannerConfig {
     /// A configuration with defaults: 5 s minimum age, 10 000 files or 4 GiB per batch, one
     /// worker per core, uncompressed outputs, a snapshot every 64 generations, no rescan, a
-    /// drain that waits for files up to 25 s after the shutdown request.
+    /// drain that waits for files up to 25 s after the shutdown request, a loop stalled after
+    /// 10 minutes without progress.
     pub fn new(watch_dir: impl Into<PathBuf>, source_id: SourceId) -> Self {
         Self {
             watch_dir: watch_dir.into(),
@@ -122,6 +126,7 @@ impl ScannerConfig {
             drain: DrainMode::default(),
             ship_leftovers: false,
             shutdown_timeout: Duration::from_secs(25),
+            stall_timeout: Duration::from_secs(600),
         }
     }
 
@@ -129,7 +134,8 @@ impl ScannerConfig {
     /// [`Scanner::open`] calls it; a front end calls it first to tell a usage error from a
     /// failure of the surroundings.
     ///
-    /// * Counts (`workers`, `snapshot_every`, `limits.max_files`) are at least 1.
+    /// * Counts (`workers`, `snapshot_every`, `limits.max_files`) are at least 1, and
+    ///   `stall_timeout` at least a millisecond.
     /// * Appending (`on_change: Append`) keeps files in place: no cleanup that deletes or moves
     ///   them, since a file still being appended to would be removed, and the lines written
     ///   after that lost.
@@ -141,6 +147,10 @@ impl ScannerConfig {
             ("workers", self.workers as u64),
             ("snapshot_every", self.snapshot_every),
             ("limits.max_files", self.limits.max_files as u64),
+            (
+                "stall_timeout (in milliseconds)",
+                u64::try_from(self.stall_timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero { setting });
@@ -367,7 +377,7 @@ impl Scanner {
             sightings: Sightings::default(),
             draining: None,
             retries: Retries::default(),
-            observer: Observer::new(),
+            observer: Observer::new(config.stall_timeout),
             wake: Arc::new(Notify::new()),
         };
         // Read and verify the state before writing anything: damaged state must stop the process
@@ -398,6 +408,12 @@ impl Scanner {
     /// A live view of the scanner's status.
     pub fn status(&self) -> watch::Receiver<ScanStatus> {
         self.observer.subscribe()
+    }
+
+    /// The scan loop's heartbeat, for a liveness probe: stalled once the loop shows no
+    /// progress for [`ScannerConfig::stall_timeout`] (beyond the wait for its next scan).
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.observer.heartbeat().clone()
     }
 
     /// A handle that makes a running [`Scanner::run`] scan now instead of at the next tick
@@ -450,6 +466,7 @@ impl Scanner {
             if shutdown.is_requested() {
                 break;
             }
+            self.observer.heartbeat().sleeping(wait);
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.wake.notified() => self.observer.emit(WokenEarly),
@@ -491,6 +508,7 @@ impl Scanner {
     /// With `shutdown` given, a requested shutdown stops the scan between batches (never inside
     /// one) and the report says `interrupted`.
     pub async fn scan(&mut self, shutdown: Option<&Shutdown>) -> Result<ScanReport, ScanError> {
+        self.observer.heartbeat().beat(LoopPhase::Scanning);
         let started = Instant::now();
         let result = self.collect(shutdown).await;
         let elapsed = started.elapsed();

@@ -12,6 +12,7 @@
 //! after installing it so that every metric has its help text.
 
 mod events;
+mod heartbeat;
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use tokio::sync::watch;
@@ -19,6 +20,7 @@ use tokio::sync::watch;
 use crate::ScanStatus;
 
 pub(crate) use events::*;
+pub use heartbeat::{Heartbeat, Liveness, LoopPhase};
 
 /// Something that happened in the pipeline, told to the outside.
 pub(crate) trait InternalEvent: Sized {
@@ -41,19 +43,29 @@ pub(crate) fn emit(event: impl InternalEvent) {
 #[derive(Debug)]
 pub(crate) struct Observer {
     status: watch::Sender<ScanStatus>,
+    heartbeat: Heartbeat,
 }
 
 impl Observer {
-    /// An observer with a fresh status.
-    pub(crate) fn new() -> Self {
+    /// An observer with a fresh status, whose heartbeat counts the loop as stalled after
+    /// `stall_timeout` without an event.
+    pub(crate) fn new(stall_timeout: std::time::Duration) -> Self {
         Self {
             status: watch::channel(ScanStatus::default()).0,
+            heartbeat: Heartbeat::new(stall_timeout),
         }
     }
 
+    /// The scan loop's heartbeat.
+    pub(crate) fn heartbeat(&self) -> &Heartbeat {
+        &self.heartbeat
+    }
+
     /// Emits `event`: status first, so that a reader woken by the log line sees it. The
-    /// `gleaner_ready` gauge mirrors the status's `ready`, whichever event changed it.
+    /// `gleaner_ready` gauge mirrors the status's `ready`, whichever event changed it. Every
+    /// event is progress for the heartbeat.
     pub(crate) fn emit(&self, event: impl InternalEvent) {
+        self.heartbeat.progress();
         if self
             .status
             .send_if_modified(|status| event.update_status(status))

@@ -1,0 +1,186 @@
+//! Whether the scan loop still moves, for a liveness probe that restarts a stuck process and
+//! leaves a slow or failing one alone.
+//!
+//! Every event the loop emits is progress; so is going to sleep until the next scan. Each
+//! sets a deadline by which the loop must show progress again: the stall timeout after
+//! progress, the wait plus the stall timeout when going to sleep. A loop past its deadline is
+//! stalled (a storage request that never returns, a hung read, a deadlock). A scan that fails
+//! is not stalled: its failure is an event, and the retry's wait is progress.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What the scan loop was doing at its last sign of progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoopPhase {
+    /// Loading the state and checking the locations.
+    Starting,
+    /// Listing, processing, writing or committing.
+    Scanning,
+    /// Sleeping until the next scan.
+    Waiting,
+}
+
+impl LoopPhase {
+    const ALL: [LoopPhase; 3] = [LoopPhase::Starting, LoopPhase::Scanning, LoopPhase::Waiting];
+
+    /// The phase as a word for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoopPhase::Starting => "starting",
+            LoopPhase::Scanning => "scanning",
+            LoopPhase::Waiting => "waiting for the next scan",
+        }
+    }
+}
+
+impl fmt::Display for LoopPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A shared record of the scan loop's last progress; cheap to clone and to read from another
+/// task (an HTTP handler).
+#[derive(Clone, Debug)]
+pub struct Heartbeat {
+    inner: Arc<Beats>,
+}
+
+#[derive(Debug)]
+struct Beats {
+    /// Instants below are milliseconds since this one.
+    origin: Instant,
+    stall_timeout: Duration,
+    last_ms: AtomicU64,
+    due_ms: AtomicU64,
+    phase: AtomicU8,
+}
+
+/// What [`Heartbeat::check`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    /// The phase at the last progress.
+    pub phase: LoopPhase,
+    /// Time since the last progress.
+    pub since_progress: Duration,
+    /// How long the loop is past the deadline for its next progress; `None` while it is not.
+    pub stalled_for: Option<Duration>,
+    /// The stall timeout in force.
+    pub stall_timeout: Duration,
+}
+
+impl Liveness {
+    /// True while the loop is within its deadline.
+    pub fn is_alive(&self) -> bool {
+        self.stalled_for.is_none()
+    }
+}
+
+impl Heartbeat {
+    /// A heartbeat in the [`LoopPhase::Starting`] phase that counts the loop as stalled once
+    /// it shows no progress for `stall_timeout`.
+    pub fn new(stall_timeout: Duration) -> Self {
+        let heartbeat = Self {
+            inner: Arc::new(Beats {
+                origin: Instant::now(),
+                stall_timeout,
+                last_ms: AtomicU64::new(0),
+                due_ms: AtomicU64::new(0),
+                phase: AtomicU8::new(0),
+            }),
+        };
+        heartbeat.beat(LoopPhase::Starting);
+        heartbeat
+    }
+
+    /// Records progress in `phase`: the next is due within the stall timeout.
+    pub(crate) fn beat(&self, phase: LoopPhase) {
+        self.record(phase, self.inner.stall_timeout);
+    }
+
+    /// Records progress in the phase the loop is in.
+    pub(crate) fn progress(&self) {
+        let phase = self.check().phase;
+        self.record(phase, self.inner.stall_timeout);
+    }
+
+    /// Records that the loop sleeps for `wait`: the next progress is due within `wait` plus
+    /// the stall timeout.
+    pub(crate) fn sleeping(&self, wait: Duration) {
+        self.record(
+            LoopPhase::Waiting,
+            wait.saturating_add(self.inner.stall_timeout),
+        );
+    }
+
+    fn record(&self, phase: LoopPhase, allowance: Duration) {
+        let now = self.now_ms();
+        let index = LoopPhase::ALL.iter().position(|p| *p == phase).unwrap_or(0);
+        self.inner.phase.store(index as u8, Ordering::Relaxed);
+        self.inner.last_ms.store(now, Ordering::Relaxed);
+        self.inner
+            .due_ms
+            .store(now.saturating_add(millis(allowance)), Ordering::Relaxed);
+    }
+
+    /// Whether the loop is within its deadline now.
+    pub fn check(&self) -> Liveness {
+        self.check_at(self.now_ms())
+    }
+
+    fn check_at(&self, now_ms: u64) -> Liveness {
+        let beats = &self.inner;
+        let last = beats.last_ms.load(Ordering::Relaxed);
+        let due = beats.due_ms.load(Ordering::Relaxed);
+        let phase = LoopPhase::ALL[usize::from(beats.phase.load(Ordering::Relaxed)) % 3];
+        Liveness {
+            phase,
+            since_progress: Duration::from_millis(now_ms.saturating_sub(last)),
+            stalled_for: (now_ms > due).then(|| Duration::from_millis(now_ms - due)),
+            stall_timeout: beats.stall_timeout,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        millis(self.inner.origin.elapsed())
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_sets_the_deadline_and_sleeping_extends_it_by_the_wait() {
+        let heartbeat = Heartbeat::new(Duration::from_secs(10));
+        let start = heartbeat.now_ms();
+        let alive = heartbeat.check_at(start + 9_000);
+        assert!(alive.is_alive());
+        assert_eq!(alive.phase, LoopPhase::Starting);
+        let stalled = heartbeat.check_at(start + 12_000);
+        assert_eq!(stalled.stalled_for, Some(Duration::from_millis(2_000)));
+        assert_eq!(stalled.since_progress, Duration::from_millis(12_000));
+
+        heartbeat.sleeping(Duration::from_secs(3600));
+        let now = heartbeat.now_ms();
+        let waiting = heartbeat.check_at(now + 3_605_000);
+        assert!(waiting.is_alive(), "{waiting:?}");
+        assert_eq!(waiting.phase, LoopPhase::Waiting);
+        assert!(!heartbeat.check_at(now + 3_611_000).is_alive());
+
+        heartbeat.beat(LoopPhase::Scanning);
+        let now = heartbeat.now_ms();
+        assert!(heartbeat.check_at(now + 10_000).is_alive());
+        let stalled = heartbeat.check_at(now + 10_001);
+        assert_eq!(stalled.phase, LoopPhase::Scanning);
+        assert!(!stalled.is_alive());
+    }
+}
