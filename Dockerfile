@@ -10,6 +10,10 @@
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-bookworm AS build
+# The commit, for `gleaner --version` and gleaner_build_info (the context has no .git):
+#   docker build --build-arg REVISION=$(git rev-parse --short=12 HEAD) .
+ARG REVISION=unknown
+ENV GLEANER_BUILD_COMMIT=${REVISION}
 WORKDIR /src
 COPY . .
 # A static-pie binary on the gnu target (musl's std is not needed); the `dist` profile is

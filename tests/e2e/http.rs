@@ -75,6 +75,24 @@ fn metrics_healthz_and_readyz_are_served() {
         "gleaner_events_lost_total{reason=\"overflow\"} 0",
         "gleaner_cleanup_total{action=\"delete\",result=\"done\"} 0",
         "gleaner_renamed_files_total 0",
+        "gleaner_scan_interval_seconds 3600",
+        "gleaner_last_successful_scan_timestamp_seconds 1",
+        "gleaner_oldest_pending_timestamp_seconds 0",
+        "gleaner_commit_delay_seconds_bucket{le=\"7200\"} 5",
+        "gleaner_commit_delay_seconds_count 5",
+        "gleaner_scan_phase_duration_seconds_count{phase=\"list\"}",
+        "gleaner_scan_phase_duration_seconds_count{phase=\"diff\"}",
+        "gleaner_scan_phase_duration_seconds_count{phase=\"process\"} 1",
+        "gleaner_scan_phase_duration_seconds_count{phase=\"flush\"} 1",
+        "gleaner_scan_phase_duration_seconds_count{phase=\"commit\"} 1",
+        "gleaner_fenced 0",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+        "gleaner_build_info{version=\"",
+        "commit=\"",
     ] {
         assert!(
             metrics.contains(expected),
@@ -388,4 +406,53 @@ fn livez_fails_only_when_the_loop_is_stuck() {
 fn committed_files(fx: &Fixture) -> usize {
     let state = inspect_state(&fx.state.display().to_string(), &fx.source_id);
     state["done"].as_u64().unwrap_or(0) as usize
+}
+
+/// A start refused because another watch root owns the source id stops with exit 3, but first
+/// serves `/metrics` (default `--fatal-linger`) so that Prometheus sees `gleaner_fenced 1`;
+/// SIGTERM ends the wait at once.
+#[test]
+fn a_fenced_start_is_scraped_before_it_exits() {
+    let fx = Fixture::new();
+    fx.write("a.log", b"one\n", OLD);
+    fx.run_once(&[]);
+    let other = fx.root.join("another-watch");
+    std::fs::create_dir_all(&other).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = crate::support::gleaner()
+        .arg("run")
+        .arg("--watch")
+        .arg(&other)
+        .arg("--state")
+        .arg(&fx.state)
+        .arg("--output")
+        .arg(&fx.output)
+        .args(["--source-id", &fx.source_id, "--metrics-addr", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut metrics = String::new();
+    let scraped = wait_until(Duration::from_secs(20), || {
+        metrics = TcpStream::connect(&addr)
+            .map(|_| get(&addr, "/metrics").1)
+            .unwrap_or_default();
+        metrics.contains("gleaner_fenced 1")
+    });
+    assert!(scraped, "gleaner_fenced 1 never served:\n{metrics}");
+    assert!(
+        metrics.contains("gleaner_errors_total{stage=\"state\"} 1"),
+        "{metrics}"
+    );
+    let (code, body) = get(&addr, "/readyz");
+    assert_eq!(code, 503);
+    assert!(body.contains("belongs to another watch root"), "{body}");
+    sigterm(&child);
+    let status = crate::support::wait_with_timeout(&mut child, Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(3));
 }

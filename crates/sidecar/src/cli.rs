@@ -11,7 +11,11 @@ use state_store::SourceId;
 /// Collects new text files from a directory another program writes, reduces each to a small
 /// result, ships the results to storage, and never loses or repeats a file.
 #[derive(Debug, Parser)]
-#[command(name = "gleaner", version, propagate_version = true)]
+#[command(
+    name = "gleaner",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("GLEANER_COMMIT"), ")"),
+    propagate_version = true
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -501,6 +505,14 @@ pub struct RuntimeArgs {
     #[arg(long, env = "GLEANER_STALL_TIMEOUT", value_name = "DURATION", default_value = "10m",
           value_parser = parse_interval)]
     pub stall_timeout: Duration,
+
+    /// After an error that stops the process (exit 3 when fenced: another writer or another
+    /// watch root; exit 1 for damaged state), keep serving /metrics this long (SIGTERM ends it
+    /// at once), so that Prometheus scrapes `gleaner_fenced` and the error counters before the
+    /// process is gone. 0 exits at once. Not with --once.
+    #[arg(long, env = "GLEANER_FATAL_LINGER", value_name = "DURATION", default_value = "60s",
+          value_parser = parse_duration)]
+    pub fatal_linger: Duration,
 
     /// Files (or ranges of one large file) processed at once [default: the number of cores].
     #[arg(long, env = "GLEANER_WORKERS", value_name = "N",

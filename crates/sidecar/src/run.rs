@@ -2,9 +2,12 @@
 
 use anyhow::Context;
 use scanner_core::processor::{CountBy, CountByConfig, Grep, KeySource};
+use std::time::Duration;
+
 use scanner_core::{
-    BatchLimits, CleanupRules, Compression, DynProcessor, EventTrigger, NameFilter, ReadLimits,
-    Readiness, RetryPolicy, Scanner, ScannerConfig, ShutdownTrigger, Stats, shutdown_channel,
+    BatchLimits, CleanupRules, Compression, DynProcessor, ErrorChain, EventTrigger, Heartbeat,
+    NameFilter, ReadLimits, Readiness, RetryPolicy, ScanError, ScanStatus, Scanner, ScannerConfig,
+    Shutdown, ShutdownTrigger, Stats, shutdown_channel,
 };
 use state_store::{Location, SourceId};
 use tokio::signal::unix::{SignalKind, signal};
@@ -48,7 +51,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         MetricsAddr::On(addr) => Some(telemetry::bind(addr).await?),
         MetricsAddr::Off => None,
     };
-    let mut scanner = Scanner::open(config, processor, &state, &output).await?;
+    let linger = FatalLinger {
+        period: if args.runtime.once {
+            Duration::ZERO
+        } else {
+            args.runtime.fatal_linger
+        },
+        shutdown: shutdown.clone(),
+    };
+    let stall_timeout = args.runtime.stall_timeout;
+    let mut scanner = match Scanner::open(config, processor, &state, &output).await {
+        Ok(scanner) => scanner,
+        Err(error) => {
+            if let Some(listener) = listener.filter(|_| linger.applies_to(&error)) {
+                let mut status = ScanStatus::default();
+                status.last_error = Some(ErrorChain(&error).to_string());
+                let status = tokio::sync::watch::channel(status).1;
+                telemetry::serve(listener, metrics, status, Heartbeat::new(stall_timeout))?;
+                linger.wait(&error).await;
+            }
+            return Err(error.into());
+        }
+    };
+    let serving = listener.is_some();
     let metrics_url = match listener {
         Some(listener) => {
             let bound = telemetry::serve(listener, metrics, scanner.status(), scanner.heartbeat())?;
@@ -95,7 +120,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        let drained = scanner.run(interval, shutdown).await?;
+        let drained = match scanner.run(interval, shutdown).await {
+            Ok(drained) => drained,
+            Err(error) => {
+                if serving && linger.applies_to(&error) {
+                    linger.wait(&error).await;
+                }
+                return Err(error.into());
+            }
+        };
         if !drained.complete {
             return Err(DrainIncomplete {
                 leftovers: drained.leftovers.len(),
@@ -104,6 +137,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How long the endpoints stay up after an error that stops the process, so that Prometheus
+/// scrapes the failure (`gleaner_fenced`, `gleaner_errors_total`) before the process is gone.
+struct FatalLinger {
+    period: Duration,
+    shutdown: Shutdown,
+}
+
+impl FatalLinger {
+    /// Errors that stop the process for good (fenced, damaged state), not mistakes in the
+    /// command line, which show at once.
+    fn applies_to(&self, error: &ScanError) -> bool {
+        !self.period.is_zero() && error.is_fatal() && error.stage() != "config"
+    }
+
+    /// Waits out the period, or until SIGTERM/SIGINT.
+    async fn wait(mut self, error: &ScanError) {
+        warn!(
+            error = %ErrorChain(error),
+            linger = %humantime::format_duration(self.period),
+            "stopping; serving /metrics until then (--fatal-linger) so that the failure is scraped"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(self.period) => {}
+            () = self.shutdown.requested() => {}
+        }
+    }
 }
 
 /// The drain at shutdown left files in the watched directory (each is named in the log):

@@ -48,17 +48,32 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     ];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full(scanner_core::telemetry::COMMIT_DELAY.into()),
+                &scanner_core::telemetry::COMMIT_DELAY_BUCKETS,
+            )
+        })
         .context("configuring histogram buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
     scanner_core::telemetry::describe();
-    metrics::describe_gauge!("gleaner_build_info", "Always 1; labels carry the version.");
+    metrics::describe_gauge!(
+        "gleaner_build_info",
+        "Always 1; labels carry the version and the commit."
+    );
     metrics::describe_counter!(
         HTTP_REJECTED,
         "Connections to the HTTP endpoints closed at once because the connection cap was reached."
     );
     metrics::counter!(HTTP_REJECTED).increment(0);
-    metrics::gauge!("gleaner_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(
+        "gleaner_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => env!("GLEANER_COMMIT")
+    )
+    .set(1.0);
+    PROCESS.describe();
     // Histograms are only folded into the rendered view by upkeep; without the exporter's own
     // HTTP listener, that is our job.
     let upkeep = handle.clone();
@@ -267,7 +282,13 @@ impl AsyncWrite for GuardedStream {
     }
 }
 
+/// The process metrics (CPU, memory, descriptors, threads, start time), read from /proc at
+/// each scrape.
+static PROCESS: std::sync::LazyLock<metrics_process::Collector> =
+    std::sync::LazyLock::new(metrics_process::Collector::default);
+
 async fn render_metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse {
+    PROCESS.collect();
     (
         [(
             header::CONTENT_TYPE,

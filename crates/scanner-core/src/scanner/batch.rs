@@ -11,7 +11,7 @@
 //!   repeats nothing.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use state_store::{Delta, FileEntry, Outcome, Plan, PlannedFile, RelPath};
 
@@ -23,8 +23,9 @@ use crate::diff::OnChange;
 use crate::identity::{Identity, fingerprint_file};
 use crate::output::{OutputSink, WriteMode};
 use crate::process::FileOutcome;
+use crate::readiness::mtime;
 use crate::telemetry::{
-    BatchCommitted, FileFailed, FileRetrying, PlanNotRemoved, RenamesCommitted,
+    BatchCommitted, FileFailed, FileRetrying, PhaseTimed, PlanNotRemoved, RenamesCommitted,
 };
 
 /// One file of a batch as it goes through the phases: what was planned, how processing
@@ -90,11 +91,24 @@ impl Scanner {
         let started = Instant::now();
         let processed = self.process(plan).await?;
         let processed = self.hold_back_retries(processed);
+        self.timed("process", started);
+        let flushing = Instant::now();
         let flushed = self.flush(processed, mode).await?;
+        self.timed("flush", flushing);
+        let committing = Instant::now();
         let committed = self.commit(flushed).await?;
+        self.timed("commit", committing);
         self.snapshot_if_due().await?;
         self.clean_up_committed(&committed.delta).await?;
         Ok(self.report(committed, mode, started))
+    }
+
+    /// Records how long a phase took since `started`.
+    fn timed(&self, phase: &'static str, started: Instant) {
+        self.observer.emit(PhaseTimed {
+            phase,
+            elapsed: started.elapsed(),
+        });
     }
 
     /// Processes the plan's files on the workers, then fingerprints the processed ones where a
@@ -295,6 +309,16 @@ impl Scanner {
             .output
             .describe(delta.output_key.as_deref().unwrap_or_default());
         let recovered = mode == WriteMode::Replace;
+        let committed_at = UNIX_EPOCH + Duration::from_millis(delta.committed_at_ms);
+        let commit_delays = rows
+            .iter()
+            .map(|row| {
+                let ready_at = mtime(row.file.mtime_ns) + self.config.readiness.min_age;
+                committed_at
+                    .duration_since(ready_at)
+                    .map_or(0.0, |delay| delay.as_secs_f64())
+            })
+            .collect();
         self.observer.emit(BatchCommitted {
             generation,
             files: rows.len(),
@@ -305,6 +329,7 @@ impl Scanner {
             recovered,
             committed_at_ms: delta.committed_at_ms,
             tracked_files: self.state.len(),
+            commit_delays,
         });
         BatchReport {
             generation,

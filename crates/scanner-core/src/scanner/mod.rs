@@ -37,7 +37,8 @@ use crate::processor::DynProcessor;
 use crate::readiness::{Readiness, Sightings};
 use crate::telemetry::{
     Backlog, BatchRedone, CleanupResumed, FreeSpace, Heartbeat, ListingSurveyed, LoopPhase,
-    Observer, ScanFailed, ScanFinished, ScanInterrupted, ScanRetry, WokenEarly,
+    LoopStarted, Observer, ScanFailed, ScanFinished, ScanInterrupted, ScanRetry, StartFailed,
+    WokenEarly,
 };
 use crate::{ConfigError, ScanError};
 
@@ -356,6 +357,19 @@ impl Scanner {
         state: &Location,
         output: &Location,
     ) -> Result<Self, ScanError> {
+        let opened = Self::open_checked(config, processor, state, output).await;
+        if let Err(error) = &opened {
+            crate::telemetry::emit(StartFailed { error });
+        }
+        opened
+    }
+
+    async fn open_checked(
+        config: ScannerConfig,
+        processor: DynProcessor,
+        state: &Location,
+        output: &Location,
+    ) -> Result<Self, ScanError> {
         config.validate()?;
         let watch_dir = startup::resolve_watch_dir(&config.watch_dir).await?;
         startup::check_locations(&config.source_id, &watch_dir, [state, output])?;
@@ -438,6 +452,7 @@ impl Scanner {
             .min(Duration::from_secs(300))
             .max(Duration::from_secs(1));
         let mut backoff = Duration::from_secs(1);
+        self.observer.emit(LoopStarted { interval });
         loop {
             let started = Instant::now();
             let wait = match self.scan(Some(&shutdown)).await {

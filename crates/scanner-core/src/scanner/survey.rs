@@ -2,7 +2,7 @@
 //! file that is not unchanged — one [`Verdict`] each — then cut the ready ones into batches.
 
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use state_store::{FileEntry, PlannedFile, RelPath, State};
 
@@ -17,7 +17,7 @@ use crate::process::{AppendRange, whole_lines};
 use crate::readiness::{NotReady, Sightings};
 use crate::scanner::retry::Retries;
 use crate::scanner::{DrainMode, Leftover};
-use crate::telemetry::{self, FileLeftAlone, FileRenamed, FutureMtime};
+use crate::telemetry::{self, FileLeftAlone, FileRenamed, FutureMtime, PhaseTimed};
 
 /// What one listing found, and the batches to run: the part of a scan that only reads.
 pub(super) struct Survey {
@@ -106,7 +106,13 @@ fn survey(
     drain: Option<DrainMode>,
 ) -> Result<Survey, ScanError> {
     let root = config.watch_dir.as_path();
+    let listing_started = Instant::now();
     let listing = listing::list(root)?;
+    telemetry::emit(PhaseTimed {
+        phase: "list",
+        elapsed: listing_started.elapsed(),
+    });
+    let diff_started = Instant::now();
     let listed_at = listing.started_at.unwrap_or_else(SystemTime::now);
     retries.keep_listed(&listing);
     let cleanup = leftover_cleanup(config, &listing, state);
@@ -170,6 +176,10 @@ fn survey(
         });
     }
     judge.sightings.end_listing();
+    telemetry::emit(PhaseTimed {
+        phase: "diff",
+        elapsed: diff_started.elapsed(),
+    });
     report.ready = ready.len();
     report.listing_problems = listing.problems;
     Ok(Survey {

@@ -31,6 +31,7 @@ impl InternalEvent for ScanFinished<'_> {
         let Self { report, elapsed } = self;
         histogram!(SCAN_DURATION).record(elapsed.as_secs_f64());
         counter!(SCANS_TOTAL, "result" => "ok").increment(1);
+        gauge!(LAST_SUCCESSFUL_SCAN).set(unix_seconds(SystemTime::now()));
         let files = report.committed_files();
         if files > 0 || !report.listing_problems.is_empty() {
             info!(
@@ -71,7 +72,57 @@ impl InternalEvent for ScanFailed<'_> {
         histogram!(SCAN_DURATION).record(self.elapsed.as_secs_f64());
         counter!(SCANS_TOTAL, "result" => "error").increment(1);
         counter!(ERRORS_TOTAL, "stage" => self.error.stage()).increment(1);
+        if self.error.is_fenced() {
+            gauge!(FENCED).set(1.0);
+        }
         error!(error = %ErrorChain(self.error), "scan failed");
+    }
+}
+
+/// The scanner could not be opened (the process stops).
+pub(crate) struct StartFailed<'a> {
+    pub(crate) error: &'a ScanError,
+}
+
+impl InternalEvent for StartFailed<'_> {
+    fn emit(self) {
+        counter!(ERRORS_TOTAL, "stage" => self.error.stage()).increment(1);
+        if self.error.is_fenced() {
+            gauge!(FENCED).set(1.0);
+        }
+        // The caller reports the error itself (the binary's last line): one message, not two.
+        debug!(error = %ErrorChain(self.error), "cannot start");
+    }
+}
+
+/// The scan loop starts, with a scan every `interval`.
+pub(crate) struct LoopStarted {
+    pub(crate) interval: Duration,
+}
+
+impl InternalEvent for LoopStarted {
+    fn emit(self) {
+        gauge!(SCAN_INTERVAL).set(self.interval.as_secs_f64());
+    }
+}
+
+/// One phase of a scan ended (see [`SCAN_PHASES`]).
+pub(crate) struct PhaseTimed {
+    pub(crate) phase: &'static str,
+    pub(crate) elapsed: Duration,
+}
+
+impl InternalEvent for PhaseTimed {
+    fn emit(self) {
+        histogram!(SCAN_PHASE_DURATION, "phase" => self.phase).record(self.elapsed.as_secs_f64());
+    }
+}
+
+/// Seconds since the Unix epoch (negative before it).
+fn unix_seconds(at: SystemTime) -> f64 {
+    match at.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => after.as_secs_f64(),
+        Err(before) => -before.duration().as_secs_f64(),
     }
 }
 
@@ -384,6 +435,10 @@ impl InternalEvent for Backlog {
                 .map_or(0.0, |d| d.as_secs_f64())
         });
         gauge!(OLDEST_PENDING_AGE).set(age);
+        let oldest = self
+            .oldest_mtime_ns
+            .map_or(0.0, |ns| unix_seconds(mtime(ns)));
+        gauge!(OLDEST_PENDING_TIMESTAMP).set(oldest);
     }
 }
 
@@ -567,6 +622,8 @@ pub(crate) struct BatchCommitted<'a> {
     pub(crate) recovered: bool,
     pub(crate) committed_at_ms: u64,
     pub(crate) tracked_files: usize,
+    /// Per file, seconds from when it could first be ready to the commit.
+    pub(crate) commit_delays: Vec<f64>,
 }
 
 impl InternalEvent for BatchCommitted<'_> {
@@ -590,6 +647,10 @@ impl InternalEvent for BatchCommitted<'_> {
         gauge!(GENERATION).set(self.generation as f64);
         gauge!(LAST_COMMIT).set(self.committed_at_ms as f64 / 1000.0);
         gauge!(TRACKED_FILES).set(self.tracked_files as f64);
+        let delays = histogram!(COMMIT_DELAY);
+        for delay in &self.commit_delays {
+            delays.record(*delay);
+        }
         info!(
             generation = self.generation,
             files = self.files,

@@ -104,6 +104,28 @@ pub const BYTES_TOTAL: &str = "gleaner_bytes_total";
 pub const GENERATION: &str = "gleaner_committed_generation";
 /// When the last generation was committed (Unix seconds).
 pub const LAST_COMMIT: &str = "gleaner_last_commit_timestamp_seconds";
+/// When the last successful scan ended (Unix seconds): `time() - x` keeps growing while scans
+/// fail or stop, unlike [`LAST_COMMIT`], which also stalls when nothing new arrives.
+pub const LAST_SUCCESSFUL_SCAN: &str = "gleaner_last_successful_scan_timestamp_seconds";
+/// The configured time between scans (`--interval`), for staleness rules.
+pub const SCAN_INTERVAL: &str = "gleaner_scan_interval_seconds";
+/// Duration of one phase of a scan, by `phase`: `list` (walking the watched directory),
+/// `diff` (against the state, and readiness), `process` (a batch's files on the workers),
+/// `flush` (writing its output object), `commit` (its delta).
+pub const SCAN_PHASE_DURATION: &str = "gleaner_scan_phase_duration_seconds";
+/// The phases of [`SCAN_PHASE_DURATION`].
+pub const SCAN_PHASES: [&str; 5] = ["list", "diff", "process", "flush", "commit"];
+/// For each committed file, the time from when it could first be ready (its modification
+/// time plus `--min-age`) to its commit: the freshness SLI (good: the bucket at the target).
+pub const COMMIT_DELAY: &str = "gleaner_commit_delay_seconds";
+/// The buckets of [`COMMIT_DELAY`]: freshness targets from seconds (events) to a day.
+pub const COMMIT_DELAY_BUCKETS: [f64; 15] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+    43200.0, 86400.0,
+];
+/// 1 once this process lost its writer fence (another writer committed first, or another
+/// watch root owns the source id); it then stops with exit code 3.
+pub const FENCED: &str = "gleaner_fenced";
 /// Files the state tracks.
 pub const TRACKED_FILES: &str = "gleaner_tracked_files";
 /// Regular files found by the last listing.
@@ -112,8 +134,12 @@ pub const LISTED_FILES: &str = "gleaner_listed_files";
 pub const PENDING_FILES: &str = "gleaner_pending_files";
 /// Bytes of ready files not yet committed.
 pub const PENDING_BYTES: &str = "gleaner_pending_bytes";
-/// Age of the oldest ready file not yet committed (0 when none).
+/// Age of the oldest ready file not yet committed (0 when none), as of the last scan: it does
+/// not grow while scans stop; alert on [`OLDEST_PENDING_TIMESTAMP`] instead.
 pub const OLDEST_PENDING_AGE: &str = "gleaner_oldest_pending_age_seconds";
+/// Modification time (Unix seconds) of the oldest ready file not yet committed, 0 when none:
+/// `time() - x` keeps growing while it waits, whether scans run or not.
+pub const OLDEST_PENDING_TIMESTAMP: &str = "gleaner_oldest_pending_timestamp_seconds";
 /// New files that are not ready yet, by `reason` (one of [`NOT_READY_REASONS`]).
 pub const NOT_READY_FILES: &str = "gleaner_not_ready_files";
 /// The reasons a file is not ready, as the `reason` label of [`NOT_READY_FILES`] and
@@ -175,7 +201,7 @@ pub const READY: &str = "gleaner_ready";
 /// Registers help text and units for every metric above, and every counter at zero, so that
 /// rates and increases are defined from the first scrape on.
 pub fn describe() {
-    use metrics::counter;
+    use metrics::{counter, gauge};
     for result in ["ok", "error"] {
         counter!(SCANS_TOTAL, "result" => result).increment(0);
     }
@@ -255,6 +281,36 @@ pub fn describe() {
     );
     describe_gauge!(GENERATION, "The last committed generation.");
     describe_gauge!(LAST_COMMIT, Unit::Seconds, "Unix time of the last commit.");
+    describe_gauge!(
+        LAST_SUCCESSFUL_SCAN,
+        Unit::Seconds,
+        "Unix time the last successful scan ended."
+    );
+    describe_gauge!(
+        SCAN_INTERVAL,
+        Unit::Seconds,
+        "The configured time between scans."
+    );
+    describe_histogram!(
+        SCAN_PHASE_DURATION,
+        Unit::Seconds,
+        "Duration of one phase of a scan, by phase (list, diff, process, flush, commit)."
+    );
+    describe_histogram!(
+        COMMIT_DELAY,
+        Unit::Seconds,
+        "Per committed file, seconds from when it could first be ready (mtime plus min-age) to its commit."
+    );
+    describe_gauge!(
+        OLDEST_PENDING_TIMESTAMP,
+        Unit::Seconds,
+        "Modification time (Unix) of the oldest ready file not yet committed; 0 when none."
+    );
+    describe_gauge!(
+        FENCED,
+        "1 once this process lost its writer fence or another root owns its source id."
+    );
+    gauge!(FENCED).set(0.0);
     describe_gauge!(TRACKED_FILES, "Files the state tracks.");
     describe_gauge!(LISTED_FILES, "Regular files found by the last listing.");
     describe_gauge!(PENDING_FILES, "Ready files not yet committed.");
