@@ -456,3 +456,67 @@ fn a_fenced_start_is_scraped_before_it_exits() {
     let status = crate::support::wait_with_timeout(&mut child, Duration::from_secs(10));
     assert_eq!(status.and_then(|s| s.code()), Some(3));
 }
+
+/// A store that cannot be reached when a sidecar starts: the process stays up and answers its
+/// probes from the moment the port is bound (`/livez` 200, `/readyz` 503 saying why), tries
+/// again with backoff, and starts once the store answers. Exiting instead would restart it,
+/// and a native sidecar that never passes its startup probe keeps the emitter from starting.
+#[test]
+#[ignore = "needs moto (S3): run tests/run.sh"]
+fn a_store_unreachable_at_start_is_waited_for_while_the_probes_answer() {
+    let upstream = std::env::var("AWS_ENDPOINT").expect("AWS_ENDPOINT (moto) from tests/run.sh");
+    let proxy = StoreProxy::start(upstream.trim_start_matches("http://").to_string());
+    proxy.refuse.store(true, Ordering::SeqCst);
+    let mut fx = Fixture::new();
+    fx.state = Place::s3("start-state").arg().into();
+    fx.output = Place::s3("start-output").arg().into();
+    fx.env
+        .push(("AWS_ENDPOINT", format!("http://{}", proxy.addr)));
+    fx.write("a.log", b"one\n", OLD);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = fx
+        .command(&[
+            "--metrics-addr",
+            &addr,
+            "--storage-retries",
+            "0",
+            "--interval",
+            "2s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = (0, String::new());
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            ready = TcpStream::connect(&addr)
+                .map(|_| get(&addr, "/readyz"))
+                .unwrap_or_default();
+            ready.1.contains("cannot start")
+        }),
+        "/readyz never said why: {ready:?}"
+    );
+    assert_eq!(ready.0, 503);
+    for _ in 0..3 {
+        let (code, body) = get(&addr, "/livez");
+        assert_eq!(code, 200, "starting is alive: {body}");
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    assert_eq!(child.try_wait().unwrap(), None, "the process stayed up");
+
+    proxy.refuse.store(false, Ordering::SeqCst);
+    assert!(
+        wait_until(Duration::from_secs(30), || committed_files(&fx) == 1),
+        "the file was not committed once the store answered"
+    );
+    assert_eq!(get(&addr, "/readyz").0, 200);
+    sigterm(&child);
+    let status = crate::support::wait_with_timeout(&mut child, Duration::from_secs(30));
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+}

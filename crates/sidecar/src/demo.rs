@@ -54,7 +54,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         Scanner::open(config, DynProcessor::splittable(Stats), &state, &output).await?;
     let metrics_line = match listener {
         Some(listener) => {
-            let bound = telemetry::serve(listener, metrics, scanner.status(), scanner.heartbeat())?;
+            let health = telemetry::Health::starting(std::time::Duration::from_secs(600));
+            health.attach(&scanner);
+            let bound = telemetry::serve(listener, metrics, health)?;
             format!("http://{bound}/metrics   (also /healthz, /readyz)")
         }
         None => "off".into(),

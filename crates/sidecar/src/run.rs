@@ -5,15 +5,16 @@ use scanner_core::processor::{CountBy, CountByConfig, Grep, KeySource};
 use std::time::Duration;
 
 use scanner_core::{
-    BatchLimits, CleanupRules, Compression, DynProcessor, ErrorChain, EventTrigger, Heartbeat,
-    NameFilter, ReadLimits, Readiness, RetryPolicy, ScanError, ScanStatus, Scanner, ScannerConfig,
-    Shutdown, ShutdownTrigger, Stats, shutdown_channel,
+    BatchLimits, CleanupRules, Compression, DynProcessor, ErrorChain, EventTrigger, NameFilter,
+    ReadLimits, Readiness, RetryPolicy, ScanError, Scanner, ScannerConfig, Shutdown,
+    ShutdownTrigger, Stats, shutdown_channel,
 };
 use state_store::{Location, SourceId};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::cli::{CompressArg, MetricsAddr, ProcessorArgs, ProcessorKind, RunArgs};
+use crate::telemetry::Health;
 use crate::{Usage, telemetry};
 
 /// Runs `gleaner run` to completion.
@@ -60,27 +61,45 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
     };
     let stall_timeout = args.runtime.stall_timeout;
-    let mut scanner = match Scanner::open(config, processor, &state, &output).await {
-        Ok(scanner) => scanner,
-        Err(error) => {
-            if let Some(listener) = listener.filter(|_| linger.applies_to(&error)) {
-                let mut status = ScanStatus::default();
-                status.last_error = Some(ErrorChain(&error).to_string());
-                let status = tokio::sync::watch::channel(status).1;
-                telemetry::serve(listener, metrics, status, Heartbeat::new(stall_timeout))?;
-                linger.wait(&error).await;
-            }
-            return Err(error.into());
-        }
-    };
-    let serving = listener.is_some();
+    // The endpoints answer from the moment the port is bound: a probe sees a slow start (a big
+    // state, a store that is not reachable yet) as starting, not as a dead process.
+    let health = Health::starting(stall_timeout);
     let metrics_url = match listener {
         Some(listener) => {
-            let bound = telemetry::serve(listener, metrics, scanner.status(), scanner.heartbeat())?;
+            let bound = telemetry::serve(listener, metrics, health.clone())?;
             format!("http://{bound}/metrics")
         }
         None => "off".to_string(),
     };
+    let serving = metrics_url != "off";
+    let mut starts = StartAttempts::new(args.runtime.interval);
+    let mut scanner = loop {
+        match Scanner::open(config.clone(), processor.clone(), &state, &output).await {
+            Ok(scanner) => break scanner,
+            Err(error) => {
+                health.start_failed(&error, stall_timeout);
+                if serving && linger.applies_to(&error) {
+                    linger.wait(&error).await;
+                    return Err(error.into());
+                }
+                // A run that ends by itself (a Job) fails, and is retried as a whole; a
+                // sidecar waits for what may pass (a store not reachable yet), since exiting
+                // would restart it, and at a Pod's start keep the emitter from starting.
+                if args.runtime.once || error.is_fatal() {
+                    return Err(error.into());
+                }
+                let retry_in = starts.next_wait();
+                warn!(error = %ErrorChain(&error), retry_in = ?retry_in,
+                    "cannot start yet; trying again");
+                let mut waiting = shutdown.clone();
+                tokio::select! {
+                    () = tokio::time::sleep(retry_in) => {}
+                    () = waiting.requested() => return Err(error.into()),
+                }
+            }
+        }
+    };
+    health.attach(&scanner);
     let interval = args.runtime.interval;
     info!(
         watch = %scanner.config().watch_dir.display(),
@@ -137,6 +156,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Waits between attempts to start: 1 s, doubling, at most the scan interval or a minute.
+struct StartAttempts {
+    next: Duration,
+    max: Duration,
+}
+
+impl StartAttempts {
+    fn new(interval: Duration) -> Self {
+        Self {
+            next: Duration::from_secs(1),
+            max: interval.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        }
+    }
+
+    fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
 }
 
 /// How long the endpoints stay up after an error that stops the process, so that Prometheus

@@ -15,7 +15,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use scanner_core::{Heartbeat, ScanStatus};
+use std::sync::{PoisonError, RwLock};
+
+use scanner_core::{ErrorChain, Heartbeat, Liveness, ScanError, ScanStatus, Scanner};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -90,8 +92,56 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 #[derive(Clone)]
 struct Endpoints {
     metrics: PrometheusHandle,
-    status: watch::Receiver<ScanStatus>,
-    heartbeat: Heartbeat,
+    health: Health,
+}
+
+/// What `/readyz` and `/livez` report on: a stand-in while the scanner starts (the endpoints
+/// answer from the moment the port is bound: a slow start is not a dead process), then the
+/// scanner's own status and heartbeat.
+#[derive(Clone)]
+pub struct Health(Arc<RwLock<(watch::Receiver<ScanStatus>, Heartbeat)>>);
+
+impl Health {
+    /// Not ready, alive: the scanner is starting.
+    pub fn starting(stall_timeout: Duration) -> Self {
+        let status = watch::channel(ScanStatus::default()).1;
+        Self(Arc::new(RwLock::new((
+            status,
+            Heartbeat::new(stall_timeout),
+        ))))
+    }
+
+    /// The start failed with `error`: not ready, with the error; alive, since the attempt
+    /// ended (it is tried again, or the process stops).
+    pub fn start_failed(&self, error: &ScanError, stall_timeout: Duration) {
+        let mut status = ScanStatus::default();
+        status.last_error = Some(format!("cannot start: {}", ErrorChain(error)));
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) =
+            (watch::channel(status).1, Heartbeat::new(stall_timeout));
+    }
+
+    /// From now on, the scanner's status and heartbeat.
+    pub fn attach(&self, scanner: &Scanner) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) =
+            (scanner.status(), scanner.heartbeat());
+    }
+
+    fn status(&self) -> ScanStatus {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .borrow()
+            .clone()
+    }
+
+    fn liveness(&self) -> Liveness {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .check()
+    }
 }
 
 /// At most this many HTTP connections at once (fewer under a low open-file limit): the
@@ -129,8 +179,7 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 pub fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
-    status: watch::Receiver<ScanStatus>,
-    heartbeat: Heartbeat,
+    health: Health,
 ) -> anyhow::Result<SocketAddr> {
     let bound = listener
         .local_addr()
@@ -140,11 +189,7 @@ pub fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readiness))
         .route("/livez", get(liveness))
-        .with_state(Endpoints {
-            metrics,
-            status,
-            heartbeat,
-        });
+        .with_state(Endpoints { metrics, health });
     let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(u64::MAX);
@@ -299,7 +344,7 @@ async fn render_metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse
 }
 
 async fn readiness(State(endpoints): State<Endpoints>) -> impl IntoResponse {
-    let status = endpoints.status.borrow().clone();
+    let status = endpoints.health.status();
     if status.ready {
         (StatusCode::OK, "ready\n".to_string())
     } else {
@@ -314,7 +359,7 @@ async fn readiness(State(endpoints): State<Endpoints>) -> impl IntoResponse {
 }
 
 async fn liveness(State(endpoints): State<Endpoints>) -> impl IntoResponse {
-    let live = endpoints.heartbeat.check();
+    let live = endpoints.health.liveness();
     let since = humantime::format_duration(whole_seconds(live.since_progress));
     match live.stalled_for {
         None => (
