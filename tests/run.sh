@@ -6,7 +6,8 @@
 # Formatting, lints, docs, unit tests, the storage conformance suite against real servers (moto
 # for S3 and Azurite for Azure, installed from PyPI and npm into .tools/), end-to-end tests
 # against the real `gleaner` binary (the crash campaign with SIGKILLs included), doctests and the
-# library example, the container image (tests/image/run.sh: hadolint, the static rootfs, run in a
+# library example, the Helm chart (tests/k8s/run.sh: real Helm, kubernetes-validate, the rendered
+# Pods run as local processes), the container image (tests/image/run.sh: hadolint, the static rootfs, run in a
 # read-only chroot as uid 65532 against moto), and a build of the fuzz targets (cargo fuzz, with the nightly toolchain;
 # cargo-fuzz is installed into .tools/ when missing). Servers listen on 127.0.0.1 only and are
 # stopped by PID when the script ends.
@@ -53,6 +54,9 @@ cargo test --workspace --doc --locked
 
 step "library example"
 cargo run --locked --quiet -p scanner-core --example line_lengths
+
+step "Helm chart: lint, golden renders, kubernetes-validate, bad values, the rendered Pods run for real"
+./tests/k8s/run.sh
 
 step "container image (hadolint, static rootfs, run read-only as uid 65532 against moto)"
 ./tests/image/run.sh

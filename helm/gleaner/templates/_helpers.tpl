@@ -1,0 +1,168 @@
+{{/*
+Internal helpers. The public named templates, which a parent chart includes, are in _gleaner.tpl.
+Helpers whose argument is "the values" take this chart's values: `.Values` here, `.Values.gleaner`
+in a parent chart.
+*/}}
+
+{{- define "gleaner.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "gleaner.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gleaner.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gleaner.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: {{ .Values.mode }}
+{{- end -}}
+
+{{- define "gleaner.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "gleaner.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "gleaner.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "gleaner.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gleaner.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository .image.tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A duration as Gleaner takes it (`500ms`, `30s`, `15m`, `1h`; the schema allows one number and one
+unit) in whole seconds, rounded up. Argument: (list "value.path" "25s"), the path for messages.
+*/}}
+{{- define "gleaner.seconds" -}}
+{{- $path := index . 0 -}}
+{{- $d := toString (index . 1) -}}
+{{- $digits := regexFind "^[0-9]+" $d -}}
+{{- $unit := trimPrefix $digits $d -}}
+{{- if not $digits -}}
+{{- fail (printf "%s: %q is not a duration like 500ms, 30s, 15m or 1h" $path $d) -}}
+{{- end -}}
+{{- $n := int64 $digits -}}
+{{- if eq $unit "ms" -}}{{ div (add $n 999) 1000 }}
+{{- else if eq $unit "s" -}}{{ $n }}
+{{- else if eq $unit "m" -}}{{ mul $n 60 }}
+{{- else if eq $unit "h" -}}{{ mul $n 3600 }}
+{{- else -}}{{ fail (printf "%s: %q is not a duration like 500ms, 30s, 15m or 1h" $path $d) }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A Kubernetes quantity of bytes (`1Gi`, `512Mi`, `500M`, `1000000`) in bytes. Argument: (list
+"value.path" "1Gi").
+*/}}
+{{- define "gleaner.bytes" -}}
+{{- $path := index . 0 -}}
+{{- $q := toString (index . 1) -}}
+{{- $digits := regexFind "^[0-9]+" $q -}}
+{{- $unit := trimPrefix $digits $q -}}
+{{- $factors := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- if or (not $digits) (not (hasKey $factors $unit)) -}}
+{{- fail (printf "%s: %q is not a size like 512Mi or 1Gi" $path $q) -}}
+{{- end -}}
+{{- mul (int64 $digits) (index $factors $unit) -}}
+{{- end -}}
+
+{{/*
+A storage URL: required, and never with credentials in it. Argument: (list "run.state" URL).
+*/}}
+{{- define "gleaner.checkUrl" -}}
+{{- $path := index . 0 -}}
+{{- $url := index . 1 -}}
+{{- if not $url -}}
+{{- fail (printf "%s is required: where Gleaner keeps its %s, like s3://bucket/gleaner/%s, gs://…, az://… or file:///…" $path (ternary "state" "results" (eq $path "run.state")) (ternary "state" "results" (eq $path "run.state"))) -}}
+{{- end -}}
+{{- if or (regexMatch "^[a-z0-9]+://[^/]*@" $url) (contains "?" $url) (contains "#" $url) -}}
+{{- fail (printf "%s must not carry credentials (user info, a query such as a SAS token, or a fragment): Gleaner refuses such URLs. Put the credentials in a Secret and name it in credentials.secretEnv or credentials.envFromSecrets, or use workload identity (serviceAccount.awsRoleArn, gcpServiceAccount, azureClientId)" $path) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Every check of the values that the schema cannot express. Argument: the values. Renders nothing
+or fails with a message that says what to change.
+*/}}
+{{- define "gleaner.validate" -}}
+{{- $v := . -}}
+{{- include "gleaner.checkUrl" (list "run.state" $v.run.state) -}}
+{{- include "gleaner.checkUrl" (list "run.output" $v.run.output) -}}
+{{- if and (eq $v.mode "cronjob") (not $v.run.sourceId) -}}
+{{- fail "cronjob mode needs run.sourceId: every Job's Pod has a new name, so the default source id (the Pod's name) would start a new state at every run and process every file again. Set run.sourceId to a stable name, like the claim's" -}}
+{{- end -}}
+{{- if and (eq $v.mode "cronjob") (not $v.cronjob.persistentVolumeClaim.claimName) -}}
+{{- fail "cronjob mode needs cronjob.persistentVolumeClaim.claimName: the name of an existing PersistentVolumeClaim holding the files to collect" -}}
+{{- end -}}
+{{- if and (eq $v.mode "example") $v.run.sourceId (gt (int $v.example.replicas) 1) -}}
+{{- fail (printf "run.sourceId %q with example.replicas %d: every Pod needs its own source id (two Pods under one id fence each other off, exit 3). Leave run.sourceId empty to use each Pod's name" $v.run.sourceId (int $v.example.replicas)) -}}
+{{- end -}}
+{{- $reserved := list "run" "--watch" "--state" "--output" "--source-id" "--processor" "--min-age" "--interval" "--compress" "--shutdown-timeout" "--stall-timeout" "--log-format" "--after" "--min-free" "--drain" "--metrics-addr" "--ship-leftovers" "--once" -}}
+{{- range $v.run.extraArgs -}}
+{{- $flag := regexReplaceAll "=.*$" (toString .) "" -}}
+{{- if has $flag $reserved -}}
+{{- fail (printf "run.extraArgs: %s is set by the chart (from its own value: see the chart's README); giving it twice makes Gleaner exit with a usage error" $flag) -}}
+{{- end -}}
+{{- end -}}
+{{- $secretNames := list "AWS_SECRET_ACCESS_KEY" "AWS_SESSION_TOKEN" "AZURE_STORAGE_ACCOUNT_KEY" "AZURE_STORAGE_ACCESS_KEY" "AZURE_STORAGE_SAS_KEY" "AZURE_STORAGE_TOKEN" "AZURE_CLIENT_SECRET" "GOOGLE_SERVICE_ACCOUNT_KEY" -}}
+{{- range $v.run.extraEnv -}}
+{{- if and (has .name $secretNames) (hasKey . "value") -}}
+{{- fail (printf "run.extraEnv: %s is given as a literal value; a secret's value never goes in the chart's values (it would be stored in the release and shown by helm get values). Put it in a Secret and reference it: credentials.secretEnv: [{name: %s, secretName: SECRET, key: KEY}]" .name .name) -}}
+{{- end -}}
+{{- end -}}
+{{- if ne $v.mode "cronjob" -}}
+{{- include "gleaner.validateSidecar" $v -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gleaner.validateSidecar" -}}
+{{- $v := . -}}
+{{- $s := $v.sidecar -}}
+{{- if not (kindIs "string" $v.kubernetesVersion) -}}
+{{- fail (printf "kubernetesVersion must be a quoted string, like \"1.30\" (--set-string kubernetesVersion=1.30): as a number, 1.30 is 1.3 (got %v)" $v.kubernetesVersion) -}}
+{{- end -}}
+{{- if and (eq $s.flavour "native") (not (semverCompare ">=1.29.0-0" (toString $v.kubernetesVersion))) -}}
+{{- fail (printf "sidecar.flavour native needs Kubernetes 1.29 or newer (an init container with restartPolicy: Always), and kubernetesVersion is %s. On 1.28 and older set sidecar.flavour: classic (a regular container that drains with --drain wait); if your cluster is newer, set kubernetesVersion to its version" (toString $v.kubernetesVersion)) -}}
+{{- end -}}
+{{- $stop := int64 (include "gleaner.seconds" (list "sidecar.emitterStopTime" $s.emitterStopTime)) -}}
+{{- $timeout := int64 (include "gleaner.seconds" (list "run.shutdownTimeout" $v.run.shutdownTimeout)) -}}
+{{- $margin := int64 (include "gleaner.seconds" (list "sidecar.graceMargin" $s.graceMargin)) -}}
+{{- $minAge := int64 (include "gleaner.seconds" (list "run.minAge" $v.run.minAge)) -}}
+{{- $grace := int64 $s.terminationGracePeriodSeconds -}}
+{{- if eq $s.flavour "native" -}}
+{{- $need := add $stop $timeout $margin -}}
+{{- if lt $grace $need -}}
+{{- fail (printf "sidecar.terminationGracePeriodSeconds %d is too short for a native sidecar: Gleaner gets SIGTERM only after the emitter exited, so the Pod needs the emitter's stop time (sidecar.emitterStopTime %ds) + Gleaner's drain (run.shutdownTimeout %ds) + a margin (sidecar.graceMargin %ds) = %d s. Raise it to at least %d, or lower run.shutdownTimeout" $grace $stop $timeout $margin $need $need) -}}
+{{- end -}}
+{{- else -}}
+{{- $need := add (max $stop $timeout) $margin -}}
+{{- if lt $grace $need -}}
+{{- fail (printf "sidecar.terminationGracePeriodSeconds %d is too short for a classic sidecar: the emitter and Gleaner stop together, so the Pod needs max(sidecar.emitterStopTime %ds, run.shutdownTimeout %ds) + a margin (sidecar.graceMargin %ds) = %d s. Raise it to at least %d" $grace $stop $timeout $margin $need $need) -}}
+{{- end -}}
+{{- $last := add $stop $minAge $margin -}}
+{{- if lt $timeout $last -}}
+{{- fail (printf "run.shutdownTimeout %ds is too short for a classic sidecar: Gleaner drains while the emitter stops, and the emitter's last file is complete after sidecar.emitterStopTime (%ds) and ready after run.minAge (%ds) more; with a margin (sidecar.graceMargin %ds) the drain needs %d s, or that file is left in the emptyDir and lost with the Pod. Raise run.shutdownTimeout to at least %ds (and the grace period with it)" $timeout $stop $minAge $margin $last $last) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

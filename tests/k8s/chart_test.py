@@ -1,0 +1,600 @@
+"""Checks of the Helm chart helm/gleaner with real tools, no cluster:
+
+  metadata      Chart.yaml as documented; the image tag in values equals appVersion
+  lint          real Helm (helm-python-sdk) lints the chart strictly, with every example values
+                file and the parent chart helm/examples/my-app (its file:// dependency built)
+  golden        every rendering equals its golden file in tests/k8s/golden (manifests and NOTES);
+                UPDATE_GOLDEN=1 rewrites them
+  validate      every rendered object validates with kubernetes-validate (strict) for Kubernetes
+                1.29.0 and the newest it knows, classic renderings also for 1.27.0; a native
+                rendering must fail on 1.27.0 (a control that the validator sees the sidecar)
+  podmonitor    every PodMonitor validates against the prometheus-operator models (npm), with a
+                control that an invalid one fails
+  bad-values    a table of wrong values, each failing the render with its own message
+  schema        values.schema.json rejects unknown keys at every level and lists exactly the keys of
+                values.yaml; every value has a comment
+  values-table  the values table in helm/gleaner/README.md is the one generated from values.yaml
+                and the schema (UPDATE_GOLDEN=1 rewrites it)
+  snippets      every YAML snippet of README.md's "Run it in Kubernetes" section and of the chart's
+                README is part of a file these tests render; every `-f` file is a tested example;
+                every public named template is documented
+
+Prints one line per check and a summary; exits 1 if any check failed.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import traceback
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+from kubernetes_validate import utils as kv_utils
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
+from common import CHART, GOLDEN, PARENT, ROOT  # noqa: E402
+
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+NPM_DIR = os.environ.get("K8S_NPM_DIR", os.path.join(ROOT, ".tools", "npm-k8s"))
+VALIDATE_VERSIONS = ["1.29.0", kv_utils.latest_version()]
+CLASSIC_ALSO = "1.27.0"
+
+results: list[tuple[str, bool, str]] = []
+
+
+def check(name):
+    def wrap(fn):
+        def run():
+            try:
+                detail = fn() or ""
+                results.append((name, True, detail))
+                print(f"ok    {name}  {detail}", flush=True)
+            except AssertionError as e:
+                results.append((name, False, str(e)))
+                print(f"FAIL  {name}\n{indent(str(e))}", flush=True)
+            except Exception:  # a crash of the check is a failure too, with its trace
+                results.append((name, False, traceback.format_exc()))
+                print(f"FAIL  {name}\n{indent(traceback.format_exc())}", flush=True)
+        run.__name__ = fn.__name__
+        CHECKS.append(run)
+        return run
+    return wrap
+
+
+CHECKS: list = []
+
+
+def indent(text: str) -> str:
+    return "\n".join("      " + line for line in text.rstrip().splitlines())
+
+
+# --------------------------------------------------------------------------------------------
+@check("metadata")
+def metadata():
+    chart = common.load_yaml(os.path.join(CHART, "Chart.yaml"))
+    expected = {"apiVersion": "v2", "name": "gleaner", "type": "application", "version": "0.1.0",
+                "appVersion": "0.1.0"}
+    for key, value in expected.items():
+        assert chart.get(key) == value, f"Chart.yaml {key} is {chart.get(key)!r}, expected {value!r}"
+    values = common.load_yaml(os.path.join(CHART, "values.yaml"))
+    assert values["image"]["tag"] == chart["appVersion"], (
+        f"values.yaml image.tag {values['image']['tag']!r} differs from appVersion {chart['appVersion']!r}")
+    assert values["image"]["repository"] == common.IMAGE_REPOSITORY
+    parent = common.load_yaml(os.path.join(PARENT, "Chart.yaml"))
+    dep = parent["dependencies"][0]
+    assert dep["name"] == "gleaner" and dep["version"] == chart["version"], dep
+    assert dep["repository"] == "file://../../gleaner", dep
+    return f"gleaner {chart['version']} (app {chart['appVersion']})"
+
+
+# --------------------------------------------------------------------------------------------
+def lint_problems(report: dict) -> list[str]:
+    # Severity 1 is information ("icon is recommended": the project hosts no icon); warnings (2)
+    # and errors (3) fail, as `helm lint --strict` does.
+    problems = [f"{m['path']}: {m['error'].strip()}" for m in report["messages"] if m["severity"] >= 2]
+    problems += [e.strip() for e in report.get("errors", []) if e.strip() not in "\n".join(problems)]
+    return problems
+
+
+@check("lint")
+def lint():
+    linted = []
+    for case in common.cases():
+        path = common.chart_dir(case)
+        for kube in ("v1.29.0", "v" + VALIDATE_VERSIONS[-1]):
+            report = helm.lint(path, case.values(), strict=True, with_subcharts=True, kube_version=kube)
+            problems = lint_problems(report)
+            assert not problems, f"{case.name} ({kube}):\n" + "\n".join(problems)
+        linted.append(case.name)
+    return f"{len(linted)} renderings, strict, Kubernetes 1.29.0 and {VALIDATE_VERSIONS[-1]}"
+
+
+# --------------------------------------------------------------------------------------------
+RENDERED: dict[str, dict[str, str]] = {}
+
+
+def rendered(case) -> dict[str, str]:
+    if case.name not in RENDERED:
+        RENDERED[case.name] = common.render(case)
+    return RENDERED[case.name]
+
+
+def compare_or_update(path: str, actual: str, drifted: list[str]) -> None:
+    expected = open(path, encoding="utf-8").read() if os.path.exists(path) else None
+    if expected == actual:
+        return
+    if UPDATE:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(actual)
+        print(f"      rewrote {os.path.relpath(path, ROOT)}")
+        return
+    if expected is None:
+        drifted.append(f"{os.path.relpath(path, ROOT)} is missing")
+        return
+    import difflib
+    diff = difflib.unified_diff(expected.splitlines(), actual.splitlines(), "golden", "rendered", lineterm="", n=2)
+    drifted.append(f"{os.path.relpath(path, ROOT)} drifted:\n" + "\n".join(list(diff)[:60]))
+
+
+@check("golden")
+def golden():
+    os.makedirs(GOLDEN, exist_ok=True)
+    drifted: list[str] = []
+    wanted = set()
+    for case in common.cases():
+        out = rendered(case)
+        for suffix, text in ((".yaml", common.manifests_text(out)), (".NOTES.txt", common.notes_text(out))):
+            path = os.path.join(GOLDEN, case.name + suffix)
+            wanted.add(os.path.basename(path))
+            compare_or_update(path, text, drifted)
+    for stale in sorted(set(os.listdir(GOLDEN)) - wanted):
+        if UPDATE:
+            os.remove(os.path.join(GOLDEN, stale))
+            print(f"      removed stale {stale}")
+        else:
+            drifted.append(f"tests/k8s/golden/{stale} belongs to no rendering (remove it, or UPDATE_GOLDEN=1)")
+    assert not drifted, "\n".join(drifted) + "\n(if the change is intended: UPDATE_GOLDEN=1 tests/k8s/run.sh)"
+    return f"{len(wanted)} files" + (" (UPDATE_GOLDEN=1: rewritten where they differed)" if UPDATE else "")
+
+
+# --------------------------------------------------------------------------------------------
+PODMONITORS: list[dict] = []
+
+
+def validate_object(obj: dict, version: str) -> str | None:
+    """None when valid, else the error."""
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+        return None
+    except kv_utils.ValidationError as e:
+        where = ".".join(str(p) for p in e.path)
+        return f"{obj['kind']}/{obj['metadata']['name']} at {version}: {where}: {e.message}"
+
+
+@check("validate")
+def validate():
+    counts = []
+    for case in common.cases():
+        objs = common.objects(rendered(case))
+        versions = list(VALIDATE_VERSIONS)
+        if case.flavour() == "classic":
+            versions.append(CLASSIC_ALSO)
+        errors = []
+        core = 0
+        for obj in objs:
+            if obj["apiVersion"] == "monitoring.coreos.com/v1":
+                PODMONITORS.append({"case": case.name, "object": obj})
+                continue
+            core += 1
+            for version in versions:
+                try:
+                    err = validate_object(obj, version)
+                except kv_utils.SchemaNotFoundError as e:
+                    err = e.message
+                if err:
+                    errors.append(err)
+        assert not errors, f"{case.name}:\n" + "\n".join(errors)
+        if case.name != "defaults":
+            assert core > 0, f"{case.name} rendered no Kubernetes object"
+        else:
+            assert not objs, f"the defaults (mode library) must render nothing, got {[o['kind'] for o in objs]}"
+        if case.flavour() == "native" and any(o["kind"] in ("Deployment", "StatefulSet") for o in objs):
+            # The control: a native sidecar is refused by 1.27's schema, so the validator sees it.
+            _, pod = common.workload_pod(objs)
+            workload = next(o for o in objs if o["kind"] in ("Deployment", "StatefulSet"))
+            assert pod["spec"]["initContainers"][0]["restartPolicy"] == "Always"
+            err = validate_object(workload, CLASSIC_ALSO)
+            assert err and "restartPolicy" in err, f"{case.name}: 1.27.0 accepted a native sidecar: {err}"
+        counts.append(f"{case.name}:{core}")
+    return f"{', '.join(counts)} objects; Kubernetes {', '.join(VALIDATE_VERSIONS)} (+{CLASSIC_ALSO} for classic)"
+
+
+@check("podmonitor")
+def podmonitor():
+    assert PODMONITORS, "no rendering has a PodMonitor (examples/native-s3.yaml enables one)"
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(PODMONITORS, f)
+    script = os.path.join(os.path.dirname(__file__), "validate_podmonitor.mjs")
+    proc = subprocess.run(["node", script, f.name], capture_output=True, text=True,
+                          env={**os.environ, "K8S_NPM_DIR": NPM_DIR})
+    os.unlink(f.name)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+# --------------------------------------------------------------------------------------------
+EXAMPLE = os.path.join(CHART, "examples", "native-s3.yaml")
+CLASSIC = os.path.join(CHART, "examples", "classic.yaml")
+CRONJOB = os.path.join(CHART, "examples", "cronjob.yaml")
+
+# (what, base values file, chart, values, expected part of the error)
+BAD_VALUES = [
+    ("typo'd top-level key", EXAMPLE, "gleaner", {"mdoe": "cronjob"},
+     "additional properties 'mdoe' not allowed"),
+    ("typo'd nested key", EXAMPLE, "gleaner", {"run": {"outptu": "s3://b/x"}},
+     "at '/run': additional properties 'outptu' not allowed"),
+    ("typo'd key in a parent chart's gleaner block", None, "my-app", {"gleaner": {"sidecar": {"flavor": "classic"}}},
+     "at '/sidecar': additional properties 'flavor' not allowed"),
+    ("negative size", EXAMPLE, "gleaner", {"sidecar": {"emptyDir": {"sizeLimit": "-1Gi"}}},
+     "at '/sidecar/emptyDir/sizeLimit': '-1Gi' does not match pattern"),
+    ("unknown mode", EXAMPLE, "gleaner", {"mode": "daemonset"},
+     "at '/mode': value must be one of 'library', 'example', 'cronjob'"),
+    ("unknown flavour", EXAMPLE, "gleaner", {"sidecar": {"flavour": "sidecar"}},
+     "at '/sidecar/flavour': value must be one of 'native', 'classic'"),
+    ("a duration Gleaner would not take", EXAMPLE, "gleaner", {"run": {"minAge": "5 seconds"}},
+     "at '/run/minAge': '5 seconds' does not match pattern"),
+    ("grace period too short (native)", EXAMPLE, "gleaner", {"sidecar": {"terminationGracePeriodSeconds": 30}},
+     "sidecar.terminationGracePeriodSeconds 30 is too short for a native sidecar: Gleaner gets SIGTERM only after "
+     "the emitter exited, so the Pod needs the emitter's stop time (sidecar.emitterStopTime 5s) + Gleaner's drain "
+     "(run.shutdownTimeout 25s) + a margin (sidecar.graceMargin 5s) = 35 s. Raise it to at least 35"),
+    ("grace period too short (classic)", CLASSIC, "gleaner",
+     {"sidecar": {"terminationGracePeriodSeconds": 25}},
+     "sidecar.terminationGracePeriodSeconds 25 is too short for a classic sidecar: the emitter and Gleaner stop "
+     "together, so the Pod needs max(sidecar.emitterStopTime 5s, run.shutdownTimeout 25s) + a margin "
+     "(sidecar.graceMargin 5s) = 30 s"),
+    ("grace period too short (parent chart)", None, "my-app",
+     {"gleaner": {"sidecar": {"emitterStopTime": "1m"}}},
+     "sidecar.terminationGracePeriodSeconds 40 is too short for a native sidecar"),
+    ("classic drain shorter than the emitter's last file", CLASSIC, "gleaner",
+     {"run": {"shutdownTimeout": "10s", "minAge": "30s"}},
+     "run.shutdownTimeout 10s is too short for a classic sidecar: Gleaner drains while the emitter stops, and the "
+     "emitter's last file is complete after sidecar.emitterStopTime (5s) and ready after run.minAge (30s) more"),
+    ("CronJob without source id", CRONJOB, "gleaner", {"run": {"sourceId": ""}},
+     "cronjob mode needs run.sourceId: every Job's Pod has a new name"),
+    ("CronJob without claim", CRONJOB, "gleaner", {"cronjob": {"persistentVolumeClaim": {"claimName": ""}}},
+     "cronjob mode needs cronjob.persistentVolumeClaim.claimName"),
+    ("native mode on 1.28", EXAMPLE, "gleaner", {"kubernetesVersion": "1.28"},
+     "sidecar.flavour native needs Kubernetes 1.29 or newer (an init container with restartPolicy: Always), and "
+     "kubernetesVersion is 1.28. On 1.28 and older set sidecar.flavour: classic"),
+    ("native mode on 1.28 (parent chart)", None, "my-app", {"gleaner": {"kubernetesVersion": "v1.28.7"}},
+     "sidecar.flavour native needs Kubernetes 1.29 or newer"),
+    ("kubernetesVersion as a number", EXAMPLE, "gleaner", {"kubernetesVersion": 1.30},
+     "kubernetesVersion must be a quoted string, like \"1.30\""),
+    ("secret value given inline", CRONJOB, "gleaner",
+     {"run": {"extraEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI"}]}},
+     "run.extraEnv: AWS_SECRET_ACCESS_KEY is given as a literal value; a secret's value never goes in the chart's values"),
+    ("credentials in the storage URL", EXAMPLE, "gleaner", {"run": {"output": "s3://AKIA:secret@bucket/out"}},
+     "run.output must not carry credentials (user info, a query such as a SAS token, or a fragment)"),
+    ("SAS token in the storage URL", EXAMPLE, "gleaner",
+     {"run": {"state": "az://gleaner/state?sv=2022&sig=abc"}},
+     "run.state must not carry credentials"),
+    ("a secret's value in credentials", CRONJOB, "gleaner",
+     {"credentials": {"secretEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI"}]}},
+     "at '/credentials/secretEnv/0': missing properties 'secretName', 'key'"),
+    ("missing output", EXAMPLE, "gleaner", {"run": {"output": ""}},
+     "run.output is required: where Gleaner keeps its results"),
+    ("unsupported storage scheme", EXAMPLE, "gleaner", {"run": {"state": "hdfs://nn/state"}},
+     "at '/run/state': 'hdfs://nn/state' does not match pattern"),
+    ("a flag the chart sets, in extraArgs", EXAMPLE, "gleaner", {"run": {"extraArgs": ["--after=keep"]}},
+     "run.extraArgs: --after is set by the chart"),
+    ("one source id for several Pods", EXAMPLE, "gleaner", {"run": {"sourceId": "shared"}},
+     "run.sourceId \"shared\" with example.replicas 2: every Pod needs its own source id"),
+    ("PodMonitor in cronjob mode", CRONJOB, "gleaner", {"podMonitor": {"enabled": True}},
+     "podMonitor.enabled in cronjob mode: `gleaner run --once` serves no metrics"),
+    ("PodMonitor in library mode without selector", None, "gleaner", {"podMonitor": {"enabled": True}},
+     "podMonitor.enabled in library mode needs podMonitor.podSelector"),
+    ("min-free share out of range", EXAMPLE, "gleaner", {"sidecar": {"minFreePercent": 150}},
+     "at '/sidecar/minFreePercent': maximum: got 150, want 90"),
+    ("a bad IAM role ARN", EXAMPLE, "gleaner", {"serviceAccount": {"awsRoleArn": "gleaner-writer"}},
+     "at '/serviceAccount/awsRoleArn': 'gleaner-writer' does not match pattern"),
+]
+
+
+@check("bad-values")
+def bad_values():
+    failures = []
+    for what, base, chart, values, expected in BAD_VALUES:
+        case = common.Case(what, chart, base, values)
+        try:
+            common.render(case)
+        except helm.HelmError as e:
+            message = common.error_text(e)
+            if expected not in message:
+                failures.append(f"{what}: the error does not say {expected!r}:\n  {message}")
+            continue
+        failures.append(f"{what}: rendered without an error")
+    assert not failures, "\n".join(failures)
+    return f"{len(BAD_VALUES)} cases, each with its own message"
+
+
+# --------------------------------------------------------------------------------------------
+SCHEMA = os.path.join(CHART, "values.schema.json")
+
+
+def schema_keys(schema: dict, prefix: str = "") -> dict[str, dict]:
+    """{dotted key: its schema} for every declared property, at every depth."""
+    out = {}
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        out[path] = sub
+        out.update(schema_keys(sub, path + "."))
+    return out
+
+
+def value_keys(values, prefix: str = "") -> list[str]:
+    out = []
+    if isinstance(values, dict):
+        for key, sub in values.items():
+            out.append(prefix + key)
+            out += value_keys(sub, prefix + key + ".")
+    return out
+
+
+@check("schema")
+def schema():
+    doc = json.load(open(SCHEMA, encoding="utf-8"))
+    problems = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if node.get("type") == "object" or (isinstance(node.get("type"), list) and "object" in node["type"]):
+                ap = node.get("additionalProperties")
+                free_map = isinstance(ap, dict) and ap == {"type": "string"}
+                if ap is not False and not free_map and where != "global":
+                    problems.append(f"{where or '(top)'}: additionalProperties is not false")
+            for key, sub in node.items():
+                if key == "properties":
+                    for name, prop in sub.items():
+                        walk(prop, f"{where}.{name}" if where else name)
+                elif key in ("items", "additionalProperties"):
+                    walk(sub, f"{where}[]")
+                elif key in ("anyOf", "oneOf", "allOf"):
+                    for alt in sub:
+                        walk(alt, where)
+
+    walk(doc, "")
+    declared = {k for k in schema_keys(doc)}
+    values = common.load_yaml(os.path.join(CHART, "values.yaml"))
+    present = set(value_keys(values))
+    for key in sorted(present - declared):
+        problems.append(f"values.yaml has {key}, which the schema does not declare")
+    # Every value the chart defines (a top-level key, or a key of a section whose keys are
+    # documented one by one) is in values.yaml with its comment; keys inside a whole-object value
+    # (securityContext.capabilities.add, …) are optional Kubernetes fields and need no default.
+    rows = documented_values()
+    row_keys = {path for path, _, _ in rows}
+    sections = {path for path, _, is_section in rows if is_section}
+    for key in sorted(declared - {"global", "enabled"}):
+        parent = key.rsplit(".", 1)[0] if "." in key else None
+        if (parent is None or parent in sections) and key not in row_keys:
+            problems.append(f"the schema declares {key}, which values.yaml does not set and document")
+    # The defaults pass the schema, and the schema is what Helm applies.
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values)
+    assert not problems, "\n".join(problems)
+    return f"{len(declared)} keys declared, additionalProperties false wherever keys are fixed"
+
+
+def _get(values, dotted):
+    for part in dotted.split("."):
+        if not isinstance(values, dict) or part not in values:
+            return None
+        values = values[part]
+    return values
+
+
+# --------------------------------------------------------------------------------------------
+TABLE_START = "<!-- values-table:start (generated by tests/k8s/chart_test.py from values.yaml; UPDATE_GOLDEN=1 rewrites it) -->"
+TABLE_END = "<!-- values-table:end -->"
+KEY_LINE = re.compile(r"^( *)([A-Za-z][A-Za-z0-9_]*):(?: (.*))?$")
+
+
+def documented_values() -> list[tuple[str, str, bool]]:
+    """[(dotted key, its comment, whether it is a section with documented children)] in file order.
+    A key's comment is the block of `#` lines right above it. A key whose children have no comments
+    of their own is one row (a whole object, like `resources`)."""
+    lines = open(os.path.join(CHART, "values.yaml"), encoding="utf-8").read().splitlines()
+    entries = []
+    stack: list[tuple[int, str]] = []
+    comment: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment.append(stripped.lstrip("#").strip())
+            continue
+        if not stripped:
+            comment = []
+            continue
+        m = KEY_LINE.match(line)
+        if not m:
+            comment = []
+            continue
+        depth = len(m.group(1))
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        path = ".".join([s[1] for s in stack] + [m.group(2)])
+        stack.append((depth, m.group(2)))
+        entries.append((path, " ".join(comment)))
+        comment = []
+    documented = {p for p, c in entries if c}
+
+    def is_section(key):
+        return any(p.startswith(key + ".") for p in documented)
+
+    rows = []
+    problems = []
+    for path, text in entries:
+        parent = path.rsplit(".", 1)[0] if "." in path else None
+        if parent is not None and not is_section(parent):
+            continue  # inside a value documented as a whole
+        if not text:
+            problems.append(path)
+        rows.append((path, text, is_section(path)))
+    assert not problems, "values without a comment in values.yaml: " + ", ".join(problems)
+    return rows
+
+
+def type_of(schema: dict) -> str:
+    if "enum" in schema:
+        return " \\| ".join(f"`{json.dumps(e)}`" for e in schema["enum"])
+    if "anyOf" in schema:
+        return " or ".join(type_of(s) for s in schema["anyOf"])
+    t = schema.get("type", "any")
+    if isinstance(t, list):
+        return " or ".join(t)
+    if t == "object" and isinstance(schema.get("additionalProperties"), dict):
+        return "map of strings"
+    if t == "array" and "items" in schema:
+        item = schema["items"]
+        return f"list of {type_of(item)}s" if item.get("type") != "object" else "list of objects"
+    return t
+
+
+def default_of(value) -> str:
+    return "`" + json.dumps(value, separators=(", ", ": ")) + "`"
+
+
+def values_table() -> str:
+    doc = json.load(open(SCHEMA, encoding="utf-8"))
+    keys = schema_keys(doc)
+    values = common.load_yaml(os.path.join(CHART, "values.yaml"))
+    out = ["| value | type | default | meaning |", "|---|---|---|---|"]
+    for path, text, is_section in documented_values():
+        schema = keys.get(path)
+        assert schema is not None, f"{path} is not in values.schema.json"
+        default = "" if is_section else default_of(_get(values, path))
+        text = text.replace("|", "\\|")
+        name = f"**`{path}`**" if is_section else f"`{path}`"
+        out.append(f"| {name} | {type_of(schema) if not is_section else 'object'} | {default} | {text} |")
+    return "\n".join(out) + "\n"
+
+
+@check("values-table")
+def values_table_check():
+    readme_path = os.path.join(CHART, "README.md")
+    readme = open(readme_path, encoding="utf-8").read()
+    assert TABLE_START in readme and TABLE_END in readme, f"{readme_path} has no values-table markers"
+    before, rest = readme.split(TABLE_START, 1)
+    current, after = rest.split(TABLE_END, 1)
+    table = values_table()
+    if current.strip("\n") != table.strip("\n"):
+        if UPDATE:
+            with open(readme_path, "w", encoding="utf-8") as f:
+                f.write(before + TABLE_START + "\n" + table + TABLE_END + after)
+            return "rewritten"
+        raise AssertionError("helm/gleaner/README.md's values table differs from values.yaml "
+                             "(UPDATE_GOLDEN=1 tests/k8s/run.sh rewrites it)")
+    return f"{table.count(chr(10)) - 2} rows"
+
+
+# --------------------------------------------------------------------------------------------
+def section(markdown: str, title: str) -> str:
+    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", markdown, re.S | re.M)
+    assert m, f"no section '## {title}'"
+    return m.group(1)
+
+
+def code_blocks(markdown: str) -> list[tuple[str, str]]:
+    return re.findall(r"^```(\w*)\n(.*?)^```", markdown, re.S | re.M)
+
+
+def normalised(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.strip("\n").splitlines())
+
+
+ELISION = re.compile(r"^\s*# …\s*$")
+
+
+def contains_in_order(source: str, snippet: str) -> bool:
+    """The snippet is in the source, line for line: its parts between `# …` lines (an elision)
+    appear there as whole lines, in order."""
+    lines = [line.rstrip() for line in source.splitlines()]
+    parts, current = [], []
+    for line in snippet.strip("\n").splitlines():
+        if ELISION.match(line):
+            parts.append(current)
+            current = []
+        else:
+            current.append(line.rstrip())
+    parts.append(current)
+    at = 0
+    for part in parts:
+        if not part:
+            continue
+        found = next((i for i in range(at, len(lines) - len(part) + 1) if lines[i:i + len(part)] == part), None)
+        if found is None:
+            return False
+        at = found + len(part)
+    return True
+
+
+@check("snippets")
+def snippets():
+    sources = {}
+    for path in [*(c.values_file for c in common.cases() if c.values_file),
+                 os.path.join(PARENT, "Chart.yaml"), os.path.join(PARENT, "values.yaml"),
+                 *sorted(glob.glob(os.path.join(PARENT, "templates", "*.yaml"))),
+                 os.path.join(CHART, "values.yaml")]:
+        sources[os.path.relpath(path, ROOT)] = normalised(open(path, encoding="utf-8").read())
+    examples = {os.path.relpath(c.values_file, ROOT) for c in common.cases() if c.values_file}
+    problems = []
+    counted = 0
+    top = section(open(os.path.join(ROOT, "README.md"), encoding="utf-8").read(), "Run it in Kubernetes")
+    chart_readme = open(os.path.join(CHART, "README.md"), encoding="utf-8").read()
+    chart_readme = chart_readme.split(TABLE_START)[0] + chart_readme.split(TABLE_END)[-1]
+    used_examples = set()
+    for where, text in (("README.md, Run it in Kubernetes", top), ("helm/gleaner/README.md", chart_readme)):
+        for lang, body in code_blocks(text):
+            counted += 1
+            if lang == "yaml":
+                if not any(contains_in_order(src, body) for src in sources.values()):
+                    problems.append(f"{where}: this YAML snippet is in no tested file:\n{body}")
+            elif lang in ("sh", "bash", "console"):
+                for m in re.finditer(r"(?:-f|--values)\s+(\S+)", body):
+                    used_examples.add(m.group(1))
+                    if m.group(1) not in examples:
+                        problems.append(f"{where}: `{m.group(0)}` names a file the tests do not render")
+                for m in re.finditer(r"helm (?:install|upgrade --install|template) \S+ (\S+)", body):
+                    if m.group(1) not in ("helm/gleaner", "helm/examples/my-app"):
+                        problems.append(f"{where}: `{m.group(0)}` installs a chart the tests do not render")
+    missing = examples - used_examples
+    if missing:
+        problems.append("example values files shown nowhere in the READMEs: " + ", ".join(sorted(missing)))
+    defined = re.findall(r'define "(gleaner\.[A-Za-z]+)"', open(os.path.join(CHART, "templates", "_gleaner.tpl")).read())
+    for name in defined:
+        if f"`{name}`" not in chart_readme:
+            problems.append(f"the named template {name} is not documented in helm/gleaner/README.md")
+    assert not problems, "\n".join(problems)
+    return f"{counted} code blocks, {len(used_examples)} example files, {len(defined)} named templates"
+
+
+# --------------------------------------------------------------------------------------------
+def main() -> int:
+    for run in CHECKS:
+        run()
+    passed = sum(1 for _, ok, _ in results if ok)
+    failed = len(results) - passed
+    print(f"chart: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Shared by the chart tests: where things are, and rendering with the real Helm (helm-python-sdk).
+
+Every rendered case is listed in CASES: the chart's example values files (helm/gleaner/examples/,
+found by glob, so a new example is tested at once), the chart's defaults, and the parent chart
+helm/examples/my-app, which uses the named templates through a file:// dependency.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import glob
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+import helm_python as helm
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CHART = os.path.join(ROOT, "helm", "gleaner")
+PARENT = os.path.join(ROOT, "helm", "examples", "my-app")
+GOLDEN = os.path.join(ROOT, "tests", "k8s", "golden")
+RELEASE = "demo"
+NAMESPACE = "default"
+# The image's ENTRYPOINT: a container without `command` runs it (see the Dockerfile).
+IMAGE_ENTRYPOINT = ["/usr/local/bin/gleaner"]
+IMAGE_REPOSITORY = "ghcr.io/gleaner-dev/gleaner"
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Helm's coalescing of values files, for plain dictionaries: override wins, maps merge."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_yaml(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+@dataclass
+class Case:
+    """One rendering: a chart (this one, or the parent chart) with a values file and overrides."""
+
+    name: str
+    chart: str  # "gleaner" or "my-app"
+    values_file: str | None = None
+    overrides: dict = field(default_factory=dict)
+
+    def values(self) -> dict:
+        values = load_yaml(self.values_file) if self.values_file else {}
+        return deep_merge(values, self.overrides)
+
+    def flavour(self) -> str:
+        """The sidecar flavour the rendering uses (its values over the chart's defaults)."""
+        defaults = load_yaml(os.path.join(CHART, "values.yaml"))
+        values = self.values()
+        if self.chart == "my-app":
+            parent = load_yaml(os.path.join(PARENT, "values.yaml"))
+            values = deep_merge(parent, values).get("gleaner", {})
+        merged = deep_merge(defaults, values)
+        if merged["mode"] == "cronjob":
+            return "none"
+        return merged["sidecar"]["flavour"]
+
+
+def cases() -> list[Case]:
+    found = [
+        Case(os.path.splitext(os.path.basename(path))[0], "gleaner", path)
+        for path in sorted(glob.glob(os.path.join(CHART, "examples", "*.yaml")))
+    ]
+    found.append(Case("defaults", "gleaner"))
+    found.append(Case("my-app", "my-app"))
+    found.append(Case("my-app-classic", "my-app", overrides={
+        "gleaner": {"kubernetesVersion": "1.27", "sidecar": {"flavour": "classic"}}}))
+    # In library mode the chart renders the PodMonitor alone, for the parent's Pods.
+    found.append(Case("my-app-podmonitor", "my-app", overrides={
+        "gleaner": {"podMonitor": {"enabled": True, "podSelector": {"app.kubernetes.io/name": "my-app"}}}}))
+    return found
+
+
+_parent_copy: str | None = None
+
+
+def parent_chart_dir() -> str:
+    """A copy of helm/examples/my-app with its file:// dependency built (`helm dependency build`),
+    made once per run in a temporary directory, so that nothing is written into the repository."""
+    global _parent_copy
+    if _parent_copy is None:
+        tmp = tempfile.mkdtemp(prefix="gleaner-my-app-")
+        atexit.register(shutil.rmtree, tmp, True)
+        # The dependency is ../../gleaner relative to the parent chart: keep that layout.
+        shutil.copytree(CHART, os.path.join(tmp, "helm", "gleaner"))
+        shutil.copytree(PARENT, os.path.join(tmp, "helm", "examples", "my-app"))
+        _parent_copy = os.path.join(tmp, "helm", "examples", "my-app")
+        helm.dependency_build(_parent_copy)
+    return _parent_copy
+
+
+def chart_dir(case: Case) -> str:
+    return CHART if case.chart == "gleaner" else parent_chart_dir()
+
+
+def render(case: Case, extra: dict | None = None) -> dict[str, str]:
+    """{template path: text} as Helm renders it (NOTES.txt included); raises on a failed render."""
+    values = deep_merge(case.values(), extra or {})
+    with helm.Chart.load(chart_dir(case)) as chart:
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def manifests_text(rendered: dict[str, str]) -> str:
+    """The manifests as `helm template` prints them: one `# Source:` document per template."""
+    docs = []
+    for path in sorted(rendered):
+        text = rendered[path]
+        if path.endswith("NOTES.txt") or not text.strip():
+            continue
+        # Trailing spaces left by `nindent` of an empty include are dropped; YAML ignores them.
+        body = "\n".join(line.rstrip() for line in text.strip("\n").splitlines())
+        docs.append(f"---\n# Source: {path}\n{body}\n")
+    return "".join(docs)
+
+
+def notes_text(rendered: dict[str, str]) -> str:
+    for path, text in rendered.items():
+        if path.endswith("NOTES.txt"):
+            return text.strip("\n") + "\n"
+    return ""
+
+
+def objects(rendered: dict[str, str]) -> list[dict]:
+    out = []
+    for doc in yaml.safe_load_all(manifests_text(rendered)):
+        if doc:
+            out.append(doc)
+    return out
+
+
+def workload_pod(objs: list[dict]) -> tuple[dict, dict]:
+    """(the workload, its Pod template) of the one Deployment or StatefulSet rendered."""
+    workloads = [o for o in objs if o["kind"] in ("Deployment", "StatefulSet")]
+    if len(workloads) != 1:
+        raise AssertionError(f"expected one Deployment or StatefulSet, found {len(workloads)}")
+    return workloads[0], workloads[0]["spec"]["template"]
+
+
+def error_text(exc: Exception) -> str:
+    return re.sub(r"\s+", " ", str(exc))

@@ -1,0 +1,525 @@
+"""The Pod, run for real without a cluster.
+
+For each case below, the chart is rendered with real Helm and the Pod template of the rendered
+Deployment or StatefulSet is run the way the kubelet would run it, with local processes:
+
+  * every container runs its `command` (or the image's ENTRYPOINT, /usr/local/bin/gleaner, which
+    is $GLEANER_BIN here) with its `args` and its environment: `env` (the downward API's
+    metadata.name and metadata.namespace filled in with the Pod's name and namespace, secretKeyRef
+    from the case's stand-in Secrets), `envFrom`, and $(VAR) references expanded;
+  * every volume mount is a directory under a temporary directory: an emptyDir is one directory,
+    shared by the containers that mount it, as in the Pod; paths in args and env under a mount
+    path are mapped to it;
+  * run as root (as CI does), each process runs under the rendered runAsUser/runAsGroup with the
+    Pod's fsGroup as supplementary group (setpriv), and the emptyDir is group-owned by the fsGroup
+    and setgid, as the kubelet makes it;
+  * start order: a native sidecar (an init container with restartPolicy Always) starts first,
+    and the main containers start once its startupProbe (HTTP GET, as rendered) passes; classic
+    containers start together. While running, the liveness probe's endpoint must answer 200;
+  * stop order, as Kubernetes does it for the flavour: native, SIGTERM to the main containers,
+    and to the sidecar only after they exited; classic, SIGTERM to all at once. Whatever still
+    runs when the rendered terminationGracePeriodSeconds is over gets SIGKILL (and fails the case).
+
+Then: every file the emitter completed (it prints each one's path) is in the outputs exactly once
+(the last ones included), with the Pod's name as source id, nothing else is; no file is left in
+the emptyDir (`--after delete`) and nothing had to be shipped as leftovers; every container
+exited 0. Outputs and state go to a local directory, or to S3 on a moto server (the native-s3
+example, as it is: only the endpoint and keys that IRSA would provide are added).
+
+Prints one line per case and a summary; exits 1 if any case failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
+from common import CHART, PARENT, ROOT  # noqa: E402
+
+GLEANER_BIN = os.path.abspath(os.environ.get("GLEANER_BIN", os.path.join(ROOT, "target", "debug", "gleaner")))
+MOTO_SERVER = os.environ.get("MOTO_SERVER", os.path.join(ROOT, ".tools", "moto", "bin", "moto_server"))
+RUN_SECONDS = float(os.environ.get("POD_RUN_SECONDS", "5"))
+NAMESPACE = common.NAMESPACE
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (urllib.error.URLError, OSError) as e:
+        return 0, str(e).encode()
+
+
+# ------------------------------------------------------------------------------------------------
+class Moto:
+    """moto's S3 server on a free 127.0.0.1 port, stopped by its PID."""
+
+    def __init__(self, workdir: str):
+        if not os.access(MOTO_SERVER, os.X_OK):
+            raise AssertionError(f"{MOTO_SERVER} not found (tests/k8s/run.sh installs moto into .tools/moto)")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(os.path.join(workdir, "moto.log"), "wb")
+        self.proc = subprocess.Popen([MOTO_SERVER, "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(150):
+            if http_get(self.url + "/moto-api/", 1)[0]:
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError("moto did not start: " + open(self.log.name).read()[-2000:])
+
+    def create_bucket(self, bucket: str) -> None:
+        req = urllib.request.Request(f"{self.url}/{bucket}", method="PUT")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200, r.status
+
+    def objects(self, bucket: str, prefix: str) -> dict[str, bytes]:
+        """Every object under prefix, read through the S3 API with boto3 (installed with moto, so
+        run by moto's Python), signed as a client would (moto refuses anonymous reads)."""
+        script = (
+            "import base64, json, sys, boto3\n"
+            "s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',"
+            " aws_access_key_id='gleaner-test', aws_secret_access_key='gleaner-test')\n"
+            "out = {}\n"
+            "for page in s3.get_paginator('list_objects_v2').paginate(Bucket=sys.argv[2], Prefix=sys.argv[3]):\n"
+            "    for o in page.get('Contents', []):\n"
+            "        body = s3.get_object(Bucket=sys.argv[2], Key=o['Key'])['Body'].read()\n"
+            "        out[o['Key']] = base64.b64encode(body).decode()\n"
+            "print(json.dumps(out))\n"
+        )
+        python = os.path.join(os.path.dirname(MOTO_SERVER), "python")
+        proc = subprocess.run([python, "-c", script, self.url, bucket, prefix], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return {k: base64.b64decode(v) for k, v in json.loads(proc.stdout).items()}
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.log.close()
+
+
+def stop_process(proc: subprocess.Popen, wait: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------------------------------------
+class Container:
+    def __init__(self, spec: dict, sidecar: bool):
+        self.spec = spec
+        self.name = spec["name"]
+        self.sidecar = sidecar
+        self.proc: subprocess.Popen | None = None
+        self.stdout_lines: list[str] = []
+        self.killed = False
+        self.exit_code: int | None = None
+        self.log_path = ""
+
+    def port(self, name_or_number) -> int:
+        if isinstance(name_or_number, int):
+            return name_or_number
+        for p in self.spec.get("ports", []):
+            if p.get("name") == name_or_number:
+                return p["containerPort"]
+        raise AssertionError(f"{self.name}: no port named {name_or_number}")
+
+    def probe(self, kind: str) -> tuple[int, bytes]:
+        probe = self.spec[kind]
+        get = probe["httpGet"]
+        return http_get(f"http://127.0.0.1:{self.port(get['port'])}{get['path']}", probe.get("timeoutSeconds", 1))
+
+
+class Pod:
+    """A rendered Pod template, run with local processes."""
+
+    def __init__(self, workload: dict, template: dict, workdir: str, secrets: dict, injected_env: dict):
+        self.spec = template["spec"]
+        self.name = (f"{workload['metadata']['name']}-0" if workload["kind"] == "StatefulSet"
+                     else f"{workload['metadata']['name']}-5d8f7c9b6d-x2k4q")
+        self.workdir = workdir
+        self.secrets = secrets
+        self.injected_env = injected_env
+        self.grace = self.spec.get("terminationGracePeriodSeconds", 30)
+        self.pod_sc = self.spec.get("securityContext", {})
+        self.volumes: dict[str, str] = {}
+        for vol in self.spec.get("volumes", []):
+            assert "emptyDir" in vol, f"volume {vol['name']}: only emptyDir volumes can stand in here"
+            path = os.path.join(workdir, "volumes", vol["name"])
+            os.makedirs(path)
+            # The kubelet makes an emptyDir 0777, and with fsGroup group-owned and setgid.
+            os.chmod(path, 0o777)
+            if os.geteuid() == 0 and "fsGroup" in self.pod_sc:
+                os.chown(path, 0, self.pod_sc["fsGroup"])
+                os.chmod(path, 0o2777)
+            self.volumes[vol["name"]] = path
+        inits = self.spec.get("initContainers") or []
+        for c in inits:
+            assert c.get("restartPolicy") == "Always", f"init container {c['name']} is not a sidecar: not supported here"
+        self.sidecars = [Container(c, True) for c in inits]
+        self.mains = [Container(c, False) for c in self.spec["containers"]]
+        self.native = bool(self.sidecars)
+
+    # -- the container's process, as the kubelet would start it ---------------------------------
+    def mounts(self, c: Container) -> dict[str, str]:
+        return {m["mountPath"]: self.volumes[m["name"]] for m in c.spec.get("volumeMounts", [])}
+
+    def map_path(self, value: str, mounts: dict[str, str]) -> str:
+        for mount_path in sorted(mounts, key=len, reverse=True):
+            if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
+                return mounts[mount_path] + value[len(mount_path):]
+        return value
+
+    def map_arg(self, arg: str, mounts: dict[str, str]) -> str:
+        if arg.startswith("--") and "=" in arg:
+            flag, value = arg.split("=", 1)
+            return f"{flag}={self.map_path(value, mounts)}"
+        return self.map_path(arg, mounts)
+
+    def environment(self, c: Container, mounts: dict[str, str]) -> dict[str, str]:
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOSTNAME": self.name, "HOME": "/"}
+        env.update(self.injected_env)
+        for src in c.spec.get("envFrom", []):
+            name = src["secretRef"]["name"]
+            assert name in self.secrets, f"{c.name}: envFrom Secret {name} does not exist"
+            env.update(self.secrets[name])
+        for var in c.spec.get("env", []):
+            if "value" in var:
+                env[var["name"]] = self.map_path(expand(var["value"], env), mounts)
+                continue
+            src = var["valueFrom"]
+            if "fieldRef" in src:
+                field = src["fieldRef"]["fieldPath"]
+                env[var["name"]] = {"metadata.name": self.name, "metadata.namespace": NAMESPACE}[field]
+            elif "secretKeyRef" in src:
+                ref = src["secretKeyRef"]
+                assert ref["name"] in self.secrets and ref["key"] in self.secrets[ref["name"]], \
+                    f"{c.name}: Secret {ref['name']} has no key {ref['key']}"
+                env[var["name"]] = self.secrets[ref["name"]][ref["key"]]
+            else:
+                raise AssertionError(f"{c.name}: env {var['name']}: {list(src)} not supported here")
+        return env
+
+    def start(self, c: Container) -> None:
+        spec = c.spec
+        assert spec["image"].startswith(common.IMAGE_REPOSITORY + ":"), spec["image"]
+        mounts = self.mounts(c)
+        env = self.environment(c, mounts)
+        command = spec.get("command") or common.IMAGE_ENTRYPOINT
+        argv = [expand(a, env) for a in command + spec.get("args", [])]
+        argv = [self.map_arg(a, mounts) for a in argv]
+        assert argv[0] == common.IMAGE_ENTRYPOINT[0], f"{c.name}: runs {argv[0]}, not the image's gleaner"
+        argv[0] = self.binary
+        sc = {**{k: v for k, v in self.pod_sc.items() if k in ("runAsUser", "runAsGroup")},
+              **spec.get("securityContext", {})}
+        if os.geteuid() == 0 and "runAsUser" in sc:
+            groups = [str(self.pod_sc["fsGroup"])] if "fsGroup" in self.pod_sc else []
+            argv = ["setpriv", f"--reuid={sc['runAsUser']}", f"--regid={sc.get('runAsGroup', sc['runAsUser'])}",
+                    f"--groups={','.join(groups)}" if groups else "--clear-groups",
+                    "--no-new-privs", "--"] + argv
+        c.log_path = os.path.join(self.workdir, f"{c.name}.log")
+        c.argv = argv
+        log = open(c.log_path, "wb")
+        c.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=log, cwd="/",
+                                  start_new_session=True)
+        c.started = time.monotonic()
+
+        def read_stdout():
+            for line in c.proc.stdout:
+                c.stdout_lines.append(line.decode("utf-8", "replace").rstrip("\n"))
+        c.reader = threading.Thread(target=read_stdout, daemon=True)
+        c.reader.start()
+
+    def wait_started(self, c: Container) -> float:
+        """The kubelet's startupProbe loop: every periodSeconds, up to failureThreshold attempts."""
+        probe = c.spec["startupProbe"]
+        for attempt in range(probe.get("failureThreshold", 3)):
+            if attempt:
+                time.sleep(probe.get("periodSeconds", 10))
+            assert c.proc.poll() is None, f"{c.name} exited with {c.proc.returncode} before its startup probe passed"
+            status, _ = c.probe("startupProbe")
+            if status == 200:
+                return time.monotonic() - c.started
+        raise AssertionError(f"{c.name}: the startup probe never passed")
+
+    # -- the Pod's life ------------------------------------------------------------------------
+    def run(self, binary: str) -> dict:
+        self.binary = binary
+        report = {}
+        for c in self.sidecars:
+            self.start(c)
+            report[f"{c.name} started (startup probe)"] = f"{self.wait_started(c):.1f}s"
+        for c in self.mains:
+            self.start(c)
+        for c in self.mains:
+            if "startupProbe" in c.spec:
+                report[f"{c.name} started (startup probe)"] = f"{self.wait_started(c):.1f}s"
+        end = time.monotonic() + RUN_SECONDS
+        while time.monotonic() < end:
+            for c in self.sidecars + self.mains:
+                assert c.proc.poll() is None, f"{c.name} exited early with {c.proc.returncode}:\n{tail(c.log_path)}"
+                if "livenessProbe" in c.spec:
+                    status, body = c.probe("livenessProbe")
+                    assert status == 200, f"{c.name}: liveness probe answered {status}: {body[:200]!r}"
+            time.sleep(1)
+        report.update(self.terminate())
+        return report
+
+    def terminate(self) -> dict:
+        t0 = time.monotonic()
+        deadline = t0 + self.grace
+        report = {}
+
+        def wait_all(containers):
+            for c in containers:
+                remaining = deadline - time.monotonic()
+                try:
+                    c.proc.wait(max(remaining, 0))
+                except subprocess.TimeoutExpired:
+                    pass
+
+        if self.native:
+            for c in self.mains:
+                c.proc.send_signal(signal.SIGTERM)
+            wait_all(self.mains)
+            report["main containers stopped"] = f"{time.monotonic() - t0:.1f}s"
+            for c in reversed(self.sidecars):
+                if c.proc.poll() is None:
+                    c.proc.send_signal(signal.SIGTERM)
+            wait_all(self.sidecars)
+        else:
+            for c in self.mains:
+                c.proc.send_signal(signal.SIGTERM)
+            wait_all(self.mains)
+        for c in self.sidecars + self.mains:
+            if c.proc.poll() is None:
+                c.killed = True
+                os.killpg(c.proc.pid, signal.SIGKILL)
+                c.proc.wait()
+            c.reader.join(5)
+            c.exit_code = c.proc.returncode
+        report["Pod stopped"] = f"{time.monotonic() - t0:.1f}s of a {self.grace}s grace period"
+        return report
+
+
+    def kill_all(self) -> None:
+        """After a failed case: no process of the Pod outlives the test."""
+        for c in self.sidecars + self.mains:
+            if c.proc is not None and c.proc.poll() is None:
+                os.killpg(c.proc.pid, signal.SIGKILL)
+                c.proc.wait()
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion in command, args and env values ($$ is a literal $)."""
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), value)
+
+
+def tail(path: str, lines: int = 30) -> str:
+    try:
+        return "\n".join(open(path, errors="replace").read().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# ------------------------------------------------------------------------------------------------
+def arg_value(container: dict, flag: str) -> str:
+    for arg in container.get("args", []):
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    raise AssertionError(f"{container['name']} has no {flag}")
+
+
+def gleaner_container(pod: Pod) -> Container:
+    return next(c for c in pod.sidecars + pod.mains if c.spec["args"][0] == "run")
+
+
+def emitter_container(pod: Pod) -> Container:
+    return next(c for c in pod.mains if c.spec["args"][0] == "emit")
+
+
+def read_results(objects: dict[str, bytes]) -> list[dict]:
+    lines = []
+    for key, body in sorted(objects.items()):
+        if key.endswith(".gz"):
+            body = gzip.decompress(body)
+        for line in body.decode("utf-8").splitlines():
+            if line.strip():
+                lines.append({**json.loads(line), "_object": key})
+    return lines
+
+
+def local_objects(root: str) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            path = os.path.join(dirpath, f)
+            out[os.path.relpath(path, root)] = open(path, "rb").read()
+    return out
+
+
+def run_case(name: str, case: common.Case, storage: str, secrets: dict, binary: str, workdir: str) -> str:
+    os.makedirs(workdir)
+    os.chmod(workdir, 0o755)
+    gleaner_values = {"metrics": {"port": free_port()}}
+    injected: dict[str, str] = {}
+    moto = None
+    if storage == "local":
+        # Outside the Pod's volumes: stands in for the object store.
+        store = os.path.join(workdir, "store")
+        for sub in ("state", "results"):
+            os.makedirs(os.path.join(store, sub))
+            if os.geteuid() == 0:
+                os.chown(os.path.join(store, sub), 65532, 65532)
+        gleaner_values["run"] = {"state": f"file://{store}/state", "output": f"file://{store}/results"}
+    extra = {"gleaner": gleaner_values} if case.chart == "my-app" else gleaner_values
+    objs = common.objects(common.render(case, extra))
+    workload, template = common.workload_pod(objs)
+    pod = Pod(workload, template, workdir, secrets, injected)
+    gleaner = gleaner_container(pod)
+    output = arg_value(gleaner.spec, "--output")
+    try:
+        if storage == "s3":
+            moto = Moto(workdir)
+            bucket = re.match(r"s3://([^/]+)/", output).group(1)
+            moto.create_bucket(bucket)
+            # What IRSA provides in the cluster (web identity credentials), and where S3 is.
+            injected.update({"AWS_ENDPOINT": moto.url, "AWS_ALLOW_HTTP": "true",
+                             "AWS_ACCESS_KEY_ID": "gleaner-test", "AWS_SECRET_ACCESS_KEY": "gleaner-test"})
+        report = pod.run(binary)
+        if storage == "s3":
+            bucket, prefix = re.match(r"s3://([^/]+)/(.*)", output).groups()
+            objects = moto.objects(bucket, prefix.rstrip("/") + "/")
+            objects = {k[len(prefix.rstrip("/")) + 1:]: v for k, v in objects.items()}
+        else:
+            objects = local_objects(output[len("file://"):])
+    finally:
+        pod.kill_all()
+        if moto:
+            moto.stop()
+    emitter = emitter_container(pod)
+    problems = []
+    for c in pod.sidecars + pod.mains:
+        if c.killed:
+            problems.append(f"{c.name} was still running after the grace period ({pod.grace}s): SIGKILLed")
+        elif c.exit_code != 0:
+            problems.append(f"{c.name} exited with {c.exit_code}")
+    emitted = [line for line in emitter.stdout_lines if line]
+    if len(emitted) < 3:
+        problems.append(f"the emitter completed only {len(emitted)} files in {RUN_SECONDS}s")
+    leftovers = [k for k in objects if k.startswith(".leftovers/")]
+    if leftovers:
+        problems.append(f"files were left and shipped raw: {leftovers[:5]}")
+    results = read_results({k: v for k, v in objects.items() if not k.startswith(".leftovers/")})
+    counts = Counter(r["path"] for r in results)
+    missing = [p for p in emitted if counts[p] == 0]
+    twice = sorted(p for p, n in counts.items() if n > 1)
+    unknown = sorted(set(counts) - set(emitted))
+    if missing:
+        problems.append(f"{len(missing)} of {len(emitted)} emitted files are in no output: {missing[:5]}"
+                        + (" (the last one included)" if emitted and emitted[-1] in missing else ""))
+    if twice:
+        problems.append(f"files in the outputs more than once: {twice[:5]}")
+    if unknown:
+        problems.append(f"outputs for files the emitter did not report: {unknown[:5]}")
+    errors = [r for r in results if "error" in r]
+    if errors:
+        problems.append(f"{len(errors)} files failed: {errors[:2]}")
+    wrong_source = {r["source_id"] for r in results} - {pod.name}
+    if wrong_source:
+        problems.append(f"source ids {wrong_source}, expected the Pod's name {pod.name}")
+    wrong_place = [r["_object"] for r in results if not r["_object"].startswith(pod.name + "/")]
+    if wrong_place:
+        problems.append(f"outputs not under <output>/{pod.name}/: {wrong_place[:3]}")
+    watch = pod.volumes[gleaner.spec["volumeMounts"][0]["name"]]
+    left = [os.path.relpath(os.path.join(d, f), watch) for d, _, fs in os.walk(watch) for f in fs
+            if not f.startswith(".gleaner-root")]
+    if gleaner_arg(gleaner.spec, "--after") == "delete" and left:
+        problems.append(f"files left in the emptyDir despite --after delete: {left[:5]}")
+    if problems:
+        logs = "\n".join(f"--- {c.name} ({' '.join(c.argv)})\n{tail(c.log_path)}" for c in pod.sidecars + pod.mains)
+        raise AssertionError("\n".join(problems) + "\n" + logs)
+    flavour = "native" if pod.native else "classic"
+    timing = ", ".join(f"{k} {v}" for k, v in report.items())
+    return (f"{flavour}, {storage}: {len(emitted)} files emitted, each in the outputs once "
+            f"(last: {emitted[-1]}); {timing}")
+
+
+def gleaner_arg(spec: dict, flag: str) -> str | None:
+    try:
+        return arg_value(spec, flag)
+    except AssertionError:
+        return None
+
+
+def main() -> int:
+    if not os.access(GLEANER_BIN, os.X_OK):
+        print(f"FAIL  pod-run: GLEANER_BIN {GLEANER_BIN} is not an executable (build it, or set GLEANER_BIN)")
+        print("pod: 0 passed, 1 failed")
+        return 1
+    base = tempfile.mkdtemp(prefix="gleaner-pod-")
+    os.chmod(base, 0o755)
+    # A copy, so that a rebuild while the test runs does not swap the binary under it, readable by
+    # the Pod's uid.
+    binary = os.path.join(base, "gleaner")
+    shutil.copy2(GLEANER_BIN, binary)
+    os.chmod(binary, 0o755)
+    examples = os.path.join(CHART, "examples")
+    runs = [
+        ("native-s3 on moto", common.Case("native-s3", "gleaner", os.path.join(examples, "native-s3.yaml")),
+         "s3", {}),
+        ("classic", common.Case("classic", "gleaner", os.path.join(examples, "classic.yaml")), "local", {}),
+        ("my-app (named templates)", common.Case("my-app", "my-app"), "local", {}),
+    ]
+    passed = failed = 0
+    for i, (name, case, storage, secrets) in enumerate(runs):
+        started = time.monotonic()
+        try:
+            detail = run_case(name, case, storage, secrets, binary, os.path.join(base, f"case{i}"))
+            print(f"ok    pod-run {name}  ({time.monotonic() - started:.0f}s) {detail}", flush=True)
+            passed += 1
+        except Exception as e:
+            text = str(e) if isinstance(e, AssertionError) else traceback.format_exc()
+            print(f"FAIL  pod-run {name}\n" + "\n".join("      " + l for l in text.splitlines()), flush=True)
+            failed += 1
+    if failed == 0:
+        shutil.rmtree(base, ignore_errors=True)
+    else:
+        print(f"      (processes' logs and volumes kept in {base})")
+    print(f"pod: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
