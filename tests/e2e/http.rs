@@ -86,6 +86,7 @@ fn metrics_healthz_and_readyz_are_served() {
         "gleaner_scan_phase_duration_seconds_count{phase=\"flush\"} 1",
         "gleaner_scan_phase_duration_seconds_count{phase=\"commit\"} 1",
         "gleaner_fenced 0",
+        "gleaner_source_info{source_id=\"test-source\"} 1",
         "process_cpu_seconds_total ",
         "process_resident_memory_bytes ",
         "process_open_fds ",

@@ -37,8 +37,8 @@ use crate::processor::DynProcessor;
 use crate::readiness::{Readiness, Sightings};
 use crate::telemetry::{
     Backlog, BatchRedone, CleanupResumed, FreeSpace, Heartbeat, ListingSurveyed, LoopPhase,
-    LoopStarted, Observer, ScanFailed, ScanFinished, ScanInterrupted, ScanRetry, StartFailed,
-    WokenEarly,
+    LoopStarted, Observer, ScanFailed, ScanFinished, ScanInterrupted, ScanRetry, SourceOpened,
+    StartFailed, WokenEarly,
 };
 use crate::{ConfigError, ScanError};
 
@@ -401,6 +401,9 @@ impl Scanner {
         scanner.refuse_silent_rescan().await?;
         scanner.prepare_storage().await?;
         scanner.observer.emit(loaded.event(scanner.log.location()));
+        scanner.observer.emit(SourceOpened {
+            source_id: scanner.config.source_id.as_str(),
+        });
         Ok(scanner)
     }
 

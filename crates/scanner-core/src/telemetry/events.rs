@@ -95,6 +95,17 @@ impl InternalEvent for StartFailed<'_> {
     }
 }
 
+/// The scanner is open: it collects this source.
+pub(crate) struct SourceOpened<'a> {
+    pub(crate) source_id: &'a str,
+}
+
+impl InternalEvent for SourceOpened<'_> {
+    fn emit(self) {
+        gauge!(SOURCE_INFO, "source_id" => self.source_id.to_string()).set(1.0);
+    }
+}
+
 /// The scan loop starts, with a scan every `interval`.
 pub(crate) struct LoopStarted {
     pub(crate) interval: Duration,

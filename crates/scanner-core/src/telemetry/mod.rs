@@ -107,6 +107,9 @@ pub const LAST_COMMIT: &str = "gleaner_last_commit_timestamp_seconds";
 /// When the last successful scan ended (Unix seconds): `time() - x` keeps growing while scans
 /// fail or stop, unlike [`LAST_COMMIT`], which also stalls when nothing new arrives.
 pub const LAST_SUCCESSFUL_SCAN: &str = "gleaner_last_successful_scan_timestamp_seconds";
+/// Always 1; its `source_id` label names the source this process collects, so that alerts
+/// and dashboards can join on it (`* on(instance) group_left(source_id)`).
+pub const SOURCE_INFO: &str = "gleaner_source_info";
 /// The configured time between scans (`--interval`), for staleness rules.
 pub const SCAN_INTERVAL: &str = "gleaner_scan_interval_seconds";
 /// Duration of one phase of a scan, by `phase`: `list` (walking the watched directory),
@@ -285,6 +288,10 @@ pub fn describe() {
         LAST_SUCCESSFUL_SCAN,
         Unit::Seconds,
         "Unix time the last successful scan ended."
+    );
+    describe_gauge!(
+        SOURCE_INFO,
+        "Always 1; the source_id label names the source this process collects."
     );
     describe_gauge!(
         SCAN_INTERVAL,
