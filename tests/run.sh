@@ -7,7 +7,9 @@
 # for S3 and Azurite for Azure, installed from PyPI and npm into .tools/), end-to-end tests
 # against the real `gleaner` binary (the crash campaign with SIGKILLs included), doctests and the
 # library example, the Helm chart (tests/k8s/run.sh: real Helm, kubernetes-validate, the rendered
-# Pods run as local processes), the container image (tests/image/run.sh: hadolint, the static rootfs, run in a
+# Pods run as local processes), the observability files (tests/observability/run.sh: promtool and
+# amtool checks, the dashboard against Grafana's schema, a real Prometheus and Alertmanager firing
+# into a Slack webhook stand-in), the container image (tests/image/run.sh: hadolint, the static rootfs, run in a
 # read-only chroot as uid 65532 against moto), and a build of the fuzz targets (cargo fuzz, with the nightly toolchain;
 # cargo-fuzz is installed into .tools/ when missing). Servers listen on 127.0.0.1 only and are
 # stopped by PID when the script ends.
@@ -57,6 +59,9 @@ cargo run --locked --quiet -p scanner-core --example line_lengths
 
 step "Helm chart: lint, golden renders, kubernetes-validate, bad values, the rendered Pods run for real"
 ./tests/k8s/run.sh
+
+step "observability: rules, alerts, Alertmanager, dashboard; real Prometheus and Alertmanager end to end"
+./tests/observability/run.sh
 
 step "container image (hadolint, static rootfs, run read-only as uid 65532 against moto)"
 ./tests/image/run.sh

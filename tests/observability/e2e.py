@@ -1,0 +1,594 @@
+#!/usr/bin/env python3
+"""End to end: the real gleaner, Prometheus, Alertmanager, and a Slack webhook stand-in.
+
+1. Starts, on 127.0.0.1: a Slack webhook stand-in (a small HTTP server in this process that
+   records every POST), the real `gleaner run` (local directories, --interval 2s, as the
+   unprivileged user 65534 when run as root), a real Alertmanager with a copy of
+   deploy/alertmanager/alertmanager.yaml in which only the webhook URL files and the grouping
+   delays differ, and a real Prometheus that scrapes gleaner every second and evaluates copies of
+   the shipped rule files in which only `for:` and the group intervals are shortened.
+2. Feeds gleaner files; checks that every process_* metric the rules and the dashboard name is
+   exposed, that every dashboard query runs and the core panels' queries return data, and that
+   no alert fires while all is well.
+3. Causes an incident for real: the output directory is made unwritable (chmod), so batches fail
+   at the flush. Waits for the Slack messages of GleanerScansFailing (warning: the tickets
+   webhook) and GleanerStale (critical: the paging webhook), and checks their payloads: alert
+   name, summary, runbook link, dashboard link.
+4. Ends the incident (chmod back) and waits for the resolved messages of both.
+
+Usage: e2e.py GLEANER_BIN   (promtool-free: it talks to the servers' HTTP APIs)
+Environment: PROMETHEUS (default `prometheus`), ALERTMANAGER (default `prometheus-alertmanager`
+or `alertmanager`), E2E_KEEP=1 keeps the temporary directory.
+"""
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import yaml
+
+sys.dont_write_bytecode = True
+import obslib  # noqa: E402
+
+SOURCE_ID = "e2e-source"
+NAMESPACE = "e2e"
+INTERVAL_SECONDS = 2
+# `for:` in the shipped rules becomes this (only ever shorter).
+FOR = "2s"
+# Panels whose every query must return data from a healthy collector.
+CORE_PANELS = [
+    "SLI over the SLO period",
+    "Objectives",
+    "Error budget remaining",
+    "SLI (1h) vs objective",
+    "Burn rate",
+    "Files committed",
+    "Bytes read",
+    "Scans and batches",
+    "Scan duration",
+    "Scan phases (p99)",
+    "Time since the last successful scan",
+    "Oldest ready file waiting",
+    "Commit delay",
+    "Ready files waiting",
+    "Free space",
+    "Scan errors by stage",
+    "Failed files by reason",
+    "Ready, fenced",
+    "Up",
+    "CPU",
+    "Memory",
+    "Open file descriptors",
+    "Threads",
+    "Collectors",
+]
+
+# Alerts that must not fire before the incident.
+MUST_BE_SILENT = {
+    "GleanerScansFailing",
+    "GleanerStale",
+    "GleanerFenced",
+    "GleanerCrashLooping",
+    "GleanerFilesFailing",
+    "GleanerCleanupFailing",
+    "GleanerDrainLeftovers",
+    "GleanerEventsLost",
+    "GleanerWatchVolumeFillingUp",
+    "GleanerFileFreshnessFastBurn",
+    "GleanerCorrectnessFastBurn",
+    "GleanerScanFreshnessFastBurn",
+}
+
+started = time.monotonic()
+
+
+def log(message):
+    print(f"[{time.monotonic() - started:6.1f}s] {message}", flush=True)
+
+
+class Failure(Exception):
+    pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read().decode()
+
+
+def wait_until(what, predicate, timeout, interval=0.25):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except (OSError, urllib.error.URLError, ValueError, KeyError) as e:
+            last_error = e
+        time.sleep(interval)
+    raise Failure(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+# --- The Slack webhook stand-in -----------------------------------------------------------
+
+
+class SlackSink:
+    """Records every JSON body POSTed to it, with its path (/paging, /tickets)."""
+
+    def __init__(self):
+        self.messages = []
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    payload = json.loads(body)
+                except ValueError:
+                    payload = {"unparsed": body.decode(errors="replace")}
+                with sink.lock:
+                    sink.messages.append((self.path, payload))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def find(self, path, alertname, status):
+        """The first message on `path` about `alertname` with `status` (firing|resolved)."""
+        tag = "[FIRING" if status == "firing" else "[RESOLVED]"
+        with self.lock:
+            for got_path, payload in self.messages:
+                for attachment in payload.get("attachments", []):
+                    title = attachment.get("title", "")
+                    if got_path == path and title.startswith(tag) and f"] {alertname}" in title:
+                        return payload
+        return None
+
+    def stop(self):
+        self.server.shutdown()
+
+
+# --- Processes ------------------------------------------------------------------------------
+
+
+class Processes:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.running = []  # (name, Popen, log path)
+
+    def start(self, name, args, **kwargs):
+        log_path = os.path.join(self.workdir, f"{name}.log")
+        out = open(log_path, "w")
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs)
+        self.running.append((name, process, log_path))
+        log(f"started {name} (pid {process.pid})")
+        return process
+
+    def check_alive(self):
+        for name, process, log_path in self.running:
+            if process.poll() is not None:
+                raise Failure(f"{name} exited with {process.returncode}; its log:\n{tail(log_path)}")
+
+    def stop_all(self):
+        for name, process, _ in reversed(self.running):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for name, process, _ in reversed(self.running):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def dump_logs(self):
+        for name, _, log_path in self.running:
+            print(f"----- {name} log (last lines) -----\n{tail(log_path)}")
+
+
+def tail(path, lines=40):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def find_binary(*names):
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise Failure(f"none of {names} found on PATH")
+
+
+# --- Configuration copies -------------------------------------------------------------------
+
+
+def test_rules(rules_dir):
+    """Copies of the shipped rule files: group intervals 1s, every `for:` shortened."""
+    paths = []
+    for path in obslib.RULE_FILES:
+        data = yaml.safe_load(path.read_text())
+        for group in data["groups"]:
+            group["interval"] = "1s"
+            for rule in group["rules"]:
+                if "for" in rule:
+                    rule["for"] = FOR
+        out = os.path.join(rules_dir, path.name)
+        with open(out, "w") as f:
+            yaml.safe_dump(data, f, sort_keys=False)
+        paths.append(out)
+    return paths
+
+
+def test_alertmanager(workdir, sink_port):
+    """A copy of the shipped configuration: webhook URLs from files of this test, the templates
+    by absolute path, short grouping delays. Receivers, routes and templates are the shipped
+    ones."""
+    data = yaml.safe_load(obslib.ALERTMANAGER.read_text())
+    data["templates"] = [str(obslib.ALERTMANAGER.parent / t) for t in data["templates"]]
+    route = data["route"]
+    route["group_wait"] = "1s"
+    route["group_interval"] = "2s"
+    for receiver in data["receivers"]:
+        for slack in receiver.get("slack_configs", []):
+            channel = "paging" if "paging" in receiver["name"] else "tickets"
+            url_file = os.path.join(workdir, f"{channel}-webhook-url")
+            with open(url_file, "w") as f:
+                f.write(f"http://127.0.0.1:{sink_port}/{channel}\n")
+            slack["api_url_file"] = url_file
+    out = os.path.join(workdir, "alertmanager.yaml")
+    with open(out, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    return out
+
+
+def prometheus_config(workdir, rule_paths, gleaner_port, am_port):
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": rule_paths,
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+        "scrape_configs": [
+            {
+                "job_name": "gleaner",
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{gleaner_port}"], "labels": {"namespace": NAMESPACE}}
+                ],
+            }
+        ],
+    }
+    out = os.path.join(workdir, "prometheus.yaml")
+    with open(out, "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    return out
+
+
+# --- Prometheus queries ---------------------------------------------------------------------
+
+
+class Prometheus:
+    def __init__(self, port):
+        self.base = f"http://127.0.0.1:{port}"
+
+    def query(self, expr):
+        url = f"{self.base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            body = json.loads(http_get(url))
+        except urllib.error.HTTPError as e:
+            body = json.loads(e.read().decode())
+        if body.get("status") != "success":
+            raise Failure(f"query failed: {expr}\n  {body.get('errorType')}: {body.get('error')}")
+        return body["data"]["result"]
+
+    def value(self, expr):
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if result else None
+
+    def alerts(self):
+        return json.loads(http_get(f"{self.base}/api/v1/alerts"))["data"]["alerts"]
+
+
+# --- The emitter ----------------------------------------------------------------------------
+
+
+class Emitter:
+    """Writes a small file into the watched directory every 0.3 s (as name.tmp, then renamed)."""
+
+    def __init__(self, watch_dir, owner):
+        self.watch_dir = watch_dir
+        self.owner = owner
+        self.count = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def write_one(self):
+        self.count += 1
+        name = os.path.join(self.watch_dir, f"app-{self.count:05d}.log")
+        with open(name + ".tmp", "w") as f:
+            for line in range(20):
+                f.write(f"2026-11-24T10:00:{line:02d}Z level=INFO file={self.count} line={line}\n")
+        if self.owner is not None:
+            os.chown(name + ".tmp", *self.owner)
+        os.rename(name + ".tmp", name)
+
+    def run(self):
+        while not self.stopping.wait(0.3):
+            self.write_one()
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join()
+
+
+# --- The test -------------------------------------------------------------------------------
+
+
+def check_payload(payload, alertname, channel, expected_color):
+    """The Slack message: alert name in the title, summary, runbook and dashboard links."""
+    attachment = payload["attachments"][0]
+    title, text = attachment["title"], attachment["text"]
+    rule = next(a for a in obslib.alerts() if a["alert"] == alertname)
+    runbook = rule["annotations"]["runbook_url"]
+    problems = []
+    if f"] {alertname} in {NAMESPACE}" not in title:
+        problems.append(f"title {title!r} lacks the alert name and namespace")
+    if f"<{runbook}|Runbook>" not in text:
+        problems.append(f"text lacks the runbook link {runbook}")
+    if f"https://grafana.example.com/d/gleaner-overview/gleaner?var-namespace={NAMESPACE}" not in text:
+        problems.append("text lacks the dashboard link")
+    if attachment.get("color") != expected_color:
+        problems.append(f"color {attachment.get('color')!r}, expected {expected_color!r}")
+    buttons = {a.get("text"): a.get("url") for a in attachment.get("actions", [])}
+    if buttons.get("Runbook") != runbook:
+        problems.append(f"Runbook button {buttons.get('Runbook')!r}")
+    if problems:
+        raise Failure(f"{channel} message for {alertname}: " + "; ".join(problems) + f"\n{json.dumps(payload, indent=2)}")
+    return text
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    gleaner_bin = os.path.abspath(sys.argv[1])
+    prometheus_bin = os.environ.get("PROMETHEUS") or find_binary("prometheus")
+    alertmanager_bin = os.environ.get("ALERTMANAGER") or find_binary("prometheus-alertmanager", "alertmanager")
+
+    workdir = tempfile.mkdtemp(prefix="gleaner-obs-e2e-")
+    os.chmod(workdir, 0o755)
+    procs = Processes(workdir)
+    sink = SlackSink()
+    emitter = None
+    ok = False
+    try:
+        watch, state, out = (os.path.join(workdir, d) for d in ("watch", "state", "out"))
+        for d in (watch, state, out):
+            os.mkdir(d)
+        # As root, gleaner runs as nobody: root ignores file modes, and the incident is a mode.
+        unprivileged = os.geteuid() == 0
+        owner = (65534, 65534) if unprivileged else None
+        prefix = []
+        if unprivileged:
+            for d in (watch, state, out):
+                os.chown(d, *owner)
+            prefix = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--"]
+            probe = subprocess.run(prefix + [gleaner_bin, "--version"], capture_output=True)
+            if probe.returncode != 0:
+                copy = os.path.join(workdir, "gleaner")
+                shutil.copy(gleaner_bin, copy)
+                os.chmod(copy, 0o755)
+                gleaner_bin = copy
+
+        gleaner_port, prom_port, am_port = free_port(), free_port(), free_port()
+        gleaner = procs.start(
+            "gleaner",
+            prefix
+            + [
+                gleaner_bin, "run", "--watch", watch, "--state", state, "--output", out,
+                "--source-id", SOURCE_ID, "--interval", f"{INTERVAL_SECONDS}s", "--min-age", "0s",
+                "--metrics-addr", f"127.0.0.1:{gleaner_port}",
+            ],
+        )
+        am_config = test_alertmanager(workdir, sink.port)
+        procs.start(
+            "alertmanager",
+            [
+                alertmanager_bin, f"--config.file={am_config}",
+                f"--storage.path={os.path.join(workdir, 'alertmanager-data')}",
+                f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
+                f"--web.external-url=http://127.0.0.1:{am_port}",
+            ],
+        )
+        rules_dir = os.path.join(workdir, "rules")
+        os.mkdir(rules_dir)
+        prom_config = prometheus_config(workdir, test_rules(rules_dir), gleaner_port, am_port)
+        procs.start(
+            "prometheus",
+            [
+                prometheus_bin, f"--config.file={prom_config}",
+                f"--storage.tsdb.path={os.path.join(workdir, 'prometheus-data')}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+                "--rules.alert.resend-delay=1s",
+            ],
+        )
+        prom = Prometheus(prom_port)
+        wait_until("gleaner /healthz", lambda: http_get(f"http://127.0.0.1:{gleaner_port}/healthz"), 30)
+        wait_until("alertmanager /-/ready", lambda: http_get(f"http://127.0.0.1:{am_port}/-/ready"), 30)
+        wait_until("prometheus /-/ready", lambda: http_get(f"http://127.0.0.1:{prom_port}/-/ready"), 30)
+        procs.check_alive()
+
+        # The standard process metrics the rules and the dashboard use are really exposed.
+        exposition = http_get(f"http://127.0.0.1:{gleaner_port}/metrics")
+        exposed = {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line and not line.startswith("#")}
+        used = set()
+        for _, _, rule in obslib.rules():
+            used |= obslib.metric_names(rule["expr"])
+        for _, _, expr in obslib.dashboard_queries():
+            used |= obslib.metric_names(obslib.substitute(expr))
+        missing = sorted(n for n in used & obslib.PROCESS_METRICS if n not in exposed)
+        if missing:
+            raise Failure(f"the binary does not expose {missing}")
+        for name in ("gleaner_last_successful_scan_timestamp_seconds", "gleaner_scan_interval_seconds",
+                     "gleaner_oldest_pending_timestamp_seconds", "gleaner_fenced"):
+            if name not in exposed:
+                raise Failure(f"the binary does not expose {name}: is {gleaner_bin} up to date?")
+        log(f"{len(used & obslib.PROCESS_METRICS)} process metrics used by rules and dashboard are exposed")
+
+        emitter = Emitter(watch, owner)
+        emitter.start()
+        wait_until(
+            "10 files committed, seen by Prometheus",
+            lambda: (prom.value(f'sum(gleaner_files_total{{outcome="done", namespace="{NAMESPACE}"}})') or 0) >= 10,
+            60,
+        )
+        # Rates over the dashboard's 15s rate interval and the SLO rules need some history.
+        wait_until(
+            "SLO recording rules with data",
+            lambda: prom.query('slo:sli_error:ratio_rate5m{sloth_slo="file-freshness"}')
+            and prom.query('slo:sli_error:ratio_rate30d{sloth_slo="availability"}')
+            and time.monotonic() - started > 20,
+            60,
+        )
+        procs.check_alive()
+
+        # Every dashboard query runs; the core panels' queries return data.
+        titles = {title for title, _, _ in obslib.dashboard_queries()}
+        for title in CORE_PANELS:
+            if title not in titles:
+                raise Failure(f"core panel {title!r} is not in the dashboard")
+        empty = []
+        queries = 0
+        for title, ref, expr in obslib.dashboard_queries():
+            result = prom.query(obslib.substitute(expr))
+            queries += 1
+            if title in CORE_PANELS:
+                values = [s["value"][1] for s in result]
+                if not any(v not in ("NaN", "+Inf", "-Inf") for v in values):
+                    empty.append(f"{title} ({ref}): {obslib.substitute(expr)} -> {result}")
+        if empty:
+            raise Failure("core panels without data:\n  " + "\n  ".join(empty))
+        log(f"{queries} dashboard queries ran; the {len(CORE_PANELS)} core panels have data")
+
+        # Before the incident, the alerts it must cause (and those of problems this run does not
+        # have) are silent. Others are only reported: with `for:` cut to 2s, a machine busy with
+        # other tests can make a scrape or a scan slow enough for a moment.
+        firing = [a["labels"] for a in prom.alerts() if a["state"] == "firing"]
+        wrong = [a for a in firing if a["alertname"] in MUST_BE_SILENT]
+        if wrong:
+            raise Failure(f"alerts fire while all is well: {wrong}")
+        if firing:
+            log(f"note: firing before the incident: {[a['alertname'] for a in firing]}")
+        log(f"none of {len(MUST_BE_SILENT)} alerts fires while all is well")
+
+        # The incident: the output directory refuses writes.
+        source_out = os.path.join(out, SOURCE_ID)
+        os.chmod(source_out, 0o555)
+        os.chmod(out, 0o555)
+        log("incident: output directory made read-only")
+        expected = [
+            ("/tickets", "GleanerScansFailing", "warning"),
+            ("/paging", "GleanerStale", "danger"),
+        ]
+        for path, alertname, color in expected:
+            payload = wait_until(
+                f"the Slack message of {alertname} on {path}",
+                lambda: procs.check_alive() or sink.find(path, alertname, "firing"),
+                90,
+            )
+            text = check_payload(payload, alertname, path, color)
+            log(f"Slack {path}: {payload['attachments'][0]['title']!r}")
+            for line in text.splitlines():
+                print(f"           | {line}")
+        failing = prom.query(f'ALERTS{{alertname="GleanerScansFailing", alertstate="firing", namespace="{NAMESPACE}"}}')
+        if not failing:
+            raise Failure("GleanerScansFailing is not firing in Prometheus")
+        errors = prom.value(f'sum(gleaner_errors_total{{stage="output", namespace="{NAMESPACE}"}})')
+        if not errors:
+            raise Failure("gleaner_errors_total{stage=\"output\"} did not count the failures")
+        summary = sink.find("/tickets", "GleanerScansFailing", "firing")["attachments"][0]["text"]
+        if f"Gleaner {NAMESPACE}/127.0.0.1:{gleaner_port}: scans are failing" not in summary:
+            raise Failure(f"the ScansFailing summary is not the rule's: {summary!r}")
+        if "Errors by stage in the last 15 minutes: output (" not in summary:
+            raise Failure(f"the ScansFailing description does not name the output stage: {summary!r}")
+
+        # The incident ends.
+        os.chmod(out, 0o755)
+        os.chmod(source_out, 0o755)
+        log("incident over: output directory writable again")
+        for path, alertname, _ in expected:
+            payload = wait_until(
+                f"the resolved Slack message of {alertname} on {path}",
+                lambda: procs.check_alive() or sink.find(path, alertname, "resolved"),
+                90,
+            )
+            attachment = payload["attachments"][0]
+            if attachment.get("color") != "good" or "resolved:" not in attachment["text"]:
+                raise Failure(f"resolved message of {alertname}: {json.dumps(payload, indent=2)}")
+            log(f"Slack {path}: {attachment['title']!r}")
+        committed_before = emitter.count
+        emitter.stop()
+        emitter = None
+        wait_until(
+            "every emitted file committed",
+            lambda: (prom.value(f'sum(gleaner_files_total{{outcome="done", namespace="{NAMESPACE}"}})') or 0) >= committed_before,
+            60,
+        )
+        log(f"{committed_before} files emitted, all committed; {len(sink.messages)} Slack messages received")
+        ok = True
+    except Failure as e:
+        print(f"FAIL: {e}")
+        procs.dump_logs()
+        print("----- Slack messages -----")
+        for path, payload in sink.messages:
+            print(path, json.dumps(payload)[:600])
+    finally:
+        if emitter:
+            emitter.stop()
+        procs.stop_all()
+        sink.stop()
+        if os.environ.get("E2E_KEEP") == "1":
+            print(f"kept {workdir}")
+        else:
+            for d in ("out",):
+                path = os.path.join(workdir, d)
+                if os.path.isdir(path):
+                    for root, dirs, _ in os.walk(path):
+                        for name in dirs:
+                            os.chmod(os.path.join(root, name), 0o755)
+                    os.chmod(path, 0o755)
+            shutil.rmtree(workdir, ignore_errors=True)
+    log("end to end: " + ("passed" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Gleaner's observability files, tested against the real tools and servers:
+#
+#   tests/observability/run.sh          (GLEANER_BIN=path/to/gleaner, default target/debug/gleaner)
+#
+# * deploy/prometheus/slo-rules.yaml is generated from deploy/slos.yaml, and
+#   deploy/grafana/gleaner.json from its generator, and neither was edited by hand;
+# * promtool check rules on every rule file; promtool test rules: every alert fires in one series
+#   history and stays silent in another (the SLOs' minimum-traffic guard included);
+# * amtool check-config; routes per severity; the Slack templates rendered by amtool;
+# * every alert's runbook section exists, every metric a rule or the dashboard names exists in the
+#   code, every dashboard query parses (check_static.py); the dashboard validates against
+#   Grafana's dashboard JSON schema (check-jsonschema, schema kept in this directory);
+# * end to end (e2e.py): a real Prometheus scrapes the real gleaner, an unwritable output
+#   directory makes the shipped rules fire into a real Alertmanager, whose Slack receivers post to
+#   a webhook on 127.0.0.1; the firing and the resolved messages are checked.
+#
+# Tools: promtool, amtool, prometheus and Alertmanager from Debian (when missing, the packages
+# are downloaded and unpacked into .tools/deb: no root, no service), check-jsonschema and PyYAML in a venv in .tools/obs-venv.
+# Servers listen on 127.0.0.1 only and are stopped by PID. Takes about a minute.
+#
+# dashboard.jsonschema.json is Grafana's dashboard schema (draft-07) as published in the
+# grafana-foundation-sdk repository, jsonschema/dashboard.jsonschema.json, commit f178d5a42a89
+# (main, 2026-06-16), kept here as test data.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONDONTWRITEBYTECODE=1
+
+GLEANER_BIN="${GLEANER_BIN:-target/debug/gleaner}"
+TOOLS_DIR="${TOOLS_DIR:-$PWD/.tools}"
+VENV="$TOOLS_DIR/obs-venv"
+CHECK_JSONSCHEMA_VERSION=0.39.0
+PYYAML_VERSION=6.0.3
+
+started=$SECONDS
+passed=0
+failed=0
+step() { printf '\n--> %s  (%ds)\n' "$*" "$((SECONDS - started))"; }
+run_check() {
+  local name=$1
+  shift
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    echo "FAILED: $name"
+  fi
+}
+
+step "tools"
+# Debian's prometheus and prometheus-alertmanager are static Go binaries: unpacked into
+# .tools/deb (no root, no service), unless the machine has them already.
+export PATH="$TOOLS_DIR/deb/usr/bin:$PATH"
+if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null \
+   || ! command -v prometheus >/dev/null \
+   || ! { command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null; }; then
+  echo "fetching prometheus and prometheus-alertmanager (Debian) into $TOOLS_DIR/deb"
+  mkdir -p "$TOOLS_DIR/deb"
+  ( cd "$TOOLS_DIR/deb" \
+    && { apt-get download prometheus prometheus-alertmanager >/dev/null 2>&1 \
+         || { apt-get update -qq >/dev/null && apt-get download prometheus prometheus-alertmanager >/dev/null; }; } \
+    && for deb in prometheus_*.deb prometheus-alertmanager_*.deb; do dpkg -x "$deb" .; done \
+    && rm -f ./*.deb )
+fi
+if ! "$VENV/bin/python" -c "import sys, yaml; sys.exit(yaml.__version__ != '$PYYAML_VERSION')" 2>/dev/null \
+   || [ "$("$VENV/bin/check-jsonschema" --version 2>/dev/null)" != "check-jsonschema, version $CHECK_JSONSCHEMA_VERSION" ]; then
+  echo "installing check-jsonschema $CHECK_JSONSCHEMA_VERSION and PyYAML (PyPI) into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" "pyyaml==$PYYAML_VERSION"
+fi
+PY="$VENV/bin/python"
+promtool --version 2>&1 | head -1
+amtool --version 2>&1 | head -1
+"$VENV/bin/check-jsonschema" --version
+
+step "generated files are up to date"
+run_check "slo-rules.yaml generated from slos.yaml" "$PY" deploy/generate_slo_rules.py --check
+run_check "gleaner.json generated" "$PY" deploy/grafana/generate_dashboard.py --check
+
+step "promtool check rules"
+run_check "promtool check rules" promtool check rules deploy/prometheus/alerts.yaml deploy/prometheus/slo-rules.yaml
+
+step "promtool test rules (every alert fires in one history, stays silent in another)"
+run_check "promtool test rules" promtool test rules tests/observability/alerts.test.yaml tests/observability/slo.test.yaml
+
+step "amtool check-config"
+run_check "amtool check-config" amtool check-config deploy/alertmanager/alertmanager.yaml
+
+step "static checks: alerts, runbooks, metric names, dashboard queries, routes, templates"
+run_check "check_static.py" "$PY" tests/observability/check_static.py
+
+step "dashboard against Grafana's dashboard JSON schema"
+run_check "check-jsonschema" "$VENV/bin/check-jsonschema" \
+  --schemafile tests/observability/dashboard.jsonschema.json deploy/grafana/gleaner.json
+
+step "end to end: gleaner -> Prometheus -> Alertmanager -> Slack webhook"
+for _ in $(seq 1 60); do
+  [ -x "$GLEANER_BIN" ] && break
+  echo "waiting for $GLEANER_BIN"
+  sleep 2
+done
+run_check "end to end" "$PY" tests/observability/e2e.py "$GLEANER_BIN"
+
+step "observability: $passed passed, $failed failed"
+echo "observability: $passed passed, $failed failed"
+[ "$failed" = 0 ]
