@@ -108,7 +108,22 @@ fn files_left_at_exit_are_named_counted_and_the_exit_code_says_so() {
         during.contains(&leftover_metric("too_young", 1)),
         "{during}"
     );
+    // After the drain (the young file committed), the endpoint stays up until shortly before
+    // the shutdown deadline, so that a scrape sees what was left.
+    assert!(wait_until(Duration::from_secs(10), || fx.outputs().len() == 1));
+    std::thread::sleep(Duration::from_secs(2));
+    let after = get(&served.addr, "/metrics").1;
+    assert!(
+        after.contains(&leftover_metric("in_progress_name", 1))
+            && after.contains(&leftover_metric("too_young", 0)),
+        "{after}"
+    );
+    let signalled = std::time::Instant::now();
     let (status, log) = served.wait(Duration::from_secs(40));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(25),
+        "exited within --shutdown-timeout"
+    );
 
     assert_eq!(status.and_then(|s| s.code()), Some(4), "{log:#?}");
     // The young file became ready during the drain; the temporary one is named.

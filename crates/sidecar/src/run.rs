@@ -139,6 +139,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             None
         };
+        let requested = shutdown.clone();
         let drained = match scanner.run(interval, shutdown).await {
             Ok(drained) => drained,
             Err(error) => {
@@ -149,6 +150,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         };
         if !drained.complete {
+            if serving {
+                // The leftovers gauge lives only as long as the drain: keep it scrapeable for
+                // what remains of --shutdown-timeout (at most --fatal-linger), so that the
+                // alert on leftovers sees it before the Pod is gone.
+                let deadline = requested
+                    .requested_at()
+                    .map(|at| at + args.runtime.shutdown_timeout)
+                    .unwrap_or_else(std::time::Instant::now);
+                let remaining = deadline
+                    .saturating_duration_since(std::time::Instant::now())
+                    .saturating_sub(Duration::from_secs(1))
+                    .min(linger.period);
+                if !remaining.is_zero() {
+                    info!(
+                        leftovers = drained.leftovers.len(),
+                        serving_for = ?remaining,
+                        "drain incomplete; serving /metrics until shortly before the shutdown \
+                         deadline so that the leftovers are scraped"
+                    );
+                    tokio::time::sleep(remaining).await;
+                }
+            }
             return Err(DrainIncomplete {
                 leftovers: drained.leftovers.len(),
             }
