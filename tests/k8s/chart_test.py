@@ -1,6 +1,9 @@
 """Checks of the Helm chart helm/gleaner with real tools, no cluster:
 
   metadata      Chart.yaml as documented; the image tag in values equals appVersion
+  chart-files   helm/gleaner/files/ holds byte-identical copies of the deploy/ files the templates
+                read (.Files.Get "files/X" is deploy/X), none missing, none left over;
+                UPDATE_GOLDEN=1 runs tests/k8s/sync_chart_files.sh first
   lint          real Helm (helm-python-sdk) lints the chart strictly, with every example values
                 file and the parent chart helm/examples/my-app (its file:// dependency built)
   golden        every rendering equals its golden file in tests/k8s/golden (manifests and NOTES);
@@ -8,8 +11,18 @@
   validate      every rendered object validates with kubernetes-validate (strict) for Kubernetes
                 1.29.0 and the newest it knows, classic renderings also for 1.27.0; a native
                 rendering must fail on 1.27.0 (a control that the validator sees the sidecar)
-  podmonitor    every PodMonitor validates against the prometheus-operator models (npm), with a
-                control that an invalid one fails
+  prometheus-operator
+                every PodMonitor and PrometheusRule validates against the prometheus-operator
+                models (npm), with a control of each kind that an invalid one fails
+  observability the PrometheusRules carry deploy/prometheus/alerts.yaml and slo-rules.yaml verbatim
+                (line for line under `spec`; parsed, `spec` equals the file, so its groups are the
+                file's groups), with prometheusRule.grafanaUrl in place of the placeholder host
+                in every dashboard link and nowhere else; the dashboard ConfigMap's gleaner.json
+                is deploy/grafana/gleaner.json byte for byte, with the grafana_dashboard label
+  job-names     every PodMonitor's scrape job (<namespace>/<name>, as prometheus-operator names
+                it) matches every job=~"…" selector of the rule files, also with nameOverride,
+                fullnameOverride and a parent chart's alias; its source_id relabeling follows
+                run.sourceId
   bad-values    a table of wrong values, each failing the render with its own message
   schema        values.schema.json rejects unknown keys at every level and lists exactly the keys of
                 values.yaml; every value has a comment
@@ -96,6 +109,46 @@ def metadata():
 
 
 # --------------------------------------------------------------------------------------------
+DEPLOY = os.path.join(ROOT, "deploy")
+CHART_FILES = os.path.join(CHART, "files")
+SYNC = os.path.join(ROOT, "tests", "k8s", "sync_chart_files.sh")
+
+
+def chart_file_paths() -> set[str]:
+    """The files/… paths the templates read, relative to files/ (and to deploy/)."""
+    paths = set()
+    for template in glob.glob(os.path.join(CHART, "templates", "*")):
+        paths |= set(re.findall(r'"files/([^" ]+)"', open(template, encoding="utf-8").read()))
+    return paths
+
+
+@check("chart-files")
+def chart_files():
+    if UPDATE:
+        proc = subprocess.run([SYNC], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    wanted = chart_file_paths()
+    assert wanted, "no template reads a files/… path"
+    present = {os.path.relpath(os.path.join(d, f), CHART_FILES)
+               for d, _, files in os.walk(CHART_FILES) for f in files}
+    problems = []
+    for path in sorted(wanted | present):
+        source, copy = os.path.join(DEPLOY, path), os.path.join(CHART_FILES, path)
+        if path not in wanted:
+            problems.append(f"helm/gleaner/files/{path} is read by no template (remove it)")
+        elif not os.path.exists(source):
+            problems.append(f"the templates read files/{path}, but deploy/{path} does not exist")
+        elif path not in present:
+            problems.append(f"helm/gleaner/files/{path} is missing")
+        elif open(source, "rb").read() != open(copy, "rb").read():
+            problems.append(f"helm/gleaner/files/{path} differs from deploy/{path}")
+    assert not problems, "\n".join(problems) + (
+        "\n(deploy/ is the source of truth: run tests/k8s/sync_chart_files.sh, or UPDATE_GOLDEN=1 "
+        "tests/k8s/run.sh, which also rewrites the golden files)")
+    return f"{len(wanted)} files equal to deploy/: {', '.join(sorted(wanted))}"
+
+
+# --------------------------------------------------------------------------------------------
 def lint_problems(report: dict) -> list[str]:
     # Severity 1 is information ("icon is recommended": the project hosts no icon); warnings (2)
     # and errors (3) fail, as `helm lint --strict` does.
@@ -166,7 +219,7 @@ def golden():
 
 
 # --------------------------------------------------------------------------------------------
-PODMONITORS: list[dict] = []
+OPERATOR_OBJECTS: list[dict] = []  # PodMonitors and PrometheusRules: {"case", "object"}
 
 
 def validate_object(obj: dict, version: str) -> str | None:
@@ -191,7 +244,7 @@ def validate():
         core = 0
         for obj in objs:
             if obj["apiVersion"] == "monitoring.coreos.com/v1":
-                PODMONITORS.append({"case": case.name, "object": obj})
+                OPERATOR_OBJECTS.append({"case": case.name, "object": obj})
                 continue
             core += 1
             for version in versions:
@@ -217,17 +270,188 @@ def validate():
     return f"{', '.join(counts)} objects; Kubernetes {', '.join(VALIDATE_VERSIONS)} (+{CLASSIC_ALSO} for classic)"
 
 
-@check("podmonitor")
-def podmonitor():
-    assert PODMONITORS, "no rendering has a PodMonitor (examples/native-s3.yaml enables one)"
+@check("prometheus-operator")
+def prometheus_operator():
+    kinds = {o["object"]["kind"] for o in OPERATOR_OBJECTS}
+    assert {"PodMonitor", "PrometheusRule"} <= kinds, (
+        f"the renderings hold {sorted(kinds)}: examples/native-s3.yaml enables a PodMonitor and the PrometheusRules")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(PODMONITORS, f)
+        json.dump(OPERATOR_OBJECTS, f)
     script = os.path.join(os.path.dirname(__file__), "validate_podmonitor.mjs")
     proc = subprocess.run(["node", script, f.name], capture_output=True, text=True,
                           env={**os.environ, "K8S_NPM_DIR": NPM_DIR})
     os.unlink(f.name)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout.strip().splitlines()[-1]
+    return "; ".join(proc.stdout.strip().splitlines()[-2:])
+
+
+# --------------------------------------------------------------------------------------------
+PLACEHOLDER_URL = "https://grafana.example.com"
+RULE_FILES = {"alerts": "prometheus/alerts.yaml", "slos": "prometheus/slo-rules.yaml"}
+DASHBOARD_FILE = "grafana/gleaner.json"
+
+
+def chart_values(case) -> dict:
+    """The chart's values in a rendering: its defaults under the case's values (for the parent
+    chart, under its values' `gleaner:` block)."""
+    values = case.values()
+    if case.chart == "my-app":
+        values = common.deep_merge(common.load_yaml(os.path.join(PARENT, "values.yaml")), values).get("gleaner", {})
+    return common.deep_merge(common.load_yaml(os.path.join(CHART, "values.yaml")), values)
+
+
+def raw_documents(rendered_: dict[str, str], template: str) -> list[tuple[str, dict]]:
+    """[(document text, parsed)] of one template as Helm rendered it (not normalised: the bytes
+    that would be applied)."""
+    out = []
+    for path, text in rendered_.items():
+        if path.endswith("/templates/" + template):
+            for doc in re.split(r"^---\n", text, flags=re.M):
+                parsed = yaml.safe_load(doc)
+                if parsed:
+                    out.append((doc, parsed))
+    return out
+
+
+def spec_text(doc: str) -> str:
+    """The lines under `spec:`, de-indented by its two spaces."""
+    lines = doc.split("\n")
+    start = lines.index("spec:") + 1
+    out = []
+    for line in lines[start:]:
+        if line and not line.startswith("  "):
+            raise AssertionError(f"a line after spec: is not indented: {line!r}")
+        out.append(line[2:])
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+@check("observability")
+def observability():
+    counts = {"PrometheusRule": 0, "ConfigMap": 0}
+    problems = []
+    dashboard = open(os.path.join(DEPLOY, DASHBOARD_FILE), "rb").read()
+    for case in common.cases():
+        values = chart_values(case)
+        out = rendered(case)
+        monitoring = [o["metadata"]["name"] for o in common.objects(out) if o["kind"] == "PodMonitor"]
+        url = values["prometheusRule"]["grafanaUrl"].rstrip("/")
+        rules = raw_documents(out, "prometheusrule.yaml")
+        if values["prometheusRule"]["enabled"]:
+            suffixes = sorted(r["metadata"]["name"].rsplit("-", 1)[-1] for _, r in rules)
+            if suffixes != sorted(RULE_FILES):
+                problems.append(f"{case.name}: PrometheusRules {[r['metadata']['name'] for _, r in rules]}, "
+                                f"expected one per rule file, named -{' and -'.join(sorted(RULE_FILES))}")
+        elif rules:
+            problems.append(f"{case.name}: PrometheusRules rendered with prometheusRule.enabled false")
+        for doc, rule in rules:
+            name = rule["metadata"]["name"]
+            source = RULE_FILES[name.rsplit("-", 1)[-1]]
+            text = open(os.path.join(DEPLOY, source), encoding="utf-8").read()
+            expected = text.replace(PLACEHOLDER_URL, url) if url else text
+            if spec_text(doc) != expected:
+                problems.append(f"{case.name}: {name}'s spec is not deploy/{source} verbatim")
+            if rule["spec"] != yaml.safe_load(expected):
+                problems.append(f"{case.name}: {name}'s spec, parsed, differs from deploy/{source}")
+            # The groups are the file's, but for the dashboard links' host.
+            shipped = yaml.safe_load(json.dumps(rule["spec"]).replace(url or PLACEHOLDER_URL, PLACEHOLDER_URL))
+            if shipped["groups"] != yaml.safe_load(text)["groups"]:
+                problems.append(f"{case.name}: {name}'s groups differ from deploy/{source}'s")
+            links = [r["annotations"]["dashboard_url"] for g in rule["spec"]["groups"] for r in g["rules"]
+                     if "dashboard_url" in r.get("annotations", {})]
+            if not links or not all(link.startswith((url or PLACEHOLDER_URL) + "/d/gleaner-overview/") for link in links):
+                problems.append(f"{case.name}: {name}'s dashboard links do not all point at {url or PLACEHOLDER_URL}: {links[:3]}")
+            if url and PLACEHOLDER_URL in doc:
+                problems.append(f"{case.name}: {name} still names {PLACEHOLDER_URL} with grafanaUrl {url}")
+            if monitoring and not name.startswith(monitoring[0] + "-"):
+                problems.append(f"{case.name}: {name} is not named after the PodMonitor {monitoring[0]}")
+            counts["PrometheusRule"] += 1
+        maps = raw_documents(out, "grafana-dashboard.yaml")
+        if bool(maps) != bool(values["grafanaDashboard"]["enabled"]):
+            problems.append(f"{case.name}: {len(maps)} dashboard ConfigMaps with grafanaDashboard.enabled "
+                            f"{values['grafanaDashboard']['enabled']}")
+        for _, cm in maps:
+            name = cm["metadata"]["name"]
+            if list(cm["data"]) != ["gleaner.json"] or cm["data"]["gleaner.json"].encode("utf-8") != dashboard:
+                problems.append(f"{case.name}: ConfigMap {name}'s gleaner.json is not deploy/{DASHBOARD_FILE} byte for byte")
+            if json.loads(cm["data"]["gleaner.json"])["uid"] != "gleaner-overview":
+                problems.append(f"{case.name}: ConfigMap {name}'s dashboard has not the uid gleaner-overview")
+            for key, value in values["grafanaDashboard"]["labels"].items():
+                if value is not None and cm["metadata"]["labels"].get(key) != value:
+                    problems.append(f"{case.name}: ConfigMap {name} lacks the label {key}: {value!r}")
+            if cm["metadata"].get("namespace", "") != values["grafanaDashboard"]["namespace"]:
+                problems.append(f"{case.name}: ConfigMap {name} is in namespace {cm['metadata'].get('namespace')!r}, "
+                                f"expected {values['grafanaDashboard']['namespace']!r}")
+            counts["ConfigMap"] += 1
+    assert counts["PrometheusRule"] and counts["ConfigMap"], (
+        f"no rendering has both the PrometheusRules and the dashboard ConfigMap: {counts}")
+    assert not problems, "\n".join(problems)
+    return (f"{counts['PrometheusRule']} PrometheusRules verbatim from deploy/prometheus/, "
+            f"{counts['ConfigMap']} dashboard ConfigMaps byte for byte")
+
+
+def job_selectors() -> list[str]:
+    """The job=~"…" regular expressions of the shipped rule files."""
+    found = set()
+    for source in RULE_FILES.values():
+        found |= set(re.findall(r'job=~"([^"]+)"', open(os.path.join(DEPLOY, source), encoding="utf-8").read()))
+    return sorted(found)
+
+
+# Renderings beyond the cases, each with a PodMonitor whose name would not contain "gleaner"
+# without gleaner.monitoringName: (what, chart, values file, values).
+NATIVE_S3 = os.path.join(CHART, "examples", "native-s3.yaml")
+JOB_NAME_RENDERINGS = [
+    ("fullnameOverride", "gleaner", NATIVE_S3, {"fullnameOverride": "collector"}),
+    ("nameOverride", "gleaner", NATIVE_S3, {"nameOverride": "collector"}),
+    ("library, nameOverride, run.sourceId", "gleaner", None,
+     {"nameOverride": "collector", "run": {"sourceId": "app-logs"},
+      "podMonitor": {"enabled": True, "podSelector": {"app": "x"}}}),
+    ("parent chart's alias", "aliased", None,
+     {common.ALIAS: {"podMonitor": {"enabled": True, "podSelector": {"app": "x"}}, "prometheusRule": {"enabled": True},
+                     "grafanaDashboard": {"enabled": True}}}),
+]
+
+
+@check("job-names")
+def job_names():
+    selectors = job_selectors()
+    assert selectors, "the rule files have no job=~\"…\" selector (this check would prove nothing)"
+    monitors = []  # (where, PodMonitor, run.sourceId)
+    for case in common.cases():
+        for obj in common.objects(rendered(case)):
+            if obj["kind"] == "PodMonitor":
+                monitors.append((case.name, obj, chart_values(case)["run"]["sourceId"]))
+    for what, chart, values_file, values in JOB_NAME_RENDERINGS:
+        if chart == "aliased":
+            out = common.render_aliased(values)
+            source_id = ""
+        else:
+            case = common.Case(what, chart, values_file, values)
+            out = common.render(case)
+            source_id = chart_values(case)["run"]["sourceId"]
+        objs = common.objects(out)
+        if chart == "aliased":  # the subchart reads its files/ under its alias too
+            kinds = sorted(o["kind"] for o in objs)
+            assert kinds == ["ConfigMap", "PodMonitor", "PrometheusRule", "PrometheusRule"], f"{what}: {kinds}"
+        found = [o for o in objs if o["kind"] == "PodMonitor"]
+        assert len(found) == 1, f"{what}: {len(found)} PodMonitors rendered"
+        monitors.append((what, found[0], source_id))
+        for o in objs:
+            if o["kind"] in ("PrometheusRule", "ConfigMap") and "gleaner" not in o["metadata"]["name"]:
+                raise AssertionError(f"{what}: {o['kind']}/{o['metadata']['name']} is not named after gleaner")
+    problems = []
+    for where, monitor, source_id in monitors:
+        job = f"{monitor['metadata'].get('namespace', common.NAMESPACE)}/{monitor['metadata']['name']}"
+        for selector in selectors:
+            if not re.fullmatch(selector, job):
+                problems.append(f"{where}: the scrape job {job} does not match job=~{json.dumps(selector)}")
+        relabel = monitor["spec"]["podMetricsEndpoints"][0].get("relabelings", [])
+        expected = ({"targetLabel": "source_id", "replacement": source_id} if source_id else
+                    {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "source_id"})
+        if expected not in relabel:
+            problems.append(f"{where}: {job} does not set source_id as Gleaner does: {relabel}")
+    assert not problems, "\n".join(problems)
+    return f"{len(monitors)} PodMonitors, jobs match {', '.join(json.dumps(s) for s in selectors)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,6 +525,19 @@ BAD_VALUES = [
      "podMonitor.enabled in cronjob mode: `gleaner run --once` serves no metrics"),
     ("PodMonitor in library mode without selector", None, "gleaner", {"podMonitor": {"enabled": True}},
      "podMonitor.enabled in library mode needs podMonitor.podSelector"),
+    ("PrometheusRules in cronjob mode", CRONJOB, "gleaner", {"prometheusRule": {"enabled": True}},
+     "prometheusRule.enabled in cronjob mode: `gleaner run --once` serves no metrics"),
+    ("dashboard in cronjob mode", CRONJOB, "gleaner", {"grafanaDashboard": {"enabled": True}},
+     "grafanaDashboard.enabled in cronjob mode: `gleaner run --once` serves no metrics"),
+    ("typo'd key in prometheusRule", EXAMPLE, "gleaner", {"prometheusRule": {"enable": True}},
+     "at '/prometheusRule': additional properties 'enable' not allowed"),
+    ("a Grafana URL without scheme", EXAMPLE, "gleaner", {"prometheusRule": {"grafanaUrl": "grafana.example.org"}},
+     "at '/prometheusRule/grafanaUrl': 'grafana.example.org' does not match pattern"),
+    ("a Grafana URL that would break the rules' YAML", EXAMPLE, "gleaner",
+     {"prometheusRule": {"grafanaUrl": 'https://grafana.example.org/" x'}},
+     "at '/prometheusRule/grafanaUrl':"),
+    ("a dashboard namespace that is no name", EXAMPLE, "gleaner", {"grafanaDashboard": {"namespace": "Monitoring"}},
+     "at '/grafanaDashboard/namespace': 'Monitoring' does not match pattern"),
     ("min-free share out of range", EXAMPLE, "gleaner", {"sidecar": {"minFreePercent": 150}},
      "at '/sidecar/minFreePercent': maximum: got 150, want 90"),
     ("a bad IAM role ARN", EXAMPLE, "gleaner", {"serviceAccount": {"awsRoleArn": "gleaner-writer"}},

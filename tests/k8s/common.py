@@ -81,9 +81,14 @@ def cases() -> list[Case]:
     found.append(Case("my-app", "my-app"))
     found.append(Case("my-app-classic", "my-app", overrides={
         "gleaner": {"kubernetesVersion": "1.27", "sidecar": {"flavour": "classic"}}}))
-    # In library mode the chart renders the PodMonitor alone, for the parent's Pods.
-    found.append(Case("my-app-podmonitor", "my-app", overrides={
-        "gleaner": {"podMonitor": {"enabled": True, "podSelector": {"app.kubernetes.io/name": "my-app"}}}}))
+    # In library mode the chart renders the monitoring alone: the PodMonitor for the parent's Pods,
+    # the PrometheusRules and the dashboard ConfigMap (read from the subchart's files/), here with
+    # the placeholder Grafana URL left as it is.
+    found.append(Case("my-app-monitoring", "my-app", overrides={
+        "gleaner": {"podMonitor": {"enabled": True, "podSelector": {"app.kubernetes.io/name": "my-app"}},
+                    "prometheusRule": {"enabled": True},
+                    "grafanaDashboard": {"enabled": True, "namespace": "monitoring",
+                                         "annotations": {"grafana_folder": "Gleaner"}}}}))
     return found
 
 
@@ -103,6 +108,33 @@ def parent_chart_dir() -> str:
         _parent_copy = os.path.join(tmp, "helm", "examples", "my-app")
         helm.dependency_build(_parent_copy)
     return _parent_copy
+
+
+_aliased_copy: str | None = None
+ALIAS = "collector"
+
+
+def aliased_parent_dir() -> str:
+    """A parent chart with nothing but this chart as a dependency under the alias `collector`
+    (its values then live under `collector:`, and Helm names the subchart `collector`), next to
+    the copy of parent_chart_dir(), dependency built."""
+    global _aliased_copy
+    if _aliased_copy is None:
+        root = os.path.dirname(os.path.dirname(parent_chart_dir()))  # <tmp>/helm
+        path = os.path.join(root, "examples", "aliased")
+        os.makedirs(path)
+        with open(os.path.join(path, "Chart.yaml"), "w", encoding="utf-8") as f:
+            yaml.safe_dump({"apiVersion": "v2", "name": "aliased", "version": "0.1.0", "dependencies": [
+                {"name": "gleaner", "version": "0.1.0", "repository": "file://../../gleaner", "alias": ALIAS}]}, f)
+        helm.dependency_build(path)
+        _aliased_copy = path
+    return _aliased_copy
+
+
+def render_aliased(values: dict) -> dict[str, str]:
+    """Renders aliased_parent_dir() with these values (the subchart's under `collector:`)."""
+    with helm.Chart.load(aliased_parent_dir()) as chart:
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE)
 
 
 def chart_dir(case: Case) -> str:

@@ -3,12 +3,17 @@
 # real tools and no cluster:
 #
 #   tests/k8s/run.sh                  everything
-#   UPDATE_GOLDEN=1 tests/k8s/run.sh  rewrite tests/k8s/golden/ and the chart README's values table
+#   UPDATE_GOLDEN=1 tests/k8s/run.sh  copy deploy/ files into helm/gleaner/files/, rewrite
+#                                     tests/k8s/golden/ and the chart README's values table
 #
-#   1. chart_test.py: strict lint by real Helm (helm-python-sdk), golden renders, kubernetes-validate
-#      --strict (1.29.0, the newest it knows, 1.27.0 for classic), the PodMonitor against the
-#      prometheus-operator models (npm), a table of bad values and their messages, the schema's
-#      strictness, the chart README's values table, the README snippets
+#   1. chart_test.py: the chart's copies of deploy/ files (helm/gleaner/files/, synced by
+#      tests/k8s/sync_chart_files.sh, which UPDATE_GOLDEN=1 runs) equal to deploy/, strict lint by
+#      real Helm (helm-python-sdk), golden renders, kubernetes-validate --strict (1.29.0, the
+#      newest it knows, 1.27.0 for classic), the PodMonitor and PrometheusRules against the
+#      prometheus-operator models (npm), the PrometheusRules and the dashboard ConfigMap equal to
+#      the deploy/ files, every PodMonitor's job matching the alerts' job selector, a table of bad
+#      values and their messages, the schema's strictness, the chart README's values table, the
+#      README snippets
 #   2. pod_run.py: the rendered Pods run as local processes ($GLEANER_BIN, default
 #      target/debug/gleaner: the demo emitter and Gleaner), stopped in Kubernetes' order, every
 #      emitted file in the outputs exactly once (local directory, and S3 on moto)

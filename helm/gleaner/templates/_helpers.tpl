@@ -21,6 +21,23 @@ in a parent chart.
 {{- end -}}
 {{- end -}}
 
+{{/*
+The name of the monitoring objects (PodMonitor, PrometheusRules, dashboard ConfigMap): the full
+name, with `-gleaner` added when it does not contain "gleaner" (a nameOverride, a
+fullnameOverride, or a parent chart's alias of this chart). prometheus-operator names a
+PodMonitor's scrape job `<namespace>/<PodMonitor name>`, and GleanerDown and the availability SLO
+select `up{job=~".*gleaner.*"}`: a PodMonitor without "gleaner" in its name would be invisible to
+them.
+*/}}
+{{- define "gleaner.monitoringName" -}}
+{{- $name := include "gleaner.fullname" . -}}
+{{- if contains "gleaner" $name -}}
+{{- $name -}}
+{{- else -}}
+{{- printf "%s-gleaner" ($name | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "gleaner.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "gleaner.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
