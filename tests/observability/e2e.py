@@ -480,6 +480,15 @@ def main():
         )
         procs.check_alive()
 
+        # The exposition itself is clean by Prometheus' own linter, once histograms and the
+        # commit-delay buckets have observations.
+        exposition = http_get(f"http://127.0.0.1:{gleaner_port}/metrics")
+        lint = subprocess.run(["promtool", "check", "metrics"], input=exposition.encode(),
+                              capture_output=True)
+        if lint.returncode != 0 or lint.stdout.strip() or lint.stderr.strip():
+            raise Failure("promtool check metrics: " + (lint.stdout + lint.stderr).decode())
+        log(f"promtool check metrics: clean ({len(exposition.splitlines())} lines)")
+
         # Every dashboard query runs; the core panels' queries return data.
         titles = {title for title, _, _ in obslib.dashboard_queries()}
         for title in CORE_PANELS:
