@@ -1,18 +1,20 @@
 //! The fan-out of a batch's files to a bounded pool of blocking threads.
 //!
 //! Reading files and reducing them is blocking IO and CPU work: it never runs on the async
-//! runtime. At most `workers` units run at once; a large file of a splittable processor is
-//! several units, so that one big file keeps every worker busy.
+//! runtime. `workers` blocking tasks each take the next unit from a shared counter; a large
+//! file of a splittable processor is several units, so that one big file keeps every worker
+//! busy.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use futures::StreamExt;
 use state_store::PlannedFile;
 
 use crate::ScanError;
 use crate::process::{
-    FailureKind, FileOutcome, ReadLimits, UnitOutcome, combine, plan_units, process_unit,
+    FailureKind, FileOutcome, ReadLimits, UnitOutcome, WorkUnit, combine, plan_units, process_unit,
 };
 use crate::processor::DynProcessor;
 
@@ -30,6 +32,10 @@ where
 /// Processes `files` below `root` on at most `workers` threads; outcomes come back in the
 /// order of `files`. A processor that panics fails its file; a resource shortage of the
 /// process (descriptors, memory) fails the whole batch, which is retried later.
+///
+/// Each worker is one blocking task that takes the next unit from a shared counter until none
+/// is left: a batch of many small files costs a few hand-offs between the runtime and the
+/// blocking pool, not one per file (which cost more than reading a small file).
 pub(super) async fn process_files(
     root: PathBuf,
     files: Arc<[PlannedFile]>,
@@ -38,37 +44,73 @@ pub(super) async fn process_files(
     limits: ReadLimits,
 ) -> Result<Vec<FileOutcome>, ScanError> {
     let root = Arc::new(root);
-    let units = {
+    let units: Arc<[WorkUnit]> = {
         let (root, files, processor) = (Arc::clone(&root), Arc::clone(&files), processor.clone());
         blocking("planning work units", move || {
             Ok(plan_units(&root, &files, &processor, workers))
         })
         .await?
+        .into()
     };
-    let mut outcomes: Vec<Option<UnitOutcome>> = (0..units.len()).map(|_| None).collect();
-    let mut work = futures::stream::iter(units.iter().cloned().enumerate())
-        .map(|(index, unit)| {
-            let (root, files, processor) =
-                (Arc::clone(&root), Arc::clone(&files), processor.clone());
-            async move {
-                let outcome = tokio::task::spawn_blocking(move || {
-                    process_unit(&root, &files[unit.file], unit.range, &processor, limits)
-                })
-                .await
-                .unwrap_or_else(|join| {
-                    Ok(UnitOutcome::Failed {
-                        kind: FailureKind::Processor,
-                        reason: format!("processor panicked: {}", panic_message(join)),
-                    })
-                });
-                (index, outcome)
-            }
+    let next = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = workers.clamp(1, units.len().max(1));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (root, files, units, processor) = (
+                Arc::clone(&root),
+                Arc::clone(&files),
+                Arc::clone(&units),
+                processor.clone(),
+            );
+            let (next, stop) = (Arc::clone(&next), Arc::clone(&stop));
+            tokio::task::spawn_blocking(move || {
+                let mut done = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(unit) = units.get(index) else { break };
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        process_unit(
+                            &root,
+                            &files[unit.file],
+                            unit.range.clone(),
+                            &processor,
+                            limits,
+                        )
+                    }))
+                    .unwrap_or_else(|panic| {
+                        Ok(UnitOutcome::Failed {
+                            kind: FailureKind::Processor,
+                            reason: format!("processor panicked: {}", panic_text(&*panic)),
+                        })
+                    });
+                    if outcome.is_err() {
+                        // The process lacks resources: the batch fails as a whole.
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    done.push((index, outcome));
+                }
+                done
+            })
         })
-        .buffer_unordered(workers);
-    while let Some((index, outcome)) = work.next().await {
-        outcomes[index] = Some(outcome?);
+        .collect();
+    let mut outcomes: Vec<Option<UnitOutcome>> = (0..units.len()).map(|_| None).collect();
+    let mut shortage = None;
+    for handle in handles {
+        let done = handle.await.map_err(|source| ScanError::Worker {
+            task: "processing files",
+            source,
+        })?;
+        for (index, outcome) in done {
+            match outcome {
+                Ok(outcome) => outcomes[index] = Some(outcome),
+                Err(error) => shortage = shortage.or(Some(error)),
+            }
+        }
     }
-    drop(work);
+    if let Some(error) = shortage {
+        return Err(error.into());
+    }
     // Merging and finishing results is CPU work too.
     let processor = processor.clone();
     let count = files.len();
@@ -85,13 +127,11 @@ pub(super) async fn process_files(
     .await
 }
 
-fn panic_message(join: tokio::task::JoinError) -> String {
-    match join.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into()),
-        Err(join) => join.to_string(),
-    }
+/// The message a panic carried.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
