@@ -1,7 +1,7 @@
 //! Decoding by content: gzip and zstd are recognised by their first bytes (never by a file's
 //! name) and decoded as a stream, within a cap on the decoded size.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{BufReader, Cursor, ErrorKind, Read};
 
@@ -85,20 +85,38 @@ pub(super) fn reduce(
     processor: &DynProcessor,
     limits: ReadLimits,
 ) -> Result<Decoded, Failure> {
+    FIRST_READ.with_borrow_mut(|first| reduce_with(raw, first, start, processor, limits))
+}
+
+/// The first bytes of each unit that starts a file are read at once into this per-thread
+/// buffer (the encoding is sniffed from them): a small file is read in one call, not one for
+/// the sniff and one for the rest, and no buffer is allocated per file.
+const FIRST_READ_BYTES: usize = 64 << 10;
+
+thread_local! {
+    static FIRST_READ: RefCell<Vec<u8>> = RefCell::new(vec![0; FIRST_READ_BYTES]);
+}
+
+fn reduce_with(
+    raw: impl Read,
+    first: &mut [u8],
+    start: u64,
+    processor: &DynProcessor,
+    limits: ReadLimits,
+) -> Result<Decoded, Failure> {
     let raw_read = Cell::new(0u64);
     let mut raw = Counting {
         inner: raw,
         count: &raw_read,
     };
-    let mut head = [0u8; HEAD_BYTES];
     let (encoding, head_len) = if start == 0 {
-        let n = read_full(&mut raw, &mut head)
+        let n = read_full(&mut raw, first)
             .map_err(|e| Failure::new(FailureKind::Io, format!("read failed at offset 0: {e}")))?;
-        (Encoding::sniff(&head[..n]), n)
+        (Encoding::sniff(&first[..n.min(HEAD_BYTES)]), n)
     } else {
         (Encoding::Plain, 0)
     };
-    let stream = Cursor::new(&head[..head_len]).chain(raw);
+    let stream = Cursor::new(&first[..head_len]).chain(raw);
     let reduced = match encoding {
         Encoding::Plain => processor.reduce_partial(&mut { stream }),
         Encoding::Gzip => {
