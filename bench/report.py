@@ -59,6 +59,23 @@ def check(kind, expected_file, out_dir):
         per_file = [int(n) for n, name in per_file if name != "total"]
         want = (len(per_file), sum(per_file))
         got = (len(results), sum(r["lines"] for r in results))
+    elif kind == "tree-matches":
+        # `rg -c PATTERN DIR`: `path:count` for each file with at least one match.
+        counts = [int(l.rsplit(":", 1)[1]) for l in expected.splitlines()]
+        want = (len(counts), sum(counts))
+        got = (sum(1 for r in results if r["matches"] > 0), sum(r["matches"] for r in results))
+    elif kind == "tree-lines":
+        # `rg -c '' DIR`: `path:lines` for each non-empty file.
+        counts = [int(l.rsplit(":", 1)[1]) for l in expected.splitlines()]
+        want = (len(counts), sum(counts))
+        got = (sum(1 for r in results if r["lines"] > 0), sum(r["lines"] for r in results))
+    elif kind == "tree-files":
+        # A reference with no result to compare (the floor): every file has its line.
+        tree = os.path.join(os.environ["DATA"], "tree")
+        # (`.gleaner-root` is Gleaner's own: the root id it keeps in the watched directory.)
+        want = sum(len([f for f in files if not f.startswith(".gleaner-root")])
+                   for _, _, files in os.walk(tree))
+        got = len(results)
     elif kind == "one-file":
         want, got = 1, len(results)
     else:
