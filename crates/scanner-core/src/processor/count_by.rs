@@ -1,9 +1,11 @@
 //! The `count-by` processor: lines per key, the top keys, in bounded memory.
 
 use std::collections::HashMap;
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::Arc;
 
 use regex_automata::util::captures::Captures;
+use regex_automata::util::pool::Pool;
 use regex_automata::util::prefilter::Prefilter;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind, meta};
@@ -61,13 +63,16 @@ pub struct CountBy {
 #[derive(Debug)]
 enum Extractor {
     Regex {
-        regex: meta::Regex,
         /// Finds where a match can start, when the pattern begins with literals: an anchored
         /// search from there reads the groups without the reverse scan an unanchored search
         /// needs to find the start.
         starts: Option<Prefilter>,
         key_group: usize,
         sum_group: Option<usize>,
+        /// The regex, and its engine's scratch space, one per thread that uses it: creating it
+        /// costs more than matching a small file, and one per reducer kept one per file of a
+        /// batch alive until the batch was merged.
+        scratch: Scratch,
     },
     Json {
         key: String,
@@ -78,6 +83,33 @@ enum Extractor {
         sum: Option<usize>,
         delimiter: u8,
     },
+}
+
+/// A regex with a pool of its engine's scratch space (cache and captures).
+struct Scratch {
+    regex: meta::Regex,
+    pool: Pool<(meta::Cache, Captures), ScratchFn>,
+}
+
+type ScratchFn =
+    Box<dyn Fn() -> (meta::Cache, Captures) + Send + Sync + UnwindSafe + RefUnwindSafe>;
+
+impl Scratch {
+    fn new(regex: &meta::Regex) -> Self {
+        let for_pool = regex.clone();
+        Scratch {
+            regex: regex.clone(),
+            pool: Pool::new(Box::new(move || {
+                (for_pool.create_cache(), for_pool.create_captures())
+            })),
+        }
+    }
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scratch")
+    }
 }
 
 /// Why a [`CountByConfig`] cannot be used.
@@ -132,7 +164,7 @@ impl CountBy {
                     }),
                 };
                 Extractor::Regex {
-                    regex,
+                    scratch: Scratch::new(&regex),
                     starts,
                     key_group,
                     sum_group,
@@ -252,8 +284,6 @@ pub struct CountByReducer {
     lines: LineSplitter,
     counts: Counts,
     state: Totals,
-    /// The regex engine's scratch space, for [`KeySource::Regex`].
-    search: Option<(meta::Cache, Captures)>,
 }
 
 /// Keys are short and looked up once per line: a fast hash matters more here than resistance
@@ -279,15 +309,10 @@ impl Processor for CountBy {
     }
 
     fn reducer(&self) -> CountByReducer {
-        let (summing, search) = match &*self.extract {
-            Extractor::Regex {
-                regex, sum_group, ..
-            } => (
-                sum_group.is_some(),
-                Some((regex.create_cache(), regex.create_captures())),
-            ),
-            Extractor::Json { sum, .. } => (sum.is_some(), None),
-            Extractor::Column { sum, .. } => (sum.is_some(), None),
+        let summing = match &*self.extract {
+            Extractor::Regex { sum_group, .. } => sum_group.is_some(),
+            Extractor::Json { sum, .. } => sum.is_some(),
+            Extractor::Column { sum, .. } => sum.is_some(),
         };
         CountByReducer {
             extract: Arc::clone(&self.extract),
@@ -300,7 +325,6 @@ impl Processor for CountBy {
                 exact: true,
                 ..Totals::default()
             },
-            search,
         }
     }
 }
@@ -364,12 +388,12 @@ impl CountByReducer {
         let extract = Arc::clone(&self.extract);
         match &*extract {
             Extractor::Regex {
-                regex,
                 starts,
                 key_group,
                 sum_group,
+                scratch,
             } => self.regex_region(
-                regex,
+                scratch,
                 starts.as_ref(),
                 *key_group,
                 *sum_group,
@@ -404,14 +428,16 @@ impl CountByReducer {
     /// Reads the key of the first match of each line of `region`.
     fn regex_region(
         &mut self,
-        regex: &meta::Regex,
+        scratch: &Scratch,
         starts: Option<&Prefilter>,
         key_group: usize,
         sum_group: Option<usize>,
         region: &[u8],
         lines: u64,
     ) {
-        let (mut cache, mut captures) = self.search.take().expect("regex reducers have a cache");
+        let regex = &scratch.regex;
+        let mut guard = scratch.pool.get();
+        let (cache, captures) = &mut *guard;
         let mut keyed = 0u64;
         let mut at = 0usize;
         while at < region.len() {
@@ -424,12 +450,12 @@ impl CountByReducer {
                         None => break,
                     }
                 }
-                None => match regex
-                    .search_with(&mut cache, &Input::new(region).span(at..region.len()))
-                {
-                    Some(found) => found.start(),
-                    None => break,
-                },
+                None => {
+                    match regex.search_with(cache, &Input::new(region).span(at..region.len())) {
+                        Some(found) => found.start(),
+                        None => break,
+                    }
+                }
             };
             let line_end =
                 memchr::memchr(b'\n', &region[start..]).map_or(region.len(), |i| start + i);
@@ -438,7 +464,7 @@ impl CountByReducer {
             let line = Input::new(&region[..line_end])
                 .span(start..line_end)
                 .anchored(Anchored::Yes);
-            regex.search_captures_with(&mut cache, &line, &mut captures);
+            regex.search_captures_with(cache, &line, captures);
             if !captures.is_match() {
                 at = start + 1;
                 continue;
@@ -457,7 +483,6 @@ impl CountByReducer {
             at = line_end + 1;
         }
         self.state.missing_key += lines - keyed;
-        self.search = Some((cache, captures));
     }
 
     fn json_line(&mut self, key: &str, sum: Option<&str>, line: &[u8]) {
