@@ -244,6 +244,29 @@ fn half_open_connections_cannot_starve_the_scans() {
     );
 }
 
+/// A free address on 127.0.0.1 (its port released for the caller to bind).
+fn free_addr() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// A fixture whose state and output live on the test S3 server (moto), reached through a
+/// [`StoreProxy`] in front of it.
+fn s3_fixture_behind_proxy(name: &str) -> (Fixture, StoreProxy) {
+    let upstream = std::env::var("AWS_ENDPOINT").expect("AWS_ENDPOINT (moto) from tests/run.sh");
+    let proxy = StoreProxy::start(upstream.trim_start_matches("http://").to_string());
+    let mut fx = Fixture::new();
+    fx.state = Place::s3(&format!("{name}-state")).arg().into();
+    fx.output = Place::s3(&format!("{name}-output")).arg().into();
+    fx.env
+        .push(("AWS_ENDPOINT", format!("http://{}", proxy.addr)));
+    (fx, proxy)
+}
+
 /// A TCP proxy to `upstream` that can hold every byte in flight (`hold`: requests hang, as on
 /// a stuck store) or close every connection (`refuse`: requests fail, as in an outage).
 struct StoreProxy {
@@ -321,14 +344,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, hold: &AtomicBool, refuse: &Atom
 #[test]
 #[ignore = "needs moto (S3): run tests/run.sh"]
 fn livez_fails_only_when_the_loop_is_stuck() {
-    let upstream = std::env::var("AWS_ENDPOINT").expect("AWS_ENDPOINT (moto) from tests/run.sh");
-    let upstream = upstream.trim_start_matches("http://").to_string();
-    let proxy = StoreProxy::start(upstream);
-    let mut fx = Fixture::new();
-    fx.state = Place::s3("livez-state").arg().into();
-    fx.output = Place::s3("livez-output").arg().into();
-    fx.env
-        .push(("AWS_ENDPOINT", format!("http://{}", proxy.addr)));
+    let (fx, proxy) = s3_fixture_behind_proxy("livez");
     fx.write("first.log", b"one\n", OLD);
     let served = Served::start(
         &fx,
@@ -419,12 +435,7 @@ fn a_fenced_start_is_scraped_before_it_exits() {
     fx.run_once(&[]);
     let other = fx.root.join("another-watch");
     std::fs::create_dir_all(&other).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut child = crate::support::gleaner()
         .arg("run")
         .arg("--watch")
@@ -465,21 +476,10 @@ fn a_fenced_start_is_scraped_before_it_exits() {
 #[test]
 #[ignore = "needs moto (S3): run tests/run.sh"]
 fn a_store_unreachable_at_start_is_waited_for_while_the_probes_answer() {
-    let upstream = std::env::var("AWS_ENDPOINT").expect("AWS_ENDPOINT (moto) from tests/run.sh");
-    let proxy = StoreProxy::start(upstream.trim_start_matches("http://").to_string());
+    let (fx, proxy) = s3_fixture_behind_proxy("start");
     proxy.refuse.store(true, Ordering::SeqCst);
-    let mut fx = Fixture::new();
-    fx.state = Place::s3("start-state").arg().into();
-    fx.output = Place::s3("start-output").arg().into();
-    fx.env
-        .push(("AWS_ENDPOINT", format!("http://{}", proxy.addr)));
     fx.write("a.log", b"one\n", OLD);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut child = fx
         .command(&[
             "--metrics-addr",
