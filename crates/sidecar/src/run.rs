@@ -45,7 +45,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Signals first: a SIGTERM while a large state loads must still end in a drained exit 0.
     let (trigger, shutdown) = shutdown_channel();
-    tokio::spawn(forward_signals(trigger, args.runtime.shutdown_timeout));
+    forward_signals(trigger, args.runtime.shutdown_timeout);
     let metrics = telemetry::install_metrics()?;
     // The port before anything is written: a taken one fails the start cleanly.
     let listener = match args.runtime.metrics.resolve(args.runtime.once) {
@@ -368,14 +368,28 @@ fn default_source_id() -> anyhow::Result<SourceId> {
 
 /// First SIGTERM or SIGINT: finish the batch, drain, exit 0. A second one: exit at once, which
 /// is safe at any moment (an interrupted batch is redone at the next start).
-pub async fn forward_signals(trigger: ShutdownTrigger, deadline: std::time::Duration) {
-    let (Ok(mut term), Ok(mut int)) = (
+///
+/// The handlers are installed before this returns, not in the task it spawns: a task may not
+/// run for a while on a loaded machine, and a SIGTERM that came before its handler would kill
+/// the process undrained even though the start-up log line was already written.
+pub fn forward_signals(trigger: ShutdownTrigger, deadline: std::time::Duration) {
+    let (Ok(term), Ok(int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
         warn!("cannot install signal handlers; SIGTERM will stop the process without draining");
         return;
     };
+    tokio::spawn(drain_on_signal(trigger, deadline, term, int));
+}
+
+/// What [`forward_signals`] does with the signals once they come.
+async fn drain_on_signal(
+    trigger: ShutdownTrigger,
+    deadline: std::time::Duration,
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) {
     let name = next_signal(&mut term, &mut int).await;
     info!(
         signal = name,

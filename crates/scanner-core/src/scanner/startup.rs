@@ -109,8 +109,8 @@ pub(super) async fn origin(watch_dir: &Path) -> Result<Origin, ScanError> {
     .await
 }
 
-/// The root id kept in `dir`, created (written to a temporary name, then linked in, so that
-/// two processes agree) when there is none; 0 if it cannot be read or written.
+/// The root id kept in `dir`, created when there is none (written where no other process can
+/// see it, then linked in, so that two processes agree); 0 if it cannot be read or written.
 fn root_id(dir: &Path) -> u64 {
     let path = dir.join(ROOT_ID_FILE);
     let read = |path: &Path| {
@@ -122,16 +122,46 @@ fn root_id(dir: &Path) -> u64 {
         return id;
     }
     let id = fastrand::u64(1..);
-    let temporary = dir.join(format!("{ROOT_ID_FILE}.{id:016x}"));
-    let created = std::fs::write(&temporary, format!("{id:016x}\n"))
-        .and_then(|()| std::fs::hard_link(&temporary, &path));
-    let _ = std::fs::remove_file(&temporary);
-    match created {
+    match link_new_file(dir, &path, format!("{id:016x}\n").as_bytes()) {
         Ok(()) => id,
         // Another process linked its own first: that one counts.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path).unwrap_or(0),
         Err(_) => 0,
     }
+}
+
+/// Creates `path` in `dir` with `contents`, all at once: fails with `AlreadyExists` if it
+/// exists. The file is written unnamed (`O_TMPFILE`) and then linked in, so a process killed
+/// half-way leaves nothing behind; where the file system or a missing `/proc` does not allow
+/// that, it is written under a temporary name, removed again after the link.
+fn link_new_file(dir: &Path, path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+    use std::io::Write;
+    let unnamed = rustix::fs::open(
+        dir,
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    );
+    if let Ok(fd) = unnamed {
+        let mut file = std::fs::File::from(fd);
+        file.write_all(contents)?;
+        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+        match rustix::fs::linkat(CWD, proc_path.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::EXIST => return Err(e.into()),
+            // No `/proc` (a chroot): the named way below.
+            Err(_) => {}
+        }
+    }
+    let temporary = dir.join(format!(
+        "{}.{:016x}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        fastrand::u64(..)
+    ));
+    let linked =
+        std::fs::write(&temporary, contents).and_then(|()| std::fs::hard_link(&temporary, path));
+    let _ = std::fs::remove_file(&temporary);
+    linked
 }
 
 /// What a reload of the state log found; told once the caller knows the start succeeded.
@@ -275,5 +305,51 @@ impl Scanner {
         let probe_id = self.log.writer_id();
         self.log.location().check_writable(probe_id).await?;
         self.output.check_writable(probe_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_root_id_is_created_once_and_nothing_else_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = root_id(dir.path());
+        assert_ne!(first, 0);
+        assert_eq!(
+            root_id(dir.path()),
+            first,
+            "a second start reads the same id"
+        );
+        assert_eq!(names(dir.path()), [ROOT_ID_FILE]);
+        let text = std::fs::read_to_string(dir.path().join(ROOT_ID_FILE)).unwrap();
+        assert_eq!(text, format!("{first:016x}\n"));
+    }
+
+    #[test]
+    fn linking_a_new_file_never_replaces_an_existing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "theirs").unwrap();
+        let error = link_new_file(dir.path(), &path, b"ours").unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "theirs");
+        assert_eq!(names(dir.path()), ["f"], "no temporary file is left");
+    }
+
+    #[test]
+    fn an_unwritable_directory_gives_root_id_zero() {
+        let missing = Path::new("/nonexistent/gleaner/watch");
+        assert_eq!(root_id(missing), 0);
     }
 }
