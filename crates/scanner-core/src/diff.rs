@@ -6,7 +6,7 @@ use state_store::{FileEntry, RelPath, State};
 
 use crate::ConfigError;
 use crate::identity::fingerprint_file;
-use crate::listing::{ListedFile, Listing};
+use crate::listing::{ListedFile, Listing, Walk, is_unknown};
 
 /// How a listed file relates to what the state remembers of its path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,51 +73,106 @@ pub struct Diff {
     pub gone: Vec<RelPath>,
 }
 
+/// Files in path byte order, from a walk in progress ([`Walk`]) or a listing held in memory,
+/// that can tell which paths they could not see.
+pub trait ListedFiles: Iterator<Item = ListedFile> {
+    /// True if `path` is, or lies under, a path whose contents could not be known. Asked only
+    /// for paths before the last file returned, which a walk has passed.
+    fn is_unknown(&self, path: &RelPath) -> bool;
+}
+
+impl ListedFiles for Walk<'_> {
+    fn is_unknown(&self, path: &RelPath) -> bool {
+        Walk::is_unknown(self, path)
+    }
+}
+
+impl<F: ListedFiles + ?Sized> ListedFiles for &mut F {
+    fn is_unknown(&self, path: &RelPath) -> bool {
+        (**self).is_unknown(path)
+    }
+}
+
+/// The files of a [`Listing`] held in memory.
+struct Held<'a> {
+    files: std::slice::Iter<'a, ListedFile>,
+    unknown: &'a [RelPath],
+}
+
+impl Iterator for Held<'_> {
+    type Item = ListedFile;
+
+    fn next(&mut self) -> Option<ListedFile> {
+        self.files.next().cloned()
+    }
+}
+
+impl ListedFiles for Held<'_> {
+    fn is_unknown(&self, path: &RelPath) -> bool {
+        is_unknown(self.unknown, path)
+    }
+}
+
 /// Merge-joins the sorted listing with the state's sorted entries, in one pass over both.
 ///
 /// The cost is linear in the listing plus the state, with no lookups.
 pub fn diff(listing: &Listing, state: &State) -> Diff {
+    let files = Held {
+        files: listing.files.iter(),
+        unknown: &listing.unknown,
+    };
+    merge(files, state, |_, _| {})
+}
+
+/// Merge-joins `files` with the state's sorted entries as they come, in one pass over both,
+/// holding only the files that are not unchanged; `unchanged` sees each unchanged file with its
+/// state entry.
+///
+/// The cost is linear in the listing plus the state, with no lookups.
+pub fn merge(
+    mut files: impl ListedFiles,
+    state: &State,
+    mut unchanged: impl FnMut(&ListedFile, &FileEntry),
+) -> Diff {
     let mut out = Diff::default();
-    let mut files = listing.files.iter().peekable();
     let mut tracked = state.entries().peekable();
+    let mut next = files.next();
     loop {
-        match (files.peek(), tracked.peek()) {
+        let order = match (&next, tracked.peek()) {
             (None, None) => break,
-            (Some(file), None) => {
-                out.entries.push(DiffEntry {
-                    file: (*file).clone(),
-                    change: Change::New,
-                });
-                files.next();
-            }
-            (None, Some((path, _))) => {
-                note_gone(&mut out, listing, path);
-                tracked.next();
-            }
-            (Some(file), Some((path, entry))) => match file.path.cmp(path) {
-                std::cmp::Ordering::Less => {
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(file), Some((path, _))) => file.path.cmp(path),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                if let Some(file) = next.take() {
                     out.entries.push(DiffEntry {
-                        file: (*file).clone(),
+                        file,
                         change: Change::New,
                     });
-                    files.next();
                 }
-                std::cmp::Ordering::Greater => {
-                    note_gone(&mut out, listing, path);
-                    tracked.next();
-                }
-                std::cmp::Ordering::Equal => {
-                    match change_of(file, entry) {
-                        None => out.unchanged += 1,
-                        Some(change) => out.entries.push(DiffEntry {
-                            file: (*file).clone(),
-                            change,
-                        }),
+                next = files.next();
+            }
+            std::cmp::Ordering::Greater => {
+                if let Some((path, _)) = tracked.next() {
+                    if !files.is_unknown(path) {
+                        out.gone.push(path.clone());
                     }
-                    files.next();
-                    tracked.next();
                 }
-            },
+            }
+            std::cmp::Ordering::Equal => {
+                if let (Some(file), Some((_, entry))) = (next.take(), tracked.next()) {
+                    match change_of(&file, entry) {
+                        None => {
+                            out.unchanged += 1;
+                            unchanged(&file, entry);
+                        }
+                        Some(change) => out.entries.push(DiffEntry { file, change }),
+                    }
+                }
+                next = files.next();
+            }
         }
     }
     out
@@ -180,28 +235,6 @@ pub(crate) fn start_for(
             Change::New | Change::Replaced => Some(0),
         },
     }
-}
-
-fn note_gone(out: &mut Diff, listing: &Listing, path: &RelPath) {
-    if !is_unknown(&listing.unknown, path) {
-        out.gone.push(path.clone());
-    }
-}
-
-/// True if `path` is, or lies under, one of the sorted `unknown` paths.
-fn is_unknown(unknown: &[RelPath], path: &RelPath) -> bool {
-    // Any ancestor of `path` sorts before it, but other paths may sit between the two (for
-    // "a" and "a/x": "a-b" < "a/x"), so check every ancestor directly.
-    let bytes = path.as_bytes();
-    let found = |candidate: &[u8]| {
-        unknown
-            .binary_search_by(|u| u.as_bytes().cmp(candidate))
-            .is_ok()
-    };
-    if found(bytes) {
-        return true;
-    }
-    memchr::memchr_iter(b'/', bytes).any(|slash| found(&bytes[..slash]))
 }
 
 #[cfg(test)]

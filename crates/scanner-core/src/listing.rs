@@ -1,12 +1,13 @@
 //! Walking the watch root: every regular file with its size, mtime and inode, sorted by path.
 
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 use std::time::SystemTime;
 
 use state_store::RelPath;
-use walkdir::WalkDir;
 
 use crate::ScanError;
 
@@ -37,10 +38,13 @@ pub struct ListingProblem {
 /// The result of walking the watch root once.
 #[derive(Clone, Debug, Default)]
 pub struct Listing {
-    /// Regular files, sorted by path bytes (the order the state is kept in).
+    /// Regular files, sorted by path bytes (the order the state is kept in). Filled by
+    /// [`list`]; a scan merges the files with the state as [`walk`] meets them and keeps none.
     pub files: Vec<ListedFile>,
+    /// How many regular files the walk met.
+    pub listed: usize,
     /// Paths whose contents are unknown this time (unreadable directories, files that could not
-    /// be examined). State entries under them are not treated as gone.
+    /// be examined), sorted. State entries under them are not treated as gone.
     pub unknown: Vec<RelPath>,
     /// What could not be examined, and why.
     pub problems: Vec<ListingProblem>,
@@ -51,6 +55,13 @@ pub struct Listing {
 }
 
 impl Listing {
+    /// Records that `path`'s contents are unknown, keeping [`Listing::unknown`] sorted: the
+    /// walk meets `a-b` before the directory `a` (it sorts as `a/`), but `a` < `a-b`.
+    fn add_unknown(&mut self, path: RelPath) {
+        let at = self.unknown.partition_point(|u| *u < path);
+        self.unknown.insert(at, path);
+    }
+
     /// True if the listing holds a regular file at `path` (relative to the watch root).
     pub fn contains(&self, path: &[u8]) -> bool {
         self.files
@@ -59,7 +70,7 @@ impl Listing {
     }
 }
 
-/// Walks `root` recursively and lists its regular files.
+/// Walks `root` recursively and lists its regular files, all of them in memory.
 ///
 /// * Symbolic links are not followed (a link out of the watch root must not pull in foreign
 ///   files, and a link loop must not hang the walk); links, FIFOs, sockets and devices are
@@ -70,72 +81,375 @@ impl Listing {
 ///   [`Listing::problems`] and [`Listing::unknown`] and the walk goes on.
 ///
 /// Only a root that cannot be read at all is an error. This is blocking IO: call it from a
-/// worker thread.
+/// worker thread. A scan uses [`walk`] instead, which holds one directory at a time.
 pub fn list(root: &Path) -> Result<Listing, ScanError> {
+    let (files, mut listing) = walk(root, 1, |walk| walk.collect::<Vec<_>>())?;
+    listing.files = files;
+    Ok(listing)
+}
+
+/// Walks `root` as [`list`] does, handing its regular files to `consume` one at a time, in
+/// path byte order, without holding them; returns what `consume` returned and the listing's
+/// summary ([`Listing::files`] empty).
+///
+/// Directories are read ahead by `threads - 1` helper threads (each reads a whole directory and
+/// examines its files), at most a few directories ahead of `consume`, so memory stays bounded
+/// by the largest directories, not by the tree. Blocking: call it from a worker thread.
+pub fn walk<R>(
+    root: &Path,
+    threads: usize,
+    consume: impl FnOnce(&mut Walk<'_>) -> R,
+) -> Result<(R, Listing), ScanError> {
     let started_at = SystemTime::now();
     check_root(root)?;
-    let mut listing = Listing {
-        started_at: Some(started_at),
-        ..Listing::default()
+    let top = read_directory(root, &[]);
+    if let Some(reason) = &top.unreadable {
+        return Err(ScanError::WatchDir {
+            path: root.to_path_buf(),
+            reason: reason.clone(),
+        });
+    }
+    let helpers = threads.max(1) - 1;
+    let ahead = Ahead {
+        root: root.to_path_buf(),
+        queue: Mutex::new(Queue::default()),
+        changed: Condvar::new(),
+        limit: 4 * (helpers + 1),
     };
-    let walk = WalkDir::new(root)
-        .follow_links(false)
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| !(e.file_type().is_dir() && e.file_name().as_bytes().starts_with(b".")));
-    for item in walk {
-        let entry = match item {
-            Ok(entry) => entry,
-            Err(err) => {
-                let path = err.path().map(Path::to_path_buf).unwrap_or_default();
-                if err.depth() == 0 && path == root {
-                    return Err(ScanError::WatchDir {
-                        path: root.to_path_buf(),
-                        reason: io_reason(err.io_error()),
-                    });
-                }
-                let rel = relative(root, &path);
-                if err.io_error().map(|e| e.kind()) != Some(std::io::ErrorKind::NotFound) {
-                    listing.problems.push(ListingProblem {
-                        path: rel.clone(),
-                        reason: io_reason(err.io_error()),
-                    });
-                    listing.unknown.push(rel);
-                }
-                continue;
-            }
+    std::thread::scope(|scope| {
+        for _ in 0..helpers {
+            scope.spawn(|| ahead.help());
+        }
+        // Stops the helpers however `consume` ends, a panic included, or the scope would wait
+        // for them forever.
+        let _stop = StopOnDrop(&ahead);
+        let mut walk = Walk {
+            ahead: &ahead,
+            frames: Vec::new(),
+            summary: Listing {
+                started_at: Some(started_at),
+                ..Listing::default()
+            },
         };
-        let file_type = entry.file_type();
-        if file_type.is_dir() {
-            continue;
+        ahead.lock().push_subdirs(&[], &top);
+        walk.enter(Vec::new(), top);
+        let result = consume(&mut walk);
+        Ok((result, walk.summary))
+    })
+}
+
+/// A walk in progress: an iterator over regular files in path byte order. Subdirectories are
+/// visited where their path (with its `/`) sorts among their siblings, so a depth-first walk
+/// meets every path in byte order: `a-c.log` before `a/b.log`, and `a/b.log` before `a/b/c`.
+pub struct Walk<'a> {
+    ahead: &'a Ahead,
+    /// The directories being walked, outermost first.
+    frames: Vec<Frame>,
+    summary: Listing,
+}
+
+impl Walk<'_> {
+    /// True if `path` is, or lies under, a path whose contents this walk could not know (so far:
+    /// the walk finds them in path order, before any path under them).
+    pub fn is_unknown(&self, path: &RelPath) -> bool {
+        is_unknown(&self.summary.unknown, path)
+    }
+
+    /// Starts walking the directory at `prefix` (relative, with its trailing `/`; empty for
+    /// the root), whose contents were read.
+    fn enter(&mut self, prefix: Vec<u8>, contents: Contents) {
+        self.summary.skipped_special += contents.special;
+        if let Some(reason) = contents.unreadable {
+            let path = RelPath::new(prefix.strip_suffix(b"/").unwrap_or(&prefix));
+            self.summary.problems.push(ListingProblem {
+                path: path.clone(),
+                reason,
+            });
+            self.summary.add_unknown(path);
         }
-        if !file_type.is_file() {
-            listing.skipped_special += 1;
-            continue;
-        }
-        let rel = relative(root, entry.path());
-        match entry.metadata() {
-            Ok(meta) => listing.files.push(ListedFile {
-                path: rel,
-                size: meta.len(),
-                mtime_ns: mtime_ns(&meta),
-                inode: meta.ino(),
-                btime_ns: btime_ns(&meta),
-            }),
-            // Vanished between reading the directory and examining the file: it is simply gone.
-            Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {}
-            Err(err) => {
-                listing.problems.push(ListingProblem {
-                    path: rel.clone(),
-                    reason: io_reason(err.io_error()),
-                });
-                listing.unknown.push(rel);
+        self.frames.push(Frame {
+            prefix,
+            files: contents.files.into_iter().peekable(),
+            subdirs: contents.subdirs.into_iter().peekable(),
+        });
+    }
+}
+
+impl Iterator for Walk<'_> {
+    type Item = ListedFile;
+
+    fn next(&mut self) -> Option<ListedFile> {
+        loop {
+            let frame = self.frames.last_mut()?;
+            let file_first = match (frame.files.peek(), frame.subdirs.peek()) {
+                (None, None) => {
+                    self.frames.pop();
+                    continue;
+                }
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(file), Some(dir)) => file.name[..] < dir[..],
+            };
+            if file_first {
+                let file = frame.files.next()?;
+                let mut path = Vec::with_capacity(frame.prefix.len() + file.name.len());
+                path.extend_from_slice(&frame.prefix);
+                path.extend_from_slice(&file.name);
+                let path = RelPath::new(path);
+                match file.examined {
+                    Ok(mut listed) => {
+                        self.summary.listed += 1;
+                        listed.path = path;
+                        return Some(listed);
+                    }
+                    Err(reason) => {
+                        self.summary.problems.push(ListingProblem {
+                            path: path.clone(),
+                            reason,
+                        });
+                        self.summary.add_unknown(path);
+                    }
+                }
+            } else {
+                let dir = frame.subdirs.next()?;
+                let mut prefix = frame.prefix.clone();
+                prefix.extend_from_slice(&dir);
+                if let Some(contents) = self.ahead.take(&prefix) {
+                    self.enter(prefix, contents);
+                }
             }
         }
     }
-    listing.files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-    listing.unknown.sort_unstable();
-    Ok(listing)
+}
+
+/// One directory being walked: what is left of it.
+struct Frame {
+    /// Its path relative to the root, with a trailing `/` (empty for the root).
+    prefix: Vec<u8>,
+    files: std::iter::Peekable<std::vec::IntoIter<DirFile>>,
+    /// Subdirectory names with a trailing `/`, which is how they sort among the files.
+    subdirs: std::iter::Peekable<std::vec::IntoIter<Box<[u8]>>>,
+}
+
+/// A file of a directory: its name, and its metadata or why it could not be examined.
+struct DirFile {
+    name: Box<[u8]>,
+    /// `path` is left empty: the walk sets it.
+    examined: Result<ListedFile, String>,
+}
+
+/// What reading one directory found.
+#[derive(Default)]
+struct Contents {
+    /// Regular files, sorted by name.
+    files: Vec<DirFile>,
+    /// Subdirectories not hidden, each name with a trailing `/`, sorted.
+    subdirs: Vec<Box<[u8]>>,
+    /// Links, FIFOs, sockets and devices.
+    special: u64,
+    /// Why the directory could not be read (or not to its end).
+    unreadable: Option<String>,
+}
+
+/// Reads the directory at `rel` (relative to `root`, trailing `/`) and examines its files.
+/// A directory that vanished reads as empty.
+fn read_directory(root: &Path, rel: &[u8]) -> Contents {
+    let dir = root.join(std::ffi::OsStr::from_bytes(rel));
+    let mut contents = Contents::default();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return contents,
+        Err(e) => {
+            contents.unreadable = Some(io_reason(Some(&e)));
+            return contents;
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                contents.unreadable = Some(io_reason(Some(&e)));
+                break;
+            }
+        };
+        let name = entry.file_name();
+        let name = name.as_bytes();
+        let file_type = match entry.file_type() {
+            Ok(file_type) => file_type,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                contents.files.push(DirFile {
+                    name: name.into(),
+                    examined: Err(io_reason(Some(&e))),
+                });
+                continue;
+            }
+        };
+        if file_type.is_dir() {
+            if !name.starts_with(b".") {
+                let mut key = Vec::with_capacity(name.len() + 1);
+                key.extend_from_slice(name);
+                key.push(b'/');
+                contents.subdirs.push(key.into());
+            }
+        } else if !file_type.is_file() {
+            contents.special += 1;
+        } else {
+            let examined = match entry.metadata() {
+                Ok(meta) => Ok(ListedFile {
+                    path: RelPath::new(Vec::new()),
+                    size: meta.len(),
+                    mtime_ns: mtime_ns(&meta),
+                    inode: meta.ino(),
+                    btime_ns: btime_ns(&meta),
+                }),
+                // Vanished between reading the directory and examining the file: it is gone.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => Err(io_reason(Some(&e))),
+            };
+            contents.files.push(DirFile {
+                name: name.into(),
+                examined,
+            });
+        }
+    }
+    contents.files.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    contents.subdirs.sort_unstable();
+    contents
+}
+
+/// Directories read ahead of the walk by helper threads, in the order the walk needs them.
+///
+/// Pending directories are kept on a stack, a directory's subdirectories pushed in reverse as
+/// soon as it is read: popping the stack then follows the walk's own depth-first order. At most
+/// `limit` directories are read and not yet taken; the walk reads a directory itself when no
+/// helper has started it, so it never waits on the limit.
+struct Ahead {
+    root: PathBuf,
+    queue: Mutex<Queue>,
+    changed: Condvar,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Directories to read, the next one last.
+    pending: Vec<Vec<u8>>,
+    /// Directories being read by a helper.
+    reading: usize,
+    /// Directories read and not taken yet.
+    read: HashMap<Vec<u8>, Contents>,
+    stop: bool,
+}
+
+impl Queue {
+    /// Queues the subdirectories of `contents`, read at `prefix`.
+    fn push_subdirs(&mut self, prefix: &[u8], contents: &Contents) {
+        for dir in contents.subdirs.iter().rev() {
+            let mut path = Vec::with_capacity(prefix.len() + dir.len());
+            path.extend_from_slice(prefix);
+            path.extend_from_slice(dir);
+            self.pending.push(path);
+        }
+    }
+}
+
+impl Ahead {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A helper cannot panic while holding the lock (only reads happen outside it), but a
+        // poisoned queue is still a consistent one.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A helper thread: reads pending directories until the walk ends.
+    fn help(&self) {
+        let mut queue = self.lock();
+        loop {
+            if queue.stop {
+                return;
+            }
+            if !queue.pending.is_empty() && queue.read.len() + queue.reading < self.limit {
+                queue = self.read_next(queue);
+                continue;
+            }
+            queue = self.changed.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Reads the next pending directory, the lock released meanwhile.
+    fn read_next<'q>(
+        &'q self,
+        mut queue: std::sync::MutexGuard<'q, Queue>,
+    ) -> std::sync::MutexGuard<'q, Queue> {
+        let Some(rel) = queue.pending.pop() else {
+            return queue;
+        };
+        queue.reading += 1;
+        drop(queue);
+        let contents = read_directory(&self.root, &rel);
+        let mut queue = self.lock();
+        queue.reading -= 1;
+        queue.push_subdirs(&rel, &contents);
+        queue.read.insert(rel, contents);
+        self.changed.notify_all();
+        queue
+    }
+
+    /// The contents of the pending directory at `rel`: read ahead, or read now. `None` only if
+    /// it was never queued (which the walk never asks).
+    fn take(&self, rel: &[u8]) -> Option<Contents> {
+        let mut queue = self.lock();
+        loop {
+            if let Some(contents) = queue.read.remove(rel) {
+                // A slot is free for the helpers.
+                self.changed.notify_all();
+                return Some(contents);
+            }
+            if let Some(at) = queue.pending.iter().rposition(|p| p == rel) {
+                queue.pending.remove(at);
+                drop(queue);
+                let contents = read_directory(&self.root, rel);
+                self.lock().push_subdirs(rel, &contents);
+                self.changed.notify_all();
+                return Some(contents);
+            }
+            if queue.reading == 0 {
+                return None;
+            }
+            // A helper is reading it: read the next one meanwhile rather than wait idle.
+            if !queue.pending.is_empty() && queue.read.len() + queue.reading < self.limit {
+                queue = self.read_next(queue);
+                continue;
+            }
+            queue = self.changed.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Ends the helpers when the walk ends.
+struct StopOnDrop<'a>(&'a Ahead);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.lock().stop = true;
+        self.0.changed.notify_all();
+    }
+}
+
+/// True if `path` is, or lies under, one of the sorted `unknown` paths.
+pub(crate) fn is_unknown(unknown: &[RelPath], path: &RelPath) -> bool {
+    // Any ancestor of `path` sorts before it, but other paths may sit between the two (for
+    // "a" and "a/x": "a-b" < "a/x"), so check every ancestor directly.
+    let bytes = path.as_bytes();
+    let found = |candidate: &[u8]| {
+        unknown
+            .binary_search_by(|u| u.as_bytes().cmp(candidate))
+            .is_ok()
+    };
+    if found(bytes) {
+        return true;
+    }
+    memchr::memchr_iter(b'/', bytes).any(|slash| found(&bytes[..slash]))
 }
 
 /// A file's modification time in nanoseconds since the Unix epoch, saturated to the `i64` range
@@ -166,11 +480,6 @@ pub fn check_root(root: &Path) -> Result<(), ScanError> {
     }
     std::fs::read_dir(root).map_err(|e| watch_error(io_reason(Some(&e))))?;
     Ok(())
-}
-
-fn relative(root: &Path, path: &Path) -> RelPath {
-    let rel = path.strip_prefix(root).unwrap_or(path);
-    RelPath::new(rel.as_os_str().as_bytes())
 }
 
 /// A short, stable description of an IO error for messages and state.
@@ -254,5 +563,73 @@ mod tests {
         fs::write(dir.path().join("f"), b"").unwrap();
         let err = list(&dir.path().join("f")).unwrap_err();
         assert!(err.to_string().contains("not a directory"), "{err}");
+    }
+
+    /// Every regular file under `dir`, found without the walk, sorted by path bytes.
+    fn reference(root: &Path, dir: &Path, out: &mut Vec<Vec<u8>>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let file_type = entry.file_type().unwrap();
+            if file_type.is_dir() && !entry.file_name().as_bytes().starts_with(b".") {
+                reference(root, &entry.path(), out);
+            } else if file_type.is_file() {
+                let path = entry.path();
+                out.push(
+                    path.strip_prefix(root)
+                        .unwrap()
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec(),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_walk_with_helpers_meets_every_file_once_in_path_byte_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut rng = fastrand::Rng::with_seed(7);
+        // Names that sort around '/': '-' and '.' sort before it, '0' and '_' after.
+        let parts = ["a", "a-b", "a.b", "a0", "a_", "b", ".h", "z"];
+        for _ in 0..2000 {
+            let depth = rng.usize(1..5);
+            let rel: Vec<&str> = (0..depth)
+                .map(|_| parts[rng.usize(..parts.len())])
+                .collect();
+            let path = root.join(rel.join("/"));
+            if path.is_dir() {
+                continue;
+            }
+            if fs::create_dir_all(path.parent().unwrap()).is_ok() {
+                let _ = fs::write(&path, b"x");
+            }
+        }
+        let mut expected = Vec::new();
+        reference(root, root, &mut expected);
+        expected.sort();
+        assert!(expected.len() > 150, "{}", expected.len());
+        for threads in [1, 2, 4] {
+            let (files, listing) = walk(root, threads, |walk| {
+                walk.map(|f| f.path.as_bytes().to_vec()).collect::<Vec<_>>()
+            })
+            .unwrap();
+            assert_eq!(files, expected, "{threads} threads");
+            assert_eq!(listing.listed, expected.len());
+            assert!(listing.files.is_empty(), "a walk holds no files");
+        }
+    }
+
+    #[test]
+    fn unknown_paths_stay_sorted_in_the_order_a_walk_meets_them() {
+        // The walk meets the file "a-b" before the directory "a" (which sorts as "a/").
+        let mut listing = Listing::default();
+        for path in ["a-b", "a", "a/x/y", "b"] {
+            listing.add_unknown(RelPath::from(path));
+        }
+        let unknown: Vec<String> = listing.unknown.iter().map(|u| u.to_string()).collect();
+        assert_eq!(unknown, ["a", "a-b", "a/x/y", "b"]);
+        assert!(is_unknown(&listing.unknown, &RelPath::from("a/z")));
+        assert!(!is_unknown(&listing.unknown, &RelPath::from("a0")));
     }
 }

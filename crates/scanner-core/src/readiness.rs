@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use state_store::RelPath;
 
 use crate::ConfigError;
-use crate::listing::{ListedFile, Listing};
+use crate::listing::ListedFile;
+use crate::scanner::survey::Seen;
 
 /// Rules that say when a file is complete. A file is ready only if every rule agrees.
 ///
@@ -251,7 +252,7 @@ impl Readiness {
         &self,
         root: &Path,
         file: &ListedFile,
-        listing: &Listing,
+        seen: &Seen<'_>,
         listed_at: SystemTime,
         sightings: &mut Sightings,
     ) -> Result<(), NotReady> {
@@ -269,7 +270,7 @@ impl Readiness {
             other => other?,
         }
         if let Some(marker) = &self.marker {
-            if !listing.contains(&marker.marker_of(file.path.as_bytes())) {
+            if !seen.contains(&marker.marker_of(file.path.as_bytes())) {
                 return Err(NotReady::NoMarker);
             }
             // The walk may have examined the file before its last write and found the marker
@@ -531,7 +532,8 @@ mod tests {
         let rules = Readiness::default();
         let now = SystemTime::now();
         let dir = std::path::Path::new("/nonexistent");
-        let listing = Listing::default();
+        let (diff, state) = (crate::diff::Diff::default(), state_store::State::new());
+        let seen = Seen::new(&diff, &state, &[]);
         let mut sightings = Sightings::default();
         // Stamped a year ahead (a clock far off): it would wait for a year.
         let skewed = file(
@@ -542,7 +544,7 @@ mod tests {
         // Ten seconds ahead: within the tolerance, it ages normally.
         let slight = file("slight.log", Duration::ZERO, now + Duration::from_secs(10));
         let judge = |sightings: &mut Sightings, f: &ListedFile, at| {
-            rules.judge(dir, f, &listing, at, sightings)
+            rules.judge(dir, f, &seen, at, sightings)
         };
         assert_eq!(
             judge(&mut sightings, &skewed, now),

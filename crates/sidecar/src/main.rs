@@ -16,6 +16,7 @@ mod cli;
 mod demo;
 mod display;
 mod emitter;
+mod memory;
 mod run;
 mod state_cmd;
 mod telemetry;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         Command::Run(_) | Command::Emit(_) => "info",
     };
     telemetry::init_logging(cli.log_format, default_level);
+    memory::limit_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("gleaner")

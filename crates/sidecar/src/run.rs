@@ -100,6 +100,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     health.attach(&scanner);
+    if !args.runtime.once {
+        tokio::spawn(crate::memory::trim_after_scans(scanner.status()));
+    }
     let interval = args.runtime.interval;
     info!(
         watch = %scanner.config().watch_dir.display(),

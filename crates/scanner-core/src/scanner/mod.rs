@@ -16,7 +16,7 @@ mod retry;
 mod shutdown;
 mod snapshot;
 mod startup;
-mod survey;
+pub(crate) mod survey;
 mod workers;
 
 use std::path::PathBuf;

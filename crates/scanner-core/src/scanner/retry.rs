@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use state_store::{PlannedFile, RelPath};
 
-use crate::listing::{ListedFile, Listing};
+use crate::listing::ListedFile;
+use crate::scanner::survey::Seen;
 
 /// How files whose reading failed in a way that may pass are tried again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,10 +125,9 @@ impl Retries {
         self.files.remove(path);
     }
 
-    /// Forgets the files `listing` did not find.
-    pub(crate) fn keep_listed(&mut self, listing: &Listing) {
-        self.files
-            .retain(|path, _| listing.contains(path.as_bytes()));
+    /// Forgets the files the walk did not find.
+    pub(crate) fn keep_listed(&mut self, seen: &Seen<'_>) {
+        self.files.retain(|path, _| seen.contains(path.as_bytes()));
     }
 }
 

@@ -9,9 +9,9 @@ use state_store::{FileEntry, PlannedFile, RelPath, State};
 use super::{ScanReport, Scanner, ScannerConfig};
 use crate::ScanError;
 use crate::cleanup::CleanupTask;
-use crate::diff::{Change, DiffEntry, OnChange, change_of, diff, start_for};
+use crate::diff::{Change, Diff, DiffEntry, OnChange, merge, start_for};
 use crate::identity::{Identity, MovedAway};
-use crate::listing::{self, Listing};
+use crate::listing;
 use crate::plan::cut_batches;
 use crate::process::{AppendRange, whole_lines};
 use crate::readiness::{NotReady, Sightings};
@@ -106,19 +106,31 @@ fn survey(
     drain: Option<DrainMode>,
 ) -> Result<Survey, ScanError> {
     let root = config.watch_dir.as_path();
+    // Listing and diff are one pass: the walk hands each file to the merge with the state and
+    // only the files that are not unchanged are kept (the cost of the listing is its time).
     let listing_started = Instant::now();
-    let listing = listing::list(root)?;
+    let rules = &config.cleanup;
+    let mut cleanup = Vec::new();
+    let (diff, listing) = listing::walk(root, config.workers, |walk| {
+        merge(walk, state, |file, entry| {
+            // Committed files still here and unchanged, which the cleanup rules remove or
+            // move: an earlier attempt did not finish (a crash, an error), so now.
+            if !rules.is_noop() {
+                cleanup.extend(rules.task(&file.path, entry));
+            }
+        })
+    })?;
     telemetry::emit(PhaseTimed {
         phase: "list",
         elapsed: listing_started.elapsed(),
     });
     let diff_started = Instant::now();
     let listed_at = listing.started_at.unwrap_or_else(SystemTime::now);
-    retries.keep_listed(&listing);
-    let cleanup = leftover_cleanup(config, &listing, state);
-    let diff = diff(&listing, state);
+    let seen = Seen::new(&diff, state, &listing.unknown);
+    retries.keep_listed(&seen);
+    cleanup.extend(resumed_cleanup(config, &diff, state));
     let mut report = ScanReport {
-        listed: listing.files.len(),
+        listed: listing.listed,
         gone: diff.gone.len(),
         ..ScanReport::default()
     };
@@ -126,7 +138,7 @@ fn survey(
         config,
         root,
         state,
-        listing: &listing,
+        seen: &seen,
         listed_at,
         sightings,
         retries,
@@ -138,22 +150,19 @@ fn survey(
     };
     let mut ready = Vec::new();
     let mut renames = Vec::new();
-    for entry in diff.entries {
-        let path = entry.file.path.clone();
+    for entry in &diff.entries {
+        let path = &entry.file.path;
         match judge.classify(entry) {
             Verdict::Ours => {}
             Verdict::Excluded => report.excluded += 1,
             Verdict::LeftAlone(why) => {
                 report.changed += 1;
-                telemetry::emit(FileLeftAlone { path: &path, why });
+                telemetry::emit(FileLeftAlone { path, why });
             }
             Verdict::Renamed { was, entry } => {
                 report.new_files += 1;
-                telemetry::emit(FileRenamed {
-                    path: &path,
-                    was: &was,
-                });
-                renames.push((path, entry));
+                telemetry::emit(FileRenamed { path, was: &was });
+                renames.push((path.clone(), entry));
             }
             Verdict::Ready(file) => {
                 report.new_files += 1;
@@ -163,7 +172,10 @@ fn survey(
                 report.new_files += 1;
                 report.count_waiting(why);
                 if drain.is_some() {
-                    report.waiting.push(Leftover { path, reason: why });
+                    report.waiting.push(Leftover {
+                        path: path.clone(),
+                        reason: why,
+                    });
                 }
             }
         }
@@ -195,23 +207,54 @@ fn survey(
     })
 }
 
-/// Committed files still here and unchanged, which the cleanup rules remove or move: an earlier
-/// attempt did not finish (a crash, an error), so they are cleaned up now. Files under the
-/// private name of a cleanup that a crash cut short are finished too, or put back.
-fn leftover_cleanup(config: &ScannerConfig, listing: &Listing, state: &State) -> Vec<CleanupTask> {
+/// Files under the private name of a cleanup that a crash cut short: finished, or put back.
+/// They are new to the state, so they are among the diff's entries.
+fn resumed_cleanup(config: &ScannerConfig, diff: &Diff, state: &State) -> Vec<CleanupTask> {
     let rules = &config.cleanup;
     if rules.is_noop() {
         return Vec::new();
     }
-    listing
-        .files
+    diff.entries
         .iter()
-        .filter_map(|file| match state.get(&file.path) {
-            Some(entry) if change_of(file, entry).is_none() => rules.task(&file.path, entry),
-            Some(_) => None,
-            None => rules.resume(file, state),
-        })
+        .filter(|entry| entry.change == Change::New)
+        .filter_map(|entry| rules.resume(&entry.file, state))
         .collect()
+}
+
+/// Which paths a scan's walk found, asked after the merge (a ready marker, a file held back
+/// for a retry): the diff holds the files that are not unchanged, the state the others.
+pub(crate) struct Seen<'a> {
+    diff: &'a Diff,
+    state: &'a State,
+    unknown: &'a [RelPath],
+}
+
+impl<'a> Seen<'a> {
+    /// What a walk found: the files of `diff`, and the files of `state` that it neither
+    /// reports gone nor has under an `unknown` path.
+    pub(crate) fn new(diff: &'a Diff, state: &'a State, unknown: &'a [RelPath]) -> Self {
+        Self {
+            diff,
+            state,
+            unknown,
+        }
+    }
+
+    /// True if the walk found a regular file at `path`.
+    pub(crate) fn contains(&self, path: &[u8]) -> bool {
+        if self
+            .diff
+            .entries
+            .binary_search_by(|e| e.file.path.as_bytes().cmp(path))
+            .is_ok()
+        {
+            return true;
+        }
+        let path = RelPath::new(path);
+        self.state.get(&path).is_some()
+            && self.diff.gone.binary_search(&path).is_err()
+            && !listing::is_unknown(self.unknown, &path)
+    }
 }
 
 /// Judges the files of one listing.
@@ -219,7 +262,7 @@ struct Judge<'a> {
     config: &'a ScannerConfig,
     root: &'a Path,
     state: &'a State,
-    listing: &'a Listing,
+    seen: &'a Seen<'a>,
     /// When the listing started: ages and stability windows are measured against it.
     listed_at: SystemTime,
     sightings: &'a mut Sightings,
@@ -233,7 +276,7 @@ struct Judge<'a> {
 
 impl Judge<'_> {
     /// The verdict on one listed file that is not unchanged.
-    fn classify(&mut self, entry: DiffEntry) -> Verdict {
+    fn classify(&mut self, entry: &DiffEntry) -> Verdict {
         let readiness = &self.config.readiness;
         let appending = self.config.on_change == OnChange::Append;
         if is_ours(&entry.file.path) {
@@ -243,7 +286,7 @@ impl Judge<'_> {
             return Verdict::Excluded;
         }
         let tracked = self.state.get(&entry.file.path);
-        let Some(start) = start_for(self.root, self.config.on_change, &entry, tracked) else {
+        let Some(start) = start_for(self.root, self.config.on_change, entry, tracked) else {
             return Verdict::LeftAlone("changed since processed");
         };
         let ready = if self.writer_gone {
@@ -252,7 +295,7 @@ impl Judge<'_> {
             readiness.judge(
                 self.root,
                 &entry.file,
-                self.listing,
+                self.seen,
                 self.listed_at,
                 self.sightings,
             )
@@ -290,9 +333,9 @@ impl Judge<'_> {
         } else {
             entry.file.size
         };
-        let file = entry.file;
+        let file = &entry.file;
         Verdict::Ready(PlannedFile {
-            path: file.path,
+            path: file.path.clone(),
             size: end,
             mtime_ns: file.mtime_ns,
             inode: file.inode,
