@@ -5,6 +5,10 @@ Called by bench/run.sh:
 
     report.py check KIND EXPECTED OUTPUT_DIR   exit 1 unless Gleaner's results match
     report.py write WORK RUNS CORES BENCHMARKS.md
+
+and by bench/scale.sh:
+
+    report.py scale WORK RUNS BENCHMARKS.md
 """
 
 import gzip
@@ -200,10 +204,111 @@ def write(work, runs, cores, target):
     print("\n".join(md[md.index("| case | reference | reference median | gleaner median | ratio | target | met |"):]))
 
 
+SCALE_BEGIN = "<!-- scale-benchmarks:begin (bench/scale.sh rewrites this section) -->"
+SCALE_END = "<!-- scale-benchmarks:end -->"
+
+
+def replace_section(target, begin, end, section):
+    with open(target) as f:
+        text = f.read()
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(target, "w") as f:
+        f.write(text)
+
+
+def scale(work, runs, target):
+    """The section of bench/scale.sh: nothing new over 1,000,000 files, memory against state."""
+    with open(os.path.join(work, "listing.json")) as f:
+        result = {r["command"]: r for r in json.load(f)["results"]}
+    find = statistics.median(result["find"]["times"])
+    once = statistics.median(result["gleaner"]["times"])
+    scans = []
+    for line in open(os.path.join(work, "scans")).read().splitlines():
+        value, unit = line.split()
+        scans.append(float(value) / (1000 if unit == "ms" else 1))
+    scan = statistics.median(scans)
+    events = []
+    for line in open(os.path.join(work, "events")).read().splitlines():
+        listed, dirs, value, unit = line.split()
+        events.append((int(listed), int(dirs), float(value) / (1000 if unit == "ms" else 1)))
+    event_scan = statistics.median(e[2] for e in events)
+    first_s, first_kib = open(os.path.join(work, "first")).read().split()
+    nothing_new_mib = int(open(os.path.join(work, "nothing-new-rss")).read()) / 1024
+
+    memory = {}
+    for line in open(os.path.join(work, "memory")).read().splitlines():
+        files, phase, hwm, rss = line.split()
+        memory[(int(files), phase)] = (int(hwm) / 1024, int(rss) / 1024)
+    sizes = sorted({files for files, _ in memory})
+
+    def verdict(ok):
+        return "yes" if ok else "**no**"
+
+    md = [
+        SCALE_BEGIN,
+        "",
+        "## Scale",
+        "",
+        "```sh",
+        "bash bench/scale.sh     # generates 1,000,000 + 110,000 files once, then measures",
+        "```",
+        "",
+        f"Results of {date.today()}: same machine and build as above, median of {runs} runs. "
+        "The tree is 1,000,000 files of 64 bytes in 1,000 directories (`$DATA/million`), all "
+        "committed before the runs, so nothing is new.",
+        "",
+        "| case | reference | reference median | gleaner median | ratio | target | met |",
+        "|---|---|---:|---:|---:|---:|:---:|",
+        f"| scan, nothing new (a running sidecar's scan: walk, stat, merge with the state) | "
+        f"`find -type f -printf '%s %T@ %i %p\\n'` | {seconds(find)} | {seconds(scan)} | "
+        f"{scan / find:.2f}x | ≤ 1.0x | {verdict(scan <= find)} |",
+        f"| `run --once`, nothing new (start, load 1,000,000 entries, scan) | same | "
+        f"{seconds(find)} | {seconds(once)} | {once / find:.2f}x | — | — |",
+        f"| scan woken by events after one new file (listed {max(e[0] for e in events)} files in "
+        f"{max(e[1] for e in events)} directory; includes its commit) | the scan of the whole tree, "
+        f"above | {seconds(scan)} | {event_scan * 1000:.1f} ms | {event_scan / scan:.3f}x | ≤ 50 ms | "
+        f"{verdict(event_scan <= 0.050)} |",
+        "",
+        f"Peak RSS of that `run --once`: {nothing_new_mib:.0f} MiB (target ≤ 150 MiB: "
+        f"{verdict(nothing_new_mib <= 150)}). Committing the 1,000,000 files the first time took "
+        f"{float(first_s):.1f} s with a peak of {int(first_kib) / 1024:.0f} MiB.",
+        "",
+        "Memory of a sidecar (`gleaner run`, default flags but `--min-age 0`) against the files it "
+        "tracks: the peak, and the resident size 5 s after its first scan ended (after committing "
+        "every file; and after a restart that loaded the state and found nothing new).",
+        "",
+        "| tracked files | peak, committing | idle after committing | peak, restart | idle after restart |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for files in sizes:
+        fh, fr = memory[(files, "first")]
+        rh, rr = memory[(files, "restart")]
+        md.append(f"| {files:,} | {fh:.1f} MiB | {fr:.1f} MiB | {rh:.1f} MiB | {rr:.1f} MiB |")
+    small, large = sizes[0], sizes[-1]
+    per_file = (memory[(large, "restart")][1] - memory[(small, "restart")][1]) * 1024 * 1024 / (large - small)
+    base = memory[(small, "restart")][1] - per_file * small / (1024 * 1024)
+    md += [
+        "",
+        f"Sizing rule (idle after a restart, from {small:,} to {large:,} files): about "
+        f"**{base:.0f} MiB + {per_file:.0f} bytes per tracked file** (paths of about 20 bytes; "
+        "add a path's length for longer ones).",
+        "",
+        SCALE_END,
+    ]
+    replace_section(target, SCALE_BEGIN, SCALE_END, "\n".join(md))
+    print("\n".join(md))
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "check":
         check(*sys.argv[2:])
     elif len(sys.argv) == 6 and sys.argv[1] == "write":
         write(*sys.argv[2:])
+    elif len(sys.argv) == 5 and sys.argv[1] == "scale":
+        scale(*sys.argv[2:])
     else:
         sys.exit(__doc__)

@@ -59,6 +59,70 @@ fn with_events_a_renamed_file_is_collected_within_two_seconds() {
     assert_exactly_once(&fx.outputs(), &expected);
 }
 
+/// The numbers a `scan complete` log line gives, for the scans that committed `files` files.
+fn scans_committing(log: &str, files: usize) -> Vec<(usize, usize)> {
+    let field = |line: &str, name: &str| -> usize {
+        let start = line.find(&format!(" {name}=")).unwrap() + name.len() + 2;
+        line[start..].split(' ').next().unwrap().parse().unwrap()
+    };
+    log.lines()
+        .filter(|l| l.contains("scan complete") && l.contains(&format!("committed_files={files} ")))
+        .map(|l| (field(l, "listed"), field(l, "scope_dirs")))
+        .collect()
+}
+
+#[test]
+fn with_default_flags_events_make_a_scan_look_only_at_the_directories_they_name() {
+    let fx = Fixture::new();
+    let mut expected = BTreeMap::new();
+    for d in 0..3 {
+        for f in 0..100 {
+            let rel = format!("big/d{d}/f{f:03}.log");
+            let data = format!("{rel}\n").into_bytes();
+            fx.write(&rel, &data, OLD);
+            expected.insert(rel, data);
+        }
+    }
+    let log = fx.root.join("gleaner.log");
+    // Default flags: events on, --interval 1h, --min-age 5s.
+    let mut child = fx.spawn(&[], &log);
+    let read_log = || std::fs::read_to_string(&log).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || path_counts(&fx.outputs()).len()
+            == 300),
+        "the start-up scan: {}",
+        read_log()
+    );
+
+    // A file finished in one directory, and one in a directory that did not exist.
+    for rel in ["big/d1/new.log", "fresh/sub/new.log"] {
+        std::fs::create_dir_all(fx.watch.join(rel).parent().unwrap()).unwrap();
+        let renamed_at = write_then_rename(&fx, rel, b"new\n");
+        assert!(
+            wait_until(Duration::from_secs(30), || has_output(&fx, rel)),
+            "{rel} never collected: {}",
+            read_log()
+        );
+        eprintln!(
+            "{rel}: in the outputs {:?} after its rename",
+            renamed_at.elapsed()
+        );
+        expected.insert(rel.to_string(), b"new\n".to_vec());
+    }
+    let scans = scans_committing(&read_log(), 1);
+    assert_eq!(scans.len(), 2, "{}", read_log());
+    for (listed, scope_dirs) in scans {
+        // Not the 300 files of the tree: the directory of the event (and of waiting files).
+        assert!(
+            scope_dirs >= 1 && listed <= 101,
+            "listed {listed} in {scope_dirs} directories"
+        );
+    }
+    sigterm(&child);
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(30)).is_some_and(|s| s.success()));
+    assert_exactly_once(&fx.outputs(), &expected);
+}
+
 #[test]
 fn without_events_a_renamed_file_waits_for_the_interval() {
     let fx = Fixture::new();

@@ -178,6 +178,37 @@ pub fn merge(
     out
 }
 
+/// Compares each of `files` with the state's entry for its path, by lookup: for a walk of a
+/// few directories ([`walk_dirs`](crate::listing::walk_dirs)), which cannot tell what is gone
+/// (the diff's `gone` stays empty; a full walk finds those) and need not come in path order.
+/// `unchanged` sees each unchanged file with its state entry.
+pub fn lookup(
+    files: impl Iterator<Item = ListedFile>,
+    state: &State,
+    mut unchanged: impl FnMut(&ListedFile, &FileEntry),
+) -> Diff {
+    let mut out = Diff::default();
+    for file in files {
+        match state.get(&file.path) {
+            None => out.entries.push(DiffEntry {
+                file,
+                change: Change::New,
+            }),
+            Some(entry) => match change_of(&file, entry) {
+                None => {
+                    out.unchanged += 1;
+                    unchanged(&file, entry);
+                }
+                Some(change) => out.entries.push(DiffEntry { file, change }),
+            },
+        }
+    }
+    out.entries
+        .sort_unstable_by(|a, b| a.file.path.cmp(&b.file.path));
+    out.entries.dedup_by(|a, b| a.file.path == b.file.path);
+    out
+}
+
 /// How a listed file differs from the state's entry for its path; `None` if it is unchanged.
 pub fn change_of(file: &ListedFile, entry: &FileEntry) -> Option<Change> {
     let reborn = file.btime_ns != 0 && entry.btime_ns != 0 && file.btime_ns != entry.btime_ns;

@@ -7,15 +7,96 @@
 //! overflow, the watch limit reached, a file system without notifications) are logged and
 //! counted in `gleaner_events_lost_total{reason}`, and the interval scan takes over.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
+use crate::listing::DirScope;
 use crate::telemetry::{self, FileEventSeen, FileEventsLost, FileEventsSettled, WatchingStarted};
+
+/// Where file-system events saw files finished: the directories a scan woken by them looks
+/// at, rather than the whole tree. Shared by an [`EventTrigger`] and the [`Scanner`] it wakes
+/// ([`Scanner::touched`]); cheap to clone.
+///
+/// [`Scanner`]: crate::Scanner
+/// [`Scanner::touched`]: crate::Scanner::touched
+#[derive(Clone, Debug)]
+pub struct Touched {
+    root: PathBuf,
+    dirs: Arc<Mutex<TouchedDirs>>,
+    wake: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct TouchedDirs {
+    scope: DirScope,
+    /// Events were lost, or named too many directories: the next scan walks everything.
+    everything: bool,
+}
+
+/// Beyond this many directories, one walk of the tree is cheaper than many small ones.
+const MAX_TOUCHED_DIRS: usize = 1000;
+
+impl Touched {
+    /// Directories under `root` (the scanner's watch directory, absolute), and the scanner's
+    /// wake-up.
+    pub(crate) fn new(root: PathBuf, wake: Arc<Notify>) -> Self {
+        Self {
+            root,
+            dirs: Arc::default(),
+            wake,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TouchedDirs> {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that something happened at `path` (absolute): the directory it names is looked
+    /// at whole, a file's directory for its own files. A path outside the watch directory
+    /// makes the next scan walk everything.
+    pub fn path_changed(&self, path: &Path) {
+        let Ok(rel) = path.strip_prefix(&self.root) else {
+            self.everything();
+            return;
+        };
+        let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        let rel = rel.as_os_str().as_bytes();
+        let (dir, recursive) = if is_dir {
+            (rel, true)
+        } else {
+            let parent = memchr::memrchr(b'/', rel).map_or(&rel[..0], |slash| &rel[..slash]);
+            (parent, false)
+        };
+        let mut touched = self.lock();
+        touched.scope.add(dir, recursive);
+        if touched.scope.len() > MAX_TOUCHED_DIRS {
+            touched.everything = true;
+        }
+    }
+
+    /// Makes the next scan walk the whole tree (events were lost).
+    pub fn everything(&self) {
+        self.lock().everything = true;
+    }
+
+    /// Wakes the scanner.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// What was touched since the last call: `None` if the whole tree must be walked.
+    pub(crate) fn take(&self) -> Option<DirScope> {
+        let mut touched = self.lock();
+        let taken = std::mem::take(&mut *touched);
+        (!taken.everything).then_some(taken.scope)
+    }
+}
 
 /// Watches a directory tree and wakes a scanner (through [`Scanner::waker`]) at most once per
 /// debounce window after relevant events. Dropping it stops watching.
@@ -42,17 +123,20 @@ impl EventTrigger {
     /// Starts watching `dir` recursively.
     ///
     /// Events that can make a file ready (created, closed after writing, renamed in) start a
-    /// burst; once no such event came for `debounce` (or at most `4 × debounce` after the
-    /// first), `waker` is notified once, however many events arrived. Fails if the platform
+    /// burst and record their directories in `touched`; once no such event came for `debounce`
+    /// (or at most `4 × debounce` after the first), the scanner is woken once, however many
+    /// events arrived, and looks at those directories only. Lost events make it walk the
+    /// whole tree. Fails if the platform
     /// cannot watch `dir` at all (the caller then relies on the interval, and should say so).
     /// Registering the watches walks the tree: that runs on a blocking thread.
     pub async fn start(
         dir: &Path,
         debounce: Duration,
-        waker: Arc<Notify>,
+        touched: Touched,
     ) -> Result<Self, notify::Error> {
         let pending = Arc::new(Notify::new());
         let on_event = Arc::clone(&pending);
+        let recorder = touched.clone();
         let dir = dir.to_path_buf();
         let watched = dir.clone();
         let watcher = tokio::task::spawn_blocking(move || {
@@ -60,16 +144,24 @@ impl EventTrigger {
                 notify::recommended_watcher(move |event: notify::Result<Event>| match event {
                     Ok(event) if event.need_rescan() => {
                         lost("overflow", "the event queue overflowed; events were lost");
+                        recorder.everything();
                         on_event.notify_one();
                     }
                     Ok(event) if is_relevant(&event.kind) => {
                         telemetry::emit(FileEventSeen);
+                        if event.paths.is_empty() {
+                            recorder.everything();
+                        }
+                        for path in &event.paths {
+                            recorder.path_changed(path);
+                        }
                         on_event.notify_one();
                     }
                     Ok(_) => {}
                     Err(e) => {
                         lost(error_reason(&e), &e.to_string());
-                        // Whatever was missed, a scan finds it.
+                        // Whatever was missed, a scan of the whole tree finds it.
+                        recorder.everything();
                         on_event.notify_one();
                     }
                 })?;
@@ -100,7 +192,7 @@ impl EventTrigger {
                     }
                 }
                 telemetry::emit(FileEventsSettled);
-                waker.notify_one();
+                touched.wake();
             }
         });
         telemetry::emit(WatchingStarted {
@@ -152,10 +244,10 @@ mod tests {
     async fn a_burst_of_writes_wakes_once_after_the_debounce() {
         let dir = tempfile::tempdir().unwrap();
         let waker = Arc::new(Notify::new());
-        let _trigger =
-            EventTrigger::start(dir.path(), Duration::from_millis(200), Arc::clone(&waker))
-                .await
-                .unwrap();
+        let touched = Touched::new(dir.path().to_path_buf(), Arc::clone(&waker));
+        let _trigger = EventTrigger::start(dir.path(), Duration::from_millis(200), touched.clone())
+            .await
+            .unwrap();
         let started = tokio::time::Instant::now();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         for i in 0..20 {
@@ -166,6 +258,10 @@ mod tests {
             .await
             .expect("woken");
         assert!(started.elapsed() >= Duration::from_millis(200), "debounced");
+        // The scan it wakes looks at the new directory, whole.
+        let scope = touched.take().expect("no event was lost");
+        assert!(scope.covers(b"sub/0.log") && scope.covers(b"sub/deeper/x.log"));
+        assert!(!scope.covers(b"elsewhere/x.log"));
         // The burst is over: at most one more wake (events of the first window's end), then
         // quiet.
         let _ = tokio::time::timeout(Duration::from_millis(500), waker.notified()).await;
@@ -182,10 +278,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = std::fs::File::create(dir.path().join("app.log")).unwrap();
         let waker = Arc::new(Notify::new());
-        let _trigger =
-            EventTrigger::start(dir.path(), Duration::from_millis(50), Arc::clone(&waker))
-                .await
-                .unwrap();
+        let touched = Touched::new(dir.path().to_path_buf(), Arc::clone(&waker));
+        let _trigger = EventTrigger::start(dir.path(), Duration::from_millis(50), touched)
+            .await
+            .unwrap();
         for _ in 0..20 {
             std::io::Write::write_all(&mut log, b"a line\n").unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -208,10 +304,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.log"), b"x\n").unwrap();
         let waker = Arc::new(Notify::new());
-        let _trigger =
-            EventTrigger::start(dir.path(), Duration::from_millis(50), Arc::clone(&waker))
-                .await
-                .unwrap();
+        let touched = Touched::new(dir.path().to_path_buf(), Arc::clone(&waker));
+        let _trigger = EventTrigger::start(dir.path(), Duration::from_millis(50), touched)
+            .await
+            .unwrap();
         for _ in 0..5 {
             let _ = std::fs::read(dir.path().join("a.log")).unwrap();
         }
@@ -227,7 +323,7 @@ mod tests {
         let err = EventTrigger::start(
             Path::new("/nonexistent/gleaner-events"),
             Duration::from_millis(10),
-            Arc::new(Notify::new()),
+            Touched::new(PathBuf::from("/nonexistent"), Arc::new(Notify::new())),
         )
         .await
         .unwrap_err();

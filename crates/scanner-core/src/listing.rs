@@ -109,6 +109,111 @@ pub fn walk<R>(
             reason: reason.clone(),
         });
     }
+    walk_from(
+        root,
+        threads,
+        started_at,
+        vec![(Vec::new(), top, true)],
+        consume,
+    )
+}
+
+/// Directories to look at, relative to the watch root: each one's own files, and for those
+/// named recursive everything under them. What a scan triggered by file-system events walks
+/// instead of the whole tree ([`walk_dirs`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirScope {
+    /// Directory (empty: the root) → recursive.
+    dirs: std::collections::BTreeMap<Vec<u8>, bool>,
+}
+
+impl DirScope {
+    /// Adds the directory `dir` (relative to the watch root, no trailing `/`; empty for the
+    /// root), with everything under it if `recursive`. Hidden directories (and what is under
+    /// them) are left out, as the full walk leaves them.
+    pub fn add(&mut self, dir: &[u8], recursive: bool) {
+        if dir.split(|&b| b == b'/').any(|part| part.starts_with(b".")) {
+            return;
+        }
+        let entry = self.dirs.entry(dir.to_vec()).or_insert(false);
+        *entry |= recursive;
+    }
+
+    /// How many directories it names.
+    pub fn len(&self) -> usize {
+        self.dirs.len()
+    }
+
+    /// True if it names no directory.
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
+    /// Adds every directory of `other`.
+    pub fn extend(&mut self, other: &DirScope) {
+        for (dir, &recursive) in &other.dirs {
+            self.add(dir, recursive);
+        }
+    }
+
+    /// True if a walk of this scope examines `path` (a file's path): its directory is named,
+    /// or lies under a directory named recursive.
+    pub fn covers(&self, path: &[u8]) -> bool {
+        let parent = memchr::memrchr(b'/', path).map_or(&path[..0], |slash| &path[..slash]);
+        self.dirs.contains_key(parent) || self.under_recursive(parent)
+    }
+
+    /// True if `dir` is a recursive directory of the scope, or lies under one.
+    fn under_recursive(&self, dir: &[u8]) -> bool {
+        let named = |candidate: &[u8]| self.dirs.get(candidate) == Some(&true);
+        named(dir) || named(&[]) || memchr::memchr_iter(b'/', dir).any(|slash| named(&dir[..slash]))
+    }
+
+    /// The directories to walk: none under a recursive one (its walk meets them).
+    fn roots(&self) -> impl Iterator<Item = (&[u8], bool)> {
+        self.dirs.iter().filter_map(|(dir, &recursive)| {
+            let parent = memchr::memrchr(b'/', dir).map_or(&dir[..0], |slash| &dir[..slash]);
+            let covered = !dir.is_empty() && self.under_recursive(parent);
+            (!covered).then_some((dir.as_slice(), recursive))
+        })
+    }
+}
+
+/// Walks only the directories of `scope` under `root`, as [`walk`] walks the whole tree: each
+/// directory's files, and everything under those named recursive. Files come in path byte
+/// order within each directory named, not across them; the walk's [`Listing::unknown`] and
+/// problems are those of what it looked at. A directory that is gone is empty.
+pub fn walk_dirs<R>(
+    root: &Path,
+    scope: &DirScope,
+    threads: usize,
+    consume: impl FnOnce(&mut Walk<'_>) -> R,
+) -> Result<(R, Listing), ScanError> {
+    let started_at = SystemTime::now();
+    check_root(root)?;
+    let mut seeds = Vec::new();
+    for (dir, recursive) in scope.roots() {
+        let mut prefix = dir.to_vec();
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        let mut contents = read_directory(root, &prefix);
+        if !recursive {
+            contents.subdirs.clear();
+        }
+        seeds.push((prefix, contents, recursive));
+    }
+    walk_from(root, threads, started_at, seeds, consume)
+}
+
+/// Walks from `seeds` (directory prefix, its contents, whether to go below it), in order.
+fn walk_from<R>(
+    root: &Path,
+    threads: usize,
+    started_at: SystemTime,
+    seeds: Vec<(Vec<u8>, Contents, bool)>,
+    consume: impl FnOnce(&mut Walk<'_>) -> R,
+) -> Result<(R, Listing), ScanError> {
     let helpers = threads.max(1) - 1;
     let ahead = Ahead {
         root: root.to_path_buf(),
@@ -131,8 +236,13 @@ pub fn walk<R>(
                 ..Listing::default()
             },
         };
-        ahead.lock().push_subdirs(&[], &top);
-        walk.enter(Vec::new(), top);
+        // The walk takes frames from the end: the first seed goes last.
+        for (prefix, contents, recursive) in seeds.into_iter().rev() {
+            if recursive {
+                ahead.lock().push_subdirs(&prefix, &contents);
+            }
+            walk.enter(prefix, contents);
+        }
         let result = consume(&mut walk);
         Ok((result, walk.summary))
     })
@@ -631,5 +741,70 @@ mod tests {
         assert_eq!(unknown, ["a", "a-b", "a/x/y", "b"]);
         assert!(is_unknown(&listing.unknown, &RelPath::from("a/z")));
         assert!(!is_unknown(&listing.unknown, &RelPath::from("a0")));
+    }
+
+    #[test]
+    fn a_scope_covers_its_directories_files_and_what_is_under_recursive_ones() {
+        let mut scope = DirScope::default();
+        scope.add(b"a", false);
+        scope.add(b"b", true);
+        scope.add(b"b/c", false);
+        scope.add(b".staging", true);
+        scope.add(b"d/.hidden", false);
+        assert_eq!(scope.len(), 3, "hidden directories are left out");
+        assert!(scope.covers(b"a/x.log"));
+        assert!(!scope.covers(b"a/sub/x.log"), "a is not recursive");
+        assert!(!scope.covers(b"x.log"), "the root is not named");
+        assert!(scope.covers(b"b/x.log") && scope.covers(b"b/c/d/x.log"));
+        let roots: Vec<(&[u8], bool)> = scope.roots().collect();
+        assert_eq!(
+            roots,
+            [(&b"a"[..], false), (&b"b"[..], true)],
+            "b/c is under b"
+        );
+        scope.add(b"", false);
+        assert!(scope.covers(b"x.log") && !scope.covers(b"z/x.log"));
+    }
+
+    #[test]
+    fn a_walk_of_some_directories_lists_their_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for path in [
+            "top.log",
+            "a/1.log",
+            "a/sub/2.log",
+            "b/3.log",
+            "b/new/4.log",
+            "c/5.log",
+        ] {
+            let path = root.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, b"x").unwrap();
+        }
+        let mut scope = DirScope::default();
+        scope.add(b"a", false);
+        scope.add(b"b/new", true);
+        scope.add(b"gone", false);
+        for threads in [1, 2] {
+            let (mut files, listing) = walk_dirs(root, &scope, threads, |walk| {
+                walk.map(|f| f.path.to_string()).collect::<Vec<_>>()
+            })
+            .unwrap();
+            files.sort();
+            assert_eq!(files, ["a/1.log", "b/new/4.log"], "{threads} threads");
+            assert_eq!(listing.listed, 2);
+            assert!(
+                listing.problems.is_empty(),
+                "a directory that is gone is empty"
+            );
+        }
+        let mut root_only = DirScope::default();
+        root_only.add(b"", false);
+        let (files, _) = walk_dirs(root, &root_only, 2, |walk| {
+            walk.map(|f| f.path.to_string()).collect::<Vec<_>>()
+        })
+        .unwrap();
+        assert_eq!(files, ["top.log"]);
     }
 }

@@ -433,6 +433,16 @@ impl Sightings {
         }
     }
 
+    /// Ends a listing of part of the tree: what it saw replaces what earlier listings saw of
+    /// the files it `covers`; what they saw of other files is kept.
+    pub(crate) fn end_partial_listing(&mut self, covers: impl Fn(&[u8]) -> bool) {
+        self.stable.retain(|path, _| !covers(path.as_bytes()));
+        self.stable.extend(self.stable_now.drain());
+        self.future.retain(|path, _| !covers(path.as_bytes()));
+        self.future.extend(self.future_now.drain());
+        self.newly_future.clear();
+    }
+
     /// Ends a listing: only what it saw is remembered (the other files are committed or gone).
     pub(crate) fn end_listing(&mut self) {
         self.stable = std::mem::take(&mut self.stable_now);

@@ -131,7 +131,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         let _events = if args.runtime.events {
             let watch = &scanner.config().watch_dir;
-            match EventTrigger::start(watch, args.runtime.debounce, scanner.waker()).await {
+            match EventTrigger::start(watch, args.runtime.debounce, scanner.touched()).await {
                 Ok(trigger) => Some(trigger),
                 Err(e) => {
                     warn!(error = %e, interval = %humantime::format_duration(interval),

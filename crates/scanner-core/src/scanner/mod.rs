@@ -28,8 +28,9 @@ use tokio::sync::{Notify, watch};
 
 use crate::cleanup::CleanupRules;
 use crate::diff::OnChange;
+use crate::events::Touched;
 use crate::identity::Identity;
-use crate::listing::ListingProblem;
+use crate::listing::{DirScope, ListingProblem};
 use crate::output::{Compression, OutputSink, WriteMode};
 use crate::plan::{BatchLimits, BatchQueue};
 use crate::process::ReadLimits;
@@ -260,6 +261,9 @@ pub struct ScanReport {
     pub interrupted: bool,
     /// The new files not ready yet, by path: named by the scans of a drain only.
     pub waiting: Vec<Leftover>,
+    /// How many directories the scan looked at, when file-system events or waiting files
+    /// named them; 0 for a scan of the whole tree.
+    pub scope_dirs: usize,
 }
 
 impl ScanReport {
@@ -295,6 +299,17 @@ impl ScanReport {
         later.batches = batches;
         later
     }
+}
+
+/// What ended the scan loop's wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Woke {
+    /// Its time: the interval (or the first scan, or a retry).
+    Interval,
+    /// The time a waiting file becomes ready.
+    Timer,
+    /// A wake-up: file-system events, or a caller of [`Scanner::waker`].
+    Notified,
 }
 
 /// The batch loop over one watched directory.
@@ -333,6 +348,10 @@ pub struct Scanner {
     retries: Retries,
     observer: Observer,
     wake: Arc<Notify>,
+    /// Directories named by file-system events since the last scan.
+    touched: Touched,
+    /// The directories of the files the last scan found waiting.
+    waiting_dirs: DirScope,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -375,6 +394,8 @@ impl Scanner {
         startup::check_locations(&config.source_id, &watch_dir, [state, output])?;
         startup::prepare_cleanup_dirs(&config.cleanup, &watch_dir).await?;
         let origin = startup::origin(&watch_dir).await?;
+        let wake = Arc::new(Notify::new());
+        let watch_dir_for_events = watch_dir.clone();
         let mut scanner = Scanner {
             log: StateLog::new(state, &config.source_id).with_origin(origin),
             output: OutputSink::new(output.clone(), &config.source_id, config.compression),
@@ -392,7 +413,9 @@ impl Scanner {
             draining: None,
             retries: Retries::default(),
             observer: Observer::new(config.stall_timeout),
-            wake: Arc::new(Notify::new()),
+            wake: Arc::clone(&wake),
+            touched: Touched::new(watch_dir_for_events, wake),
+            waiting_dirs: DirScope::default(),
         };
         // Read and verify the state before writing anything: damaged state must stop the process
         // with nothing written, not even a probe.
@@ -439,6 +462,13 @@ impl Scanner {
         Arc::clone(&self.wake)
     }
 
+    /// A handle for file-system events ([`EventTrigger`](crate::EventTrigger)): the directories
+    /// they name, and a wake-up after which [`Scanner::run`] looks at those directories only
+    /// (a plain [`Scanner::waker`] wake-up walks the whole tree).
+    pub fn touched(&self) -> Touched {
+        self.touched.clone()
+    }
+
     /// Scans until shutdown is requested, then drains as [`ScannerConfig::drain`] says, and
     /// returns what the drain left behind.
     ///
@@ -456,12 +486,22 @@ impl Scanner {
             .max(Duration::from_secs(1));
         let mut backoff = Duration::from_secs(1);
         self.observer.emit(LoopStarted { interval });
+        // The whole tree is walked every `interval`; in between, a scan woken by events or by
+        // a waiting file's time looks at the directories they name.
+        let mut full_started: Option<Instant> = None;
+        let mut woke = Woke::Interval;
         loop {
             let started = Instant::now();
-            let wait = match self.scan(Some(&shutdown)).await {
+            let due = full_started.is_none_or(|at| at.elapsed() >= interval);
+            let scope = self.partial_scope(woke, due);
+            if scope.is_none() {
+                full_started = Some(started);
+            }
+            let wait = match self.scan_scoped(Some(&shutdown), scope).await {
                 Ok(report) => {
                     backoff = Duration::from_secs(1);
-                    let mut wait = interval.saturating_sub(started.elapsed());
+                    let since_full = full_started.map_or(Duration::ZERO, |at| at.elapsed());
+                    let mut wait = interval.saturating_sub(since_full);
                     if let Some(at) = report.next_ready_at {
                         let until = at
                             .duration_since(SystemTime::now())
@@ -472,6 +512,8 @@ impl Scanner {
                 }
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(error) => {
+                    // Whatever failed, the next scan walks everything.
+                    full_started = None;
                     let retry_in = backoff;
                     backoff = (backoff * 2).min(max_backoff);
                     self.observer.emit(ScanRetry {
@@ -485,11 +527,14 @@ impl Scanner {
                 break;
             }
             self.observer.heartbeat().sleeping(wait);
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.wake.notified() => self.observer.emit(WokenEarly),
-                () = shutdown.requested() => {}
-            }
+            woke = tokio::select! {
+                () = tokio::time::sleep(wait) => Woke::Timer,
+                () = self.wake.notified() => {
+                    self.observer.emit(WokenEarly);
+                    Woke::Notified
+                }
+                () = shutdown.requested() => Woke::Interval,
+            };
             if shutdown.is_requested() {
                 break;
             }
@@ -526,9 +571,41 @@ impl Scanner {
     /// With `shutdown` given, a requested shutdown stops the scan between batches (never inside
     /// one) and the report says `interrupted`.
     pub async fn scan(&mut self, shutdown: Option<&Shutdown>) -> Result<ScanReport, ScanError> {
+        self.scan_scoped(shutdown, None).await
+    }
+
+    /// Where a scan that is not due to walk the whole tree looks: after a wake-up by events,
+    /// the directories they named (and those of the files waiting); after a waiting file's
+    /// time came, the directories of the files waiting. `None` (the whole tree) when events
+    /// were lost, after a plain wake-up, or when files are recognised by content (a rename
+    /// is only recognised by a walk that also sees the old path gone).
+    fn partial_scope(&mut self, woke: Woke, full_due: bool) -> Option<DirScope> {
+        // Taken in any case: a walk of the whole tree sees what the events named.
+        let touched = self.touched.take();
+        if full_due || self.config.identity == Identity::Content || self.draining.is_some() {
+            return None;
+        }
+        let mut scope = match woke {
+            Woke::Notified => touched.filter(|t| !t.is_empty())?,
+            Woke::Timer => touched?,
+            Woke::Interval => return None,
+        };
+        if woke == Woke::Timer && self.waiting_dirs.is_empty() {
+            return None;
+        }
+        scope.extend(&self.waiting_dirs);
+        Some(scope)
+    }
+
+    /// [`Scanner::scan`], of the directories of `scope` only if given.
+    async fn scan_scoped(
+        &mut self,
+        shutdown: Option<&Shutdown>,
+        scope: Option<DirScope>,
+    ) -> Result<ScanReport, ScanError> {
         self.observer.heartbeat().beat(LoopPhase::Scanning);
         let started = Instant::now();
-        let result = self.collect(shutdown).await;
+        let result = self.collect(shutdown, scope).await;
         let elapsed = started.elapsed();
         match &result {
             Ok(report) => self.observer.emit(ScanFinished { report, elapsed }),
@@ -539,7 +616,11 @@ impl Scanner {
 
     /// The scan itself: the interrupted batch, the survey, what it found to clean up or
     /// rename, then the ready files, batch by batch.
-    async fn collect(&mut self, shutdown: Option<&Shutdown>) -> Result<ScanReport, ScanError> {
+    async fn collect(
+        &mut self,
+        shutdown: Option<&Shutdown>,
+        scope: Option<DirScope>,
+    ) -> Result<ScanReport, ScanError> {
         if self.needs_reload {
             let loaded = self.reload().await?;
             self.observer.emit(loaded.event(self.log.location()));
@@ -557,11 +638,16 @@ impl Scanner {
             recovered = Some(self.settle(result)?);
         }
 
-        let survey = self.survey().await?;
-        self.observer.emit(ListingSurveyed {
-            report: &survey.report,
-            skipped_special: survey.skipped_special,
-        });
+        let partial = scope.is_some();
+        let survey = self.survey(scope).await?;
+        // Gauges of the whole tree: only a walk of it may set them.
+        if !partial {
+            self.observer.emit(ListingSurveyed {
+                report: &survey.report,
+                skipped_special: survey.skipped_special,
+            });
+        }
+        self.waiting_dirs = survey.waiting_dirs;
         self.gone = survey.gone;
         if !survey.cleanup.is_empty() {
             self.observer.emit(CleanupResumed {

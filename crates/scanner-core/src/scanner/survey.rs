@@ -9,9 +9,9 @@ use state_store::{FileEntry, PlannedFile, RelPath, State};
 use super::{ScanReport, Scanner, ScannerConfig};
 use crate::ScanError;
 use crate::cleanup::CleanupTask;
-use crate::diff::{Change, Diff, DiffEntry, OnChange, merge, start_for};
+use crate::diff::{Change, Diff, DiffEntry, OnChange, lookup, merge, start_for};
 use crate::identity::{Identity, MovedAway};
-use crate::listing;
+use crate::listing::{self, DirScope, ListedFile};
 use crate::plan::cut_batches;
 use crate::process::{AppendRange, whole_lines};
 use crate::readiness::{NotReady, Sightings};
@@ -33,6 +33,9 @@ pub(super) struct Survey {
     pub(super) cleanup: Vec<CleanupTask>,
     /// New paths of processed files recognised by content, with their entries.
     pub(super) renames: Vec<(RelPath, FileEntry)>,
+    /// The directories of the new files that are not ready yet: where a scan woken for them
+    /// looks.
+    pub(super) waiting_dirs: DirScope,
     /// Free space of the watched volume, if it could be read.
     pub(super) free_bytes: Option<u64>,
 }
@@ -41,14 +44,21 @@ impl Scanner {
     /// Surveys the watch root on a worker thread: listing, diff, readiness and batching walk
     /// the directory and merge it with the whole state, blocking IO and CPU work. The state
     /// and the sightings tracker travel there and back by value.
-    pub(super) async fn survey(&mut self) -> Result<Survey, ScanError> {
+    pub(super) async fn survey(&mut self, scope: Option<DirScope>) -> Result<Survey, ScanError> {
         let config = self.config.clone();
         let state = std::mem::take(&mut self.state);
         let mut sightings = std::mem::take(&mut self.sightings);
         let mut retries = std::mem::take(&mut self.retries);
         let drain = self.draining;
         let joined = tokio::task::spawn_blocking(move || {
-            let survey = survey(&config, &state, &mut sightings, &mut retries, drain);
+            let survey = survey(
+                &config,
+                &state,
+                &mut sightings,
+                &mut retries,
+                drain,
+                scope.as_ref(),
+            );
             (state, sightings, retries, survey)
         })
         .await;
@@ -104,6 +114,7 @@ fn survey(
     sightings: &mut Sightings,
     retries: &mut Retries,
     drain: Option<DrainMode>,
+    scope: Option<&DirScope>,
 ) -> Result<Survey, ScanError> {
     let root = config.watch_dir.as_path();
     // Listing and diff are one pass: the walk hands each file to the merge with the state and
@@ -111,15 +122,22 @@ fn survey(
     let listing_started = Instant::now();
     let rules = &config.cleanup;
     let mut cleanup = Vec::new();
-    let (diff, listing) = listing::walk(root, config.workers, |walk| {
-        merge(walk, state, |file, entry| {
-            // Committed files still here and unchanged, which the cleanup rules remove or
-            // move: an earlier attempt did not finish (a crash, an error), so now.
-            if !rules.is_noop() {
-                cleanup.extend(rules.task(&file.path, entry));
-            }
-        })
-    })?;
+    // Committed files still here and unchanged, which the cleanup rules remove or move: an
+    // earlier attempt did not finish (a crash, an error), so now.
+    let mut leftover = |file: &ListedFile, entry: &FileEntry| {
+        if !rules.is_noop() {
+            cleanup.extend(rules.task(&file.path, entry));
+        }
+    };
+    let (diff, listing) = match scope {
+        None => listing::walk(root, config.workers, |walk| {
+            merge(walk, state, &mut leftover)
+        })?,
+        // A few directories named by events: their files looked up in the state.
+        Some(scope) => listing::walk_dirs(root, scope, config.workers, |walk| {
+            lookup(walk, state, &mut leftover)
+        })?,
+    };
     telemetry::emit(PhaseTimed {
         phase: "list",
         elapsed: listing_started.elapsed(),
@@ -127,7 +145,9 @@ fn survey(
     let diff_started = Instant::now();
     let listed_at = listing.started_at.unwrap_or_else(SystemTime::now);
     let seen = Seen::new(&diff, state, &listing.unknown);
-    retries.keep_listed(&seen);
+    if scope.is_none() {
+        retries.keep_listed(&seen);
+    }
     cleanup.extend(resumed_cleanup(config, &diff, state));
     let mut report = ScanReport {
         listed: listing.listed,
@@ -150,6 +170,7 @@ fn survey(
     };
     let mut ready = Vec::new();
     let mut renames = Vec::new();
+    let mut waiting_dirs = DirScope::default();
     for entry in &diff.entries {
         let path = &entry.file.path;
         match judge.classify(entry) {
@@ -169,6 +190,7 @@ fn survey(
                 ready.push(file);
             }
             Verdict::Waiting(why) => {
+                waiting_dirs.add(parent_of(path.as_bytes()), false);
                 report.new_files += 1;
                 report.count_waiting(why);
                 if drain.is_some() {
@@ -187,14 +209,21 @@ fn survey(
             tolerance: config.readiness.max_clock_skew,
         });
     }
-    judge.sightings.end_listing();
+    match scope {
+        None => judge.sightings.end_listing(),
+        Some(scope) => judge
+            .sightings
+            .end_partial_listing(|path| scope.covers(path)),
+    }
     telemetry::emit(PhaseTimed {
         phase: "diff",
         elapsed: diff_started.elapsed(),
     });
     report.ready = ready.len();
     report.listing_problems = listing.problems;
+    report.scope_dirs = scope.map_or(0, DirScope::len);
     Ok(Survey {
+        waiting_dirs,
         report,
         batches: cut_batches(ready, config.limits),
         gone: diff.gone,
@@ -205,6 +234,11 @@ fn survey(
             .ok()
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
     })
+}
+
+/// The directory of a file's path (empty: the root).
+fn parent_of(path: &[u8]) -> &[u8] {
+    memchr::memrchr(b'/', path).map_or(&path[..0], |slash| &path[..slash])
 }
 
 /// Files under the private name of a cleanup that a crash cut short: finished, or put back.

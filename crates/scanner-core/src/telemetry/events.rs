@@ -36,6 +36,7 @@ impl InternalEvent for ScanFinished<'_> {
         if files > 0 || !report.listing_problems.is_empty() {
             info!(
                 listed = report.listed,
+                scope_dirs = report.scope_dirs,
                 committed_files = files,
                 batches = report.batches.len(),
                 not_ready = report.not_ready(),
@@ -48,6 +49,7 @@ impl InternalEvent for ScanFinished<'_> {
         } else {
             debug!(
                 listed = report.listed,
+                scope_dirs = report.scope_dirs,
                 ?elapsed,
                 "scan complete: nothing new"
             );
