@@ -121,7 +121,8 @@ sidecar() {
     local name=$1 dir=$2 run=$WORK/sidecar-$1 pid
     mkdir -p "$run"
     for phase in first restart; do
-        $GLEANER run --min-age 0 --metrics-addr off --source-id bench --watch "$dir" \
+        RUST_LOG=scanner_core=debug,info $GLEANER run --min-age 0 --metrics-addr off \
+            --source-id bench --watch "$dir" \
             --state "$run/state" --output "$run/out" 2>"$run/$phase.log" &
         pid=$!
         PIDS+=("$pid")
