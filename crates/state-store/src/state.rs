@@ -124,15 +124,40 @@ impl State {
     /// Fails with [`StateError::OutOfOrder`], leaving the state unchanged, if `delta` is not
     /// for generation `generation() + 1`.
     pub fn apply(&mut self, delta: &Delta) -> Result<(), StateError> {
+        self.check_next(delta)?;
+        for (path, entry) in &delta.upserts {
+            self.upsert(path.clone(), entry.clone());
+        }
+        self.finish_apply(delta);
+        Ok(())
+    }
+
+    /// [`State::apply`], taking the delta's entries rather than copying them: a load folds
+    /// many deltas, and copies would leave the originals' freed memory between the entries.
+    pub fn apply_owned(&mut self, mut delta: Delta) -> Result<(), StateError> {
+        self.check_next(&delta)?;
+        for (path, entry) in std::mem::take(&mut delta.upserts) {
+            self.upsert(path, entry);
+        }
+        self.finish_apply(&delta);
+        // Folding in place costs no memory: a load keeps its overlay small.
+        if self.overlay.len() > (self.base.len() / 8).max(1 << 16) {
+            self.compact();
+        }
+        Ok(())
+    }
+
+    fn check_next(&self, delta: &Delta) -> Result<(), StateError> {
         if delta.generation != self.generation + 1 {
             return Err(StateError::OutOfOrder {
                 current: self.generation,
                 found: delta.generation,
             });
         }
-        for (path, entry) in &delta.upserts {
-            self.upsert(path.clone(), entry.clone());
-        }
+        Ok(())
+    }
+
+    fn finish_apply(&mut self, delta: &Delta) {
         self.generation = delta.generation;
         self.last_commit_ms = Some(delta.committed_at_ms);
         if delta.origin.is_some() {
@@ -143,7 +168,6 @@ impl State {
         if self.overlay.len() > (self.base.len() / 2).max(1 << 16) {
             self.compact();
         }
-        Ok(())
     }
 
     fn upsert(&mut self, path: RelPath, entry: FileEntry) {
@@ -156,37 +180,41 @@ impl State {
     }
 
     /// Folds the overlay into the sorted base. Linear in the state; done at snapshot time.
+    ///
+    /// In place: entries the overlay changes are replaced where they are, and the new ones are
+    /// merged in from the back of the grown base, so the state is never held twice (growing
+    /// a large vector remaps its pages rather than copying them).
     pub fn compact(&mut self) {
         if self.overlay.is_empty() {
             return;
         }
-        let base = std::mem::take(&mut self.base);
         let overlay = std::mem::take(&mut self.overlay);
-        let mut merged = Vec::with_capacity(self.len);
-        let mut base = base.into_iter().peekable();
-        let mut overlay = overlay.into_iter().peekable();
-        loop {
-            let take_overlay = match (base.peek(), overlay.peek()) {
-                (None, None) => break,
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some((b, _)), Some((o, _))) => match o.cmp(b) {
-                    Ordering::Less => true,
-                    Ordering::Greater => false,
-                    Ordering::Equal => {
-                        base.next();
-                        true
-                    }
-                },
-            };
-            let next = if take_overlay {
-                overlay.next()
-            } else {
-                base.next()
-            };
-            merged.extend(next);
+        let mut added = Vec::new();
+        for (path, entry) in overlay {
+            match self.base.binary_search_by(|(p, _)| p.cmp(&path)) {
+                Ok(at) => self.base[at].1 = entry,
+                Err(_) => added.push((path, entry)),
+            }
         }
-        self.base = merged;
+        let kept = self.base.len();
+        self.base.reserve_exact(added.len());
+        // Placeholders (an empty path allocates nothing), overwritten by the merge below.
+        self.base.resize_with(kept + added.len(), || {
+            (RelPath::new(Vec::new()), placeholder())
+        });
+        let mut from_base = kept;
+        let mut write = self.base.len();
+        while let Some((path, entry)) = added.pop() {
+            // Base entries after `path` move to the back, in order.
+            while from_base > 0 && self.base[from_base - 1].0 > path {
+                from_base -= 1;
+                write -= 1;
+                self.base.swap(from_base, write);
+            }
+            write -= 1;
+            self.base[write] = (path, entry);
+        }
+        debug_assert_eq!(self.base.len(), self.len);
     }
 
     /// Moves the state to `generation`, as committed now, without changing its entries
@@ -212,6 +240,20 @@ impl State {
             .retain(|(path, _)| sorted.binary_search(&path).is_err());
         self.len = self.base.len();
         before - self.len
+    }
+}
+
+/// An entry that is never read: a slot [`State::compact`] fills.
+fn placeholder() -> FileEntry {
+    FileEntry {
+        size: 0,
+        mtime_ns: 0,
+        inode: 0,
+        btime_ns: 0,
+        offset: 0,
+        generation: 0,
+        outcome: crate::model::Outcome::Done,
+        fingerprint: 0,
     }
 }
 
@@ -323,6 +365,46 @@ mod tests {
         assert_eq!(paths(&state), ["a", "b"]);
         state.apply(&delta(41, &["c"])).unwrap();
         assert_eq!(state.len(), 3);
+    }
+
+    #[test]
+    fn compaction_in_place_equals_a_sorted_map() {
+        // A small linear congruential generator: deterministic, no dependency.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |bound: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % bound
+        };
+        for round in 0..50 {
+            let mut state = State::new();
+            let mut model = BTreeMap::new();
+            for generation in 1..=8 {
+                let paths: Vec<String> = (0..next(40))
+                    .map(|_| format!("d{}/f{:03}", next(4), next(120)))
+                    .collect();
+                let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+                state.apply(&delta(generation, &refs)).unwrap();
+                for path in &paths {
+                    model.insert(path.clone(), generation);
+                }
+                if next(3) == 0 {
+                    state.compact();
+                    assert!(state.overlay.is_empty());
+                }
+                let got: Vec<(String, u64)> = state
+                    .entries()
+                    .map(|(p, e)| (p.to_string(), e.generation))
+                    .collect();
+                let want: Vec<(String, u64)> = model.clone().into_iter().collect();
+                assert_eq!(got, want, "round {round}, generation {generation}");
+                assert_eq!(state.len(), model.len());
+            }
+            state.compact();
+            assert!(
+                state.base.windows(2).all(|w| w[0].0 < w[1].0),
+                "round {round}"
+            );
+        }
     }
 
     #[test]
