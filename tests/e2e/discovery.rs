@@ -124,6 +124,53 @@ fn with_default_flags_events_make_a_scan_look_only_at_the_directories_they_name(
 }
 
 #[test]
+fn a_file_gone_at_the_start_is_forgotten_by_a_snapshot_after_an_event_triggered_scan() {
+    let fx = Fixture::new();
+    fx.write("a/old.log", b"old\n", OLD);
+    fx.write("a/stays.log", b"stays\n", OLD);
+    fx.run_once(&[]);
+    std::fs::remove_file(fx.watch.join("a/old.log")).unwrap();
+    let entries = || {
+        let out = crate::support::gleaner()
+            .args(["state", "inspect", "--entries", "--state"])
+            .arg(&fx.state)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(entries().contains("a/old.log"));
+
+    // The start-up walk finds a/old.log gone; the next commits come from scans of the
+    // directories events name, and a snapshot after each (`--snapshot-every 1`) forgets it.
+    let log = fx.root.join("gleaner.log");
+    let mut child = fx.spawn(&["--min-age", "0s", "--snapshot-every", "1"], &log);
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("watching for file-system events"))
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::create_dir_all(fx.watch.join("b")).unwrap();
+    write_then_rename(&fx, "b/new.log", b"new\n");
+    assert!(
+        wait_until(Duration::from_secs(20), || has_output(&fx, "b/new.log")),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    sigterm(&child);
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(30)).is_some_and(|s| s.success()));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("scope_dirs=1"),
+        "an event-triggered scan: {text}"
+    );
+    let entries = entries();
+    assert!(!entries.contains("a/old.log"), "forgotten: {entries}");
+    assert!(
+        entries.contains("a/stays.log") && entries.contains("b/new.log"),
+        "{entries}"
+    );
+}
+
+#[test]
 fn without_events_a_renamed_file_waits_for_the_interval() {
     let fx = Fixture::new();
     let log = fx.root.join("gleaner.log");

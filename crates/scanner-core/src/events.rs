@@ -30,6 +30,8 @@ pub struct Touched {
     root: PathBuf,
     dirs: Arc<Mutex<TouchedDirs>>,
     wake: Arc<Notify>,
+    /// An [`EventTrigger`] is watching: every change of the tree is recorded here.
+    watching: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +39,8 @@ struct TouchedDirs {
     scope: DirScope,
     /// Events were lost, or named too many directories: the next scan walks everything.
     everything: bool,
+    /// The scanner was woken for these events (not only by a plain wake-up).
+    woken: bool,
 }
 
 /// Beyond this many directories, one walk of the tree is cheaper than many small ones.
@@ -50,7 +54,19 @@ impl Touched {
             root,
             dirs: Arc::default(),
             wake,
+            watching: Arc::default(),
         }
+    }
+
+    /// True while an [`EventTrigger`] records the tree's changes here: a file that comes back
+    /// where it was is then seen by the scan after it, even one of a few directories.
+    pub(crate) fn watching(&self) -> bool {
+        self.watching.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set_watching(&self, watching: bool) {
+        self.watching
+            .store(watching, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TouchedDirs> {
@@ -74,6 +90,9 @@ impl Touched {
             (parent, false)
         };
         let mut touched = self.lock();
+        if touched.everything {
+            return;
+        }
         touched.scope.add(dir, recursive);
         if touched.scope.len() > MAX_TOUCHED_DIRS {
             touched.everything = true;
@@ -85,16 +104,18 @@ impl Touched {
         self.lock().everything = true;
     }
 
-    /// Wakes the scanner.
+    /// Wakes the scanner, for the directories recorded.
     pub fn wake(&self) {
+        self.lock().woken = true;
         self.wake.notify_one();
     }
 
-    /// What was touched since the last call: `None` if the whole tree must be walked.
-    pub(crate) fn take(&self) -> Option<DirScope> {
+    /// What was touched since the last call (`None`: the whole tree must be walked), and
+    /// whether [`Touched::wake`] was called meanwhile.
+    pub(crate) fn take(&self) -> (Option<DirScope>, bool) {
         let mut touched = self.lock();
         let taken = std::mem::take(&mut *touched);
-        (!taken.everything).then_some(taken.scope)
+        ((!taken.everything).then_some(taken.scope), taken.woken)
     }
 }
 
@@ -105,6 +126,7 @@ impl Touched {
 pub struct EventTrigger {
     _watcher: notify::RecommendedWatcher,
     debouncer: tokio::task::JoinHandle<()>,
+    touched: Touched,
 }
 
 impl std::fmt::Debug for EventTrigger {
@@ -115,6 +137,7 @@ impl std::fmt::Debug for EventTrigger {
 
 impl Drop for EventTrigger {
     fn drop(&mut self) {
+        self.touched.set_watching(false);
         self.debouncer.abort();
     }
 }
@@ -137,11 +160,15 @@ impl EventTrigger {
         let pending = Arc::new(Notify::new());
         let on_event = Arc::clone(&pending);
         let recorder = touched.clone();
+        let recorded = touched.clone();
         let dir = dir.to_path_buf();
         let watched = dir.clone();
         let watcher = tokio::task::spawn_blocking(move || {
-            let mut watcher =
-                notify::recommended_watcher(move |event: notify::Result<Event>| match event {
+            // Links are not followed: the walks never follow them, and a scan must not look
+            // through one at files outside the watch directory.
+            let config = notify::Config::default().with_follow_symlinks(false);
+            let mut watcher = notify::RecommendedWatcher::new(
+                move |event: notify::Result<Event>| match event {
                     Ok(event) if event.need_rescan() => {
                         lost("overflow", "the event queue overflowed; events were lost");
                         recorder.everything();
@@ -164,7 +191,9 @@ impl EventTrigger {
                         recorder.everything();
                         on_event.notify_one();
                     }
-                })?;
+                },
+                config,
+            )?;
             if let Err(e) = watcher.watch(&watched, RecursiveMode::Recursive) {
                 lost(error_reason(&e), &e.to_string());
                 return Err(e);
@@ -199,9 +228,11 @@ impl EventTrigger {
             dir: &dir,
             debounce,
         });
+        recorded.set_watching(true);
         Ok(Self {
             _watcher: watcher,
             debouncer,
+            touched: recorded,
         })
     }
 }
@@ -259,7 +290,7 @@ mod tests {
             .expect("woken");
         assert!(started.elapsed() >= Duration::from_millis(200), "debounced");
         // The scan it wakes looks at the new directory, whole.
-        let scope = touched.take().expect("no event was lost");
+        let scope = touched.take().0.expect("no event was lost");
         assert!(scope.covers(b"sub/0.log") && scope.covers(b"sub/deeper/x.log"));
         assert!(!scope.covers(b"elsewhere/x.log"));
         // The burst is over: at most one more wake (events of the first window's end), then

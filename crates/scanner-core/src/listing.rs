@@ -193,6 +193,11 @@ pub fn walk_dirs<R>(
     check_root(root)?;
     let mut seeds = Vec::new();
     for (dir, recursive) in scope.roots() {
+        // Only real directories: the full walk never follows a link, so a scan must not look
+        // through one (at files outside the watch directory, or at the same files twice).
+        if !is_real_directory(root, dir) {
+            continue;
+        }
         let mut prefix = dir.to_vec();
         if !prefix.is_empty() {
             prefix.push(b'/');
@@ -204,6 +209,17 @@ pub fn walk_dirs<R>(
         seeds.push((prefix, contents, recursive));
     }
     walk_from(root, threads, started_at, seeds, consume)
+}
+
+/// True if `dir` (relative to `root`; empty: the root) and each directory on the way to it
+/// are directories, not links to one.
+fn is_real_directory(root: &Path, dir: &[u8]) -> bool {
+    let is_dir = |rel: &[u8]| {
+        std::fs::symlink_metadata(root.join(std::ffi::OsStr::from_bytes(rel)))
+            .is_ok_and(|meta| meta.file_type().is_dir())
+    };
+    dir.is_empty()
+        || (memchr::memchr_iter(b'/', dir).all(|slash| is_dir(&dir[..slash])) && is_dir(dir))
 }
 
 /// Walks from `seeds` (directory prefix, its contents, whether to go below it), in order.
@@ -222,12 +238,12 @@ fn walk_from<R>(
         limit: 4 * (helpers + 1),
     };
     std::thread::scope(|scope| {
+        // Stops the helpers however the walk ends, a panic included (of `consume`, or of a
+        // thread that cannot be started), or the scope would wait for them forever.
+        let _stop = StopOnDrop(&ahead);
         for _ in 0..helpers {
             scope.spawn(|| ahead.help());
         }
-        // Stops the helpers however `consume` ends, a panic included, or the scope would wait
-        // for them forever.
-        let _stop = StopOnDrop(&ahead);
         let mut walk = Walk {
             ahead: &ahead,
             frames: Vec::new(),
@@ -799,6 +815,13 @@ mod tests {
                 "a directory that is gone is empty"
             );
         }
+        // A link to a directory, named by an event, is not looked through.
+        std::os::unix::fs::symlink(root.join("c"), root.join("link")).unwrap();
+        let mut through_link = DirScope::default();
+        through_link.add(b"link", true);
+        through_link.add(b"link/deeper", false);
+        let (files, _) = walk_dirs(root, &through_link, 2, |walk| walk.count()).unwrap();
+        assert_eq!(files, 0);
         let mut root_only = DirScope::default();
         root_only.add(b"", false);
         let (files, _) = walk_dirs(root, &root_only, 2, |walk| {

@@ -338,7 +338,8 @@ pub struct Scanner {
     /// Set after a failed batch: what reached storage is unknown until the log is read again.
     needs_reload: bool,
     snapshots: SnapshotSchedule,
-    /// Tracked paths the last listing did not find: dropped from the state at the next snapshot.
+    /// Tracked paths the last walk of the whole tree did not find (less those found again
+    /// since): dropped from the state at the next snapshot.
     gone: Vec<RelPath>,
     /// Files waiting to be seen unchanged across listings.
     sightings: Sightings,
@@ -581,20 +582,28 @@ impl Scanner {
     /// is only recognised by a walk that also sees the old path gone).
     fn partial_scope(&mut self, woke: Woke, full_due: bool) -> Option<DirScope> {
         // Taken in any case: a walk of the whole tree sees what the events named.
-        let touched = self.touched.take();
+        let (touched, woken_by_events) = self.touched.take();
         if full_due || self.config.identity == Identity::Content || self.draining.is_some() {
             return None;
         }
         let mut scope = match woke {
+            // A plain wake-up (a caller of `waker`) may be for any file.
+            Woke::Notified if !woken_by_events => return None,
             Woke::Notified => touched.filter(|t| !t.is_empty())?,
             Woke::Timer => touched?,
             Woke::Interval => return None,
         };
-        if woke == Woke::Timer && self.waiting_dirs.is_empty() {
+        if woke == Woke::Timer && self.waiting_dirs.is_empty() && self.retries.len() == 0 {
             return None;
         }
         scope.extend(&self.waiting_dirs);
-        Some(scope)
+        // Files held back for another attempt were ready, not waiting: their directories too.
+        for (path, _) in self.retries.held() {
+            let bytes = path.as_bytes();
+            scope.add(&bytes[..memchr::memrchr(b'/', bytes).unwrap_or(0)], false);
+        }
+        // Beyond this, one walk of the tree is cheaper than many small ones.
+        (scope.len() <= 1000).then_some(scope)
     }
 
     /// [`Scanner::scan`], of the directories of `scope` only if given.
@@ -624,9 +633,13 @@ impl Scanner {
         if self.needs_reload {
             let loaded = self.reload().await?;
             self.observer.emit(loaded.event(self.log.location()));
+            self.gone.clear();
         }
-        // Only this scan's listing may say which files are gone.
-        self.gone.clear();
+        // Only a walk of the whole tree may say which files are gone; a walk of some
+        // directories keeps what the last one said, less the files it finds again.
+        if scope.is_none() {
+            self.gone.clear();
+        }
 
         let mut recovered = None;
         if let Some(plan) = self.pending.take() {

@@ -25,7 +25,8 @@ pub(super) struct Survey {
     pub(super) report: ScanReport,
     /// Ready files, cut into batches.
     pub(super) batches: Vec<Vec<PlannedFile>>,
-    /// Tracked paths not found by the listing.
+    /// Tracked paths the last walk of the whole tree did not find (and no later walk found
+    /// again): dropped from the state at the next snapshot.
     pub(super) gone: Vec<RelPath>,
     /// Links, FIFOs, sockets and devices the listing skipped.
     pub(super) skipped_special: u64,
@@ -50,14 +51,24 @@ impl Scanner {
         let mut sightings = std::mem::take(&mut self.sightings);
         let mut retries = std::mem::take(&mut self.retries);
         let drain = self.draining;
+        // What the last walk of the whole tree found gone is kept through walks of a few
+        // directories only while events are watched: a file that comes back elsewhere is then
+        // looked at (and found again) before a snapshot can forget it.
+        let gone = std::mem::take(&mut self.gone);
+        let gone = if scope.is_none() || self.touched.watching() {
+            gone
+        } else {
+            Vec::new()
+        };
         let joined = tokio::task::spawn_blocking(move || {
+            let scope = scope.map(|scope| (scope, gone));
             let survey = survey(
                 &config,
                 &state,
                 &mut sightings,
                 &mut retries,
                 drain,
-                scope.as_ref(),
+                scope.as_ref().map(|(scope, gone)| (scope, gone.as_slice())),
             );
             (state, sightings, retries, survey)
         })
@@ -114,8 +125,9 @@ fn survey(
     sightings: &mut Sightings,
     retries: &mut Retries,
     drain: Option<DrainMode>,
-    scope: Option<&DirScope>,
+    partial: Option<(&DirScope, &[RelPath])>,
 ) -> Result<Survey, ScanError> {
+    let scope = partial.map(|(scope, _)| scope);
     let root = config.watch_dir.as_path();
     // Listing and diff are one pass: the walk hands each file to the merge with the state and
     // only the files that are not unchanged are kept (the cost of the listing is its time).
@@ -133,9 +145,19 @@ fn survey(
         None => listing::walk(root, config.workers, |walk| {
             merge(walk, state, &mut leftover)
         })?,
-        // A few directories named by events: their files looked up in the state.
+        // A few directories named by events: their files looked up in the state; the files
+        // found again that the last walk of the whole tree reported gone are not gone.
         Some(scope) => listing::walk_dirs(root, scope, config.workers, |walk| {
-            lookup(walk, state, &mut leftover)
+            let gone = partial.map_or(&[][..], |(_, gone)| gone);
+            let mut still_gone = gone.to_vec();
+            let found = walk.inspect(|file| {
+                if gone.binary_search(&file.path).is_ok() {
+                    still_gone.retain(|path| *path != file.path);
+                }
+            });
+            let mut diff = lookup(found, state, &mut leftover);
+            diff.gone = still_gone;
+            diff
         })?,
     };
     telemetry::emit(PhaseTimed {
@@ -151,7 +173,7 @@ fn survey(
     cleanup.extend(resumed_cleanup(config, &diff, state));
     let mut report = ScanReport {
         listed: listing.listed,
-        gone: diff.gone.len(),
+        gone: if scope.is_none() { diff.gone.len() } else { 0 },
         ..ScanReport::default()
     };
     let mut judge = Judge {
