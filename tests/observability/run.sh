@@ -16,7 +16,9 @@
 #   a webhook on 127.0.0.1; the firing and the resolved messages are checked.
 #
 # Tools: promtool, amtool, prometheus and Alertmanager from Debian (when missing, the packages
-# are downloaded and unpacked into .tools/deb: no root, no service), check-jsonschema and PyYAML in a venv in .tools/obs-venv.
+# are downloaded and unpacked into .tools/deb, no service; Alertmanager's default templates are
+# copied to the fixed path Debian's build reads them from, which needs root once), check-jsonschema
+# and PyYAML in a venv in .tools/obs-venv.
 # Servers listen on 127.0.0.1 only and are stopped by PID. Takes about a minute.
 #
 # dashboard.jsonschema.json is Grafana's dashboard schema (draft-07) as published in the
@@ -49,7 +51,7 @@ run_check() {
 
 step "tools"
 # Debian's prometheus and prometheus-alertmanager are static Go binaries: unpacked into
-# .tools/deb (no root, no service), unless the machine has them already.
+# .tools/deb (no service), unless the machine has them already.
 export PATH="$TOOLS_DIR/deb/usr/bin:$PATH"
 if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null \
    || ! command -v prometheus >/dev/null \
@@ -62,6 +64,20 @@ if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null \
     && for deb in prometheus_*.deb prometheus-alertmanager_*.deb; do dpkg -x "$deb" .; done \
     && rm -f ./*.deb )
 fi
+# Debian builds Alertmanager without its embedded assets: it reads its default notification
+# templates (default.tmpl, email.tmpl) from this fixed directory (no flag moves it), and refuses
+# any configuration without them. The package would put them there; unpacked, they are copied.
+AM_TEMPLATES=/usr/share/prometheus/alertmanager
+for tmpl in default.tmpl email.tmpl; do
+  [ -f "$AM_TEMPLATES/$tmpl" ] && continue
+  if [ -f "$TOOLS_DIR/deb$AM_TEMPLATES/$tmpl" ] \
+     && install -D -m 0644 "$TOOLS_DIR/deb$AM_TEMPLATES/$tmpl" "$AM_TEMPLATES/$tmpl" 2>/dev/null; then
+    echo "installed Alertmanager's $tmpl into $AM_TEMPLATES (from $TOOLS_DIR/deb)"
+  else
+    echo "Alertmanager needs $AM_TEMPLATES/$tmpl: run as root once, or apt-get install prometheus-alertmanager" >&2
+    exit 1
+  fi
+done
 if ! "$VENV/bin/python" -c "import sys, yaml; sys.exit(yaml.__version__ != '$PYYAML_VERSION')" 2>/dev/null \
    || [ "$("$VENV/bin/check-jsonschema" --version 2>/dev/null)" != "check-jsonschema, version $CHECK_JSONSCHEMA_VERSION" ]; then
   echo "installing check-jsonschema $CHECK_JSONSCHEMA_VERSION and PyYAML (PyPI) into $VENV"
