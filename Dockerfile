@@ -3,7 +3,7 @@
 # Gleaner's image: one static binary on an empty base, with a CA bundle (object_store's cloud
 # clients verify TLS against it) and a passwd entry for the non-root user. No shell, no
 # package manager, nothing else. image/build-rootfs.sh builds the same root filesystem without
-# a Docker engine, and image/test-rootfs.sh runs it (see image/README.md).
+# a Docker engine, and tests/image/run.sh tests it (see image/README.md).
 #
 #   docker build -t ghcr.io/gleaner-dev/gleaner:0.1.0 .
 

@@ -18,6 +18,8 @@ cd "$(dirname "$0")/.."
 out=${1:?usage: image/build-rootfs.sh OUT_DIR}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# The description, as the Dockerfile sets it (one wording for both images).
+description=$(sed -n 's/.*org\.opencontainers\.image\.description="\([^"]*\)".*/\1/p' Dockerfile)
 binary=${GLEANER_IMAGE_BINARY:-}
 if [ -z "$binary" ]; then
   RUSTFLAGS='-C target-feature=+crt-static' \
@@ -70,6 +72,7 @@ if [ "${GLEANER_IMAGE_OCI:-1}" = 1 ]; then
     --author "Gleaner developers" \
     --clear config.labels \
     --config.label "org.opencontainers.image.title=gleaner" \
+    --config.label "org.opencontainers.image.description=$description" \
     --config.label "org.opencontainers.image.source=https://github.com/gleaner-dev/gleaner" \
     --config.label "org.opencontainers.image.licenses=Apache-2.0" \
     --config.label "org.opencontainers.image.version=$version" \

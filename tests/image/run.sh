@@ -45,6 +45,23 @@ rootfs="$work/image/rootfs"
 if [ -d "$work/image/oci" ]; then
   grep -q '"org.opencontainers.image.ref.name":"gleaner:' "$work/image/oci/index.json" \
     || fail "the OCI layout has no gleaner tag"
+  # Its configuration carries the labels the Dockerfile sets, with the same values.
+  want=$(awk '/^LABEL/ {on = 1} on {print} on && !/\\$/ {on = 0}' Dockerfile \
+    | grep -o 'org\.opencontainers\.image\.[a-z]*="[^"$]*"' | sort)
+  got=$(python3 - "$work/image/oci" <<'PY'
+import json, sys
+oci = sys.argv[1]
+def blob(digest):
+    algo, hexa = digest.split(":")
+    return json.load(open(f"{oci}/blobs/{algo}/{hexa}"))
+manifest = blob(json.load(open(f"{oci}/index.json"))["manifests"][0]["digest"])
+for key, value in sorted(blob(manifest["config"]["digest"])["config"]["Labels"].items()):
+    print(f'{key}="{value}"')
+PY
+)
+  missing=$(comm -23 <(echo "$want") <(echo "$got" | sort))
+  [ -z "$missing" ] || fail "the OCI image lacks the Dockerfile's labels: $missing"
+  echo "OCI image: the Dockerfile's $(echo "$want" | wc -l) fixed labels, same values"
 fi
 
 # The rootfs holds exactly what the Dockerfile copies into the final stage.
