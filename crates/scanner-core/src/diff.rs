@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use state_store::{FileEntry, RelPath, State};
+use state_store::{FileEntry, RelPath, RelPathRef, State};
 
 use crate::ConfigError;
 use crate::identity::fingerprint_file;
@@ -78,17 +78,17 @@ pub struct Diff {
 pub trait ListedFiles: Iterator<Item = ListedFile> {
     /// True if `path` is, or lies under, a path whose contents could not be known. Asked only
     /// for paths before the last file returned, which a walk has passed.
-    fn is_unknown(&self, path: &RelPath) -> bool;
+    fn is_unknown(&self, path: RelPathRef<'_>) -> bool;
 }
 
 impl ListedFiles for Walk<'_> {
-    fn is_unknown(&self, path: &RelPath) -> bool {
+    fn is_unknown(&self, path: RelPathRef<'_>) -> bool {
         Walk::is_unknown(self, path)
     }
 }
 
 impl<F: ListedFiles + ?Sized> ListedFiles for &mut F {
-    fn is_unknown(&self, path: &RelPath) -> bool {
+    fn is_unknown(&self, path: RelPathRef<'_>) -> bool {
         (**self).is_unknown(path)
     }
 }
@@ -108,7 +108,7 @@ impl Iterator for Held<'_> {
 }
 
 impl ListedFiles for Held<'_> {
-    fn is_unknown(&self, path: &RelPath) -> bool {
+    fn is_unknown(&self, path: RelPathRef<'_>) -> bool {
         is_unknown(self.unknown, path)
     }
 }
@@ -142,7 +142,7 @@ pub fn merge(
             (None, None) => break,
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some(file), Some((path, _))) => file.path.cmp(path),
+            (Some(file), Some((path, _))) => file.path.as_ref_path().cmp(path),
         };
         match order {
             std::cmp::Ordering::Less => {
@@ -157,7 +157,7 @@ pub fn merge(
             std::cmp::Ordering::Greater => {
                 if let Some((path, _)) = tracked.next() {
                     if !files.is_unknown(path) {
-                        out.gone.push(path.clone());
+                        out.gone.push(path.to_rel_path());
                     }
                 }
             }

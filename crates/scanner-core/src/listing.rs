@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::SystemTime;
 
-use state_store::RelPath;
+use state_store::{RelPath, RelPathRef};
 
 use crate::ScanError;
 
@@ -277,7 +277,7 @@ pub struct Walk<'a> {
 impl Walk<'_> {
     /// True if `path` is, or lies under, a path whose contents this walk could not know (so far:
     /// the walk finds them in path order, before any path under them).
-    pub fn is_unknown(&self, path: &RelPath) -> bool {
+    pub fn is_unknown(&self, path: RelPathRef<'_>) -> bool {
         is_unknown(&self.summary.unknown, path)
     }
 
@@ -563,7 +563,7 @@ impl Drop for StopOnDrop<'_> {
 }
 
 /// True if `path` is, or lies under, one of the sorted `unknown` paths.
-pub(crate) fn is_unknown(unknown: &[RelPath], path: &RelPath) -> bool {
+pub(crate) fn is_unknown(unknown: &[RelPath], path: RelPathRef<'_>) -> bool {
     // Any ancestor of `path` sorts before it, but other paths may sit between the two (for
     // "a" and "a/x": "a-b" < "a/x"), so check every ancestor directly.
     let bytes = path.as_bytes();
@@ -755,8 +755,14 @@ mod tests {
         }
         let unknown: Vec<String> = listing.unknown.iter().map(|u| u.to_string()).collect();
         assert_eq!(unknown, ["a", "a-b", "a/x/y", "b"]);
-        assert!(is_unknown(&listing.unknown, &RelPath::from("a/z")));
-        assert!(!is_unknown(&listing.unknown, &RelPath::from("a0")));
+        assert!(is_unknown(
+            &listing.unknown,
+            RelPath::from("a/z").as_ref_path()
+        ));
+        assert!(!is_unknown(
+            &listing.unknown,
+            RelPath::from("a0").as_ref_path()
+        ));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use bincode::{Decode, Encode};
 ///
 /// Kept as bytes because file names on Unix need not be UTF-8 and every file must still be
 /// tracked exactly once. Ordering is bytewise, the order listings and state are merged in.
+/// [`RelPathRef`] is the borrowed form, which the [`State`](crate::State) hands out.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
 pub struct RelPath(Box<[u8]>);
 
@@ -18,6 +19,11 @@ impl RelPath {
         RelPath(bytes.into())
     }
 
+    /// The borrowed form.
+    pub fn as_ref_path(&self) -> RelPathRef<'_> {
+        RelPathRef(&self.0)
+    }
+
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
@@ -25,24 +31,23 @@ impl RelPath {
 
     /// The path as UTF-8, if it is valid UTF-8.
     pub fn as_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.0).ok()
+        self.as_ref_path().as_str()
     }
 
     /// True if the path shows as itself: valid UTF-8 without a backslash. Otherwise its
     /// [`Display`](fmt::Display) form is escaped, and only [`RelPath::as_bytes`] is exact.
     pub fn displays_as_is(&self) -> bool {
-        self.as_str().is_some_and(|s| !s.contains('\\'))
+        self.as_ref_path().displays_as_is()
     }
 
     /// The path as text with invalid UTF-8 replaced by U+FFFD.
     pub fn to_string_lossy(&self) -> Cow<'_, str> {
-        String::from_utf8_lossy(&self.0)
+        self.as_ref_path().to_string_lossy()
     }
 
     /// True if this path lies inside directory `dir` (itself relative; empty means the root).
     pub fn is_inside(&self, dir: &[u8]) -> bool {
-        dir.is_empty()
-            || (self.0.len() > dir.len() && self.0.starts_with(dir) && self.0[dir.len()] == b'/')
+        self.as_ref_path().is_inside(dir)
     }
 }
 
@@ -52,10 +57,107 @@ impl From<&str> for RelPath {
     }
 }
 
+impl From<RelPathRef<'_>> for RelPath {
+    fn from(path: RelPathRef<'_>) -> Self {
+        RelPath::new(path.0)
+    }
+}
+
+impl PartialEq<RelPathRef<'_>> for RelPath {
+    fn eq(&self, other: &RelPathRef<'_>) -> bool {
+        *self.0 == *other.0
+    }
+}
+
+impl PartialOrd<RelPathRef<'_>> for RelPath {
+    fn partial_cmp(&self, other: &RelPathRef<'_>) -> Option<std::cmp::Ordering> {
+        Some(self.0.as_ref().cmp(other.0))
+    }
+}
+
+/// Shows the path as text, one-to-one: see [`RelPathRef`'s](RelPathRef) `Display`.
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_ref_path().fmt(f)
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+/// A borrowed [`RelPath`]: the state keeps its paths back to back in one buffer (no allocation
+/// per tracked file) and lends them out in this form.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RelPathRef<'a>(&'a [u8]);
+
+impl<'a> RelPathRef<'a> {
+    /// Wraps the bytes of a relative path.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        RelPathRef(bytes)
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The path as UTF-8, if it is valid UTF-8.
+    pub fn as_str(self) -> Option<&'a str> {
+        std::str::from_utf8(self.0).ok()
+    }
+
+    /// True if the path shows as itself: valid UTF-8 without a backslash. Otherwise its
+    /// [`Display`](fmt::Display) form is escaped, and only [`RelPathRef::as_bytes`] is exact.
+    pub fn displays_as_is(self) -> bool {
+        self.as_str().is_some_and(|s| !s.contains('\\'))
+    }
+
+    /// The path as text with invalid UTF-8 replaced by U+FFFD.
+    pub fn to_string_lossy(self) -> Cow<'a, str> {
+        String::from_utf8_lossy(self.0)
+    }
+
+    /// True if this path lies inside directory `dir` (itself relative; empty means the root).
+    pub fn is_inside(self, dir: &[u8]) -> bool {
+        dir.is_empty()
+            || (self.0.len() > dir.len() && self.0.starts_with(dir) && self.0[dir.len()] == b'/')
+    }
+
+    /// An owned copy.
+    pub fn to_rel_path(self) -> RelPath {
+        RelPath::from(self)
+    }
+}
+
+impl PartialEq<RelPath> for RelPathRef<'_> {
+    fn eq(&self, other: &RelPath) -> bool {
+        *self.0 == *other.0
+    }
+}
+
+impl PartialOrd<RelPath> for RelPathRef<'_> {
+    fn partial_cmp(&self, other: &RelPath) -> Option<std::cmp::Ordering> {
+        Some(self.0.cmp(other.0.as_ref()))
+    }
+}
+
+/// Encoded exactly as a [`RelPath`] (a length, then the bytes), so either decodes as the other.
+impl Encode for RelPathRef<'_> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode(encoder)
+    }
+}
+
 /// Shows the path as text, one-to-one: a backslash is written `\\`, a byte that is not UTF-8
 /// `\xNN`, everything else as it is. So no byte is hidden, and two paths never show the same
 /// (`caf\xe9` typed as text shows as `caf\\xe9`, the byte 0xE9 as `caf\xe9`).
-impl fmt::Display for RelPath {
+impl fmt::Display for RelPathRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for chunk in self.0.utf8_chunks() {
             let mut valid = chunk.valid();
@@ -73,7 +175,7 @@ impl fmt::Display for RelPath {
     }
 }
 
-impl fmt::Debug for RelPath {
+impl fmt::Debug for RelPathRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "\"{self}\"")
     }

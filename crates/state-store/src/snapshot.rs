@@ -7,6 +7,7 @@
 use bincode::{Decode, Encode};
 
 use crate::codec::{self, ObjectKind, PayloadReader};
+use crate::state::SortedBuilder;
 use crate::{FileEntry, Origin, RelPath, State, StateError};
 
 /// The head of a snapshot's payload.
@@ -41,7 +42,7 @@ pub(crate) fn encode_snapshot(state: &State, writer_id: u64, created_at_ms: u64)
         };
         codec::encode_value(&header, out);
         for (path, entry) in state.entries() {
-            codec::encode_value(path, out);
+            codec::encode_value(&path, out);
             codec::encode_value(entry, out);
         }
     })
@@ -64,7 +65,7 @@ pub(crate) fn decode_snapshot(
     let capacity = usize::try_from(header.entries)
         .unwrap_or(usize::MAX)
         .min(payload.remaining() / 8);
-    let mut entries: Vec<(RelPath, FileEntry)> = Vec::with_capacity(capacity);
+    let mut builder = SortedBuilder::new(header.generation, header.last_commit_ms, capacity);
     for _ in 0..header.entries {
         let path: RelPath = payload.next_value()?;
         let entry: FileEntry = if payload.version() == 1 {
@@ -72,16 +73,15 @@ pub(crate) fn decode_snapshot(
         } else {
             payload.next_value()?
         };
-        entries.push((path, entry));
-    }
-    payload.finish()?;
-    let mut state =
-        State::from_sorted(header.generation, header.last_commit_ms, entries).map_err(|e| {
-            StateError::Corrupt {
+        builder
+            .push(path.as_bytes(), entry)
+            .map_err(|e| StateError::Corrupt {
                 object: object.to_string(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
+    }
+    payload.finish()?;
+    let mut state = builder.finish();
     state.set_last_origin(header.origin.clone());
     Ok((header, state))
 }

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use crate::StateError;
-use crate::model::{FileEntry, Origin, RelPath};
+use crate::model::{FileEntry, Origin, RelPath, RelPathRef};
 use crate::records::Delta;
 
 /// The committed state of one source: its generation and one entry per tracked file.
@@ -12,10 +12,12 @@ use crate::records::Delta;
 /// Built by folding the state log; changed by applying the next [`Delta`], and by
 /// [`State::forget`] when files are gone at compaction.
 ///
-/// Kept as a sorted, compact vector (what the last snapshot held) plus a small ordered overlay
-/// of what later deltas changed. Applying a delta costs as much as the delta, not as much as
-/// the state; [`State::compact`] folds the overlay in, at snapshot time. One million entries
-/// with 40-byte paths take about 140 MB.
+/// Kept as a sorted, compact vector (what the last snapshot held) whose paths lie back to back
+/// in one buffer, plus a small ordered overlay of what later deltas changed. Applying a delta
+/// costs as much as the delta, not as much as the state; [`State::compact`] folds the overlay
+/// in. A tracked file costs 80 bytes plus its path's length (one million entries with 20-byte
+/// paths take about 100 MB), and no allocation of its own: a long-running sidecar's state does
+/// not pin memory freed around it.
 #[derive(Clone, Debug, Default)]
 pub struct State {
     generation: u64,
@@ -23,11 +25,21 @@ pub struct State {
     /// The watch root that wrote the last generation that recorded one.
     last_origin: Option<Origin>,
     /// Sorted by path, no duplicates.
-    base: Vec<(RelPath, FileEntry)>,
+    base: Vec<BaseEntry>,
+    /// The paths of `base`, back to back, in its order.
+    paths: Vec<u8>,
     /// Entries changed since `base` was built; they win over `base`.
     overlay: BTreeMap<RelPath, FileEntry>,
     /// Distinct paths in `base` and `overlay` together.
     len: usize,
+}
+
+/// One entry of the base: where its path starts in [`State::paths`] (it ends where the next
+/// one starts), and the entry.
+#[derive(Clone, Debug)]
+struct BaseEntry {
+    start: usize,
+    entry: FileEntry,
 }
 
 impl PartialEq for State {
@@ -55,20 +67,11 @@ impl State {
         last_commit_ms: Option<u64>,
         entries: Vec<(RelPath, FileEntry)>,
     ) -> Result<Self, StateError> {
-        if let Some(i) = entries.windows(2).position(|w| w[0].0 >= w[1].0) {
-            return Err(StateError::Unsorted {
-                before: entries[i].0.clone(),
-                after: entries[i + 1].0.clone(),
-            });
+        let mut builder = SortedBuilder::new(generation, last_commit_ms, entries.len());
+        for (path, entry) in entries {
+            builder.push(path.as_bytes(), entry)?;
         }
-        Ok(Self {
-            generation,
-            last_commit_ms,
-            last_origin: None,
-            len: entries.len(),
-            base: entries,
-            overlay: BTreeMap::new(),
-        })
+        Ok(builder.finish())
     }
 
     /// The last committed generation (0 when nothing was ever committed).
@@ -93,20 +96,29 @@ impl State {
 
     /// The entry of one file.
     pub fn get(&self, path: &RelPath) -> Option<&FileEntry> {
-        self.overlay.get(path).or_else(|| {
-            self.base
-                .binary_search_by(|(p, _)| p.cmp(path))
-                .ok()
-                .map(|i| &self.base[i].1)
-        })
+        self.overlay
+            .get(path)
+            .or_else(|| self.find(path.as_bytes()).ok().map(|i| &self.base[i].entry))
     }
 
     /// All entries, ordered by path.
-    pub fn entries(&self) -> impl Iterator<Item = (&RelPath, &FileEntry)> {
+    pub fn entries(&self) -> impl Iterator<Item = (RelPathRef<'_>, &FileEntry)> {
+        let base =
+            (0..self.base.len()).map(|i| (RelPathRef::new(self.path_at(i)), &self.base[i].entry));
         Merge {
-            base: self.base.iter().map(|(p, e)| (p, e)).peekable(),
-            overlay: self.overlay.iter().peekable(),
+            base: base.peekable(),
+            overlay: self
+                .overlay
+                .iter()
+                .map(|(p, e)| (p.as_ref_path(), e))
+                .peekable(),
         }
+    }
+
+    /// How many entries changed since the last [`State::compact`] (the overlay's length): an
+    /// entry there costs about twice the memory of a compacted one.
+    pub fn uncompacted(&self) -> usize {
+        self.overlay.len()
     }
 
     /// The number of tracked files.
@@ -117,6 +129,27 @@ impl State {
     /// True when no file is tracked.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The path of base entry `i`.
+    fn path_at(&self, i: usize) -> &[u8] {
+        let end = self.base.get(i + 1).map_or(self.paths.len(), |e| e.start);
+        &self.paths[self.base[i].start..end]
+    }
+
+    /// Binary search of the base.
+    fn find(&self, path: &[u8]) -> Result<usize, usize> {
+        let mut low = 0;
+        let mut high = self.base.len();
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.path_at(mid).cmp(path) {
+                Ordering::Less => low = mid + 1,
+                Ordering::Greater => high = mid,
+                Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(low)
     }
 
     /// Applies the delta of the next generation.
@@ -163,7 +196,7 @@ impl State {
         if delta.origin.is_some() {
             self.last_origin.clone_from(&delta.origin);
         }
-        // The overlay costs about twice the memory per entry of the base: fold it in before it
+        // An overlay entry costs about twice the memory of a base entry: fold it in before it
         // rivals the base (amortised, this keeps applying a delta proportional to the delta).
         if self.overlay.len() > (self.base.len() / 2).max(1 << 16) {
             self.compact();
@@ -171,49 +204,75 @@ impl State {
     }
 
     fn upsert(&mut self, path: RelPath, entry: FileEntry) {
-        let known = self.overlay.contains_key(&path)
-            || self.base.binary_search_by(|(p, _)| p.cmp(&path)).is_ok();
+        let known = self.overlay.contains_key(&path) || self.find(path.as_bytes()).is_ok();
         if !known {
             self.len += 1;
         }
         self.overlay.insert(path, entry);
     }
 
-    /// Folds the overlay into the sorted base. Linear in the state; done at snapshot time.
+    /// Folds the overlay into the sorted base. Linear in the state.
     ///
     /// In place: entries the overlay changes are replaced where they are, and the new ones are
-    /// merged in from the back of the grown base, so the state is never held twice (growing
-    /// a large vector remaps its pages rather than copying them).
+    /// merged in from the back of the grown base (and of the grown path buffer), so the state is
+    /// never held twice (growing a large vector remaps its pages rather than copying them).
     pub fn compact(&mut self) {
         if self.overlay.is_empty() {
             return;
         }
         let overlay = std::mem::take(&mut self.overlay);
         let mut added = Vec::new();
+        let mut added_bytes = 0;
         for (path, entry) in overlay {
-            match self.base.binary_search_by(|(p, _)| p.cmp(&path)) {
-                Ok(at) => self.base[at].1 = entry,
-                Err(_) => added.push((path, entry)),
+            match self.find(path.as_bytes()) {
+                Ok(at) => self.base[at].entry = entry,
+                Err(_) => {
+                    added_bytes += path.as_bytes().len();
+                    added.push((path, entry));
+                }
             }
+        }
+        if added.is_empty() {
+            return;
         }
         let kept = self.base.len();
+        let kept_bytes = self.paths.len();
         self.base.reserve_exact(added.len());
-        // Placeholders (an empty path allocates nothing), overwritten by the merge below.
-        self.base.resize_with(kept + added.len(), || {
-            (RelPath::new(Vec::new()), placeholder())
+        self.base.resize_with(kept + added.len(), || BaseEntry {
+            start: 0,
+            entry: placeholder(),
         });
-        let mut from_base = kept;
+        self.paths.reserve_exact(added_bytes);
+        self.paths.resize(kept_bytes + added_bytes, 0);
+        // Entries [0, from) and their bytes [0, from_end) are still where they were; entries
+        // [write, ..) and bytes [byte_write, ..) are final. byte_write - from_end is the length
+        // of the paths still in `added`, so a move never overwrites bytes not yet moved.
+        let mut from = kept;
+        let mut from_end = kept_bytes;
         let mut write = self.base.len();
+        let mut byte_write = self.paths.len();
         while let Some((path, entry)) = added.pop() {
+            let path = path.as_bytes();
             // Base entries after `path` move to the back, in order.
-            while from_base > 0 && self.base[from_base - 1].0 > path {
-                from_base -= 1;
+            while from > 0 && &self.paths[self.base[from - 1].start..from_end] > path {
+                from -= 1;
                 write -= 1;
-                self.base.swap(from_base, write);
+                let start = self.base[from].start;
+                byte_write -= from_end - start;
+                self.paths.copy_within(start..from_end, byte_write);
+                from_end = start;
+                self.base.swap(from, write);
+                self.base[write].start = byte_write;
             }
             write -= 1;
-            self.base[write] = (path, entry);
+            byte_write -= path.len();
+            self.paths[byte_write..byte_write + path.len()].copy_from_slice(path);
+            self.base[write] = BaseEntry {
+                start: byte_write,
+                entry,
+            };
         }
+        debug_assert_eq!((write, byte_write), (from, from_end));
         debug_assert_eq!(self.base.len(), self.len);
     }
 
@@ -233,13 +292,76 @@ impl State {
             return 0;
         }
         self.compact();
-        let mut sorted: Vec<&RelPath> = paths.iter().collect();
+        let mut sorted: Vec<&[u8]> = paths.iter().map(RelPath::as_bytes).collect();
         sorted.sort_unstable();
         let before = self.base.len();
-        self.base
-            .retain(|(path, _)| sorted.binary_search(&path).is_err());
+        // Kept entries and their bytes slide to the front, in order.
+        let mut write = 0;
+        let mut byte_write = 0;
+        for i in 0..before {
+            let start = self.base[i].start;
+            let end = self.base.get(i + 1).map_or(self.paths.len(), |e| e.start);
+            if sorted.binary_search(&&self.paths[start..end]).is_ok() {
+                continue;
+            }
+            self.paths.copy_within(start..end, byte_write);
+            self.base.swap(write, i);
+            self.base[write].start = byte_write;
+            byte_write += end - start;
+            write += 1;
+        }
+        self.base.truncate(write);
+        self.paths.truncate(byte_write);
         self.len = self.base.len();
         before - self.len
+    }
+}
+
+/// Builds a [`State`] from entries that come sorted by path (a snapshot, read entry by entry),
+/// straight into its compact form.
+pub(crate) struct SortedBuilder {
+    state: State,
+}
+
+impl SortedBuilder {
+    /// A builder for a state at `generation`, with room for `capacity` entries.
+    pub(crate) fn new(generation: u64, last_commit_ms: Option<u64>, capacity: usize) -> Self {
+        Self {
+            state: State {
+                generation,
+                last_commit_ms,
+                base: Vec::with_capacity(capacity),
+                ..State::default()
+            },
+        }
+    }
+
+    /// Adds the next entry; its path must sort after the previous one.
+    pub(crate) fn push(&mut self, path: &[u8], entry: FileEntry) -> Result<(), StateError> {
+        let state = &mut self.state;
+        if let Some(last) = state.base.len().checked_sub(1) {
+            let before = state.path_at(last);
+            if before >= path {
+                return Err(StateError::Unsorted {
+                    before: RelPath::new(before),
+                    after: RelPath::new(path),
+                });
+            }
+        }
+        state.base.push(BaseEntry {
+            start: state.paths.len(),
+            entry,
+        });
+        state.paths.extend_from_slice(path);
+        state.len += 1;
+        Ok(())
+    }
+
+    /// The state, its buffers trimmed to their contents.
+    pub(crate) fn finish(mut self) -> State {
+        self.state.base.shrink_to_fit();
+        self.state.paths.shrink_to_fit();
+        self.state
     }
 }
 
@@ -265,10 +387,10 @@ struct Merge<B: Iterator, O: Iterator> {
 
 impl<'a, B, O> Iterator for Merge<B, O>
 where
-    B: Iterator<Item = (&'a RelPath, &'a FileEntry)>,
-    O: Iterator<Item = (&'a RelPath, &'a FileEntry)>,
+    B: Iterator<Item = (RelPathRef<'a>, &'a FileEntry)>,
+    O: Iterator<Item = (RelPathRef<'a>, &'a FileEntry)>,
 {
-    type Item = (&'a RelPath, &'a FileEntry);
+    type Item = (RelPathRef<'a>, &'a FileEntry);
 
     fn next(&mut self) -> Option<Self::Item> {
         match (self.base.peek(), self.overlay.peek()) {
@@ -391,6 +513,18 @@ mod tests {
                     state.compact();
                     assert!(state.overlay.is_empty());
                 }
+                if next(4) == 0 {
+                    let gone: Vec<String> = (0..next(30))
+                        .map(|_| format!("d{}/f{:03}", next(4), next(120)))
+                        .collect();
+                    let gone: Vec<RelPath> = gone.iter().map(|p| p.as_str().into()).collect();
+                    let dropped = state.forget(&gone);
+                    let before = model.len();
+                    for path in &gone {
+                        model.remove(&path.to_string());
+                    }
+                    assert_eq!(dropped, before - model.len(), "round {round}");
+                }
                 let got: Vec<(String, u64)> = state
                     .entries()
                     .map(|(p, e)| (p.to_string(), e.generation))
@@ -401,7 +535,7 @@ mod tests {
             }
             state.compact();
             assert!(
-                state.base.windows(2).all(|w| w[0].0 < w[1].0),
+                (1..state.base.len()).all(|i| state.path_at(i - 1) < state.path_at(i)),
                 "round {round}"
             );
         }

@@ -39,6 +39,30 @@ impl Scanner {
         Ok(())
     }
 
+    /// Folds the state's recent changes into its compact form, on a worker (linear in the
+    /// state). A worker failure loses the state in memory: it is reloaded by the next scan.
+    pub(super) async fn compact_state(&mut self) -> Result<(), ScanError> {
+        let mut state = std::mem::take(&mut self.state);
+        let joined = tokio::task::spawn_blocking(move || {
+            state.compact();
+            state
+        })
+        .await;
+        match joined {
+            Ok(state) => {
+                self.state = state;
+                Ok(())
+            }
+            Err(e) => {
+                self.needs_reload = true;
+                Err(ScanError::Worker {
+                    task: "compacting the state (it will be reloaded)",
+                    source: e,
+                })
+            }
+        }
+    }
+
     /// Folds the log into a snapshot of the current state, without the entries of files the last
     /// listing did not find, and removes what the snapshot supersedes.
     ///

@@ -309,7 +309,7 @@ impl<'a> Seen<'a> {
         let path = RelPath::new(path);
         self.state.get(&path).is_some()
             && self.diff.gone.binary_search(&path).is_err()
-            && !listing::is_unknown(self.unknown, &path)
+            && !listing::is_unknown(self.unknown, path.as_ref_path())
     }
 }
 
