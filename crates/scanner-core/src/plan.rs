@@ -75,6 +75,11 @@ impl BatchQueue {
         }
     }
 
+    /// The next batch, left in the queue.
+    pub(crate) fn peek(&self) -> Option<&[PlannedFile]> {
+        self.batches.front().map(Vec::as_slice)
+    }
+
     /// The next batch to run.
     pub(crate) fn next(&mut self) -> Option<Vec<PlannedFile>> {
         let batch = self.batches.pop_front()?;

@@ -116,15 +116,17 @@ fn reduce_with(
     } else {
         (Encoding::Plain, 0)
     };
-    let stream = Cursor::new(&first[..head_len]).chain(raw);
+    let head = &first[..head_len];
     let reduced = match encoding {
-        Encoding::Plain => processor.reduce_partial(&mut { stream }),
+        Encoding::Plain => processor.reduce_partial_after(head, &mut raw),
         Encoding::Gzip => {
+            let stream = Cursor::new(head).chain(raw);
             let decoder =
                 flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 << 10, stream));
             processor.reduce_partial(&mut Capped::new(decoder, limits.max_decoded_bytes))
         }
         Encoding::Zstd => {
+            let stream = Cursor::new(head).chain(raw);
             let decoder = zstd::stream::read::Decoder::new(stream).map_err(|e| {
                 Failure::new(FailureKind::Corrupt, format!("cannot decode zstd: {e}"))
             })?;

@@ -235,11 +235,22 @@ impl DynProcessor {
     /// Reads `input` (a whole file, or one range of it) to its end; returns its partial
     /// reduction and the number of bytes read. Blocking.
     pub fn reduce_partial(&self, input: &mut dyn Read) -> Result<(Partial, u64), ReduceError> {
+        self.reduce_partial_after(&[], input)
+    }
+
+    /// [`DynProcessor::reduce_partial`] of `head` followed by `rest`: bytes already in memory
+    /// (a small file's only read) go to the reducer as they are, not copied through another
+    /// buffer first. Blocking.
+    pub fn reduce_partial_after(
+        &self,
+        head: &[u8],
+        rest: &mut dyn Read,
+    ) -> Result<(Partial, u64), ReduceError> {
         READ_BUFFER.with_borrow_mut(|buf| {
             if buf.is_empty() {
                 buf.resize(READ_BUFFER_BYTES, 0);
             }
-            self.0.reduce(input, buf)
+            self.0.reduce(head, rest, buf)
         })
     }
 
@@ -285,7 +296,12 @@ thread_local! {
 trait ErasedProcessor: Send + Sync {
     fn name(&self) -> &str;
     fn splittable(&self) -> bool;
-    fn reduce(&self, input: &mut dyn Read, buf: &mut [u8]) -> Result<(Partial, u64), ReduceError>;
+    fn reduce(
+        &self,
+        head: &[u8],
+        input: &mut dyn Read,
+        buf: &mut [u8],
+    ) -> Result<(Partial, u64), ReduceError>;
     fn merge(&self, earlier: Partial, later: Partial) -> Partial;
     fn finish(&self, partial: Partial) -> Result<serde_json::Value, ReduceError>;
 }
@@ -293,13 +309,17 @@ trait ErasedProcessor: Send + Sync {
 struct Whole<P>(P);
 struct Splittable<P>(P);
 
-/// Feeds `input` to `reducer` chunk by chunk; returns the bytes read.
+/// Feeds `head`, then `input` chunk by chunk, to `reducer`; returns the bytes fed.
 fn feed<R: Reducer>(
     reducer: &mut R,
+    head: &[u8],
     input: &mut dyn Read,
     buf: &mut [u8],
 ) -> Result<u64, ReduceError> {
-    let mut offset = 0u64;
+    if !head.is_empty() {
+        reducer.update(head);
+    }
+    let mut offset = head.len() as u64;
     loop {
         match input.read(buf) {
             Ok(0) => return Ok(offset),
@@ -313,14 +333,15 @@ fn feed<R: Reducer>(
     }
 }
 
-/// Reads `input` to its end through a fresh reducer of `processor`.
+/// Reads `head`, then `input` to its end, through a fresh reducer of `processor`.
 fn reduce_with<P: Processor>(
     processor: &P,
+    head: &[u8],
     input: &mut dyn Read,
     buf: &mut [u8],
 ) -> Result<(Partial, u64), ReduceError> {
     let mut reducer = processor.reducer();
-    let bytes = feed(&mut reducer, input, buf)?;
+    let bytes = feed(&mut reducer, head, input, buf)?;
     Ok((Partial(Box::new(reducer)), bytes))
 }
 
@@ -346,8 +367,13 @@ impl<P: Processor> ErasedProcessor for Whole<P> {
         false
     }
 
-    fn reduce(&self, input: &mut dyn Read, buf: &mut [u8]) -> Result<(Partial, u64), ReduceError> {
-        reduce_with(&self.0, input, buf)
+    fn reduce(
+        &self,
+        head: &[u8],
+        input: &mut dyn Read,
+        buf: &mut [u8],
+    ) -> Result<(Partial, u64), ReduceError> {
+        reduce_with(&self.0, head, input, buf)
     }
 
     fn merge(&self, _: Partial, _: Partial) -> Partial {
@@ -375,8 +401,13 @@ where
         true
     }
 
-    fn reduce(&self, input: &mut dyn Read, buf: &mut [u8]) -> Result<(Partial, u64), ReduceError> {
-        reduce_with(&self.0, input, buf)
+    fn reduce(
+        &self,
+        head: &[u8],
+        input: &mut dyn Read,
+        buf: &mut [u8],
+    ) -> Result<(Partial, u64), ReduceError> {
+        reduce_with(&self.0, head, input, buf)
     }
 
     fn merge(&self, earlier: Partial, later: Partial) -> Partial {

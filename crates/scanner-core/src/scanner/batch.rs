@@ -3,8 +3,9 @@
 //!
 //! What must be durable before what:
 //!
-//! * the **plan** before processing (the caller creates it), so that a crash redoes the same
-//!   files and bytes under the same output key;
+//! * the **plan** before the output object (the caller creates it), so that a crash redoes
+//!   the same files and bytes under the same output key. Processing only reads, so it may
+//!   begin before: the next batch's files are read while this one is flushed and committed;
 //! * the **output object** before the delta: a committed generation always has its results;
 //! * the **delta** (the commit point) before the plan is removed, the state is changed in
 //!   memory, and files are cleaned up: a crash between any two of these loses nothing and
@@ -80,6 +81,26 @@ struct Committed {
     rows: Vec<Row>,
 }
 
+/// A batch's files being read and reduced on the workers, started before its plan is stored
+/// (reading has no effect outside the process). Dropped unused, it is abandoned.
+pub(super) struct Processing {
+    files: Arc<[PlannedFile]>,
+    outcomes: tokio::task::JoinHandle<Result<Vec<FileOutcome>, ScanError>>,
+}
+
+impl Drop for Processing {
+    fn drop(&mut self) {
+        // Stops waiting for the workers; their results are dropped when they end.
+        self.outcomes.abort();
+    }
+}
+
+/// A batch whose files are processed, on its way to its commit.
+pub(super) struct ProcessedBatch {
+    processed: Processed,
+    started: Instant,
+}
+
 impl Scanner {
     /// Processes, flushes and commits one planned batch (its plan is already stored), then
     /// stores a snapshot if one is due and cleans up the committed files.
@@ -88,10 +109,47 @@ impl Scanner {
         plan: Plan,
         mode: WriteMode,
     ) -> Result<BatchReport, ScanError> {
+        let processing = self.start_processing(plan.files.clone());
+        let processed = self.process_batch(plan, processing).await?;
+        self.finish_batch(processed, mode).await
+    }
+
+    /// Starts reading and reducing `files` on the workers.
+    pub(super) fn start_processing(&self, files: Vec<PlannedFile>) -> Processing {
+        let files: Arc<[PlannedFile]> = files.into();
+        let root = self.config.watch_dir.clone();
+        let processor = self.processor.clone();
+        let (workers, limits) = (self.config.workers, self.config.read_limits);
+        let planned = Arc::clone(&files);
+        let outcomes =
+            tokio::spawn(
+                async move { process_files(root, planned, &processor, workers, limits).await },
+            );
+        Processing { files, outcomes }
+    }
+
+    /// Waits for the processing of the batch of `plan` (whose plan is stored), and takes out
+    /// the files to try again later.
+    pub(super) async fn process_batch(
+        &mut self,
+        plan: Plan,
+        processing: Processing,
+    ) -> Result<ProcessedBatch, ScanError> {
         let started = Instant::now();
-        let processed = self.process(plan).await?;
+        let processed = self.process(plan, processing).await?;
         let processed = self.hold_back_retries(processed);
         self.timed("process", started);
+        Ok(ProcessedBatch { processed, started })
+    }
+
+    /// Flushes and commits a processed batch, then stores a snapshot if one is due and cleans
+    /// up the committed files.
+    pub(super) async fn finish_batch(
+        &mut self,
+        batch: ProcessedBatch,
+        mode: WriteMode,
+    ) -> Result<BatchReport, ScanError> {
+        let ProcessedBatch { processed, started } = batch;
         let flushing = Instant::now();
         let flushed = self.flush(processed, mode).await?;
         self.timed("flush", flushing);
@@ -111,18 +169,26 @@ impl Scanner {
         });
     }
 
-    /// Processes the plan's files on the workers, then fingerprints the processed ones where a
+    /// Waits for the outcomes of the plan's files, then fingerprints the processed ones where a
     /// rule needs it (of the very file processed: same inode).
-    async fn process(&self, plan: Plan) -> Result<Processed, ScanError> {
-        let files: Arc<[PlannedFile]> = plan.files.into();
-        let outcomes = process_files(
-            self.config.watch_dir.clone(),
-            Arc::clone(&files),
-            &self.processor,
-            self.config.workers,
-            self.config.read_limits,
-        )
-        .await?;
+    async fn process(
+        &self,
+        plan: Plan,
+        mut processing: Processing,
+    ) -> Result<Processed, ScanError> {
+        if *processing.files != *plan.files {
+            return Err(ScanError::Internal(format!(
+                "generation {}: the files processed are not the files planned",
+                plan.generation
+            )));
+        }
+        let files = Arc::clone(&processing.files);
+        let outcomes = (&mut processing.outcomes)
+            .await
+            .map_err(|source| ScanError::Worker {
+                task: "processing files",
+                source,
+            })??;
         let fingerprinting =
             self.config.identity == Identity::Content || self.config.on_change == OnChange::Append;
         let root = self.config.watch_dir.clone();

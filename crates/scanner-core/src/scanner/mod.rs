@@ -683,6 +683,9 @@ impl Scanner {
 
         let mut queue = BatchQueue::new(survey.batches);
         self.observer.emit(backlog(&queue));
+        // The processing of the batch after the current one, started once the current one's
+        // files are processed: it reads while the current batch is flushed and committed.
+        let mut ahead = None;
         while let Some(files) = queue.next() {
             if shutdown.is_some_and(Shutdown::is_requested) {
                 report.interrupted = true;
@@ -691,12 +694,24 @@ impl Scanner {
                 });
                 break;
             }
+            let processing = match ahead.take() {
+                Some(processing) => processing,
+                None => self.start_processing(files.clone()),
+            };
             let generation = self.state.generation() + 1;
             let plan = self
                 .log
                 .plan(generation, self.output.key_for(generation), files);
             let result = match self.log.create_plan(&plan).await {
-                Ok(()) => self.run_batch(plan, WriteMode::Create).await,
+                Ok(()) => match self.process_batch(plan, processing).await {
+                    Ok(processed) => {
+                        ahead = queue
+                            .peek()
+                            .map(|files| self.start_processing(files.to_vec()));
+                        self.finish_batch(processed, WriteMode::Create).await
+                    }
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e.into()),
             };
             report.batches.push(self.settle(result)?);
