@@ -21,7 +21,7 @@ use crate::processor::{DynProcessor, Partial};
 
 pub use decode::Encoding;
 pub(crate) use decode::read_full;
-pub(crate) use open::open;
+pub(crate) use open::{close_directory, open};
 pub(crate) use split::{AppendRange, whole_lines};
 pub use split::{MIN_RANGE_BYTES, WorkUnit, plan_units};
 
@@ -295,8 +295,9 @@ pub fn process_file(
         file.start..file.size.max(file.start),
         processor,
         ReadLimits::default(),
-    )?;
-    Ok(combine(processor, vec![unit]))
+    );
+    close_directory();
+    Ok(combine(processor, vec![unit?]))
 }
 
 #[cfg(test)]

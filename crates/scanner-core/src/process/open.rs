@@ -1,17 +1,21 @@
 //! Opening a planned file: safely (no link followed, never blocking on a FIFO), and only if it
 //! is still the very file that was listed.
 
+use std::cell::RefCell;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::ErrorKind;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use state_store::PlannedFile;
 
 use super::{Failure, FailureKind, ResourceError, Unprocessable};
-use crate::listing::{absolute, io_reason};
+use crate::listing::io_reason;
 
 /// Opens `path` for reading without following a symbolic link in its last component and
 /// without blocking: a FIFO swapped in for a file cannot hang the worker. Never `mmap`ed by
@@ -21,13 +25,68 @@ pub(crate) fn open(path: &Path) -> std::io::Result<File> {
     Ok(File::from(rustix::fs::open(path, flags, Mode::empty())?))
 }
 
+/// The directory of the last file a thread opened: the files of a batch come in path order, so
+/// most share their directory with the one before, and opening them relative to it spares the
+/// kernel the lookup of every component of the whole path (about a tenth of the work for a
+/// small file).
+struct OpenDirectory {
+    root: PathBuf,
+    dir: Vec<u8>,
+    handle: OwnedFd,
+}
+
+thread_local! {
+    static OPEN_DIRECTORY: RefCell<Option<OpenDirectory>> = const { RefCell::new(None) };
+}
+
+/// Closes the directory this thread keeps open, if any: workers call it when their batch is
+/// done, so that nothing stays open between scans.
+pub(crate) fn close_directory() {
+    OPEN_DIRECTORY.with_borrow_mut(Option::take);
+}
+
+/// [`open`] of `rel` below `root`, relative to its directory, which stays open for the next
+/// file of the same directory. Intermediate components are followed as a whole path would be;
+/// the last one never is.
+fn open_in_directory(root: &Path, rel: &[u8]) -> std::io::Result<File> {
+    let (dir, name) = match memchr::memrchr(b'/', rel) {
+        Some(slash) => (&rel[..slash], &rel[slash + 1..]),
+        None => (&b""[..], rel),
+    };
+    OPEN_DIRECTORY.with_borrow_mut(|cached| {
+        let open = match cached {
+            Some(open) if open.dir == dir && open.root == root => open,
+            _ => {
+                // The previous one is closed first: never two held at once.
+                *cached = None;
+                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                let handle =
+                    rustix::fs::open(root.join(OsStr::from_bytes(dir)), flags, Mode::empty())?;
+                cached.insert(OpenDirectory {
+                    root: root.to_path_buf(),
+                    dir: dir.to_vec(),
+                    handle,
+                })
+            }
+        };
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        Ok(File::from(rustix::fs::openat(
+            &open.handle,
+            OsStr::from_bytes(name),
+            flags,
+            Mode::empty(),
+        )?))
+    })
+}
+
 /// Opens the planned file below `root` and checks that it is the file that was listed (same
 /// inode and birth time, still a regular file) and no shorter than planned.
 ///
 /// A problem of the file is a [`Failure`]; a shortage of the process (descriptors, memory) is
 /// a [`ResourceError`]: the batch is retried rather than the file failed for it.
 pub(super) fn open_planned(root: &Path, file: &PlannedFile) -> Result<File, Unprocessable> {
-    let handle = open(&absolute(root, &file.path)).map_err(|e| open_failure(e, file))?;
+    let handle =
+        open_in_directory(root, file.path.as_bytes()).map_err(|e| open_failure(e, file))?;
     let meta = handle
         .metadata()
         .map_err(|e| Failure::new(FailureKind::Io, format!("cannot examine: {e}")))?;

@@ -90,6 +90,7 @@ pub(super) async fn process_files(
                     }
                     done.push((index, outcome));
                 }
+                crate::process::close_directory();
                 done
             })
         })
