@@ -110,7 +110,7 @@ pub use listing::{DirScope, ListedFile, Listing, ListingProblem};
 pub use output::{Compression, OutputSink};
 pub use plan::BatchLimits;
 pub use process::{Encoding, FailureKind, FileOutcome, ReadLimits};
-pub use processor::{DynProcessor, Processor, Reducer, Stats};
+pub use processor::{DynProcessor, Processor, Reducer, ResultJson, Stats};
 pub use readiness::{NameFilter, NotReady, Readiness, ReadyMarker};
 pub use scanner::{
     BatchReport, DrainMode, DrainReport, Leftover, RetryPolicy, ScanReport, ScanStatus, Scanner,

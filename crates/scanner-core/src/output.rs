@@ -69,7 +69,7 @@ pub struct OutputLine<'a> {
     pub processor: &'a str,
     /// The processor's result, when processing succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<&'a serde_json::Value>,
+    pub result: Option<&'a serde_json::value::RawValue>,
     /// Why processing failed, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
@@ -130,7 +130,7 @@ impl OutputSink {
             let (result, error, encoding) = match outcome {
                 FileOutcome::Done {
                     result, encoding, ..
-                } => (Some(result), None, encoding.name()),
+                } => (Some(&**result), None, encoding.name()),
                 FileOutcome::Failed { reason, .. } => (None, Some(reason.as_str()), None),
             };
             let line = OutputLine {
@@ -355,7 +355,7 @@ mod tests {
         ];
         let outcomes = [
             FileOutcome::Done {
-                result: serde_json::json!({"lines": 1}),
+                result: serde_json::value::to_raw_value(&serde_json::json!({"lines": 1})).unwrap(),
                 bytes: 3,
                 encoding: crate::process::Encoding::Gzip,
             },

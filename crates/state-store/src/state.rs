@@ -204,11 +204,11 @@ impl State {
     }
 
     fn upsert(&mut self, path: RelPath, entry: FileEntry) {
-        let known = self.overlay.contains_key(&path) || self.find(path.as_bytes()).is_ok();
-        if !known {
+        // One search of the overlay, not two: a batch applies thousands of paths.
+        let in_base = self.find(path.as_bytes()).is_ok();
+        if self.overlay.insert(path, entry).is_none() && !in_base {
             self.len += 1;
         }
-        self.overlay.insert(path, entry);
     }
 
     /// Folds the overlay into the sorted base. Linear in the state.

@@ -51,17 +51,20 @@ pub fn plan_units(
         let whole = file.start..file.size.max(file.start);
         let length = whole.end - whole.start;
         let parts = (length / MIN_RANGE_BYTES).min(workers as u64);
-        let ranges = if processor.is_splittable() && parts > 1 {
-            split_at_lines(&absolute(root, &file.path), whole.clone(), parts)
-                .unwrap_or_else(|| vec![whole])
+        if processor.is_splittable() && parts > 1 {
+            let ranges = split_at_lines(&absolute(root, &file.path), whole.clone(), parts)
+                .unwrap_or_else(|| vec![whole]);
+            units.extend(
+                ranges
+                    .into_iter()
+                    .map(|range| WorkUnit { file: index, range }),
+            );
         } else {
-            vec![whole]
-        };
-        units.extend(
-            ranges
-                .into_iter()
-                .map(|range| WorkUnit { file: index, range }),
-        );
+            units.push(WorkUnit {
+                file: index,
+                range: whole,
+            });
+        }
     }
     units
 }

@@ -38,13 +38,14 @@
 //!
 //! let processor = DynProcessor::splittable(Hashes);
 //! let (result, bytes) = processor.reduce(&mut &b"# a\n## b\n"[..]).unwrap();
-//! assert_eq!((result, bytes), (serde_json::json!(3), 9));
+//! // The result comes rendered as JSON, as it goes into the output line.
+//! assert_eq!((result.get(), bytes), ("3", 9));
 //!
 //! // The same from closures: initial state, update, result.
 //! let zeros = from_fn("zeros", || 0u64, |n, chunk| *n += bytecount(chunk), |n| n);
 //! fn bytecount(chunk: &[u8]) -> u64 { chunk.iter().filter(|&&b| b == 0).count() as u64 }
 //! let (result, _) = DynProcessor::new(zeros).reduce(&mut &[0u8, 1, 0][..]).unwrap();
-//! assert_eq!(result, serde_json::json!(2));
+//! assert_eq!(result.get(), "2");
 //! ```
 
 mod count_by;
@@ -190,6 +191,12 @@ impl std::fmt::Debug for DynProcessor {
     }
 }
 
+/// A file's result, rendered as JSON once, on the worker that finished it: it goes into the
+/// output line as it is (a tree of `serde_json::Value`s per file cost more, in allocations and
+/// a second serialisation, than reading a small file). Parse it with
+/// `serde_json::from_str(result.get())` to look inside.
+pub type ResultJson = Box<serde_json::value::RawValue>;
+
 /// The reduction of one range of a file, to be merged with its neighbours and finished.
 pub struct Partial(Box<dyn Any + Send>);
 
@@ -227,7 +234,7 @@ impl DynProcessor {
 
     /// Reads `input` to its end through a fresh reducer; returns the result and the number of
     /// bytes read. Blocking: call it from a worker thread.
-    pub fn reduce(&self, input: &mut dyn Read) -> Result<(serde_json::Value, u64), ReduceError> {
+    pub fn reduce(&self, input: &mut dyn Read) -> Result<(ResultJson, u64), ReduceError> {
         let (partial, bytes) = self.reduce_partial(input)?;
         Ok((self.finish(partial)?, bytes))
     }
@@ -264,7 +271,7 @@ impl DynProcessor {
     }
 
     /// Turns a (merged) partial reduction into the file's result.
-    pub fn finish(&self, partial: Partial) -> Result<serde_json::Value, ReduceError> {
+    pub fn finish(&self, partial: Partial) -> Result<ResultJson, ReduceError> {
         self.0.finish(partial)
     }
 }
@@ -303,7 +310,7 @@ trait ErasedProcessor: Send + Sync {
         buf: &mut [u8],
     ) -> Result<(Partial, u64), ReduceError>;
     fn merge(&self, earlier: Partial, later: Partial) -> Partial;
-    fn finish(&self, partial: Partial) -> Result<serde_json::Value, ReduceError>;
+    fn finish(&self, partial: Partial) -> Result<ResultJson, ReduceError>;
 }
 
 struct Whole<P>(P);
@@ -346,9 +353,9 @@ fn reduce_with<P: Processor>(
 }
 
 /// The result of a partial reduction made by a reducer of `P`.
-fn finish_with<P: Processor>(partial: Partial) -> Result<serde_json::Value, ReduceError> {
+fn finish_with<P: Processor>(partial: Partial) -> Result<ResultJson, ReduceError> {
     let reducer: P::Reducer = unwrap_partial(partial);
-    Ok(serde_json::to_value(reducer.finish())?)
+    Ok(serde_json::value::to_raw_value(&reducer.finish())?)
 }
 
 fn unwrap_partial<R: 'static>(partial: Partial) -> R {
@@ -383,7 +390,7 @@ impl<P: Processor> ErasedProcessor for Whole<P> {
         )
     }
 
-    fn finish(&self, partial: Partial) -> Result<serde_json::Value, ReduceError> {
+    fn finish(&self, partial: Partial) -> Result<ResultJson, ReduceError> {
         finish_with::<P>(partial)
     }
 }
@@ -416,7 +423,7 @@ where
         Partial(Box::new(earlier))
     }
 
-    fn finish(&self, partial: Partial) -> Result<serde_json::Value, ReduceError> {
+    fn finish(&self, partial: Partial) -> Result<ResultJson, ReduceError> {
         finish_with::<P>(partial)
     }
 }

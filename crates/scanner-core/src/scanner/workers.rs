@@ -14,7 +14,8 @@ use state_store::PlannedFile;
 
 use crate::ScanError;
 use crate::process::{
-    FailureKind, FileOutcome, ReadLimits, UnitOutcome, WorkUnit, combine, plan_units, process_unit,
+    FailureKind, FileOutcome, ReadLimits, ResourceError, UnitOutcome, WorkUnit, combine,
+    plan_units, process_unit,
 };
 use crate::processor::DynProcessor;
 
@@ -69,20 +70,29 @@ pub(super) async fn process_files(
                 while !stop.load(Ordering::Relaxed) {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(unit) = units.get(index) else { break };
-                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        process_unit(
-                            &root,
-                            &files[unit.file],
-                            unit.range.clone(),
-                            &processor,
-                            limits,
-                        )
-                    }))
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(
+                        || -> Result<Finished, ResourceError> {
+                            let outcome = process_unit(
+                                &root,
+                                &files[unit.file],
+                                unit.range.clone(),
+                                &processor,
+                                limits,
+                            )?;
+                            // A file read as one unit is finished here, on this worker, rather than
+                            // in the serial step after the batch's last unit.
+                            Ok(if whole_file(&units, index) {
+                                Finished::File(combine(&processor, vec![outcome]))
+                            } else {
+                                Finished::Unit(outcome)
+                            })
+                        },
+                    ))
                     .unwrap_or_else(|panic| {
-                        Ok(UnitOutcome::Failed {
+                        Ok(Finished::Unit(UnitOutcome::Failed {
                             kind: FailureKind::Processor,
                             reason: format!("processor panicked: {}", panic_text(&*panic)),
-                        })
+                        }))
                     });
                     if outcome.is_err() {
                         // The process lacks resources: the batch fails as a whole.
@@ -95,7 +105,7 @@ pub(super) async fn process_files(
             })
         })
         .collect();
-    let mut outcomes: Vec<Option<UnitOutcome>> = (0..units.len()).map(|_| None).collect();
+    let mut outcomes: Vec<Option<Finished>> = (0..units.len()).map(|_| None).collect();
     let mut shortage = None;
     for handle in handles {
         let done = handle.await.map_err(|source| ScanError::Worker {
@@ -112,20 +122,61 @@ pub(super) async fn process_files(
     if let Some(error) = shortage {
         return Err(error.into());
     }
-    // Merging and finishing results is CPU work too.
+    if units.len() == files.len() {
+        // Every file was one unit, finished on its worker: nothing is left to merge.
+        return Ok(outcomes
+            .into_iter()
+            .map(
+                |outcome| match outcome.expect("every unit has an outcome") {
+                    Finished::File(outcome) => outcome,
+                    Finished::Unit(outcome) => combine(processor, vec![outcome]),
+                },
+            )
+            .collect());
+    }
+    // Merging and finishing the results of split files is CPU work too.
     let processor = processor.clone();
     let count = files.len();
     blocking("merging results", move || {
-        let mut per_file: Vec<Vec<UnitOutcome>> = (0..count).map(|_| Vec::new()).collect();
+        let mut per_file: Vec<Vec<Finished>> = (0..count).map(|_| Vec::new()).collect();
         for (unit, outcome) in units.iter().zip(outcomes) {
             per_file[unit.file].push(outcome.expect("every unit has an outcome"));
         }
         Ok(per_file
             .into_iter()
-            .map(|units| combine(&processor, units))
+            .map(|mut finished| match finished.pop() {
+                Some(Finished::File(outcome)) if finished.is_empty() => outcome,
+                last => {
+                    let units = finished
+                        .into_iter()
+                        .chain(last)
+                        .map(|finished| match finished {
+                            Finished::Unit(unit) => unit,
+                            Finished::File(_) => unreachable!("a split file is finished here"),
+                        })
+                        .collect();
+                    combine(&processor, units)
+                }
+            })
             .collect())
     })
     .await
+}
+
+/// What a worker made of one unit: a file read whole is finished on the worker.
+enum Finished {
+    /// The outcome of a file that was a single unit.
+    File(FileOutcome),
+    /// One unit of a split file, to be merged with the file's others.
+    Unit(UnitOutcome),
+}
+
+/// Whether `units[index]` is the only unit of its file (units are in file order).
+fn whole_file(units: &[WorkUnit], index: usize) -> bool {
+    let file = units[index].file;
+    let before = index.checked_sub(1).map(|i| units[i].file);
+    let after = units.get(index + 1).map(|unit| unit.file);
+    before != Some(file) && after != Some(file)
 }
 
 /// The message a panic carried.
