@@ -10,7 +10,8 @@
 # Pods run as local processes), the observability files (tests/observability/run.sh: promtool and
 # amtool checks, the dashboard against Grafana's schema, a real Prometheus and Alertmanager firing
 # into a Slack webhook stand-in), the container image (tests/image/run.sh: hadolint, the static rootfs, run in a
-# read-only chroot as uid 65532 against moto), and a build of the fuzz targets (cargo fuzz, with the nightly toolchain;
+# read-only chroot as uid 65532 against moto), the output schema (tests/outputs/run.sh: every
+# line the end-to-end tests wrote, checked against schema/ with fastjsonschema from PyPI), and a build of the fuzz targets (cargo fuzz, with the nightly toolchain;
 # cargo-fuzz is installed into .tools/ when missing). Servers listen on 127.0.0.1 only and are
 # stopped by PID when the script ends.
 #
@@ -49,7 +50,13 @@ step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "unit and end-to-end tests"
-"${runner[@]}"
+# The end-to-end tests keep a copy of every output object they wrote, for the schema check.
+outputs_archive=$(mktemp -d)
+GLEANER_OUTPUT_ARCHIVE="$outputs_archive" "${runner[@]}"
+
+step "output schema: every line the end-to-end tests wrote, against schema/ (fastjsonschema)"
+./tests/outputs/run.sh "$outputs_archive"
+rm -rf "$outputs_archive"
 
 step "doctests"
 cargo test --workspace --doc --locked

@@ -257,6 +257,35 @@ pub fn files_with(dir: &Path, keep: impl Fn(&str) -> bool + Copy) -> Vec<PathBuf
     out
 }
 
+impl Drop for Fixture {
+    /// Keeps the outputs for the schema check of `tests/run.sh`, read by a test or not.
+    fn drop(&mut self) {
+        for object in files_with(&self.output, is_output_object) {
+            if let (Ok(rel), Ok(bytes)) = (object.strip_prefix(&self.output), fs::read(&object)) {
+                archive_output(&rel.display().to_string(), &bytes);
+            }
+        }
+    }
+}
+
+/// Copies an output object to `$GLEANER_OUTPUT_ARCHIVE`, when it is set: `tests/run.sh` then
+/// checks every line the suite wrote against the JSON Schemas in `schema/`. Named by a hash of
+/// its bytes, so that an object read many times (a campaign reads the outputs after every kill)
+/// is kept once. Best effort: a copy that fails is not the test's failure.
+fn archive_output(name: &str, bytes: &[u8]) {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let Some(dir) = std::env::var_os("GLEANER_OUTPUT_ARCHIVE") else {
+        return;
+    };
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let copy = PathBuf::from(dir).join(format!("{:016x}-{base}", hasher.finish()));
+    if !copy.exists() {
+        let _ = fs::create_dir_all(copy.parent().unwrap()).and_then(|()| fs::write(&copy, bytes));
+    }
+}
+
 /// A storage location for a test: a local directory, or a fresh prefix on the S3 server that
 /// `tests/run.sh` starts (`GLEANER_TEST_S3`).
 #[derive(Clone, Debug)]
@@ -341,6 +370,7 @@ impl Place {
     pub fn outputs(&self) -> Vec<(PathBuf, Value)> {
         let mut lines = Vec::new();
         for (name, raw) in self.objects(is_output_object) {
+            archive_output(&name, &raw);
             let object = match self {
                 Place::Local(dir) => dir.join(&name),
                 Place::S3(_) => PathBuf::from(name),

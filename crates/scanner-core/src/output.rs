@@ -41,9 +41,16 @@ pub enum WriteMode {
     Replace,
 }
 
+/// The version of the output line's schema, written in every line (`"schema":1`). The JSON
+/// Schema files in the repository's `schema/` folder describe it; a change to the meaning or
+/// type of a field increments it, and new optional fields may appear within a version.
+pub const OUTPUT_SCHEMA: u32 = 1;
+
 /// One line of an output object: the result of one file.
 #[derive(Debug, Serialize)]
 pub struct OutputLine<'a> {
+    /// [`OUTPUT_SCHEMA`].
+    pub schema: u32,
     /// The instance that produced it.
     pub source_id: &'a str,
     /// The generation whose batch it belongs to.
@@ -134,6 +141,7 @@ impl OutputSink {
                 FileOutcome::Failed { reason, .. } => (None, Some(reason.as_str()), None),
             };
             let line = OutputLine {
+                schema: OUTPUT_SCHEMA,
                 source_id,
                 generation,
                 path: match file.path.as_str() {
@@ -377,6 +385,7 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|line| line["schema"] == OUTPUT_SCHEMA));
         assert_eq!(lines[0]["path"], "a.log");
         assert_eq!(lines[0]["mtime"], "2023-11-14T22:13:20.123456Z");
         assert_eq!(lines[0]["result"]["lines"], 1);
