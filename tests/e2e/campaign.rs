@@ -3,6 +3,9 @@
 //! generations and `--after move:DIR`, so that kills land in every phase: start-up and loading,
 //! listing, processing, flushing, committing, snapshotting and cleanup. Afterwards every file is
 //! in the outputs exactly once with correct results, moved exactly once, and the state verifies.
+//! The outputs are laid out in Hive-style partitions (`--output-layout hive`; the flat layout,
+//! the default, has its own kill campaign in crash.rs): every object must sit in the partition
+//! of its source and of a day the campaign ran, and hold only lines of its generation.
 //!
 //! `GLEANER_CAMPAIGN_KILLS` sets the number of kills (default 200); `GLEANER_TEST_SEED` replays
 //! a run (the kill and emitter timings are drawn from it).
@@ -10,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::supervisor::{Backoff, Supervisor};
 use crate::support::{
@@ -48,6 +51,7 @@ fn two_hundred_kills_under_a_restart_supervisor_lose_and_duplicate_nothing() {
     let done = fx.root.join("done");
     let (mut rng, seed) = seeded_rng("campaign");
     let started = Instant::now();
+    let first_day = utc_day(SystemTime::now());
 
     // The emitter: files written under a temporary name and renamed, all along.
     let expected: Arc<Mutex<BTreeMap<String, Vec<u8>>>> = Arc::default();
@@ -96,6 +100,8 @@ fn two_hundred_kills_under_a_restart_supervisor_lose_and_duplicate_nothing() {
         // is tested in signals.rs.
         "--shutdown-timeout",
         "300s",
+        "--output-layout",
+        "hive",
     ]
     .map(String::from)
     .to_vec();
@@ -134,7 +140,15 @@ fn two_hundred_kills_under_a_restart_supervisor_lose_and_duplicate_nothing() {
     );
     // Whatever the drain left (files written during it), one more run finishes.
     let mut child = fx
-        .command(&["--once", "--min-age", "0s", "--after", &after])
+        .command(&[
+            "--once",
+            "--min-age",
+            "0s",
+            "--after",
+            &after,
+            "--output-layout",
+            "hive",
+        ])
         .spawn()
         .unwrap();
     assert!(wait_with_timeout(&mut child, Duration::from_secs(300)).is_some_and(|s| s.success()));
@@ -150,6 +164,20 @@ fn two_hundred_kills_under_a_restart_supervisor_lose_and_duplicate_nothing() {
     let expected = expected.lock().unwrap().clone();
     let lines = fx.outputs();
     assert_exactly_once(&lines, &expected);
+    let days = [first_day, utc_day(SystemTime::now())];
+    for (object, line) in &lines {
+        let key = object.strip_prefix(&fx.output).unwrap().to_string_lossy();
+        let parts: Vec<&str> = key.split('/').collect();
+        let generation = line["generation"].as_u64().unwrap();
+        assert!(
+            parts.len() == 3
+                && parts[0] == format!("source={}", fx.source_id)
+                && days.iter().any(|day| parts[1] == format!("date={day}"))
+                && parts[2] == format!("{generation:020}.ndjson")
+                && line["source_id"] == fx.source_id.as_str(),
+            "{key} holds a line outside its partition: {line}"
+        );
+    }
     assert_state_verifies(&fx.state.display().to_string());
     // Every file moved exactly once (no second copy under a `.generation` name), none left.
     let moved: BTreeSet<String> = files_with(&done, |_| true)
@@ -187,5 +215,15 @@ fn two_hundred_kills_under_a_restart_supervisor_lose_and_duplicate_nothing() {
         eprintln!("campaign: {count:4} restarts found a kill {phase}");
     }
     assert!(restarts >= kills, "every kill was followed by a restart");
+    assert!(
+        lines.len() > 1000,
+        "too few lines to say much: {}",
+        lines.len()
+    );
     assert!(evidence[0] > 0, "no kill landed inside a batch");
+}
+
+/// The UTC day of `time`, as `YYYY-MM-DD`.
+fn utc_day(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()[..10].to_string()
 }

@@ -107,7 +107,7 @@ pub use error::{ConfigError, ErrorChain, ScanError};
 pub use events::{EventTrigger, Touched};
 pub use identity::Identity;
 pub use listing::{DirScope, ListedFile, Listing, ListingProblem};
-pub use output::{Compression, OUTPUT_SCHEMA, OutputSink};
+pub use output::{Compression, OUTPUT_SCHEMA, OutputLayout, OutputSink};
 pub use plan::BatchLimits;
 pub use process::{Encoding, FailureKind, FileOutcome, ReadLimits};
 pub use processor::{DynProcessor, Processor, Reducer, ResultJson, Stats};

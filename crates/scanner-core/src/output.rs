@@ -82,21 +82,51 @@ pub struct OutputLine<'a> {
     pub error: Option<&'a str>,
 }
 
-/// Where and how batch outputs are written: `<output>/<source-id>/<generation>.ndjson[.gz]`.
+/// How output keys are laid out below the output location.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputLayout {
+    /// `<source-id>/<generation>.ndjson[.gz]`.
+    #[default]
+    Flat,
+    /// `source=<source-id>/date=<YYYY-MM-DD>/<generation>.ndjson[.gz]`: Hive-style partitions,
+    /// which engines (DuckDB, Spark, Trino, Athena) prune by path. The date is the UTC day the
+    /// batch was planned; the key is stored in the plan, so a redone batch writes the same key
+    /// whatever the day of the redo.
+    Hive,
+}
+
+/// Where and how batch outputs are written: `<output>/<source-id>/<generation>.ndjson[.gz]`,
+/// or in Hive-style partitions ([`OutputLayout`]).
 #[derive(Clone, Debug)]
 pub struct OutputSink {
     location: Location,
     source_id: SourceId,
     compression: Compression,
+    layout: OutputLayout,
 }
 
 impl OutputSink {
-    /// Outputs of `source_id` under `location`.
+    /// Outputs of `source_id` under `location`, flat.
     pub fn new(location: Location, source_id: &SourceId, compression: Compression) -> Self {
         Self {
             location,
             source_id: source_id.clone(),
             compression,
+            layout: OutputLayout::Flat,
+        }
+    }
+
+    /// The same sink with keys laid out as `layout` says.
+    pub fn with_layout(mut self, layout: OutputLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// The folder below the output location that holds every object of this source.
+    fn source_folder(&self) -> String {
+        match self.layout {
+            OutputLayout::Flat => self.source_id.to_string(),
+            OutputLayout::Hive => format!("source={}", self.source_id),
         }
     }
 
@@ -105,16 +135,21 @@ impl OutputSink {
         &self.location
     }
 
-    /// The key of generation `generation`'s object, relative to the output location.
+    /// The key of generation `generation`'s object, planned at `planned_at`, relative to the
+    /// output location.
     ///
-    /// A pure function of the generation (and the configured compression, which the plan
-    /// records), so that a redone batch replaces its earlier output instead of adding one.
-    pub fn key_for(&self, generation: u64) -> String {
-        format!(
-            "{}/{generation:020}.{}",
-            self.source_id,
-            self.compression.extension()
-        )
+    /// Computed once, when the batch is planned, and stored in its plan: a redone batch
+    /// replaces its earlier output instead of adding one. Flat keys depend on the generation
+    /// (and the compression) only; Hive keys on the UTC day of `planned_at` as well.
+    pub fn key_for(&self, generation: u64, planned_at: std::time::SystemTime) -> String {
+        let name = format!("{generation:020}.{}", self.compression.extension());
+        match self.layout {
+            OutputLayout::Flat => format!("{}/{name}", self.source_folder()),
+            OutputLayout::Hive => {
+                let day = &humantime::format_rfc3339_seconds(planned_at).to_string()[..10];
+                format!("{}/date={day}/{name}", self.source_folder())
+            }
+        }
     }
 
     /// The URL of the object at `key`, for messages.
@@ -275,20 +310,31 @@ impl OutputSink {
     /// Generations above `generation` that have an output object, ascending.
     pub async fn generations_after(&self, generation: u64) -> Result<Vec<u64>, ScanError> {
         use futures::TryStreamExt;
-        let prefix = self.location.prefix().clone().join(self.source_id.as_str());
-        // Keys are zero-padded: listing from the next generation's key skips the history.
-        let offset = prefix
-            .clone()
-            .join(format!("{:020}", generation.saturating_add(1)).as_str());
-        let mut found: Vec<u64> = self
+        let prefix = self
             .location
-            .store()
-            .list_with_offset(Some(&prefix), &offset)
+            .prefix()
+            .clone()
+            .join(self.source_folder().as_str());
+        let listing = match self.layout {
+            // Keys are zero-padded: listing from the next generation's key skips the history.
+            OutputLayout::Flat => {
+                let offset = prefix
+                    .clone()
+                    .join(format!("{:020}", generation.saturating_add(1)).as_str());
+                self.location
+                    .store()
+                    .list_with_offset(Some(&prefix), &offset)
+            }
+            // The day comes first: every key of the source is listed (one request per
+            // thousand batches).
+            OutputLayout::Hive => self.location.store().list(Some(&prefix)),
+        };
+        let mut found: Vec<u64> = listing
             .map_ok(|meta| meta.location.filename().and_then(parse_generation))
             .try_collect::<Vec<_>>()
             .await
             .map_err(|source| ScanError::Output {
-                object: self.describe(self.source_id.as_str()),
+                object: self.describe(&self.source_folder()),
                 source,
             })?
             .into_iter()
@@ -300,19 +346,59 @@ impl OutputSink {
         Ok(found)
     }
 
+    /// The key of the output object of `generation`, if there is one (either compression).
+    pub async fn find(&self, generation: u64) -> Result<Option<String>, ScanError> {
+        use futures::TryStreamExt;
+        let folder = self.source_folder();
+        let prefix = self.location.prefix().clone().join(folder.as_str());
+        let metas: Vec<_> = self
+            .location
+            .store()
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|source| ScanError::Output {
+                object: self.describe(&folder),
+                source,
+            })?;
+        Ok(metas.into_iter().find_map(|meta| {
+            let found = meta.location.filename().and_then(parse_generation) == Some(generation);
+            let rel: Vec<String> = meta
+                .location
+                .prefix_match(self.location.prefix())?
+                .map(|part| part.as_ref().to_string())
+                .collect();
+            found.then(|| rel.join("/"))
+        }))
+    }
+
     /// Removes temporary files of output objects that a killed process left in a local output
     /// directory. Returns how many were removed.
     pub fn remove_orphaned_temporaries(&self) -> usize {
-        self.location
-            .child(self.source_id.as_str())
-            .remove_orphaned_temporaries(|name| parse_generation(name).is_some())
+        let source = self.location.child(&self.source_folder());
+        let ours = |name: &str| parse_generation(name).is_some();
+        match self.layout {
+            OutputLayout::Flat => source.remove_orphaned_temporaries(ours),
+            OutputLayout::Hive => {
+                let days = source
+                    .local_dir()
+                    .and_then(|dir| std::fs::read_dir(dir).ok())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|entry| entry.file_name().into_string().ok())
+                    .filter(|name| name.starts_with("date="));
+                days.map(|day| source.child(&day).remove_orphaned_temporaries(ours))
+                    .sum()
+            }
+        }
     }
 
     /// Checks that the output location is writable, and fences (see
     /// [`Location::check_writable`]).
     pub async fn check_writable(&self, probe_id: u64) -> Result<(), ScanError> {
         self.location
-            .child(self.source_id.as_str())
+            .child(&self.source_folder())
             .check_writable(probe_id)
             .await
             .map_err(ScanError::from)
@@ -340,6 +426,7 @@ pub fn rfc3339(mtime_ns: i64) -> String {
 mod tests {
     use super::*;
     use state_store::RelPath;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn lines_are_json_with_result_or_error() {
@@ -405,6 +492,46 @@ mod tests {
     fn gzip_keys_get_gzip_bodies() {
         let body = OutputSink::render("p", "stats", 1, "p/1.ndjson.gz", []);
         assert_eq!(&body[..2], &[0x1f, 0x8b]);
+    }
+
+    #[tokio::test]
+    async fn hive_keys_are_partitioned_by_source_and_planned_day_and_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        let source = SourceId::new("pod-1").unwrap();
+        let flat = OutputSink::new(location.clone(), &source, Compression::None);
+        let hive =
+            OutputSink::new(location, &source, Compression::Gzip).with_layout(OutputLayout::Hive);
+        // 2026-11-30T23:59:59Z, and one second later the next day.
+        let evening = UNIX_EPOCH + Duration::from_secs(1_796_083_199);
+        let midnight = evening + Duration::from_secs(1);
+        assert_eq!(
+            flat.key_for(7, evening),
+            "pod-1/00000000000000000007.ndjson"
+        );
+        assert_eq!(
+            hive.key_for(7, evening),
+            "source=pod-1/date=2026-11-30/00000000000000000007.ndjson.gz"
+        );
+        assert_eq!(
+            hive.key_for(8, midnight),
+            "source=pod-1/date=2026-12-01/00000000000000000008.ndjson.gz"
+        );
+        for (generation, at) in [(7, evening), (8, midnight), (9, midnight)] {
+            let key = hive.key_for(generation, at);
+            hive.write(&key, b"{}\n".to_vec(), WriteMode::Create)
+                .await
+                .unwrap();
+        }
+        // Across days: the generations after a committed one, and each one's key.
+        assert_eq!(hive.generations_after(7).await.unwrap(), vec![8, 9]);
+        assert_eq!(
+            hive.find(7).await.unwrap().as_deref(),
+            Some("source=pod-1/date=2026-11-30/00000000000000000007.ndjson.gz")
+        );
+        assert_eq!(hive.find(10).await.unwrap(), None);
+        // The flat layout of the same source sees none of them.
+        assert!(flat.generations_after(0).await.unwrap().is_empty());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use state_store::{FileEntry, Location, Outcome, RelPath, SourceId, StateLog};
 use crate::ScanError;
 use crate::identity::fingerprint_file;
 use crate::listing::{absolute, btime_ns, mtime_ns};
-use crate::output::{Compression, OutputSink, rfc3339};
+use crate::output::{Compression, OutputLayout, OutputSink, rfc3339};
 
 /// One generation committed again from its output object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +57,7 @@ pub async fn repair(
     state: &Location,
     output: &Location,
     source_id: &SourceId,
+    layout: OutputLayout,
     watch_dir: &Path,
 ) -> Result<RepairReport, ScanError> {
     let log = StateLog::new(state, source_id);
@@ -67,16 +68,19 @@ pub async fn repair(
     let loaded = log.load().await?;
     let mut generation = loaded.state.generation();
     report.interrupted = loaded.pending.as_ref().map(|plan| plan.generation);
-    let sink = OutputSink::new(output.clone(), source_id, Compression::None);
+    let sink = OutputSink::new(output.clone(), source_id, Compression::None).with_layout(layout);
     for candidate in sink.generations_after(generation).await? {
         // Only the generation right after the committed one; an interrupted batch is redone
         // by the next start from its plan, whose output may be partial.
         if candidate != generation + 1 || report.interrupted == Some(candidate) {
             break;
         }
-        let Some((key, object)) = find_output(&sink, source_id, candidate).await? else {
+        let Some(key) = sink.find(candidate).await? else {
             break;
         };
+        let object = key
+            .split('/')
+            .fold(output.prefix().clone(), |path, part| path.join(part));
         let bytes = output
             .store()
             .get(&object)
@@ -115,33 +119,6 @@ pub async fn repair(
     }
     report.generation = generation;
     Ok(report)
-}
-
-/// The key of the output object of `generation`, plain or gzipped, if there is one.
-async fn find_output(
-    sink: &OutputSink,
-    source_id: &SourceId,
-    generation: u64,
-) -> Result<Option<(String, object_store::path::Path)>, ScanError> {
-    for extension in ["ndjson", "ndjson.gz"] {
-        let key = format!("{source_id}/{generation:020}.{extension}");
-        let object = key
-            .split('/')
-            .fold(sink.location().prefix().clone(), |path, part| {
-                path.join(part)
-            });
-        match sink.location().store().head(&object).await {
-            Ok(_) => return Ok(Some((key, object))),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(source) => {
-                return Err(ScanError::Output {
-                    object: sink.describe(&key),
-                    source,
-                });
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// The state entries of the files of one output object (`url` names it in errors), and how

@@ -94,6 +94,15 @@ pub struct RepairArgs {
     #[arg(long, env = "GLEANER_SOURCE_ID", value_name = "ID")]
     pub source_id: SourceId,
 
+    /// How the source's output keys are laid out (as `gleaner run --output-layout`).
+    #[arg(
+        long,
+        env = "GLEANER_OUTPUT_LAYOUT",
+        value_name = "LAYOUT",
+        default_value = "flat"
+    )]
+    pub output_layout: LayoutArg,
+
     /// Retries and timeouts of the storage.
     #[command(flatten)]
     pub storage: StorageArgs,
@@ -399,6 +408,17 @@ pub struct OutputArgs {
     )]
     pub compress: CompressArg,
 
+    /// How output keys are laid out: `flat` (`<source-id>/<generation>.ndjson`) or `hive`
+    /// (`source=<source-id>/date=<YYYY-MM-DD>/<generation>.ndjson`, the UTC day the batch was
+    /// planned: partitions that DuckDB, Spark, Trino and Athena prune by path).
+    #[arg(
+        long,
+        env = "GLEANER_OUTPUT_LAYOUT",
+        value_name = "LAYOUT",
+        default_value = "flat"
+    )]
+    pub output_layout: LayoutArg,
+
     /// At most this many files per batch (oldest first; a batch always takes one file).
     #[arg(long, env = "GLEANER_MAX_FILES", value_name = "N", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -610,6 +630,25 @@ impl ProcessorKind {
             ProcessorKind::Stats => "stats",
             ProcessorKind::Grep => "grep",
             ProcessorKind::CountBy => "count-by",
+        }
+    }
+}
+
+/// Output key layouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    /// `<source-id>/<generation>.ndjson`
+    Flat,
+    /// `source=<source-id>/date=<YYYY-MM-DD>/<generation>.ndjson`
+    Hive,
+}
+
+impl LayoutArg {
+    /// The layout it names.
+    pub fn layout(self) -> scanner_core::OutputLayout {
+        match self {
+            LayoutArg::Flat => scanner_core::OutputLayout::Flat,
+            LayoutArg::Hive => scanner_core::OutputLayout::Hive,
         }
     }
 }

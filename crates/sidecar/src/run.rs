@@ -288,6 +288,7 @@ fn configure(args: &RunArgs, source_id: SourceId) -> anyhow::Result<(ScannerConf
         CompressArg::None => Compression::None,
         CompressArg::Gzip => Compression::Gzip,
     };
+    config.output_layout = args.output.output_layout.layout();
     config.read_limits = ReadLimits {
         max_decoded_bytes: args.processing.max_decoded_bytes,
     };

@@ -26,8 +26,14 @@ async fn repair(args: RepairArgs) -> anyhow::Result<()> {
     let output = Location::parse_with(&args.output, &options)
         .context("--output")
         .context(Usage)?;
-    let report =
-        scanner_core::repair::repair(&state, &output, &args.source_id, &args.watch).await?;
+    let report = scanner_core::repair::repair(
+        &state,
+        &output,
+        &args.source_id,
+        args.output_layout.layout(),
+        &args.watch,
+    )
+    .await?;
     for generation in &report.set_aside {
         println!(
             "set aside the damaged delta of generation {generation} (kept as {generation:020}.delta.damaged)"

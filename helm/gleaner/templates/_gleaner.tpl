@@ -57,6 +57,7 @@ chart's own templates, which use the same templates — and renders YAML to be i
     - --interval={{ $v.run.interval }}
     {{- end }}
     - --compress={{ $v.run.compress }}
+    - --output-layout={{ $v.run.outputLayout }}
     {{- if $cron }}
     - --after={{ $v.cronjob.after }}
     {{- with $v.cronjob.minFree }}

@@ -31,7 +31,7 @@ use crate::diff::OnChange;
 use crate::events::Touched;
 use crate::identity::Identity;
 use crate::listing::{DirScope, ListingProblem};
-use crate::output::{Compression, OutputSink, WriteMode};
+use crate::output::{Compression, OutputLayout, OutputSink, WriteMode};
 use crate::plan::{BatchLimits, BatchQueue};
 use crate::process::ReadLimits;
 use crate::processor::DynProcessor;
@@ -64,6 +64,8 @@ pub struct ScannerConfig {
     pub workers: usize,
     /// Compression of output objects.
     pub compression: Compression,
+    /// How output keys are laid out.
+    pub output_layout: OutputLayout,
     /// Fold the log into a snapshot once this many generations were committed since the last
     /// one (at least 1).
     pub snapshot_every: u64,
@@ -116,6 +118,7 @@ impl ScannerConfig {
             limits: BatchLimits::default(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             compression: Compression::None,
+            output_layout: OutputLayout::Flat,
             snapshot_every: 64,
             allow_rescan: false,
             read_limits: ReadLimits::default(),
@@ -399,7 +402,8 @@ impl Scanner {
         let watch_dir_for_events = watch_dir.clone();
         let mut scanner = Scanner {
             log: StateLog::new(state, &config.source_id).with_origin(origin),
-            output: OutputSink::new(output.clone(), &config.source_id, config.compression),
+            output: OutputSink::new(output.clone(), &config.source_id, config.compression)
+                .with_layout(config.output_layout),
             config: ScannerConfig {
                 watch_dir,
                 ..config
@@ -699,9 +703,11 @@ impl Scanner {
                 None => self.start_processing(files.clone()),
             };
             let generation = self.state.generation() + 1;
-            let plan = self
-                .log
-                .plan(generation, self.output.key_for(generation), files);
+            let plan = self.log.plan(
+                generation,
+                self.output.key_for(generation, SystemTime::now()),
+                files,
+            );
             let result = match self.log.create_plan(&plan).await {
                 Ok(()) => match self.process_batch(plan, processing).await {
                     Ok(processed) => {
