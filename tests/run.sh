@@ -11,7 +11,9 @@
 # amtool checks, the dashboard against Grafana's schema, a real Prometheus and Alertmanager firing
 # into a Slack webhook stand-in), the container image (tests/image/run.sh: hadolint, the static rootfs, run in a
 # read-only chroot as uid 65532 against moto), the output schema (tests/outputs/run.sh: every
-# line the end-to-end tests wrote, checked against schema/ with fastjsonschema from PyPI), and a build of the fuzz targets (cargo fuzz, with the nightly toolchain;
+# line the end-to-end tests wrote, checked against schema/ with fastjsonschema from PyPI), the
+# engines (tests/engines/run.sh: DuckDB and PySpark from PyPI run examples/queries/ over real
+# outputs, flat and hive, plain and gzipped), and a build of the fuzz targets (cargo fuzz, with the nightly toolchain;
 # cargo-fuzz is installed into .tools/ when missing). Servers listen on 127.0.0.1 only and are
 # stopped by PID when the script ends.
 #
@@ -71,6 +73,9 @@ step "Helm chart: lint, golden renders, kubernetes-validate, bad values, the ren
 
 step "observability: rules, alerts, Alertmanager, dashboard; real Prometheus and Alertmanager end to end"
 ./tests/observability/run.sh
+
+step "engines: DuckDB and Spark (local) run examples/queries/ over real outputs, answers equal to the inputs'"
+./tests/engines/run.sh
 
 step "container image (hadolint, static rootfs, run read-only as uid 65532 against moto)"
 ./tests/image/run.sh

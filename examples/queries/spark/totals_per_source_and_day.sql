@@ -1,0 +1,13 @@
+-- stats outputs: files, bytes and lines per source and day (the day the batch was planned).
+SELECT
+    source_id,
+    date,
+    count(*) AS files,
+    count(error) AS failed,
+    sum(size) AS bytes,
+    sum(CAST(get_json_object(result, '$.lines') AS BIGINT)) AS lines,
+    sum(CAST(get_json_object(result, '$.words') AS BIGINT)) AS words
+FROM outputs
+WHERE processor = 'stats'
+GROUP BY source_id, date
+ORDER BY source_id, date

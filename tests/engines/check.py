@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Engines read Gleaner's outputs: DuckDB (and, with --spark, Spark in local mode) run the queries
+of examples/queries/ over the outputs of several sources written by the real `gleaner` binary,
+and their answers must equal an independent computation from the input files themselves.
+
+    check.py [--spark] [--gleaner BIN]
+
+Sources, each run twice with files added in between (several generations, small batches), with
+default readiness (files written an hour old):
+  flat root:  web-1 stats plain, web-2 stats gzip, auth-1 grep plain
+  hive root:  web-1 stats plain, web-2 stats gzip, auth-1 grep gzip, auth-2 count-by plain
+"""
+import argparse
+import gzip
+import json
+import os
+import pathlib
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+
+TOP = pathlib.Path(__file__).resolve().parents[2]
+QUERIES = TOP / "examples" / "queries"
+KEY = re.compile(rb"service=(\w+)")
+SERVICES = ["auth", "cart", "search", "pay", "ship"]
+
+
+def content(rng, n_lines):
+    lines = []
+    for _ in range(n_lines):
+        level = rng.choice(["INFO", "INFO", "INFO", "WARN", "ERROR"])
+        service = rng.choice(SERVICES)
+        words = " ".join(rng.choice(["alpha", "beta", "gamma", "delta"]) for _ in range(rng.randint(0, 6)))
+        lines.append(f"2026-12-01T10:00:00Z level={level} service={service} msg={words}")
+    text = "\n".join(lines)
+    if rng.random() < 0.8:
+        text += "\n"  # some files end without a newline
+    return text.encode()
+
+
+# Independent computations, from the bytes of the input files.
+def stats_of(data):
+    lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    return {"lines": lines, "words": len(data.split()), "bytes": len(data)}
+
+
+def grep_matches(data):
+    return sum(1 for line in data.split(b"\n") if b"ERROR" in line)
+
+
+def keys_of(data):
+    counts = Counter()
+    for line in data.split(b"\n"):
+        m = KEY.search(line)
+        if m:
+            counts[m.group(1).decode()] += 1
+    return counts
+
+
+def write_files(watch, rng, prefix, count):
+    written = {}
+    for i in range(count):
+        rel = f"{prefix}/f{i:04d}.log"
+        data = content(rng, rng.randint(0, 40))
+        path = watch / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        old = time.time() - 3600  # ready under the default --min-age
+        os.utime(path, (old, old))
+        written[rel] = data
+    return written
+
+
+def run(gleaner, work, root, source, layout, compress, processor):
+    watch = work / "watch" / f"{root.name}-{source}"
+    cmd = [
+        gleaner, "run", "--once", "--metrics-addr", "off",
+        "--watch", str(watch), "--state", str(work / "state" / root.name),
+        "--output", str(root), "--source-id", source, "--output-layout", layout,
+        "--compress", compress, "--max-files", "7", *processor,
+    ]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def build(gleaner, work):
+    """Writes the inputs, runs gleaner over them, returns what each source's files hold."""
+    rng = random.Random(1201)
+    sources = {
+        "flat": [("web-1", "none", ["--processor", "stats"]),
+                 ("web-2", "gzip", ["--processor", "stats"]),
+                 ("auth-1", "none", ["--processor", "grep", "--pattern", "ERROR"])],
+        "hive": [("web-1", "none", ["--processor", "stats"]),
+                 ("web-2", "gzip", ["--processor", "stats"]),
+                 ("auth-1", "gzip", ["--processor", "grep", "--pattern", "ERROR"]),
+                 ("auth-2", "none", ["--processor", "count-by", "--key-regex", r"service=(\w+)"])],
+    }
+    inputs = {}
+    for layout, runs in sources.items():
+        root = work / f"out-{layout}"
+        for source, compress, processor in runs:
+            watch = work / "watch" / f"{root.name}-{source}"
+            files = {}
+            for round_ in range(2):
+                files.update(write_files(watch, rng, f"r{round_}", rng.randint(15, 30)))
+                run(gleaner, work, root, source, layout, compress, processor)
+            inputs[layout, source] = files
+    return inputs
+
+
+def expected(inputs, layout, days):
+    """The answers of the three queries, computed from the inputs."""
+    totals = []
+    for (lay, source), files in sorted(inputs.items()):
+        if lay != layout or not source.startswith("web"):
+            continue
+        s = [stats_of(d) for d in files.values()]
+        totals.append({"source_id": source, "files": len(files), "failed": 0,
+                       "bytes": sum(x["bytes"] for x in s), "lines": sum(x["lines"] for x in s),
+                       "words": sum(x["words"] for x in s)})
+    grep = sorted(
+        ({"source_id": source, "path": path, "matches": grep_matches(d)}
+         for (lay, source), files in inputs.items() if lay == layout and source == "auth-1"
+         for path, d in files.items()),
+        key=lambda r: (-r["matches"], r["source_id"], r["path"]))[:10]
+    keys = Counter()
+    for (lay, source), files in inputs.items():
+        if lay == layout and source == "auth-2":
+            for d in files.values():
+                keys.update(keys_of(d))
+    top = sorted(({"key": k, "lines": n} for k, n in keys.items()), key=lambda r: (-r["lines"], r["key"]))[:10]
+    return totals, grep, top
+
+
+def by_source(rows, days):
+    """Per-day totals summed per source, after checking every day is one the run saw."""
+    merged = defaultdict(Counter)
+    for row in rows:
+        day = str(row.pop("date", None))
+        if days is not None and day not in days:
+            raise AssertionError(f"a batch dated {day}, not a day of this run ({sorted(days)})")
+        merged[row.pop("source_id")].update({k: int(v) for k, v in row.items()})
+    return [{"source_id": s, **{k: c[k] for k in ("files", "failed", "bytes", "lines", "words")}}
+            for s, c in sorted(merged.items())]
+
+
+def duckdb_answers(root, flat):
+    import duckdb
+
+    sys.path.insert(0, str(QUERIES / "duckdb"))
+    from outputs import register
+
+    con = duckdb.connect()
+    register(con, root)
+
+    def query(name):
+        sql = (QUERIES / "duckdb" / name).read_text()
+        if flat:  # no partitions: the day is not in the path
+            sql = sql.replace("    date,\n", "").replace("source_id, date", "source_id")
+        cur = con.execute(sql)
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    return (query("totals_per_source_and_day.sql"), query("top_grep_matches.sql"),
+            query("count_by_top_keys.sql"))
+
+
+def spark_answers(root):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("spark_outputs", QUERIES / "spark" / "outputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run_query = module.run
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # listen on the loopback only
+    spark = (SparkSession.builder.master("local[2]").appName("gleaner-engine-check")
+             .config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    try:
+        return tuple(
+            [row.asDict() for row in run_query(spark, str(root), QUERIES / "spark" / name)]
+            for name in ("totals_per_source_and_day.sql", "top_grep_matches.sql", "count_by_top_keys.sql"))
+    finally:
+        spark.stop()
+
+
+def compare(engine, layout, got, want, days):
+    totals, grep, top = got
+    w_totals, w_grep, w_top = want
+    problems = []
+    if by_source([dict(r) for r in totals], days) != w_totals:
+        problems.append(f"totals per source:\n  got  {by_source([dict(r) for r in totals], None)}\n  want {w_totals}")
+    if layout == "hive":
+        norm = lambda rows: [{k: (int(v) if k in ("matches", "lines") else v) for k, v in r.items()} for r in rows]
+        if norm(grep) != w_grep:
+            problems.append(f"top grep matches:\n  got  {norm(grep)}\n  want {w_grep}")
+        if norm(top) != w_top:
+            problems.append(f"count-by top keys:\n  got  {norm(top)}\n  want {w_top}")
+    checked = "totals" + (", top grep matches, count-by top keys" if layout == "hive" else "")
+    print(f"{engine} on the {layout} outputs: {checked}: {'FAILED' if problems else 'equal to the inputs'}")
+    for p in problems:
+        print("  " + p)
+    return not problems
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--spark", action="store_true", help="also run the Spark SQL queries")
+    parser.add_argument("--gleaner", default=os.environ.get("GLEANER_BIN", str(TOP / "target/debug/gleaner")))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = pathlib.Path(tmp)
+        first_day = time.strftime("%Y-%m-%d", time.gmtime())
+        started = time.time()
+        inputs = build(args.gleaner, work)
+        days = {first_day, time.strftime("%Y-%m-%d", time.gmtime())}
+        objects = [p for p in work.rglob("*.ndjson*")]
+        lines = sum(len((gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()).splitlines())
+                    for p in objects)
+        print(f"{sum(len(f) for f in inputs.values())} files of {len(inputs)} sources -> "
+              f"{len(objects)} output objects, {lines} lines ({time.time() - started:.1f}s)")
+        ok = True
+        for layout in ("flat", "hive"):
+            root = work / f"out-{layout}"
+            want = expected(inputs, layout, days)
+            t = time.time()
+            ok &= compare("duckdb", layout, duckdb_answers(root, layout == "flat"), want, days if layout == "hive" else None)
+            print(f"  ({time.time() - t:.1f}s)")
+        # The control: with one output object gone, the totals must differ from the inputs.
+        victim = sorted((work / "out-hive" / "source=web-1").rglob("*.ndjson*"))[0]
+        removed = victim.read_bytes()
+        victim.unlink()
+        got = duckdb_answers(work / "out-hive", False)
+        caught = by_source([dict(r) for r in got[0]], None) != expected(inputs, "hive", days)[0]
+        print(f"control: with {victim.name} of web-1 removed, DuckDB's totals "
+              f"{'differ from the inputs, as they must' if caught else 'STILL MATCH: the check cannot fail'}")
+        ok &= caught
+        if args.spark:
+            victim.parent.mkdir(parents=True, exist_ok=True)
+            victim.write_bytes(removed)
+            t = time.time()
+            root = work / "out-hive"
+            ok &= compare("spark", "hive", spark_answers(root), expected(inputs, "hive", days), days)
+            print(f"  ({time.time() - t:.1f}s, session start included)")
+    if not ok:
+        print("engine check FAILED", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
