@@ -74,7 +74,7 @@ step "Helm chart: lint, golden renders, kubernetes-validate, bad values, the ren
 step "observability: rules, alerts, Alertmanager, dashboard; real Prometheus and Alertmanager end to end"
 ./tests/observability/run.sh
 
-step "engines: DuckDB and Spark (local) run examples/queries/ over real outputs, answers equal to the inputs'"
+step "engines: DuckDB and Spark (local) run examples/queries/ over real outputs, answers equal to the inputs"
 ./tests/engines/run.sh
 
 step "container image (hadolint, static rootfs, run read-only as uid 65532 against moto)"
