@@ -68,6 +68,29 @@ step "library example"
 # would resolve features for that package alone and rebuild 21 dependencies (a minute in CI).
 cargo run --locked --quiet --example line_lengths
 
+# The fuzz targets (their own workspace and target directory, with the nightly toolchain) build
+# in the background, at the lowest CPU priority, while the next steps mostly wait on servers,
+# Pods and a JVM; the last step waits for them. --dev: the same targets, sanitizer and coverage
+# instrumentation, without the optimised build of every dependency (about 3 minutes here instead
+# of 8); `fuzz run` builds release.
+fuzz_log=$(mktemp)
+fuzz_pid=
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  setsid --wait nice -n 19 bash -c '
+    set -e
+    if ! command -v cargo-fuzz >/dev/null && [ ! -x .tools/cargo/bin/cargo-fuzz ]; then
+      cargo install --quiet --locked --root .tools/cargo cargo-fuzz --version 0.13.2
+    fi
+    PATH="$PWD/.tools/cargo/bin:$PATH"
+    cd fuzz && cargo +nightly fuzz build --dev
+  ' >"$fuzz_log" 2>&1 &
+  fuzz_pid=$!
+else
+  echo "no nightly toolchain (rustup toolchain install nightly): fuzz targets not built" >"$fuzz_log"
+fi
+stop_fuzz() { [ -z "$fuzz_pid" ] || kill -TERM -- "-$fuzz_pid" 2>/dev/null || true; }
+trap 'stop_fuzz; stop_servers' EXIT
+
 step "Helm chart: lint, golden renders, kubernetes-validate, bad values, the rendered Pods run for real"
 ./tests/k8s/run.sh
 
@@ -80,17 +103,18 @@ step "engines: DuckDB and Spark (local) run examples/queries/ over real outputs,
 step "container image (hadolint, static rootfs, run read-only as uid 65532 against moto)"
 ./tests/image/run.sh
 
-step "fuzz targets (build only, --dev; run one with: cd fuzz && cargo +nightly fuzz run TARGET)"
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-  if ! command -v cargo-fuzz >/dev/null && [ ! -x .tools/cargo/bin/cargo-fuzz ]; then
-    cargo install --quiet --locked --root .tools/cargo cargo-fuzz --version 0.13.2
+step "fuzz targets (build only, --dev, started in the background after the library example)"
+if [ -n "$fuzz_pid" ]; then
+  if wait "$fuzz_pid"; then
+    tail -n 3 "$fuzz_log"
+  else
+    cat "$fuzz_log"
+    echo "the fuzz targets did not build" >&2
+    exit 1
   fi
-  PATH="$PWD/.tools/cargo/bin:$PATH"
-  # --dev: the same targets, sanitizer and coverage instrumentation, without the optimised
-  # build of every dependency (about 3 minutes here instead of 8); `fuzz run` builds release.
-  (cd fuzz && cargo +nightly fuzz build --dev)
+  fuzz_pid=
 else
-  echo "no nightly toolchain (rustup toolchain install nightly): fuzz targets not built"
+  cat "$fuzz_log"
 fi
 
 step "all passed in $((SECONDS - started))s"
