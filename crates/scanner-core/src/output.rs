@@ -209,9 +209,7 @@ impl OutputSink {
 
     /// Writes one batch's object at `key`.
     pub async fn write(&self, key: &str, body: Vec<u8>, mode: WriteMode) -> Result<(), ScanError> {
-        let path = key
-            .split('/')
-            .fold(self.location.prefix().clone(), |path, part| path.join(part));
+        let path = self.object_path(key);
         let result = match mode {
             // Identical content already there is our own earlier attempt, not another writer.
             WriteMode::Create => self.location.create(&path, body.into()).await,
@@ -307,14 +305,13 @@ impl OutputSink {
         Ok(copied)
     }
 
-    /// Generations above `generation` that have an output object, ascending.
-    pub async fn generations_after(&self, generation: u64) -> Result<Vec<u64>, ScanError> {
+    /// The output objects of this source's generations after `generation`, in order: each
+    /// generation with its key (relative to the output location; the plain object where a
+    /// gzipped one exists too). One listing.
+    pub async fn outputs_after(&self, generation: u64) -> Result<Vec<(u64, String)>, ScanError> {
         use futures::TryStreamExt;
-        let prefix = self
-            .location
-            .prefix()
-            .clone()
-            .join(self.source_folder().as_str());
+        let folder = self.source_folder();
+        let prefix = self.location.prefix().clone().join(folder.as_str());
         let listing = match self.layout {
             // Keys are zero-padded: listing from the next generation's key skips the history.
             OutputLayout::Flat => {
@@ -329,47 +326,35 @@ impl OutputSink {
             // thousand batches).
             OutputLayout::Hive => self.location.store().list(Some(&prefix)),
         };
-        let mut found: Vec<u64> = listing
-            .map_ok(|meta| meta.location.filename().and_then(parse_generation))
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(|source| ScanError::Output {
-                object: self.describe(&self.source_folder()),
-                source,
-            })?
-            .into_iter()
-            .flatten()
-            .filter(|&g| g > generation)
-            .collect();
-        found.sort_unstable();
-        found.dedup();
-        Ok(found)
-    }
-
-    /// The key of the output object of `generation`, if there is one (either compression).
-    pub async fn find(&self, generation: u64) -> Result<Option<String>, ScanError> {
-        use futures::TryStreamExt;
-        let folder = self.source_folder();
-        let prefix = self.location.prefix().clone().join(folder.as_str());
-        let metas: Vec<_> = self
-            .location
-            .store()
-            .list(Some(&prefix))
+        let metas: Vec<_> = listing
             .try_collect()
             .await
             .map_err(|source| ScanError::Output {
                 object: self.describe(&folder),
                 source,
             })?;
-        Ok(metas.into_iter().find_map(|meta| {
-            let found = meta.location.filename().and_then(parse_generation) == Some(generation);
-            let rel: Vec<String> = meta
-                .location
-                .prefix_match(self.location.prefix())?
-                .map(|part| part.as_ref().to_string())
-                .collect();
-            found.then(|| rel.join("/"))
-        }))
+        let mut found: Vec<(u64, String)> = metas
+            .into_iter()
+            .filter_map(|meta| {
+                let found = meta.location.filename().and_then(parse_generation)?;
+                let key: Vec<String> = meta
+                    .location
+                    .prefix_match(self.location.prefix())?
+                    .map(|part| part.as_ref().to_string())
+                    .collect();
+                (found > generation).then(|| (found, key.join("/")))
+            })
+            .collect();
+        // `.ndjson` sorts before `.ndjson.gz`: the plain object is kept.
+        found.sort_unstable();
+        found.dedup_by_key(|(found, _)| *found);
+        Ok(found)
+    }
+
+    /// The object at `key` (relative to the output location).
+    pub fn object_path(&self, key: &str) -> object_store::path::Path {
+        key.split('/')
+            .fold(self.location.prefix().clone(), |path, part| path.join(part))
     }
 
     /// Removes temporary files of output objects that a killed process left in a local output
@@ -523,15 +508,28 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // Across days: the generations after a committed one, and each one's key.
-        assert_eq!(hive.generations_after(7).await.unwrap(), vec![8, 9]);
+        // Across days: the generations after a committed one, with their keys.
         assert_eq!(
-            hive.find(7).await.unwrap().as_deref(),
-            Some("source=pod-1/date=2026-11-30/00000000000000000007.ndjson.gz")
+            hive.outputs_after(6).await.unwrap(),
+            [
+                (
+                    7,
+                    "source=pod-1/date=2026-11-30/00000000000000000007.ndjson.gz"
+                ),
+                (
+                    8,
+                    "source=pod-1/date=2026-12-01/00000000000000000008.ndjson.gz"
+                ),
+                (
+                    9,
+                    "source=pod-1/date=2026-12-01/00000000000000000009.ndjson.gz"
+                ),
+            ]
+            .map(|(generation, key)| (generation, key.to_string()))
         );
-        assert_eq!(hive.find(10).await.unwrap(), None);
+        assert!(hive.outputs_after(9).await.unwrap().is_empty());
         // The flat layout of the same source sees none of them.
-        assert!(flat.generations_after(0).await.unwrap().is_empty());
+        assert!(flat.outputs_after(0).await.unwrap().is_empty());
     }
 
     #[test]

@@ -69,18 +69,13 @@ pub async fn repair(
     let mut generation = loaded.state.generation();
     report.interrupted = loaded.pending.as_ref().map(|plan| plan.generation);
     let sink = OutputSink::new(output.clone(), source_id, Compression::None).with_layout(layout);
-    for candidate in sink.generations_after(generation).await? {
+    for (candidate, key) in sink.outputs_after(generation).await? {
         // Only the generation right after the committed one; an interrupted batch is redone
         // by the next start from its plan, whose output may be partial.
         if candidate != generation + 1 || report.interrupted == Some(candidate) {
             break;
         }
-        let Some(key) = sink.find(candidate).await? else {
-            break;
-        };
-        let object = key
-            .split('/')
-            .fold(output.prefix().clone(), |path, part| path.join(part));
+        let object = sink.object_path(&key);
         let bytes = output
             .store()
             .get(&object)

@@ -244,9 +244,10 @@ impl Scanner {
         let pending = self.pending.as_ref().map(|p| p.generation);
         let ahead: Vec<u64> = self
             .output
-            .generations_after(committed)
+            .outputs_after(committed)
             .await?
             .into_iter()
+            .map(|(generation, _)| generation)
             .filter(|g| Some(*g) != pending)
             .collect();
         let Some(&newest) = ahead.iter().max() else {
