@@ -73,4 +73,4 @@ compare grep-literal "rg -c 'level=ERROR' $LOG" "$DATA/log" --processor grep --p
 compare gzip "zcat $DATA/gz/1g.log.gz | wc -l" "$DATA/gz" --processor stats
 AWK_PROGRAM='match($0, /service=[A-Za-z0-9_]+/) { c[substr($0, RSTART + 8, RLENGTH - 8)]++ } END { for (k in c) print k, c[k] }'
 compare count-by "awk '$AWK_PROGRAM' $LOG" "$DATA/log" --processor count-by --key-regex "'service=(\\w+)'"
-compare small-files "find $DATA/tree -type f -print0 | xargs -0 wc -l" "$DATA/tree" --processor stats
+compare small-files "rg -c '' $DATA/tree" "$DATA/tree" --processor stats
