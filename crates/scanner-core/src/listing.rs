@@ -52,6 +52,12 @@ pub struct Listing {
     pub skipped_special: u64,
     /// When the walk started; readiness is judged against this instant.
     pub started_at: Option<SystemTime>,
+    /// Disk space the walked directories take, in bytes: the blocks allocated to their files
+    /// and subdirectories, hidden directories (which the walk does not enter for files)
+    /// included, counted as `du` and the kubelet count an `emptyDir` against its
+    /// `sizeLimit`. Files in progress, not ready, excluded or already committed count alike:
+    /// this is what the volume holds, not what waits.
+    pub disk_bytes: u64,
 }
 
 impl Listing {
@@ -109,13 +115,17 @@ pub fn walk<R>(
             reason: reason.clone(),
         });
     }
-    walk_from(
+    let (result, mut listing) = walk_from(
         root,
         threads,
         started_at,
         vec![(Vec::new(), top, true)],
         consume,
-    )
+    )?;
+    // The root directory's own blocks, as `du` counts them.
+    let root_bytes = std::fs::metadata(root).map_or(0, |meta| allocated(&meta));
+    listing.disk_bytes = listing.disk_bytes.saturating_add(root_bytes);
+    Ok((result, listing))
 }
 
 /// Directories to look at, relative to the watch root: each one's own files, and for those
@@ -285,6 +295,7 @@ impl Walk<'_> {
     /// the root), whose contents were read.
     fn enter(&mut self, prefix: Vec<u8>, contents: Contents) {
         self.summary.skipped_special += contents.special;
+        self.summary.disk_bytes = self.summary.disk_bytes.saturating_add(contents.disk_bytes);
         if let Some(reason) = contents.unreadable {
             let path = RelPath::new(prefix.strip_suffix(b"/").unwrap_or(&prefix));
             self.summary.problems.push(ListingProblem {
@@ -375,6 +386,9 @@ struct Contents {
     special: u64,
     /// Why the directory could not be read (or not to its end).
     unreadable: Option<String>,
+    /// Blocks allocated to its files and subdirectories (hidden ones with everything in them),
+    /// in bytes.
+    disk_bytes: u64,
 }
 
 /// Reads the directory at `rel` (relative to `root`, trailing `/`) and examines its files.
@@ -412,7 +426,16 @@ fn read_directory(root: &Path, rel: &[u8]) -> Contents {
             }
         };
         if file_type.is_dir() {
-            if !name.starts_with(b".") {
+            if name.starts_with(b".") {
+                // Not walked for files, but what it holds is on the volume all the same
+                // (an emitter's staging directory).
+                contents.disk_bytes = contents
+                    .disk_bytes
+                    .saturating_add(disk_usage(&entry.path()));
+            } else {
+                contents.disk_bytes = contents
+                    .disk_bytes
+                    .saturating_add(entry.metadata().map_or(0, |meta| allocated(&meta)));
                 let mut key = Vec::with_capacity(name.len() + 1);
                 key.extend_from_slice(name);
                 key.push(b'/');
@@ -422,13 +445,16 @@ fn read_directory(root: &Path, rel: &[u8]) -> Contents {
             contents.special += 1;
         } else {
             let examined = match entry.metadata() {
-                Ok(meta) => Ok(ListedFile {
-                    path: RelPath::new(Vec::new()),
-                    size: meta.len(),
-                    mtime_ns: mtime_ns(&meta),
-                    inode: meta.ino(),
-                    btime_ns: btime_ns(&meta),
-                }),
+                Ok(meta) => {
+                    contents.disk_bytes = contents.disk_bytes.saturating_add(allocated(&meta));
+                    Ok(ListedFile {
+                        path: RelPath::new(Vec::new()),
+                        size: meta.len(),
+                        mtime_ns: mtime_ns(&meta),
+                        inode: meta.ino(),
+                        btime_ns: btime_ns(&meta),
+                    })
+                }
                 // Vanished between reading the directory and examining the file: it is gone.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => Err(io_reason(Some(&e))),
@@ -442,6 +468,27 @@ fn read_directory(root: &Path, rel: &[u8]) -> Contents {
     contents.files.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     contents.subdirs.sort_unstable();
     contents
+}
+
+/// The bytes allocated to a file or directory on its volume (its blocks; a sparse file counts
+/// what it really takes).
+fn allocated(meta: &std::fs::Metadata) -> u64 {
+    meta.blocks().saturating_mul(512)
+}
+
+/// The bytes allocated below `dir` and to `dir` itself, as `du` counts them; links are not
+/// followed, and what cannot be read counts as nothing.
+fn disk_usage(dir: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    let mut total = allocated(&meta);
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            total = total.saturating_add(disk_usage(&entry.path()));
+        }
+    }
+    total
 }
 
 /// Directories read ahead of the walk by helper threads, in the order the walk needs them.
@@ -654,6 +701,44 @@ mod tests {
         assert_eq!(listing.files[2].size, 5);
         assert_eq!(listing.skipped_special, 2);
         assert!(listing.problems.is_empty());
+    }
+
+    #[test]
+    fn disk_bytes_count_every_block_of_the_tree_hidden_directories_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::create_dir_all(root.join(".staging/deep")).unwrap();
+        fs::write(root.join("a/b/x.log"), vec![b'x'; 100_000]).unwrap();
+        fs::write(root.join("in-progress.tmp"), vec![b'y'; 20_000]).unwrap();
+        fs::write(root.join(".staging/deep/z.part"), vec![b'z'; 50_000]).unwrap();
+        // Sparse: 1 GiB long, a few blocks on disk.
+        fs::File::create(root.join("sparse.log"))
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        std::os::unix::fs::symlink("/usr", root.join("link")).unwrap();
+        // What `du -B1` adds up: every file's and directory's blocks, links' own included.
+        fn du(path: &Path) -> u64 {
+            let meta = fs::symlink_metadata(path).unwrap();
+            let below: u64 = if meta.is_dir() {
+                fs::read_dir(path)
+                    .unwrap()
+                    .map(|entry| du(&entry.unwrap().path()))
+                    .sum()
+            } else {
+                0
+            };
+            meta.blocks() * 512 + below
+        }
+        let link_blocks = fs::symlink_metadata(root.join("link")).unwrap().blocks() * 512;
+        let listing = list(root).unwrap();
+        assert_eq!(listing.disk_bytes, du(root) - link_blocks);
+        assert!(listing.disk_bytes >= 170_000, "{}", listing.disk_bytes);
+        assert!(
+            listing.disk_bytes < 1 << 20,
+            "a sparse file counts its blocks"
+        );
     }
 
     #[test]

@@ -315,6 +315,13 @@ pub struct LifecycleArgs {
     /// [default: off].
     #[arg(long, env = "GLEANER_MIN_FREE", value_name = "SIZE", value_parser = parse_size)]
     pub min_free: Option<u64>,
+
+    /// What the watched directory may hold, like `1GiB`: in a Pod, its emptyDir's `sizeLimit`,
+    /// past which the kubelet evicts the Pod without a drain. Exported as
+    /// `gleaner_watch_capacity_bytes` next to `gleaner_watch_bytes` (what the directory takes,
+    /// measured at every walk of the whole tree); Gleaner warns from 80 % [default: none].
+    #[arg(long, env = "GLEANER_WATCH_CAPACITY", value_name = "SIZE", value_parser = parse_size)]
+    pub watch_capacity: Option<u64>,
 }
 
 /// How files are reduced.

@@ -278,6 +278,7 @@ fn configure(args: &RunArgs, source_id: SourceId) -> anyhow::Result<(ScannerConf
     config.on_change = args.lifecycle.on_change;
     config.identity = args.lifecycle.identity;
     config.min_free = args.lifecycle.min_free;
+    config.watch_capacity = args.lifecycle.watch_capacity;
     config.snapshot_every = args.state.snapshot_every;
     config.allow_rescan = args.state.allow_rescan;
     config.adopt_source = args.state.adopt_source;

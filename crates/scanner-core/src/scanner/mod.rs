@@ -39,7 +39,7 @@ use crate::readiness::{Readiness, Sightings};
 use crate::telemetry::{
     Backlog, BatchRedone, CleanupResumed, FreeSpace, Heartbeat, ListingSurveyed, LoopPhase,
     LoopStarted, Observer, ScanFailed, ScanFinished, ScanInterrupted, ScanRetry, SourceOpened,
-    StartFailed, WokenEarly,
+    StartFailed, WatchUsage, WokenEarly,
 };
 use crate::{ConfigError, ScanError};
 
@@ -85,6 +85,11 @@ pub struct ScannerConfig {
     pub identity: Identity,
     /// Warn when the watched volume has less free space than this, in bytes.
     pub min_free: Option<u64>,
+    /// What the watched directory may hold, in bytes: in a Pod, its `emptyDir`'s `sizeLimit`,
+    /// past which the kubelet evicts the Pod at once (no drain). The space the directory
+    /// takes is measured at every walk of the whole tree and compared with it; Gleaner warns
+    /// from 80 %.
+    pub watch_capacity: Option<u64>,
     /// Take over the source id from another watch root (one that is gone for good): without
     /// it, a source id whose last generation another root wrote is refused, since two roots
     /// under one source id would take turns and forget each other's files.
@@ -127,6 +132,7 @@ impl ScannerConfig {
             on_change: OnChange::default(),
             identity: Identity::default(),
             min_free: None,
+            watch_capacity: None,
             adopt_source: false,
             drain: DrainMode::default(),
             ship_leftovers: false,
@@ -679,6 +685,13 @@ impl Scanner {
             self.observer.emit(FreeSpace {
                 free,
                 min_free: self.config.min_free,
+                dir: &self.config.watch_dir,
+            });
+        }
+        if let Some(used) = survey.disk_bytes {
+            self.observer.emit(WatchUsage {
+                used,
+                capacity: self.config.watch_capacity,
                 dir: &self.config.watch_dir,
             });
         }

@@ -39,6 +39,9 @@ pub(super) struct Survey {
     pub(super) waiting_dirs: DirScope,
     /// Free space of the watched volume, if it could be read.
     pub(super) free_bytes: Option<u64>,
+    /// Disk space the watched directory takes ([`Listing::disk_bytes`](listing::Listing)),
+    /// from a walk of the whole tree only.
+    pub(super) disk_bytes: Option<u64>,
 }
 
 impl Scanner {
@@ -255,6 +258,7 @@ fn survey(
         free_bytes: rustix::fs::statvfs(root)
             .ok()
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
+        disk_bytes: scope.is_none().then_some(listing.disk_bytes),
     })
 }
 

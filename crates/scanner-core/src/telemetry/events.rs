@@ -478,6 +478,37 @@ impl InternalEvent for FreeSpace<'_> {
     }
 }
 
+/// A walk of the whole tree measured the space the watched directory takes.
+pub(crate) struct WatchUsage<'a> {
+    pub(crate) used: u64,
+    pub(crate) capacity: Option<u64>,
+    pub(crate) dir: &'a Path,
+}
+
+/// The share of `--watch-capacity` from which every walk warns.
+const CAPACITY_WARNING: f64 = 0.8;
+
+impl InternalEvent for WatchUsage<'_> {
+    fn emit(self) {
+        gauge!(WATCH_BYTES).set(self.used as f64);
+        let Some(capacity) = self.capacity else {
+            return;
+        };
+        gauge!(WATCH_CAPACITY).set(capacity as f64);
+        let share = self.used as f64 / capacity.max(1) as f64;
+        if share >= CAPACITY_WARNING {
+            warn!(
+                used_bytes = self.used,
+                capacity_bytes = capacity,
+                used_percent = (share * 100.0).round(),
+                dir = %self.dir.display(),
+                "the watched directory is filling its capacity (--watch-capacity): past it the \
+                 kubelet evicts the Pod at once, without a drain, and every file in it is lost"
+            );
+        }
+    }
+}
+
 /// A listing saw, for the first time, a file whose modification time is further in the future
 /// than the clock-skew tolerance.
 pub(crate) struct FutureMtime<'a> {

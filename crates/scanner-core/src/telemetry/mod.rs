@@ -176,6 +176,13 @@ pub const RENAMED_FILES_TOTAL: &str = "gleaner_renamed_files_total";
 pub const WATCH_FREE_BYTES: &str = "gleaner_watch_free_bytes";
 /// 1 while the watched volume has less free space than `--min-free`, else 0.
 pub const WATCH_LOW_SPACE: &str = "gleaner_watch_low_space";
+/// Disk space the watched directory takes, in bytes (its files' and directories' blocks,
+/// hidden ones included, as the kubelet counts an `emptyDir`), at the last walk of the whole
+/// tree.
+pub const WATCH_BYTES: &str = "gleaner_watch_bytes";
+/// What the watched directory may hold (`--watch-capacity`, the `emptyDir`'s `sizeLimit`), in
+/// bytes; absent without the flag.
+pub const WATCH_CAPACITY: &str = "gleaner_watch_capacity_bytes";
 /// File-system events that can make a file ready (each may wake the scanner early).
 pub const EVENTS_TOTAL: &str = "gleaner_events_total";
 /// File-system events lost, by `reason` (`overflow`, `watch_limit`, `unsupported`, `vanished`,
@@ -352,6 +359,17 @@ pub fn describe() {
     describe_gauge!(
         WATCH_LOW_SPACE,
         "1 while the watched volume has less free space than --min-free."
+    );
+    describe_gauge!(
+        WATCH_BYTES,
+        Unit::Bytes,
+        "Disk space the watched directory takes (blocks of its files and directories, hidden \
+         ones included), at the last walk of the whole tree."
+    );
+    describe_gauge!(
+        WATCH_CAPACITY,
+        Unit::Bytes,
+        "What the watched directory may hold (--watch-capacity: the emptyDir's sizeLimit)."
     );
     describe_counter!(
         RENAMED_FILES_TOTAL,
