@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::http::get;
-use crate::support::{Fixture, Served, assert_exactly_once, sigterm, wait_until, write_aged};
+use crate::support::{
+    Fixture, Served, SmallVolume, assert_exactly_once, sigterm, wait_until, write_aged,
+};
 
 /// Waits until the running scanner has finished its first scan (the start-up scan).
 fn wait_for_first_scan(served: &Served) {
@@ -191,4 +193,203 @@ fn leftovers_can_be_shipped_raw_to_the_output_store() {
     );
     // The originals stay, uncommitted: a run that finds them later processes them as usual.
     assert!(fx.watch.join("app/last.log.tmp").exists());
+}
+
+/// `GET path`'s body, or `None` when nothing answers.
+fn try_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// Mounts a small tmpfs at the fixture's state location; `None` (with a note) where this
+/// process may not mount (not root): the full-volume cases need it.
+fn state_on_small_volume(fx: &Fixture) -> Option<SmallVolume> {
+    let volume = SmallVolume::mount(fx.state.clone(), "512k");
+    if volume.is_none() {
+        eprintln!("cannot mount a tmpfs here (not root?): full state volume case not run");
+    }
+    volume
+}
+
+/// Files ready at once (an hour old), renamed into place as an emitter does.
+fn emit_ready(fx: &Fixture, count: usize) -> BTreeMap<String, Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let rel = format!("app/f{i:03}.log");
+            let data = format!("line {i}\nthe end of file {i}\n").into_bytes();
+            crate::support::emit(&fx.watch, &rel, &data);
+            (rel, data)
+        })
+        .collect()
+}
+
+#[test]
+fn with_default_flags_a_drain_retries_a_full_state_volume_until_space_returns() {
+    let fx = Fixture::new();
+    let Some(volume) = state_on_small_volume(&fx) else {
+        return;
+    };
+    let served = Served::start(&fx, &["--interval", "1h"]);
+    wait_for_first_scan(&served);
+
+    // At SIGTERM the state volume is full, and for two seconds more: a commit fails with
+    // ENOSPC. The emptyDir is deleted after the exit, so the drain must keep trying.
+    let filler = volume.fill("filler");
+    let expected = emit_ready(&fx, 12);
+    let signalled = Instant::now();
+    sigterm(&served.child);
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::remove_file(&filler).unwrap();
+    let (status, log) = served.wait(Duration::from_secs(40));
+
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log:#?}");
+    assert_exactly_once(&fx.outputs(), &expected);
+    assert!(
+        log.iter().any(|l| l.contains("No space left on device")),
+        "the volume was full: {log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("drained; every ready file is committed")),
+        "{log:#?}"
+    );
+    let waited = signalled.elapsed();
+    assert!(waited < Duration::from_secs(20), "{waited:?}");
+    eprintln!(
+        "full state volume for 2 s after SIGTERM: all 12 files committed, exit 0 {waited:?} after the signal"
+    );
+    crate::support::assert_state_verifies(&fx.state.display().to_string());
+    drop(volume);
+}
+
+#[test]
+fn a_drain_that_cannot_commit_by_its_deadline_names_counts_and_ships_every_file() {
+    let fx = Fixture::new();
+    let Some(volume) = state_on_small_volume(&fx) else {
+        return;
+    };
+    // A short deadline keeps the test short; the retries themselves are the default's.
+    let served = Served::start(
+        &fx,
+        &[
+            "--interval",
+            "1h",
+            "--ship-leftovers",
+            "--shutdown-timeout",
+            "6s",
+        ],
+    );
+    wait_for_first_scan(&served);
+    volume.fill("filler");
+    let expected = emit_ready(&fx, 5);
+    let signalled = Instant::now();
+    sigterm(&served.child);
+
+    let uncommitted = "gleaner_drain_leftover_files{reason=\"uncommitted\"} 5";
+    let mut metrics = String::new();
+    let seen = wait_until(Duration::from_secs(6), || {
+        // The process may be gone (it was, before the drain kept trying).
+        metrics = try_get(&served.addr, "/metrics").unwrap_or_default();
+        metrics.contains(uncommitted)
+    });
+    let (status, log) = served.wait(Duration::from_secs(40));
+    let waited = signalled.elapsed();
+
+    // Exit 4, not a bare 1: the files are left, and each is named with its reason.
+    assert_eq!(status.and_then(|s| s.code()), Some(4), "{log:#?}");
+    assert!(seen, "{metrics}");
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(7),
+        "the drain kept trying until its deadline: {waited:?}"
+    );
+    assert!(fx.outputs().is_empty(), "nothing could be committed");
+    for rel in expected.keys() {
+        assert!(
+            log.iter()
+                .any(|l| l.contains("left in the watched directory")
+                    && l.contains(rel.as_str())
+                    && l.contains("uncommitted")),
+            "{rel} not named: {log:#?}"
+        );
+    }
+    let tries = log
+        .iter()
+        .filter(|l| l.contains("drain scan failed"))
+        .count();
+    assert!(
+        tries >= 3,
+        "retried with backoff: {tries} attempts: {log:#?}"
+    );
+    let last = log.last().unwrap();
+    assert!(
+        last.starts_with("gleaner: error: the drain left 5 file(s) in the watched directory")
+            && last.contains("No space left on device"),
+        "{last}"
+    );
+    // Their raw bytes are in the output store, which still works.
+    let shipped = fx
+        .output
+        .join(".leftovers")
+        .join(&fx.source_id)
+        .join(format!("{:020}", 0));
+    for (rel, data) in &expected {
+        assert_eq!(&std::fs::read(shipped.join(rel)).unwrap(), data, "{rel}");
+    }
+    eprintln!(
+        "state volume full throughout: {tries} drain attempts, exit 4 after {waited:?}, 5 files \
+         named as uncommitted and shipped raw"
+    );
+}
+
+/// The classic sidecar: SIGTERM reaches Gleaner and the emitter together, and the emitter
+/// writes its last file while it stops. The drain must see it, with default flags.
+#[test]
+fn with_default_flags_a_classic_drain_waits_for_a_writer_that_flushes_after_sigterm() {
+    let fx = Fixture::new();
+    let served = Served::start(&fx, &["--interval", "1h"]);
+    wait_for_first_scan(&served);
+    let signalled = Instant::now();
+    sigterm(&served.child);
+    // The emitter needs 0.6 s to flush its buffer into a last file.
+    std::thread::sleep(Duration::from_millis(600));
+    let data = b"flushed while stopping\n".to_vec();
+    std::fs::write(fx.watch.join("last.log"), &data).unwrap();
+    let (status, log) = served.wait(Duration::from_secs(40));
+
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log:#?}");
+    assert_exactly_once(
+        &fx.outputs(),
+        &BTreeMap::from([("last.log".to_string(), data)]),
+    );
+    let waited = signalled.elapsed();
+    // Written at 0.6 s, ready --min-age (5 s) later.
+    assert!(
+        waited >= Duration::from_millis(5500) && waited < Duration::from_secs(15),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn with_default_flags_a_classic_drain_waits_for_a_temporary_file_renamed_after_sigterm() {
+    let fx = Fixture::new();
+    let served = Served::start(&fx, &["--interval", "1h"]);
+    wait_for_first_scan(&served);
+    // Being written under its temporary name when SIGTERM comes; renamed 0.5 s later.
+    let data = b"the emitter's last file\n".to_vec();
+    let staged = write_aged(&fx.watch.join("last.log.tmp"), &data, Duration::ZERO);
+    sigterm(&served.child);
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::rename(staged, fx.watch.join("last.log")).unwrap();
+    let (status, log) = served.wait(Duration::from_secs(40));
+
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log:#?}");
+    assert_exactly_once(
+        &fx.outputs(),
+        &BTreeMap::from([("last.log".to_string(), data)]),
+    );
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::{
-    Fixture, OLD, assert_exactly_once, assert_state_verifies, sigterm, wait_until,
+    Fixture, OLD, SmallVolume, assert_exactly_once, assert_state_verifies, sigterm, wait_until,
     wait_with_timeout,
 };
 
@@ -20,29 +20,6 @@ fn write_files(fx: &Fixture, count: usize) -> BTreeMap<String, Vec<u8>> {
             (rel, data)
         })
         .collect()
-}
-
-/// A small tmpfs, unmounted on drop; `None` where mounting is not allowed.
-struct SmallVolume(std::path::PathBuf);
-
-impl SmallVolume {
-    fn mount(at: std::path::PathBuf, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(&at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&at)
-            .output()
-            .ok()?
-            .status
-            .success();
-        ok.then_some(Self(at))
-    }
-}
-
-impl Drop for SmallVolume {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[test]

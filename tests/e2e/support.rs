@@ -544,3 +544,46 @@ pub fn assert_exactly_once(lines: &[(PathBuf, Value)], expected: &BTreeMap<Strin
         assert!(line.get("error").is_none(), "{path} failed: {line}");
     }
 }
+
+/// A small tmpfs, unmounted on drop; `None` where mounting is not allowed (not root). Declare
+/// it after the [`Fixture`] it lives in, so that it is unmounted first.
+pub struct SmallVolume(pub PathBuf);
+
+impl SmallVolume {
+    pub fn mount(at: PathBuf, size: &str) -> Option<Self> {
+        fs::create_dir_all(&at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .output()
+            .ok()?
+            .status
+            .success();
+        ok.then_some(Self(at))
+    }
+
+    /// Fills the volume to its last byte with a file called `name`; returns its path.
+    pub fn fill(&self, name: &str) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.join(name);
+        let mut file = File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        loop {
+            match file.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+        // Smaller writes take the last partial block.
+        while file.write(&[0u8]).is_ok_and(|n| n == 1) {}
+        path
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

@@ -501,9 +501,12 @@ pub struct RuntimeArgs {
     pub debounce: Duration,
 
     /// At SIGTERM (or SIGINT): `wait` keeps scanning until every file that waits only for time
-    /// (--min-age, --require-stable) is committed; `writer-gone` takes every file as complete at
-    /// once, except in-progress names (for a writer known to have exited: a native sidecar, the
-    /// end of a Job). Files still left are named in the log, and the exit code is 4.
+    /// (--min-age, --require-stable) is committed and the directory has been quiet for
+    /// --drain-settle (a writer stopping at the same time may write its last file after the
+    /// signal); `writer-gone` takes every file as complete at once, except in-progress names
+    /// (for a writer known to have exited: a native sidecar, the end of a Job). Failed scans
+    /// are tried again until --shutdown-timeout. Files still left are named in the log, and
+    /// the exit code is 4.
     #[arg(
         long,
         env = "GLEANER_DRAIN",
@@ -511,6 +514,18 @@ pub struct RuntimeArgs {
         default_value = "wait"
     )]
     pub drain: DrainMode,
+
+    /// With `--drain wait`: the drain ends only once no uncommitted file (in-progress names
+    /// included) was modified for this long, counted from the later of the signal and the last
+    /// modification; pick it longer than the longest pause of a writer that is stopping.
+    #[arg(
+        long,
+        env = "GLEANER_DRAIN_SETTLE",
+        value_name = "DURATION",
+        default_value = "2s",
+        value_parser = parse_duration
+    )]
+    pub drain_settle: Duration,
 
     /// Copy the raw bytes of every file the drain leaves to the output store, under
     /// `.leftovers/<source-id>/<generation>/<path>` (the path's odd bytes percent-encoded), so

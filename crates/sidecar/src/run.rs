@@ -177,6 +177,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             return Err(DrainIncomplete {
                 leftovers: drained.leftovers.len(),
+                last_error: drained.last_error,
             }
             .into());
         }
@@ -239,6 +240,8 @@ impl FatalLinger {
 pub struct DrainIncomplete {
     /// How many files were left.
     pub leftovers: usize,
+    /// Why the drain's last scan failed, if it did.
+    pub last_error: Option<String>,
 }
 
 impl std::fmt::Display for DrainIncomplete {
@@ -248,7 +251,11 @@ impl std::fmt::Display for DrainIncomplete {
             "the drain left {} file(s) in the watched directory, not committed (each is named in \
              the log above)",
             self.leftovers
-        )
+        )?;
+        match &self.last_error {
+            Some(error) => write!(f, "; its scans failed until the deadline: {error}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -295,6 +302,7 @@ fn configure(args: &RunArgs, source_id: SourceId) -> anyhow::Result<(ScannerConf
     };
     config.retry = RetryPolicy::new(args.processing.retries, args.processing.retry_backoff);
     config.drain = args.runtime.drain;
+    config.drain_settle = args.runtime.drain_settle;
     config.ship_leftovers = args.runtime.ship_leftovers;
     config.shutdown_timeout = args.runtime.shutdown_timeout;
     config.stall_timeout = args.runtime.stall_timeout;

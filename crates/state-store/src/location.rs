@@ -324,6 +324,15 @@ impl Location {
         }
     }
 
+    /// The same location over `store`, which must hold the same objects: a layer around
+    /// [`Location::store`] (one that bounds, counts or logs requests). Local paths stay known.
+    pub fn with_store(&self, store: Arc<dyn ObjectStore>) -> Location {
+        Location {
+            store,
+            ..self.clone()
+        }
+    }
+
     /// The store objects are kept in.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store

@@ -12,6 +12,7 @@
 //! * `shutdown.rs` — the shutdown request the loop watches.
 
 mod batch;
+mod deadline;
 mod retry;
 mod shutdown;
 mod snapshot;
@@ -43,9 +44,12 @@ use crate::telemetry::{
 };
 use crate::{ConfigError, ScanError};
 
+use deadline::StorageDeadline;
 use retry::Retries;
 pub use retry::RetryPolicy;
-pub use shutdown::{DrainMode, DrainReport, Leftover, Shutdown, ShutdownTrigger, shutdown_channel};
+pub use shutdown::{
+    DrainMode, DrainReport, Leftover, LeftoverReason, Shutdown, ShutdownTrigger, shutdown_channel,
+};
 use snapshot::SnapshotSchedule;
 
 /// Everything a [`Scanner`] needs to know besides where state and outputs go.
@@ -96,6 +100,11 @@ pub struct ScannerConfig {
     pub adopt_source: bool,
     /// How the drain at shutdown treats files that are not ready yet.
     pub drain: DrainMode,
+    /// In [`DrainMode::Wait`], how long the watched directory must have been quiet (no
+    /// uncommitted file modified, from the shutdown request on) before the drain may end: a
+    /// writer that is still stopping (a classic sidecar gets SIGTERM with it) may write its
+    /// last file a moment after the request.
+    pub drain_settle: Duration,
     /// Copy the raw bytes of every file the drain leaves to the output store, under
     /// `.leftovers/<source-id>/<generation>/` (see [`OutputSink::leftover_object`]), so that a
     /// Pod's last partial file survives its `emptyDir`. They stay uncommitted: a later run that
@@ -135,6 +144,7 @@ impl ScannerConfig {
             watch_capacity: None,
             adopt_source: false,
             drain: DrainMode::default(),
+            drain_settle: Duration::from_secs(2),
             ship_leftovers: false,
             shutdown_timeout: Duration::from_secs(25),
             stall_timeout: Duration::from_secs(600),
@@ -273,6 +283,10 @@ pub struct ScanReport {
     /// How many directories the scan looked at, when file-system events or waiting files
     /// named them; 0 for a scan of the whole tree.
     pub scope_dirs: usize,
+    /// The latest modification time among the files the walk found that are not committed
+    /// and unchanged (new, waiting, in progress, changed; markers included, files the globs
+    /// leave out not): the writer's last sign of activity, which a drain waits to see settle.
+    pub last_modified: Option<SystemTime>,
 }
 
 impl ScanReport {
@@ -362,6 +376,8 @@ pub struct Scanner {
     touched: Touched,
     /// The directories of the files the last scan found waiting.
     waiting_dirs: DirScope,
+    /// When storage requests must have ended: set once shutdown is requested.
+    deadline: StorageDeadline,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -404,6 +420,8 @@ impl Scanner {
         startup::check_locations(&config.source_id, &watch_dir, [state, output])?;
         startup::prepare_cleanup_dirs(&config.cleanup, &watch_dir).await?;
         let origin = startup::origin(&watch_dir).await?;
+        let deadline = StorageDeadline::default();
+        let (state, output) = (&deadline.layer(state), &deadline.layer(output));
         let wake = Arc::new(Notify::new());
         let watch_dir_for_events = watch_dir.clone();
         let mut scanner = Scanner {
@@ -427,6 +445,7 @@ impl Scanner {
             wake: Arc::clone(&wake),
             touched: Touched::new(watch_dir_for_events, wake),
             waiting_dirs: DirScope::default(),
+            deadline,
         };
         // Read and verify the state before writing anything: damaged state must stop the process
         // with nothing written, not even a probe.
@@ -497,6 +516,12 @@ impl Scanner {
             .max(Duration::from_secs(1));
         let mut backoff = Duration::from_secs(1);
         self.observer.emit(LoopStarted { interval });
+        // A scan under way when shutdown is requested must not wait on storage past the
+        // drain's deadline: requests are abandoned then, so that the drain can still name what
+        // it leaves.
+        let _deadline = self
+            .deadline
+            .set_at_shutdown(shutdown.clone(), self.config.shutdown_timeout);
         // The whole tree is walked every `interval`; in between, a scan woken by events or by
         // a waiting file's time looks at the directories they name.
         let mut full_started: Option<Instant> = None;

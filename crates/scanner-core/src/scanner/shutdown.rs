@@ -5,12 +5,16 @@
 //! when Gleaner exits is gone for good. So the drain does not stop at one last scan:
 //!
 //! * [`DrainMode::Wait`] keeps scanning until every file that waits only for time (its minimum
-//!   age, its stability window) has become ready and is committed, within the shutdown timeout;
+//!   age, its stability window) has become ready and is committed, and the directory has been
+//!   quiet for a moment (a writer stopping at the same time may write its last file after the
+//!   request), within the shutdown timeout;
 //! * [`DrainMode::WriterGone`] is for when the writer is known to have exited (a native
 //!   sidecar is stopped after the emitter; the last step of a Job): every file is complete now,
 //!   except files under an in-progress name.
 //!
-//! Whatever is left is reported, by path and reason, in the [`DrainReport`].
+//! A scan that fails is tried again until the deadline, and storage requests are abandoned at
+//! it (a store that refuses connections would otherwise be retried for minutes). Whatever is
+//! left is reported, by path and reason, in the [`DrainReport`].
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,8 +23,10 @@ use tokio::sync::watch;
 
 use super::Scanner;
 use crate::readiness::NotReady;
-use crate::telemetry::{DrainProgress, DrainStarted, Drained, LeftoverShipped};
-use crate::{ConfigError, ScanError};
+use crate::telemetry::{
+    DrainProgress, DrainScanFailed, DrainStarted, Drained, LeftoverShipped, LeftoversUnlisted,
+};
+use crate::{ConfigError, ErrorChain, ScanError};
 
 /// Creates a linked pair: a [`ShutdownTrigger`] that requests shutdown, and the [`Shutdown`]
 /// signal a scanner watches.
@@ -102,8 +108,45 @@ impl std::str::FromStr for DrainMode {
 pub struct Leftover {
     /// Path relative to the watch root.
     pub path: RelPath,
-    /// What it was still waiting for.
-    pub reason: NotReady,
+    /// Why it is still there.
+    pub reason: LeftoverReason,
+}
+
+/// Why the drain left a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeftoverReason {
+    /// It was not ready yet, for this reason.
+    NotReady(NotReady),
+    /// It was ready, but no scan of the drain could commit it before the deadline (the state
+    /// or output store failing all along).
+    Uncommitted,
+}
+
+impl LeftoverReason {
+    /// Every label of [`LeftoverReason::label`], in a fixed order.
+    pub const LABELS: [&'static str; 7] = [
+        "in_progress_name",
+        "too_young",
+        "no_marker",
+        "partial_line",
+        "unstable",
+        "retrying",
+        "uncommitted",
+    ];
+
+    /// The metric label of the reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            LeftoverReason::NotReady(why) => why.label(),
+            LeftoverReason::Uncommitted => "uncommitted",
+        }
+    }
+}
+
+impl From<NotReady> for LeftoverReason {
+    fn from(why: NotReady) -> Self {
+        LeftoverReason::NotReady(why)
+    }
 }
 
 /// How a drain ended.
@@ -115,8 +158,13 @@ pub struct DrainReport {
     pub complete: bool,
     /// The files left behind, by path.
     pub leftovers: Vec<Leftover>,
-    /// Scans the drain ran.
+    /// Scans the drain ran, failed ones included.
     pub scans: usize,
+    /// Scans of the drain that failed (each was tried again until the deadline).
+    pub failed_scans: usize,
+    /// The error of the drain's last scan, with its causes, when it failed: the files it
+    /// could not commit are [`LeftoverReason::Uncommitted`].
+    pub last_error: Option<String>,
     /// Files the drain committed.
     pub committed_files: usize,
     /// The last committed generation.
@@ -126,67 +174,185 @@ pub struct DrainReport {
     pub shipped: usize,
 }
 
+/// The instants that bound a drain, from the shutdown request and the shutdown timeout.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct DrainDeadlines {
+    /// Scans (and every storage request they make) end by then: a little before the
+    /// timeout, so that the leftovers are named, counted and shipped before the process is
+    /// cut short.
+    pub(super) scans: Instant,
+    /// Shipping leftovers ends by then, just before the timeout.
+    pub(super) ships: Instant,
+}
+
+impl DrainDeadlines {
+    pub(super) fn new(requested_at: Instant, timeout: Duration) -> Self {
+        let margin = (timeout / 10).min(Duration::from_secs(2));
+        Self {
+            scans: requested_at + timeout.saturating_sub(margin),
+            ships: requested_at + timeout.saturating_sub(margin / 4),
+        }
+    }
+}
+
+/// Waits between failed scans of a drain: short, since the drain has seconds, not minutes.
+const DRAIN_RETRY_FIRST: Duration = Duration::from_millis(250);
+const DRAIN_RETRY_MAX: Duration = Duration::from_secs(2);
+
 impl Scanner {
-    /// Drains after a shutdown requested at `requested_at`: scans, and in
-    /// [`DrainMode::Wait`] scans again as files waiting only for time become ready, until none
-    /// waits for time or the next would be ready after the shutdown timeout. What is left is
-    /// named in the report, the log and `gleaner_drain_leftover_files`.
+    /// Drains after a shutdown requested at `requested_at`, until nothing is left that the
+    /// drain could still commit, or until its deadline:
+    ///
+    /// * a scan that fails (a full state volume, a store that refuses connections) is tried
+    ///   again with backoff (250 ms doubling, at most 2 s) for as long as the deadline allows;
+    /// * files waiting only for time (their minimum age, stability window, a retry) are
+    ///   waited for;
+    /// * in [`DrainMode::Wait`] the writer may still be stopping: the drain goes on until the
+    ///   watched directory has been quiet for [`ScannerConfig::drain_settle`] — no uncommitted
+    ///   file (in-progress names included) modified since the later of the request and
+    ///   that long ago.
+    ///
+    /// What is left is named in the report, the log and `gleaner_drain_leftover_files`: files
+    /// not ready by their reason, and ready files no scan could commit as
+    /// [`LeftoverReason::Uncommitted`]; with [`ScannerConfig::ship_leftovers`] their raw bytes
+    /// are copied to the output store. Only a fatal error (a lost fence, damaged state) ends
+    /// the drain with an error.
     pub(super) async fn drain(&mut self, requested_at: Instant) -> Result<DrainReport, ScanError> {
         let mode = self.config.drain;
-        let timeout = self.config.shutdown_timeout;
-        // Stop waiting a little before the deadline, so that the leftovers are reported before
-        // the process is cut short.
-        let margin = (timeout / 10).min(Duration::from_secs(2));
-        let deadline = requested_at + timeout.saturating_sub(margin);
-        self.observer.emit(DrainStarted { mode, timeout });
+        let deadlines = DrainDeadlines::new(requested_at, self.config.shutdown_timeout);
+        self.deadline.set(Some(deadlines.scans));
+        self.observer.emit(DrainStarted {
+            mode,
+            timeout: self.config.shutdown_timeout,
+        });
         self.draining = Some(mode);
-        let mut drain = DrainReport::default();
-        let last = loop {
-            let scanned = self.scan(None).await;
-            let report = match scanned {
-                Ok(report) => report,
-                Err(e) => {
-                    self.draining = None;
-                    return Err(e);
-                }
-            };
-            drain.scans += 1;
-            drain.committed_files += report.committed_files();
-            self.observer.emit(DrainProgress {
-                waiting: &report.waiting,
-            });
-            // Only files waiting for time can become ready without the writer.
-            let waiting_for_time = report.too_young + report.unstable + report.retrying > 0;
-            let wait = report.next_ready_at.map(|at| {
-                at.duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-                    + Duration::from_millis(10)
-            });
-            match wait {
-                Some(wait) if waiting_for_time && Instant::now() + wait <= deadline => {
-                    tokio::time::sleep(wait).await;
-                }
-                _ => break report,
-            }
-        };
+        let drained = self.drain_scans(mode, requested_at, deadlines).await;
         self.draining = None;
-        drain.leftovers = last.waiting;
-        // Files held back for another attempt in the last scan are left too.
-        for (path, at) in self.retries.held() {
-            if !drain.leftovers.iter().any(|left| &left.path == path) {
-                drain.leftovers.push(Leftover {
-                    path: path.clone(),
-                    reason: NotReady::Retrying { at },
-                });
-            }
-        }
-        drain.complete = drain.leftovers.is_empty();
+        let mut drain = drained?;
         drain.generation = self.state.generation();
+        self.deadline.set(Some(deadlines.ships));
         if self.config.ship_leftovers {
             drain.shipped = self.ship_leftovers(&drain.leftovers).await;
         }
         self.observer.emit(Drained { report: &drain });
         Ok(drain)
+    }
+
+    /// The scans of a drain, and what they leave.
+    async fn drain_scans(
+        &mut self,
+        mode: DrainMode,
+        requested_at: Instant,
+        deadlines: DrainDeadlines,
+    ) -> Result<DrainReport, ScanError> {
+        // Modification times are wall-clock times; the request is an `Instant`.
+        let requested_wall = SystemTime::now() - requested_at.elapsed();
+        let mut quiet_since = requested_wall;
+        let mut drain = DrainReport::default();
+        let mut backoff = DRAIN_RETRY_FIRST;
+        let last = loop {
+            let scanned = self.scan(None).await;
+            drain.scans += 1;
+            let report = match scanned {
+                Ok(report) => report,
+                Err(error) if error.is_fatal() => return Err(error),
+                Err(error) => {
+                    drain.failed_scans += 1;
+                    let retry_in = backoff;
+                    backoff = (backoff * 2).min(DRAIN_RETRY_MAX);
+                    let retrying = Instant::now() + retry_in < deadlines.scans;
+                    self.observer.emit(DrainScanFailed {
+                        error: &error,
+                        retry_in: retrying.then_some(retry_in),
+                    });
+                    if !retrying {
+                        break Err(error);
+                    }
+                    tokio::time::sleep(retry_in).await;
+                    continue;
+                }
+            };
+            backoff = DRAIN_RETRY_FIRST;
+            drain.committed_files += report.committed_files();
+            self.observer.emit(DrainProgress {
+                waiting: &report.waiting,
+            });
+            let now = SystemTime::now();
+            if let Some(modified) = report.last_modified {
+                quiet_since = quiet_since.max(modified.min(now));
+            }
+            // Only files waiting for time can become ready without the writer.
+            let waiting_for_time = report.too_young + report.unstable + report.retrying > 0;
+            let mut next = report.next_ready_at.filter(|_| waiting_for_time);
+            if mode == DrainMode::Wait {
+                let settled_at = quiet_since + self.config.drain_settle;
+                if settled_at > now {
+                    next = Some(next.map_or(settled_at, |at| at.min(settled_at)));
+                }
+            }
+            let wait = next.map(|at| {
+                at.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+                    + Duration::from_millis(10)
+            });
+            match wait {
+                Some(wait) if Instant::now() + wait <= deadlines.scans => {
+                    tokio::time::sleep(wait).await;
+                }
+                _ => break Ok(report),
+            }
+        };
+        match last {
+            Ok(report) => {
+                drain.leftovers = report.waiting;
+                // Files held back for another attempt in the last scan are left too.
+                for (path, at) in self.retries.held() {
+                    if !drain.leftovers.iter().any(|left| &left.path == path) {
+                        drain.leftovers.push(Leftover {
+                            path: path.clone(),
+                            reason: NotReady::Retrying { at }.into(),
+                        });
+                    }
+                }
+                drain.complete = drain.leftovers.is_empty();
+            }
+            Err(error) => {
+                drain.last_error = Some(ErrorChain(&error).to_string());
+                drain.leftovers = self.uncommitted().await;
+                drain.complete = false;
+            }
+        }
+        Ok(drain)
+    }
+
+    /// Every file of the watched directory that no committed batch holds, by what the state
+    /// in memory knows (after a commit whose answer was lost, a file may be named that was
+    /// committed: named twice is better than lost): ready files as
+    /// [`LeftoverReason::Uncommitted`], the others by why they are not ready. A listing that
+    /// fails names nothing.
+    async fn uncommitted(&mut self) -> Vec<Leftover> {
+        let survey = match self.survey(None).await {
+            Ok(survey) => survey,
+            Err(error) => {
+                self.observer.emit(LeftoversUnlisted { error: &error });
+                return Vec::new();
+            }
+        };
+        let mut leftovers = survey.report.waiting;
+        leftovers.extend(survey.batches.into_iter().flatten().map(|file| Leftover {
+            path: file.path,
+            reason: LeftoverReason::Uncommitted,
+        }));
+        for (path, at) in self.retries.held() {
+            if !leftovers.iter().any(|left| &left.path == path) {
+                leftovers.push(Leftover {
+                    path: path.clone(),
+                    reason: NotReady::Retrying { at }.into(),
+                });
+            }
+        }
+        leftovers.sort_by(|a, b| a.path.cmp(&b.path));
+        leftovers
     }
 
     /// Copies the raw bytes of `leftovers` to the output store; returns how many were copied.

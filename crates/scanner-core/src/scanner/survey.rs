@@ -198,6 +198,12 @@ fn survey(
     let mut waiting_dirs = DirScope::default();
     for entry in &diff.entries {
         let path = &entry.file.path;
+        // The writer's last sign of life: any file it may still be writing or finishing
+        // (in-progress names and markers included; not files the globs leave out).
+        if config.readiness.names.wants(path.as_bytes()) && !is_ours(path) {
+            let modified = crate::readiness::mtime(entry.file.mtime_ns);
+            report.last_modified = Some(report.last_modified.map_or(modified, |t| t.max(modified)));
+        }
         match judge.classify(entry) {
             Verdict::Ours => {}
             Verdict::Excluded => report.excluded += 1,
@@ -221,7 +227,7 @@ fn survey(
                 if drain.is_some() {
                     report.waiting.push(Leftover {
                         path: path.clone(),
-                        reason: why,
+                        reason: why.into(),
                     });
                 }
             }

@@ -10,7 +10,7 @@ use tracing::{debug, error, info, warn};
 use super::*;
 use crate::process::FailureKind;
 use crate::readiness::mtime;
-use crate::scanner::{DrainMode, DrainReport, Leftover};
+use crate::scanner::{DrainMode, DrainReport, Leftover, LeftoverReason};
 use crate::{ErrorChain, ScanError, ScanReport};
 
 /// A scan ended without error.
@@ -187,7 +187,7 @@ pub(crate) struct DrainProgress<'a> {
 
 impl InternalEvent for DrainProgress<'_> {
     fn emit(self) {
-        for reason in NOT_READY_REASONS {
+        for reason in LeftoverReason::LABELS {
             let files = self
                 .waiting
                 .iter()
@@ -201,6 +201,47 @@ impl InternalEvent for DrainProgress<'_> {
 /// The drain is over: complete, or with files left in the watched directory.
 pub(crate) struct Drained<'a> {
     pub(crate) report: &'a DrainReport,
+}
+
+/// A scan of the drain failed; it is tried again after `retry_in`, or not (`None`: the
+/// deadline comes first).
+pub(crate) struct DrainScanFailed<'a> {
+    pub(crate) error: &'a ScanError,
+    pub(crate) retry_in: Option<Duration>,
+}
+
+impl InternalEvent for DrainScanFailed<'_> {
+    fn emit(self) {
+        // Counted in `gleaner_errors_total` by the scan's own failure event.
+        match self.retry_in {
+            Some(retry_in) => warn!(
+                error = %ErrorChain(self.error),
+                retry_in = ?retry_in,
+                "drain scan failed; trying again until the shutdown deadline"
+            ),
+            None => error!(
+                error = %ErrorChain(self.error),
+                "drain scan failed, and the shutdown deadline comes before another attempt: \
+                 the files not committed are named below"
+            ),
+        }
+    }
+}
+
+/// After the drain's last scan failed, the watched directory could not be listed either:
+/// the files left cannot be named.
+pub(crate) struct LeftoversUnlisted<'a> {
+    pub(crate) error: &'a ScanError,
+}
+
+impl InternalEvent for LeftoversUnlisted<'_> {
+    fn emit(self) {
+        counter!(ERRORS_TOTAL, "stage" => self.error.stage()).increment(1);
+        error!(
+            error = %ErrorChain(self.error),
+            "cannot list the watched directory to name the files the drain leaves"
+        );
+    }
 }
 
 /// The raw bytes of a file left at shutdown were copied to the output store (or could not be).
@@ -249,12 +290,21 @@ impl InternalEvent for Drained<'_> {
         warn!(
             generation = report.generation,
             scans = report.scans,
+            failed_scans = report.failed_scans,
             committed_files = report.committed_files,
             left = report.leftovers.len(),
             named = report.leftovers.len().min(LEFTOVERS_NAMED),
             shipped = report.shipped,
+            last_error = report.last_error.as_deref(),
             "drain incomplete: files are left in the watched directory"
         );
+        // The gauge shows what the last scan left; after a failed one, what is uncommitted.
+        if report.last_error.is_some() {
+            DrainProgress {
+                waiting: &report.leftovers,
+            }
+            .emit();
+        }
     }
 }
 

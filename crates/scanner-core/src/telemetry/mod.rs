@@ -145,8 +145,8 @@ pub const OLDEST_PENDING_AGE: &str = "gleaner_oldest_pending_age_seconds";
 pub const OLDEST_PENDING_TIMESTAMP: &str = "gleaner_oldest_pending_timestamp_seconds";
 /// New files that are not ready yet, by `reason` (one of [`NOT_READY_REASONS`]).
 pub const NOT_READY_FILES: &str = "gleaner_not_ready_files";
-/// The reasons a file is not ready, as the `reason` label of [`NOT_READY_FILES`] and
-/// [`DRAIN_LEFTOVER_FILES`].
+/// The reasons a file is not ready, as the `reason` label of [`NOT_READY_FILES`] (and of
+/// [`DRAIN_LEFTOVER_FILES`], with `uncommitted`).
 pub const NOT_READY_REASONS: [&str; 6] = [
     "in_progress_name",
     "too_young",
@@ -156,8 +156,9 @@ pub const NOT_READY_REASONS: [&str; 6] = [
     "retrying",
 ];
 /// Files the drain at shutdown left in the watched directory, by `reason` (as
-/// [`NOT_READY_FILES`]): set after every scan of the drain, so its last value is what the
-/// process left at exit.
+/// [`NOT_READY_FILES`], and `uncommitted` for ready files no scan of the drain could commit:
+/// see [`LeftoverReason`](crate::LeftoverReason)): set after every scan of the drain, so its
+/// last value is what the process left at exit.
 pub const DRAIN_LEFTOVER_FILES: &str = "gleaner_drain_leftover_files";
 /// Files left at shutdown whose raw bytes were copied to the output store
 /// (`--ship-leftovers`), by `result` (`done`, `error`).
