@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::get;
 use crate::support::{
-    Fixture, Served, SmallVolume, assert_exactly_once, sigterm, wait_until, write_aged,
+    Fixture, Served, SmallVolume, assert_exactly_once, http_get, sigterm, wait_until, write_aged,
 };
 
 /// Waits until the running scanner has finished its first scan (the start-up scan).
@@ -195,17 +195,6 @@ fn leftovers_can_be_shipped_raw_to_the_output_store() {
     assert!(fx.watch.join("app/last.log.tmp").exists());
 }
 
-/// `GET path`'s body, or `None` when nothing answers.
-fn try_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response.split_once("\r\n\r\n")?.1.to_string())
-}
-
 /// Mounts a small tmpfs at the fixture's state location; `None` (with a note) where this
 /// process may not mount (not root): the full-volume cases need it.
 fn state_on_small_volume(fx: &Fixture) -> Option<SmallVolume> {
@@ -294,7 +283,9 @@ fn a_drain_that_cannot_commit_by_its_deadline_names_counts_and_ships_every_file(
     let mut metrics = String::new();
     let seen = wait_until(Duration::from_secs(6), || {
         // The process may be gone (it was, before the drain kept trying).
-        metrics = try_get(&served.addr, "/metrics").unwrap_or_default();
+        metrics = http_get(&served.addr, "/metrics", Duration::from_secs(5))
+            .map(|(_, body)| body)
+            .unwrap_or_default();
         metrics.contains(uncommitted)
     });
     let (status, log) = served.wait(Duration::from_secs(40));

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::{
-    Fixture, OLD, SmallVolume, assert_exactly_once, assert_state_verifies, sigterm, wait_until,
-    wait_with_timeout,
+    Cgroup, Fixture, OLD, Served, SmallVolume, assert_exactly_once, assert_state_verifies,
+    http_get, sigterm, wait_until, wait_with_timeout,
 };
 
 fn write_files(fx: &Fixture, count: usize) -> BTreeMap<String, Vec<u8>> {
@@ -155,4 +155,81 @@ fn an_open_file_limit_below_the_file_count_is_no_problem() {
         "input files held open between scans: {held:?}"
     );
     assert_eq!(more.len(), 200);
+}
+
+/// A batch slower than `--stall-timeout` that advances: the process is throttled to a few
+/// percent of a core (a CPU limit, as a container's), and `/livez` must answer 200 all along,
+/// since the workers read and finish files; a liveness probe would otherwise restart the
+/// container and the same planned batch would be redone, forever.
+#[test]
+fn a_batch_slower_than_the_stall_timeout_that_advances_is_never_stalled() {
+    const STALL: Duration = Duration::from_secs(1);
+    let fx = Fixture::new();
+    let served = Served::start(
+        &fx,
+        &[
+            "--interval",
+            "1h",
+            "--stall-timeout",
+            "1s",
+            "--workers",
+            "1",
+        ],
+    );
+    let Some(throttle) = Cgroup::cpu_quota(3) else {
+        eprintln!("cannot create a CPU-limited cgroup here (not root?): slow batch case not run");
+        return;
+    };
+    throttle.add(served.child.id());
+    // Files already complete (an hour old): the event of the last one wakes the scan.
+    let expected: BTreeMap<String, Vec<u8>> = (0..12)
+        .map(|i| {
+            let data: Vec<u8> = format!("file {i} line with a few words in it\n")
+                .into_bytes()
+                .into_iter()
+                .cycle()
+                .take(1 << 20)
+                .collect();
+            (format!("big/f{i:02}.log"), data)
+        })
+        .collect();
+    for (rel, data) in &expected {
+        fx.write(rel, data, OLD);
+    }
+    let started = Instant::now();
+    let mut probes = Vec::new();
+    while fx.outputs().is_empty() && started.elapsed() < Duration::from_secs(120) {
+        let answer = http_get(&served.addr, "/livez", Duration::from_secs(3));
+        probes.push((started.elapsed(), answer));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let took = started.elapsed();
+    sigterm(&served.child);
+    let (status, log) = served.wait(Duration::from_secs(60));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log:#?}");
+    assert_exactly_once(&fx.outputs(), &expected);
+    let batch = log
+        .iter()
+        .find_map(|line| {
+            let line = line.strip_suffix('s')?;
+            line.contains("committed batch")
+                .then(|| line.rsplit("elapsed=").next()?.parse::<f64>().ok())?
+        })
+        .unwrap_or_else(|| panic!("no committed batch with its time: {log:#?}"));
+    assert!(
+        batch > 3.0 * STALL.as_secs_f64(),
+        "the batch took {batch:.1} s, not longer than three stall timeouts: throttle harder"
+    );
+    let failed: Vec<_> = probes
+        .iter()
+        .filter(|(_, answer)| !matches!(answer, Ok((200, _))))
+        .collect();
+    eprintln!(
+        "slow batch: {batch:.1} s at 3 % of a core ({took:.1?} until its output), stall timeout \
+         1 s: {} /livez probes, {} not 200",
+        probes.len(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:#?}");
+    drop(throttle);
 }

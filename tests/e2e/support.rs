@@ -587,3 +587,145 @@ impl Drop for SmallVolume {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// A control group of its own for a child process: a CPU quota or a memory limit, as a
+/// container runtime sets them. cgroup v1 (the `cpu` and `memory` controllers mounted under
+/// `/sys/fs/cgroup/<controller>`) or v2 (`/sys/fs/cgroup` unified, with `cpu.max` and
+/// `memory.max`); `None` where neither can be written (not root). Removed on drop (its process
+/// must have exited by then).
+pub struct Cgroup {
+    dir: PathBuf,
+    /// cgroup v2: `cpu.max`, `memory.max`…; v1: `cpu.cfs_quota_us`, `memory.limit_in_bytes`.
+    v2: bool,
+}
+
+impl Cgroup {
+    fn create(controller: &str) -> Option<Cgroup> {
+        let name = format!("gleaner-test-{}-{}", std::process::id(), fastrand::u64(..));
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let base = if v2 {
+            PathBuf::from("/sys/fs/cgroup")
+        } else {
+            Path::new("/sys/fs/cgroup").join(controller)
+        };
+        if v2 {
+            // The controller must be enabled for the children of the root.
+            let _ = fs::write(
+                base.join("cgroup.subtree_control"),
+                format!("+{controller}"),
+            );
+        }
+        let dir = base.join(name);
+        fs::create_dir(&dir).ok()?;
+        Some(Cgroup { dir, v2 })
+    }
+
+    /// A group whose processes get `percent` % of one core (periods of 100 ms).
+    pub fn cpu_quota(percent: u32) -> Option<Cgroup> {
+        let group = Self::create("cpu")?;
+        let quota = (100_000 * percent / 100).max(1000);
+        let written = if group.v2 {
+            fs::write(group.dir.join("cpu.max"), format!("{quota} 100000"))
+        } else {
+            fs::write(group.dir.join("cpu.cfs_period_us"), "100000")
+                .and_then(|()| fs::write(group.dir.join("cpu.cfs_quota_us"), quota.to_string()))
+        };
+        written.ok().map(|()| group)
+    }
+
+    /// A group whose processes may use `bytes` of memory (page cache included), no swap: past
+    /// it the kernel's OOM killer kills them, as the kubelet's limit does.
+    pub fn memory_limit(bytes: u64) -> Option<Cgroup> {
+        let group = Self::create("memory")?;
+        let written = if group.v2 {
+            fs::write(group.dir.join("memory.max"), bytes.to_string())
+                .and_then(|()| fs::write(group.dir.join("memory.swap.max"), "0").or(Ok(())))
+        } else {
+            fs::write(group.dir.join("memory.limit_in_bytes"), bytes.to_string()).and_then(|()| {
+                // Without swap accounting the file is missing: nothing to limit there.
+                match fs::write(
+                    group.dir.join("memory.memsw.limit_in_bytes"),
+                    bytes.to_string(),
+                ) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                }
+            })
+        };
+        written.ok().map(|()| group)
+    }
+
+    /// Moves the process `pid` (all its threads) into the group.
+    pub fn add(&self, pid: u32) {
+        fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.dir.display()));
+    }
+
+    /// The peak memory use of the group, in bytes (v1 `memory.max_usage_in_bytes`, v2
+    /// `memory.peak`), if the kernel reports it.
+    pub fn memory_peak(&self) -> Option<u64> {
+        let file = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        fs::read_to_string(self.dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// How many times the group's processes were killed for memory (v1 `memory.oom_control`'s
+    /// `oom_kill`, v2 `memory.events`' `oom_kill`).
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        fs::read_to_string(self.dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// `GET path` over HTTP/1.0 with `timeout` for all of it: the status code and the body, or why
+/// there is none (nothing listening, a timeout).
+pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
+        timeout,
+    )
+    .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    let code = response
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP response: {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}

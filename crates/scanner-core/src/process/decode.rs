@@ -182,6 +182,7 @@ impl<R: Read> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count.set(self.count.get() + n as u64);
+        crate::telemetry::bytes_read();
         Ok(n)
     }
 }

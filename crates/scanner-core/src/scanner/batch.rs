@@ -121,10 +121,10 @@ impl Scanner {
         let processor = self.processor.clone();
         let (workers, limits) = (self.config.workers, self.config.read_limits);
         let planned = Arc::clone(&files);
-        let outcomes =
-            tokio::spawn(
-                async move { process_files(root, planned, &processor, workers, limits).await },
-            );
+        let heartbeat = self.observer.heartbeat().clone();
+        let outcomes = tokio::spawn(async move {
+            process_files(root, planned, &processor, workers, limits, heartbeat).await
+        });
         Processing { files, outcomes }
     }
 

@@ -18,6 +18,7 @@ use crate::process::{
     plan_units, process_unit,
 };
 use crate::processor::DynProcessor;
+use crate::telemetry::{Heartbeat, ReadingFor};
 
 /// Runs blocking work, named `task` in errors, on the runtime's blocking pool.
 pub(super) async fn blocking<T, F>(task: &'static str, work: F) -> Result<T, ScanError>
@@ -37,12 +38,16 @@ where
 /// Each worker is one blocking task that takes the next unit from a shared counter until none
 /// is left: a batch of many small files costs a few hand-offs between the runtime and the
 /// blocking pool, not one per file (which cost more than reading a small file).
+///
+/// Every chunk read and every unit finished is progress of `heartbeat`: a batch that advances is
+/// never taken for a stalled loop, however long it takes.
 pub(super) async fn process_files(
     root: PathBuf,
     files: Arc<[PlannedFile]>,
     processor: &DynProcessor,
     workers: usize,
     limits: ReadLimits,
+    heartbeat: Heartbeat,
 ) -> Result<Vec<FileOutcome>, ScanError> {
     let root = Arc::new(root);
     let units: Arc<[WorkUnit]> = {
@@ -65,7 +70,9 @@ pub(super) async fn process_files(
                 processor.clone(),
             );
             let (next, stop) = (Arc::clone(&next), Arc::clone(&stop));
+            let heartbeat = heartbeat.clone();
             tokio::task::spawn_blocking(move || {
+                let _reading = ReadingFor::heartbeat(&heartbeat);
                 let mut done = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let index = next.fetch_add(1, Ordering::Relaxed);
@@ -98,6 +105,7 @@ pub(super) async fn process_files(
                         // The process lacks resources: the batch fails as a whole.
                         stop.store(true, Ordering::Relaxed);
                     }
+                    heartbeat.progress();
                     done.push((index, outcome));
                 }
                 crate::process::close_directory();

@@ -1,7 +1,9 @@
 //! Whether the scan loop still moves, for a liveness probe that restarts a stuck process and
 //! leaves a slow or failing one alone.
 //!
-//! Every event the loop emits is progress; so is going to sleep until the next scan. Each
+//! Every event the loop emits is progress; so is going to sleep until the next scan, and so are
+//! the bytes the workers read and the units they finish while a batch is processed (a batch
+//! may take longer than the stall timeout and still advance). Each
 //! sets a deadline by which the loop must show progress again: the stall timeout after
 //! progress, the wait plus the stall timeout when going to sleep. A loop past its deadline is
 //! stalled (a storage request that never returns, a hung read, a deadlock). A scan that fails
@@ -150,6 +152,41 @@ impl Heartbeat {
     }
 }
 
+thread_local! {
+    /// The heartbeat of the batch this worker thread is processing, if any: what it reads
+    /// counts as progress.
+    static WORKER_HEARTBEAT: std::cell::RefCell<Option<Heartbeat>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, bytes read on this thread ([`bytes_read`]) are progress of a heartbeat.
+pub(crate) struct ReadingFor(());
+
+impl ReadingFor {
+    /// Makes reads on this (worker) thread count as progress of `heartbeat`: a batch that takes
+    /// longer than the stall timeout (a slow volume, a throttled CPU, an expensive regex) is
+    /// not stalled while it advances.
+    pub(crate) fn heartbeat(heartbeat: &Heartbeat) -> Self {
+        WORKER_HEARTBEAT.set(Some(heartbeat.clone()));
+        ReadingFor(())
+    }
+}
+
+impl Drop for ReadingFor {
+    fn drop(&mut self) {
+        WORKER_HEARTBEAT.set(None);
+    }
+}
+
+/// Records that a worker read bytes of a file: progress of the heartbeat of its batch.
+pub(crate) fn bytes_read() {
+    WORKER_HEARTBEAT.with_borrow(|heartbeat| {
+        if let Some(heartbeat) = heartbeat {
+            heartbeat.progress();
+        }
+    });
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -157,6 +194,28 @@ fn millis(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_on_a_worker_thread_are_progress_only_while_it_works_for_the_heartbeat() {
+        let heartbeat = Heartbeat::new(Duration::from_millis(50));
+        heartbeat.beat(LoopPhase::Scanning);
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(!heartbeat.check().is_alive(), "no progress: stalled");
+        let worker = heartbeat.clone();
+        std::thread::spawn(move || {
+            let _reading = ReadingFor::heartbeat(&worker);
+            bytes_read();
+        })
+        .join()
+        .unwrap();
+        let after_read = heartbeat.check();
+        assert!(after_read.is_alive(), "{after_read:?}");
+        assert_eq!(after_read.phase, LoopPhase::Scanning);
+        // A thread that reads for no batch beats nothing.
+        std::thread::sleep(Duration::from_millis(80));
+        std::thread::spawn(bytes_read).join().unwrap();
+        assert!(!heartbeat.check().is_alive());
+    }
 
     #[test]
     fn progress_sets_the_deadline_and_sleeping_extends_it_by_the_wait() {

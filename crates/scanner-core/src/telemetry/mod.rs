@@ -21,6 +21,7 @@ use crate::ScanStatus;
 
 pub(crate) use events::*;
 pub use heartbeat::{Heartbeat, Liveness, LoopPhase};
+pub(crate) use heartbeat::{ReadingFor, bytes_read};
 
 /// Something that happened in the pipeline, told to the outside.
 pub(crate) trait InternalEvent: Sized {
