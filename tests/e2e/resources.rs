@@ -233,3 +233,96 @@ fn a_batch_slower_than_the_stall_timeout_that_advances_is_never_stalled() {
     assert!(failed.is_empty(), "{failed:#?}");
     drop(throttle);
 }
+
+/// `count-by` with default flags over thousands of small files with long keys: each file's
+/// result (its top 100 keys of 240 bytes) is larger than the file. One batch of all of them
+/// used to hold every result and then the whole rendered object in memory (about twice the
+/// input), and was OOM-killed under a container's limit on every attempt, so the source never
+/// committed again. Under a 256 MiB cgroup (the chart's limit), the run must commit them all.
+#[test]
+fn count_by_with_results_larger_than_the_input_commits_under_a_memory_limit() {
+    const LIMIT: u64 = 256 << 20;
+    const FILES: usize = 6_000;
+    let Some(group) = Cgroup::memory_limit(LIMIT) else {
+        eprintln!("cannot create a memory-limited cgroup here (not root?): case not run");
+        return;
+    };
+    let fx = Fixture::new();
+    let mut input_bytes = 0;
+    for file in 0..FILES {
+        // 100 lines, each its own 240-byte key.
+        let text: String = (0..100)
+            .map(|line| format!("{:0>240}\n", format!("{file}-{line}-key")))
+            .collect();
+        input_bytes += text.len();
+        fx.write(
+            &format!("d{}/f{file:05}.log", file % 20),
+            text.as_bytes(),
+            OLD,
+        );
+    }
+    let mut command = fx.command(&[
+        "--once",
+        "--processor",
+        "count-by",
+        "--key-regex",
+        r"^(\S+)",
+    ]);
+    let log_path = fx.root.join("gleaner.log");
+    let started = Instant::now();
+    let mut child = group
+        .command(&mut command)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("running gleaner");
+    // The process's own peak (VmHWM), read until it exits: the group's peak also counts the
+    // page cache of the outputs written.
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_rss_kib = 0u64;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        let hwm = std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0);
+        peak_rss_kib = peak_rss_kib.max(hwm);
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = started.elapsed();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let oom = group.oom_kills();
+    let batches = log.matches("committed batch").count();
+    eprintln!(
+        "count-by over {FILES} files ({} MB): {status} in {took:.1?}, {batches} batches, peak \
+         RSS {} MiB (the group's peak with page cache {} MiB) under a {} MiB limit, {oom} OOM \
+         kill(s)",
+        input_bytes / 1_000_000,
+        peak_rss_kib >> 10,
+        group.memory_peak().map_or(0, |p| p >> 20),
+        LIMIT >> 20
+    );
+    assert_eq!(oom, 0, "killed for memory: {log}");
+    assert!(status.success(), "{status}: {log}");
+    assert!(
+        peak_rss_kib << 10 < 128 << 20,
+        "a batch's memory is bounded by --max-output-bytes: peak RSS {} MiB",
+        peak_rss_kib >> 10
+    );
+    let lines = fx.outputs();
+    let counts = crate::support::path_counts(&lines);
+    assert_eq!(counts.len(), FILES, "every file has a line");
+    assert!(counts.values().all(|n| *n == 1), "each exactly once");
+    for (_, line) in &lines {
+        assert!(line.get("error").is_none(), "{line}");
+        assert_eq!(line["result"]["lines"], 100);
+        assert_eq!(line["result"]["top"].as_array().map(Vec::len), Some(100));
+    }
+    drop(group);
+}

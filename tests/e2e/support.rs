@@ -655,6 +655,26 @@ impl Cgroup {
         written.ok().map(|()| group)
     }
 
+    /// `command`, run inside the group from its first instruction (a shell joins the group,
+    /// then executes it with the same arguments and environment).
+    pub fn command(&self, command: &mut Command) -> Command {
+        let mut wrapped = Command::new("sh");
+        wrapped
+            .arg("-c")
+            .arg(r#"echo $$ > "$0" && shift && exec "$@""#)
+            .arg(self.dir.join("cgroup.procs"))
+            .arg("--")
+            .arg(command.get_program())
+            .args(command.get_args());
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        wrapped
+    }
+
     /// Moves the process `pid` (all its threads) into the group.
     pub fn add(&self, pid: u32) {
         fs::write(self.dir.join("cgroup.procs"), pid.to_string())

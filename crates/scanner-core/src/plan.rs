@@ -11,6 +11,11 @@ pub struct BatchLimits {
     pub max_files: usize,
     /// At most this many bytes to process per batch (unless its first file alone is larger).
     pub max_bytes: u64,
+    /// A batch's results are held in memory until its output object is written: once they
+    /// reach this many bytes (as rendered, about the size of the output object), the batch
+    /// ends with the files processed so far, and the others go to the next batch. It bounds
+    /// a batch's memory whatever its results (a `count-by` result may be larger than its file).
+    pub max_output_bytes: u64,
 }
 
 impl Default for BatchLimits {
@@ -18,6 +23,7 @@ impl Default for BatchLimits {
         Self {
             max_files: 10_000,
             max_bytes: 4 << 30,
+            max_output_bytes: 16 << 20,
         }
     }
 }
@@ -90,6 +96,16 @@ impl BatchQueue {
         self.batches.front().map(Vec::as_slice)
     }
 
+    /// Puts `files` back at the front of the queue: the rest of a batch cut short, run next.
+    pub(crate) fn push_front(&mut self, files: Vec<PlannedFile>) {
+        if files.is_empty() {
+            return;
+        }
+        self.files += files.len();
+        self.bytes += files.iter().map(pending_bytes).sum::<u64>();
+        self.batches.push_front(files);
+    }
+
     /// The next batch to run.
     pub(crate) fn next(&mut self) -> Option<Vec<PlannedFile>> {
         let batch = self.batches.pop_front()?;
@@ -153,6 +169,7 @@ mod tests {
         let limits = BatchLimits {
             max_files: 2,
             max_bytes: u64::MAX,
+            ..BatchLimits::default()
         };
         assert_eq!(
             names(&cut_batches(ready, limits)),
@@ -171,6 +188,7 @@ mod tests {
         let limits = BatchLimits {
             max_files: 100,
             max_bytes: 8,
+            ..BatchLimits::default()
         };
         assert_eq!(
             names(&cut_batches(ready, limits)),
@@ -224,6 +242,7 @@ mod tests {
             let limits = BatchLimits {
                 max_files: next(7) as usize,
                 max_bytes: next(30),
+                ..BatchLimits::default()
             };
             assert_eq!(
                 cut_batches(ready.clone(), limits),
@@ -239,6 +258,7 @@ mod tests {
         let limits = BatchLimits {
             max_files: 2,
             max_bytes: u64::MAX,
+            ..BatchLimits::default()
         };
         let mut queue = BatchQueue::new(cut_batches(ready, limits));
         assert_eq!((queue.files(), queue.bytes()), (3, 15));
@@ -259,6 +279,7 @@ mod tests {
         let limits = BatchLimits {
             max_files: 0,
             max_bytes: 0,
+            ..BatchLimits::default()
         };
         assert_eq!(
             names(&cut_batches(vec![f("a", 1, 1), f("b", 1, 2)], limits)).len(),

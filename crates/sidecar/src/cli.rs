@@ -435,6 +435,13 @@ pub struct OutputArgs {
     #[arg(long, env = "GLEANER_MAX_BYTES", value_name = "SIZE", default_value = "4GiB",
           value_parser = parse_size)]
     pub max_bytes: u64,
+
+    /// A batch ends once its results reach this size (as written, about its output object's
+    /// size): they are held in memory until it is flushed, and a result can be larger than its
+    /// file (`count-by`). The rest of the batch runs next. Bounds a batch's memory.
+    #[arg(long, env = "GLEANER_MAX_OUTPUT_BYTES", value_name = "SIZE", default_value = "16MiB",
+          value_parser = parse_size)]
+    pub max_output_bytes: u64,
 }
 
 /// Where state is kept, and how storage is reached.

@@ -277,6 +277,7 @@ fn configure(args: &RunArgs, source_id: SourceId) -> anyhow::Result<(ScannerConf
     config.limits = BatchLimits {
         max_files: usize::try_from(args.output.max_files).unwrap_or(usize::MAX),
         max_bytes: args.output.max_bytes,
+        max_output_bytes: args.output.max_output_bytes,
     };
     config.cleanup = CleanupRules {
         after: args.lifecycle.after.clone(),

@@ -26,7 +26,8 @@ use crate::output::{OutputSink, WriteMode};
 use crate::process::FileOutcome;
 use crate::readiness::mtime;
 use crate::telemetry::{
-    BatchCommitted, FileFailed, FileRetrying, PhaseTimed, PlanNotRemoved, RenamesCommitted,
+    BatchCommitted, BatchCut, FileFailed, FileRetrying, PhaseTimed, PlanNotRemoved,
+    RenamesCommitted,
 };
 
 /// One file of a batch as it goes through the phases: what was planned, how processing
@@ -72,6 +73,18 @@ struct Processed {
     rows: Vec<Row>,
 }
 
+/// A batch whose files are processed, on its way to its commit, and the planned files it
+/// leaves to the next batch.
+pub(super) struct ProcessedBatch {
+    processed: Processed,
+    started: Instant,
+    /// Planned files not processed: the results of the others reached
+    /// [`BatchLimits::max_output_bytes`](crate::BatchLimits::max_output_bytes). They are not
+    /// in this batch's output or delta, so they are new to the state: the next batch takes
+    /// them.
+    pub(super) left: Vec<PlannedFile>,
+}
+
 /// The batch's output object is written.
 struct Flushed(Processed);
 
@@ -95,12 +108,6 @@ impl Drop for Processing {
     }
 }
 
-/// A batch whose files are processed, on its way to its commit.
-pub(super) struct ProcessedBatch {
-    processed: Processed,
-    started: Instant,
-}
-
 impl Scanner {
     /// Processes, flushes and commits one planned batch (its plan is already stored), then
     /// stores a snapshot if one is due and cleans up the committed files.
@@ -120,10 +127,21 @@ impl Scanner {
         let root = self.config.watch_dir.clone();
         let processor = self.processor.clone();
         let (workers, limits) = (self.config.workers, self.config.read_limits);
+        let max_output_bytes = self.config.limits.max_output_bytes;
         let planned = Arc::clone(&files);
         let heartbeat = self.observer.heartbeat().clone();
         let outcomes = tokio::spawn(async move {
-            process_files(root, planned, &processor, workers, limits, heartbeat).await
+            let (root, files) = (root, planned);
+            process_files(
+                root,
+                files,
+                &processor,
+                workers,
+                limits,
+                max_output_bytes,
+                heartbeat,
+            )
+            .await
         });
         Processing { files, outcomes }
     }
@@ -136,10 +154,23 @@ impl Scanner {
         processing: Processing,
     ) -> Result<ProcessedBatch, ScanError> {
         let started = Instant::now();
-        let processed = self.process(plan, processing).await?;
+        let planned = plan.files.len();
+        let (processed, left) = self.process(plan, processing).await?;
+        if !left.is_empty() {
+            self.observer.emit(BatchCut {
+                generation: processed.generation,
+                files: planned - left.len(),
+                left: left.len(),
+                max_output_bytes: self.config.limits.max_output_bytes,
+            });
+        }
         let processed = self.hold_back_retries(processed);
         self.timed("process", started);
-        Ok(ProcessedBatch { processed, started })
+        Ok(ProcessedBatch {
+            processed,
+            started,
+            left,
+        })
     }
 
     /// Flushes and commits a processed batch, then stores a snapshot if one is due and cleans
@@ -149,7 +180,9 @@ impl Scanner {
         batch: ProcessedBatch,
         mode: WriteMode,
     ) -> Result<BatchReport, ScanError> {
-        let ProcessedBatch { processed, started } = batch;
+        let ProcessedBatch {
+            processed, started, ..
+        } = batch;
         let flushing = Instant::now();
         let flushed = self.flush(processed, mode).await?;
         self.timed("flush", flushing);
@@ -170,12 +203,13 @@ impl Scanner {
     }
 
     /// Waits for the outcomes of the plan's files, then fingerprints the processed ones where a
-    /// rule needs it (of the very file processed: same inode).
+    /// rule needs it (of the very file processed: same inode). Returns the files processed,
+    /// and those left for the next batch (the results reached their bound first).
     async fn process(
         &self,
         plan: Plan,
         mut processing: Processing,
-    ) -> Result<Processed, ScanError> {
+    ) -> Result<(Processed, Vec<PlannedFile>), ScanError> {
         if *processing.files != *plan.files {
             return Err(ScanError::Internal(format!(
                 "generation {}: the files processed are not the files planned",
@@ -189,6 +223,7 @@ impl Scanner {
                 task: "processing files",
                 source,
             })??;
+        let left = plan.files[outcomes.len()..].to_vec();
         let fingerprinting =
             self.config.identity == Identity::Content || self.config.on_change == OnChange::Append;
         let root = self.config.watch_dir.clone();
@@ -213,11 +248,12 @@ impl Scanner {
                 .collect())
         })
         .await?;
-        Ok(Processed {
+        let processed = Processed {
             generation: plan.generation,
             output_key: plan.output_key,
             rows,
-        })
+        };
+        Ok((processed, left))
     }
 
     /// Takes out of the batch the files whose reading failed in a way that may pass and that

@@ -748,7 +748,9 @@ impl Scanner {
             );
             let result = match self.log.create_plan(&plan).await {
                 Ok(()) => match self.process_batch(plan, processing).await {
-                    Ok(processed) => {
+                    Ok(mut processed) => {
+                        // What the batch left (its results reached their bound) runs next.
+                        queue.push_front(std::mem::take(&mut processed.left));
                         ahead = queue
                             .peek()
                             .map(|files| self.start_processing(files.to_vec()));

@@ -8,7 +8,7 @@
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use state_store::PlannedFile;
 
@@ -41,12 +41,18 @@ where
 ///
 /// Every chunk read and every unit finished is progress of `heartbeat`: a batch that advances is
 /// never taken for a stalled loop, however long it takes.
+///
+/// Results are held until the batch is flushed, so they are bounded: once the results of the
+/// files finished reach `max_output_bytes`, no further unit is started, and the outcomes of the
+/// files finished by then come back (a prefix of `files`, at least one file); the caller leaves
+/// the others for the next batch. A file split across workers counts once merged.
 pub(super) async fn process_files(
     root: PathBuf,
     files: Arc<[PlannedFile]>,
     processor: &DynProcessor,
     workers: usize,
     limits: ReadLimits,
+    max_output_bytes: u64,
     heartbeat: Heartbeat,
 ) -> Result<Vec<FileOutcome>, ScanError> {
     let root = Arc::new(root);
@@ -60,6 +66,7 @@ pub(super) async fn process_files(
     };
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let output_bytes = Arc::new(AtomicU64::new(0));
     let threads = workers.clamp(1, units.len().max(1));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -70,6 +77,7 @@ pub(super) async fn process_files(
                 processor.clone(),
             );
             let (next, stop) = (Arc::clone(&next), Arc::clone(&stop));
+            let output_bytes = Arc::clone(&output_bytes);
             let heartbeat = heartbeat.clone();
             tokio::task::spawn_blocking(move || {
                 let _reading = ReadingFor::heartbeat(&heartbeat);
@@ -101,9 +109,17 @@ pub(super) async fn process_files(
                             reason: format!("processor panicked: {}", panic_text(&*panic)),
                         }))
                     });
-                    if outcome.is_err() {
+                    match &outcome {
                         // The process lacks resources: the batch fails as a whole.
-                        stop.store(true, Ordering::Relaxed);
+                        Err(_) => stop.store(true, Ordering::Relaxed),
+                        Ok(Finished::File(FileOutcome::Done { result, .. })) => {
+                            let size = result.get().len() as u64 + LINE_OVERHEAD;
+                            let held = output_bytes.fetch_add(size, Ordering::Relaxed) + size;
+                            if held >= max_output_bytes {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        Ok(_) => {}
                     }
                     heartbeat.progress();
                     done.push((index, outcome));
@@ -130,7 +146,21 @@ pub(super) async fn process_files(
     if let Some(error) = shortage {
         return Err(error.into());
     }
-    if units.len() == files.len() {
+    // Every unit taken was processed, and units are taken in order: the files whose units all
+    // come before the first unit not taken are complete (at least the one that reached the
+    // bound).
+    let taken = next.load(Ordering::Relaxed).min(units.len());
+    let complete = units.get(taken).map_or(files.len(), |unit| unit.file);
+    let (units, outcomes): (Arc<[WorkUnit]>, Vec<Option<Finished>>) = if taken < units.len() {
+        let kept = units.iter().take_while(|unit| unit.file < complete).count();
+        (
+            units[..kept].to_vec().into(),
+            outcomes.into_iter().take(kept).collect(),
+        )
+    } else {
+        (units, outcomes)
+    };
+    if units.len() == complete {
         // Every file was one unit, finished on its worker: nothing is left to merge.
         return Ok(outcomes
             .into_iter()
@@ -144,7 +174,7 @@ pub(super) async fn process_files(
     }
     // Merging and finishing the results of split files is CPU work too.
     let processor = processor.clone();
-    let count = files.len();
+    let count = complete;
     blocking("merging results", move || {
         let mut per_file: Vec<Vec<Finished>> = (0..count).map(|_| Vec::new()).collect();
         for (unit, outcome) in units.iter().zip(outcomes) {
@@ -170,6 +200,10 @@ pub(super) async fn process_files(
     })
     .await
 }
+
+/// What an output line takes besides its result (path, size, times, names), for the bound on a
+/// batch's results: roughly, since paths vary.
+const LINE_OVERHEAD: u64 = 200;
 
 /// What a worker made of one unit: a file read whole is finished on the worker.
 enum Finished {

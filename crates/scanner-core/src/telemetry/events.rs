@@ -203,6 +203,27 @@ pub(crate) struct Drained<'a> {
     pub(crate) report: &'a DrainReport,
 }
 
+/// A batch ended before its last planned file: its results reached `--max-output-bytes`.
+pub(crate) struct BatchCut {
+    pub(crate) generation: u64,
+    pub(crate) files: usize,
+    pub(crate) left: usize,
+    pub(crate) max_output_bytes: u64,
+}
+
+impl InternalEvent for BatchCut {
+    fn emit(self) {
+        counter!(BATCHES_CUT_TOTAL).increment(1);
+        info!(
+            generation = self.generation,
+            files = self.files,
+            left_for_next_batch = self.left,
+            max_output_bytes = self.max_output_bytes,
+            "batch cut: its results reached --max-output-bytes; the rest runs in the next batch"
+        );
+    }
+}
+
 /// A scan of the drain failed; it is tried again after `retry_in`, or not (`None`: the
 /// deadline comes first).
 pub(crate) struct DrainScanFailed<'a> {

@@ -91,6 +91,9 @@ pub const SCAN_DURATION: &str = "gleaner_scan_duration_seconds";
 pub const BATCHES_TOTAL: &str = "gleaner_batches_total";
 /// Duration of one batch, from plan to commit.
 pub const BATCH_DURATION: &str = "gleaner_batch_duration_seconds";
+/// Batches ended before their last planned file because their results reached
+/// `--max-output-bytes` (the rest ran in the next batch).
+pub const BATCHES_CUT_TOTAL: &str = "gleaner_batches_cut_total";
 /// Files in committed batches, by `outcome` (`done`, `failed`).
 pub const FILES_TOTAL: &str = "gleaner_files_total";
 /// Files that failed, by `reason` (`vanished`, `replaced`, `truncated`, `permission_denied`,
@@ -220,6 +223,7 @@ pub fn describe() {
     for kind in ["fresh", "recovered"] {
         counter!(BATCHES_TOTAL, "kind" => kind).increment(0);
     }
+    counter!(BATCHES_CUT_TOTAL).increment(0);
     for outcome in ["done", "failed"] {
         counter!(FILES_TOTAL, "outcome" => outcome).increment(0);
     }
@@ -268,6 +272,10 @@ pub fn describe() {
     describe_counter!(
         BATCHES_TOTAL,
         "Batches committed, by kind (fresh, recovered: an interrupted batch redone)."
+    );
+    describe_counter!(
+        BATCHES_CUT_TOTAL,
+        "Batches ended early because their results reached --max-output-bytes (the rest ran next)."
     );
     describe_histogram!(
         BATCH_DURATION,
