@@ -326,3 +326,106 @@ fn count_by_with_results_larger_than_the_input_commits_under_a_memory_limit() {
     }
     drop(group);
 }
+
+/// A file that runs the process out of memory by itself, whatever the batch (here `count-by`
+/// asked to keep ten million keys, in a 64 MiB cgroup), restarted as a Job's pod would be:
+/// redone whole once, then with fewer files, then given up with a clear error once it alone
+/// killed the process several times. The files planned with it are committed, and it is
+/// committed as failed (`abandoned`), instead of every attempt dying forever.
+#[test]
+fn a_file_that_kills_the_process_every_time_is_given_up_not_redone_forever() {
+    const LIMIT: u64 = 64 << 20;
+    let Some(group) = Cgroup::memory_limit(LIMIT) else {
+        eprintln!("cannot create a memory-limited cgroup here (not root?): case not run");
+        return;
+    };
+    let fx = Fixture::new();
+    // Planned first (batches are in path order): a million distinct keys of 64 bytes.
+    let mut poison = Vec::with_capacity(70 << 20);
+    for line in 0..1_000_000 {
+        poison.extend_from_slice(format!("{line:064}\n").as_bytes());
+    }
+    fx.write("a-poison.log", &poison, OLD);
+    drop(poison);
+    let good: BTreeMap<String, Vec<u8>> = ["b.log", "c.log"]
+        .map(|name| {
+            (
+                name.to_string(),
+                format!("{name} 1\n{name} 2\n").into_bytes(),
+            )
+        })
+        .into();
+    for (rel, data) in &good {
+        fx.write(rel, data, OLD);
+    }
+    let flags = [
+        "--once",
+        "--processor",
+        "count-by",
+        "--key-regex",
+        r"^(\S+)",
+        "--top",
+        "1000000",
+    ];
+    let mut runs = Vec::new();
+    let mut logs = String::new();
+    let mut last_log = String::new();
+    while runs.len() < 20 {
+        let out = group
+            .command(&mut fx.command(&flags))
+            .output()
+            .expect("running gleaner");
+        last_log = String::from_utf8_lossy(&out.stderr).into_owned();
+        logs.push_str(&last_log);
+        runs.push(out.status);
+        if out.status.success() {
+            break;
+        }
+        assert_eq!(
+            out.status.code(),
+            None,
+            "only the OOM killer ends a run: {last_log}"
+        );
+    }
+    let oom = group.oom_kills();
+    eprintln!(
+        "a poison file in a {} MiB cgroup: {} runs ({} killed, {oom} OOM kills), the last {}",
+        LIMIT >> 20,
+        runs.len(),
+        runs.iter().filter(|s| !s.success()).count(),
+        runs.last().unwrap()
+    );
+    assert!(
+        runs.last().unwrap().success(),
+        "still dying after 20 runs: {last_log}"
+    );
+    assert!(
+        oom >= 9,
+        "the poison file killed the process: {oom} OOM kills"
+    );
+    assert!(
+        logs.contains("redoing it with its first files only"),
+        "cut before given up: {logs}"
+    );
+    let lines = fx.outputs();
+    let counts = crate::support::path_counts(&lines);
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    for (_, line) in &lines {
+        if line["path"] == "a-poison.log" {
+            let error = line["error"].as_str().unwrap_or_else(|| panic!("{line}"));
+            assert!(
+                error.starts_with("abandoned: the process ended abnormally"),
+                "{error}"
+            );
+        } else {
+            assert!(line.get("error").is_none(), "{line}");
+            assert_eq!(line["result"]["lines"], 2);
+        }
+    }
+    assert!(
+        last_log.contains("a-poison.log") && last_log.contains("abandoned"),
+        "the failure is logged with its reason: {last_log}"
+    );
+    drop(group);
+}

@@ -192,7 +192,7 @@ async fn measure(n: usize) -> Row {
         log.create_plan(&plan).await.unwrap();
         log.ensure_uncommitted(generation).await.unwrap();
         log.commit(&delta).await.unwrap();
-        log.remove_plan(generation).await.unwrap();
+        log.remove_plan(generation, 0).await.unwrap();
         let applied = Instant::now();
         state.apply(&delta).unwrap();
         in_memory.push(applied.elapsed());

@@ -47,6 +47,9 @@ pub struct LoadedState {
     pub state: State,
     /// The plan of an interrupted batch, to be redone before anything else.
     pub pending: Option<Plan>,
+    /// How many times a redo of `pending` was started already ([`StateLog::record_redo`]):
+    /// each of them, like the first attempt, ended without a commit.
+    pub pending_redos: u32,
     /// The generation of the snapshot the state was loaded from, if any.
     pub snapshot_generation: Option<u64>,
     /// Objects that a newer snapshot or delta supersedes (a process stopped before cleaning up);
@@ -309,6 +312,11 @@ impl StateLog {
                 loaded.objects_read += 1;
                 loaded.bytes_read += bytes.len() as u64;
                 loaded.pending = Some(plan);
+                loaded.pending_redos = listing
+                    .redos
+                    .get(&generation)
+                    .and_then(|markers| markers.iter().map(|(attempt, _)| *attempt).max())
+                    .unwrap_or(0);
             } else {
                 return Err(self.inconsistent(format!(
                     "{} is beyond the last committed generation {committed}",
@@ -316,7 +324,32 @@ impl StateLog {
                 )));
             }
         }
+        // Redo markers of a generation that is committed or has no plan: done with.
+        let pending = loaded.pending.as_ref().map(|plan| plan.generation);
+        for (generation, markers) in listing.redos {
+            if Some(generation) != pending {
+                loaded
+                    .stale
+                    .extend(markers.into_iter().map(|(_, meta)| meta.location));
+            }
+        }
         Ok(loaded)
+    }
+
+    /// Records that redo number `attempt` (from 1) of the plan of `generation` starts, before
+    /// it reads anything: a marker object `<generation>.redo-<attempt>` next to the plan. A
+    /// later load counts them ([`LoadedState::pending_redos`]): how many times the plan was
+    /// started and the process ended before its commit, so that a batch that kills the process
+    /// every time (out of memory) can be cut smaller, or given up, instead of being redone
+    /// forever. Removed with the plan ([`StateLog::remove_plan`]); an older build ignores them.
+    pub async fn record_redo(&self, generation: u64, attempt: u32) -> Result<(), StateError> {
+        let path = self.dir.object(&redo_name(generation, attempt));
+        let stamp = bytes::Bytes::from(now_ms().to_string());
+        self.dir
+            .create(&path, stamp)
+            .await
+            .map(drop)
+            .map_err(|source| self.storage_error(&path, source))
     }
 
     /// Records the intent to process `plan`. Fails with [`StateError::Fenced`] if a plan for its
@@ -418,6 +451,12 @@ impl StateLog {
             .chain(listing.plans.range(..=generation))
             .chain(listing.snapshots.range(..generation))
             .map(|(_, meta)| meta.location.clone())
+            .chain(
+                listing
+                    .redos
+                    .range(..=generation)
+                    .flat_map(|(_, markers)| markers.iter().map(|(_, m)| m.location.clone())),
+            )
             .collect();
         let removed = superseded.len();
         self.remove(superseded).await?;
@@ -428,10 +467,16 @@ impl StateLog {
         })
     }
 
-    /// Removes the plan of a committed generation. A plan that is already gone is fine.
-    pub async fn remove_plan(&self, generation: u64) -> Result<(), StateError> {
-        self.remove(vec![self.object_path(generation, ObjectKind::Plan)])
-            .await
+    /// Removes the plan of a committed generation, and the markers of its first `redos` redos
+    /// ([`StateLog::record_redo`]). Objects already gone are fine.
+    pub async fn remove_plan(&self, generation: u64, redos: u32) -> Result<(), StateError> {
+        let markers = (1..=redos).map(|attempt| self.dir.object(&redo_name(generation, attempt)));
+        self.remove(
+            std::iter::once(self.object_path(generation, ObjectKind::Plan))
+                .chain(markers)
+                .collect(),
+        )
+        .await
     }
 
     /// Removes stale objects (see [`LoadedState::stale`]). Objects already gone are fine.
@@ -592,6 +637,15 @@ impl StateLog {
             if meta.location.parts().count() != depth {
                 continue;
             }
+            if let Some((generation, attempt)) = meta.location.filename().and_then(parse_redo_name)
+            {
+                listing
+                    .redos
+                    .entry(generation)
+                    .or_default()
+                    .push((attempt, meta));
+                continue;
+            }
             let Some((generation, kind)) = meta.location.filename().and_then(parse_object_name)
             else {
                 continue;
@@ -657,6 +711,24 @@ struct LogListing {
     deltas: BTreeMap<u64, ObjectMeta>,
     plans: BTreeMap<u64, ObjectMeta>,
     snapshots: BTreeMap<u64, ObjectMeta>,
+    /// Redo markers by generation: the attempt each records.
+    redos: BTreeMap<u64, Vec<(u32, ObjectMeta)>>,
+}
+
+/// The name of the marker of redo `attempt` of the plan of `generation`.
+fn redo_name(generation: u64, attempt: u32) -> String {
+    format!("{generation:020}.redo-{attempt}")
+}
+
+fn parse_redo_name(name: &str) -> Option<(u64, u32)> {
+    let (digits, attempt) = name.split_once(".redo-")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if attempt.is_empty() || !attempt.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((digits.parse().ok()?, attempt.parse().ok()?))
 }
 
 /// The file name of the object of `kind` for `generation`: 20 digits, so names sort like numbers.

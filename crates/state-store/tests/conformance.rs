@@ -127,6 +127,13 @@ macro_rules! conformance {
 
             $(#[$attr])*
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redos_of_a_pending_plan_are_counted_and_go_with_it() {
+                let (location, _keep) = $fresh;
+                checks::redos(location).await;
+            }
+
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_second_writer_is_fenced() {
                 let (location, _keep) = $fresh;
                 checks::fencing(location).await;
@@ -333,6 +340,57 @@ mod checks {
         );
     }
 
+    pub(crate) async fn redos(location: Location) {
+        let log = open_log(&location, "pod-1");
+        log.create_plan(&plan(1)).await.unwrap();
+        assert_eq!(log.load().await.unwrap().pending_redos, 0);
+        log.record_redo(1, 1).await.unwrap();
+        log.record_redo(1, 2).await.unwrap();
+        // Recording the same attempt twice (a retried request) is fine.
+        log.record_redo(1, 2).await.unwrap();
+        let loaded = log.load().await.unwrap();
+        assert_eq!(loaded.pending.as_ref().map(|p| p.generation), Some(1));
+        assert_eq!(loaded.pending_redos, 2);
+        assert!(loaded.stale.is_empty(), "{:?}", loaded.stale);
+        assert_eq!(
+            kinds(&log).await,
+            [(1, "plan")],
+            "markers are not log objects"
+        );
+
+        // Committed: the plan and its markers go.
+        log.commit(&delta(1, &["a"])).await.unwrap();
+        log.remove_plan(1, 2).await.unwrap();
+        let loaded = log.load().await.unwrap();
+        assert!(loaded.pending.is_none() && loaded.stale.is_empty());
+        assert_eq!(loaded.pending_redos, 0);
+
+        // Markers left by a process that stopped after its commit are stale at the next load.
+        log.create_plan(&plan(2)).await.unwrap();
+        log.record_redo(2, 1).await.unwrap();
+        log.commit(&delta(2, &["b"])).await.unwrap();
+        let loaded = log.load().await.unwrap();
+        assert_eq!(loaded.pending_redos, 0);
+        assert_eq!(
+            loaded.stale.len(),
+            2,
+            "the plan and its marker: {:?}",
+            loaded.stale
+        );
+        log.remove(loaded.stale).await.unwrap();
+        assert!(log.load().await.unwrap().stale.is_empty());
+
+        // A snapshot removes the markers it supersedes with the plans.
+        log.create_plan(&plan(3)).await.unwrap();
+        log.record_redo(3, 1).await.unwrap();
+        log.commit(&delta(3, &["c"])).await.unwrap();
+        let state = log.load().await.unwrap().state;
+        log.store_snapshot(&state).await.unwrap();
+        let loaded = log.load().await.unwrap();
+        assert!(loaded.stale.is_empty(), "{:?}", loaded.stale);
+        assert_eq!(kinds(&log).await, [(3, "snapshot")]);
+    }
+
     pub(crate) async fn commits_and_plans(location: Location) {
         let log = open_log(&location, "pod-1");
         log.create_plan(&plan(1)).await.unwrap();
@@ -347,9 +405,9 @@ mod checks {
         assert_eq!(loaded.stale, vec![log.object_path(1, ObjectKind::Plan)]);
 
         log.remove(loaded.stale).await.unwrap();
-        log.remove_plan(1).await.unwrap(); // already gone: fine
+        log.remove_plan(1, 0).await.unwrap(); // already gone: fine
         log.commit(&delta(2, &["b", "c"])).await.unwrap();
-        log.remove_plan(2).await.unwrap();
+        log.remove_plan(2, 0).await.unwrap();
         let loaded = log.load().await.unwrap();
         assert_eq!(loaded.state.generation(), 2);
         assert_eq!(paths(&loaded.state), ["a", "b", "c"]);

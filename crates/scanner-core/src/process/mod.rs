@@ -99,11 +99,14 @@ pub enum FailureKind {
     Io,
     /// The processor failed or panicked.
     Processor,
+    /// The process ended abnormally (killed: out of memory?) every time it processed this
+    /// file alone, again and again: given up rather than redone forever.
+    Abandoned,
 }
 
 impl FailureKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FailureKind; 8] = [
+    pub const ALL: [FailureKind; 9] = [
         FailureKind::Vanished,
         FailureKind::Replaced,
         FailureKind::Truncated,
@@ -112,6 +115,7 @@ impl FailureKind {
         FailureKind::TooLarge,
         FailureKind::Io,
         FailureKind::Processor,
+        FailureKind::Abandoned,
     ];
 
     /// True for failures that may pass by themselves or by an operator's hand (permission
@@ -132,6 +136,7 @@ impl FailureKind {
             FailureKind::TooLarge => "too_large",
             FailureKind::Io => "io",
             FailureKind::Processor => "processor",
+            FailureKind::Abandoned => "abandoned",
         }
     }
 }

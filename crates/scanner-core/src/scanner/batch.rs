@@ -121,6 +121,37 @@ impl Scanner {
         self.finish_batch(processed, mode).await
     }
 
+    /// Commits every file of `plan` (a redone batch) as failed with `reason`, unread: a
+    /// batch that ended the process too many times ([`super::redo`]).
+    pub(super) async fn give_up(
+        &mut self,
+        plan: Plan,
+        reason: String,
+    ) -> Result<BatchReport, ScanError> {
+        let rows = plan
+            .files
+            .into_iter()
+            .map(|file| Row {
+                file,
+                outcome: FileOutcome::Failed {
+                    kind: crate::process::FailureKind::Abandoned,
+                    reason: reason.clone(),
+                },
+                fingerprint: 0,
+            })
+            .collect();
+        let batch = ProcessedBatch {
+            processed: Processed {
+                generation: plan.generation,
+                output_key: plan.output_key,
+                rows,
+            },
+            started: Instant::now(),
+            left: Vec::new(),
+        };
+        self.finish_batch(batch, WriteMode::Replace).await
+    }
+
     /// Starts reading and reducing `files` on the workers.
     pub(super) fn start_processing(&self, files: Vec<PlannedFile>) -> Processing {
         let files: Arc<[PlannedFile]> = files.into();
@@ -322,7 +353,13 @@ impl Scanner {
         let delta = self.log.delta(generation, Some(batch.output_key), upserts);
         self.log.commit(&delta).await?;
         self.apply(&delta)?;
-        if let Err(error) = self.log.remove_plan(generation).await {
+        let redos = if self.redo_recorded == Some(generation) {
+            self.redo_recorded = None;
+            std::mem::take(&mut self.pending_redos)
+        } else {
+            0
+        };
+        if let Err(error) = self.log.remove_plan(generation, redos).await {
             // Harmless: the next load sees a plan older than the committed generation and
             // removes it then.
             self.observer.emit(PlanNotRemoved {

@@ -13,6 +13,7 @@
 
 mod batch;
 mod deadline;
+mod redo;
 mod retry;
 mod shutdown;
 mod snapshot;
@@ -38,9 +39,9 @@ use crate::process::ReadLimits;
 use crate::processor::DynProcessor;
 use crate::readiness::{Readiness, Sightings};
 use crate::telemetry::{
-    Backlog, BatchRedone, CleanupResumed, FreeSpace, Heartbeat, ListingSurveyed, LoopPhase,
-    LoopStarted, Observer, ScanFailed, ScanFinished, ScanInterrupted, ScanRetry, SourceOpened,
-    StartFailed, WatchUsage, WokenEarly,
+    Backlog, CleanupResumed, FreeSpace, Heartbeat, ListingSurveyed, LoopPhase, LoopStarted,
+    Observer, ScanFailed, ScanFinished, ScanInterrupted, ScanRetry, SourceOpened, StartFailed,
+    WatchUsage, WokenEarly,
 };
 use crate::{ConfigError, ScanError};
 
@@ -358,6 +359,12 @@ pub struct Scanner {
     state: State,
     /// The plan of an interrupted batch, redone before anything else.
     pending: Option<Plan>,
+    /// How many redos of the interrupted batch were started, by this process or earlier ones
+    /// (each recorded in the log before it reads anything).
+    pending_redos: u32,
+    /// The generation whose redo this process has recorded: a redo that fails in the process
+    /// and is tried again is not another abnormal end.
+    redo_recorded: Option<u64>,
     /// Set after a failed batch: what reached storage is unknown until the log is read again.
     needs_reload: bool,
     snapshots: SnapshotSchedule,
@@ -435,6 +442,8 @@ impl Scanner {
             processor,
             state: State::new(),
             pending: None,
+            pending_redos: 0,
+            redo_recorded: None,
             needs_reload: true,
             snapshots: SnapshotSchedule::default(),
             gone: Vec::new(),
@@ -678,11 +687,7 @@ impl Scanner {
 
         let mut recovered = None;
         if let Some(plan) = self.pending.take() {
-            self.observer.emit(BatchRedone {
-                generation: plan.generation,
-                files: plan.files.len(),
-            });
-            let result = self.run_batch(plan, WriteMode::Replace).await;
+            let result = self.redo(plan).await;
             recovered = Some(self.settle(result)?);
         }
 

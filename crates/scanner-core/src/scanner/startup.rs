@@ -210,6 +210,7 @@ impl Scanner {
         };
         self.state = loaded.state;
         self.pending = loaded.pending;
+        self.pending_redos = loaded.pending_redos;
         self.needs_reload = false;
         Ok(summary)
     }

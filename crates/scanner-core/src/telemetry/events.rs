@@ -452,6 +452,8 @@ impl InternalEvent for SourceAdopted<'_> {
 pub(crate) struct BatchRedone {
     pub(crate) generation: u64,
     pub(crate) files: usize,
+    /// Abnormal ends of the process before this batch's commit so far.
+    pub(crate) ended: u32,
 }
 
 impl InternalEvent for BatchRedone {
@@ -459,7 +461,30 @@ impl InternalEvent for BatchRedone {
         warn!(
             generation = self.generation,
             files = self.files,
+            abnormal_ends = self.ended,
             "redoing a batch that was interrupted before its commit"
+        );
+    }
+}
+
+/// A batch that ended the process several times is redone with its first files only.
+pub(crate) struct RedoCut {
+    pub(crate) generation: u64,
+    pub(crate) kept: usize,
+    pub(crate) planned: usize,
+    pub(crate) ended: u32,
+}
+
+impl InternalEvent for RedoCut {
+    fn emit(self) {
+        counter!(BATCHES_CUT_TOTAL).increment(1);
+        warn!(
+            generation = self.generation,
+            kept = self.kept,
+            planned = self.planned,
+            abnormal_ends = self.ended,
+            "the process ended several times before this batch's commit (out of memory?): \
+             redoing it with its first files only; the others go to later batches"
         );
     }
 }

@@ -91,8 +91,9 @@ pub const SCAN_DURATION: &str = "gleaner_scan_duration_seconds";
 pub const BATCHES_TOTAL: &str = "gleaner_batches_total";
 /// Duration of one batch, from plan to commit.
 pub const BATCH_DURATION: &str = "gleaner_batch_duration_seconds";
-/// Batches ended before their last planned file because their results reached
-/// `--max-output-bytes` (the rest ran in the next batch).
+/// Batches ended before their last planned file, because their results reached
+/// `--max-output-bytes`, or because the process ended several times before their commit (a
+/// redo cut smaller): the rest ran in later batches.
 pub const BATCHES_CUT_TOTAL: &str = "gleaner_batches_cut_total";
 /// Files in committed batches, by `outcome` (`done`, `failed`).
 pub const FILES_TOTAL: &str = "gleaner_files_total";
@@ -275,7 +276,8 @@ pub fn describe() {
     );
     describe_counter!(
         BATCHES_CUT_TOTAL,
-        "Batches ended early because their results reached --max-output-bytes (the rest ran next)."
+        "Batches ended before their last planned file (results past --max-output-bytes, or a redo \
+         cut after abnormal ends); the rest ran later."
     );
     describe_histogram!(
         BATCH_DURATION,
