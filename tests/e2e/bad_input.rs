@@ -379,6 +379,19 @@ fn unreadable_files_and_directories_fail_or_wait_without_stopping_the_rest() {
         "{}",
         lines["secret.log"]
     );
+    // The attempts of the unreadable file that were held back for another try committed
+    // nothing: no empty output object, no empty delta (one batch for the good file, one for
+    // the failure once final).
+    let empty: Vec<_> = fx
+        .output_objects()
+        .into_iter()
+        .filter(|object| std::fs::metadata(object).unwrap().len() == 0)
+        .collect();
+    assert!(empty.is_empty(), "empty output objects: {empty:?}");
+    assert_eq!(fx.output_objects().len(), 2, "{:?}", fx.output_objects());
+    let deltas =
+        crate::support::files_with(&fx.root.join("state"), |name| name.ends_with(".delta"));
+    assert_eq!(deltas.len(), 2, "{deltas:?}");
     // The unreadable directory is reported, not guessed about: its file is neither processed
     // nor forgotten, and comes through once it can be read.
     assert!(!lines.contains_key("closed/inside.log"));

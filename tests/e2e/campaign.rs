@@ -154,12 +154,20 @@ fn two_hundred_kills_under_a_restart_supervisor_lose_and_duplicate_nothing() {
     assert!(wait_with_timeout(&mut child, Duration::from_secs(300)).is_some_and(|s| s.success()));
 
     let mut evidence = vec![0usize; EVIDENCE.len()];
+    // How often kills hit the same batch in a row: each redo logs the abnormal ends so far. A
+    // file given up after 8 ends alone must stay far out of reach of kills from outside.
+    let (mut most_ends, mut cut_redos) = (0u32, 0usize);
     for run in &runs {
         let text = std::fs::read_to_string(&run.log).unwrap();
         assert!(!text.contains("panicked"), "{}: {text}", run.log.display());
         for (count, (needle, _)) in evidence.iter_mut().zip(EVIDENCE) {
             *count += usize::from(text.contains(needle));
         }
+        for ends in text.split("abnormal_ends=").skip(1) {
+            let digits: String = ends.chars().take_while(char::is_ascii_digit).collect();
+            most_ends = most_ends.max(digits.parse().unwrap_or(0));
+        }
+        cut_redos += text.matches("redoing it with its first files only").count();
     }
     let expected = expected.lock().unwrap().clone();
     let lines = fx.outputs();
@@ -214,6 +222,10 @@ fn two_hundred_kills_under_a_restart_supervisor_lose_and_duplicate_nothing() {
     for (count, (_, phase)) in evidence.iter().zip(EVIDENCE) {
         eprintln!("campaign: {count:4} restarts found a kill {phase}");
     }
+    eprintln!(
+        "campaign: at most {most_ends} kills in a row before one batch's commit; {cut_redos} \
+         redos cut smaller"
+    );
     assert!(restarts >= kills, "every kill was followed by a restart");
     assert!(
         lines.len() > 1000,

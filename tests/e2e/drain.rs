@@ -384,3 +384,48 @@ fn with_default_flags_a_classic_drain_waits_for_a_temporary_file_renamed_after_s
         &BTreeMap::from([("last.log".to_string(), data)]),
     );
 }
+
+/// `--ship-leftovers` copies a big partial file when SIGKILL comes (the kubelet's, after the
+/// grace period): the copy's staging file must not stay in the output store for good. The next
+/// start removes it, as it removes the temporaries of interrupted output writes.
+#[test]
+fn a_leftover_copy_cut_short_by_sigkill_leaves_no_staging_file_behind() {
+    let fx = Fixture::new();
+    let served = Served::start(&fx, &["--interval", "1h", "--ship-leftovers"]);
+    wait_for_first_scan(&served);
+    // A partial file the emitter never renamed: 256 MiB (sparse, but copied byte by byte).
+    let partial = fx.watch.join("big.log.tmp");
+    std::fs::File::create(&partial)
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    crate::support::set_age(&partial, Duration::from_secs(3600));
+    sigterm(&served.child);
+    let leftovers = fx.output.join(".leftovers");
+    let staging = || {
+        crate::support::files_with(&leftovers, |name| {
+            name.rsplit_once('#')
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || !staging().is_empty()),
+        "the copy never started"
+    );
+    let mut child = served.child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = staging();
+    assert_eq!(left.len(), 1, "{left:?}");
+
+    // The next run removes it (and ships nothing: its run is no drain).
+    let out = fx.command(&["--once"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(staging().is_empty(), "still there: {:?}\n{log}", staging());
+    assert!(
+        log.contains("removed temporary files left by an interrupted write"),
+        "{log}"
+    );
+    assert!(partial.exists(), "the original stays, uncommitted");
+}

@@ -358,25 +358,33 @@ impl OutputSink {
     }
 
     /// Removes temporary files of output objects that a killed process left in a local output
-    /// directory. Returns how many were removed.
+    /// directory, and the staging files of leftover copies it was shipping
+    /// ([`OutputSink::ship_file`]). Returns how many were removed.
     pub fn remove_orphaned_temporaries(&self) -> usize {
         let source = self.location.child(&self.source_folder());
         let ours = |name: &str| parse_generation(name).is_some();
-        match self.layout {
-            OutputLayout::Flat => source.remove_orphaned_temporaries(ours),
-            OutputLayout::Hive => {
-                let days = source
-                    .local_dir()
-                    .and_then(|dir| std::fs::read_dir(dir).ok())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter_map(|entry| entry.file_name().into_string().ok())
-                    .filter(|name| name.starts_with("date="));
-                days.map(|day| source.child(&day).remove_orphaned_temporaries(ours))
-                    .sum()
+        let leftovers = self
+            .location
+            .child(".leftovers")
+            .child(self.source_id.as_str())
+            .local_dir()
+            .map_or(0, remove_staging_files);
+        leftovers
+            + match self.layout {
+                OutputLayout::Flat => source.remove_orphaned_temporaries(ours),
+                OutputLayout::Hive => {
+                    let days = source
+                        .local_dir()
+                        .and_then(|dir| std::fs::read_dir(dir).ok())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|entry| entry.file_name().into_string().ok())
+                        .filter(|name| name.starts_with("date="));
+                    days.map(|day| source.child(&day).remove_orphaned_temporaries(ours))
+                        .sum()
+                }
             }
-        }
     }
 
     /// Checks that the output location is writable, and fences (see
@@ -388,6 +396,37 @@ impl OutputSink {
             .await
             .map_err(ScanError::from)
     }
+}
+
+/// Removes every staging file (`<name>#<digits>`, what a local store writes before it renames
+/// a finished copy into place) below `dir`: under `.leftovers/` every object is a copy, so any
+/// staging file there is an interrupted one. Returns how many went.
+fn remove_staging_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            removed += remove_staging_files(&entry.path());
+            continue;
+        }
+        let name = entry.file_name();
+        let staging = name
+            .as_encoded_bytes()
+            .rsplit(|&b| b == b'#')
+            .next()
+            .is_some_and(|n| {
+                !n.is_empty() && n.len() < name.len() && n.iter().all(u8::is_ascii_digit)
+            });
+        if staging && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// The generation an output object's file name holds (`<20 digits>.ndjson[.gz]`).

@@ -467,8 +467,9 @@ impl StateLog {
         })
     }
 
-    /// Removes the plan of a committed generation, and the markers of its first `redos` redos
-    /// ([`StateLog::record_redo`]). Objects already gone are fine.
+    /// Removes the plan of a committed generation (or of a batch that commits nothing), and the
+    /// markers of its first `redos` redos ([`StateLog::record_redo`]). Objects already gone
+    /// are fine.
     pub async fn remove_plan(&self, generation: u64, redos: u32) -> Result<(), StateError> {
         let markers = (1..=redos).map(|attempt| self.dir.object(&redo_name(generation, attempt)));
         self.remove(

@@ -115,7 +115,7 @@ impl Scanner {
         &mut self,
         plan: Plan,
         mode: WriteMode,
-    ) -> Result<BatchReport, ScanError> {
+    ) -> Result<Option<BatchReport>, ScanError> {
         let processing = self.start_processing(plan.files.clone());
         let processed = self.process_batch(plan, processing).await?;
         self.finish_batch(processed, mode).await
@@ -127,7 +127,7 @@ impl Scanner {
         &mut self,
         plan: Plan,
         reason: String,
-    ) -> Result<BatchReport, ScanError> {
+    ) -> Result<Option<BatchReport>, ScanError> {
         let rows = plan
             .files
             .into_iter()
@@ -205,15 +205,23 @@ impl Scanner {
     }
 
     /// Flushes and commits a processed batch, then stores a snapshot if one is due and cleans
-    /// up the committed files.
+    /// up the committed files. `None` when a fresh batch has nothing to commit.
     pub(super) async fn finish_batch(
         &mut self,
         batch: ProcessedBatch,
         mode: WriteMode,
-    ) -> Result<BatchReport, ScanError> {
+    ) -> Result<Option<BatchReport>, ScanError> {
         let ProcessedBatch {
             processed, started, ..
         } = batch;
+        if processed.rows.is_empty() && mode == WriteMode::Create {
+            // Every file was held back for another attempt: no output, no delta. The plan goes
+            // (nothing was written under its key), and the next batch plans its generation
+            // again. A redo instead commits, even empty: its earlier attempt may have written
+            // an object under the key, which the commit replaces.
+            self.log.remove_plan(processed.generation, 0).await?;
+            return Ok(None);
+        }
         let flushing = Instant::now();
         let flushed = self.flush(processed, mode).await?;
         self.timed("flush", flushing);
@@ -222,7 +230,7 @@ impl Scanner {
         self.timed("commit", committing);
         self.snapshot_if_due().await?;
         self.clean_up_committed(&committed.delta).await?;
-        Ok(self.report(committed, mode, started))
+        Ok(Some(self.report(committed, mode, started)))
     }
 
     /// Records how long a phase took since `started`.

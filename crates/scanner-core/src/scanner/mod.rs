@@ -688,7 +688,7 @@ impl Scanner {
         let mut recovered = None;
         if let Some(plan) = self.pending.take() {
             let result = self.redo(plan).await;
-            recovered = Some(self.settle(result)?);
+            recovered = self.settle(result)?;
         }
 
         let partial = scope.is_some();
@@ -765,7 +765,7 @@ impl Scanner {
                 },
                 Err(e) => Err(e.into()),
             };
-            report.batches.push(self.settle(result)?);
+            report.batches.extend(self.settle(result)?);
             self.observer.emit(backlog(&queue));
         }
         // The state is kept through the idle hour that follows: what the scan changed costs
@@ -784,7 +784,7 @@ impl Scanner {
 
     /// After a failed batch, what reached storage is unknown (a plan or delta may have landed
     /// although the call failed): re-read the log before the next batch.
-    fn settle(&mut self, result: Result<BatchReport, ScanError>) -> Result<BatchReport, ScanError> {
+    fn settle<T>(&mut self, result: Result<T, ScanError>) -> Result<T, ScanError> {
         if result.is_err() {
             self.needs_reload = true;
         }

@@ -64,7 +64,7 @@ impl RedoPolicy {
 impl Scanner {
     /// Redoes the interrupted batch of `plan`, as [`RedoPolicy`] says after the abnormal ends
     /// recorded so far (this one included).
-    pub(super) async fn redo(&mut self, mut plan: Plan) -> Result<BatchReport, ScanError> {
+    pub(super) async fn redo(&mut self, mut plan: Plan) -> Result<Option<BatchReport>, ScanError> {
         let generation = plan.generation;
         if self.redo_recorded != Some(generation) {
             let attempt = self.pending_redos + 1;
