@@ -214,7 +214,8 @@ fn half_open_connections_cannot_starve_the_scans() {
     );
     crate::support::assert_exactly_once(&fx.outputs(), &expected);
 
-    // Every half-open connection is closed by the server, within the idle timeout (5s).
+    // Every half-open connection is closed by the server: evicted by a later one, or after the
+    // 2 s it has for a request head.
     for client in &mut clients {
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -242,6 +243,181 @@ fn half_open_connections_cannot_starve_the_scans() {
         !logged.iter().any(|l| l.contains("Too many open files")),
         "{logged:#?}"
     );
+}
+
+/// A slowloris next to the probes, as a reviewer ran it on the real binary (issue 21): eight
+/// clients each open a connection and trickle a request header one byte every 4 s (less than
+/// the 5 s the endpoints allow without progress), and open a new one at once whenever theirs
+/// is closed; meanwhile `/livez` and `/healthz` are probed every 500 ms the way kubelet does
+/// (one request per connection, a 1 s timeout). Every probe must get its 200: a refused
+/// liveness probe restarts the container, and a native sidecar that never passes its startup
+/// probe keeps the application from starting.
+#[test]
+fn slow_clients_cannot_starve_the_probes() {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    const TRICKLERS: usize = 8;
+    const TRICKLE_EVERY: Duration = Duration::from_secs(4);
+    const PROBE_EVERY: Duration = Duration::from_millis(500);
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+    const PROBING_FOR: Duration = Duration::from_secs(15);
+
+    let fx = Fixture::new();
+    let served = Served::start(&fx, &[]);
+    let addr = served.addr.clone();
+    let answers = || probe(&addr, "/livez", PROBE_TIMEOUT) == Ok(200);
+    assert!(
+        wait_until(Duration::from_secs(10), answers),
+        "/livez never answered"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let cut = Arc::new(AtomicUsize::new(0));
+    let tricklers: Vec<_> = (0..TRICKLERS)
+        .map(|_| {
+            let (addr, stop, cut) = (addr.clone(), Arc::clone(&stop), Arc::clone(&cut));
+            std::thread::spawn(move || trickle(&addr, TRICKLE_EVERY, &stop, &cut))
+        })
+        .collect();
+    // Let every trickler hold a connection before the first probe.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    let mut answered = 0;
+    let mut slowest = Duration::ZERO;
+    let mut sent = 0u32;
+    while started.elapsed() < PROBING_FOR {
+        let path = if sent % 2 == 0 { "/livez" } else { "/healthz" };
+        let sent_at = Instant::now();
+        match probe(&addr, path, PROBE_TIMEOUT) {
+            Ok(200) => {
+                answered += 1;
+                slowest = slowest.max(sent_at.elapsed());
+            }
+            other => failed.push(format!("{:.1?} {path}: {other:?}", started.elapsed())),
+        }
+        sent += 1;
+        if let Some(wait) = (started + PROBE_EVERY * sent).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for trickler in tricklers {
+        trickler.join().unwrap();
+    }
+    // The connections closed to make room, or for a request head that never came, are counted.
+    let (code, metrics) = get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    let closed = |reason: &str| -> u64 {
+        let prefix = format!("gleaner_http_connections_rejected_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    eprintln!(
+        "probes: {sent} sent, {answered} answered 200 (slowest in {slowest:.1?}), {} failed; \
+         trickling connections closed by the server: {}; closed by reason: evicted {}, \
+         head_timeout {}, full {}",
+        failed.len(),
+        cut.load(Ordering::SeqCst),
+        closed("evicted"),
+        closed("head_timeout"),
+        closed("full"),
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} probes failed: {failed:#?}",
+        failed.len()
+    );
+    assert!(
+        closed("evicted") + closed("head_timeout") > 0,
+        "no slow connection counted:\n{metrics}"
+    );
+
+    sigterm(&served.child);
+    let (status, logged) = served.wait(Duration::from_secs(20));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{logged:#?}");
+}
+
+/// One probe as kubelet sends it: a fresh connection, one HTTP/1.1 request with
+/// `Connection: close`, and `timeout` for all of it; the status code, or why there is none.
+fn probe(addr: &str, path: &str, timeout: Duration) -> Result<u16, String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut stream = TcpStream::connect_timeout(&addr.parse().unwrap(), timeout)
+        .map_err(|e| format!("connect: {e}"))?;
+    stream.set_write_timeout(Some(timeout)).unwrap();
+    // In one write, as kubelet's client sends it (`write!` would send it piece by piece).
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.31\r\n\
+         Accept: */*\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|left| !left.is_zero())
+            .ok_or_else(|| format!("timed out after {} bytes", response.len()))?;
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("read: {e} after {} bytes", response.len())),
+        }
+    }
+    let head = String::from_utf8_lossy(&response);
+    head.strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no status line in {head:?}"))
+}
+
+/// A slow client until `stop`: opens a connection and sends a request header one byte every
+/// `every`, never finishing it; once the server closes the connection (or answers), counts it
+/// in `cut` and opens another at once.
+fn trickle(addr: &str, every: Duration, stop: &AtomicBool, cut: &std::sync::atomic::AtomicUsize) {
+    let header = b"GET /livez HTTP/1.1\r\nHost: gleaner\r\nX-Slow: ";
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(mut stream) = TcpStream::connect(addr) else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        // The read timeout paces the loop: it notices a close within 100 ms.
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut sent = 0;
+        let mut next_byte = std::time::Instant::now();
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if std::time::Instant::now() >= next_byte {
+                let byte = header.get(sent).copied().unwrap_or(b'a');
+                if stream.write_all(&[byte]).is_err() {
+                    break;
+                }
+                sent += 1;
+                next_byte += every;
+            }
+            match stream.read(&mut [0u8; 1]) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                // Closed, reset, or answered (a timeout response): the server let go.
+                _ => break,
+            }
+        }
+        cut.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// A free address on 127.0.0.1 (its port released for the caller to bind).
