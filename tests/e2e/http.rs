@@ -44,10 +44,14 @@ fn metrics_healthz_and_readyz_are_served() {
         ],
     );
     let addr = served.addr.clone();
-    assert!(crate::support::wait_until(Duration::from_secs(20), || fx
-        .outputs()
-        .len()
-        == 5));
+    // The output object is written before the commit, and the counters follow the commit:
+    // wait for both.
+    assert!(crate::support::wait_until(Duration::from_secs(20), || {
+        fx.outputs().len() == 5
+            && get(&addr, "/metrics")
+                .1
+                .contains("gleaner_files_total{outcome=\"done\"} 5")
+    }));
 
     let (code, body) = get(&addr, "/healthz");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
