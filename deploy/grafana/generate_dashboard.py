@@ -324,15 +324,56 @@ ROWS = [
         "Watched volume",
         [
             ts(
+                "Watched directory vs its capacity",
+                "Share of --watch-capacity (in a Pod, the emptyDir's sizeLimit) that the watched "
+                "directory takes: the blocks of every file and directory in it, committed, "
+                "pending or in progress, hidden ones included, as the kubelet counts them; "
+                "measured at every walk of the whole tree (--interval). Past 100 % the kubelet "
+                "evicts the Pod without a drain and every file in the volume is lost. "
+                "GleanerWatchCapacityFillingUp warns from 50 % when the trend passes 100 % within "
+                "the hour; GleanerWatchNearCapacity pages from 80 %. Empty for collectors run "
+                "without --watch-capacity.",
+                [
+                    target(
+                        f"max by (instance) (gleaner_watch_bytes{{{SEL}}} / gleaner_watch_capacity_bytes{{{SEL}}})",
+                        "{{instance}}",
+                    )
+                ],
+                unit="percentunit",
+                width=12,
+                defaults=dict(
+                    threshold_lines(("green", None), ("orange", 0.5), ("red", 0.8)),
+                    min=0,
+                ),
+            ),
+            ts(
+                "Watched directory size",
+                "Disk space the watched directory takes (gleaner_watch_bytes, with or without "
+                "--watch-capacity), and its capacity where set (gleaner_watch_capacity_bytes).",
+                [
+                    target(f"max by (instance) (gleaner_watch_bytes{{{SEL}}})", "held {{instance}}"),
+                    target(
+                        f"max by (instance) (gleaner_watch_capacity_bytes{{{SEL}}})",
+                        "capacity {{instance}}",
+                    ),
+                ],
+                unit="bytes",
+                width=12,
+            ),
+            ts(
                 "Free space",
-                "Free space of the volume holding the watched directory, measured at every "
-                "scan (for an emptyDir: the node's disk; its sizeLimit is not visible here).",
+                "Free space of the file system holding the watched directory (statvfs), measured "
+                "at every scan. For an emptyDir on disk this is the node's disk, shared with "
+                "every Pod on the node, not the emptyDir's sizeLimit: the Pod's own budget is in the "
+                "panels above (--watch-capacity). --min-free and GleanerWatchVolumeLowSpace follow "
+                "this.",
                 [target(f"min by (instance) (gleaner_watch_free_bytes{{{SEL}}})", "{{instance}}")],
                 unit="bytes",
             ),
             stat(
                 "Below --min-free",
-                "1 while the watched volume has less free space than --min-free.",
+                "1 while the file system of the watched directory (for an emptyDir on disk, the "
+                "node's disk) has less free space than --min-free.",
                 [target(f"max by (instance) (gleaner_watch_low_space{{{SEL}}})", "{{instance}}")],
                 defaults={
                     "thresholds": thresholds(("green", None), ("red", 1)),

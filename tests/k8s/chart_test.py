@@ -23,6 +23,10 @@
                 it) matches every job=~"…" selector of the rule files, also with nameOverride,
                 fullnameOverride and a parent chart's alias; its source_id relabeling follows
                 run.sourceId
+  capacity      every rendered Gleaner container passes --watch-capacity: in sidecar modes the bytes of
+                its Pod's emptyDir sizeLimit (read as Kubernetes reads a quantity, for sizes in
+                every unit the schema allows), in cronjob mode cronjob.watchCapacity, absent when
+                empty; --min-free stays sidecar.minFreePercent of the sizeLimit
   bad-values    a table of wrong values, each failing the render with its own message
   schema        values.schema.json rejects unknown keys at every level and lists exactly the keys of
                 values.yaml; every value has a comment
@@ -455,6 +459,79 @@ def job_names():
 
 
 # --------------------------------------------------------------------------------------------
+def gleaner_containers(objs: list[dict]) -> list[tuple[dict, dict]]:
+    """(Pod spec, Gleaner container) of every rendered Pod that runs `gleaner run`."""
+    found = []
+    for obj in objs:
+        spec = common.pod_spec(obj)
+        if spec is None:
+            continue
+        for c in (spec.get("initContainers") or []) + spec["containers"]:
+            if c.get("args", [None])[0] == "run":
+                found.append((spec, c))
+    return found
+
+
+def flag_values(container: dict, flag: str) -> list[str]:
+    return [a.split("=", 1)[1] for a in container["args"] if a.startswith(flag + "=")]
+
+
+def mib_or_bytes(n: int) -> str:
+    """--min-free as the chart writes it."""
+    return f"{n // 2**20}MiB" if n >= 2**20 else str(n)
+
+
+# Extra renderings of the capacity flags: (what, values file, values).
+CAPACITY_RENDERINGS = [
+    *((f"sizeLimit {q}", os.path.join(CHART, "examples", "native-s3.yaml"), {"sidecar": {"emptyDir": {"sizeLimit": q}}})
+      for q in ("512Mi", "500M", "3G", "1000000", "2Ti", "7k", "64Ki")),
+    ("minFreePercent 0", os.path.join(CHART, "examples", "classic.yaml"), {"sidecar": {"minFreePercent": 0}}),
+    ("cronjob.watchCapacity 10Gi", os.path.join(CHART, "examples", "cronjob.yaml"), {"cronjob": {"watchCapacity": "10Gi"}}),
+    ("cronjob.watchCapacity 250G", os.path.join(CHART, "examples", "cronjob.yaml"), {"cronjob": {"watchCapacity": "250G"}}),
+]
+
+
+@check("capacity")
+def capacity():
+    renderings = [(case.name, case, rendered(case)) for case in common.cases()]
+    for what, values_file, values in CAPACITY_RENDERINGS:
+        case = common.Case(what, "gleaner", values_file, values)
+        renderings.append((what, case, common.render(case)))
+    problems = []
+    counted = {"sidecar": 0, "cronjob": 0}
+    for what, case, out in renderings:
+        values = chart_values(case)
+        for spec, c in gleaner_containers(common.objects(out)):
+            capacity_flag = flag_values(c, "--watch-capacity")
+            min_free = flag_values(c, "--min-free")
+            if values["mode"] == "cronjob":
+                wanted = values["cronjob"]["watchCapacity"]
+                expected = [str(common.quantity_bytes(wanted))] if wanted else []
+                if capacity_flag != expected:
+                    problems.append(f"{what}: --watch-capacity {capacity_flag}, expected {expected} "
+                                    f"(cronjob.watchCapacity {wanted!r})")
+                counted["cronjob"] += 1
+                continue
+            volume = next((v for v in spec.get("volumes", []) if v["name"] == c["volumeMounts"][0]["name"]), None)
+            if not volume or "emptyDir" not in volume:
+                problems.append(f"{what}: the watched volume is not an emptyDir of the Pod")
+                continue
+            limit = common.quantity_bytes(volume["emptyDir"]["sizeLimit"])
+            if capacity_flag != [str(limit)]:
+                problems.append(f"{what}: --watch-capacity {capacity_flag}, expected [{limit}] "
+                                f"(the emptyDir's sizeLimit {volume['emptyDir']['sizeLimit']})")
+            percent = values["sidecar"]["minFreePercent"]
+            expected_min_free = [mib_or_bytes(limit * percent // 100)] if percent else []
+            if min_free != expected_min_free:
+                problems.append(f"{what}: --min-free {min_free}, expected {expected_min_free}")
+            counted["sidecar"] += 1
+    assert counted["sidecar"] >= 10 and counted["cronjob"] >= 3, f"too few Gleaner containers checked: {counted}"
+    assert not problems, "\n".join(problems)
+    return (f"{counted['sidecar']} sidecar containers pass their emptyDir's sizeLimit in bytes, "
+            f"{counted['cronjob']} CronJob containers cronjob.watchCapacity")
+
+
+# --------------------------------------------------------------------------------------------
 EXAMPLE = os.path.join(CHART, "examples", "native-s3.yaml")
 CLASSIC = os.path.join(CHART, "examples", "classic.yaml")
 CRONJOB = os.path.join(CHART, "examples", "cronjob.yaml")
@@ -519,6 +596,12 @@ BAD_VALUES = [
      "at '/run/state': 'hdfs://nn/state' does not match pattern"),
     ("a flag the chart sets, in extraArgs", EXAMPLE, "gleaner", {"run": {"extraArgs": ["--after=keep"]}},
      "run.extraArgs: --after is set by the chart"),
+    ("--watch-capacity in extraArgs", CRONJOB, "gleaner", {"run": {"extraArgs": ["--watch-capacity=10Gi"]}},
+     "run.extraArgs: --watch-capacity is set by the chart"),
+    ("a CronJob capacity in Gleaner's units", CRONJOB, "gleaner", {"cronjob": {"watchCapacity": "10GiB"}},
+     "at '/cronjob/watchCapacity': '10GiB' does not match pattern"),
+    ("a size limit in milli-units", EXAMPLE, "gleaner", {"sidecar": {"emptyDir": {"sizeLimit": "1000m"}}},
+     "at '/sidecar/emptyDir/sizeLimit': '1000m' does not match pattern"),
     ("one source id for several Pods", EXAMPLE, "gleaner", {"run": {"sourceId": "shared"}},
      "run.sourceId \"shared\" with example.replicas 2: every Pod needs its own source id"),
     ("PodMonitor in cronjob mode", CRONJOB, "gleaner", {"podMonitor": {"enabled": True}},

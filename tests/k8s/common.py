@@ -184,5 +184,31 @@ def workload_pod(objs: list[dict]) -> tuple[dict, dict]:
     return workloads[0], workloads[0]["spec"]["template"]
 
 
+# A Kubernetes quantity's suffixes, as the API server reads them (apimachinery's
+# resource.Quantity): binary and decimal multipliers of bytes. Written out here, apart from the
+# chart's gleaner.bytes helper, so that the tests check the chart against Kubernetes.
+QUANTITY_SUFFIXES = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+}
+
+
+def quantity_bytes(quantity) -> int:
+    """A whole number of bytes written as a Kubernetes quantity (`1Gi`, `500M`, `1000000`)."""
+    m = re.fullmatch(r"([0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?", str(quantity))
+    if not m:
+        raise ValueError(f"{quantity!r} is not a whole Kubernetes quantity of bytes")
+    return int(m.group(1)) * QUANTITY_SUFFIXES[m.group(2) or ""]
+
+
+def pod_spec(obj: dict) -> dict | None:
+    """The Pod spec of a workload object (Deployment, StatefulSet, Job, CronJob), else None."""
+    if obj["kind"] in ("Deployment", "StatefulSet", "Job"):
+        return obj["spec"]["template"]["spec"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return None
+
+
 def error_text(exc: Exception) -> str:
     return re.sub(r"\s+", " ", str(exc))

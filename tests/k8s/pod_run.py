@@ -20,6 +20,10 @@ Deployment or StatefulSet is run the way the kubelet would run it, with local pr
     and to the sidecar only after they exited; classic, SIGTERM to all at once. Whatever still
     runs when the rendered terminationGracePeriodSeconds is over gets SIGKILL (and fails the case).
 
+While the Pod runs, Gleaner's /metrics is scraped: gleaner_watch_capacity_bytes is the Pod's emptyDir
+sizeLimit in bytes, read as Kubernetes reads the quantity (the binary parsed the flag the chart
+rendered), next to gleaner_watch_bytes.
+
 Then: every file the emitter completed (it prints each one's path) is in the outputs exactly once
 (the last ones included), with the Pod's name as source id, nothing else is; no file is left in
 the emptyDir (`--after delete`) and nothing had to be shipped as leftovers; every container
@@ -273,7 +277,9 @@ class Pod:
         raise AssertionError(f"{c.name}: the startup probe never passed")
 
     # -- the Pod's life ------------------------------------------------------------------------
-    def run(self, binary: str) -> dict:
+    def run(self, binary: str, while_running=None) -> dict:
+        """Runs the Pod for RUN_SECONDS, calls while_running() (if given) once its time is up,
+        before the Pod is stopped, and stops it."""
         self.binary = binary
         report = {}
         for c in self.sidecars:
@@ -292,6 +298,8 @@ class Pod:
                     status, body = c.probe("livenessProbe")
                     assert status == 200, f"{c.name}: liveness probe answered {status}: {body[:200]!r}"
             time.sleep(1)
+        if while_running:
+            report.update(while_running())
         report.update(self.terminate())
         return report
 
@@ -389,6 +397,31 @@ def local_objects(root: str) -> dict[str, bytes]:
     return out
 
 
+def metric_value(exposition: str, name: str) -> float | None:
+    for line in exposition.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == name:
+            return float(parts[1])
+    return None
+
+
+def check_capacity_metrics(pod: Pod, gleaner: Container) -> dict:
+    """gleaner_watch_capacity_bytes, scraped from the running Gleaner, is its emptyDir's sizeLimit."""
+    status, body = http_get(f"http://127.0.0.1:{gleaner.port(gleaner.spec['ports'][0]['name'])}/metrics", 5)
+    assert status == 200, f"/metrics answered {status}: {body[:200]!r}"
+    exposition = body.decode("utf-8", "replace")
+    mount = gleaner.spec["volumeMounts"][0]["name"]
+    volume = next(v for v in pod.spec["volumes"] if v["name"] == mount)
+    limit = common.quantity_bytes(volume["emptyDir"]["sizeLimit"])
+    capacity = metric_value(exposition, "gleaner_watch_capacity_bytes")
+    used = metric_value(exposition, "gleaner_watch_bytes")
+    assert capacity == limit, (f"gleaner_watch_capacity_bytes is {capacity}, but the emptyDir's sizeLimit "
+                               f"{volume['emptyDir']['sizeLimit']} is {limit} bytes")
+    assert used is not None and 0 < used < limit, f"gleaner_watch_bytes is {used}"
+    return {"gleaner_watch_capacity_bytes": f"{capacity:.0f} (sizeLimit {volume['emptyDir']['sizeLimit']})",
+            "gleaner_watch_bytes": f"{used:.0f}"}
+
+
 def run_case(name: str, case: common.Case, storage: str, secrets: dict, binary: str, workdir: str) -> str:
     os.makedirs(workdir)
     os.chmod(workdir, 0o755)
@@ -417,7 +450,7 @@ def run_case(name: str, case: common.Case, storage: str, secrets: dict, binary: 
             # What IRSA provides in the cluster (web identity credentials), and where S3 is.
             injected.update({"AWS_ENDPOINT": moto.url, "AWS_ALLOW_HTTP": "true",
                              "AWS_ACCESS_KEY_ID": "gleaner-test", "AWS_SECRET_ACCESS_KEY": "gleaner-test"})
-        report = pod.run(binary)
+        report = pod.run(binary, lambda: check_capacity_metrics(pod, gleaner))
         if storage == "s3":
             bucket, prefix = re.match(r"s3://([^/]+)/(.*)", output).groups()
             objects = moto.objects(bucket, prefix.rstrip("/") + "/")

@@ -15,6 +15,12 @@
    webhook) and GleanerStale (critical: the paging webhook), and checks their payloads: alert
    name, summary, runbook link, dashboard link.
 4. Ends the incident (chmod back) and waits for the resolved messages of both.
+5. The watched directory's capacity (gleaner runs with a small --watch-capacity): the scraped
+   gleaner_watch_capacity_bytes is the value passed, and gleaner_watch_bytes equals `du -sB1` of
+   the directory (a hidden staging directory included) before and after the test writes a file
+   that takes it past 80 % of the capacity; GleanerWatchNearCapacity (critical: the paging
+   webhook) and GleanerWatchCapacityFillingUp (warning: the tickets webhook) fire, with their
+   payloads checked; once the file is deleted, the gauge follows du down and both resolve.
 
 Usage: e2e.py GLEANER_BIN   (promtool-free: it talks to the servers' HTTP APIs)
 Environment: PROMETHEUS (default `prometheus`), ALERTMANAGER (default `prometheus-alertmanager`
@@ -46,6 +52,11 @@ NAMESPACE = "e2e"
 INTERVAL_SECONDS = 2
 # `for:` in the shipped rules becomes this (only ever shorter).
 FOR = "2s"
+# --watch-capacity, written the way a Kubernetes sizeLimit is, and what it means in bytes. Small:
+# the emitter's files take about 1 MiB during the run, far below 50 % (the trend alert's floor);
+# the test's own file takes the directory past 80 %.
+WATCH_CAPACITY = "16Mi"
+WATCH_CAPACITY_BYTES = 16 * 1024 * 1024
 # Panels whose every query must return data from a healthy collector.
 CORE_PANELS = [
     "SLI over the SLO period",
@@ -62,6 +73,8 @@ CORE_PANELS = [
     "Oldest ready file waiting",
     "Commit delay",
     "Ready files waiting",
+    "Watched directory vs its capacity",
+    "Watched directory size",
     "Free space",
     "Scan errors by stage",
     "Failed files by reason",
@@ -85,6 +98,8 @@ MUST_BE_SILENT = {
     "GleanerDrainLeftovers",
     "GleanerEventsLost",
     "GleanerWatchVolumeFillingUp",
+    "GleanerWatchNearCapacity",
+    "GleanerWatchCapacityFillingUp",
     "GleanerFileFreshnessFastBurn",
     "GleanerCorrectnessFastBurn",
     "GleanerScanFreshnessFastBurn",
@@ -376,6 +391,139 @@ def check_payload(payload, alertname, channel, expected_color):
     return text
 
 
+def du_bytes(path):
+    """Disk space of a directory tree as `du -sB1` counts it (blocks, hidden entries included):
+    an independent measure of what gleaner_watch_bytes must say."""
+    out = subprocess.run(["du", "-sB1", path], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def humanize1024(value):
+    """Prometheus' humanize1024 template function, for the expected annotations."""
+    if abs(value) <= 1:
+        return f"{value:.4g}"
+    for prefix in ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"):
+        if abs(value) < 1024 or prefix == "Ei":
+            return f"{value:.4g}{prefix}"
+        value /= 1024
+
+
+def check_capacity(prom, sink, procs, watch, owner):
+    """Step 5: gleaner_watch_bytes against du, the capacity alerts fired and resolved for real."""
+    selector = f'{{namespace="{NAMESPACE}"}}'
+    capacity = prom.value(f"gleaner_watch_capacity_bytes{selector}")
+    if capacity != WATCH_CAPACITY_BYTES:
+        raise Failure(f"gleaner_watch_capacity_bytes is {capacity}, expected {WATCH_CAPACITY_BYTES} "
+                      f"(--watch-capacity {WATCH_CAPACITY})")
+    log(f"gleaner_watch_capacity_bytes = {capacity:.0f} (--watch-capacity {WATCH_CAPACITY})")
+
+    def gauge_equals_du(what):
+        # The gauge is set at every walk of the whole tree (every --interval, 2 s here) and
+        # scraped every second: wait for a walk after the last change, then they must agree to
+        # the byte.
+        seen = {}
+
+        def equal():
+            procs.check_alive()
+            seen["du"] = du_bytes(watch)
+            seen["gauge"] = prom.value(f"gleaner_watch_bytes{selector}")
+            return seen["gauge"] is not None and int(seen["gauge"]) == seen["du"]
+
+        try:
+            wait_until(f"gleaner_watch_bytes equal to du -sB1 ({what})", equal, 20)
+        except Failure:
+            raise Failure(f"{what}: gleaner_watch_bytes {seen.get('gauge')} never equalled "
+                          f"du -sB1 {watch} = {seen.get('du')}") from None
+        log(f"{what}: gleaner_watch_bytes = du -sB1 = {seen['du']} "
+            f"({seen['du'] / WATCH_CAPACITY_BYTES:.1%} of the capacity)")
+        return seen["du"]
+
+    before = gauge_equals_du("the emitter's files and a hidden staging directory")
+    if before / WATCH_CAPACITY_BYTES > 0.5:
+        raise Failure(f"the directory holds {before} bytes before the test's file: "
+                      f"raise WATCH_CAPACITY, the test needs room below 50 %")
+
+    # A file that takes the directory to 85 % of its capacity, written under an in-progress name
+    # and renamed, as an emitter would.
+    size = int(WATCH_CAPACITY_BYTES * 0.85) - before
+    size += -size % 65536
+    line = b"2026-11-24T10:00:00Z level=INFO capacity test " + b"x" * 53 + b"\n"
+    big = os.path.join(watch, "big-00001.log")
+    with open(big + ".tmp", "wb") as f:
+        f.write(line * (size // len(line)) + b"y" * (size % len(line)))
+    if owner is not None:
+        os.chown(big + ".tmp", *owner)
+    os.rename(big + ".tmp", big)
+    written = time.monotonic()
+    log(f"wrote {size} bytes into {os.path.basename(big)}")
+
+    after = gauge_equals_du("after the test's file")
+    # The gauge followed what was written: the file's blocks, and no more than the directory's
+    # own growth besides.
+    grown = after - before
+    if not size <= grown <= size + 65536:
+        raise Failure(f"gleaner_watch_bytes grew by {grown} for a file of {size} bytes")
+    share = after / WATCH_CAPACITY_BYTES
+    if share <= 0.8:
+        raise Failure(f"the test's file took the directory to {share:.1%} only")
+    # The dashboard's panels show the same.
+    panels = {
+        ("Watched directory vs its capacity", "A"): share,
+        ("Watched directory size", "A"): after,
+        ("Watched directory size", "B"): WATCH_CAPACITY_BYTES,
+    }
+    for title, ref, expr in obslib.dashboard_queries():
+        if (title, ref) in panels:
+            shown = prom.value(obslib.substitute(expr))
+            wanted = panels.pop((title, ref))
+            if shown is None or abs(shown - wanted) > 1e-9 * wanted:
+                raise Failure(f"panel {title!r} ({ref}) shows {shown}, expected {wanted}")
+    if panels:
+        raise Failure(f"the dashboard lacks the queries {sorted(panels)}")
+
+    expected = [
+        ("/paging", "GleanerWatchNearCapacity", "danger"),
+        ("/tickets", "GleanerWatchCapacityFillingUp", "warning"),
+    ]
+    for path, alertname, color in expected:
+        payload = wait_until(
+            f"the Slack message of {alertname} on {path}",
+            lambda: procs.check_alive() or sink.find(path, alertname, "firing"),
+            60,
+        )
+        text = check_payload(payload, alertname, path, color)
+        log(f"Slack {path} {time.monotonic() - written:.1f}s after the write: "
+            f"{payload['attachments'][0]['title']!r}")
+        for text_line in text.splitlines():
+            print(f"           | {text_line}")
+        if alertname == "GleanerWatchNearCapacity":
+            summary = f"the watched directory holds {share * 100:.4g}% of its capacity"
+            description = (f"takes {humanize1024(after)}B of its --watch-capacity "
+                           f"{humanize1024(WATCH_CAPACITY_BYTES)}B (the emptyDir's sizeLimit)")
+            for want in (summary, description):
+                if want not in text:
+                    raise Failure(f"the {alertname} message does not say {want!r}: {text!r}")
+    firing = prom.query(f'ALERTS{{alertname="GleanerWatchNearCapacity", alertstate="firing", namespace="{NAMESPACE}"}}')
+    if not firing:
+        raise Failure("GleanerWatchNearCapacity is not firing in Prometheus")
+
+    # The committed files leave (here: the test deletes its file): the gauge follows du down,
+    # and both alerts resolve.
+    os.remove(big)
+    log("deleted the test's file")
+    gauge_equals_du("after deleting it")
+    for path, alertname, _ in expected:
+        payload = wait_until(
+            f"the resolved Slack message of {alertname} on {path}",
+            lambda: procs.check_alive() or sink.find(path, alertname, "resolved"),
+            60,
+        )
+        attachment = payload["attachments"][0]
+        if attachment.get("color") != "good" or "resolved:" not in attachment["text"]:
+            raise Failure(f"resolved message of {alertname}: {json.dumps(payload, indent=2)}")
+        log(f"Slack {path}: {attachment['title']!r}")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -408,6 +556,16 @@ def main():
                 os.chmod(copy, 0o755)
                 gleaner_bin = copy
 
+        # An emitter's hidden staging directory with a file in progress: Gleaner does not collect
+        # from it, but it is on the volume, and the kubelet counts it against the sizeLimit.
+        staging = os.path.join(watch, ".staging")
+        os.mkdir(staging)
+        with open(os.path.join(staging, "part-00001.log"), "wb") as f:
+            f.write(b"partial line of a file being written\n" * 2000)
+        if owner is not None:
+            for path in (staging, os.path.join(staging, "part-00001.log")):
+                os.chown(path, *owner)
+
         gleaner_port, prom_port, am_port = free_port(), free_port(), free_port()
         gleaner = procs.start(
             "gleaner",
@@ -415,7 +573,7 @@ def main():
             + [
                 gleaner_bin, "run", "--watch", watch, "--state", state, "--output", out,
                 "--source-id", SOURCE_ID, "--interval", f"{INTERVAL_SECONDS}s", "--min-age", "0s",
-                "--metrics-addr", f"127.0.0.1:{gleaner_port}",
+                "--watch-capacity", WATCH_CAPACITY, "--metrics-addr", f"127.0.0.1:{gleaner_port}",
             ],
         )
         am_config = test_alertmanager(workdir, sink.port)
@@ -571,7 +729,10 @@ def main():
             lambda: (prom.value(f'sum(gleaner_files_total{{outcome="done", namespace="{NAMESPACE}"}})') or 0) >= committed_before,
             60,
         )
-        log(f"{committed_before} files emitted, all committed; {len(sink.messages)} Slack messages received")
+        log(f"{committed_before} files emitted, all committed")
+
+        check_capacity(prom, sink, procs, watch, owner)
+        log(f"{len(sink.messages)} Slack messages received")
         ok = True
     except Failure as e:
         print(f"FAIL: {e}")

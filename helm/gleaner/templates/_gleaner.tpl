@@ -63,11 +63,19 @@ chart's own templates, which use the same templates — and renders YAML to be i
     {{- with $v.cronjob.minFree }}
     - --min-free={{ . }}
     {{- end }}
+    {{- with $v.cronjob.watchCapacity }}
+    # cronjob.watchCapacity ({{ . }}) in bytes: each run warns in its log from 80 %.
+    - --watch-capacity={{ include "gleaner.bytes" (list "cronjob.watchCapacity" .) }}
+    {{- end }}
     {{- else }}
     - --after={{ $v.sidecar.after }}
-    {{- if gt (int $v.sidecar.minFreePercent) 0 }}
     {{- $limit := int64 (include "gleaner.bytes" (list "sidecar.emptyDir.sizeLimit" $v.sidecar.emptyDir.sizeLimit)) }}
+    # The emptyDir's sizeLimit ({{ $v.sidecar.emptyDir.sizeLimit }}) in bytes: past it the kubelet evicts the Pod
+    # without a drain. Gleaner measures the directory against it (gleaner_watch_bytes).
+    - --watch-capacity={{ $limit }}
+    {{- if gt (int $v.sidecar.minFreePercent) 0 }}
     {{- $minFree := div (mul $limit (int64 $v.sidecar.minFreePercent)) 100 }}
+    # Free space of the file system under the emptyDir: on disk, the node's disk.
     - --min-free={{ ge $minFree 1048576 | ternary (printf "%dMiB" (div $minFree 1048576)) (toString $minFree) }}
     {{- end }}
     {{- if $native }}

@@ -135,7 +135,7 @@ or fails with a message that says what to change.
 {{- if and (eq $v.mode "example") $v.run.sourceId (gt (int $v.example.replicas) 1) -}}
 {{- fail (printf "run.sourceId %q with example.replicas %d: every Pod needs its own source id (two Pods under one id fence each other off, exit 3). Leave run.sourceId empty to use each Pod's name" $v.run.sourceId (int $v.example.replicas)) -}}
 {{- end -}}
-{{- $reserved := list "run" "--watch" "--state" "--output" "--source-id" "--processor" "--min-age" "--interval" "--compress" "--output-layout" "--shutdown-timeout" "--stall-timeout" "--log-format" "--after" "--min-free" "--drain" "--metrics-addr" "--ship-leftovers" "--once" -}}
+{{- $reserved := list "run" "--watch" "--state" "--output" "--source-id" "--processor" "--min-age" "--interval" "--compress" "--output-layout" "--shutdown-timeout" "--stall-timeout" "--log-format" "--after" "--min-free" "--watch-capacity" "--drain" "--metrics-addr" "--ship-leftovers" "--once" -}}
 {{- range $v.run.extraArgs -}}
 {{- $flag := regexReplaceAll "=.*$" (toString .) "" -}}
 {{- if has $flag $reserved -}}
