@@ -429,3 +429,37 @@ fn a_leftover_copy_cut_short_by_sigkill_leaves_no_staging_file_behind() {
     );
     assert!(partial.exists(), "the original stays, uncommitted");
 }
+
+/// The object store refusing every connection for 8 s from SIGTERM on (a network blip, the
+/// store restarting), default flags: the drain keeps trying within --shutdown-timeout and
+/// commits everything once the store answers again.
+#[test]
+#[ignore = "needs moto (S3): run tests/run.sh"]
+fn with_default_flags_a_drain_retries_a_store_that_refuses_connections_after_sigterm() {
+    use std::sync::atomic::Ordering;
+    let (fx, proxy) = crate::http::s3_fixture_behind_proxy("drain-refused");
+    let served = Served::start(&fx, &["--interval", "1h"]);
+    wait_for_first_scan(&served);
+    let expected = emit_ready(&fx, 8);
+    proxy.refuse.store(true, Ordering::SeqCst);
+    let signalled = Instant::now();
+    sigterm(&served.child);
+    std::thread::sleep(Duration::from_secs(8));
+    proxy.refuse.store(false, Ordering::SeqCst);
+    let (status, log) = served.wait(Duration::from_secs(40));
+    let waited = signalled.elapsed();
+
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log:#?}");
+    let outputs = crate::support::Place::S3(fx.output.display().to_string()).outputs();
+    assert_exactly_once(&outputs, &expected);
+    let tries = log
+        .iter()
+        .filter(|l| l.contains("drain scan failed"))
+        .count();
+    assert!(tries >= 2, "the drain tried again: {log:#?}");
+    assert!(waited < Duration::from_secs(25), "{waited:?}");
+    eprintln!(
+        "store refusing connections for 8 s after SIGTERM: {tries} failed drain scans, then all 8 \
+         files committed, exit 0 {waited:.1?} after the signal"
+    );
+}

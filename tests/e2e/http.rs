@@ -436,7 +436,7 @@ fn free_addr() -> String {
 
 /// A fixture whose state and output live on the test S3 server (moto), reached through a
 /// [`StoreProxy`] in front of it.
-fn s3_fixture_behind_proxy(name: &str) -> (Fixture, StoreProxy) {
+pub(crate) fn s3_fixture_behind_proxy(name: &str) -> (Fixture, StoreProxy) {
     let upstream = std::env::var("AWS_ENDPOINT").expect("AWS_ENDPOINT (moto) from tests/run.sh");
     let proxy = StoreProxy::start(upstream.trim_start_matches("http://").to_string());
     let mut fx = Fixture::new();
@@ -449,10 +449,10 @@ fn s3_fixture_behind_proxy(name: &str) -> (Fixture, StoreProxy) {
 
 /// A TCP proxy to `upstream` that can hold every byte in flight (`hold`: requests hang, as on
 /// a stuck store) or close every connection (`refuse`: requests fail, as in an outage).
-struct StoreProxy {
-    addr: String,
-    hold: Arc<AtomicBool>,
-    refuse: Arc<AtomicBool>,
+pub(crate) struct StoreProxy {
+    pub(crate) addr: String,
+    pub(crate) hold: Arc<AtomicBool>,
+    pub(crate) refuse: Arc<AtomicBool>,
 }
 
 impl StoreProxy {
