@@ -318,8 +318,11 @@ impl Scanner {
             }
             Err(error) => {
                 drain.last_error = Some(ErrorChain(&error).to_string());
-                drain.leftovers = self.uncommitted().await;
-                drain.complete = false;
+                // Complete only if the directory could be listed and holds nothing uncommitted
+                // (the failure was in a snapshot or a cleanup, after every commit).
+                let listed = self.uncommitted().await;
+                drain.complete = listed.as_ref().is_some_and(Vec::is_empty);
+                drain.leftovers = listed.unwrap_or_default();
             }
         }
         Ok(drain)
@@ -328,14 +331,14 @@ impl Scanner {
     /// Every file of the watched directory that no committed batch holds, by what the state
     /// in memory knows (after a commit whose answer was lost, a file may be named that was
     /// committed: named twice is better than lost): ready files as
-    /// [`LeftoverReason::Uncommitted`], the others by why they are not ready. A listing that
-    /// fails names nothing.
-    async fn uncommitted(&mut self) -> Vec<Leftover> {
+    /// [`LeftoverReason::Uncommitted`], the others by why they are not ready; `None` when the
+    /// directory cannot be listed.
+    async fn uncommitted(&mut self) -> Option<Vec<Leftover>> {
         let survey = match self.survey(None).await {
             Ok(survey) => survey,
             Err(error) => {
                 self.observer.emit(LeftoversUnlisted { error: &error });
-                return Vec::new();
+                return None;
             }
         };
         let mut leftovers = survey.report.waiting;
@@ -352,7 +355,7 @@ impl Scanner {
             }
         }
         leftovers.sort_by(|a, b| a.path.cmp(&b.path));
-        leftovers
+        Some(leftovers)
     }
 
     /// Copies the raw bytes of `leftovers` to the output store; returns how many were copied.

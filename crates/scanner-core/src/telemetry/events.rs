@@ -300,7 +300,9 @@ impl InternalEvent for Drained<'_> {
             info!(
                 generation = report.generation,
                 scans = report.scans,
+                failed_scans = report.failed_scans,
                 committed_files = report.committed_files,
+                last_error = report.last_error.as_deref(),
                 "drained; every ready file is committed"
             );
             return;
