@@ -463,3 +463,57 @@ fn with_default_flags_a_drain_retries_a_store_that_refuses_connections_after_sig
          files committed, exit 0 {waited:.1?} after the signal"
     );
 }
+
+/// The drain's first scan runs long (a backlog, on a throttled CPU), and the classic sidecar's
+/// writer flushes its last file while it runs: the end of that scan says nothing about the
+/// file, so the drain lists again before it decides the writer has settled.
+#[test]
+fn with_default_flags_a_classic_drain_lists_again_after_a_long_scan() {
+    let fx = Fixture::new();
+    let served = Served::start(&fx, &["--interval", "1h", "--workers", "1"]);
+    wait_for_first_scan(&served);
+    let Some(throttle) = crate::support::Cgroup::cpu_quota(3) else {
+        eprintln!("cannot create a CPU-limited cgroup here (not root?): case not run");
+        return;
+    };
+    throttle.add(served.child.id());
+    // A backlog that takes the throttled process seconds, ready at once.
+    let mut expected: BTreeMap<String, Vec<u8>> = (0..8)
+        .map(|i| {
+            let data: Vec<u8> = format!("backlog {i} with a few words\n")
+                .into_bytes()
+                .into_iter()
+                .cycle()
+                .take(1 << 20)
+                .collect();
+            (format!("backlog/f{i}.log"), data)
+        })
+        .collect();
+    for (rel, data) in &expected {
+        crate::support::emit(&fx.watch, rel, data);
+    }
+    let signalled = Instant::now();
+    sigterm(&served.child);
+    std::thread::sleep(Duration::from_millis(600));
+    let last = b"flushed while the drain's first scan runs\n".to_vec();
+    std::fs::write(fx.watch.join("last.log"), &last).unwrap();
+    expected.insert("last.log".into(), last);
+    let (status, log) = served.wait(Duration::from_secs(40));
+    let waited = signalled.elapsed();
+    let first_scan = log
+        .iter()
+        .find_map(|line| {
+            let line = line.strip_suffix('s')?;
+            line.contains("scan complete")
+                .then(|| line.rsplit("elapsed=").next()?.parse::<f64>().ok())?
+        })
+        .unwrap_or(0.0);
+    eprintln!("drain's first scan {first_scan:.1} s; exit {status:?} {waited:.1?} after SIGTERM");
+    assert!(
+        first_scan > 2.5,
+        "the first scan must outlast the settle window: {log:#?}"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log:#?}");
+    assert_exactly_once(&fx.outputs(), &expected);
+    drop(throttle);
+}

@@ -174,6 +174,11 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// connection that has waited [`HEAD_GRACE`] for its head: a response that stalls a second is
 /// not a probe's.
 const STALLED_AFTER: Duration = Duration::from_secs(1);
+/// A request answered for this long may be evicted like a stalled one, however steadily its
+/// client reads: a scrape or a probe is answered in milliseconds, so an answer this long is a
+/// client reading a byte now and then, which would otherwise hold its slot up to
+/// [`CONNECTION_LIFETIME`].
+const ANSWER_EVICTABLE_AFTER: Duration = Duration::from_secs(2);
 /// No connection lives longer than this (a keep-alive client with request after request).
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 /// How long a new connection waits for a slot when none can be evicted (every connection is
@@ -321,23 +326,35 @@ enum Phase {
     Answering,
 }
 
-/// The connection to evict among `candidates` (phase, and since when: the start of the wait
-/// for a head, or the last progress of an answer), at `now`: the one that has waited longest
-/// for its request head, once it has waited [`HEAD_GRACE`]; if none has, the answer stalled
-/// longest, once stalled for [`STALLED_AFTER`]; else none. A probe sends its whole head at
-/// once, so it is never the one waiting longest while a slow client holds a slot.
-fn victim(candidates: &[(Phase, Instant)], now: Instant) -> Option<usize> {
+/// One open connection, as eviction sees it.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    phase: Phase,
+    /// In [`Phase::Head`], when the wait for a head began; in [`Phase::Answering`], the
+    /// answer's last progress.
+    since: Instant,
+    /// When the phase began.
+    began: Instant,
+}
+
+/// The connection to evict among `candidates`, at `now`: the one that has waited longest for
+/// its request head, once it has waited [`HEAD_GRACE`]; if none has, the answer that began
+/// longest ago, once it stalled for [`STALLED_AFTER`] or has run [`ANSWER_EVICTABLE_AFTER`]
+/// (a client that reads a byte now and then); else none. A probe sends its whole head at
+/// once and reads its short answer at once, so it is never chosen while a slow client holds a
+/// slot.
+fn victim(candidates: &[Candidate], now: Instant) -> Option<usize> {
+    let since = |at: Instant| now.saturating_duration_since(at);
     candidates
         .iter()
         .enumerate()
-        .filter(|(_, (phase, since))| {
-            let waited = now.saturating_duration_since(*since);
-            match phase {
-                Phase::Head => waited >= HEAD_GRACE,
-                Phase::Answering => waited >= STALLED_AFTER,
+        .filter(|(_, c)| match c.phase {
+            Phase::Head => since(c.since) >= HEAD_GRACE,
+            Phase::Answering => {
+                since(c.since) >= STALLED_AFTER || since(c.began) >= ANSWER_EVICTABLE_AFTER
             }
         })
-        .min_by_key(|(_, (phase, since))| (*phase == Phase::Answering, *since))
+        .min_by_key(|(_, c)| (c.phase == Phase::Answering, c.began))
         .map(|(index, _)| index)
 }
 
@@ -349,6 +366,8 @@ struct SlotState {
     phase: Phase,
     /// In [`Phase::Head`], when the wait began; in [`Phase::Answering`], the last progress.
     since: Instant,
+    /// When the phase began.
+    began: Instant,
     /// The handler has returned: the next completed flush ends the answer.
     responded: bool,
     /// A byte arrived since the wait for a head began (else a timeout only ends a keep-alive).
@@ -365,6 +384,7 @@ impl Slot {
         Self(Mutex::new(SlotState {
             phase: Phase::Head,
             since: now,
+            began: now,
             responded: false,
             head_started: false,
             served: false,
@@ -382,6 +402,7 @@ impl Slot {
         let mut state = self.state();
         state.phase = Phase::Answering;
         state.since = Instant::now();
+        state.began = state.since;
         state.responded = false;
     }
 
@@ -463,15 +484,20 @@ impl Slots {
     /// Evicts the [`victim`] among the open connections not evicted yet; whether there was one.
     fn evict_one(&self) -> bool {
         let open = self.open();
-        let candidates: Vec<(usize, (Phase, Instant))> = open
+        let candidates: Vec<(usize, Candidate)> = open
             .iter()
             .enumerate()
             .filter_map(|(index, slot)| {
                 let state = slot.state();
-                (!state.evicted).then_some((index, (state.phase, state.since)))
+                let candidate = Candidate {
+                    phase: state.phase,
+                    since: state.since,
+                    began: state.began,
+                };
+                (!state.evicted).then_some((index, candidate))
             })
             .collect();
-        let phases: Vec<(Phase, Instant)> = candidates.iter().map(|(_, c)| *c).collect();
+        let phases: Vec<Candidate> = candidates.iter().map(|(_, c)| *c).collect();
         let Some(chosen) = victim(&phases, Instant::now()) else {
             return false;
         };
@@ -645,6 +671,7 @@ impl GuardedStream {
         if state.phase == Phase::Answering && state.responded {
             state.phase = Phase::Head;
             state.since = Instant::now();
+            state.began = state.since;
             state.responded = false;
             state.head_started = false;
             state.served = true;
@@ -788,21 +815,49 @@ mod tests {
         assert_eq!(connection_cap(1 << 20), MAX_CONNECTIONS);
     }
 
+    /// A connection in `phase` since `at` (for an answer, its last progress too).
+    fn c(phase: Phase, at: Instant) -> Candidate {
+        Candidate {
+            phase,
+            since: at,
+            began: at,
+        }
+    }
+
+    #[test]
+    fn a_slow_reader_is_evicted_once_its_answer_has_run_too_long() {
+        let now = Instant::now();
+        let ago = |ms: u64| now - Duration::from_millis(ms);
+        // Answers that began 1.5 s and 2.5 s ago, their clients reading a byte just now.
+        let reading = |began: u64| Candidate {
+            phase: Phase::Answering,
+            since: ago(0),
+            began: ago(began),
+        };
+        assert_eq!(victim(&[reading(1500)], now), None, "not long enough");
+        assert_eq!(victim(&[reading(1500), reading(2500)], now), Some(1));
+        // A connection waiting for its head still goes first.
+        assert_eq!(
+            victim(&[reading(2500), c(Phase::Head, ago(300))], now),
+            Some(1)
+        );
+    }
+
     #[test]
     fn the_victim_is_the_connection_that_waited_longest_for_its_head() {
         let now = Instant::now();
         let ago = |ms: u64| now - Duration::from_millis(ms);
         // Slow clients waiting 1.9 s, 0.4 s and 1.2 s, and a probe whose head just came.
         let open = [
-            (Phase::Head, ago(1900)),
-            (Phase::Head, ago(400)),
-            (Phase::Answering, ago(0)),
-            (Phase::Head, ago(1200)),
+            c(Phase::Head, ago(1900)),
+            c(Phase::Head, ago(400)),
+            c(Phase::Answering, ago(0)),
+            c(Phase::Head, ago(1200)),
         ];
         assert_eq!(victim(&open, now), Some(0));
         // A response being written is not cut while a connection waits for its head, even
         // one stalled far longer.
-        let open = [(Phase::Answering, ago(4000)), (Phase::Head, ago(300))];
+        let open = [c(Phase::Answering, ago(4000)), c(Phase::Head, ago(300))];
         assert_eq!(victim(&open, now), Some(1));
     }
 
@@ -812,16 +867,16 @@ mod tests {
         let ago = |ms: u64| now - Duration::from_millis(ms);
         // Slow clients that reconnected at once, and a probe accepted just before them.
         let fresh = [
-            (Phase::Head, ago(3)),
-            (Phase::Head, ago(1)),
-            (Phase::Head, ago(0)),
+            c(Phase::Head, ago(3)),
+            c(Phase::Head, ago(1)),
+            c(Phase::Head, ago(0)),
         ];
         assert_eq!(victim(&fresh, now), None);
         let grace = HEAD_GRACE.as_millis() as u64;
-        let aged = [(Phase::Head, ago(grace - 1)), (Phase::Head, ago(grace))];
+        let aged = [c(Phase::Head, ago(grace - 1)), c(Phase::Head, ago(grace))];
         assert_eq!(victim(&aged, now), Some(1));
         // A stalled answer goes before a connection still within its grace.
-        let open = [(Phase::Head, ago(10)), (Phase::Answering, ago(1500))];
+        let open = [c(Phase::Head, ago(10)), c(Phase::Answering, ago(1500))];
         assert_eq!(victim(&open, now), Some(1));
     }
 
@@ -829,12 +884,12 @@ mod tests {
     fn a_response_is_evicted_only_once_stalled_and_nothing_waits_for_a_head() {
         let now = Instant::now();
         let ago = |ms: u64| now - Duration::from_millis(ms);
-        let answering = [(Phase::Answering, ago(10)), (Phase::Answering, ago(900))];
+        let answering = [c(Phase::Answering, ago(10)), c(Phase::Answering, ago(900))];
         assert_eq!(victim(&answering, now), None, "no answer has stalled");
         let stalled = [
-            (Phase::Answering, ago(1500)),
-            (Phase::Answering, ago(10)),
-            (Phase::Answering, ago(3000)),
+            c(Phase::Answering, ago(1500)),
+            c(Phase::Answering, ago(10)),
+            c(Phase::Answering, ago(3000)),
         ];
         assert_eq!(victim(&stalled, now), Some(2), "the longest stalled");
         assert_eq!(victim(&[], now), None);

@@ -352,6 +352,14 @@ impl StateLog {
             .map_err(|source| self.storage_error(&path, source))
     }
 
+    /// Removes the marker of redo `attempt` of `generation` ([`StateLog::record_redo`]): that
+    /// redo ended in its process (it failed there), it was no abnormal end. Gone already is
+    /// fine.
+    pub async fn remove_redo(&self, generation: u64, attempt: u32) -> Result<(), StateError> {
+        self.remove(vec![self.dir.object(&redo_name(generation, attempt))])
+            .await
+    }
+
     /// Records the intent to process `plan`. Fails with [`StateError::Fenced`] if a plan for its
     /// generation exists: another writer is working on this source.
     pub async fn create_plan(&self, plan: &Plan) -> Result<(), StateError> {

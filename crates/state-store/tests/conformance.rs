@@ -357,6 +357,12 @@ mod checks {
             [(1, "plan")],
             "markers are not log objects"
         );
+        // A redo that ended in its process takes its marker back.
+        log.record_redo(1, 3).await.unwrap();
+        assert_eq!(log.load().await.unwrap().pending_redos, 3);
+        log.remove_redo(1, 3).await.unwrap();
+        log.remove_redo(1, 3).await.unwrap(); // gone already: fine
+        assert_eq!(log.load().await.unwrap().pending_redos, 2);
 
         // Committed: the plan and its markers go.
         log.commit(&delta(1, &["a"])).await.unwrap();

@@ -12,6 +12,7 @@
 //!   repeats nothing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use state_store::{Delta, FileEntry, Outcome, Plan, PlannedFile, RelPath};
@@ -99,11 +100,15 @@ struct Committed {
 pub(super) struct Processing {
     files: Arc<[PlannedFile]>,
     outcomes: tokio::task::JoinHandle<Result<Vec<FileOutcome>, ScanError>>,
+    /// Tells the workers to take no further unit.
+    stop: Arc<AtomicBool>,
 }
 
 impl Drop for Processing {
     fn drop(&mut self) {
-        // Stops waiting for the workers; their results are dropped when they end.
+        // Stops the workers after their current unit (their reads would otherwise go on, and
+        // count as the loop's progress), and stops waiting for them.
+        self.stop.store(true, Ordering::Relaxed);
         self.outcomes.abort();
     }
 }
@@ -161,6 +166,8 @@ impl Scanner {
         let max_output_bytes = self.config.limits.max_output_bytes;
         let planned = Arc::clone(&files);
         let heartbeat = self.observer.heartbeat().clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
         let outcomes = tokio::spawn(async move {
             let (root, files) = (root, planned);
             process_files(
@@ -171,10 +178,15 @@ impl Scanner {
                 limits,
                 max_output_bytes,
                 heartbeat,
+                stopping,
             )
             .await
         });
-        Processing { files, outcomes }
+        Processing {
+            files,
+            outcomes,
+            stop,
+        }
     }
 
     /// Waits for the processing of the batch of `plan` (whose plan is stored), and takes out
@@ -361,8 +373,9 @@ impl Scanner {
         let delta = self.log.delta(generation, Some(batch.output_key), upserts);
         self.log.commit(&delta).await?;
         self.apply(&delta)?;
-        let redos = if self.redo_recorded == Some(generation) {
-            self.redo_recorded = None;
+        // The markers of the redos of this generation, earlier processes' and ours.
+        let redos = if self.own_plan == Some(generation) {
+            self.redo_marker = None;
             std::mem::take(&mut self.pending_redos)
         } else {
             0

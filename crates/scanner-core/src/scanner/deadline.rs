@@ -21,7 +21,7 @@ use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
 };
 use state_store::Location;
 use tokio::sync::watch;
@@ -176,7 +176,11 @@ impl ObjectStore for DeadlineStore {
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let request = self.inner.put_multipart_opts(location, opts);
-        self.deadline.bound(request).await
+        let upload = self.deadline.bound(request).await?;
+        Ok(Box::new(DeadlineUpload {
+            inner: upload,
+            deadline: self.deadline.clone(),
+        }))
     }
 
     async fn get_opts(
@@ -250,6 +254,33 @@ impl ObjectStore for DeadlineStore {
     }
 }
 
+/// A multipart upload whose parts, completion and abort end by a [`StorageDeadline`] (leftovers
+/// are shipped in parts).
+#[derive(Debug)]
+struct DeadlineUpload {
+    inner: Box<dyn MultipartUpload>,
+    deadline: StorageDeadline,
+}
+
+#[async_trait]
+impl MultipartUpload for DeadlineUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let part = self.inner.put_part(data);
+        let deadline = self.deadline.clone();
+        Box::pin(async move { deadline.bound(part).await })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let request = self.inner.complete();
+        self.deadline.bound(request).await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        let request = self.inner.abort();
+        self.deadline.bound(request).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -284,7 +315,8 @@ mod tests {
             _: &Path,
             _: PutMultipartOptions,
         ) -> object_store::Result<Box<dyn MultipartUpload>> {
-            std::future::pending().await
+            // Created at once; its parts never finish.
+            Ok(Box::new(HangingUpload))
         }
         async fn get_opts(&self, _: &Path, _: GetOptions) -> object_store::Result<GetResult> {
             std::future::pending().await
@@ -304,6 +336,44 @@ mod tests {
         async fn copy_opts(&self, _: &Path, _: &Path, _: CopyOptions) -> object_store::Result<()> {
             std::future::pending().await
         }
+    }
+
+    #[derive(Debug)]
+    struct HangingUpload;
+
+    #[async_trait]
+    impl MultipartUpload for HangingUpload {
+        fn put_part(&mut self, _: PutPayload) -> UploadPart {
+            Box::pin(std::future::pending())
+        }
+        async fn complete(&mut self) -> object_store::Result<PutResult> {
+            std::future::pending().await
+        }
+        async fn abort(&mut self) -> object_store::Result<()> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_parts_of_a_multipart_upload_end_at_the_deadline_too() {
+        let deadline = StorageDeadline::default();
+        let hanging = Location::from_store(Arc::new(Hanging), Path::from("x"), "hanging://x");
+        let store = Arc::clone(deadline.layer(&hanging).store());
+        let mut upload = store
+            .put_multipart_opts(&Path::from("x/big"), PutMultipartOptions::default())
+            .await
+            .unwrap();
+        deadline.set(Some(Instant::now() + Duration::from_millis(100)));
+        let started = Instant::now();
+        assert!(
+            upload
+                .put_part(PutPayload::from_static(b"part"))
+                .await
+                .is_err()
+        );
+        assert!(upload.complete().await.is_err());
+        assert!(upload.abort().await.is_err());
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[tokio::test]

@@ -287,7 +287,12 @@ pub struct ScanReport {
     /// The latest modification time among the files the walk found that are not committed
     /// and unchanged (new, waiting, in progress, changed; markers included, files the globs
     /// leave out not): the writer's last sign of activity, which a drain waits to see settle.
+    /// Only times up to the start of the listing count: a time in the future comes from a
+    /// wrong clock, not from a write.
     pub last_modified: Option<SystemTime>,
+    /// When the scan's listing started (`None`: it did not list): what it saw is the watched
+    /// directory as of then.
+    pub listed_at: Option<SystemTime>,
 }
 
 impl ScanReport {
@@ -359,12 +364,16 @@ pub struct Scanner {
     state: State,
     /// The plan of an interrupted batch, redone before anything else.
     pending: Option<Plan>,
-    /// How many redos of the interrupted batch were started, by this process or earlier ones
-    /// (each recorded in the log before it reads anything).
+    /// How many redos of the interrupted batch were started by earlier processes, and did not
+    /// end in them (each is recorded in the log before it reads anything), plus this
+    /// process's own while it runs.
     pending_redos: u32,
-    /// The generation whose redo this process has recorded: a redo that fails in the process
-    /// and is tried again is not another abnormal end.
-    redo_recorded: Option<u64>,
+    /// The generation of the last plan this process created or started to redo: if it fails
+    /// here and is redone here, that is no abnormal end of the process, and is not recorded.
+    own_plan: Option<u64>,
+    /// The redo marker this process recorded for its redo in progress (generation, attempt):
+    /// removed again if the redo fails in the process.
+    redo_marker: Option<(u64, u32)>,
     /// Set after a failed batch: what reached storage is unknown until the log is read again.
     needs_reload: bool,
     snapshots: SnapshotSchedule,
@@ -443,7 +452,8 @@ impl Scanner {
             state: State::new(),
             pending: None,
             pending_redos: 0,
-            redo_recorded: None,
+            own_plan: None,
+            redo_marker: None,
             needs_reload: true,
             snapshots: SnapshotSchedule::default(),
             gone: Vec::new(),
@@ -688,6 +698,9 @@ impl Scanner {
         let mut recovered = None;
         if let Some(plan) = self.pending.take() {
             let result = self.redo(plan).await;
+            if result.is_err() {
+                self.unrecord_redo().await;
+            }
             recovered = self.settle(result)?;
         }
 
@@ -751,7 +764,11 @@ impl Scanner {
                 self.output.key_for(generation, SystemTime::now()),
                 files,
             );
-            let result = match self.log.create_plan(&plan).await {
+            let created = self.log.create_plan(&plan).await;
+            if created.is_ok() {
+                self.own_plan = Some(generation);
+            }
+            let result = match created {
                 Ok(()) => match self.process_batch(plan, processing).await {
                     Ok(mut processed) => {
                         // What the batch left (its results reached their bound) runs next.

@@ -24,7 +24,8 @@ use tokio::sync::watch;
 use super::Scanner;
 use crate::readiness::NotReady;
 use crate::telemetry::{
-    DrainProgress, DrainScanFailed, DrainStarted, Drained, LeftoverShipped, LeftoversUnlisted,
+    DrainProgress, DrainScanFailed, DrainStarted, Drained, LeftoverShipped, LeftoversNamed,
+    LeftoversUnlisted,
 };
 use crate::{ConfigError, ErrorChain, ScanError};
 
@@ -230,6 +231,10 @@ impl Scanner {
         self.draining = None;
         let mut drain = drained?;
         drain.generation = self.state.generation();
+        if !drain.complete {
+            // Named now: shipping may still be under way when the process is cut short.
+            self.observer.emit(LeftoversNamed { report: &drain });
+        }
         self.deadline.set(Some(deadlines.ships));
         if self.config.ship_leftovers {
             drain.shipped = self.ship_leftovers(&drain.leftovers).await;
@@ -277,16 +282,18 @@ impl Scanner {
             self.observer.emit(DrainProgress {
                 waiting: &report.waiting,
             });
-            let now = SystemTime::now();
             if let Some(modified) = report.last_modified {
-                quiet_since = quiet_since.max(modified.min(now));
+                quiet_since = quiet_since.max(modified);
             }
             // Only files waiting for time can become ready without the writer.
             let waiting_for_time = report.too_young + report.unstable + report.retrying > 0;
             let mut next = report.next_ready_at.filter(|_| waiting_for_time);
             if mode == DrainMode::Wait {
+                // Settled once a listing that started after the quiet window found nothing
+                // newer: a scan that ran long (a backlog) may have missed a last file written
+                // meanwhile, so its end proves nothing; the next listing looks.
                 let settled_at = quiet_since + self.config.drain_settle;
-                if settled_at > now {
+                if report.listed_at.is_none_or(|listed| listed < settled_at) {
                     next = Some(next.map_or(settled_at, |at| at.min(settled_at)));
                 }
             }

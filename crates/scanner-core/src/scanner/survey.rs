@@ -176,6 +176,7 @@ fn survey(
     cleanup.extend(resumed_cleanup(config, &diff, state));
     let mut report = ScanReport {
         listed: listing.listed,
+        listed_at: Some(listed_at),
         gone: if scope.is_none() { diff.gone.len() } else { 0 },
         ..ScanReport::default()
     };
@@ -200,8 +201,9 @@ fn survey(
         let path = &entry.file.path;
         // The writer's last sign of life: any file it may still be writing or finishing
         // (in-progress names and markers included; not files the globs leave out).
-        if config.readiness.names.wants(path.as_bytes()) && !is_ours(path) {
-            let modified = crate::readiness::mtime(entry.file.mtime_ns);
+        let modified = crate::readiness::mtime(entry.file.mtime_ns);
+        if modified <= listed_at && config.readiness.names.wants(path.as_bytes()) && !is_ours(path)
+        {
             report.last_modified = Some(report.last_modified.map_or(modified, |t| t.max(modified)));
         }
         match judge.classify(entry) {

@@ -5,10 +5,11 @@
 //! file of a splittable processor is several units, so that one big file keeps every worker
 //! busy.
 
+use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use state_store::PlannedFile;
 
@@ -37,7 +38,9 @@ where
 ///
 /// Each worker is one blocking task that takes the next unit from a shared counter until none
 /// is left: a batch of many small files costs a few hand-offs between the runtime and the
-/// blocking pool, not one per file (which cost more than reading a small file).
+/// blocking pool, not one per file (which cost more than reading a small file). A file read as
+/// one unit is finished on its worker; the units of a file split across workers wait for its
+/// last one, whose worker merges and finishes them.
 ///
 /// Every chunk read and every unit finished is progress of `heartbeat`: a batch that advances is
 /// never taken for a stalled loop, however long it takes.
@@ -45,7 +48,9 @@ where
 /// Results are held until the batch is flushed, so they are bounded: once the results of the
 /// files finished reach `max_output_bytes`, no further unit is started, and the outcomes of the
 /// files finished by then come back (a prefix of `files`, at least one file); the caller leaves
-/// the others for the next batch. A file split across workers counts once merged.
+/// the others for the next batch. `stop` ends the work early the same way (its owner has
+/// abandoned the batch).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn process_files(
     root: PathBuf,
     files: Arc<[PlannedFile]>,
@@ -54,6 +59,7 @@ pub(super) async fn process_files(
     limits: ReadLimits,
     max_output_bytes: u64,
     heartbeat: Heartbeat,
+    stop: Arc<AtomicBool>,
 ) -> Result<Vec<FileOutcome>, ScanError> {
     let root = Arc::new(root);
     let units: Arc<[WorkUnit]> = {
@@ -64,9 +70,16 @@ pub(super) async fn process_files(
         .await?
         .into()
     };
-    let next = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let output_bytes = Arc::new(AtomicU64::new(0));
+    let shared = Arc::new(Shared {
+        spans: file_spans(&units, files.len()),
+        waiting: (0..files.len()).map(|_| AtomicUsize::new(0)).collect(),
+        parked: (0..units.len()).map(|_| Mutex::new(None)).collect(),
+        next: AtomicUsize::new(0),
+        output_bytes: AtomicU64::new(0),
+    });
+    for (waiting, span) in shared.waiting.iter().zip(shared.spans.iter()) {
+        waiting.store(span.len(), Ordering::Relaxed);
+    }
     let threads = workers.clamp(1, units.len().max(1));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -76,69 +89,53 @@ pub(super) async fn process_files(
                 Arc::clone(&units),
                 processor.clone(),
             );
-            let (next, stop) = (Arc::clone(&next), Arc::clone(&stop));
-            let output_bytes = Arc::clone(&output_bytes);
-            let heartbeat = heartbeat.clone();
+            let (shared, stop, heartbeat) =
+                (Arc::clone(&shared), Arc::clone(&stop), heartbeat.clone());
             tokio::task::spawn_blocking(move || {
                 let _reading = ReadingFor::heartbeat(&heartbeat);
                 let mut done = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let index = shared.next.fetch_add(1, Ordering::Relaxed);
                     let Some(unit) = units.get(index) else { break };
-                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(
-                        || -> Result<Finished, ResourceError> {
-                            let outcome = process_unit(
-                                &root,
-                                &files[unit.file],
-                                unit.range.clone(),
-                                &processor,
-                                limits,
-                            )?;
-                            // A file read as one unit is finished here, on this worker, rather than
-                            // in the serial step after the batch's last unit.
-                            Ok(if whole_file(&units, index) {
-                                Finished::File(combine(&processor, vec![outcome]))
-                            } else {
-                                Finished::Unit(outcome)
-                            })
-                        },
-                    ))
-                    .unwrap_or_else(|panic| {
-                        Ok(Finished::Unit(UnitOutcome::Failed {
-                            kind: FailureKind::Processor,
-                            reason: format!("processor panicked: {}", panic_text(&*panic)),
-                        }))
+                    let file = unit.file;
+                    let processed = guarded(|| {
+                        process_unit(&root, &files[file], unit.range.clone(), &processor, limits)
                     });
-                    match &outcome {
-                        // The process lacks resources: the batch fails as a whole.
-                        Err(_) => stop.store(true, Ordering::Relaxed),
-                        Ok(Finished::File(FileOutcome::Done { result, .. })) => {
-                            let size = result.get().len() as u64 + LINE_OVERHEAD;
-                            let held = output_bytes.fetch_add(size, Ordering::Relaxed) + size;
-                            if held >= max_output_bytes {
-                                stop.store(true, Ordering::Relaxed);
-                            }
+                    let finished = match processed {
+                        Err(error) => {
+                            // The process lacks resources: the batch fails as a whole.
+                            stop.store(true, Ordering::Relaxed);
+                            done.push(Err(error));
+                            break;
                         }
-                        Ok(_) => {}
-                    }
+                        Ok(outcome) => shared.finish(index, file, outcome, &processor),
+                    };
                     heartbeat.progress();
-                    done.push((index, outcome));
+                    let Some(outcome) = finished else { continue };
+                    if let FileOutcome::Done { result, .. } = &outcome {
+                        let size = result.get().len() as u64 + LINE_OVERHEAD;
+                        let held = shared.output_bytes.fetch_add(size, Ordering::Relaxed) + size;
+                        if held >= max_output_bytes {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    done.push(Ok((file, outcome)));
                 }
                 crate::process::close_directory();
                 done
             })
         })
         .collect();
-    let mut outcomes: Vec<Option<Finished>> = (0..units.len()).map(|_| None).collect();
+    let mut outcomes: Vec<Option<FileOutcome>> = (0..files.len()).map(|_| None).collect();
     let mut shortage = None;
     for handle in handles {
         let done = handle.await.map_err(|source| ScanError::Worker {
             task: "processing files",
             source,
         })?;
-        for (index, outcome) in done {
-            match outcome {
-                Ok(outcome) => outcomes[index] = Some(outcome),
+        for finished in done {
+            match finished {
+                Ok((file, outcome)) => outcomes[file] = Some(outcome),
                 Err(error) => shortage = shortage.or(Some(error)),
             }
         }
@@ -147,79 +144,105 @@ pub(super) async fn process_files(
         return Err(error.into());
     }
     // Every unit taken was processed, and units are taken in order: the files whose units all
-    // come before the first unit not taken are complete (at least the one that reached the
-    // bound).
-    let taken = next.load(Ordering::Relaxed).min(units.len());
+    // come before the first unit not taken are finished (at least the one that reached the
+    // bound); the worker of each one's last unit finished it.
+    let taken = shared.next.load(Ordering::Relaxed).min(units.len());
     let complete = units.get(taken).map_or(files.len(), |unit| unit.file);
-    let (units, outcomes): (Arc<[WorkUnit]>, Vec<Option<Finished>>) = if taken < units.len() {
-        let kept = units.iter().take_while(|unit| unit.file < complete).count();
-        (
-            units[..kept].to_vec().into(),
-            outcomes.into_iter().take(kept).collect(),
-        )
-    } else {
-        (units, outcomes)
-    };
-    if units.len() == complete {
-        // Every file was one unit, finished on its worker: nothing is left to merge.
-        return Ok(outcomes
-            .into_iter()
-            .map(
-                |outcome| match outcome.expect("every unit has an outcome") {
-                    Finished::File(outcome) => outcome,
-                    Finished::Unit(outcome) => combine(processor, vec![outcome]),
-                },
-            )
-            .collect());
-    }
-    // Merging and finishing the results of split files is CPU work too.
-    let processor = processor.clone();
-    let count = complete;
-    blocking("merging results", move || {
-        let mut per_file: Vec<Vec<Finished>> = (0..count).map(|_| Vec::new()).collect();
-        for (unit, outcome) in units.iter().zip(outcomes) {
-            per_file[unit.file].push(outcome.expect("every unit has an outcome"));
+    outcomes.truncate(complete);
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every unit of a finished file was processed"))
+        .collect())
+}
+
+/// What a batch's workers share besides the files.
+struct Shared {
+    /// Each file's units (units are in file order).
+    spans: Box<[Range<usize>]>,
+    /// Each file's units not processed yet.
+    waiting: Box<[AtomicUsize]>,
+    /// The outcomes of the units of split files, until the file's last one is processed.
+    parked: Box<[Mutex<Option<UnitOutcome>>]>,
+    /// The next unit to take.
+    next: AtomicUsize,
+    /// The results of the files finished so far, as rendered (roughly).
+    output_bytes: AtomicU64,
+}
+
+impl Shared {
+    /// Records `outcome` of unit `index` of `file`; returns the file's outcome if this was its
+    /// last unit (its units merged and finished, in file order).
+    fn finish(
+        &self,
+        index: usize,
+        file: usize,
+        outcome: UnitOutcome,
+        processor: &DynProcessor,
+    ) -> Option<FileOutcome> {
+        let span = self.spans[file].clone();
+        if span.len() == 1 {
+            return Some(finished(processor, vec![outcome]));
         }
-        Ok(per_file
-            .into_iter()
-            .map(|mut finished| match finished.pop() {
-                Some(Finished::File(outcome)) if finished.is_empty() => outcome,
-                last => {
-                    let units = finished
-                        .into_iter()
-                        .chain(last)
-                        .map(|finished| match finished {
-                            Finished::Unit(unit) => unit,
-                            Finished::File(_) => unreachable!("a split file is finished here"),
-                        })
-                        .collect();
-                    combine(&processor, units)
-                }
+        *self.parked[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+        if self.waiting[file].fetch_sub(1, Ordering::AcqRel) != 1 {
+            return None;
+        }
+        let units = span
+            .map(|unit| {
+                self.parked[unit]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                    .expect("every unit of the file was parked")
             })
-            .collect())
+            .collect();
+        Some(finished(processor, units))
+    }
+}
+
+/// The range of `units` of each of `files` files (every file has at least one unit, and
+/// units come in file order).
+fn file_spans(units: &[WorkUnit], files: usize) -> Box<[Range<usize>]> {
+    let mut spans = vec![0..0; files];
+    for (index, unit) in units.iter().enumerate() {
+        let span = &mut spans[unit.file];
+        if span.start == span.end {
+            *span = index..index + 1;
+        } else {
+            span.end = index + 1;
+        }
+    }
+    spans.into()
+}
+
+/// Runs a processor's work, a panic of which fails the unit (or file) instead of the worker.
+fn guarded(
+    work: impl FnOnce() -> Result<UnitOutcome, ResourceError>,
+) -> Result<UnitOutcome, ResourceError> {
+    std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        Ok(UnitOutcome::Failed {
+            kind: FailureKind::Processor,
+            reason: format!("processor panicked: {}", panic_text(&*panic)),
+        })
     })
-    .await
+}
+
+/// A file's outcome from its units' (merging and finishing call the processor: a panic fails
+/// the file).
+fn finished(processor: &DynProcessor, units: Vec<UnitOutcome>) -> FileOutcome {
+    std::panic::catch_unwind(AssertUnwindSafe(|| combine(processor, units))).unwrap_or_else(
+        |panic| FileOutcome::Failed {
+            kind: FailureKind::Processor,
+            reason: format!("processor panicked: {}", panic_text(&*panic)),
+        },
+    )
 }
 
 /// What an output line takes besides its result (path, size, times, names), for the bound on a
 /// batch's results: roughly, since paths vary.
 const LINE_OVERHEAD: u64 = 200;
-
-/// What a worker made of one unit: a file read whole is finished on the worker.
-enum Finished {
-    /// The outcome of a file that was a single unit.
-    File(FileOutcome),
-    /// One unit of a split file, to be merged with the file's others.
-    Unit(UnitOutcome),
-}
-
-/// Whether `units[index]` is the only unit of its file (units are in file order).
-fn whole_file(units: &[WorkUnit], index: usize) -> bool {
-    let file = units[index].file;
-    let before = index.checked_sub(1).map(|i| units[i].file);
-    let after = units.get(index + 1).map(|unit| unit.file);
-    before != Some(file) && after != Some(file)
-}
 
 /// The message a panic carried.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -228,4 +251,97 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processor::{Merge, Processor, Reducer};
+
+    /// Counts lines, and answers with a result of `RESULT_BYTES` bytes: larger than anything
+    /// `max_output_bytes` allows below.
+    struct Bulky;
+    struct BulkyReducer(u64);
+    const RESULT_BYTES: usize = 1 << 20;
+
+    impl Processor for Bulky {
+        type Reducer = BulkyReducer;
+        fn name(&self) -> &str {
+            "bulky"
+        }
+        fn reducer(&self) -> BulkyReducer {
+            BulkyReducer(0)
+        }
+    }
+
+    impl Reducer for BulkyReducer {
+        type Output = (u64, String);
+        fn update(&mut self, chunk: &[u8]) {
+            self.0 += memchr::memchr_iter(b'\n', chunk).count() as u64;
+        }
+        fn finish(self) -> (u64, String) {
+            (self.0, "x".repeat(RESULT_BYTES))
+        }
+    }
+
+    impl Merge for BulkyReducer {
+        fn merge(&mut self, later: Self) {
+            self.0 += later.0;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_output_bound_holds_for_files_split_across_workers() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = (2 * crate::process::MIN_RANGE_BYTES / 2) as usize;
+        let files: Vec<PlannedFile> = (0..4)
+            .map(|i| {
+                let name = format!("big{i}.log");
+                std::fs::write(dir.path().join(&name), "x\n".repeat(lines)).unwrap();
+                let meta = std::fs::metadata(dir.path().join(&name)).unwrap();
+                PlannedFile {
+                    path: name.as_str().into(),
+                    size: meta.len(),
+                    mtime_ns: crate::listing::mtime_ns(&meta),
+                    inode: std::os::unix::fs::MetadataExt::ino(&meta),
+                    btime_ns: crate::listing::btime_ns(&meta),
+                    start: 0,
+                }
+            })
+            .collect();
+        let processor = DynProcessor::splittable(Bulky);
+        let units = plan_units(dir.path(), &files, &processor, 2);
+        assert_eq!(units.len(), 8, "each file is split in two");
+        let run = |max_output_bytes| {
+            process_files(
+                dir.path().to_path_buf(),
+                files.clone().into(),
+                &processor,
+                2,
+                ReadLimits::default(),
+                max_output_bytes,
+                Heartbeat::new(std::time::Duration::from_secs(60)),
+                Arc::new(AtomicBool::new(false)),
+            )
+        };
+        // Unbounded: every file, each merged from its two units.
+        let all = run(u64::MAX).await.unwrap();
+        assert_eq!(all.len(), 4);
+        for outcome in &all {
+            let FileOutcome::Done { result, bytes, .. } = outcome else {
+                panic!("{outcome:?}")
+            };
+            assert_eq!(*bytes, files[0].size);
+            assert!(result.get().starts_with(&format!("[{lines},")), "merged");
+        }
+        // Bounded below one result: the batch ends after the first file finished (one more may
+        // be under way on the other worker), never with all of them.
+        let bounded = run(1024).await.unwrap();
+        assert!(
+            (1..=2).contains(&bounded.len()),
+            "{} files kept",
+            bounded.len()
+        );
+        assert!(matches!(bounded[0], FileOutcome::Done { .. }));
+    }
 }

@@ -307,9 +307,6 @@ impl InternalEvent for Drained<'_> {
             );
             return;
         }
-        for leftover in report.leftovers.iter().take(LEFTOVERS_NAMED) {
-            warn!(path = %leftover.path, reason = leftover.reason.label(), "left in the watched directory at exit: not committed");
-        }
         warn!(
             generation = report.generation,
             scans = report.scans,
@@ -321,6 +318,21 @@ impl InternalEvent for Drained<'_> {
             last_error = report.last_error.as_deref(),
             "drain incomplete: files are left in the watched directory"
         );
+    }
+}
+
+/// The drain is incomplete: the files it leaves, named before their raw bytes are shipped
+/// (which may outlast the process).
+pub(crate) struct LeftoversNamed<'a> {
+    pub(crate) report: &'a DrainReport,
+}
+
+impl InternalEvent for LeftoversNamed<'_> {
+    fn emit(self) {
+        let report = self.report;
+        for leftover in report.leftovers.iter().take(LEFTOVERS_NAMED) {
+            warn!(path = %leftover.path, reason = leftover.reason.label(), "left in the watched directory at exit: not committed");
+        }
         // The gauge shows what the last scan left; after a failed one, what is uncommitted.
         if report.last_error.is_some() {
             DrainProgress {
