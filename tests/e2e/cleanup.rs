@@ -257,3 +257,94 @@ fn a_different_file_at_the_destination_is_never_taken_for_our_copy() {
     assert_eq!(std::fs::read(done.join("a.log.1")).unwrap(), ours);
     assert!(!source.exists());
 }
+
+/// Runs `--once` `rounds` times with `--after move:DIR --snapshot-every 1`, a new file before
+/// each run (so that each commits, and snapshots: a snapshot forgets what its walk did not
+/// find). Returns every file written and the logs.
+fn rounds_of_moves(
+    fx: &Fixture,
+    done: &Path,
+    rounds: usize,
+) -> (BTreeMap<String, Vec<u8>>, String) {
+    let mut written = BTreeMap::new();
+    let mut logs = String::new();
+    for round in 0..rounds {
+        let rel = format!("r{round}.log");
+        let data = format!("round {round}\n").into_bytes();
+        fx.write(&rel, &data, OLD);
+        written.insert(rel, data);
+        let out = fx.run_once(&[
+            "--after",
+            &format!("move:{}", done.display()),
+            "--snapshot-every",
+            "1",
+        ]);
+        logs.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    (written, logs)
+}
+
+/// A move that keeps failing (here: the destination name and its `.<generation>` alternative
+/// are both taken by other files) leaves the committed file waiting under its private name.
+/// It must stay known as committed: before, the next snapshot forgot it (its name was no
+/// longer listed), then it was put back and processed a second time.
+#[test]
+fn a_move_that_keeps_failing_on_taken_names_never_processes_the_file_again() {
+    let fx = Fixture::new();
+    let done = fx.root.join("done");
+    std::fs::create_dir_all(&done).unwrap();
+    let mut expected = BTreeMap::new();
+    for name in ["a.log", "b.log"] {
+        let data = format!("{name} committed once\n").into_bytes();
+        fx.write(name, &data, OLD);
+        expected.insert(name.to_string(), data);
+        // Other files already hold both names the move could take (generation 1).
+        for taken in [name.to_string(), format!("{name}.1")] {
+            std::fs::write(done.join(taken), b"someone else's\n").unwrap();
+        }
+    }
+    let (written, logs) = rounds_of_moves(&fx, &done, 4);
+    expected.extend(written);
+    assert_exactly_once(&fx.outputs(), &expected);
+    assert!(
+        logs.matches("cleanup failed").count() >= 8,
+        "retried at every run, and said so: {logs}"
+    );
+    assert!(!logs.contains("put back"), "{logs}");
+    // Still waiting for their move, not lost either.
+    for name in ["a.log", "b.log"] {
+        let private = fx.watch.join(format!(".gleaner-cleanup.{name}"));
+        assert!(
+            private.exists() || fx.watch.join(name).exists(),
+            "{name} is still in the watched directory"
+        );
+    }
+}
+
+/// The same with a full archive volume: the copy across file systems fails with ENOSPC.
+#[test]
+fn a_move_that_keeps_failing_on_a_full_archive_volume_never_processes_the_file_again() {
+    let fx = Fixture::new();
+    let Some(archive) = crate::support::SmallVolume::mount(fx.root.join("done"), "64k") else {
+        eprintln!("cannot mount a tmpfs here (not root?): full archive volume case not run");
+        return;
+    };
+    let mut expected = BTreeMap::new();
+    for name in ["a.log", "b.log"] {
+        // Larger than the archive volume: its copy fails with ENOSPC.
+        let data: Vec<u8> = format!("{name} is too large for the archive\n")
+            .into_bytes()
+            .into_iter()
+            .cycle()
+            .take(256 << 10)
+            .collect();
+        fx.write(name, &data, OLD);
+        expected.insert(name.to_string(), data);
+    }
+    let (written, logs) = rounds_of_moves(&fx, &archive.0, 4);
+    expected.extend(written);
+    assert_exactly_once(&fx.outputs(), &expected);
+    assert!(logs.contains("No space left on device"), "{logs}");
+    assert!(!logs.contains("put back"), "{logs}");
+    drop(archive);
+}

@@ -16,6 +16,7 @@ mod docs;
 mod drain;
 mod errors;
 mod http;
+mod identity;
 mod lifecycle;
 mod once;
 mod processors;

@@ -111,7 +111,7 @@ fn an_open_file_limit_below_the_file_count_is_no_problem() {
         .arg("--nofile=48:48")
         .arg(env!("CARGO_BIN_EXE_gleaner"))
         .args(["run", "--once", "--min-age", "0s", "--metrics-addr", "off"])
-        .args(["--source-id", "nofile", "--workers", "4", "--watch"])
+        .args(["--source-id", &fx.source_id, "--workers", "4", "--watch"])
         .arg(&fx.watch)
         .arg("--state")
         .arg(&fx.state)

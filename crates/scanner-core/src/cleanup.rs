@@ -123,14 +123,7 @@ impl CleanupRules {
     /// under its name if it is another file.
     pub(crate) fn resume(&self, listed: &ListedFile, state: &State) -> Option<CleanupTask> {
         let original = untaken(&listed.path)?;
-        let committed = state.get(&original).filter(|entry| {
-            listed.inode == entry.inode
-                && (listed.btime_ns == 0
-                    || entry.btime_ns == 0
-                    || listed.btime_ns == entry.btime_ns)
-                && listed.size == entry.size
-                && listed.mtime_ns == entry.mtime_ns
-        });
+        let committed = committed_entry(listed, &original, state);
         let mut task = match committed {
             Some(entry) => self.task(&original, entry)?,
             None => CleanupTask {
@@ -146,6 +139,31 @@ impl CleanupRules {
         task.taken = true;
         Some(task)
     }
+}
+
+/// The entry of `original` in `state` if `listed` (under the private name of its cleanup) is
+/// that very committed file: same inode (and birth time where known), size and mtime.
+fn committed_entry<'s>(
+    listed: &ListedFile,
+    original: &RelPath,
+    state: &'s State,
+) -> Option<&'s FileEntry> {
+    state.get(original).filter(|entry| {
+        listed.inode == entry.inode
+            && (listed.btime_ns == 0 || entry.btime_ns == 0 || listed.btime_ns == entry.btime_ns)
+            && listed.size == entry.size
+            && listed.mtime_ns == entry.mtime_ns
+    })
+}
+
+/// The path a committed file is known by, if `listed` is that file under the private name of a
+/// cleanup still under way (one that failed, and is retried at every scan): the file is still
+/// in the watched directory, so its entry must not be dropped as gone. Once the state forgot
+/// it, the file would be taken for another one and put back under its name, to be processed a
+/// second time.
+pub(crate) fn held_for_cleanup(listed: &ListedFile, state: &State) -> Option<RelPath> {
+    let original = untaken(&listed.path)?;
+    committed_entry(listed, &original, state).map(|_| original)
 }
 
 /// The start of the private name a file takes while it is being cleaned up: hidden, so that

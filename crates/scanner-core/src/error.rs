@@ -84,6 +84,44 @@ pub enum ScanError {
         ours: String,
     },
 
+    /// This watch root was taken over by another one under the same source id (a new root in
+    /// its place, or `--adopt-source`), and has come back: two live roots under one source id
+    /// would take turns, each forgetting the other's files.
+    #[error(
+        "source id {source_id}: this watch root, {ours}, was taken over by {successor}, and is \
+         still collecting: two Pods of one name in two clusters or namespaces, sharing a state \
+         location? Give each its own --source-id (with the namespace or cluster in it); \
+         --adopt-source takes the source id back"
+    )]
+    RootRetired {
+        /// The source id.
+        source_id: String,
+        /// This root.
+        ours: String,
+        /// The root that took over, as recorded.
+        successor: String,
+    },
+
+    /// The watch root is collected under other source ids (recorded in it): collecting it
+    /// under this one too would process every file again.
+    #[error(
+        "{dir} is collected by source id {recorded} (recorded in {file}): collecting it as \
+         {ours} too would process every file in it again. Use the same --source-id (set one \
+         that survives the Pod, for a persistent volume), pass --adopt-source to take the \
+         directory over (its files are processed again under {ours}), or --share-root if \
+         several collectors divide it on purpose (with --include/--exclude)"
+    )]
+    RootCollected {
+        /// The watch root.
+        dir: PathBuf,
+        /// The source ids recorded in it, comma-separated.
+        recorded: String,
+        /// The record.
+        file: PathBuf,
+        /// This source id.
+        ours: String,
+    },
+
     /// The outputs hold batches the state does not know (state deleted, or restored from an
     /// older copy): starting would process their files again and duplicate their results.
     #[error(
@@ -138,6 +176,8 @@ impl ScanError {
             | ScanError::CleanupDir { .. }
             | ScanError::RescanRefused { .. }
             | ScanError::AnotherRoot { .. }
+            | ScanError::RootRetired { .. }
+            | ScanError::RootCollected { .. }
             | ScanError::Unrepairable { .. }
             | ScanError::Internal(_) => true,
             ScanError::WatchDir { .. }
@@ -154,6 +194,8 @@ impl ScanError {
             ScanError::State(StateError::Fenced { .. })
                 | ScanError::OutputFenced { .. }
                 | ScanError::AnotherRoot { .. }
+                | ScanError::RootRetired { .. }
+                | ScanError::RootCollected { .. }
         )
     }
 
@@ -164,6 +206,8 @@ impl ScanError {
             ScanError::State(_)
             | ScanError::RescanRefused { .. }
             | ScanError::AnotherRoot { .. }
+            | ScanError::RootRetired { .. }
+            | ScanError::RootCollected { .. }
             | ScanError::Unrepairable { .. } => "state",
             ScanError::Output { .. } | ScanError::OutputFenced { .. } => "output",
             ScanError::Config(_) | ScanError::CleanupDir { .. } => "config",

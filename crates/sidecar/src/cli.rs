@@ -475,9 +475,17 @@ pub struct StateStoreArgs {
 
     /// Take the source id over from another watch root that is gone for good (a source id
     /// whose last generation another root wrote is refused otherwise, exit 3: two roots under
-    /// one source id would take turns and forget each other's files).
+    /// one source id would take turns and forget each other's files), and the watch root over
+    /// from the source ids recorded in it (its files are processed again under this one).
     #[arg(long, env = "GLEANER_ADOPT_SOURCE")]
     pub adopt_source: bool,
+
+    /// Collect the watch root together with the source ids already recorded in it
+    /// (`.gleaner-root.sources`; refused otherwise, exit 3: every file would be processed
+    /// again). Only for collectors that divide one directory on purpose, with disjoint
+    /// --include/--exclude.
+    #[arg(long, env = "GLEANER_SHARE_ROOT")]
+    pub share_root: bool,
 
     /// Retries and timeouts of cloud storage.
     #[command(flatten)]

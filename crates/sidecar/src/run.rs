@@ -290,6 +290,7 @@ fn configure(args: &RunArgs, source_id: SourceId) -> anyhow::Result<(ScannerConf
     config.snapshot_every = args.state.snapshot_every;
     config.allow_rescan = args.state.allow_rescan;
     config.adopt_source = args.state.adopt_source;
+    config.share_root = args.state.share_root;
     if let Some(workers) = args.runtime.workers {
         config.workers = workers as usize;
     }

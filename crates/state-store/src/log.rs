@@ -352,6 +352,45 @@ impl StateLog {
             .map_err(|source| self.storage_error(&path, source))
     }
 
+    /// Records that the watch root `retired` was taken over by `successor` (a new root in its
+    /// place, or `--adopt-source`): `root-<id>.retired` beside the log, naming the successor.
+    /// The retired root is refused from then on ([`StateLog::root_retired`]): a root that comes
+    /// back after being replaced is a second live root (two Pods of one name in two clusters),
+    /// and the two would take turns, each forgetting the other's files.
+    pub async fn retire_root(&self, retired: u64, successor: &Origin) -> Result<(), StateError> {
+        let path = self.dir.object(&retired_name(retired));
+        let note = bytes::Bytes::from(format!("{successor}\n"));
+        self.dir
+            .create(&path, note)
+            .await
+            .map(drop)
+            .map_err(|source| self.storage_error(&path, source))
+    }
+
+    /// The root that took over from root `root_id`, as recorded by [`StateLog::retire_root`],
+    /// if it was retired.
+    pub async fn root_retired(&self, root_id: u64) -> Result<Option<String>, StateError> {
+        let path = self.dir.object(&retired_name(root_id));
+        match self.dir.store().get(&path).await {
+            Ok(found) => {
+                let bytes = found
+                    .bytes()
+                    .await
+                    .map_err(|source| self.storage_error(&path, source))?;
+                Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string()))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(self.storage_error(&path, source)),
+        }
+    }
+
+    /// Takes back the retirement of root `root_id` (`--adopt-source` from it). Gone already
+    /// is fine.
+    pub async fn unretire_root(&self, root_id: u64) -> Result<(), StateError> {
+        self.remove(vec![self.dir.object(&retired_name(root_id))])
+            .await
+    }
+
     /// Removes the marker of redo `attempt` of `generation` ([`StateLog::record_redo`]): that
     /// redo ended in its process (it failed there), it was no abnormal end. Gone already is
     /// fine.
@@ -722,6 +761,11 @@ struct LogListing {
     snapshots: BTreeMap<u64, ObjectMeta>,
     /// Redo markers by generation: the attempt each records.
     redos: BTreeMap<u64, Vec<(u32, ObjectMeta)>>,
+}
+
+/// The name of the record that watch root `root_id` was taken over.
+fn retired_name(root_id: u64) -> String {
+    format!("root-{root_id:016x}.retired")
 }
 
 /// The name of the marker of redo `attempt` of the plan of `generation`.

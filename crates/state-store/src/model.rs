@@ -228,8 +228,12 @@ pub struct FileEntry {
 /// or two roots would take turns and forget each other's files.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Encode, Decode)]
 pub struct Origin {
-    /// A random id kept in the watched directory, in `.gleaner-root` (0 where it could not be
-    /// kept): it stays with the directory, whoever reads it (a CronJob's Pods over one volume).
+    /// The root's id, kept in the watched directory in `.gleaner-root`: taken from the volume
+    /// and the directory (its file system's id, its inode and birth time) when the file is
+    /// first written, and worked out the same way where it cannot be written (a read-only or
+    /// full volume), so that it stays with the directory whoever mounts it (a CronJob's Pods
+    /// over one volume). Older builds wrote a random id, kept as it is; 0 in what builds before
+    /// that wrote over a directory that could not keep one.
     pub root_id: u64,
     /// The writer's host name (in Kubernetes, the Pod's name).
     pub host: String,
@@ -238,11 +242,23 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// True if `other` is the same watch root: the same root id, or the same directory on the
-    /// same host (a Pod recreated under its name, with a fresh `emptyDir`).
+    /// True if `other` is the same watch root: the same root id; where either id is unknown
+    /// (0), the same directory on the same host. Two different root ids are never one root,
+    /// whatever their host names and directories: two Pods of one name in two clusters have
+    /// their own directories at the same path.
     pub fn same_root(&self, other: &Origin) -> bool {
-        (self.root_id != 0 && self.root_id == other.root_id)
-            || (self.host == other.host && self.watch_dir == other.watch_dir)
+        if self.root_id != 0 && other.root_id != 0 {
+            return self.root_id == other.root_id;
+        }
+        self.host == other.host && self.watch_dir == other.watch_dir
+    }
+
+    /// True if `other` is a new root in this one's place: another root id, the same directory
+    /// on the same host. A Pod recreated under its name with a fresh `emptyDir` looks so; so
+    /// does a Pod of the same name in another cluster, which is why the root taken over is
+    /// retired ([`StateLog::retire_root`](crate::StateLog::retire_root)).
+    pub fn replaced_by(&self, other: &Origin) -> bool {
+        !self.same_root(other) && self.host == other.host && self.watch_dir == other.watch_dir
     }
 }
 
@@ -292,8 +308,15 @@ mod tests {
         let first = root(7, "pod-a", "/data");
         // A CronJob's next Pod over the same volume: another host, the same root id.
         assert!(first.same_root(&root(7, "job-2-xk", "/data")));
-        // The same Pod recreated with a fresh emptyDir: a new root id, same host and path.
-        assert!(first.same_root(&root(9, "pod-a", "/data")));
+        // The same Pod recreated with a fresh emptyDir, or a Pod of the same name elsewhere: a
+        // new root id, same host and path. Not the same root, but one in its place.
+        assert!(!first.same_root(&root(9, "pod-a", "/data")));
+        assert!(first.replaced_by(&root(9, "pod-a", "/data")));
+        assert!(!first.replaced_by(&root(9, "pod-b", "/data")));
+        // An id unknown (0, from older builds): the directory on its host decides.
+        assert!(root(0, "pod-a", "/data").same_root(&first));
+        assert!(first.same_root(&root(0, "pod-a", "/data")));
+        assert!(!first.same_root(&root(0, "pod-b", "/data")));
         // Another replica: another host, another emptyDir.
         assert!(!first.same_root(&root(9, "pod-b", "/data")));
         // Another directory of the same host.

@@ -97,8 +97,15 @@ pub struct ScannerConfig {
     pub watch_capacity: Option<u64>,
     /// Take over the source id from another watch root (one that is gone for good): without
     /// it, a source id whose last generation another root wrote is refused, since two roots
-    /// under one source id would take turns and forget each other's files.
+    /// under one source id would take turns and forget each other's files (a new root in the
+    /// old one's place, the same directory on the same host, takes over by itself). Also takes
+    /// the watch root over from the source ids recorded in it.
     pub adopt_source: bool,
+    /// Collect the watch root together with the source ids already recorded in it
+    /// (`.gleaner-root.sources`): without it, a root collected under another source id is
+    /// refused, since every file would be processed again. For collectors that divide one
+    /// directory between them on purpose (disjoint `--include`/`--exclude`).
+    pub share_root: bool,
     /// How the drain at shutdown treats files that are not ready yet.
     pub drain: DrainMode,
     /// In [`DrainMode::Wait`], how long the watched directory must have been quiet (no
@@ -144,6 +151,7 @@ impl ScannerConfig {
             min_free: None,
             watch_capacity: None,
             adopt_source: false,
+            share_root: false,
             drain: DrainMode::default(),
             drain_settle: Duration::from_secs(2),
             ship_leftovers: false,
@@ -394,6 +402,8 @@ pub struct Scanner {
     waiting_dirs: DirScope,
     /// When storage requests must have ended: set once shutdown is requested.
     deadline: StorageDeadline,
+    /// The watch root this one took the source id over from at its start.
+    taken_over: Option<state_store::Origin>,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -435,7 +445,22 @@ impl Scanner {
         let watch_dir = startup::resolve_watch_dir(&config.watch_dir).await?;
         startup::check_locations(&config.source_id, &watch_dir, [state, output])?;
         startup::prepare_cleanup_dirs(&config.cleanup, &watch_dir).await?;
-        let origin = startup::origin(&watch_dir).await?;
+        let origin = startup::origin(&watch_dir, &config.source_id).await?;
+        let claim = startup::claim_root(
+            &watch_dir,
+            &config.source_id,
+            config.adopt_source,
+            config.share_root,
+        )
+        .await?;
+        if let startup::RootClaim::Theirs(recorded) = claim {
+            return Err(ScanError::RootCollected {
+                file: watch_dir.join(startup::ROOT_ID_FILE),
+                dir: watch_dir,
+                recorded: recorded.join(", "),
+                ours: config.source_id.to_string(),
+            });
+        }
         let deadline = StorageDeadline::default();
         let (state, output) = (&deadline.layer(state), &deadline.layer(output));
         let wake = Arc::new(Notify::new());
@@ -465,11 +490,12 @@ impl Scanner {
             touched: Touched::new(watch_dir_for_events, wake),
             waiting_dirs: DirScope::default(),
             deadline,
+            taken_over: None,
         };
         // Read and verify the state before writing anything: damaged state must stop the process
         // with nothing written, not even a probe.
         let loaded = scanner.reload().await?;
-        scanner.refuse_another_root()?;
+        scanner.check_root(true).await?;
         scanner.refuse_silent_rescan().await?;
         scanner.prepare_storage().await?;
         scanner.observer.emit(loaded.event(scanner.log.location()));
@@ -686,6 +712,8 @@ impl Scanner {
     ) -> Result<ScanReport, ScanError> {
         if self.needs_reload {
             let loaded = self.reload().await?;
+            // Running, this root never takes over: another root that wrote since is live.
+            self.check_root(false).await?;
             self.observer.emit(loaded.event(self.log.location()));
             self.gone.clear();
         }

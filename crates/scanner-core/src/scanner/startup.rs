@@ -92,13 +92,14 @@ pub(super) async fn prepare_cleanup_dirs(
 /// processed.
 pub(crate) const ROOT_ID_FILE: &str = ".gleaner-root";
 
-/// This writer's watch root: its root id (kept in [`ROOT_ID_FILE`], created when missing; 0
-/// where the directory cannot be written), the host name and the directory.
-pub(super) async fn origin(watch_dir: &Path) -> Result<Origin, ScanError> {
-    let dir = watch_dir.to_path_buf();
+/// This writer's watch root: its root id (kept in [`ROOT_ID_FILE`], created when missing with
+/// `source_id` recorded in it, and worked out from the volume where the directory cannot be
+/// written), the host name and the directory.
+pub(super) async fn origin(watch_dir: &Path, source_id: &SourceId) -> Result<Origin, ScanError> {
+    let (dir, source_id) = (watch_dir.to_path_buf(), source_id.to_string());
     blocking("reading the root id", move || {
         Ok(Origin {
-            root_id: root_id(&dir),
+            root_id: root_id(&dir, &source_id),
             host: rustix::system::uname()
                 .nodename()
                 .to_string_lossy()
@@ -109,25 +110,122 @@ pub(super) async fn origin(watch_dir: &Path) -> Result<Origin, ScanError> {
     .await
 }
 
-/// The root id kept in `dir`, created when there is none (written where no other process can
-/// see it, then linked in, so that two processes agree); 0 if it cannot be read or written.
-fn root_id(dir: &Path) -> u64 {
-    let path = dir.join(ROOT_ID_FILE);
-    let read = |path: &Path| {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| u64::from_str_radix(text.trim(), 16).ok())
-    };
-    if let Some(id) = read(&path) {
-        return id;
+/// What [`ROOT_ID_FILE`] holds: the root id (16 hex digits) on its first line, then the source
+/// ids that collect the root, a line each: `source <id>` adds one, `adopt <id>` replaces all
+/// before it (`--adopt-source`). Lines are only ever appended, each in one write, so that a
+/// process killed while recording leaves the file as it was or with the whole line.
+#[derive(Debug, PartialEq, Eq)]
+struct RootRecord {
+    id: u64,
+    sources: Vec<String>,
+}
+
+impl RootRecord {
+    fn read(path: &Path) -> Option<RootRecord> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut lines = text.lines();
+        let id = u64::from_str_radix(lines.next()?.trim(), 16).ok()?;
+        let mut sources: Vec<String> = Vec::new();
+        for line in lines {
+            match line.trim().split_once(' ') {
+                Some(("source", id)) if !sources.iter().any(|s| s == id) => {
+                    sources.push(id.to_string());
+                }
+                Some(("adopt", id)) => sources = vec![id.to_string()],
+                _ => {}
+            }
+        }
+        Some(RootRecord { id, sources })
     }
-    let id = fastrand::u64(1..);
-    match link_new_file(dir, &path, format!("{id:016x}\n").as_bytes()) {
+}
+
+/// The root id kept in `dir`, created when there is none, with `source_id` recorded as the one
+/// collecting it (written where no other process can see it, then linked in, so that two
+/// processes agree). A new id is the volume's id for the directory ([`volume_root_id`]), so
+/// that where it cannot be written (a read-only or full volume) every process that mounts it
+/// finds the same id again.
+fn root_id(dir: &Path, source_id: &str) -> u64 {
+    let path = dir.join(ROOT_ID_FILE);
+    if let Some(record) = RootRecord::read(&path) {
+        return record.id;
+    }
+    let id = volume_root_id(dir);
+    let contents = format!("{id:016x}\nsource {source_id}\n");
+    match link_new_file(dir, &path, contents.as_bytes()) {
         Ok(()) => id,
         // Another process linked its own first: that one counts.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path).unwrap_or(0),
-        Err(_) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            RootRecord::read(&path).map_or(id, |record| record.id)
+        }
+        Err(_) => id,
     }
+}
+
+/// An id for the directory `dir` from what its volume says of it, the same for every process
+/// that mounts it, on any node: its file system's id (for ext4 and xfs, from the file system's
+/// UUID; for NFS, from the server's), and the directory's inode and birth time (a directory
+/// deleted and made again is another root). Not 0. Where the volume tells nothing, a random
+/// id: the directory is then a new root at every start.
+fn volume_root_id(dir: &Path) -> u64 {
+    let (Ok(meta), Ok(fs)) = (std::fs::metadata(dir), rustix::fs::statvfs(dir)) else {
+        return fastrand::u64(1..);
+    };
+    let mut identity = Vec::with_capacity(40);
+    identity.extend_from_slice(b"gleaner-root\0");
+    identity.extend_from_slice(&fs.f_fsid.to_le_bytes());
+    identity.extend_from_slice(&std::os::unix::fs::MetadataExt::ino(&meta).to_le_bytes());
+    identity.extend_from_slice(&listing::btime_ns(&meta).to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&identity).max(1)
+}
+
+/// Whether this source id may collect the watch root, by the source ids recorded in it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum RootClaim {
+    /// Recorded for it (or nothing can be recorded: a read-only or full root).
+    Ours,
+    /// Recorded for other source ids: collecting it under this one would process every file
+    /// again.
+    Theirs(Vec<String>),
+}
+
+/// Records `source_id` as collecting the watch root `dir` (in [`ROOT_ID_FILE`]), unless other
+/// source ids are recorded: then `adopt` replaces them with it, `share` adds it to them, and
+/// neither refuses.
+pub(super) async fn claim_root(
+    dir: &Path,
+    source_id: &SourceId,
+    adopt: bool,
+    share: bool,
+) -> Result<RootClaim, ScanError> {
+    let (path, ours) = (dir.join(ROOT_ID_FILE), source_id.to_string());
+    blocking("recording the source id in the watch root", move || {
+        // Unreadable (read-only and never written): nothing is recorded, nothing can be.
+        let Some(record) = RootRecord::read(&path) else {
+            return Ok(RootClaim::Ours);
+        };
+        if record.sources.contains(&ours) {
+            return Ok(RootClaim::Ours);
+        }
+        let line = if record.sources.is_empty() || share {
+            format!("source {ours}\n")
+        } else if adopt {
+            format!("adopt {ours}\n")
+        } else {
+            return Ok(RootClaim::Theirs(record.sources));
+        };
+        // Where it cannot be written, nothing is recorded; the claim stands all the same.
+        let _ = append_line(&path, &line);
+        Ok(RootClaim::Ours)
+    })
+    .await
+}
+
+/// Appends `line` to the file at `path` in one write.
+fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
+    file.write_all(line.as_bytes())?;
+    file.sync_data()
 }
 
 /// Creates `path` in `dir` with `contents`, all at once: fails with `AlreadyExists` if it
@@ -215,25 +313,57 @@ impl Scanner {
         Ok(summary)
     }
 
-    /// Refuses to start when another watch root wrote the last generation (that recorded
-    /// one), unless `adopt_source` takes the source id over.
-    pub(super) fn refuse_another_root(&self) -> Result<(), ScanError> {
-        let (Some(theirs), Some(ours)) = (self.state.last_origin(), self.log.origin()) else {
+    /// Refuses to go on when this source id belongs to another watch root:
+    ///
+    /// * this root was taken over by another and retired: it is a second live root under the
+    ///   source id (two Pods of one name in two clusters), unless `adopt_source` takes the
+    ///   source id back;
+    /// * another root wrote the last generation: at start, a root in its place (the same
+    ///   directory on the same host, a new root id: a Pod recreated with a fresh `emptyDir`)
+    ///   takes over and retires it, and `adopt_source` takes over from any root; otherwise,
+    ///   and always once running (`at_start` false), the source id is another root's.
+    pub(super) async fn check_root(&mut self, at_start: bool) -> Result<(), ScanError> {
+        let Some(ours) = self.log.origin() else {
             return Ok(());
         };
-        if theirs.same_root(ours) {
+        if ours.root_id != 0 {
+            if let Some(successor) = self.log.root_retired(ours.root_id).await? {
+                if !(at_start && self.config.adopt_source) {
+                    return Err(ScanError::RootRetired {
+                        source_id: self.config.source_id.to_string(),
+                        ours: ours.to_string(),
+                        successor,
+                    });
+                }
+                self.log.unretire_root(ours.root_id).await?;
+            }
+        }
+        let Some(theirs) = self.state.last_origin() else {
+            return Ok(());
+        };
+        // The root this process took over at its start, until its first commit.
+        if theirs.same_root(ours) || self.taken_over.as_ref() == Some(theirs) {
             return Ok(());
         }
-        if self.config.adopt_source {
-            self.observer.emit(SourceAdopted { theirs, ours });
-            return Ok(());
+        let taking_over = at_start && (self.config.adopt_source || theirs.replaced_by(ours));
+        if !taking_over {
+            return Err(ScanError::AnotherRoot {
+                source_id: self.config.source_id.to_string(),
+                generation: self.state.generation(),
+                theirs: theirs.to_string(),
+                ours: ours.to_string(),
+            });
         }
-        Err(ScanError::AnotherRoot {
-            source_id: self.config.source_id.to_string(),
-            generation: self.state.generation(),
-            theirs: theirs.to_string(),
-            ours: ours.to_string(),
-        })
+        if theirs.root_id != 0 {
+            self.log.retire_root(theirs.root_id, ours).await?;
+        }
+        self.observer.emit(SourceAdopted {
+            theirs,
+            ours,
+            deliberate: self.config.adopt_source,
+        });
+        self.taken_over = Some(theirs.clone());
+        Ok(())
     }
 
     /// Refuses to start when the output location holds batches of this source beyond the
@@ -326,16 +456,62 @@ mod tests {
     #[test]
     fn the_root_id_is_created_once_and_nothing_else_is_left() {
         let dir = tempfile::tempdir().unwrap();
-        let first = root_id(dir.path());
+        let first = root_id(dir.path(), "pod-a");
         assert_ne!(first, 0);
         assert_eq!(
-            root_id(dir.path()),
+            root_id(dir.path(), "pod-b"),
             first,
             "a second start reads the same id"
         );
         assert_eq!(names(dir.path()), [ROOT_ID_FILE]);
         let text = std::fs::read_to_string(dir.path().join(ROOT_ID_FILE)).unwrap();
-        assert_eq!(text, format!("{first:016x}\n"));
+        assert_eq!(text, format!("{first:016x}\nsource pod-a\n"));
+        // The same as the volume says of the directory: what a process that cannot write
+        // finds too.
+        assert_eq!(first, volume_root_id(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn the_source_ids_of_a_root_are_recorded_in_it_and_another_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = |s: &str| -> SourceId { s.parse().unwrap() };
+        root_id(dir.path(), "pod-a");
+        let claim = |source: &str, adopt: bool, share: bool| {
+            let (dir, source) = (dir.path().to_path_buf(), id(source));
+            async move { claim_root(&dir, &source, adopt, share).await.unwrap() }
+        };
+        assert_eq!(claim("pod-a", false, false).await, RootClaim::Ours);
+        assert_eq!(
+            claim("pod-b", false, false).await,
+            RootClaim::Theirs(vec!["pod-a".into()])
+        );
+        assert_eq!(claim("pod-b", false, true).await, RootClaim::Ours, "shared");
+        assert_eq!(claim("pod-b", false, false).await, RootClaim::Ours);
+        assert_eq!(claim("pod-a", false, false).await, RootClaim::Ours);
+        assert_eq!(
+            claim("pod-c", true, false).await,
+            RootClaim::Ours,
+            "adopted"
+        );
+        assert_eq!(
+            claim("pod-a", false, false).await,
+            RootClaim::Theirs(vec!["pod-c".into()])
+        );
+        // A root of an older build (the id alone) is claimed by its first collector.
+        let old = tempfile::tempdir().unwrap();
+        std::fs::write(old.path().join(ROOT_ID_FILE), "00000000000000ab\n").unwrap();
+        let source = id("pod-x");
+        assert_eq!(
+            claim_root(old.path(), &source, false, false).await.unwrap(),
+            RootClaim::Ours
+        );
+        assert_eq!(root_id(old.path(), "pod-y"), 0xab);
+        assert_eq!(
+            RootRecord::read(&old.path().join(ROOT_ID_FILE))
+                .unwrap()
+                .sources,
+            ["pod-x"]
+        );
     }
 
     #[test]
@@ -350,8 +526,8 @@ mod tests {
     }
 
     #[test]
-    fn an_unwritable_directory_gives_root_id_zero() {
+    fn a_directory_without_a_volume_to_ask_gets_a_random_id() {
         let missing = Path::new("/nonexistent/gleaner/watch");
-        assert_eq!(root_id(missing), 0);
+        assert_ne!(root_id(missing, "pod-a"), 0);
     }
 }

@@ -163,6 +163,19 @@ fn survey(
             diff
         })?,
     };
+    // Files waiting under the private name of a cleanup that keeps failing are still here:
+    // their committed entries are not gone (a snapshot would forget them, and the file would
+    // be processed again once put back).
+    let mut diff = diff;
+    let mut held: Vec<RelPath> = diff
+        .entries
+        .iter()
+        .filter_map(|entry| crate::cleanup::held_for_cleanup(&entry.file, state))
+        .collect();
+    if !held.is_empty() {
+        held.sort_unstable();
+        diff.gone.retain(|path| held.binary_search(path).is_err());
+    }
     telemetry::emit(PhaseTimed {
         phase: "list",
         elapsed: listing_started.elapsed(),

@@ -454,11 +454,17 @@ impl InternalEvent for RescanAllowed<'_> {
 pub(crate) struct SourceAdopted<'a> {
     pub(crate) theirs: &'a state_store::Origin,
     pub(crate) ours: &'a state_store::Origin,
+    /// `--adopt-source`; else a new root in the old one's place (same host and directory).
+    pub(crate) deliberate: bool,
 }
 
 impl InternalEvent for SourceAdopted<'_> {
     fn emit(self) {
-        warn!(theirs = %self.theirs, ours = %self.ours, "--adopt-source: this watch root takes the source id over from another");
+        if self.deliberate {
+            warn!(theirs = %self.theirs, ours = %self.ours, "--adopt-source: this watch root takes the source id over from another");
+        } else {
+            warn!(theirs = %self.theirs, ours = %self.ours, "a new watch root in the place of the last one (the same directory on the same host: a Pod recreated with a fresh emptyDir) takes the source id over; the old root is retired, and refused should it come back");
+        }
     }
 }
 
