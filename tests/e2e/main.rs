@@ -15,6 +15,7 @@ mod discovery;
 mod docs;
 mod drain;
 mod errors;
+mod guards;
 mod http;
 mod lifecycle;
 mod once;

@@ -82,6 +82,42 @@ pub struct OutputLine<'a> {
     pub error: Option<&'a str>,
 }
 
+/// A folder Gleaner writes objects into ([`OutputSink::written_folders`]).
+#[derive(Clone, Debug)]
+pub(crate) struct WrittenFolder {
+    /// What is written there, for messages.
+    pub(crate) what: &'static str,
+    /// The folder.
+    pub(crate) folder: Location,
+    /// How many levels below it objects land (1: directly in it); `None`: at any depth.
+    pub(crate) depth: Option<usize>,
+}
+
+impl WrittenFolder {
+    /// Whether a walk of `watch_dir` (absolute, links resolved) would meet objects written
+    /// here: the folder is inside it (or is it), or it lies inside the folder above the depth
+    /// objects land at.
+    pub(crate) fn collected_by(&self, watch_dir: &std::path::Path) -> Option<Overlap> {
+        let dir = self.folder.local_dir()?;
+        if dir.starts_with(watch_dir) {
+            return Some(Overlap::FolderInsideWatch);
+        }
+        let below = watch_dir.strip_prefix(dir).ok()?.components().count();
+        self.depth
+            .is_none_or(|depth| below < depth)
+            .then_some(Overlap::WatchInsideFolder)
+    }
+}
+
+/// How a written folder and the watched directory overlap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Overlap {
+    /// The folder is the watched directory, or inside it.
+    FolderInsideWatch,
+    /// The watched directory is inside the folder, where objects land.
+    WatchInsideFolder,
+}
+
 /// How output keys are laid out below the output location.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OutputLayout {
@@ -133,6 +169,34 @@ impl OutputSink {
     /// The output location.
     pub fn location(&self) -> &Location {
         &self.location
+    }
+
+    /// Where this sink writes below its location: each folder, what lands there, and how deep
+    /// below it objects land. Batch outputs land directly in `<source-id>/` (flat), or one
+    /// level down, in a `date=` folder of `source=<source-id>/` (hive); the raw copies of
+    /// leftovers (`shipping_leftovers`) at any depth below `.leftovers/<source-id>/`, since
+    /// they keep their paths. The start-up guard refuses a watched directory that would collect
+    /// any of them.
+    pub(crate) fn written_folders(&self, shipping_leftovers: bool) -> Vec<WrittenFolder> {
+        let mut folders = vec![WrittenFolder {
+            what: "the output location",
+            folder: self.location.child(&self.source_folder()),
+            depth: match self.layout {
+                OutputLayout::Flat => Some(1),
+                OutputLayout::Hive => Some(2),
+            },
+        }];
+        if shipping_leftovers {
+            folders.push(WrittenFolder {
+                what: "the leftovers folder of --ship-leftovers",
+                folder: self
+                    .location
+                    .child(".leftovers")
+                    .child(self.source_id.as_str()),
+                depth: None,
+            });
+        }
+        folders
     }
 
     /// The key of generation `generation`'s object, planned at `planned_at`, relative to the
@@ -451,6 +515,60 @@ mod tests {
     use super::*;
     use state_store::RelPath;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn written_folders_are_collected_by_a_watch_over_them_or_inside_them_where_objects_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let out = Location::parse(root.join("out").to_str().unwrap()).unwrap();
+        let id: SourceId = "s".parse().unwrap();
+        let folders = |layout| {
+            OutputSink::new(out.clone(), &id, Compression::None)
+                .with_layout(layout)
+                .written_folders(true)
+        };
+        let collected = |layout, watch: &str| -> Vec<Option<Overlap>> {
+            folders(layout)
+                .iter()
+                .map(|f| f.collected_by(&root.join(watch)))
+                .collect()
+        };
+        let (inside, holds) = (
+            Some(Overlap::FolderInsideWatch),
+            Some(Overlap::WatchInsideFolder),
+        );
+        assert_eq!(collected(OutputLayout::Flat, "out"), [inside, inside]);
+        assert_eq!(collected(OutputLayout::Flat, "out/s"), [inside, None]);
+        assert_eq!(collected(OutputLayout::Flat, "out/s/sub"), [None, None]);
+        assert_eq!(
+            collected(OutputLayout::Hive, "out/source=s"),
+            [inside, None]
+        );
+        assert_eq!(
+            collected(OutputLayout::Hive, "out/source=s/date=2026-01-01"),
+            [holds, None]
+        );
+        assert_eq!(
+            collected(OutputLayout::Hive, "out/source=s/date=2026-01-01/x"),
+            [None, None]
+        );
+        assert_eq!(
+            collected(
+                OutputLayout::Flat,
+                "out/.leftovers/s/00000000000000000001/a"
+            ),
+            [None, holds]
+        );
+        assert_eq!(collected(OutputLayout::Flat, "elsewhere"), [None, None]);
+        let memory = Location::parse("memory://").unwrap();
+        let sink = OutputSink::new(memory, &id, Compression::None);
+        assert!(
+            sink.written_folders(true)
+                .iter()
+                .all(|f| f.collected_by(&root).is_none()),
+            "a store that is not a local directory collects nothing"
+        );
+    }
 
     #[test]
     fn lines_are_json_with_result_or_error() {

@@ -27,31 +27,53 @@ pub(super) async fn resolve_watch_dir(root: &Path) -> Result<PathBuf, ScanError>
     .await
 }
 
-/// Refuses state or output locations whose objects (below `<location>/<source-id>/`) would lie
-/// inside the watched directory: they would be collected as input.
+/// Refuses state and output locations whose objects would be collected as input: every folder
+/// objects are written into, whatever the output layout (flat `<source-id>/`, hive
+/// `source=<source-id>/date=<day>/`) and shipped leftovers included (`.leftovers/<source-id>/`,
+/// with `config.ship_leftovers`), must neither lie inside the watched directory nor hold it
+/// where objects land. Pure: nothing is written before it.
 pub(super) fn check_locations(
-    source_id: &SourceId,
+    config: &super::ScannerConfig,
     watch_dir: &Path,
-    locations: [&Location; 2],
+    [state, output]: [&Location; 2],
 ) -> Result<(), ConfigError> {
-    for (which, location) in ["state", "output"].into_iter().zip(locations) {
-        let objects = location.child(source_id.as_str());
-        if objects
-            .local_dir()
-            .is_some_and(|dir| dir.starts_with(watch_dir))
-        {
-            return Err(ConfigError::InsideWatchDir {
-                what: format!("the {which} location {objects}"),
-                watch: watch_dir.to_path_buf(),
-                consequence: "its objects would be collected as input",
-            });
+    use crate::output::{OutputSink, Overlap, WrittenFolder};
+    let source_id: &SourceId = &config.source_id;
+    let sink = OutputSink::new(output.clone(), source_id, config.compression)
+        .with_layout(config.output_layout);
+    // The state log: its objects directly in `<source-id>/`.
+    let state_log = WrittenFolder {
+        what: "the state location",
+        folder: state.child(source_id.as_str()),
+        depth: Some(1),
+    };
+    let consequence = "its objects would be collected as input";
+    for written in std::iter::once(state_log).chain(sink.written_folders(config.ship_leftovers)) {
+        let what = format!("{} {}", written.what, written.folder);
+        match written.collected_by(watch_dir) {
+            None => {}
+            Some(Overlap::FolderInsideWatch) => {
+                return Err(ConfigError::InsideWatchDir {
+                    what,
+                    watch: watch_dir.to_path_buf(),
+                    consequence,
+                });
+            }
+            Some(Overlap::WatchInsideFolder) => {
+                return Err(ConfigError::WatchDirInside {
+                    what,
+                    watch: watch_dir.to_path_buf(),
+                    consequence,
+                });
+            }
         }
     }
     Ok(())
 }
 
 /// Creates the directories files are moved to, and refuses one inside the watched directory
-/// (moved files would be collected again) unless it is hidden (never listed).
+/// (moved files would be collected again) unless it is hidden (never listed). The check comes
+/// first, on the path the directory would have: a refused directory is not created.
 pub(super) async fn prepare_cleanup_dirs(
     rules: &CleanupRules,
     watch_dir: &Path,
