@@ -9,6 +9,7 @@ mod support;
 mod bad_input;
 mod campaign;
 mod cleanup;
+mod cli;
 mod crash;
 mod demo;
 mod discovery;

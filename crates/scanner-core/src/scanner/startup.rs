@@ -90,8 +90,7 @@ pub(super) async fn prepare_cleanup_dirs(
                 dir: dir.clone(),
                 source,
             };
-            std::fs::create_dir_all(&dir).map_err(unusable)?;
-            let absolute = std::fs::canonicalize(&dir).map_err(unusable)?;
+            let absolute = resolve_dir(&dir).map_err(unusable)?;
             let hidden = absolute.strip_prefix(&watched).is_ok_and(|rel| {
                 rel.components()
                     .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."))
@@ -104,10 +103,46 @@ pub(super) async fn prepare_cleanup_dirs(
                 }
                 .into());
             }
+            // The resolved path: `a/missing/../b` creates `a/b`, never `a/missing`.
+            std::fs::create_dir_all(&absolute).map_err(unusable)?;
         }
         Ok(())
     })
     .await
+}
+
+/// The absolute path `dir` names, links resolved in the part of it that exists and `..` taken
+/// lexically in the part that does not (nothing there can be a link yet), without creating
+/// anything.
+fn resolve_dir(dir: &Path) -> std::io::Result<PathBuf> {
+    use std::path::Component;
+    let absolute = std::path::absolute(dir)?;
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    let canonical = loop {
+        match std::fs::canonicalize(existing) {
+            Ok(canonical) => break canonical,
+            Err(e) => match (existing.components().next_back(), existing.parent()) {
+                (Some(last), Some(parent)) => {
+                    missing.push(last);
+                    existing = parent;
+                }
+                // The root itself cannot be resolved.
+                _ => return Err(e),
+            },
+        }
+    };
+    let mut out = canonical;
+    for component in missing.into_iter().rev() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    Ok(out)
 }
 
 /// The name of the file in the watched directory that keeps its root id: hidden, so never
@@ -369,6 +404,27 @@ mod tests {
         assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "theirs");
         assert_eq!(names(dir.path()), ["f"], "no temporary file is left");
+    }
+
+    #[test]
+    fn cleanup_directories_resolve_without_being_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("link")).unwrap();
+        for (given, resolved) in [
+            ("link/new/deeper", "real/new/deeper"),
+            ("real/missing/../done", "real/done"),
+            ("link/./a/../../b", "b"),
+        ] {
+            assert_eq!(
+                resolve_dir(&root.join(given)).unwrap(),
+                root.join(resolved),
+                "{given}"
+            );
+        }
+        assert_eq!(names(&root), ["link", "real"], "nothing created");
+        assert_eq!(names(&root.join("real")), Vec::<String>::new());
     }
 
     #[test]
