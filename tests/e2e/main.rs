@@ -23,6 +23,7 @@ mod once;
 mod processors;
 mod race;
 mod readiness;
+mod repair;
 mod resources;
 mod signals;
 mod state;

@@ -209,6 +209,11 @@ pub enum ConfigError {
     #[error("{0}")]
     Conflict(&'static str),
 
+    /// `gleaner state repair` was named an output layout the outputs do not have, or cannot
+    /// tell which one they have; the message names the flag that finds them.
+    #[error("{0}")]
+    OutputLayout(String),
+
     /// The watched directory lies inside a folder Gleaner writes objects into (a day of the
     /// hive layout, shipped leftovers): they would be collected as input.
     #[error("the watched directory {} is inside {what}; {consequence}", watch.display())]

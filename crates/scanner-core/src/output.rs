@@ -131,6 +131,24 @@ pub enum OutputLayout {
     Hive,
 }
 
+impl OutputLayout {
+    /// The value of `--output-layout` that names it.
+    pub fn flag_value(self) -> &'static str {
+        match self {
+            OutputLayout::Flat => "flat",
+            OutputLayout::Hive => "hive",
+        }
+    }
+
+    /// The other layout.
+    pub(crate) fn other(self) -> OutputLayout {
+        match self {
+            OutputLayout::Flat => OutputLayout::Hive,
+            OutputLayout::Hive => OutputLayout::Flat,
+        }
+    }
+}
+
 /// Where and how batch outputs are written: `<output>/<source-id>/<generation>.ndjson[.gz]`,
 /// or in Hive-style partitions ([`OutputLayout`]).
 #[derive(Clone, Debug)]
@@ -413,6 +431,38 @@ impl OutputSink {
         found.sort_unstable();
         found.dedup_by_key(|(found, _)| *found);
         Ok(found)
+    }
+
+    /// Whether any output object of this source is stored in this sink's layout: the first
+    /// object of a listing of its folder that is named as an output (one request).
+    pub async fn any_output(&self) -> Result<bool, ScanError> {
+        use futures::TryStreamExt;
+        let folder = self.source_folder();
+        let prefix = self.location.prefix().clone().join(folder.as_str());
+        let mut listing = self.location.store().list(Some(&prefix));
+        while let Some(meta) = listing
+            .try_next()
+            .await
+            .map_err(|source| ScanError::Output {
+                object: self.describe(&folder),
+                source,
+            })?
+        {
+            if meta
+                .location
+                .filename()
+                .and_then(parse_generation)
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The layout of this sink.
+    pub fn layout(&self) -> OutputLayout {
+        self.layout
     }
 
     /// The object at `key` (relative to the output location).

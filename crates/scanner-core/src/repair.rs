@@ -17,10 +17,10 @@ use object_store::ObjectStoreExt;
 use serde_json::Value;
 use state_store::{FileEntry, Location, Outcome, RelPath, SourceId, StateLog};
 
-use crate::ScanError;
 use crate::identity::fingerprint_file;
 use crate::listing::{absolute, btime_ns, mtime_ns};
 use crate::output::{Compression, OutputLayout, OutputSink, rfc3339};
+use crate::{ConfigError, ScanError};
 
 /// One generation committed again from its output object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +40,10 @@ pub struct RebuiltGeneration {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RepairReport {
+    /// The layout of the outputs it read.
+    pub layout: OutputLayout,
+    /// True when the layout was found from the outputs rather than named.
+    pub layout_detected: bool,
     /// Damaged deltas set aside (copied to `<name>.damaged`), newest first.
     pub set_aside: Vec<u64>,
     /// Generations committed again from their outputs, in order.
@@ -53,22 +57,74 @@ pub struct RepairReport {
 /// Sets aside the damaged deltas at the end of the log of `source_id` under `state`, then
 /// commits every generation that has an output object under `output` beyond the committed
 /// state, from that object, with the files of `watch_dir` for their identity.
+///
+/// The outputs are read in `layout`; `None` finds it from the outputs themselves. A layout
+/// named while the outputs are in the other one, or outputs in both layouts beyond the state,
+/// are refused ([`ConfigError::OutputLayout`], naming the flag), before anything changes when
+/// the outputs allow it to be seen then.
 pub async fn repair(
     state: &Location,
     output: &Location,
     source_id: &SourceId,
-    layout: OutputLayout,
+    layout: Option<OutputLayout>,
     watch_dir: &Path,
 ) -> Result<RepairReport, ScanError> {
-    let log = StateLog::new(state, source_id);
-    let mut report = RepairReport {
-        set_aside: log.set_aside_damaged_tail().await?,
-        ..RepairReport::default()
+    let sink_in =
+        |layout| OutputSink::new(output.clone(), source_id, Compression::None).with_layout(layout);
+    // Which layouts hold outputs at all, before anything is changed: a wrong or missing
+    // `--output-layout` would otherwise find "nothing to repair" beside the outputs.
+    let flat = sink_in(OutputLayout::Flat).any_output().await?;
+    let hive = sink_in(OutputLayout::Hive).any_output().await?;
+    let holds = |layout| match layout {
+        OutputLayout::Flat => flat,
+        OutputLayout::Hive => hive,
     };
+    if let Some(named) = layout {
+        if !holds(named) && holds(named.other()) {
+            return Err(wrong_layout(named, source_id).into());
+        }
+    }
+    let log = StateLog::new(state, source_id);
+    let set_aside = log.set_aside_damaged_tail().await?;
     let loaded = log.load().await?;
     let mut generation = loaded.state.generation();
+    let (layout, detected) = match layout {
+        Some(named) => (named, false),
+        None if flat && hive => {
+            // Both were written (the layout changed once): the one with outputs beyond the
+            // state is the one to repair from.
+            let beyond_flat = !sink_in(OutputLayout::Flat)
+                .outputs_after(generation)
+                .await?
+                .is_empty();
+            let beyond_hive = !sink_in(OutputLayout::Hive)
+                .outputs_after(generation)
+                .await?
+                .is_empty();
+            match (beyond_flat, beyond_hive) {
+                (true, true) => {
+                    return Err(ConfigError::OutputLayout(format!(
+                        "source id {source_id:?} has outputs beyond generation {generation} in \
+                         both layouts; name the one gleaner writes with --output-layout flat or \
+                         --output-layout hive"
+                    ))
+                    .into());
+                }
+                (false, true) => (OutputLayout::Hive, true),
+                _ => (OutputLayout::Flat, true),
+            }
+        }
+        None if hive => (OutputLayout::Hive, true),
+        None => (OutputLayout::Flat, flat),
+    };
+    let mut report = RepairReport {
+        layout,
+        layout_detected: detected,
+        set_aside,
+        ..RepairReport::default()
+    };
     report.interrupted = loaded.pending.as_ref().map(|plan| plan.generation);
-    let sink = OutputSink::new(output.clone(), source_id, Compression::None).with_layout(layout);
+    let sink = sink_in(layout);
     for (candidate, key) in sink.outputs_after(generation).await? {
         // Only the generation right after the committed one; an interrupted batch is redone
         // by the next start from its plan, whose output may be partial.
@@ -114,6 +170,17 @@ pub async fn repair(
     }
     report.generation = generation;
     Ok(report)
+}
+
+/// The refusal of a named layout that holds no output of `source_id` while the other does.
+fn wrong_layout(named: OutputLayout, source_id: &SourceId) -> ConfigError {
+    ConfigError::OutputLayout(format!(
+        "the outputs of source id {source_id:?} are laid out as --output-layout {}, not {}: \
+         run the repair with --output-layout {} (or without the flag, to find it)",
+        named.other().flag_value(),
+        named.flag_value(),
+        named.other().flag_value(),
+    ))
 }
 
 /// The state entries of the files of one output object (`url` names it in errors), and how

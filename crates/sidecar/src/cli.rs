@@ -94,14 +94,10 @@ pub struct RepairArgs {
     #[arg(long, env = "GLEANER_SOURCE_ID", value_name = "ID")]
     pub source_id: SourceId,
 
-    /// How the source's output keys are laid out (as `gleaner run --output-layout`).
-    #[arg(
-        long,
-        env = "GLEANER_OUTPUT_LAYOUT",
-        value_name = "LAYOUT",
-        default_value = "flat"
-    )]
-    pub output_layout: LayoutArg,
+    /// How the source's output keys are laid out (as `gleaner run --output-layout`) [default:
+    /// found from the outputs].
+    #[arg(long, env = "GLEANER_OUTPUT_LAYOUT", value_name = "LAYOUT")]
+    pub output_layout: Option<LayoutArg>,
 
     /// Retries and timeouts of the storage.
     #[command(flatten)]

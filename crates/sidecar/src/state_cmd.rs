@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use state_store::{Location, ObjectKind, Outcome, StateLog};
 
 use crate::Usage;
-use crate::cli::{InspectArgs, RepairArgs, StateArgs, StateCommand};
+use crate::cli::{InspectArgs, LayoutArg, RepairArgs, StateArgs, StateCommand};
 use crate::display::{human_bytes as human, rfc3339_ms, say};
 
 /// Runs a `state` subcommand.
@@ -30,10 +30,17 @@ async fn repair(args: RepairArgs) -> anyhow::Result<()> {
         &state,
         &output,
         &args.source_id,
-        args.output_layout.layout(),
+        args.output_layout.map(LayoutArg::layout),
         &args.watch,
     )
     .await?;
+    if report.layout_detected {
+        say!(
+            "the outputs are laid out as --output-layout {} (found from the outputs; give the \
+             same flag to gleaner run)",
+            report.layout.flag_value()
+        );
+    }
     for generation in &report.set_aside {
         say!(
             "set aside the damaged delta of generation {generation} (kept as {generation:020}.delta.damaged)"
