@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use scanner_core::ErrorChain;
+use scanner_core::repair::FileVerdict;
 use serde_json::{Value, json};
 use state_store::{Location, ObjectKind, Outcome, StateLog};
 
@@ -32,12 +33,13 @@ async fn repair(args: RepairArgs) -> anyhow::Result<()> {
         &args.source_id,
         args.output_layout.map(LayoutArg::layout),
         &args.watch,
+        args.identity,
     )
     .await?;
-    if report.layout_detected {
+    if report.layout_detected && report.layout != scanner_core::OutputLayout::Flat {
         say!(
-            "the outputs are laid out as --output-layout {} (found from the outputs; give the \
-             same flag to gleaner run)",
+            "the outputs are laid out as --output-layout {} (found from the outputs; gleaner run \
+             needs the same flag)",
             report.layout.flag_value()
         );
     }
@@ -48,12 +50,21 @@ async fn repair(args: RepairArgs) -> anyhow::Result<()> {
     }
     for rebuilt in &report.rebuilt {
         say!(
-            "committed generation {} again from {}: {} file(s), {} found unchanged in --watch",
+            "committed generation {} again from {}: {} file(s): {} found unchanged, {} changed \
+             since, {} to be processed again, {} gone",
             rebuilt.generation,
             rebuilt.output,
-            rebuilt.files,
-            rebuilt.matched
+            rebuilt.files.len(),
+            rebuilt.count(FileVerdict::is_unchanged),
+            rebuilt.count(FileVerdict::is_changed),
+            rebuilt.count(FileVerdict::is_reprocess),
+            rebuilt.count(FileVerdict::is_gone),
         );
+        // Every file, and what was made of it: a file processed again adds a line for its
+        // path to the outputs, and the operator should know which and why.
+        for (path, verdict) in &rebuilt.files {
+            say!("  {path}: {verdict}");
+        }
     }
     if let Some(generation) = report.interrupted {
         say!(
