@@ -14,6 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::cli::{CompressArg, MetricsAddr, ProcessorArgs, ProcessorKind, RunArgs};
+use crate::display::say;
 use crate::telemetry::Health;
 use crate::{Usage, telemetry};
 
@@ -118,7 +119,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.runtime.once {
         // `--once` drains by definition: a SIGTERM does not cut it short (a second one does).
         let report = scanner.run_once().await?;
-        println!(
+        say!(
             "committed {} batch(es): {} file(s), {} failed, {} bytes; {} not ready yet; \
              generation {}",
             report.batches.len(),

@@ -351,7 +351,10 @@ impl Scanner {
                 &processor,
                 batch.generation,
                 &batch.output_key,
-                batch.rows.iter().map(|row| (&row.file, &row.outcome)),
+                batch
+                    .rows
+                    .iter()
+                    .map(|row| (&row.file, &row.outcome, row.fingerprint)),
             );
             Ok((batch, body))
         })

@@ -443,7 +443,7 @@ impl Scanner {
     ) -> Result<Self, ScanError> {
         config.validate()?;
         let watch_dir = startup::resolve_watch_dir(&config.watch_dir).await?;
-        startup::check_locations(&config.source_id, &watch_dir, [state, output])?;
+        startup::check_locations(&config, &watch_dir, [state, output])?;
         startup::prepare_cleanup_dirs(&config.cleanup, &watch_dir).await?;
         let origin = startup::origin(&watch_dir, &config.source_id).await?;
         let claim = startup::claim_root(

@@ -240,9 +240,9 @@ fn finished(processor: &DynProcessor, units: Vec<UnitOutcome>) -> FileOutcome {
     )
 }
 
-/// What an output line takes besides its result (path, size, times, names), for the bound on a
-/// batch's results: roughly, since paths vary.
-const LINE_OVERHEAD: u64 = 200;
+/// What an output line takes besides its result (path, size, times, names, the file's
+/// identity), for the bound on a batch's results: roughly, since paths vary.
+const LINE_OVERHEAD: u64 = 320;
 
 /// The message a panic carried.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
