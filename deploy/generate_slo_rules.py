@@ -161,14 +161,23 @@ class Slo:
             return f"{by_clause(self.spec)} (increase({self.sli['histogram']}_count[{window}]))"
         return f"{by_clause(self.spec)} (increase({self.sli['total']}[{window}]))"
 
+    def le_matcher(self):
+        """The bucket at the target, in both forms: Prometheus 2 stores `le` as the exporter
+        writes it ("7200"), Prometheus 3 as a float ("7200.0"), so an equality matcher would match
+        nothing on one of them. A non-integral bound ("0.5") is written alike by both."""
+        le = str(self.sli["le"])
+        if re.fullmatch(r"[0-9]+", le):
+            return f'le=~"{le}(\\\\.0)?"'
+        return f'le="{le}"'
+
     def error_rate(self, window):
         if "histogram" in self.sli:
-            histogram, le = self.sli["histogram"], self.sli["le"]
+            histogram, le = self.sli["histogram"], self.le_matcher()
             return (
                 "(\n"
                 f"    {by_clause(self.spec)} (rate({histogram}_count[{window}]))\n"
                 "  -\n"
-                f'    {by_clause(self.spec)} (rate({histogram}_bucket{{le="{le}"}}[{window}]))\n'
+                f'    {by_clause(self.spec)} (rate({histogram}_bucket{{{le}}}[{window}]))\n'
                 ")"
             )
         return f"{by_clause(self.spec)} (rate({self.sli['errors']}[{window}]))"

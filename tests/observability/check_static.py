@@ -197,6 +197,43 @@ def check_dashboard(spec, dashboard):
     print(f"dashboard: {len(ids)} panels, {len(queries)} queries parsed by promtool")
 
 
+BUCKET_MATCHER = re.compile(r"""\b(le|quantile)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'[^']*'|`[^`]*`)""")
+
+
+def promql_string(literal):
+    """The value of a PromQL string literal ("…" with Go escapes, '…', or `raw`)."""
+    if literal[0] == "`":
+        return literal[1:-1]
+    return literal[1:-1].encode().decode("unicode_escape")
+
+
+def check_bucket_selectors():
+    """Prometheus 3 stores le="7200" as le="7200.0" (and quantile likewise): a selector must match
+    a bucket bound in both forms, or it matches nothing on one of the versions."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from prom3_histories import prom3_float
+
+    exprs = [(f"{path.name}: {rule.get('alert') or rule.get('record')}", rule["expr"]) for path, _, rule in obslib.rules()]
+    exprs += [(f"dashboard panel {title!r}", expr) for title, _, expr in obslib.dashboard_queries()]
+    found = 0
+    for where, expr in exprs:
+        for label, op, literal in BUCKET_MATCHER.findall(expr):
+            found += 1
+            value = promql_string(literal)
+            if op in ("=", "!="):
+                check(False, f"{where}: {label}{op}{literal} matches one form only: Prometheus 3 stores "
+                             f"{label}=\"{value}\" as {label}=\"{prom3_float(value)}\"")
+                continue
+            bound = re.match(r"[0-9]+(?:\.[0-9]+)?", value)
+            if not check(bound is not None, f"{where}: {label}{op}{literal}: no bucket bound at its start"):
+                continue
+            bound = bound.group(0)
+            for form in {bound, prom3_float(bound)}:
+                check(re.fullmatch(value, form) is not None,
+                      f"{where}: {label}{op}{literal} does not match {label}=\"{form}\"")
+    print(f"{found} le/quantile selectors match the Prometheus 2 and 3 forms of their bound")
+
+
 def check_selectors(spec):
     availability = next(s for s in spec["slos"] if s["name"] == "availability")
     selector = re.search(r"up\{[^}]*\}", availability["sli"]["bad_while"]).group(0)
@@ -286,6 +323,7 @@ def main():
     check_alerts(spec, dashboard)
     check_metric_names(dashboard)
     check_dashboard(spec, dashboard)
+    check_bucket_selectors()
     check_selectors(spec)
     check_alertmanager(spec)
     if failures:
