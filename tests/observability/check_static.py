@@ -239,10 +239,19 @@ def check_bucket_selectors():
 
 
 def check_selectors(spec):
-    availability = next(s for s in spec["slos"] if s["name"] == "availability")
-    selector = re.search(r"up\{[^}]*\}", availability["sli"]["bad_while"]).group(0)
+    # GleanerDown and the availability SLO select the same targets (the tuning's selector).
+    availability = next(rule for _, _, rule in obslib.rules() if rule.get("record") == "gleaner:down:bool")
+    selector = re.search(r"up\{[^}]*\}", availability["expr"]).group(0)
     down = next(a for a in obslib.alerts() if a["alert"] == "GleanerDown")
     check(selector in down["expr"], f"GleanerDown does not select {selector} as the availability SLO does")
+    # The file-freshness buckets of deploy/slos.yaml are the binary's.
+    rust = (obslib.ROOT / "crates" / "scanner-core" / "src" / "telemetry" / "mod.rs").read_text()
+    found = re.search(r"COMMIT_DELAY_BUCKETS: \[f64; \d+\] = \[([^\]]*)\]", rust)
+    if check(found, "COMMIT_DELAY_BUCKETS not found in crates/scanner-core/src/telemetry/mod.rs"):
+        binary = [float(x) for x in re.findall(r"[0-9.]+", found.group(1))]
+        latency = next(s for s in spec["slos"] if "histogram" in s["sli"])
+        check([float(b) for b in latency["sli"]["buckets"]] == binary,
+              f"deploy/slos.yaml's buckets {latency['sli']['buckets']} are not the binary's {binary}")
 
 
 def amtool(*args):
@@ -322,6 +331,10 @@ def check_alertmanager(spec):
 
 def main():
     spec = yaml.safe_load(obslib.SLO_SPEC.read_text())
+    # The links' defaults live in the tuning (deploy/tuning.yaml), which the shipped files use.
+    tuning = yaml.safe_load(obslib.TUNING.read_text())
+    spec["runbook_base"] = tuning["runbookBaseUrl"]
+    spec["grafana_url"] = tuning["grafanaUrl"]
     dashboard = obslib.dashboard()
     tokenizer_self_test()
     check_alerts(spec, dashboard)

@@ -12,6 +12,7 @@ RULE_FILES = [DEPLOY / "prometheus" / "alerts.yaml", DEPLOY / "prometheus" / "sl
 DASHBOARD = DEPLOY / "grafana" / "gleaner.json"
 ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yaml"
 SLO_SPEC = DEPLOY / "slos.yaml"
+TUNING = DEPLOY / "tuning.yaml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 
 # The standard process metrics the binary exports (Prometheus client conventions); that the
