@@ -667,6 +667,25 @@ def represent_str(dumper, text):
 Dumper.add_representer(str, represent_str)
 
 
+class BlockDumper(yaml.SafeDumper):
+    """Alertmanager files: lists indented under their key, multi-line strings (templates) as
+    literal blocks, nothing folded."""
+
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
+
+
+BlockDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None),
+)
+
+
+def dump_block(data):
+    return yaml.dump(data, Dumper=BlockDumper, sort_keys=False, width=1000, allow_unicode=True)
+
+
 def dump(data, width=1000):
     return yaml.dump(data, Dumper=Dumper, sort_keys=False, width=width, allow_unicode=True)
 
@@ -882,8 +901,8 @@ def outputs():
     }
     if AM_PART.exists():
         part = yaml.safe_load(AM_PART.read_text())
-        files[OUT_AM] = AM_HEADER + dump(merge_alertmanager(EXAMPLE_BASE, part, "templates/*.tmpl"), width=100)
-        files[OUT_AMC] = AMC_HEADER + dump(crd_spec(part), width=100)
+        files[OUT_AM] = AM_HEADER + dump_block(merge_alertmanager(EXAMPLE_BASE, part, "templates/*.tmpl"))
+        files[OUT_AMC] = AMC_HEADER + dump_block(crd_spec(part))
     return files
 
 
@@ -901,7 +920,7 @@ def main():
         if args.merge_alertmanager:
             config = yaml.safe_load(pathlib.Path(args.merge_alertmanager).read_text())
             part = yaml.safe_load(AM_PART.read_text())
-            sys.stdout.write(dump(merge_alertmanager(config, part, args.templates), width=100))
+            sys.stdout.write(dump_block(merge_alertmanager(config, part, args.templates)))
             return 0
         if args.tuning or args.out:
             if not (args.tuning and args.out):
