@@ -144,11 +144,19 @@ def check_dashboard(spec, dashboard):
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     ds = variables.get("datasource", {})
     check(ds.get("type") == "datasource" and ds.get("query") == "prometheus", "no Prometheus datasource variable")
-    for name in ("namespace", "instance"):
+    # cluster (its "All" matches series without the label), namespace, job (Gleaner's: the jobs
+    # of gleaner_build_info, so the process_* panels never show another program's) and the Pod.
+    for name in ("cluster", "namespace", "job", "pod"):
         var = variables.get(name, {})
         check(var.get("type") == "query", f"no query variable {name}")
-        check(var.get("includeAll") and var.get("allValue") == ".*", f"variable {name}: All must be .*")
         check(var.get("datasource", {}).get("uid") == "${datasource}", f"variable {name}: datasource")
+        check(var.get("includeAll"), f"variable {name}: no All")
+        if name == "job":
+            check("gleaner_build_info" in var.get("query", "") and not var.get("allValue"),
+                  "variable job: its values must be Gleaner's jobs (gleaner_build_info), All their list")
+        else:
+            check(var.get("allValue") == ".*", f"variable {name}: All must be .* (a missing label matches it)")
+    check("instance" not in variables, "variable instance: collectors are chosen by Pod, not by address")
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     for wanted in (
         "Service level objectives",
@@ -170,13 +178,34 @@ def check_dashboard(spec, dashboard):
             check(target.get("datasource", {}).get("uid") == "${datasource}", f"panel {panel['title']!r}: target datasource")
         grid = panel["gridPos"]
         check(grid["x"] + grid["w"] <= 24, f"panel {panel['title']!r} is wider than the grid")
-    for title, _, expr in obslib.dashboard_queries():
-        if title.startswith("annotation") or "sloth_" in expr or expr.startswith("up{"):
-            continue
-        check(
-            'namespace=~"$namespace"' in expr and 'instance=~"$instance"' in expr,
-            f"panel {title!r}: a query that ignores the namespace or instance variable",
-        )
+    # Every selector of every query is filtered: the SLO series (recorded per cluster and namespace)
+    # by those two, every other series also by Gleaner's job and the Pod.
+    gleaner = 'cluster=~"$cluster", namespace=~"$namespace", job=~"$job", pod=~"$pod"'
+    slo = 'cluster=~"$cluster", namespace=~"$namespace"'
+    selectors = 0
+    for title, ref, expr in obslib.dashboard_queries():
+        for name, matchers in re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}", expr):
+            selectors += 1
+            if name.startswith("slo:") or name.startswith("gleaner:slo_"):
+                if "sloth_service" in matchers and "namespace" not in matchers:
+                    continue  # the SLOs' metadata (objective, budget): one series per SLO
+                check(slo in matchers, f"panel {title!r} ({ref}): {name}{{{matchers}}} ignores the cluster or namespace")
+            else:
+                check(gleaner in matchers, f"panel {title!r} ({ref}): {name}{{{matchers}}} is not filtered by "
+                                           "cluster, namespace, Gleaner's job and the Pod")
+        bare = re.findall(r"(?<![\w:{])((?:gleaner|process)_[a-z_]+|up)(?![\w{(])", re.sub(r"\{[^}]*\}", "{}", expr))
+        check(not bare, f"panel {title!r} ({ref}): unfiltered {bare}")
+    # Before its first successful scan a collector's timestamp is 0: the age panel shows nothing
+    # (Grafana: "never"), not the age of the Unix epoch.
+    for title, ref, expr in obslib.dashboard_queries():
+        if "gleaner_last_successful_scan_timestamp_seconds" in expr:
+            check(re.search(r"gleaner_last_successful_scan_timestamp_seconds\{[^}]*\}\s*>\s*0", expr),
+                  f"panel {title!r} ({ref}): time() - a timestamp that is 0 before the first success")
+    # The SLO panels follow the configured objectives and target: read from the recording rules,
+    # never written into the dashboard.
+    for panel in obslib.dashboard_panels():
+        text = json.dumps(panel)
+        check(not re.search(r"\b(99\.[0-9]+|2 h\b|7200)", text), f"panel {panel.get('title')!r}: an objective or target written in")
     # Every query parses: promtool checks a rule file made of them.
     queries = list(obslib.dashboard_queries())
     group = {

@@ -79,6 +79,8 @@ FLEET_JOB = "fleet/demo-gleaner"
 FLEET_NAMESPACE = "fleet"
 FLEET = [f"checkout-{i:03d}" for i in range(200)]
 FLEET_STALE = FLEET[:10]
+# The application next to the collector, in its namespace: another scrape job.
+APP_JOB = "e2e/app"
 # Ten sources that are all of their namespace: their outage burns the SLO fast.
 OUTAGE_NAMESPACE = "outage"
 OUTAGE = [f"search-{i:03d}" for i in range(10)]
@@ -259,7 +261,7 @@ class Fleet:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                body = fleet.exposition().encode()
+                body = (fleet.app_exposition() if self.path == "/app" else fleet.exposition()).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -309,6 +311,19 @@ class Fleet:
             out.append(f"# TYPE {name} gauge")
             out.extend(samples)
         return "\n".join(out) + "\n"
+
+    def app_exposition(self):
+        """The application next to the collectors (another job): the standard process metrics
+        every Prometheus client exports, which a dashboard must not take for Gleaner's."""
+        return "".join(
+            f"# TYPE {name} gauge\n{name} {value}\n"
+            for name, value in (
+                ("process_cpu_seconds_total", 12.5), ("process_resident_memory_bytes", 734003200),
+                ("process_virtual_memory_bytes", 2147483648), ("process_open_fds", 4000),
+                ("process_max_fds", 4096), ("process_threads", 64),
+                ("process_start_time_seconds", f"{self.started:.3f}"),
+            )
+        )
 
     def stop(self):
         self.server.shutdown()
@@ -434,6 +449,13 @@ def prometheus_config(workdir, rule_paths, gleaner_port, am_port, fleet_port):
                      # its source id).
                      "labels": {"namespace": NAMESPACE, "pod": SOURCE_ID, "source_id": SOURCE_ID}}
                 ],
+            },
+            # The application of the collector's namespace: another job, with process_* metrics.
+            {
+                "job_name": APP_JOB,
+                "metrics_path": "/app",
+                "static_configs": [{"targets": [f"127.0.0.1:{fleet_port}"],
+                                    "labels": {"namespace": NAMESPACE, "pod": "app-0"}}],
             },
             # Many collectors behind one target, their labels as exposed (see Fleet).
             {
@@ -761,6 +783,64 @@ def check_fleet(prom, sink, fleet, procs):
         raise Failure("fleet: " + "; ".join(problems))
 
 
+def dashboard_variables(prom, **chosen):
+    """Grafana's variables as the dashboard would set them: "All" everywhere (`.*`, which matches
+    a missing label too), but for `job`, whose "All" is the values its query finds (Grafana joins
+    them as (a|b)); `chosen` overrides."""
+    jobs = sorted(json.loads(http_get(
+        f"{prom.base}/api/v1/label/job/values?" + urllib.parse.urlencode({"match[]": "gleaner_build_info"})))["data"])
+    # Grafana escapes regular-expression characters as a PromQL string needs them (\\.).
+    escape = lambda value: re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\\\1", value)  # noqa: E731
+    variables = {"$cluster": ".*", "$namespace": ".*", "$job": "(" + "|".join(map(escape, jobs)) + ")",
+                 "$pod": ".*", "$instance": ".*"}
+    variables.update({f"${k}": v for k, v in chosen.items()})
+    return variables
+
+
+def check_dashboard_filters(prom, procs):
+    """What the dashboard shows when a collector never succeeded, when the namespace has another
+    application, and when one Pod is chosen."""
+    problems = []
+    wait_until(
+        "the fleet's never-succeeded sources scraped",
+        lambda: procs.check_alive() or len(prom.query(
+            f'gleaner_last_successful_scan_timestamp_seconds{{namespace="{FLEET_NAMESPACE}"}} == 0')) == 5,
+        30,
+    )
+    queries = list(obslib.dashboard_queries())
+    title = "Time since the last successful scan"
+    exprs = [expr for t, _, expr in queries if t == title]
+    if not exprs:
+        raise Failure(f"the dashboard has no panel {title!r}")
+    # Before its first successful scan, a collector's timestamp is 0: the panel must not show the
+    # age of the Unix epoch.
+    result = prom.query(obslib.substitute(exprs[0], dashboard_variables(prom, namespace=FLEET_NAMESPACE)))
+    never = {s["metric"].get("pod"): float(s["value"][1]) for s in result if s["metric"].get("pod") in FLEET_STALE[:5]}
+    shown = {s["metric"].get("pod") for s in result}
+    log(f"dashboard: {title!r} shows {len(shown)} sources of {FLEET_NAMESPACE}; for the 5 that never "
+        f"succeeded: {', '.join(f'{v / 31557600:.1f} years' for v in sorted(never.values())[:1]) or 'nothing'}")
+    if never:
+        problems.append(f"{title!r} shows {min(never.values()):.0f} s ({min(never.values()) / 31557600:.1f} years) "
+                        f"for {len(never)} sources that never succeeded")
+    # The application's process_* series are not Gleaner's, whatever namespace and Pod are chosen.
+    foreign = []
+    for panel, ref, expr in queries:
+        for series in prom.query(obslib.substitute(expr, dashboard_variables(prom, namespace=NAMESPACE))):
+            if series["metric"].get("job") == APP_JOB or series["metric"].get("pod") == "app-0":
+                foreign.append(f"{panel} ({ref})")
+    log(f"dashboard: {len(foreign)} queries show the application's series (job {APP_JOB})")
+    if foreign:
+        problems.append(f"{len(foreign)} queries show the application's series: {sorted(set(foreign))}")
+    # One Pod chosen: the panel shows that Pod only.
+    result = prom.query(obslib.substitute(exprs[0], dashboard_variables(prom, namespace=FLEET_NAMESPACE, pod="checkout-150")))
+    pods = sorted({s["metric"].get("pod") for s in result})
+    log(f"dashboard: with pod=checkout-150, {title!r} shows {len(pods)} sources")
+    if pods != ["checkout-150"]:
+        problems.append(f"with the Pod checkout-150 chosen, {title!r} shows {len(pods)} sources: {pods[:5]}")
+    if problems:
+        raise Failure("dashboard: " + "; ".join(problems))
+
+
 # Alerts of other teams' rules, sent to Alertmanager as their Prometheus would.
 FOREIGN = [
     {"alertname": "Watchdog", "severity": "none"},
@@ -1063,6 +1143,7 @@ def main():
         log(f"sent {len(FOREIGN)} alerts of other teams' rules to Alertmanager")
         failures = []
         for scenario in (
+            lambda: check_dashboard_filters(prom, procs),
             lambda: check_fleet(prom, sink, fleet, procs),
             lambda: check_foreign_alerts(am, sink, gleaner_receivers),
             lambda: check_outage(prom, am, sink, fleet, procs, scenarios_started),
@@ -1073,7 +1154,7 @@ def main():
                 print(f"FAIL: {e}", flush=True)
                 failures.append(str(e))
         if failures:
-            raise Failure(f"{len(failures)} of the Alertmanager scenarios failed (see above)")
+            raise Failure(f"{len(failures)} of the dashboard and Alertmanager scenarios failed (see above)")
         log(f"{len(sink.messages)} Slack messages received")
         ok = True
     except Failure as e:
