@@ -5,6 +5,8 @@
     python3 deploy/generate.py --check    # exit 1 if one of them differs (the tests run this)
     python3 deploy/generate.py --tuning my-tuning.yaml --out DIR
                                           # your rules: DIR/alerts.yaml and DIR/slo-rules.yaml
+    python3 deploy/generate.py --chart-values my-values.yaml --out DIR
+                                          # the rules the Helm chart renders for these values
     python3 deploy/generate.py --merge-alertmanager yours.yaml [--templates GLOB]
                                           # your Alertmanager configuration with Gleaner's part
                                           # merged in, on standard output
@@ -551,7 +553,7 @@ def tokens(skel, eff):
     out = {
         "selector": selector,
         "runbookBaseUrl": eff["runbookBaseUrl"],
-        "grafanaUrl": eff["grafanaUrl"].rstrip("/"),
+        "grafanaUrl": eff["grafanaUrl"].removesuffix("/"),
     }
     for name, alert in skel["alerts"].items():
         for param, default in alert["params"].items():
@@ -832,8 +834,11 @@ def crd_matchers(matchers):
         m = MATCHER.match(matcher)
         if not m:
             sys.exit(f"matcher {matcher!r}: write it as name=\"value\" (=, !=, =~, !~)")
-        out.append({"name": m.group(1), "value": m.group(3).replace('\\"', '"').replace("\\\\", "\\"),
-                    "matchType": m.group(2)})
+        matcher = {"name": m.group(1), "value": m.group(3).replace('\\"', '"').replace("\\\\", "\\")}
+        # "=" is the default (and a bare `=` reads as YAML 1.1's value tag to some parsers).
+        if m.group(2) != "=":
+            matcher["matchType"] = m.group(2)
+        out.append(matcher)
     return out
 
 
@@ -910,7 +915,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if a generated file is stale")
     parser.add_argument("--tuning", help="a tuning file (keys of deploy/tuning.yaml; others keep their default)")
-    parser.add_argument("--out", help="with --tuning: write alerts.yaml and slo-rules.yaml into this directory")
+    parser.add_argument("--chart-values", help="a values file of the Helm chart (over helm/gleaner/values.yaml): "
+                        "the tuning the chart applies for it")
+    parser.add_argument("--out", help="with --tuning or --chart-values: write alerts.yaml and slo-rules.yaml here")
     parser.add_argument("--merge-alertmanager", metavar="CONFIG",
                         help="print CONFIG with Gleaner's part (deploy/alertmanager/gleaner-route.yaml) merged in")
     parser.add_argument("--templates", default="templates/*.tmpl",
@@ -922,11 +929,17 @@ def main():
             part = yaml.safe_load(AM_PART.read_text())
             sys.stdout.write(dump_block(merge_alertmanager(config, part, args.templates)))
             return 0
-        if args.tuning or args.out:
-            if not (args.tuning and args.out):
-                parser.error("--tuning and --out go together")
+        if args.tuning or args.chart_values or args.out:
+            if not ((args.tuning or args.chart_values) and args.out):
+                parser.error("--out goes with --tuning or --chart-values")
             skel = skeleton()
-            tuning = yaml.safe_load(pathlib.Path(args.tuning).read_text()) or {}
+            if args.chart_values:
+                values = merged(yaml.safe_load((ROOT / "helm" / "gleaner" / "values.yaml").read_text()),
+                                yaml.safe_load(pathlib.Path(args.chart_values).read_text()) or {})
+                tuning = chart_tuning(values)
+                args.tuning = f"the chart values {args.chart_values}"
+            else:
+                tuning = yaml.safe_load(pathlib.Path(args.tuning).read_text()) or {}
             rules = apply(skel, tuning)
             out = pathlib.Path(args.out)
             out.mkdir(parents=True, exist_ok=True)

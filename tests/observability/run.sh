@@ -98,8 +98,16 @@ step "generated files are up to date"
 run_check "rules (and Alertmanager files) generated from their definitions" "$PY" deploy/generate.py --check
 run_check "gleaner.json generated" "$PY" deploy/grafana/generate_dashboard.py --check
 
-step "promtool check rules"
+step "promtool check rules (the shipped rules, and those of the chart's tuned example)"
 run_check "promtool check rules" promtool check rules deploy/prometheus/alerts.yaml deploy/prometheus/slo-rules.yaml
+# The chart renders what the generator writes for its values (tests/k8s checks that): the tuned
+# example's rules (labels, a disabled alert, for:, severity, thresholds, a namespace selector, an
+# objective, the target from run.interval) load in Prometheus too.
+tuned_dir=$(mktemp -d)
+run_check "generate.py --chart-values examples/monitoring.yaml" \
+  "$PY" deploy/generate.py --chart-values helm/gleaner/examples/monitoring.yaml --out "$tuned_dir"
+run_check "promtool check rules (tuned)" promtool check rules "$tuned_dir/alerts.yaml" "$tuned_dir/slo-rules.yaml"
+rm -rf "$tuned_dir"
 
 step "promtool test rules (every alert fires in one history, stays silent in another), as Prometheus 2 and 3 store the series"
 # Prometheus 3 stores a classic histogram's le="7200" as le="7200.0" (prom3_histories.py): every
