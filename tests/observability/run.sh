@@ -7,23 +7,32 @@
 #   deploy/generate.py from their definitions (symptoms.yaml, slos.yaml, tuning.yaml,
 #   alertmanager/gleaner-route.yaml), and deploy/grafana/gleaner.json by its generator, and none
 #   was edited by hand;
-# * promtool check rules on every rule file; promtool test rules: every alert fires in one series
-#   history and stays silent in another (the SLOs' minimum-traffic guard included), each history
-#   with a classic-histogram label run twice: as Prometheus 2 stores it (le="7200") and as
-#   Prometheus 3 does (le="7200.0", prom3_histories.py);
-# * amtool check-config; routes per severity; the Slack templates rendered by amtool;
-# * every alert's runbook section exists, every metric a rule or the dashboard names exists in the
-#   code, every dashboard query parses (check_static.py); the dashboard validates against
+# * promtool check rules on every rule file (and on the rules the chart renders for its tuned
+#   example); promtool test rules: every alert fires in one series history and stays silent in
+#   another (the SLOs' minimum-traffic guard included; counters.test.yaml: one event every 20
+#   minutes fires a counter alert once, a single event not at all), each history with a
+#   classic-histogram label run twice: as Prometheus 2 stores it (le="7200") and as Prometheus 3
+#   does (le="7200.0", prom3_histories.py);
+# * amtool check-config; the routes of Gleaner's alerts per severity and of other alerts
+#   (Watchdog reaches no Gleaner receiver), also merged into kube-prometheus-stack's default
+#   configuration; the Slack templates, and the AlertmanagerConfig's inlined copies, rendered by
+#   amtool;
+# * every alert's runbook section exists, every alert on a counter has a for:, every metric a rule
+#   or the dashboard names exists in the code, every dashboard query parses and is filtered by the
+#   cluster, namespace, job and pod variables (check_static.py); the dashboard validates against
 #   Grafana's dashboard JSON schema (check-jsonschema, schema kept in this directory);
 # * end to end (e2e.py): a real Prometheus scrapes the real gleaner, an unwritable output
 #   directory makes the shipped rules fire into a real Alertmanager, whose Slack receivers post to
-#   a webhook on 127.0.0.1; the firing and the resolved messages are checked.
+#   a webhook on 127.0.0.1; the firing and the resolved messages are checked; then a fleet of
+#   sources served as one target: ten stale sources make one message, other teams' alerts reach
+#   none of Gleaner's receivers, a burning SLO silences the per-Pod pages, and the dashboard's
+#   filters and "never" are checked on live data.
 #
 # Tools: promtool, amtool, prometheus and Alertmanager from Debian (when missing, the packages
 # are downloaded and unpacked into .tools/deb, no service; Alertmanager's default templates are
 # copied to the fixed path Debian's build reads them from, which needs root once), check-jsonschema
 # and PyYAML in a venv in .tools/obs-venv.
-# Servers listen on 127.0.0.1 only and are stopped by PID. Takes about a minute.
+# Servers listen on 127.0.0.1 only and are stopped by PID. Takes about a minute and a half.
 #
 # dashboard.jsonschema.json is Grafana's dashboard schema (draft-07) as published in the
 # grafana-foundation-sdk repository, jsonschema/dashboard.jsonschema.json, commit f178d5a42a89
