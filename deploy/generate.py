@@ -315,9 +315,8 @@ class Slo:
         if not self.affected:
             return ""
         query = " ".join(self.local(self.affected).split())
-        args = " $labels.namespace" * query.count("%s")
         return (
-            f"{{{{ with printf `{query}`{args} | query | sortByLabel \"pod\" }}}}"
+            f"{{{{ with printf `{query}` $labels.namespace $labels.cluster | query | sortByLabel \"pod\" }}}}"
             " Sources affected now ({{ len . }}): {{ range $i, $s := . }}{{ if lt $i 20 }}"
             "{{ if $i }}, {{ end }}{{ or $s.Labels.source_id $s.Labels.pod $s.Labels.instance }}"
             "{{ end }}{{ end }}{{ if gt (len .) 20 }}, …{{ end }}.{{ end }}"
