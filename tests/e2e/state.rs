@@ -436,7 +436,7 @@ fn a_damaged_or_lost_last_delta_is_repaired_from_its_output_without_duplicates()
         );
         assert!(
             stdout.contains("committed generation 2 again from")
-                && stdout.contains("3 file(s), 3 found unchanged"),
+                && stdout.contains("3 file(s): 3 found unchanged"),
             "{stdout}"
         );
         assert_eq!(

@@ -253,6 +253,23 @@ pub enum ConfigError {
     #[error("{0}")]
     Conflict(&'static str),
 
+    /// `gleaner state repair` was named an output layout the outputs do not have, or cannot
+    /// tell which one they have; the message names the flag that finds them.
+    #[error("{0}")]
+    OutputLayout(String),
+
+    /// The watched directory lies inside a folder Gleaner writes objects into (a day of the
+    /// hive layout, shipped leftovers): they would be collected as input.
+    #[error("the watched directory {} is inside {what}; {consequence}", watch.display())]
+    WatchDirInside {
+        /// Where objects are written, with its location.
+        what: String,
+        /// The watched directory.
+        watch: PathBuf,
+        /// What would go wrong.
+        consequence: &'static str,
+    },
+
     /// Something Gleaner writes (state, outputs, moved files) would land inside the watched
     /// directory.
     #[error("{what} is inside the watched directory {}; {consequence}", watch.display())]

@@ -632,6 +632,14 @@ pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
+/// A file's status change time (ctime) in nanoseconds since the Unix epoch. Every write,
+/// rename, link, `chmod` or `touch` sets it to the current time, and nothing can set it back:
+/// the same ctime means nothing happened to the file since.
+pub fn ctime_ns(meta: &std::fs::Metadata) -> i64 {
+    let ns = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
+    ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
 /// A file's birth time in nanoseconds since the Unix epoch, or 0 where the file system (or an
 /// old kernel) does not record it.
 pub fn btime_ns(meta: &std::fs::Metadata) -> i64 {

@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use object_store::path::{Path as ObjectPath, PathPart};
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use state_store::{Location, PlannedFile, RelPath, SourceId};
 
 use crate::ScanError;
@@ -80,6 +80,118 @@ pub struct OutputLine<'a> {
     /// Why processing failed, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
+    /// What shows that a file found later under `path` is still the file of this line (see
+    /// [`LineIdentity`]). Lines of earlier versions have none.
+    pub identity: LineIdentity,
+}
+
+/// What an output line records of its file's identity, beyond its size and modification time:
+/// `gleaner state repair`, which commits a lost generation again from its output object, takes
+/// a file in the watched directory for the one of the line only when these agree
+/// ([`crate::repair`]); a look-alike (another file with the same size and modification time, as
+/// `cp -p` or `rsync -t` leave) is processed again instead.
+///
+/// Times are RFC 3339 in UTC with nanoseconds, so that they compare exactly.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LineIdentity {
+    /// Inode when listed (absent where the platform has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<u64>,
+    /// Birth time when listed (absent where the file system does not record it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub btime: Option<String>,
+    /// Status change time (ctime) when the file was opened for reading: any write, rename,
+    /// `chmod` or `touch` since changes it (absent when the file was not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime: Option<String>,
+    /// Fingerprint of the file's first KiB, 16 hex digits: only where `--identity content` or
+    /// `--on-change append` took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+impl LineIdentity {
+    /// The identity of `file` as listed, with its ctime when read (`ctime_ns`) and its
+    /// fingerprint (0: not taken).
+    pub fn of(file: &PlannedFile, ctime_ns: Option<i64>, fingerprint: u64) -> Self {
+        Self {
+            inode: (file.inode != 0).then_some(file.inode),
+            btime: exact_time(file.btime_ns),
+            ctime: ctime_ns.and_then(exact_time),
+            fingerprint: (fingerprint != 0).then(|| format!("{fingerprint:016x}")),
+        }
+    }
+
+    /// The birth time, in nanoseconds since the Unix epoch, if recorded and well-formed.
+    pub fn btime_ns(&self) -> Option<i64> {
+        self.btime.as_deref().and_then(parse_exact_time)
+    }
+
+    /// The ctime, in nanoseconds since the Unix epoch, if recorded and well-formed.
+    pub fn ctime_ns(&self) -> Option<i64> {
+        self.ctime.as_deref().and_then(parse_exact_time)
+    }
+
+    /// The fingerprint, if recorded and well-formed.
+    pub fn fingerprint(&self) -> Option<u64> {
+        self.fingerprint
+            .as_deref()
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .filter(|&f| f != 0)
+    }
+}
+
+/// A time in nanoseconds since the Unix epoch as RFC 3339 with nanoseconds; `None` for 0 and
+/// earlier (unknown, or a broken clock: not a time to compare).
+fn exact_time(ns: i64) -> Option<String> {
+    let ns = u64::try_from(ns).ok().filter(|&ns| ns > 0)?;
+    Some(humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns)).to_string())
+}
+
+/// The nanoseconds since the Unix epoch of an [`exact_time`].
+fn parse_exact_time(text: &str) -> Option<i64> {
+    let since = humantime::parse_rfc3339(text)
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()?;
+    i64::try_from(since.as_nanos()).ok()
+}
+
+/// A folder Gleaner writes objects into ([`OutputSink::written_folders`]).
+#[derive(Clone, Debug)]
+pub(crate) struct WrittenFolder {
+    /// What is written there, for messages.
+    pub(crate) what: &'static str,
+    /// The folder.
+    pub(crate) folder: Location,
+    /// How many levels below it objects land (1: directly in it); `None`: at any depth.
+    pub(crate) depth: Option<usize>,
+}
+
+impl WrittenFolder {
+    /// Whether a walk of `watch_dir` (absolute, links resolved) would meet objects written
+    /// here: the folder is inside it (or is it), or it lies inside the folder above the depth
+    /// objects land at.
+    pub(crate) fn collected_by(&self, watch_dir: &std::path::Path) -> Option<Overlap> {
+        let dir = self.folder.local_dir()?;
+        if dir.starts_with(watch_dir) {
+            return Some(Overlap::FolderInsideWatch);
+        }
+        let below = watch_dir.strip_prefix(dir).ok()?.components().count();
+        self.depth
+            .is_none_or(|depth| below < depth)
+            .then_some(Overlap::WatchInsideFolder)
+    }
+}
+
+/// How a written folder and the watched directory overlap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Overlap {
+    /// The folder is the watched directory, or inside it.
+    FolderInsideWatch,
+    /// The watched directory is inside the folder, where objects land.
+    WatchInsideFolder,
 }
 
 /// How output keys are laid out below the output location.
@@ -93,6 +205,24 @@ pub enum OutputLayout {
     /// batch was planned; the key is stored in the plan, so a redone batch writes the same key
     /// whatever the day of the redo.
     Hive,
+}
+
+impl OutputLayout {
+    /// The value of `--output-layout` that names it.
+    pub fn flag_value(self) -> &'static str {
+        match self {
+            OutputLayout::Flat => "flat",
+            OutputLayout::Hive => "hive",
+        }
+    }
+
+    /// The other layout.
+    pub(crate) fn other(self) -> OutputLayout {
+        match self {
+            OutputLayout::Flat => OutputLayout::Hive,
+            OutputLayout::Hive => OutputLayout::Flat,
+        }
+    }
 }
 
 /// Where and how batch outputs are written: `<output>/<source-id>/<generation>.ndjson[.gz]`,
@@ -135,6 +265,34 @@ impl OutputSink {
         &self.location
     }
 
+    /// Where this sink writes below its location: each folder, what lands there, and how deep
+    /// below it objects land. Batch outputs land directly in `<source-id>/` (flat), or one
+    /// level down, in a `date=` folder of `source=<source-id>/` (hive); the raw copies of
+    /// leftovers (`shipping_leftovers`) at any depth below `.leftovers/<source-id>/`, since
+    /// they keep their paths. The start-up guard refuses a watched directory that would collect
+    /// any of them.
+    pub(crate) fn written_folders(&self, shipping_leftovers: bool) -> Vec<WrittenFolder> {
+        let mut folders = vec![WrittenFolder {
+            what: "the output location",
+            folder: self.location.child(&self.source_folder()),
+            depth: match self.layout {
+                OutputLayout::Flat => Some(1),
+                OutputLayout::Hive => Some(2),
+            },
+        }];
+        if shipping_leftovers {
+            folders.push(WrittenFolder {
+                what: "the leftovers folder of --ship-leftovers",
+                folder: self
+                    .location
+                    .child(".leftovers")
+                    .child(self.source_id.as_str()),
+                depth: None,
+            });
+        }
+        folders
+    }
+
     /// The key of generation `generation`'s object, planned at `planned_at`, relative to the
     /// output location.
     ///
@@ -157,23 +315,27 @@ impl OutputSink {
         format!("{}/{key}", self.location.to_string().trim_end_matches('/'))
     }
 
-    /// Renders a batch's lines, one per planned file and its outcome, in the order given,
-    /// compressed as the key's extension says. CPU work: call it from a worker thread.
+    /// Renders a batch's lines, one per planned file with its outcome and the fingerprint of
+    /// its first bytes (0: not taken), in the order given, compressed as the key's extension
+    /// says. CPU work: call it from a worker thread.
     pub fn render<'a>(
         source_id: &str,
         processor: &str,
         generation: u64,
         key: &str,
-        lines: impl IntoIterator<Item = (&'a PlannedFile, &'a FileOutcome)>,
+        lines: impl IntoIterator<Item = (&'a PlannedFile, &'a FileOutcome, u64)>,
     ) -> Vec<u8> {
         let lines = lines.into_iter();
-        let mut body = Vec::with_capacity(lines.size_hint().0 * 200);
-        for (file, outcome) in lines {
-            let (result, error, encoding) = match outcome {
+        let mut body = Vec::with_capacity(lines.size_hint().0 * 300);
+        for (file, outcome, fingerprint) in lines {
+            let (result, error, encoding, ctime_ns) = match outcome {
                 FileOutcome::Done {
-                    result, encoding, ..
-                } => (Some(&**result), None, encoding.name()),
-                FileOutcome::Failed { reason, .. } => (None, Some(reason.as_str()), None),
+                    result,
+                    encoding,
+                    ctime_ns,
+                    ..
+                } => (Some(&**result), None, encoding.name(), Some(*ctime_ns)),
+                FileOutcome::Failed { reason, .. } => (None, Some(reason.as_str()), None, None),
             };
             let line = OutputLine {
                 schema: OUTPUT_SCHEMA,
@@ -191,6 +353,7 @@ impl OutputSink {
                 processor,
                 result,
                 error,
+                identity: LineIdentity::of(file, ctime_ns, fingerprint),
             };
             serde_json::to_writer(&mut body, &line).expect("output lines always serialise");
             body.push(b'\n');
@@ -351,6 +514,38 @@ impl OutputSink {
         Ok(found)
     }
 
+    /// Whether any output object of this source is stored in this sink's layout: the first
+    /// object of a listing of its folder that is named as an output (one request).
+    pub async fn any_output(&self) -> Result<bool, ScanError> {
+        use futures::TryStreamExt;
+        let folder = self.source_folder();
+        let prefix = self.location.prefix().clone().join(folder.as_str());
+        let mut listing = self.location.store().list(Some(&prefix));
+        while let Some(meta) = listing
+            .try_next()
+            .await
+            .map_err(|source| ScanError::Output {
+                object: self.describe(&folder),
+                source,
+            })?
+        {
+            if meta
+                .location
+                .filename()
+                .and_then(parse_generation)
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The layout of this sink.
+    pub fn layout(&self) -> OutputLayout {
+        self.layout
+    }
+
     /// The object at `key` (relative to the output location).
     pub fn object_path(&self, key: &str) -> object_store::path::Path {
         key.split('/')
@@ -453,6 +648,60 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
+    fn written_folders_are_collected_by_a_watch_over_them_or_inside_them_where_objects_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let out = Location::parse(root.join("out").to_str().unwrap()).unwrap();
+        let id: SourceId = "s".parse().unwrap();
+        let folders = |layout| {
+            OutputSink::new(out.clone(), &id, Compression::None)
+                .with_layout(layout)
+                .written_folders(true)
+        };
+        let collected = |layout, watch: &str| -> Vec<Option<Overlap>> {
+            folders(layout)
+                .iter()
+                .map(|f| f.collected_by(&root.join(watch)))
+                .collect()
+        };
+        let (inside, holds) = (
+            Some(Overlap::FolderInsideWatch),
+            Some(Overlap::WatchInsideFolder),
+        );
+        assert_eq!(collected(OutputLayout::Flat, "out"), [inside, inside]);
+        assert_eq!(collected(OutputLayout::Flat, "out/s"), [inside, None]);
+        assert_eq!(collected(OutputLayout::Flat, "out/s/sub"), [None, None]);
+        assert_eq!(
+            collected(OutputLayout::Hive, "out/source=s"),
+            [inside, None]
+        );
+        assert_eq!(
+            collected(OutputLayout::Hive, "out/source=s/date=2026-01-01"),
+            [holds, None]
+        );
+        assert_eq!(
+            collected(OutputLayout::Hive, "out/source=s/date=2026-01-01/x"),
+            [None, None]
+        );
+        assert_eq!(
+            collected(
+                OutputLayout::Flat,
+                "out/.leftovers/s/00000000000000000001/a"
+            ),
+            [None, holds]
+        );
+        assert_eq!(collected(OutputLayout::Flat, "elsewhere"), [None, None]);
+        let memory = Location::parse("memory://").unwrap();
+        let sink = OutputSink::new(memory, &id, Compression::None);
+        assert!(
+            sink.written_folders(true)
+                .iter()
+                .all(|f| f.collected_by(&root).is_none()),
+            "a store that is not a local directory collects nothing"
+        );
+    }
+
+    #[test]
     fn lines_are_json_with_result_or_error() {
         let files = [
             PlannedFile {
@@ -477,6 +726,7 @@ mod tests {
                 result: serde_json::value::to_raw_value(&serde_json::json!({"lines": 1})).unwrap(),
                 bytes: 3,
                 encoding: crate::process::Encoding::Gzip,
+                ctime_ns: 1_700_000_001_000_000_007,
             },
             FileOutcome::Failed {
                 kind: crate::process::FailureKind::Vanished,
@@ -488,7 +738,11 @@ mod tests {
             "stats",
             7,
             "pod/7.ndjson",
-            files.iter().zip(&outcomes),
+            files
+                .iter()
+                .zip(&outcomes)
+                .zip([0xabc, 0])
+                .map(|((file, outcome), fingerprint)| (file, outcome, fingerprint)),
         );
         let text = String::from_utf8(body).unwrap();
         let lines: Vec<serde_json::Value> = text
@@ -510,6 +764,22 @@ mod tests {
         );
         assert_eq!(lines[1]["error"], "vanished");
         assert_eq!(lines[1]["start"], 4);
+        // The identity: as listed, the ctime of a file read, the fingerprint where taken.
+        assert_eq!(
+            lines[0]["identity"],
+            serde_json::json!({
+                "inode": 1,
+                "ctime": "2023-11-14T22:13:21.000000007Z",
+                "fingerprint": "0000000000000abc",
+            })
+        );
+        let identity: LineIdentity = serde_json::from_value(lines[0]["identity"].clone()).unwrap();
+        assert_eq!(identity.ctime_ns(), Some(1_700_000_001_000_000_007));
+        assert_eq!(
+            (identity.fingerprint(), identity.btime_ns()),
+            (Some(0xabc), None)
+        );
+        assert_eq!(lines[1]["identity"], serde_json::json!({"inode": 2}));
     }
 
     #[test]

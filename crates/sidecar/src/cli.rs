@@ -94,14 +94,22 @@ pub struct RepairArgs {
     #[arg(long, env = "GLEANER_SOURCE_ID", value_name = "ID")]
     pub source_id: SourceId,
 
-    /// How the source's output keys are laid out (as `gleaner run --output-layout`).
+    /// How the source's output keys are laid out (as `gleaner run --output-layout`) [default:
+    /// found from the outputs].
+    #[arg(long, env = "GLEANER_OUTPUT_LAYOUT", value_name = "LAYOUT")]
+    pub output_layout: Option<LayoutArg>,
+
+    /// As `gleaner run --identity`: with `content`, a file whose first KiB has the fingerprint
+    /// its output line records counts as unchanged even where its status change time moved
+    /// (a `chmod`, a rename in place). Otherwise only the same inode, birth time and status
+    /// change time do.
     #[arg(
         long,
-        env = "GLEANER_OUTPUT_LAYOUT",
-        value_name = "LAYOUT",
-        default_value = "flat"
+        env = "GLEANER_IDENTITY",
+        value_name = "MODE",
+        default_value = "path"
     )]
-    pub output_layout: LayoutArg,
+    pub identity: Identity,
 
     /// Retries and timeouts of the storage.
     #[command(flatten)]

@@ -11,7 +11,7 @@ use scanner_core::{DynProcessor, Readiness, Scanner, ScannerConfig, Stats, shutd
 use state_store::Location;
 
 use crate::cli::{DemoArgs, MetricsAddr};
-use crate::display::human_bytes;
+use crate::display::{human_bytes, say};
 use crate::emitter::Emitter;
 use crate::telemetry;
 
@@ -62,17 +62,17 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         None => "off".into(),
     };
 
-    println!("Gleaner demo: an emitter writes service logs, Gleaner collects them.\n");
-    println!("  emitter writes  {}", watch.display());
-    println!("  state           {}", scanner.state_location());
-    println!("  outputs         {}/{SOURCE_ID}/", output);
-    println!("  metrics         {metrics_line}");
+    say!("Gleaner demo: an emitter writes service logs, Gleaner collects them.\n");
+    say!("  emitter writes  {}", watch.display());
+    say!("  state           {}", scanner.state_location());
+    say!("  outputs         {}/{SOURCE_ID}/", output);
+    say!("  metrics         {metrics_line}");
     match args.duration {
-        Some(d) => println!(
+        Some(d) => say!(
             "\nRunning for {}; Ctrl-C stops earlier.\n",
             humantime::format_duration(d)
         ),
-        None => println!("\nPress Ctrl-C to stop (Gleaner drains, then checks its outputs).\n"),
+        None => say!("\nPress Ctrl-C to stop (Gleaner drains, then checks its outputs).\n"),
     }
 
     let wake = scanner.waker();
@@ -87,7 +87,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         loop {
             tick.tick().await;
             let s = status.borrow().clone();
-            println!(
+            // A reader gone is quiet (see `say!`); nothing else can stop a ticker.
+            let _ = crate::display::write_line(format_args!(
                 "[{:>5}s] emitted {:>4} files {:>9} | committed generation {:>4}: {:>4} files {:>9}, {} failed{}",
                 started.elapsed().as_secs(),
                 progress.files.load(Ordering::Relaxed),
@@ -99,7 +100,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 s.last_error
                     .map(|e| format!(" | error: {e}"))
                     .unwrap_or_default(),
-            );
+            ));
         }
     });
 
@@ -122,7 +123,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         result = &mut run => { result?; None }
         trigger = signals => Some(trigger.context("waiting for Ctrl-C")?),
     };
-    println!("\nStopping the emitter, then draining…");
+    say!("\nStopping the emitter, then draining…");
     let emitted = tokio::task::spawn_blocking(move || emitter.stop())
         .await
         .context("stopping the emitter")??;
@@ -134,7 +135,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     summary.abort();
 
     let report = check_outputs(&output_dir.join(SOURCE_ID), &emitted)?;
-    println!(
+    say!(
         "\nEmitted {} files; the outputs hold {} lines in {} objects: {} emitted files missing, \
          {} duplicated.",
         emitted.len(),
@@ -143,13 +144,13 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         report.missing,
         report.duplicated
     );
-    println!("\nLook around:");
-    println!("  ls {}", output_dir.join(SOURCE_ID).display());
-    println!(
+    say!("\nLook around:");
+    say!("  ls {}", output_dir.join(SOURCE_ID).display());
+    say!(
         "  jq -c '{{path, lines: .result.lines, words: .result.words}}' {}/*.ndjson | head",
         output_dir.join(SOURCE_ID).display()
     );
-    println!(
+    say!(
         "  gleaner run --once --watch {} --state {} --output {} --source-id {SOURCE_ID}",
         watch.display(),
         state_dir.display(),

@@ -21,6 +21,7 @@ mod run;
 mod state_cmd;
 mod telemetry;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -45,7 +46,10 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("gleaner: error: cannot start the async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "gleaner: error: cannot start the async runtime: {e}"
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -62,7 +66,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gleaner: error: {}", ErrorChain(e.as_ref()));
+            // Not `eprintln!`, which panics when standard error is a closed pipe (`2>&1 | head`).
+            let _ = writeln!(
+                std::io::stderr(),
+                "gleaner: error: {}",
+                ErrorChain(e.as_ref())
+            );
             ExitCode::from(exit_code(&e))
         }
     }

@@ -2,12 +2,13 @@
 
 use anyhow::Context;
 use scanner_core::ErrorChain;
+use scanner_core::repair::FileVerdict;
 use serde_json::{Value, json};
 use state_store::{Location, ObjectKind, Outcome, StateLog};
 
 use crate::Usage;
-use crate::cli::{InspectArgs, RepairArgs, StateArgs, StateCommand};
-use crate::display::{human_bytes as human, rfc3339_ms};
+use crate::cli::{InspectArgs, LayoutArg, RepairArgs, StateArgs, StateCommand};
+use crate::display::{human_bytes as human, rfc3339_ms, say};
 
 /// Runs a `state` subcommand.
 pub async fn run(command: StateCommand) -> anyhow::Result<()> {
@@ -30,32 +31,53 @@ async fn repair(args: RepairArgs) -> anyhow::Result<()> {
         &state,
         &output,
         &args.source_id,
-        args.output_layout.layout(),
+        args.output_layout.map(LayoutArg::layout),
         &args.watch,
+        args.identity,
     )
     .await?;
+    if report.layout_detected && report.layout != scanner_core::OutputLayout::Flat {
+        say!(
+            "the outputs are laid out as --output-layout {} (found from the outputs; gleaner run \
+             needs the same flag)",
+            report.layout.flag_value()
+        );
+    }
     for generation in &report.set_aside {
-        println!(
+        say!(
             "set aside the damaged delta of generation {generation} (kept as {generation:020}.delta.damaged)"
         );
     }
     for rebuilt in &report.rebuilt {
-        println!(
-            "committed generation {} again from {}: {} file(s), {} found unchanged in --watch",
-            rebuilt.generation, rebuilt.output, rebuilt.files, rebuilt.matched
+        say!(
+            "committed generation {} again from {}: {} file(s): {} found unchanged, {} changed \
+             since, {} to be processed again, {} gone",
+            rebuilt.generation,
+            rebuilt.output,
+            rebuilt.files.len(),
+            rebuilt.count(FileVerdict::is_unchanged),
+            rebuilt.count(FileVerdict::is_changed),
+            rebuilt.count(FileVerdict::is_reprocess),
+            rebuilt.count(FileVerdict::is_gone),
         );
+        // Every file, and what was made of it: a file processed again adds a line for its
+        // path to the outputs, and the operator should know which and why.
+        for (path, verdict) in &rebuilt.files {
+            say!("  {path}: {verdict}");
+        }
     }
     if let Some(generation) = report.interrupted {
-        println!(
+        say!(
             "generation {generation} is an interrupted batch: the next start redoes it from its plan"
         );
     }
     if report.set_aside.is_empty() && report.rebuilt.is_empty() {
-        println!("nothing to repair: the log ends in a sound delta, and no output is beyond it");
+        say!("nothing to repair: the log ends in a sound delta, and no output is beyond it");
     }
-    println!(
+    say!(
         "{}: the state is at generation {}; start gleaner as usual",
-        args.source_id, report.generation
+        args.source_id,
+        report.generation
     );
     Ok(())
 }
@@ -103,7 +125,11 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
                 if !path.displays_as_is() {
                     line["path_bytes"] = json!(path.as_bytes());
                 }
-                println!("{line}");
+                say!("{line}");
+                if crate::display::stdout_closed() {
+                    // The reader is gone: the rest would be read for nothing.
+                    return Ok(());
+                }
             }
             continue;
         }
@@ -157,31 +183,33 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             "failed_files": failed,
         });
         if args.common.json {
-            println!("{summary}");
+            say!("{summary}");
         } else {
-            print_summary(&summary);
+            print_summary(&summary)?;
         }
     }
     Ok(())
 }
 
-fn print_summary(s: &Value) {
+fn print_summary(s: &Value) -> anyhow::Result<()> {
     let o = &s["objects"];
-    println!(
+    say!(
         "source id      {}",
         s["source_id"].as_str().unwrap_or_default()
     );
-    println!("state          {}", s["state"].as_str().unwrap_or_default());
+    say!("state          {}", s["state"].as_str().unwrap_or_default());
     if let Some(origin) = s["written_by"].as_str() {
-        println!("written by     {origin}");
+        say!("written by     {origin}");
     }
     match s["last_commit"].as_str() {
-        Some(at) => println!("generation     {}, committed {at}", s["generation"]),
-        None => println!("generation     {} (nothing committed yet)", s["generation"]),
+        Some(at) => say!("generation     {}, committed {at}", s["generation"]),
+        None => say!("generation     {} (nothing committed yet)", s["generation"]),
     }
-    println!(
+    say!(
         "tracked files  {} ({} done, {} failed)",
-        s["tracked_files"], s["done"], s["failed"]
+        s["tracked_files"],
+        s["done"],
+        s["failed"]
     );
     let snapshot = match o["snapshot_generation"].as_u64() {
         Some(g) => format!(
@@ -191,7 +219,7 @@ fn print_summary(s: &Value) {
         ),
         None => "no snapshot".to_string(),
     };
-    println!(
+    say!(
         "log objects    {snapshot}; {} delta(s), {}; {} plan(s); {} stale",
         o["deltas"],
         human(o["delta_bytes"].as_u64().unwrap_or(0)),
@@ -199,16 +227,17 @@ fn print_summary(s: &Value) {
         o["stale"]
     );
     match s["interrupted_batch"].as_object() {
-        Some(p) => println!(
+        Some(p) => say!(
             "interrupted    generation {} ({} files), redone at the next start",
-            p["generation"], p["files"]
+            p["generation"],
+            p["files"]
         ),
-        None => println!("interrupted    none"),
+        None => say!("interrupted    none"),
     }
     if let Some(failed) = s["failed_files"].as_array().filter(|f| !f.is_empty()) {
-        println!("failed files");
+        say!("failed files");
         for f in failed.iter().take(20) {
-            println!(
+            say!(
                 "  {}  (generation {}): {}",
                 f["path"].as_str().unwrap_or_default(),
                 f["generation"],
@@ -216,10 +245,11 @@ fn print_summary(s: &Value) {
             );
         }
         if failed.len() > 20 {
-            println!("  … and {} more (use --json)", failed.len() - 20);
+            say!("  … and {} more (use --json)", failed.len() - 20);
         }
     }
-    println!();
+    say!();
+    Ok(())
 }
 
 async fn verify(args: StateArgs) -> anyhow::Result<()> {
@@ -244,7 +274,7 @@ async fn verify(args: StateArgs) -> anyhow::Result<()> {
                 "problems": messages,
             }));
         } else if messages.is_empty() {
-            println!(
+            say!(
                 "{}: ok: {} object(s), {}, read and checked; generation {}",
                 log.source_id(),
                 report.objects,
@@ -252,19 +282,19 @@ async fn verify(args: StateArgs) -> anyhow::Result<()> {
                 report.generation.unwrap_or(0)
             );
         } else {
-            println!(
+            say!(
                 "{}: {} problem(s) in {} object(s):",
                 log.source_id(),
                 messages.len(),
                 report.objects
             );
             for message in messages {
-                println!("  {message}");
+                say!("  {message}");
             }
         }
     }
     if args.json {
-        println!("{}", json!({ "ok": problems == 0, "sources": reports }));
+        say!("{}", json!({ "ok": problems == 0, "sources": reports }));
     }
     if problems > 0 {
         anyhow::bail!("state verification failed: {problems} problem(s)");

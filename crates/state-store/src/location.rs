@@ -271,6 +271,7 @@ impl Location {
         }
         let (scheme, prefix) = ObjectStoreScheme::parse(url)
             .map_err(|e| invalid(format!("not a storage URL object_store understands: {e}")))?;
+        refuse_endpoint_credentials(&scheme, utf8_environment()).map_err(invalid)?;
         let store = match scheme {
             ObjectStoreScheme::AmazonS3 => build::<AmazonS3Builder>(input, url, options),
             ObjectStoreScheme::GoogleCloudStorage => {
@@ -517,6 +518,124 @@ fn has_credentials(url: &Url) -> bool {
         || url.fragment().is_some()
 }
 
+/// The environment as `object_store`'s `from_env` builders read it: variables whose name and
+/// value are both UTF-8 (the others are skipped there too).
+fn utf8_environment() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
+}
+
+/// What a variable of a cloud builder holds, as far as secrets go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Setting {
+    /// A URL of a service the client calls (an endpoint, a metadata or token service, an
+    /// authority host): it needs no credentials of its own, and `object_store` shows it in the
+    /// error of every request that fails.
+    Endpoint,
+    /// A proxy URL: its user info is the proxy's credentials (the client sends them), and it
+    /// is not shown in errors.
+    Proxy,
+    /// Anything else.
+    Other,
+}
+
+/// How the builder of `scheme` reads the environment variable `name`, if it reads it at all:
+/// the same parsing of the lower-cased name as `from_env` does, so every alias is covered
+/// (`AWS_ENDPOINT` and `AWS_ENDPOINT_URL`, `AZURE_STORAGE_ENDPOINT` and `AZURE_ENDPOINT`, …).
+fn setting(scheme: &ObjectStoreScheme, name: &str) -> Option<Setting> {
+    let key = name.to_ascii_lowercase();
+    let client = |client: ClientConfigKey| match client {
+        ClientConfigKey::ProxyUrl => Setting::Proxy,
+        _ => Setting::Other,
+    };
+    match scheme {
+        ObjectStoreScheme::AmazonS3 if name.starts_with("AWS_") => {
+            Some(match key.parse::<AmazonS3ConfigKey>().ok()? {
+                AmazonS3ConfigKey::Endpoint
+                | AmazonS3ConfigKey::S3Endpoint
+                | AmazonS3ConfigKey::StsEndpoint
+                | AmazonS3ConfigKey::MetadataEndpoint
+                | AmazonS3ConfigKey::ContainerCredentialsFullUri
+                | AmazonS3ConfigKey::ContainerCredentialsRelativeUri => Setting::Endpoint,
+                AmazonS3ConfigKey::Client(key) => client(key),
+                _ => Setting::Other,
+            })
+        }
+        ObjectStoreScheme::GoogleCloudStorage if name.starts_with("GOOGLE_") => {
+            Some(match key.parse::<GoogleConfigKey>().ok()? {
+                GoogleConfigKey::BaseUrl => Setting::Endpoint,
+                GoogleConfigKey::Client(key) => client(key),
+                _ => Setting::Other,
+            })
+        }
+        // The managed identity endpoint is also read from IDENTITY_ENDPOINT, as App Service
+        // and Functions set it.
+        ObjectStoreScheme::MicrosoftAzure if name == "IDENTITY_ENDPOINT" => Some(Setting::Endpoint),
+        ObjectStoreScheme::MicrosoftAzure if name.starts_with("AZURE_") => {
+            Some(match key.parse::<AzureConfigKey>().ok()? {
+                AzureConfigKey::Endpoint
+                | AzureConfigKey::MsiEndpoint
+                | AzureConfigKey::AuthorityHost
+                | AzureConfigKey::FabricTokenServiceUrl
+                | AzureConfigKey::FabricWorkloadHost => Setting::Endpoint,
+                AzureConfigKey::Client(key) => client(key),
+                _ => Setting::Other,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Refuses credentials in the endpoints the builder of `scheme` would read from `environment`
+/// (user info, a query or a fragment, as in a storage URL): `object_store` puts the endpoint in
+/// the message of every failed request, so the secret would reach standard error, the log and
+/// `/readyz`; and no endpoint needs them (requests are signed with the keys of the usual
+/// variables, and a query in an endpoint would not even make a valid request URL). The message
+/// names the variable and shows its value redacted.
+fn refuse_endpoint_credentials(
+    scheme: &ObjectStoreScheme,
+    environment: impl Iterator<Item = (String, String)>,
+) -> Result<(), String> {
+    let mut refused: Vec<(String, String)> = environment
+        .filter(|(name, _)| setting(scheme, name) == Some(Setting::Endpoint))
+        .filter_map(|(name, value)| {
+            let shown = redacted_anywhere(&value);
+            (shown != value).then_some((name, shown))
+        })
+        .collect();
+    refused.sort();
+    let Some((name, shown)) = refused.first() else {
+        return Ok(());
+    };
+    let instead = match scheme {
+        ObjectStoreScheme::AmazonS3 => {
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a role, web identity)"
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            "AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY or a managed identity"
+        }
+        _ => "GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT_KEY",
+    };
+    let more = match refused.len() {
+        1 => String::new(),
+        n => format!(" (and {} more variable(s))", n - 1),
+    };
+    Err(format!(
+        "{name} carries credentials ({shown:?}){more}: refused, since they would be echoed in \
+         the error of every storage request, in logs and on /readyz; an endpoint needs none. \
+         Remove them, and give credentials through {instead}"
+    ))
+}
+
+/// [`redacted`] of a URL, or of a value without a scheme (`user:pass@host`, a relative URI
+/// with a query), taken as an authority and path.
+fn redacted_anywhere(value: &str) -> String {
+    if value.contains("://") {
+        return redacted(value);
+    }
+    redacted(&format!("x://{value}"))["x://".len()..].to_string()
+}
+
 /// `input` as it may be shown: the user info of a URL and everything from its `?` or `#` on
 /// are replaced by `REDACTED`. Works on strings that do not parse as URLs too, since those are
 /// shown in the error that says so.
@@ -653,6 +772,91 @@ mod tests {
         assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
         assert_eq!(redacted("/data/a?b"), "/data/a?b");
         assert_eq!(redacted("az://c/p?sv=1&sig=2#f"), "az://c/p?REDACTED");
+    }
+
+    #[test]
+    fn credentials_in_endpoint_variables_are_refused_and_never_shown() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let (s3, gcs, azure) = (
+            ObjectStoreScheme::AmazonS3,
+            ObjectStoreScheme::GoogleCloudStorage,
+            ObjectStoreScheme::MicrosoftAzure,
+        );
+        for (scheme, name) in [
+            (&s3, "AWS_ENDPOINT"),
+            (&s3, "AWS_ENDPOINT_URL"),
+            (&s3, "AWS_ENDPOINT_URL_S3"),
+            (&s3, "AWS_ENDPOINT_URL_STS"),
+            (&s3, "AWS_METADATA_ENDPOINT"),
+            (&s3, "AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+            (&s3, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+            (&gcs, "GOOGLE_BASE_URL"),
+            (&azure, "AZURE_STORAGE_ENDPOINT"),
+            (&azure, "AZURE_ENDPOINT"),
+            (&azure, "AZURE_MSI_ENDPOINT"),
+            (&azure, "AZURE_IDENTITY_ENDPOINT"),
+            (&azure, "IDENTITY_ENDPOINT"),
+            (&azure, "AZURE_STORAGE_AUTHORITY_HOST"),
+            (&azure, "AZURE_AUTHORITY_HOST"),
+            (&azure, "AZURE_FABRIC_TOKEN_SERVICE_URL"),
+            (&azure, "AZURE_FABRIC_WORKLOAD_HOST"),
+        ] {
+            for value in [
+                "http://user:SECRETPLANTED@127.0.0.1:9/",
+                "http://127.0.0.1:9/x?sig=SECRETPLANTED",
+                "user:SECRETPLANTED@127.0.0.1:9",
+                "/v2/credentials?token=SECRETPLANTED",
+            ] {
+                let err = refuse_endpoint_credentials(scheme, env(&[(name, value)])).unwrap_err();
+                assert!(
+                    err.starts_with(&format!("{name} carries credentials"))
+                        && err.contains("REDACTED")
+                        && !err.contains("PLANTED"),
+                    "{name}={value}: {err}"
+                );
+            }
+            assert_eq!(
+                refuse_endpoint_credentials(scheme, env(&[(name, "http://127.0.0.1:9/path")])),
+                Ok(()),
+                "{name}: a plain endpoint"
+            );
+        }
+        // Proxies authenticate with their user info; other builders' variables, unknown
+        // names and other settings are not endpoints.
+        for (scheme, name) in [
+            (&s3, "AWS_PROXY_URL"),
+            (&gcs, "GOOGLE_PROXY_URL"),
+            (&azure, "AZURE_PROXY_URL"),
+            (&s3, "AZURE_STORAGE_ENDPOINT"),
+            (&gcs, "AWS_ENDPOINT"),
+            (&s3, "AWS_NOT_A_SETTING"),
+            (&s3, "AWS_SECRET_ACCESS_KEY"),
+            (&azure, "AZURE_STORAGE_SAS_KEY"),
+        ] {
+            assert_eq!(
+                refuse_endpoint_credentials(scheme, env(&[(name, "http://u:p@host/?sig=x")])),
+                Ok(()),
+                "{name}"
+            );
+        }
+        let err = refuse_endpoint_credentials(
+            &s3,
+            env(&[
+                ("AWS_ENDPOINT", "http://a:b@h"),
+                ("AWS_ENDPOINT_URL_STS", "http://c:d@h"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("AWS_ENDPOINT carries credentials (\"http://REDACTED@h\") (and 1 more"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -36,6 +36,11 @@ pub enum FileOutcome {
         bytes: u64,
         /// How the file was encoded.
         encoding: Encoding,
+        /// The file's status change time (ctime, nanoseconds since the Unix epoch) when it was
+        /// opened for reading (for a file read in several units, the earliest): recorded
+        /// in its output line, it shows `gleaner state repair` whether the file in the watched
+        /// directory is still the one read.
+        ctime_ns: i64,
     },
     /// The file could not be processed.
     Failed {
@@ -50,16 +55,19 @@ impl PartialEq for FileOutcome {
     /// Results are equal when their JSON texts are.
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
+            // The ctime is when the file was read, not what was read.
             (
                 FileOutcome::Done {
                     result,
                     bytes,
                     encoding,
+                    ..
                 },
                 FileOutcome::Done {
                     result: other_result,
                     bytes: other_bytes,
                     encoding: other_encoding,
+                    ..
                 },
             ) => {
                 result.get() == other_result.get()
@@ -181,6 +189,9 @@ pub enum UnitOutcome {
         bytes: u64,
         /// How the file was encoded.
         encoding: Encoding,
+        /// The file's status change time when the unit opened it (see
+        /// [`FileOutcome::Done`]).
+        ctime_ns: i64,
     },
     /// The unit (and so its file) could not be processed.
     Failed {
@@ -237,10 +248,11 @@ pub fn process_unit(
     limits: ReadLimits,
 ) -> Result<UnitOutcome, ResourceError> {
     match reduce_unit(root, file, range, processor, limits) {
-        Ok(decoded) => Ok(UnitOutcome::Reduced {
+        Ok((decoded, ctime_ns)) => Ok(UnitOutcome::Reduced {
             partial: decoded.partial,
             bytes: decoded.bytes,
             encoding: decoded.encoding,
+            ctime_ns,
         }),
         Err(Unprocessable::Failed(Failure { kind, reason })) => {
             Ok(UnitOutcome::Failed { kind, reason })
@@ -255,8 +267,8 @@ fn reduce_unit(
     range: Range<u64>,
     processor: &DynProcessor,
     limits: ReadLimits,
-) -> Result<decode::Decoded, Unprocessable> {
-    let mut handle = open::open_planned(root, file)?;
+) -> Result<(decode::Decoded, i64), Unprocessable> {
+    let (mut handle, ctime_ns) = open::open_planned(root, file)?;
     if range.start > 0 {
         handle.seek(SeekFrom::Start(range.start)).map_err(|e| {
             Failure::new(
@@ -277,13 +289,13 @@ fn reduce_unit(
         )
         .into());
     }
-    Ok(decoded)
+    Ok((decoded, ctime_ns))
 }
 
 /// Combines the outcomes of a file's units, in file order: the first failure wins; otherwise
 /// the partials are merged and finished. CPU work: call it from a worker thread.
 pub fn combine(processor: &DynProcessor, units: Vec<UnitOutcome>) -> FileOutcome {
-    let mut merged: Option<(Partial, u64, Encoding)> = None;
+    let mut merged: Option<(Partial, u64, Encoding, i64)> = None;
     for unit in units {
         match unit {
             UnitOutcome::Failed { kind, reason } => return FileOutcome::Failed { kind, reason },
@@ -291,17 +303,23 @@ pub fn combine(processor: &DynProcessor, units: Vec<UnitOutcome>) -> FileOutcome
                 partial,
                 bytes,
                 encoding,
+                ctime_ns,
             } => {
                 merged = Some(match merged {
-                    None => (partial, bytes, encoding),
-                    Some((earlier, total, first)) => {
-                        (processor.merge(earlier, partial), total + bytes, first)
-                    }
+                    None => (partial, bytes, encoding, ctime_ns),
+                    // The earliest ctime the units saw: a change while they were read makes
+                    // the file's ctime later than it, so the file never passes for unchanged.
+                    Some((earlier, total, first, ctime)) => (
+                        processor.merge(earlier, partial),
+                        total + bytes,
+                        first,
+                        ctime.min(ctime_ns),
+                    ),
                 });
             }
         }
     }
-    let Some((partial, bytes, encoding)) = merged else {
+    let Some((partial, bytes, encoding, ctime_ns)) = merged else {
         return FileOutcome::Failed {
             kind: FailureKind::Processor,
             reason: "no work unit was planned for the file".into(),
@@ -312,6 +330,7 @@ pub fn combine(processor: &DynProcessor, units: Vec<UnitOutcome>) -> FileOutcome
             result,
             bytes,
             encoding,
+            ctime_ns,
         },
         Err(e) => FileOutcome::Failed {
             kind: FailureKind::Processor,
@@ -362,6 +381,7 @@ mod tests {
                 result,
                 bytes,
                 encoding,
+                ..
             } => (serde_json::from_str(result.get()).unwrap(), bytes, encoding),
             other => panic!("{other:?}"),
         }

@@ -80,11 +80,14 @@ fn open_in_directory(root: &Path, rel: &[u8]) -> std::io::Result<File> {
 }
 
 /// Opens the planned file below `root` and checks that it is the file that was listed (same
-/// inode and birth time, still a regular file) and no shorter than planned.
+/// inode and birth time, still a regular file) and no shorter than planned. Returns the open
+/// file and its status change time (ctime) as it was opened, before any byte is read: the
+/// output line records it, so that `gleaner state repair` can tell this file from one written
+/// over it later (see [`crate::repair`]).
 ///
 /// A problem of the file is a [`Failure`]; a shortage of the process (descriptors, memory) is
 /// a [`ResourceError`]: the batch is retried rather than the file failed for it.
-pub(super) fn open_planned(root: &Path, file: &PlannedFile) -> Result<File, Unprocessable> {
+pub(super) fn open_planned(root: &Path, file: &PlannedFile) -> Result<(File, i64), Unprocessable> {
     let handle =
         open_in_directory(root, file.path.as_bytes()).map_err(|e| open_failure(e, file))?;
     let meta = handle
@@ -119,7 +122,7 @@ pub(super) fn open_planned(root: &Path, file: &PlannedFile) -> Result<File, Unpr
         )
         .into());
     }
-    Ok(handle)
+    Ok((handle, crate::listing::ctime_ns(&meta)))
 }
 
 /// What an error opening a planned file means: a failure of the file, by its errno, or a

@@ -27,31 +27,53 @@ pub(super) async fn resolve_watch_dir(root: &Path) -> Result<PathBuf, ScanError>
     .await
 }
 
-/// Refuses state or output locations whose objects (below `<location>/<source-id>/`) would lie
-/// inside the watched directory: they would be collected as input.
+/// Refuses state and output locations whose objects would be collected as input: every folder
+/// objects are written into, whatever the output layout (flat `<source-id>/`, hive
+/// `source=<source-id>/date=<day>/`) and shipped leftovers included (`.leftovers/<source-id>/`,
+/// with `config.ship_leftovers`), must neither lie inside the watched directory nor hold it
+/// where objects land. Pure: nothing is written before it.
 pub(super) fn check_locations(
-    source_id: &SourceId,
+    config: &super::ScannerConfig,
     watch_dir: &Path,
-    locations: [&Location; 2],
+    [state, output]: [&Location; 2],
 ) -> Result<(), ConfigError> {
-    for (which, location) in ["state", "output"].into_iter().zip(locations) {
-        let objects = location.child(source_id.as_str());
-        if objects
-            .local_dir()
-            .is_some_and(|dir| dir.starts_with(watch_dir))
-        {
-            return Err(ConfigError::InsideWatchDir {
-                what: format!("the {which} location {objects}"),
-                watch: watch_dir.to_path_buf(),
-                consequence: "its objects would be collected as input",
-            });
+    use crate::output::{OutputSink, Overlap, WrittenFolder};
+    let source_id: &SourceId = &config.source_id;
+    let sink = OutputSink::new(output.clone(), source_id, config.compression)
+        .with_layout(config.output_layout);
+    // The state log: its objects directly in `<source-id>/`.
+    let state_log = WrittenFolder {
+        what: "the state location",
+        folder: state.child(source_id.as_str()),
+        depth: Some(1),
+    };
+    let consequence = "its objects would be collected as input";
+    for written in std::iter::once(state_log).chain(sink.written_folders(config.ship_leftovers)) {
+        let what = format!("{} {}", written.what, written.folder);
+        match written.collected_by(watch_dir) {
+            None => {}
+            Some(Overlap::FolderInsideWatch) => {
+                return Err(ConfigError::InsideWatchDir {
+                    what,
+                    watch: watch_dir.to_path_buf(),
+                    consequence,
+                });
+            }
+            Some(Overlap::WatchInsideFolder) => {
+                return Err(ConfigError::WatchDirInside {
+                    what,
+                    watch: watch_dir.to_path_buf(),
+                    consequence,
+                });
+            }
         }
     }
     Ok(())
 }
 
 /// Creates the directories files are moved to, and refuses one inside the watched directory
-/// (moved files would be collected again) unless it is hidden (never listed).
+/// (moved files would be collected again) unless it is hidden (never listed). The check comes
+/// first, on the path the directory would have: a refused directory is not created.
 pub(super) async fn prepare_cleanup_dirs(
     rules: &CleanupRules,
     watch_dir: &Path,
@@ -68,8 +90,7 @@ pub(super) async fn prepare_cleanup_dirs(
                 dir: dir.clone(),
                 source,
             };
-            std::fs::create_dir_all(&dir).map_err(unusable)?;
-            let absolute = std::fs::canonicalize(&dir).map_err(unusable)?;
+            let absolute = resolve_dir(&dir).map_err(unusable)?;
             let hidden = absolute.strip_prefix(&watched).is_ok_and(|rel| {
                 rel.components()
                     .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."))
@@ -82,10 +103,46 @@ pub(super) async fn prepare_cleanup_dirs(
                 }
                 .into());
             }
+            // The resolved path: `a/missing/../b` creates `a/b`, never `a/missing`.
+            std::fs::create_dir_all(&absolute).map_err(unusable)?;
         }
         Ok(())
     })
     .await
+}
+
+/// The absolute path `dir` names, links resolved in the part of it that exists and `..` taken
+/// lexically in the part that does not (nothing there can be a link yet), without creating
+/// anything.
+fn resolve_dir(dir: &Path) -> std::io::Result<PathBuf> {
+    use std::path::Component;
+    let absolute = std::path::absolute(dir)?;
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    let canonical = loop {
+        match std::fs::canonicalize(existing) {
+            Ok(canonical) => break canonical,
+            Err(e) => match (existing.components().next_back(), existing.parent()) {
+                (Some(last), Some(parent)) => {
+                    missing.push(last);
+                    existing = parent;
+                }
+                // The root itself cannot be resolved.
+                _ => return Err(e),
+            },
+        }
+    };
+    let mut out = canonical;
+    for component in missing.into_iter().rev() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    Ok(out)
 }
 
 /// The name of the file in the watched directory that keeps its root id: hidden, so never
@@ -523,6 +580,27 @@ mod tests {
         assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "theirs");
         assert_eq!(names(dir.path()), ["f"], "no temporary file is left");
+    }
+
+    #[test]
+    fn cleanup_directories_resolve_without_being_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("link")).unwrap();
+        for (given, resolved) in [
+            ("link/new/deeper", "real/new/deeper"),
+            ("real/missing/../done", "real/done"),
+            ("link/./a/../../b", "b"),
+        ] {
+            assert_eq!(
+                resolve_dir(&root.join(given)).unwrap(),
+                root.join(resolved),
+                "{given}"
+            );
+        }
+        assert_eq!(names(&root), ["link", "real"], "nothing created");
+        assert_eq!(names(&root.join("real")), Vec::<String>::new());
     }
 
     #[test]
