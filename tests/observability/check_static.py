@@ -470,7 +470,7 @@ def check_alertmanager(spec):
                 check(inlined == from_file, f"{where}: the AlertmanagerConfig's {crd_key} renders {inlined!r}, "
                                             f"the template file {from_file!r}")
     print(f"alertmanager: routes of Gleaner's and other alerts (also merged into kube-prometheus-stack's "
-          f"configuration), no per-Pod grouping, Slack templates and their inlined copies rendered")
+          "configuration), no per-Pod grouping, Slack templates and their inlined copies rendered")
 
 
 def main():

@@ -36,11 +36,16 @@
 Usage: e2e.py GLEANER_BIN   (promtool-free: it talks to the servers' HTTP APIs)
 Environment: PROMETHEUS (default `prometheus`), ALERTMANAGER (default `prometheus-alertmanager`
 or `alertmanager`), E2E_KEEP=1 keeps the temporary directory.
+Baselines (to measure what other files do, e.g. main's, with the same scenarios; the checks that
+the shipped files pass may then fail, and the counts they log are the measurement):
+E2E_ALERTMANAGER_CONFIG=path/alertmanager.yaml (its templates relative to it) instead of
+deploy/alertmanager/alertmanager.yaml, E2E_RULE_FILES=a.yaml:b.yaml instead of deploy/prometheus's.
 """
 
 import http.server
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -389,7 +394,8 @@ def find_binary(*names):
 def test_rules(rules_dir):
     """Copies of the shipped rule files: group intervals 1s, every `for:` shortened."""
     paths = []
-    for path in obslib.RULE_FILES:
+    given = os.environ.get("E2E_RULE_FILES")
+    for path in [pathlib.Path(p) for p in given.split(":")] if given else obslib.RULE_FILES:
         data = yaml.safe_load(path.read_text())
         for group in data["groups"]:
             group["interval"] = "1s"
@@ -408,8 +414,9 @@ def test_alertmanager(workdir, sink_port):
     """A copy of the shipped configuration: webhook URLs from files of this test, the templates
     by absolute path, short grouping delays. Receivers, routes and templates are the shipped
     ones."""
-    data = yaml.safe_load(obslib.ALERTMANAGER.read_text())
-    data["templates"] = [str(obslib.ALERTMANAGER.parent / t) for t in data["templates"]]
+    shipped = pathlib.Path(os.environ.get("E2E_ALERTMANAGER_CONFIG") or obslib.ALERTMANAGER)
+    data = yaml.safe_load(shipped.read_text())
+    data["templates"] = [str(shipped.parent / t) for t in data["templates"]]
 
     def shorten(route):
         # group_wait: long enough for the alerts that change in one rule evaluation (and an
@@ -958,7 +965,7 @@ def main():
                 os.chown(path, *owner)
 
         gleaner_port, prom_port, am_port = free_port(), free_port(), free_port()
-        gleaner = procs.start(
+        procs.start(
             "gleaner",
             prefix
             + [
