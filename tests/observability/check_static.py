@@ -469,7 +469,7 @@ def check_alertmanager(spec):
                 from_file = render(templates, source[key], data)
                 check(inlined == from_file, f"{where}: the AlertmanagerConfig's {crd_key} renders {inlined!r}, "
                                             f"the template file {from_file!r}")
-    print(f"alertmanager: routes of Gleaner's and other alerts (also merged into kube-prometheus-stack's "
+    print("alertmanager: routes of Gleaner's and other alerts (also merged into kube-prometheus-stack's "
           "configuration), no per-Pod grouping, Slack templates and their inlined copies rendered")
 
 
