@@ -8,7 +8,8 @@
    delays differ, and a real Prometheus that scrapes gleaner every second and evaluates copies of
    the shipped rule files in which only `for:` and the group intervals are shortened.
 2. Feeds gleaner files; checks that every process_* metric the rules and the dashboard name is
-   exposed, that every dashboard query runs and the core panels' queries return data, and that
+   exposed, that every dashboard query runs, the core panels' queries return data and every other
+   query too whenever the series it reads exist (the variables' filters drop nothing), and that
    no alert fires while all is well.
 3. Causes an incident for real: the output directory is made unwritable (chmod), so batches fail
    at the flush. The collector is its namespace's only one, so its scan-freshness SLO burns fast:
@@ -725,6 +726,31 @@ def check_capacity(prom, sink, procs, watch, owner):
         log(f"Slack {path}: {attachment['title']!r}")
 
 
+# Queries that are empty by design while all is well (they show events: a restart).
+EMPTY_WHILE_WELL = {"annotation Restarts"}
+
+
+def check_every_query(prom):
+    """Every dashboard query returns data whenever every series it reads exists in Prometheus:
+    the variables' filters (cluster, namespace, job, pod) drop nothing. A query whose series this
+    run does not have (an event that did not happen) is reported, not failed."""
+    empty, without_series, with_data = [], [], 0
+    for title, ref, expr in obslib.dashboard_queries():
+        query = obslib.substitute(expr)
+        if prom.query(query):
+            with_data += 1
+            continue
+        missing = sorted(n for n in obslib.metric_names(query) if not prom.query(f'count({{__name__="{n}"}})'))
+        if missing:
+            without_series.append(f"{title} ({ref}): no {', '.join(missing)}")
+        elif title not in EMPTY_WHILE_WELL:
+            empty.append(f"{title} ({ref}): {query}")
+    log(f"dashboard: {with_data} queries return data; {len(without_series)} read series this run has none of "
+        f"({'; '.join(without_series) or 'none'})")
+    if empty:
+        raise Failure("dashboard queries without data although their series exist:\n  " + "\n  ".join(empty))
+
+
 def named(text, names):
     return [n for n in names if n in text]
 
@@ -1063,6 +1089,7 @@ def main():
         if empty:
             raise Failure("core panels without data:\n  " + "\n  ".join(empty))
         log(f"{queries} dashboard queries ran; the {len(CORE_PANELS)} core panels have data")
+        check_every_query(prom)
 
         # Before the incident, the alerts it must cause (and those of problems this run does not
         # have) are silent. Others are only reported: with `for:` cut to 2s, a machine busy with
