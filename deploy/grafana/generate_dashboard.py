@@ -8,9 +8,15 @@ The JSON file is what is shipped and imported (Dashboards > New > Import, or the
 ConfigMap); this script only keeps panel ids, grid positions and selectors consistent. Edit the
 panels here, run it, and commit both. Standard library only.
 
-Variables: `datasource` (any Prometheus), `namespace` and `instance` (a collector), both
-multi-value with "All" matching series that lack the label (outside Kubernetes there is no
-namespace label). The SLO row reads the recording rules of deploy/prometheus/slo-rules.yaml.
+Variables: `datasource` (any Prometheus); `cluster`, `namespace` and `pod` (a collector: its Pod,
+whose name is its source id unless the chart's run.sourceId says otherwise), multi-value, with
+"All" as `.*`, which also matches series without the label (no cluster label in a single-cluster
+Prometheus, no namespace or pod outside Kubernetes); `job`, Gleaner's scrape jobs (those with
+gleaner_build_info), whose "All" is their list, so that the process_* panels never show another
+program of the namespace. Every query is filtered by all four (the SLO series, recorded per
+cluster and namespace, by those two). The SLO row reads the recording rules of
+deploy/prometheus/slo-rules.yaml, objectives and the latency target included: nothing the tuning
+can change is written into the dashboard.
 """
 
 import argparse
@@ -23,8 +29,10 @@ OUTPUT = HERE / "gleaner.json"
 
 UID = "gleaner-overview"
 DS = {"type": "prometheus", "uid": "${datasource}"}
-SEL = 'namespace=~"$namespace", instance=~"$instance"'
-SLO = 'sloth_service="gleaner", namespace=~"$namespace"'
+SEL = 'cluster=~"$cluster", namespace=~"$namespace", job=~"$job", pod=~"$pod"'
+SLO = 'sloth_service="gleaner", cluster=~"$cluster", namespace=~"$namespace"'
+# Per collector: a Pod, and its address where there is no Pod label.
+BY = "cluster, namespace, pod, instance"
 BUDGET = 'slo:error_budget:ratio{sloth_service="gleaner"}'
 ON = "on (sloth_id, sloth_slo, sloth_service) group_left"
 RUNBOOKS = "https://github.com/gleaner-dev/gleaner/blob/main/docs/runbooks.md"
@@ -204,7 +212,7 @@ ROWS = [
             ts(
                 "Bytes read",
                 "Input bytes of committed files per second.",
-                [target(f"sum by (instance) (rate(gleaner_bytes_total{{{SEL}}}[$__rate_interval]))", "{{instance}}")],
+                [target(f"sum by ({BY}) (rate(gleaner_bytes_total{{{SEL}}}[$__rate_interval]))", "{{pod}}")],
                 unit="Bps",
             ),
             ts(
@@ -254,12 +262,15 @@ ROWS = [
             ts(
                 "Time since the last successful scan",
                 "Per collector, against its stale threshold (twice --interval): "
-                "GleanerStale fires above it.",
+                "GleanerStale fires above it. Nothing (\"never\") for a collector that has not "
+                "had a successful scan yet: its timestamp is 0 until then, and GleanerStale counts "
+                "from its start.",
                 [
-                    target(f"time() - gleaner_last_successful_scan_timestamp_seconds{{{SEL}}}", "{{instance}}"),
-                    target(f"2 * gleaner_scan_interval_seconds{{{SEL}}}", "stale after {{instance}}"),
+                    target(f"time() - (gleaner_last_successful_scan_timestamp_seconds{{{SEL}}} > 0)", "{{pod}}"),
+                    target(f"2 * gleaner_scan_interval_seconds{{{SEL}}}", "stale after {{pod}}"),
                 ],
                 unit="s",
+                defaults={"noValue": "never"},
             ),
             ts(
                 "Oldest ready file waiting",
@@ -269,7 +280,7 @@ ROWS = [
                     target(
                         f"(time() - gleaner_oldest_pending_timestamp_seconds{{{SEL}}})\n"
                         f"* (gleaner_oldest_pending_timestamp_seconds{{{SEL}}} > bool 0)",
-                        "{{instance}}",
+                        "{{pod}}",
                     )
                 ],
                 unit="s",
@@ -277,19 +288,20 @@ ROWS = [
             ts(
                 "Ready files waiting",
                 "Ready files not yet committed, per collector.",
-                [target(f"sum by (instance) (gleaner_pending_files{{{SEL}}})", "{{instance}}")],
+                [target(f"sum by ({BY}) (gleaner_pending_files{{{SEL}}})", "{{pod}}")],
                 unit="short",
             ),
             ts(
                 "Ready bytes waiting",
                 "Bytes of the ready files not yet committed, per collector.",
-                [target(f"sum by (instance) (gleaner_pending_bytes{{{SEL}}})", "{{instance}}")],
+                [target(f"sum by ({BY}) (gleaner_pending_bytes{{{SEL}}})", "{{pod}}")],
                 unit="bytes",
             ),
             ts(
                 "Commit delay",
                 "From when a file could be ready (modification time plus --min-age) to its "
-                "commit: the file-freshness SLI (target 2 h).",
+                "commit: the file-freshness SLI, against its target (the SLO's recording rule "
+                "gleaner:slo_latency_target:seconds, from the tuning).",
                 [
                     target(
                         f"histogram_quantile(0.5, sum by (le) (rate(gleaner_commit_delay_seconds_bucket{{{SEL}}}[$__rate_interval])))",
@@ -299,6 +311,7 @@ ROWS = [
                         f"histogram_quantile(0.99, sum by (le) (rate(gleaner_commit_delay_seconds_bucket{{{SEL}}}[$__rate_interval])))",
                         "p99",
                     ),
+                    target('max(gleaner:slo_latency_target:seconds{sloth_service="gleaner"})', "target"),
                 ],
                 unit="s",
             ),
@@ -313,8 +326,8 @@ ROWS = [
                 "Files tracked and listed",
                 "Files the state tracks, and regular files the last listing found.",
                 [
-                    target(f"sum by (instance) (gleaner_tracked_files{{{SEL}}})", "tracked {{instance}}"),
-                    target(f"sum by (instance) (gleaner_listed_files{{{SEL}}})", "listed {{instance}}"),
+                    target(f"sum by ({BY}) (gleaner_tracked_files{{{SEL}}})", "tracked {{pod}}"),
+                    target(f"sum by ({BY}) (gleaner_listed_files{{{SEL}}})", "listed {{pod}}"),
                 ],
                 unit="short",
             ),
@@ -335,8 +348,8 @@ ROWS = [
                 "without --watch-capacity.",
                 [
                     target(
-                        f"max by (instance) (gleaner_watch_bytes{{{SEL}}} / gleaner_watch_capacity_bytes{{{SEL}}})",
-                        "{{instance}}",
+                        f"max by ({BY}) (gleaner_watch_bytes{{{SEL}}} / gleaner_watch_capacity_bytes{{{SEL}}})",
+                        "{{pod}}",
                     )
                 ],
                 unit="percentunit",
@@ -351,10 +364,10 @@ ROWS = [
                 "Disk space the watched directory takes (gleaner_watch_bytes, with or without "
                 "--watch-capacity), and its capacity where set (gleaner_watch_capacity_bytes).",
                 [
-                    target(f"max by (instance) (gleaner_watch_bytes{{{SEL}}})", "held {{instance}}"),
+                    target(f"max by ({BY}) (gleaner_watch_bytes{{{SEL}}})", "held {{pod}}"),
                     target(
-                        f"max by (instance) (gleaner_watch_capacity_bytes{{{SEL}}})",
-                        "capacity {{instance}}",
+                        f"max by ({BY}) (gleaner_watch_capacity_bytes{{{SEL}}})",
+                        "capacity {{pod}}",
                     ),
                 ],
                 unit="bytes",
@@ -367,14 +380,14 @@ ROWS = [
                 "every Pod on the node, not the emptyDir's sizeLimit: the Pod's own budget is in the "
                 "panels above (--watch-capacity). --min-free and GleanerWatchVolumeLowSpace follow "
                 "this.",
-                [target(f"min by (instance) (gleaner_watch_free_bytes{{{SEL}}})", "{{instance}}")],
+                [target(f"min by ({BY}) (gleaner_watch_free_bytes{{{SEL}}})", "{{pod}}")],
                 unit="bytes",
             ),
             stat(
                 "Below --min-free",
                 "1 while the file system of the watched directory (for an emptyDir on disk, the "
                 "node's disk) has less free space than --min-free.",
-                [target(f"max by (instance) (gleaner_watch_low_space{{{SEL}}})", "{{instance}}")],
+                [target(f"max by ({BY}) (gleaner_watch_low_space{{{SEL}}})", "{{pod}}")],
                 defaults={
                     "thresholds": thresholds(("green", None), ("red", 1)),
                     "mappings": [
@@ -436,8 +449,8 @@ ROWS = [
                 "gleaner_ready (state loaded, last scan succeeded) and gleaner_fenced (another "
                 "writer owns the source id: the process exits with code 3).",
                 [
-                    target(f"min by (instance) (gleaner_ready{{{SEL}}})", "ready {{instance}}"),
-                    target(f"max by (instance) (gleaner_fenced{{{SEL}}})", "fenced {{instance}}"),
+                    target(f"min by ({BY}) (gleaner_ready{{{SEL}}})", "ready {{pod}}"),
+                    target(f"max by ({BY}) (gleaner_fenced{{{SEL}}})", "fenced {{pod}}"),
                 ],
                 unit="short",
             ),
@@ -447,8 +460,8 @@ ROWS = [
                 "leftovers shipped raw (--ship-leftovers).",
                 [
                     target(
-                        f"sum by (instance, reason) (gleaner_drain_leftover_files{{{SEL}}})",
-                        "left {{reason}} {{instance}}",
+                        f"sum by ({BY}, reason) (gleaner_drain_leftover_files{{{SEL}}})",
+                        "left {{reason}} {{pod}}",
                     ),
                     target(
                         f"sum by (result) (increase(gleaner_leftovers_shipped_total{{{SEL}}}[$__rate_interval]))",
@@ -460,7 +473,7 @@ ROWS = [
             ts(
                 "Files stamped in the future",
                 "Files whose modification time is further ahead than --max-clock-skew.",
-                [target(f"sum by (instance) (gleaner_future_mtime_files{{{SEL}}})", "{{instance}}")],
+                [target(f"sum by ({BY}) (gleaner_future_mtime_files{{{SEL}}})", "{{pod}}")],
                 unit="short",
             ),
         ],
@@ -471,7 +484,7 @@ ROWS = [
             ts(
                 "Events",
                 "File-system events that can make a file ready, per second.",
-                [target(f"sum by (instance) (rate(gleaner_events_total{{{SEL}}}[$__rate_interval]))", "{{instance}}")],
+                [target(f"sum by ({BY}) (rate(gleaner_events_total{{{SEL}}}[$__rate_interval]))", "{{pod}}")],
                 unit="short",
                 width=12,
             ),
@@ -495,12 +508,7 @@ ROWS = [
             ts(
                 "Up",
                 "Whether Prometheus could scrape each collector.",
-                [
-                    target(
-                        'up{job=~".*gleaner.*", namespace=~"$namespace", instance=~"$instance"}',
-                        "{{instance}}",
-                    )
-                ],
+                [target(f"up{{{SEL}}}", "{{pod}}")],
                 unit="short",
                 width=6,
             ),
@@ -509,7 +517,7 @@ ROWS = [
                 "CPU seconds per second used by the process.",
                 [
                     target(
-                        f"rate(process_cpu_seconds_total{{{SEL}}}[$__rate_interval])", "{{instance}}"
+                        f"rate(process_cpu_seconds_total{{{SEL}}}[$__rate_interval])", "{{pod}}"
                     )
                 ],
                 unit="short",
@@ -519,8 +527,8 @@ ROWS = [
                 "Memory",
                 "Resident and virtual memory of the process.",
                 [
-                    target(f"process_resident_memory_bytes{{{SEL}}}", "rss {{instance}}"),
-                    target(f"process_virtual_memory_bytes{{{SEL}}}", "virtual {{instance}}"),
+                    target(f"process_resident_memory_bytes{{{SEL}}}", "rss {{pod}}"),
+                    target(f"process_virtual_memory_bytes{{{SEL}}}", "virtual {{pod}}"),
                 ],
                 unit="bytes",
                 width=6,
@@ -531,7 +539,7 @@ ROWS = [
                 "above 80 %.",
                 [
                     target(
-                        f"process_open_fds{{{SEL}}} / process_max_fds{{{SEL}}}", "{{instance}}"
+                        f"process_open_fds{{{SEL}}} / process_max_fds{{{SEL}}}", "{{pod}}"
                     )
                 ],
                 unit="percentunit",
@@ -541,7 +549,7 @@ ROWS = [
             ts(
                 "Threads",
                 "Threads of the process.",
-                [target(f"process_threads{{{SEL}}}", "{{instance}}")],
+                [target(f"process_threads{{{SEL}}}", "{{pod}}")],
                 unit="short",
                 width=6,
             ),
@@ -549,7 +557,7 @@ ROWS = [
                 "Restarts",
                 "Process starts in the last hour (process_start_time_seconds changes); "
                 "GleanerCrashLooping fires at 2 in 15 minutes.",
-                [target(f"changes(process_start_time_seconds{{{SEL}}}[1h])", "{{instance}}")],
+                [target(f"changes(process_start_time_seconds{{{SEL}}}[1h])", "{{pod}}")],
                 unit="short",
                 width=6,
             ),
@@ -559,8 +567,8 @@ ROWS = [
                 "reached.",
                 [
                     target(
-                        f"sum by (instance) (rate(gleaner_http_connections_rejected_total{{{SEL}}}[$__rate_interval]))",
-                        "{{instance}}",
+                        f"sum by ({BY}) (rate(gleaner_http_connections_rejected_total{{{SEL}}}[$__rate_interval]))",
+                        "{{pod}}",
                     )
                 ],
                 unit="short",
@@ -618,8 +626,10 @@ def layout():
     return panels
 
 
-def variable(name, label, query):
-    return {
+def variable(name, label, query, all_value=".*"):
+    """A query variable, multi-value, with "All": `.*` (which matches a missing label too), or
+    with all_value None Grafana's own (every value the query found, as a regex alternation)."""
+    out = {
         "type": "query",
         "name": name,
         "label": label,
@@ -630,10 +640,14 @@ def variable(name, label, query):
         "sort": 1,
         "multi": True,
         "includeAll": True,
-        "allValue": ".*",
+        "allValue": all_value,
         "hide": 0,
         "regex": "",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
     }
+    if all_value is None:
+        del out["allValue"]
+    return out
 
 
 def dashboard():
@@ -689,8 +703,8 @@ def dashboard():
                     "expr": f"changes(process_start_time_seconds{{{SEL}}}[2m]) > 0",
                     "step": "60s",
                     "titleFormat": "gleaner restarted",
-                    "tagKeys": "instance",
-                    "textFormat": "{{instance}}",
+                    "tagKeys": "pod",
+                    "textFormat": "{{pod}}",
                 },
             ]
         },
@@ -705,11 +719,18 @@ def dashboard():
                     "regex": "",
                     "hide": 0,
                 },
-                variable("namespace", "Namespace", "label_values(gleaner_build_info, namespace)"),
+                variable("cluster", "Cluster", "label_values(gleaner_build_info, cluster)"),
+                variable("namespace", "Namespace", 'label_values(gleaner_build_info{cluster=~"$cluster"}, namespace)'),
                 variable(
-                    "instance",
-                    "Collector",
-                    'label_values(gleaner_build_info{namespace=~"$namespace"}, instance)',
+                    "job",
+                    "Job",
+                    'label_values(gleaner_build_info{cluster=~"$cluster", namespace=~"$namespace"}, job)',
+                    all_value=None,
+                ),
+                variable(
+                    "pod",
+                    "Pod (source)",
+                    'label_values(gleaner_build_info{cluster=~"$cluster", namespace=~"$namespace", job=~"$job"}, pod)',
                 ),
             ]
         },

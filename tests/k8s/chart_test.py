@@ -247,7 +247,7 @@ def validate():
         errors = []
         core = 0
         for obj in objs:
-            if obj["apiVersion"] == "monitoring.coreos.com/v1":
+            if obj["apiVersion"].startswith("monitoring.coreos.com/"):
                 OPERATOR_OBJECTS.append({"case": case.name, "object": obj})
                 continue
             core += 1
@@ -277,8 +277,9 @@ def validate():
 @check("prometheus-operator")
 def prometheus_operator():
     kinds = {o["object"]["kind"] for o in OPERATOR_OBJECTS}
-    assert {"PodMonitor", "PrometheusRule"} <= kinds, (
-        f"the renderings hold {sorted(kinds)}: examples/native-s3.yaml enables a PodMonitor and the PrometheusRules")
+    assert {"PodMonitor", "PrometheusRule", "AlertmanagerConfig"} <= kinds, (
+        f"the renderings hold {sorted(kinds)}: examples/native-s3.yaml enables a PodMonitor and the PrometheusRules, "
+        "examples/monitoring.yaml an AlertmanagerConfig")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(OPERATOR_OBJECTS, f)
     script = os.path.join(os.path.dirname(__file__), "validate_podmonitor.mjs")
@@ -286,13 +287,20 @@ def prometheus_operator():
                           env={**os.environ, "K8S_NPM_DIR": NPM_DIR})
     os.unlink(f.name)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return "; ".join(proc.stdout.strip().splitlines()[-2:])
+    return "; ".join(proc.stdout.strip().splitlines()[-3:])
 
 
 # --------------------------------------------------------------------------------------------
 PLACEHOLDER_URL = "https://grafana.example.com"
 RULE_FILES = {"alerts": "prometheus/alerts.yaml", "slos": "prometheus/slo-rules.yaml"}
 DASHBOARD_FILE = "grafana/gleaner.json"
+AMC_FILE = "alertmanager/alertmanagerconfig.yaml"
+
+# deploy/generate.py, the generator of the rule files: the chart must render what it writes.
+sys.path.insert(0, DEPLOY)
+import generate  # noqa: E402
+
+SKELETON = generate.skeleton()
 
 
 def chart_values(case) -> dict:
@@ -317,20 +325,12 @@ def raw_documents(rendered_: dict[str, str], template: str) -> list[tuple[str, d
     return out
 
 
-def spec_text(doc: str) -> str:
-    """The lines under `spec:`, de-indented by its two spaces."""
-    lines = doc.split("\n")
-    start = lines.index("spec:") + 1
-    out = []
-    for line in lines[start:]:
-        if line and not line.startswith("  "):
-            raise AssertionError(f"a line after spec: is not indented: {line!r}")
-        out.append(line[2:])
-    return "\n".join(out).rstrip("\n") + "\n"
-
-
 @check("observability")
 def observability():
+    """The PrometheusRules hold exactly the rules deploy/generate.py writes for the release's
+    tuning (generate.chart_tuning: the tuning keys of prometheusRule, collector from run.interval
+    and run.minAge), every token replaced; the dashboard ConfigMap is deploy/grafana/gleaner.json
+    byte for byte."""
     counts = {"PrometheusRule": 0, "ConfigMap": 0}
     problems = []
     dashboard = open(os.path.join(DEPLOY, DASHBOARD_FILE), "rb").read()
@@ -338,37 +338,38 @@ def observability():
         values = chart_values(case)
         out = rendered(case)
         monitoring = [o["metadata"]["name"] for o in common.objects(out) if o["kind"] == "PodMonitor"]
-        url = values["prometheusRule"]["grafanaUrl"].rstrip("/")
         rules = raw_documents(out, "prometheusrule.yaml")
         if values["prometheusRule"]["enabled"]:
             suffixes = sorted(r["metadata"]["name"].rsplit("-", 1)[-1] for _, r in rules)
             if suffixes != sorted(RULE_FILES):
                 problems.append(f"{case.name}: PrometheusRules {[r['metadata']['name'] for _, r in rules]}, "
                                 f"expected one per rule file, named -{' and -'.join(sorted(RULE_FILES))}")
+            expected = generate.apply(SKELETON, generate.chart_tuning(values))
         elif rules:
             problems.append(f"{case.name}: PrometheusRules rendered with prometheusRule.enabled false")
+        url = (values["prometheusRule"]["grafanaUrl"] or PLACEHOLDER_URL).removesuffix("/")
         for doc, rule in rules:
             name = rule["metadata"]["name"]
-            source = RULE_FILES[name.rsplit("-", 1)[-1]]
-            text = open(os.path.join(DEPLOY, source), encoding="utf-8").read()
-            expected = text.replace(PLACEHOLDER_URL, url) if url else text
-            if spec_text(doc) != expected:
-                problems.append(f"{case.name}: {name}'s spec is not deploy/{source} verbatim")
-            if rule["spec"] != yaml.safe_load(expected):
-                problems.append(f"{case.name}: {name}'s spec, parsed, differs from deploy/{source}")
-            # The groups are the file's, but for the dashboard links' host.
-            shipped = yaml.safe_load(json.dumps(rule["spec"]).replace(url or PLACEHOLDER_URL, PLACEHOLDER_URL))
-            if shipped["groups"] != yaml.safe_load(text)["groups"]:
-                problems.append(f"{case.name}: {name}'s groups differ from deploy/{source}'s")
+            suffix = name.rsplit("-", 1)[-1]
+            if rule["spec"] != expected[suffix]:
+                import difflib
+                diff = difflib.unified_diff(json.dumps(expected[suffix], indent=1).splitlines(),
+                                            json.dumps(rule["spec"], indent=1).splitlines(), "generate.py", "chart", lineterm="", n=1)
+                problems.append(f"{case.name}: {name}'s rules are not what deploy/generate.py writes for its "
+                                "tuning:\n" + "\n".join(list(diff)[:40]))
+            if "${" in doc:
+                problems.append(f"{case.name}: {name} keeps a token: {doc[doc.index('${'):][:60]!r}")
             links = [r["annotations"]["dashboard_url"] for g in rule["spec"]["groups"] for r in g["rules"]
                      if "dashboard_url" in r.get("annotations", {})]
-            if not links or not all(link.startswith((url or PLACEHOLDER_URL) + "/d/gleaner-overview/") for link in links):
-                problems.append(f"{case.name}: {name}'s dashboard links do not all point at {url or PLACEHOLDER_URL}: {links[:3]}")
-            if url and PLACEHOLDER_URL in doc:
+            if not all(link.startswith(url + "/d/gleaner-overview/") for link in links):
+                problems.append(f"{case.name}: {name}'s dashboard links do not all point at {url}: {links[:3]}")
+            if url != PLACEHOLDER_URL and PLACEHOLDER_URL in doc:
                 problems.append(f"{case.name}: {name} still names {PLACEHOLDER_URL} with grafanaUrl {url}")
             if monitoring and not name.startswith(monitoring[0] + "-"):
                 problems.append(f"{case.name}: {name} is not named after the PodMonitor {monitoring[0]}")
             counts["PrometheusRule"] += 1
+        # With the defaults of deploy/tuning.yaml (but the chart's run.interval), the alerts are the
+        # shipped file's: the chart and the plain files differ only where the tuning says so.
         maps = raw_documents(out, "grafana-dashboard.yaml")
         if bool(maps) != bool(values["grafanaDashboard"]["enabled"]):
             problems.append(f"{case.name}: {len(maps)} dashboard ConfigMaps with grafanaDashboard.enabled "
@@ -386,11 +387,195 @@ def observability():
                 problems.append(f"{case.name}: ConfigMap {name} is in namespace {cm['metadata'].get('namespace')!r}, "
                                 f"expected {values['grafanaDashboard']['namespace']!r}")
             counts["ConfigMap"] += 1
+    # The plain files are the generator's output for deploy/tuning.yaml: a rendering with those
+    # values and Gleaner's own --interval gives them back.
+    plain = common.Case("plain", "gleaner", EXAMPLE, {"run": {"interval": "1h"}})
+    shipped = {suffix: yaml.safe_load(open(os.path.join(DEPLOY, path), encoding="utf-8"))
+               for suffix, path in RULE_FILES.items()}
+    for _, rule in raw_documents(common.render(plain), "prometheusrule.yaml"):
+        suffix = rule["metadata"]["name"].rsplit("-", 1)[-1]
+        ours = yaml.safe_load(json.dumps(rule["spec"]).replace("https://grafana.example.org", PLACEHOLDER_URL))
+        if ours != shipped[suffix]:
+            problems.append(f"with run.interval 1h and the placeholder Grafana, {rule['metadata']['name']} differs "
+                            f"from deploy/{RULE_FILES[suffix]}")
     assert counts["PrometheusRule"] and counts["ConfigMap"], (
         f"no rendering has both the PrometheusRules and the dashboard ConfigMap: {counts}")
     assert not problems, "\n".join(problems)
-    return (f"{counts['PrometheusRule']} PrometheusRules verbatim from deploy/prometheus/, "
+    return (f"{counts['PrometheusRule']} PrometheusRules equal to deploy/generate.py's rules for their tuning, "
             f"{counts['ConfigMap']} dashboard ConfigMaps byte for byte")
+
+
+TUNED = os.path.join(CHART, "examples", "monitoring.yaml")
+
+
+@check("tuning")
+def tuning():
+    """The tuned example (examples/monitoring.yaml) changes what it says, and only that: a team
+    label and an annotation on every alert, one alert gone, a for: changed, a severity and a
+    threshold changed, the runbooks and Grafana elsewhere, a namespace selector, an objective."""
+    case = next(c for c in common.cases() if c.values_file == TUNED)
+    values = chart_values(case)["prometheusRule"]
+    alerts = {}
+    groups = []
+    for _, rule in raw_documents(rendered(case), "prometheusrule.yaml"):
+        for group in rule["spec"]["groups"]:
+            groups.append(group)
+            for r in group["rules"]:
+                if "alert" in r:
+                    alerts[r["alert"]] = r
+    default = generate.apply(SKELETON, {})
+    default_alerts = {r["alert"]: r for f in default.values() for g in f["groups"] for r in g["rules"] if "alert" in r}
+    problems = []
+    if set(default_alerts) - set(alerts) != {"GleanerEventsUnsupported"}:
+        problems.append(f"alerts dropped: {sorted(set(default_alerts) - set(alerts))}, expected GleanerEventsUnsupported")
+    for name, r in alerts.items():
+        for key, value in values["ruleLabels"].items():
+            if r["labels"].get(key) != value:
+                problems.append(f"{name} lacks the label {key}: {value}")
+        for key, value in values["ruleAnnotations"].items():
+            if r["annotations"].get(key) != value:
+                problems.append(f"{name} lacks the annotation {key}: {value}")
+        if r["annotations"]["runbook_url"] != f"{values['runbookBaseUrl']}#{name.lower()}":
+            problems.append(f"{name}: runbook_url {r['annotations']['runbook_url']}")
+        if not r["annotations"]["dashboard_url"].startswith(values["grafanaUrl"] + "/d/gleaner-overview/"):
+            problems.append(f"{name}: dashboard_url {r['annotations']['dashboard_url']}")
+        expected_for = values["alerts"].get(name, {}).get("for", default_alerts[name].get("for"))
+        if r.get("for") != expected_for:
+            problems.append(f"{name}: for {r.get('for')!r}, expected {expected_for!r}")
+    if alerts["GleanerFilesFailing"]["labels"]["severity"] != "critical":
+        problems.append("GleanerFilesFailing: severity not critical")
+    if ">= 10\n" not in alerts["GleanerFilesFailing"]["expr"]:
+        problems.append(f"GleanerFilesFailing: minFailures 10 not in {alerts['GleanerFilesFailing']['expr']!r}")
+    job = values["selector"]["job"] or ".*gleaner.*"  # the chart's default when empty
+    if job == ".*gleaner.*":
+        problems.append(f"selector.job {job!r}: the tuned example does not change the job selector")
+    selector = f'job=~"{job}", namespace=~"checkout|payments"'
+    unselected = [r.get("alert") or r.get("record") for g in groups for r in g["rules"]
+                  if re.search(r"\b(gleaner_[a-z_]+|process_[a-z_]+|up)\{", r["expr"]) and selector not in r["expr"]]
+    if unselected:
+        problems.append(f"rules without the selector {selector}: {unselected[:5]}")
+    # The example's own PodMonitor is scraped under a job its rules select.
+    for monitor in [o for o in common.objects(rendered(case)) if o["kind"] == "PodMonitor"]:
+        scrape_job = f"{monitor['metadata'].get('namespace', common.NAMESPACE)}/{monitor['metadata']['name']}"
+        if not re.fullmatch(job, scrape_job):
+            problems.append(f"the PodMonitor's job {scrape_job} does not match selector.job {job!r}")
+    objective = [r for g in groups for r in g["rules"] if r.get("record") == "slo:objective:ratio"
+                 and r["labels"]["sloth_slo"] == "correctness"]
+    if [r["expr"] for r in objective] != ["vector(0.995)"]:
+        problems.append(f"correctness objective {[r['expr'] for r in objective]}")
+    if rendered_target(rendered(case)) != 600:
+        problems.append(f"run.interval 5m: target {rendered_target(rendered(case))}, expected 600")
+    # Nothing else: the tuned rules, the tuning's keys removed again, are the default rules.
+    assert not problems, "\n".join(problems)
+    return (f"{len(alerts)} alerts with team/tier labels, an annotation and the wiki's runbooks; "
+            "GleanerEventsUnsupported dropped, GleanerStale for 10m, GleanerFilesFailing critical at 10 files, "
+            f"job=~{json.dumps(job)} and a namespace selector everywhere (its PodMonitor's job matches), "
+            "correctness 99.5 %, target 600 s")
+
+
+@check("alertmanager-config")
+def alertmanager_config():
+    """The AlertmanagerConfig is deploy/alertmanager/alertmanagerconfig.yaml with the release's
+    Secret; its route takes Gleaner's alerts only, every receiver it names exists, every webhook
+    URL comes from the Secret."""
+    spec = yaml.safe_load(open(os.path.join(DEPLOY, AMC_FILE), encoding="utf-8"))
+    problems, counted = [], 0
+    for case in common.cases():
+        values = chart_values(case)
+        objs = [o for o in common.objects(rendered(case)) if o["kind"] == "AlertmanagerConfig"]
+        if len(objs) != (1 if values["alertmanagerConfig"]["enabled"] else 0):
+            problems.append(f"{case.name}: {len(objs)} AlertmanagerConfigs with alertmanagerConfig.enabled "
+                            f"{values['alertmanagerConfig']['enabled']}")
+        for obj in objs:
+            counted += 1
+            slack = values["alertmanagerConfig"]["slack"]
+            keys = {"paging-webhook-url": slack["pagingKey"], "tickets-webhook-url": slack["ticketsKey"]}
+            expected = json.loads(json.dumps(spec))
+            for receiver in expected["receivers"]:
+                for config in receiver.get("slackConfigs", []):
+                    config["apiURL"] = {"name": slack["secretName"], "key": keys[config["apiURL"]["key"]]}
+            if obj["spec"] != expected:
+                problems.append(f"{case.name}: the AlertmanagerConfig's spec is not deploy/{AMC_FILE} with the Secret {slack['secretName']}")
+            route = obj["spec"]["route"]
+            if route.get("matchers") != [{"name": "alertname", "value": "Gleaner.+", "matchType": "=~"}]:
+                problems.append(f"{case.name}: the route matches {route.get('matchers')}, not Gleaner's alerts only")
+            names = {r["name"] for r in obj["spec"]["receivers"]}
+
+            def receivers(r):
+                yield r["receiver"]
+                for child in r.get("routes", []):
+                    yield from receivers(child)
+
+            missing = set(receivers(route)) - names
+            if missing:
+                problems.append(f"{case.name}: the routes name receivers {sorted(missing)} that do not exist")
+            if not set(route["groupBy"]) <= {"alertname", "cluster", "namespace"}:
+                problems.append(f"{case.name}: grouped by {route['groupBy']}: one message per Pod")
+            for r in obj["spec"]["receivers"]:
+                for config in r.get("slackConfigs", []):
+                    if set(config["apiURL"]) != {"name", "key"} or config["apiURL"]["name"] != slack["secretName"]:
+                        problems.append(f"{case.name}: {r['name']}'s webhook URL is not from the Secret {slack['secretName']}")
+    assert counted, "no rendering has the AlertmanagerConfig"
+    assert not problems, "\n".join(problems)
+    return f"{counted} AlertmanagerConfigs: deploy/{AMC_FILE} with the release's Secret, Gleaner's alerts only"
+
+
+# The file-freshness SLO's target, as the chart must derive it: the smallest bucket of
+# gleaner_commit_delay_seconds at or above run.interval + run.minAge (written out here, apart from
+# the chart and the generator: the buckets are the binary's, the durations read as Kubernetes and
+# Gleaner read them).
+COMMIT_DELAY_BUCKETS = [1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400]
+TARGET_RENDERINGS = [
+    ("run.interval 30s", {"run": {"interval": "30s"}}, 60),
+    ("run.interval 1h", {"run": {"interval": "1h"}}, 7200),
+    ("run.interval 1m, run.minAge 2m", {"run": {"interval": "1m", "minAge": "2m"}}, 300),
+    ("run.interval 500ms, run.minAge 0s", {"run": {"interval": "500ms", "minAge": "0s"}}, 1),
+    ("a target set", {"prometheusRule": {"slos": {"file-freshness": {"target": 1800}}}}, 1800),
+]
+
+
+def duration_seconds(text: str) -> float:
+    m = re.fullmatch(r"([0-9]+)(ms|s|m|h)", text)
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def rendered_target(out: dict[str, str]) -> int | None:
+    for obj in common.objects(out):
+        if obj["kind"] == "PrometheusRule":
+            for group in obj["spec"]["groups"]:
+                for rule in group["rules"]:
+                    if rule.get("record") == "slo:sli_errors:rate5m" and "le=" in rule["expr"]:
+                        m = re.search(r'le=~?"([0-9]+)', rule["expr"])
+                        return int(m.group(1))
+    return None
+
+
+@check("slo-target")
+def slo_target():
+    """The file-freshness SLO matches what the chart deploys: its target follows run.interval
+    and run.minAge (the chart's defaults, 1m and 5s: 120 s, not the 2 h of an hourly --interval)."""
+    problems, checked = [], []
+    renderings = [(case.name, case, rendered(case), None) for case in common.cases()]
+    for what, values, expected in TARGET_RENDERINGS:
+        case = common.Case(what, "gleaner", EXAMPLE, values)
+        renderings.append((what, case, common.render(case), expected))
+    for what, case, out, expected in renderings:
+        values = chart_values(case)
+        if not values["prometheusRule"]["enabled"]:
+            continue
+        given = (values["prometheusRule"].get("slos") or {}).get("file-freshness", {}).get("target")
+        need = duration_seconds(values["run"]["interval"]) + duration_seconds(values["run"]["minAge"])
+        derived = given or next(b for b in COMMIT_DELAY_BUCKETS if b >= need)
+        if expected is not None and derived != expected:
+            problems.append(f"{what}: the test expects {expected}, its formula says {derived}")
+        got = rendered_target(out)
+        if got != derived:
+            problems.append(f"{what}: run.interval {values['run']['interval']}, run.minAge {values['run']['minAge']}: "
+                            f"the file-freshness target is {got} s, expected {derived} s")
+        checked.append(f"{what}:{got}")
+    assert checked, "no rendering has the SLO rules"
+    assert not problems, "\n".join(problems)
+    return ", ".join(checked)
 
 
 def job_selectors() -> list[str]:
@@ -625,6 +810,42 @@ BAD_VALUES = [
      "at '/sidecar/minFreePercent': maximum: got 150, want 90"),
     ("a bad IAM role ARN", EXAMPLE, "gleaner", {"serviceAccount": {"awsRoleArn": "gleaner-writer"}},
      "at '/serviceAccount/awsRoleArn': 'gleaner-writer' does not match pattern"),
+    # The tuning of the rules.
+    ("an alert that does not exist", EXAMPLE, "gleaner", {"prometheusRule": {"alerts": {"GleanerStal": {"for": "10m"}}}},
+     "invalid propertyName 'GleanerStal'"),
+    ("a parameter the alert lacks", EXAMPLE, "gleaner",
+     {"prometheusRule": {"alerts": {"GleanerStale": {"params": {"interval": 3}}}}},
+     "prometheusRule.alerts.GleanerStale.params.interval: no such parameter (known: intervals)"),
+    ("a parameter of an alert without any", EXAMPLE, "gleaner",
+     {"prometheusRule": {"alerts": {"GleanerDown": {"params": {"ratio": 0.5}}}}},
+     "prometheusRule.alerts.GleanerDown.params.ratio: no such parameter (GleanerDown has none)"),
+    ("a severity Alertmanager does not route", EXAMPLE, "gleaner",
+     {"prometheusRule": {"alerts": {"GleanerStale": {"severity": "page"}}}},
+     "at '/prometheusRule/alerts/GleanerStale/severity': value must be one of 'critical', 'warning', 'info'"),
+    ("a for: Prometheus would not take", EXAMPLE, "gleaner",
+     {"prometheusRule": {"alerts": {"GleanerStale": {"for": "10 minutes"}}}},
+     "at '/prometheusRule/alerts/GleanerStale/for': '10 minutes' does not match pattern"),
+    ("severity among the labels of every rule", EXAMPLE, "gleaner",
+     {"prometheusRule": {"ruleLabels": {"severity": "critical"}}},
+     "prometheusRule.ruleLabels: severity is set per alert (prometheusRule.alerts.<name>.severity)"),
+    ("an objective of 100 %", EXAMPLE, "gleaner", {"prometheusRule": {"slos": {"correctness": {"objective": 100}}}},
+     "at '/prometheusRule/slos/correctness/objective': exclusiveMaximum"),
+    ("an objective a single bad file would burn", EXAMPLE, "gleaner",
+     {"prometheusRule": {"slos": {"correctness": {"objective": 99.99}}}},
+     "prometheusRule.slos.correctness.objective 99.99: its traffic guard (200 events) would let a single bad "
+     "event page (200 x 6 x 0.0001 < 1)"),
+    ("a target that is no bucket", EXAMPLE, "gleaner", {"prometheusRule": {"slos": {"file-freshness": {"target": 301}}}},
+     "at '/prometheusRule/slos/file-freshness/target': value must be one of 1, 5, 15"),
+    ("a target for an SLO without one", EXAMPLE, "gleaner", {"prometheusRule": {"slos": {"correctness": {"target": 300}}}},
+     "prometheusRule.slos.correctness.target: only the latency SLO (file-freshness) has a target"),
+    ("an interval beyond every bucket", EXAMPLE, "gleaner", {"run": {"interval": "24h"}},
+     "run.interval + run.minAge is 86405 s, beyond the largest bucket of gleaner_commit_delay_seconds: set "
+     "prometheusRule.slos.file-freshness.target"),
+    ("AlertmanagerConfig in cronjob mode", CRONJOB, "gleaner", {"alertmanagerConfig": {"enabled": True}},
+     "alertmanagerConfig.enabled in cronjob mode: `gleaner run --once` serves no metrics"),
+    ("a Secret name that is no name", EXAMPLE, "gleaner",
+     {"alertmanagerConfig": {"enabled": True, "slack": {"secretName": "Slack_URLs"}}},
+     "at '/alertmanagerConfig/slack/secretName': 'Slack_URLs' does not match pattern"),
 ]
 
 
@@ -677,7 +898,9 @@ def schema():
         if isinstance(node, dict):
             if node.get("type") == "object" or (isinstance(node.get("type"), list) and "object" in node["type"]):
                 ap = node.get("additionalProperties")
-                free_map = isinstance(ap, dict) and ap == {"type": "string"}
+                # A map: of strings (labels), of numbers (an alert's params), or keyed by names
+                # the schema lists (propertyNames: alerts, SLOs) or constrains (label names).
+                free_map = isinstance(ap, dict) and (ap.get("type") in ("string", "number") or "propertyNames" in node)
                 if ap is not False and not free_map and where != "global":
                     problems.append(f"{where or '(top)'}: additionalProperties is not false")
             for key, sub in node.items():
@@ -706,6 +929,15 @@ def schema():
         parent = key.rsplit(".", 1)[0] if "." in key else None
         if (parent is None or parent in sections) and key not in row_keys:
             problems.append(f"the schema declares {key}, which values.yaml does not set and document")
+    # Every alert and SLO of the generator can be tuned, and nothing else.
+    tunable = doc["properties"]["prometheusRule"]["properties"]
+    if tunable["alerts"]["propertyNames"]["enum"] != sorted(SKELETON["alerts"]):
+        problems.append("values.schema.json's prometheusRule.alerts names are not deploy/generate.py's alerts: "
+                        f"{sorted(set(tunable['alerts']['propertyNames']['enum']) ^ set(SKELETON['alerts']))}")
+    if tunable["slos"]["propertyNames"]["enum"] != sorted(SKELETON["slos"]):
+        problems.append("values.schema.json's prometheusRule.slos names are not deploy/slos.yaml's")
+    if tunable["slos"]["additionalProperties"]["properties"]["target"]["enum"] != SKELETON["buckets"]:
+        problems.append("values.schema.json's file-freshness targets are not the buckets of deploy/slos.yaml")
     # The defaults pass the schema, and the schema is what Helm applies.
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema(values)

@@ -1,4 +1,5 @@
-// Validates the rendered prometheus-operator objects (PodMonitors and PrometheusRules) against
+// Validates the rendered prometheus-operator objects (PodMonitors, PrometheusRules and
+// AlertmanagerConfigs) against
 // prometheus-operator's schema, through the npm models (@kubernetes-models/prometheus-operator:
 // types, required fields, enums and patterns such as durations; its schema, like the CRDs',
 // accepts unknown fields, which the golden files and tests/k8s/chart_test.py pin instead).
@@ -11,16 +12,17 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 
-async function model(kind) {
+async function model(kind, version = "v1") {
   const file = join(
     process.env.K8S_NPM_DIR,
-    `node_modules/@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/${kind}.js`,
+    `node_modules/@kubernetes-models/prometheus-operator/monitoring.coreos.com/${version}/${kind}.js`,
   );
   return (await import(pathToFileURL(file).href))[kind];
 }
 const models = {
   PodMonitor: await model("PodMonitor"),
   PrometheusRule: await model("PrometheusRule"),
+  AlertmanagerConfig: await model("AlertmanagerConfig", "v1alpha1"),
 };
 
 function problem(object) {
@@ -48,10 +50,20 @@ const controls = {
     metadata: { name: "control" },
     spec: { groups: [{ name: "control", rules: [{ alert: "Control", expr: "up == 0", for: "5 minutes" }] }] },
   }),
+  // A webhook URL written in (not a Secret's key) and a matcher operator Alertmanager lacks.
+  AlertmanagerConfig: problem({
+    apiVersion: "monitoring.coreos.com/v1alpha1",
+    kind: "AlertmanagerConfig",
+    metadata: { name: "control" },
+    spec: {
+      route: { receiver: "slack", matchers: [{ name: "alertname", value: "Gleaner.+", matchType: "~=" }] },
+      receivers: [{ name: "slack", slackConfigs: [{ apiURL: "https://hooks.slack.com/services/T0/B0/X" }] }],
+    },
+  }),
 };
 for (const [kind, refused] of Object.entries(controls)) {
   if (refused === null) {
-    console.error(`the control ${kind} (a duration '… minutes') was accepted: the models validate nothing`);
+    console.error(`the control ${kind} was accepted: the models validate nothing`);
     process.exit(2);
   }
 }
@@ -59,7 +71,17 @@ for (const [kind, refused] of Object.entries(controls)) {
 // Beyond the schema: what Prometheus itself requires of a rule, and what the chart promises.
 function semantics(object) {
   const out = [];
-  if (object.kind === "PodMonitor") {
+  if (object.kind === "AlertmanagerConfig") {
+    const names = new Set((object.spec.receivers ?? []).map((r) => r.name));
+    const walk = (route) => {
+      if (!names.has(route.receiver)) out.push(`route to ${route.receiver}, a receiver that does not exist`);
+      (route.routes ?? []).forEach(walk);
+    };
+    walk(object.spec.route);
+    for (const r of object.spec.receivers ?? []) {
+      for (const c of r.slackConfigs ?? []) if (!c.apiURL?.name || !c.apiURL?.key) out.push(`${r.name}: no Secret for the webhook URL`);
+    }
+  } else if (object.kind === "PodMonitor") {
     const endpoint = object.spec.podMetricsEndpoints[0];
     if (endpoint.path !== "/metrics" || !endpoint.port) out.push("does not scrape /metrics on a named port");
   } else {

@@ -11,7 +11,10 @@ DEPLOY = ROOT / "deploy"
 RULE_FILES = [DEPLOY / "prometheus" / "alerts.yaml", DEPLOY / "prometheus" / "slo-rules.yaml"]
 DASHBOARD = DEPLOY / "grafana" / "gleaner.json"
 ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yaml"
+ALERTMANAGER_PART = DEPLOY / "alertmanager" / "gleaner-route.yaml"
+ALERTMANAGERCONFIG = DEPLOY / "alertmanager" / "alertmanagerconfig.yaml"
 SLO_SPEC = DEPLOY / "slos.yaml"
+TUNING = DEPLOY / "tuning.yaml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 
 # The standard process metrics the binary exports (Prometheus client conventions); that the
@@ -28,12 +31,16 @@ PROCESS_METRICS = {
 # Series Prometheus makes itself.
 PROMETHEUS_METRICS = {"up"}
 
-# Values for Grafana's variables when a dashboard query is run outside Grafana.
+# Values for Grafana's variables when a dashboard query is run outside Grafana ("All": `.*`; the
+# job variable's "All" is the jobs its query finds, joined by Grafana as (a|b)).
 GRAFANA_VARIABLES = {
     "$__rate_interval": "15s",
     "$__interval": "5s",
     "$__range": "5m",
+    "$cluster": ".*",
     "$namespace": ".*",
+    "$job": ".*gleaner.*",
+    "$pod": ".*",
     "$instance": ".*",
 }
 
@@ -62,9 +69,10 @@ def code_metric_names():
     return names
 
 
-def substitute(expr):
-    for name in sorted(GRAFANA_VARIABLES, key=len, reverse=True):
-        expr = expr.replace(name, GRAFANA_VARIABLES[name])
+def substitute(expr, variables=None):
+    variables = {**GRAFANA_VARIABLES, **(variables or {})}
+    for name in sorted(variables, key=len, reverse=True):
+        expr = expr.replace(name, variables[name])
     return expr
 
 
