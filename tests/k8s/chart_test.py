@@ -473,7 +473,11 @@ def gleaner_containers(objs: list[dict]) -> list[tuple[dict, dict]]:
 
 
 def flag_values(container: dict, flag: str) -> list[str]:
-    return [a.split("=", 1)[1] for a in container["args"] if a.startswith(flag + "=")]
+    """The values a rendered Gleaner container gives a flag of `gleaner run`: as `--flag=value`
+    arguments, else as the flag's environment variable (GLEANER_ and the flag's name)."""
+    found = [a.split("=", 1)[1] for a in container.get("args", []) if a.startswith(flag + "=")]
+    env = "GLEANER_" + flag.lstrip("-").upper().replace("-", "_")
+    return found or [e["value"] for e in container.get("env", []) if e["name"] == env and "value" in e]
 
 
 def mib_or_bytes(n: int) -> str:
@@ -529,6 +533,74 @@ def capacity():
     assert not problems, "\n".join(problems)
     return (f"{counted['sidecar']} sidecar containers pass their emptyDir's sizeLimit in bytes, "
             f"{counted['cronjob']} CronJob containers cronjob.watchCapacity")
+
+
+# --------------------------------------------------------------------------------------------
+# What the Pod level may carry when Gleaner is added to someone else's Pod: only what its
+# containers must share (the volume's group). Identity, seccomp and the rest are each container's.
+POD_LEVEL_SHARED = {"fsGroup", "fsGroupChangePolicy", "supplementalGroups"}
+IDENTITY_KEYS = ("runAsUser", "runAsGroup", "runAsNonRoot")
+
+
+def pod_specs(objs: list[dict]) -> list[tuple[str, dict]]:
+    return [(f"{o['kind']}/{o['metadata']['name']}", common.pod_spec(o)) for o in objs if common.pod_spec(o)]
+
+
+@check("pod-security")
+def pod_security():
+    """Sidecar-safe Pod security: the Pod's securityContext holds only fsGroup,
+    fsGroupChangePolicy and supplementalGroups; Gleaner's container carries its own identity
+    (non-root 65532), a read-only root, no capabilities, no privilege escalation, seccomp
+    RuntimeDefault; the application container of helm/examples/my-app, which has no security
+    context of its own, keeps its image's identity (nothing at Pod level sets one for it)."""
+    problems = []
+    counted = 0
+    for case in common.cases():
+        for where, spec in pod_specs(common.objects(rendered(case))):
+            extra = set(spec.get("securityContext", {})) - POD_LEVEL_SHARED
+            if extra:
+                problems.append(f"{case.name} {where}: the Pod's securityContext sets {sorted(extra)}, which "
+                                f"applies to every container of the Pod (the application's too)")
+            for c in (spec.get("initContainers") or []) + spec["containers"]:
+                sc = c.get("securityContext", {})
+                if c.get("args", [None])[0] == "run":
+                    counted += 1
+                    wanted = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                              "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+                    for key, value in wanted.items():
+                        if sc.get(key) != value:
+                            problems.append(f"{case.name} {where}: Gleaner's container has {key} "
+                                            f"{sc.get(key)!r}, expected {value!r}")
+                elif case.chart == "my-app":
+                    pod_sc = spec.get("securityContext", {})
+                    changed = [k for k in IDENTITY_KEYS if k in pod_sc and k not in sc]
+                    if changed:
+                        problems.append(f"{case.name} {where}: the application container {c['name']} gets "
+                                        f"{', '.join(f'{k}={pod_sc[k]}' for k in changed)} from the Pod "
+                                        f"instead of its image's own user")
+    assert counted, "no Gleaner container rendered"
+    assert not problems, "\n".join(problems)
+    return (f"{counted} Gleaner containers with their own identity; Pod level only "
+            f"{', '.join(sorted(POD_LEVEL_SHARED))}; my-app's app container keeps its image's user")
+
+
+@check("notes-port")
+def notes_port():
+    """NOTES.txt's port-forward commands name numeric ports: kubectl 1.29 and 1.30 cannot forward
+    a named port of an init container, which the native sidecar is."""
+    problems, counted = [], 0
+    for case in common.cases():
+        for line in common.notes_text(rendered(case)).splitlines():
+            m = re.search(r"port-forward\s+\S+\s+(\S+)", line)
+            if m:
+                counted += 1
+                if not re.fullmatch(r"[0-9]+:[0-9]+", m.group(1)):
+                    problems.append(f"{case.name}: `{line.strip()}` forwards {m.group(1)}: a named port of an "
+                                    f"init container fails on kubectl 1.29 and 1.30")
+    assert counted, "no NOTES.txt has a port-forward command"
+    assert not problems, "\n".join(problems)
+    return f"{counted} port-forward commands, numeric ports"
 
 
 # --------------------------------------------------------------------------------------------
@@ -625,6 +697,12 @@ BAD_VALUES = [
      "at '/sidecar/minFreePercent': maximum: got 150, want 90"),
     ("a bad IAM role ARN", EXAMPLE, "gleaner", {"serviceAccount": {"awsRoleArn": "gleaner-writer"}},
      "at '/serviceAccount/awsRoleArn': 'gleaner-writer' does not match pattern"),
+    # A uid at Pod level would change the application's containers too.
+    ("a uid at Pod level", EXAMPLE, "gleaner", {"podSecurityContext": {"runAsUser": 1000}},
+     "at '/podSecurityContext': additional properties 'runAsUser' not allowed"),
+    ("a variable the chart sets, in extraEnv", EXAMPLE, "gleaner",
+     {"run": {"extraEnv": [{"name": "GLEANER_AFTER", "value": "keep"}]}},
+     "run.extraEnv: GLEANER_AFTER is set by the chart"),
 ]
 
 

@@ -141,11 +141,11 @@ def chart_dir(case: Case) -> str:
     return CHART if case.chart == "gleaner" else parent_chart_dir()
 
 
-def render(case: Case, extra: dict | None = None) -> dict[str, str]:
+def render(case: Case, extra: dict | None = None, namespace: str = NAMESPACE) -> dict[str, str]:
     """{template path: text} as Helm renders it (NOTES.txt included); raises on a failed render."""
     values = deep_merge(case.values(), extra or {})
     with helm.Chart.load(chart_dir(case)) as chart:
-        return chart.render(values, name=RELEASE, namespace=NAMESPACE)
+        return chart.render(values, name=RELEASE, namespace=namespace)
 
 
 def manifests_text(rendered: dict[str, str]) -> str:

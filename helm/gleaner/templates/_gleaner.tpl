@@ -40,71 +40,94 @@ chart's own templates, which use the same templates — and renders YAML to be i
   # A native sidecar: started before the emitter, stopped after it (Kubernetes >= 1.29).
   restartPolicy: Always
   {{- end }}
+  # Every setting is an environment variable (GLEANER_*, as `gleaner run --help` lists them), not a
+  # flag, so that a `kubectl exec … -- gleaner state inspect` in this container, which inherits
+  # them, needs no flags (the image has no shell). Flags given in run.extraArgs come on top.
   args:
     - run
     {{- if $cron }}
     - --once
     {{- end }}
-    - --watch={{ $v.volume.mountPath }}
-    - --state={{ $v.run.state }}
-    - --output={{ $v.run.output }}
-    {{- with $v.run.sourceId }}
-    - --source-id={{ . }}
-    {{- end }}
-    - --processor={{ $v.run.processor }}
-    - --min-age={{ $v.run.minAge }}
-    {{- if not $cron }}
-    - --interval={{ $v.run.interval }}
-    {{- end }}
-    - --compress={{ $v.run.compress }}
-    - --output-layout={{ $v.run.outputLayout }}
-    {{- if $cron }}
-    - --after={{ $v.cronjob.after }}
-    {{- with $v.cronjob.minFree }}
-    - --min-free={{ . }}
-    {{- end }}
-    {{- with $v.cronjob.watchCapacity }}
-    # cronjob.watchCapacity ({{ . }}) in bytes: each run warns in its log from 80 %.
-    - --watch-capacity={{ include "gleaner.bytes" (list "cronjob.watchCapacity" .) }}
-    {{- end }}
-    {{- else }}
-    - --after={{ $v.sidecar.after }}
-    {{- $limit := int64 (include "gleaner.bytes" (list "sidecar.emptyDir.sizeLimit" $v.sidecar.emptyDir.sizeLimit)) }}
-    # The emptyDir's sizeLimit ({{ $v.sidecar.emptyDir.sizeLimit }}) in bytes: past it the kubelet evicts the Pod
-    # without a drain. Gleaner measures the directory against it (gleaner_watch_bytes).
-    - --watch-capacity={{ $limit }}
-    {{- if gt (int $v.sidecar.minFreePercent) 0 }}
-    {{- $minFree := div (mul $limit (int64 $v.sidecar.minFreePercent)) 100 }}
-    # Free space of the file system under the emptyDir: on disk, the node's disk.
-    - --min-free={{ ge $minFree 1048576 | ternary (printf "%dMiB" (div $minFree 1048576)) (toString $minFree) }}
-    {{- end }}
-    {{- if $native }}
-    # A native sidecar gets SIGTERM after the emitter exited: every file is final.
-    - --drain=writer-gone
-    {{- else }}
-    # A classic sidecar gets SIGTERM with the emitter: wait for the emitter's last files.
-    - --drain=wait
-    {{- end }}
-    {{- if $v.sidecar.shipLeftovers }}
-    - --ship-leftovers
-    {{- end }}
-    - --metrics-addr=0.0.0.0:{{ $v.metrics.port }}
-    - --shutdown-timeout={{ $v.run.shutdownTimeout }}
-    - --stall-timeout={{ $v.run.stallTimeout }}
-    {{- end }}
-    - --log-format={{ $v.run.logFormat }}
     {{- range $v.run.extraArgs }}
     - {{ . | quote }}
     {{- end }}
-  {{- if or (not $v.run.sourceId) $v.credentials.secretEnv $v.run.extraEnv }}
   env:
-    {{- if not $v.run.sourceId }}
+    {{- if $v.run.sourceId }}
+    - name: GLEANER_SOURCE_ID
+      value: {{ $v.run.sourceId | quote }}
+    {{- else }}
     # The source id is the Pod's name (unique per Pod; stable for a StatefulSet's Pod).
     - name: GLEANER_SOURCE_ID
       valueFrom:
         fieldRef:
           fieldPath: metadata.name
     {{- end }}
+    - name: GLEANER_WATCH
+      value: {{ $v.volume.mountPath | quote }}
+    - name: GLEANER_STATE
+      value: {{ $v.run.state | quote }}
+    - name: GLEANER_OUTPUT
+      value: {{ $v.run.output | quote }}
+    - name: GLEANER_PROCESSOR
+      value: {{ $v.run.processor | quote }}
+    - name: GLEANER_MIN_AGE
+      value: {{ $v.run.minAge | quote }}
+    {{- if not $cron }}
+    - name: GLEANER_INTERVAL
+      value: {{ $v.run.interval | quote }}
+    {{- end }}
+    - name: GLEANER_COMPRESS
+      value: {{ $v.run.compress | quote }}
+    - name: GLEANER_OUTPUT_LAYOUT
+      value: {{ $v.run.outputLayout | quote }}
+    {{- if $cron }}
+    - name: GLEANER_AFTER
+      value: {{ $v.cronjob.after | quote }}
+    {{- with $v.cronjob.minFree }}
+    - name: GLEANER_MIN_FREE
+      value: {{ . | quote }}
+    {{- end }}
+    {{- with $v.cronjob.watchCapacity }}
+    # cronjob.watchCapacity ({{ . }}) in bytes: each run warns in its log from 80 %.
+    - name: GLEANER_WATCH_CAPACITY
+      value: {{ include "gleaner.bytes" (list "cronjob.watchCapacity" .) | quote }}
+    {{- end }}
+    {{- else }}
+    - name: GLEANER_AFTER
+      value: {{ $v.sidecar.after | quote }}
+    {{- $limit := int64 (include "gleaner.bytes" (list "sidecar.emptyDir.sizeLimit" $v.sidecar.emptyDir.sizeLimit)) }}
+    # The emptyDir's sizeLimit ({{ $v.sidecar.emptyDir.sizeLimit }}) in bytes: past it the kubelet evicts the Pod
+    # without a drain. Gleaner measures the directory against it (gleaner_watch_bytes).
+    - name: GLEANER_WATCH_CAPACITY
+      value: {{ $limit | quote }}
+    {{- if gt (int $v.sidecar.minFreePercent) 0 }}
+    {{- $minFree := div (mul $limit (int64 $v.sidecar.minFreePercent)) 100 }}
+    # Free space of the file system under the emptyDir: on disk, the node's disk.
+    - name: GLEANER_MIN_FREE
+      value: {{ ge $minFree 1048576 | ternary (printf "%dMiB" (div $minFree 1048576)) (toString $minFree) | quote }}
+    {{- end }}
+    {{- if $native }}
+    # A native sidecar gets SIGTERM after the emitter exited: every file is final.
+    - name: GLEANER_DRAIN
+      value: writer-gone
+    {{- else }}
+    # A classic sidecar gets SIGTERM with the emitter: wait for the emitter's last files.
+    - name: GLEANER_DRAIN
+      value: wait
+    {{- end }}
+    {{- if $v.sidecar.shipLeftovers }}
+    - name: GLEANER_SHIP_LEFTOVERS
+      value: "true"
+    {{- end }}
+    - name: GLEANER_METRICS_ADDR
+      value: {{ printf "0.0.0.0:%d" (int $v.metrics.port) | quote }}
+    - name: GLEANER_SHUTDOWN_TIMEOUT
+      value: {{ $v.run.shutdownTimeout | quote }}
+    - name: GLEANER_STALL_TIMEOUT
+      value: {{ $v.run.stallTimeout | quote }}
+    {{- end }}
+    - name: GLEANER_LOG_FORMAT
+      value: {{ $v.run.logFormat | quote }}
     {{- range $v.credentials.secretEnv }}
     - name: {{ .name }}
       valueFrom:
@@ -115,7 +138,6 @@ chart's own templates, which use the same templates — and renders YAML to be i
     {{- with $v.run.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- end }}
   {{- with $v.credentials.envFromSecrets }}
   envFrom:
     {{- range . }}

@@ -139,11 +139,15 @@ or fails with a message that says what to change.
 {{- range $v.run.extraArgs -}}
 {{- $flag := regexReplaceAll "=.*$" (toString .) "" -}}
 {{- if has $flag $reserved -}}
-{{- fail (printf "run.extraArgs: %s is set by the chart (from its own value: see the chart's README); giving it twice makes Gleaner exit with a usage error" $flag) -}}
+{{- fail (printf "run.extraArgs: %s is set by the chart (from its own value: see the chart's README); given here too, the flag would silently override the chart's setting (a flag wins over its GLEANER_ variable)" $flag) -}}
 {{- end -}}
 {{- end -}}
 {{- $secretNames := list "AWS_SECRET_ACCESS_KEY" "AWS_SESSION_TOKEN" "AZURE_STORAGE_ACCOUNT_KEY" "AZURE_STORAGE_ACCESS_KEY" "AZURE_STORAGE_SAS_KEY" "AZURE_STORAGE_TOKEN" "AZURE_CLIENT_SECRET" "GOOGLE_SERVICE_ACCOUNT_KEY" -}}
+{{- $chartEnv := list "GLEANER_SOURCE_ID" "GLEANER_WATCH" "GLEANER_STATE" "GLEANER_OUTPUT" "GLEANER_PROCESSOR" "GLEANER_MIN_AGE" "GLEANER_INTERVAL" "GLEANER_COMPRESS" "GLEANER_OUTPUT_LAYOUT" "GLEANER_AFTER" "GLEANER_MIN_FREE" "GLEANER_WATCH_CAPACITY" "GLEANER_DRAIN" "GLEANER_SHIP_LEFTOVERS" "GLEANER_METRICS_ADDR" "GLEANER_SHUTDOWN_TIMEOUT" "GLEANER_STALL_TIMEOUT" "GLEANER_LOG_FORMAT" "GLEANER_ONCE" "GLEANER_POD_NAME" "GLEANER_POD_NAMESPACE" -}}
 {{- range $v.run.extraEnv -}}
+{{- if has .name $chartEnv -}}
+{{- fail (printf "run.extraEnv: %s is set by the chart (from its own value: see the chart's README); set that value instead (two definitions of one variable: the last would silently win)" .name) -}}
+{{- end -}}
 {{- if and (has .name $secretNames) (hasKey . "value") -}}
 {{- fail (printf "run.extraEnv: %s is given as a literal value; a secret's value never goes in the chart's values (it would be stored in the release and shown by helm get values). Put it in a Secret and reference it: credentials.secretEnv: [{name: %s, secretName: SECRET, key: KEY}]" .name .name) -}}
 {{- end -}}
