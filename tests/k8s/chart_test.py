@@ -410,6 +410,8 @@ JOB_NAME_RENDERINGS = [
     ("library, nameOverride, run.sourceId", "gleaner", None,
      {"nameOverride": "collector", "run": {"sourceId": "app-logs"},
       "podMonitor": {"enabled": True, "podSelector": {"app": "x"}}}),
+    ("clusterName", "gleaner", NATIVE_S3, {"clusterName": "eu-west-1", "fullnameOverride": "collector"}),
+    ("run.sourceIdScope pod", "gleaner", NATIVE_S3, {"run": {"sourceIdScope": "pod"}, "nameOverride": "collector"}),
     ("parent chart's alias", "aliased", None,
      {common.ALIAS: {"podMonitor": {"enabled": True, "podSelector": {"app": "x"}}, "prometheusRule": {"enabled": True},
                      "grafanaDashboard": {"enabled": True}}}),
@@ -424,34 +426,43 @@ def job_names():
     for case in common.cases():
         for obj in common.objects(rendered(case)):
             if obj["kind"] == "PodMonitor":
-                monitors.append((case.name, obj, chart_values(case)["run"]["sourceId"]))
+                monitors.append((case.name, obj, chart_values(case)))
     for what, chart, values_file, values in JOB_NAME_RENDERINGS:
         if chart == "aliased":
             out = common.render_aliased(values)
-            source_id = ""
+            chart_vals = common.deep_merge(common.load_yaml(os.path.join(CHART, "values.yaml")), values[common.ALIAS])
         else:
             case = common.Case(what, chart, values_file, values)
             out = common.render(case)
-            source_id = chart_values(case)["run"]["sourceId"]
+            chart_vals = chart_values(case)
         objs = common.objects(out)
         if chart == "aliased":  # the subchart reads its files/ under its alias too
             kinds = sorted(o["kind"] for o in objs)
             assert kinds == ["ConfigMap", "PodMonitor", "PrometheusRule", "PrometheusRule"], f"{what}: {kinds}"
         found = [o for o in objs if o["kind"] == "PodMonitor"]
         assert len(found) == 1, f"{what}: {len(found)} PodMonitors rendered"
-        monitors.append((what, found[0], source_id))
+        monitors.append((what, found[0], chart_vals))
         for o in objs:
             if o["kind"] in ("PrometheusRule", "ConfigMap") and "gleaner" not in o["metadata"]["name"]:
                 raise AssertionError(f"{what}: {o['kind']}/{o['metadata']['name']} is not named after gleaner")
     problems = []
-    for where, monitor, source_id in monitors:
+    for where, monitor, values in monitors:
         job = f"{monitor['metadata'].get('namespace', common.NAMESPACE)}/{monitor['metadata']['name']}"
         for selector in selectors:
             if not re.fullmatch(selector, job):
                 problems.append(f"{where}: the scrape job {job} does not match job=~{json.dumps(selector)}")
         relabel = monitor["spec"]["podMetricsEndpoints"][0].get("relabelings", [])
-        expected = ({"targetLabel": "source_id", "replacement": source_id} if source_id else
-                    {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "source_id"})
+        # As the Gleaner container makes its source id: run.sourceId, the Pod's name, or
+        # [clusterName.]namespace.Pod name.
+        if values["run"]["sourceId"]:
+            expected = {"targetLabel": "source_id", "replacement": values["run"]["sourceId"]}
+        elif values["run"]["sourceIdScope"] == "pod":
+            expected = {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "source_id"}
+        else:
+            expected = {"sourceLabels": ["__meta_kubernetes_namespace", "__meta_kubernetes_pod_name"],
+                        "separator": ".", "targetLabel": "source_id"}
+            if values["clusterName"]:
+                expected.update({"regex": "(.*)", "replacement": values["clusterName"] + ".${1}"})
         if expected not in relabel:
             problems.append(f"{where}: {job} does not set source_id as Gleaner does: {relabel}")
     assert not problems, "\n".join(problems)
@@ -536,6 +547,25 @@ def capacity():
 
 
 # --------------------------------------------------------------------------------------------
+def _template(objs, kind=None):
+    for o in objs:
+        if o["kind"] in ("Deployment", "StatefulSet"):
+            return o["spec"]["template"]
+        if o["kind"] == "CronJob":
+            return o["spec"]["jobTemplate"]["spec"]["template"]
+    raise AssertionError(f"no workload among {[o['kind'] for o in objs]}")
+
+
+def _gleaner(objs):
+    spec = _template(objs)["spec"]
+    return next(c for c in (spec.get("initContainers") or []) + spec["containers"] if c["args"][0] == "run")
+
+
+def _endpoint(objs):
+    return next(o for o in objs if o["kind"] == "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+
+
+
 # What the Pod level may carry when Gleaner is added to someone else's Pod: only what its
 # containers must share (the volume's group). Identity, seccomp and the rest are each container's.
 POD_LEVEL_SHARED = {"fsGroup", "fsGroupChangePolicy", "supplementalGroups"}
@@ -601,6 +631,54 @@ def notes_port():
     assert counted, "no NOTES.txt has a port-forward command"
     assert not problems, "\n".join(problems)
     return f"{counted} port-forward commands, numeric ports"
+
+
+SOURCE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")  # crates/state-store/src/source_id.rs
+
+
+def pod_env(container: dict, namespace: str, pod: str) -> dict[str, str]:
+    """The container's literal and downward-API variables as the kubelet makes them ($(VAR)
+    expanded from the variables defined before)."""
+    env: dict[str, str] = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)),
+                                      var["value"])
+        elif "fieldRef" in var.get("valueFrom", {}):
+            env[var["name"]] = {"metadata.name": pod, "metadata.namespace": namespace}[
+                var["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+# (what, values over the example, the source id of Pod web-0 in namespace team-a)
+SOURCE_ID_RENDERINGS = [
+    ("default", {}, "team-a.web-0"),
+    ("clusterName", {"clusterName": "eu-west-1"}, "eu-west-1.team-a.web-0"),
+    ("run.sourceIdScope pod (the form before)", {"run": {"sourceIdScope": "pod"}}, "web-0"),
+    ("run.sourceId", {"run": {"sourceId": "fixed-id"}, "example": {"replicas": 1}}, "fixed-id"),
+]
+
+
+@check("source-ids")
+def source_ids():
+    """The default source id is qualified by the namespace (and clusterName), in a form the state
+    store accepts, so that same-named Pods in two namespaces or clusters sharing a state location
+    never collide; run.sourceIdScope pod keeps the bare Pod name (for state made under it)."""
+    problems = []
+    for what, values, expected in SOURCE_ID_RENDERINGS:
+        case = common.Case(what, "gleaner", EXAMPLE, values)
+        try:
+            objs = common.objects(common.render(case))
+        except helm.HelmError as e:
+            problems.append(f"{what}: refused: {common.error_text(e)[:200]}")
+            continue
+        got = pod_env(_gleaner(objs), "team-a", "web-0").get("GLEANER_SOURCE_ID")
+        if got != expected:
+            problems.append(f"{what}: Pod web-0 in namespace team-a gets source id {got!r}, expected {expected!r}")
+        elif not SOURCE_ID.fullmatch(got):
+            problems.append(f"{what}: {got!r} is not a source id the state store accepts")
+    assert not problems, "\n".join(problems)
+    return ", ".join(f"{what}: {expected}" for what, _, expected in SOURCE_ID_RENDERINGS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -700,6 +778,16 @@ BAD_VALUES = [
     # A uid at Pod level would change the application's containers too.
     ("a uid at Pod level", EXAMPLE, "gleaner", {"podSecurityContext": {"runAsUser": 1000}},
      "at '/podSecurityContext': additional properties 'runAsUser' not allowed"),
+    ("clusterName as a number", EXAMPLE, "gleaner", {"clusterName": 7},
+     "at '/clusterName': got number, want string"),
+    ("clusterName with a dot", EXAMPLE, "gleaner", {"clusterName": "eu.west"},
+     "at '/clusterName': 'eu.west' does not match pattern"),
+    ("unknown source id scope", EXAMPLE, "gleaner", {"run": {"sourceIdScope": "cluster"}},
+     "at '/run/sourceIdScope': value must be one of 'namespace', 'pod'"),
+    ("clusterName with the bare Pod name", EXAMPLE, "gleaner", {"clusterName": "eu-1", "run": {"sourceIdScope": "pod"}},
+     "clusterName \"eu-1\" qualifies the default source id, and run.sourceIdScope pod makes it the bare Pod name"),
+    ("a source id longer than the state store takes", CRONJOB, "gleaner", {"run": {"sourceId": "x" * 129}},
+     "at '/run/sourceId': maxLength: got 129, want 128"),
     ("a variable the chart sets, in extraEnv", EXAMPLE, "gleaner",
      {"run": {"extraEnv": [{"name": "GLEANER_AFTER", "value": "keep"}]}},
      "run.extraEnv: GLEANER_AFTER is set by the chart"),

@@ -610,7 +610,8 @@ def pod_logs(pod: Pod) -> str:
 def run_and_check(pods: list[Pod], binary: str, output: str, moto: Moto | None = None,
                   source_ids: list[str] | None = None, while_running=None) -> str:
     """Runs the Pods at once, stops them, and checks each against the outputs (check_pod). The
-    source id each Pod's results must carry: source_ids, else the Pod's name."""
+    source id each Pod's results must carry: source_ids, else the chart's default,
+    `<namespace>.<Pod name>`."""
     try:
         reports = run_pods(pods, binary, while_running)
         objects = stored_objects(output, moto)
@@ -619,7 +620,7 @@ def run_and_check(pods: list[Pod], binary: str, output: str, moto: Moto | None =
             pod.kill_all()
     problems, details = [], []
     for i, pod in enumerate(pods):
-        source_id = source_ids[i] if source_ids else pod.name
+        source_id = source_ids[i] if source_ids else f"{pod.namespace}.{pod.name}"
         found, emitted = check_pod(pod, objects, source_id)
         if found:
             problems += [f"{pod.namespace}/{pod.name}: {p}" for p in found] + [pod_logs(pod)]
@@ -669,6 +670,19 @@ def run_chart_case(case: common.Case, storage: str, binary: str, workdir: str) -
             moto.stop()
 
 
+def run_two_namespaces(binary: str, workdir: str) -> str:
+    """Two releases of the example as a StatefulSet, one per namespace, same release name (so the
+    same StatefulSet and Pod names), one state and output prefix, run at the same time: the
+    default source ids (`<namespace>.<Pod name>`) keep them apart, so neither fences the other off
+    and each Pod's files are in the outputs once, under its own source id."""
+    os.makedirs(workdir)
+    store = local_store(workdir)
+    case = common.Case("two-namespaces", "gleaner", None, {"mode": "example", "example": {"kind": "StatefulSet"}})
+    pods = [chart_pod(case, os.path.join(workdir, ns), {"run": store}, namespace=ns) for ns in ("team-a", "team-b")]
+    assert pods[0].name == pods[1].name, (pods[0].name, pods[1].name)
+    return run_and_check(pods, binary, store["output"], source_ids=[f"{p.namespace}.{p.name}" for p in pods])
+
+
 def main() -> int:
     if not os.access(GLEANER_BIN, os.X_OK):
         print(f"FAIL  pod-run: GLEANER_BIN {GLEANER_BIN} is not an executable (build it, or set GLEANER_BIN)")
@@ -688,6 +702,7 @@ def main() -> int:
         ("classic", lambda d: run_chart_case(
             common.Case("classic", "gleaner", os.path.join(examples, "classic.yaml")), "local", binary, d)),
         ("my-app (named templates)", lambda d: run_chart_case(common.Case("my-app", "my-app"), "local", binary, d)),
+        ("two namespaces, one StatefulSet name, one state prefix", lambda d: run_two_namespaces(binary, d)),
     ]
     only = os.environ.get("POD_RUN_ONLY")
     passed = failed = 0

@@ -55,12 +55,25 @@ chart's own templates, which use the same templates — and renders YAML to be i
     {{- if $v.run.sourceId }}
     - name: GLEANER_SOURCE_ID
       value: {{ $v.run.sourceId | quote }}
-    {{- else }}
-    # The source id is the Pod's name (unique per Pod; stable for a StatefulSet's Pod).
+    {{- else if eq $v.run.sourceIdScope "pod" }}
+    # The source id is the Pod's name (run.sourceIdScope pod: unique per Pod in one namespace).
     - name: GLEANER_SOURCE_ID
       valueFrom:
         fieldRef:
           fieldPath: metadata.name
+    {{- else }}
+    # The source id is {{ with $v.clusterName }}the cluster's name, {{ end }}the Pod's namespace and name: unique across
+    # namespaces{{ if $v.clusterName }} and clusters{{ end }} sharing a state location; stable for a StatefulSet's Pod.
+    - name: GLEANER_POD_NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+    - name: GLEANER_POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: GLEANER_SOURCE_ID
+      value: "{{ with $v.clusterName }}{{ . }}.{{ end }}$(GLEANER_POD_NAMESPACE).$(GLEANER_POD_NAME)"
     {{- end }}
     - name: GLEANER_WATCH
       value: {{ $v.volume.mountPath | quote }}

@@ -132,6 +132,9 @@ or fails with a message that says what to change.
 {{- if and (eq $v.mode "cronjob") (not $v.cronjob.persistentVolumeClaim.claimName) -}}
 {{- fail "cronjob mode needs cronjob.persistentVolumeClaim.claimName: the name of an existing PersistentVolumeClaim holding the files to collect" -}}
 {{- end -}}
+{{- if and $v.clusterName (eq $v.run.sourceIdScope "pod") (not $v.run.sourceId) -}}
+{{- fail (printf "clusterName %q qualifies the default source id, and run.sourceIdScope pod makes it the bare Pod name: unset one of them (run.sourceIdScope pod keeps the source ids of Pods made before the namespace was part of them)" $v.clusterName) -}}
+{{- end -}}
 {{- if and (eq $v.mode "example") $v.run.sourceId (gt (int $v.example.replicas) 1) -}}
 {{- fail (printf "run.sourceId %q with example.replicas %d: every Pod needs its own source id (two Pods under one id fence each other off, exit 3). Leave run.sourceId empty to use each Pod's name" $v.run.sourceId (int $v.example.replicas)) -}}
 {{- end -}}
