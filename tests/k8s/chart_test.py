@@ -633,6 +633,106 @@ def notes_port():
     return f"{counted} port-forward commands, numeric ports"
 
 
+CA_LOCAL_VOLUMES = "cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes"
+
+
+def lint_failures(case, kube: str) -> list[str]:
+    """The render failures of a chart linted by real Helm for a cluster of this version
+    (.Capabilities.KubeVersion). Helm's lint does not stop at a template's `fail`: it logs it
+    (`funcMap fail message=…`, on the process's standard error, which is read here) and goes on,
+    so those lines are the failures, with the lint's own problems."""
+    with tempfile.TemporaryFile() as log:
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            report = helm.lint(common.chart_dir(case), case.values(), strict=True, with_subcharts=True,
+                               kube_version=kube)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        log.seek(0)
+        failed = re.findall(r'funcMap fail message="([^"]*)', log.read().decode("utf-8", "replace"))
+    return failed + lint_problems(report)
+
+
+@check("cluster-facts")
+def cluster_facts():
+    """What the chart takes from the cluster: kubernetesVersion left unset is the cluster's
+    (.Capabilities.KubeVersion), so a 1.28 cluster refuses the native flavour and 1.30 takes it,
+    in the chart's own modes and through the named templates; every Pod with the shared emptyDir
+    carries the Cluster Autoscaler's safe-to-evict-local-volumes annotation naming it (or the
+    emptyDir blocks scale-down); the emptyDir's sizeLimit is requested as ephemeral-storage (on
+    disk); Gleaner's port has a name of its own ("gleaner" in it: an application's `metrics` port
+    cannot collide) and every Pod's port names are unique."""
+    problems = []
+    unset = [common.Case("example, kubernetesVersion unset", "gleaner", None, {"mode": "example", "run": {
+                 "state": "s3://b/state", "output": "s3://b/out"}}),
+             common.Case("my-app, kubernetesVersion unset", "my-app")]
+    for case in unset:
+        old = lint_failures(case, "v1.28.0")
+        if not any("needs Kubernetes 1.29 or newer" in p for p in old):
+            problems.append(f"{case.name}: on a 1.28 cluster (.Capabilities.KubeVersion) the native flavour was "
+                            f"not refused: {old[:2]}")
+        new = lint_failures(case, "v1.30.0")
+        if new:
+            problems.append(f"{case.name}: on a 1.30 cluster: {new[:2]}")
+    # A parent chart that passes its values alone: an unset kubernetesVersion cannot be the
+    # cluster's there, and says so; a set one works as before.
+    storage = {"run": {"state": "s3://b/state", "output": "s3://b/out"}}
+    try:
+        common.render_values_only({"gleaner": storage})
+        problems.append("a parent chart passing .Values.gleaner alone rendered with kubernetesVersion unset")
+    except helm.HelmError as e:
+        if "named template got the chart's values alone" not in common.error_text(e):
+            problems.append(f"a parent chart passing .Values.gleaner alone: {common.error_text(e)[:300]}")
+    try:
+        common.render_values_only({"gleaner": {**storage, "kubernetesVersion": "1.30"}})
+    except helm.HelmError as e:
+        problems.append(f"a parent chart passing .Values.gleaner alone, kubernetesVersion 1.30: {common.error_text(e)[:300]}")
+    pods = 0
+    for case in common.cases():
+        for obj in common.objects(rendered(case)):
+            spec = common.pod_spec(obj)
+            if spec is None:
+                continue
+            where = f"{obj['kind']}/{obj['metadata']['name']}"
+            gleaner = [c for c in (spec.get("initContainers") or []) + spec["containers"]
+                       if c.get("args", [None])[0] == "run"]
+            names = [p["name"] for c in (spec.get("initContainers") or []) + spec["containers"]
+                     for p in c.get("ports", []) if "name" in p]
+            if len(names) != len(set(names)):
+                problems.append(f"{case.name} {where}: port names repeat in the Pod: {names}")
+            for c in gleaner:
+                for p in c.get("ports", []):
+                    if "gleaner" not in p.get("name", ""):
+                        problems.append(f"{case.name} {where}: Gleaner's port is named {p.get('name')!r}, a name an "
+                                        f"application's container may use too (port names are unique in a Pod)")
+            empty = [v for v in spec.get("volumes", []) if "emptyDir" in v]
+            if not empty:
+                continue
+            pods += 1
+            template = obj["spec"]["jobTemplate"]["spec"]["template"] if obj["kind"] == "CronJob" else obj["spec"]["template"]
+            annotations = template["metadata"].get("annotations", {})
+            listed = [n.strip() for n in annotations.get(CA_LOCAL_VOLUMES, "").split(",") if n.strip()]
+            for v in empty:
+                if v["name"] not in listed:
+                    problems.append(f"{case.name} {where}: the emptyDir {v['name']} is not in the Pod's "
+                                    f"{CA_LOCAL_VOLUMES} annotation ({annotations.get(CA_LOCAL_VOLUMES)!r}): the "
+                                    f"Cluster Autoscaler will not scale its node down")
+                if v["emptyDir"].get("medium", "") == "":
+                    limit = common.quantity_bytes(v["emptyDir"]["sizeLimit"])
+                    requested = sum(common.quantity_bytes(c.get("resources", {}).get("requests", {}).get(
+                        "ephemeral-storage", 0)) for c in (spec.get("initContainers") or []) + spec["containers"])
+                    if requested < limit:
+                        problems.append(f"{case.name} {where}: the emptyDir {v['name']} may hold "
+                                        f"{v['emptyDir']['sizeLimit']}, but the Pod requests {requested} bytes of "
+                                        f"ephemeral-storage: the scheduler may place it on a node without the room")
+    assert pods, "no Pod with an emptyDir rendered"
+    assert not problems, "\n".join(problems)
+    return (f"kubernetesVersion unset follows the cluster (1.28 refused, 1.30 taken); {pods} Pods annotated for "
+            f"the Cluster Autoscaler, sizeLimit requested as ephemeral-storage, port names unique")
+
+
 SOURCE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")  # crates/state-store/src/source_id.rs
 
 

@@ -131,6 +131,49 @@ def aliased_parent_dir() -> str:
     return _aliased_copy
 
 
+_values_only_copy: str | None = None
+VALUES_ONLY_POD = """apiVersion: v1
+kind: Pod
+metadata:
+  name: legacy
+spec:
+  terminationGracePeriodSeconds: {{ include "gleaner.terminationGracePeriodSeconds" .Values.gleaner }}
+  initContainers:
+    {{- include "gleaner.initContainers" .Values.gleaner | nindent 4 }}
+  containers:
+    - name: app
+      image: ghcr.io/gleaner-dev/gleaner:0.1.0
+      volumeMounts:
+        {{- include "gleaner.volumeMounts" .Values.gleaner | nindent 8 }}
+  volumes:
+    {{- include "gleaner.volumes" .Values.gleaner | nindent 4 }}
+"""
+
+
+def values_only_parent_dir() -> str:
+    """A parent chart that passes the named templates its `.Values.gleaner` alone, as parent
+    charts written before the templates took the capabilities too (a Pod with the sidecar)."""
+    global _values_only_copy
+    if _values_only_copy is None:
+        root = os.path.dirname(os.path.dirname(parent_chart_dir()))  # <tmp>/helm
+        path = os.path.join(root, "examples", "values-only")
+        os.makedirs(os.path.join(path, "templates"))
+        with open(os.path.join(path, "Chart.yaml"), "w", encoding="utf-8") as f:
+            yaml.safe_dump({"apiVersion": "v2", "name": "values-only", "version": "0.1.0", "dependencies": [
+                {"name": "gleaner", "version": "0.1.0", "repository": "file://../../gleaner"}]}, f)
+        with open(os.path.join(path, "templates", "pod.yaml"), "w", encoding="utf-8") as f:
+            f.write(VALUES_ONLY_POD)
+        helm.dependency_build(path)
+        _values_only_copy = path
+    return _values_only_copy
+
+
+def render_values_only(values: dict) -> dict[str, str]:
+    """Renders values_only_parent_dir() with these values (the subchart's under `gleaner:`)."""
+    with helm.Chart.load(values_only_parent_dir()) as chart:
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
 def render_aliased(values: dict) -> dict[str, str]:
     """Renders aliased_parent_dir() with these values (the subchart's under `collector:`)."""
     with helm.Chart.load(aliased_parent_dir()) as chart:

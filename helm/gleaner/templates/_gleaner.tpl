@@ -1,36 +1,41 @@
 {{/*
 The public named templates: what a parent chart includes in its own Pod template to add Gleaner
-as a sidecar (see README.md, "Use it from your own chart"). Each takes this chart's values as its
-argument — `.Values.gleaner` in a parent chart (the dependency's name or alias), `.Values` in this
-chart's own templates, which use the same templates — and renders YAML to be indented with
-`nindent`. Nothing is added to a Pod that does not include them.
+as a sidecar (see README.md, "Use it from your own chart"). Each takes as its one argument either
+this chart's values — `.Values.gleaner` in a parent chart (the dependency's name or alias) — or a
+context holding them with the cluster's capabilities, `(dict "Values" .Values.gleaner
+"Capabilities" .Capabilities)` (this chart's own templates pass their root context, which has
+both), so that an unset kubernetesVersion can be the cluster's. Each renders YAML to be indented
+with `nindent`. Nothing is added to a Pod that does not include them.
 
   gleaner.initContainers          the Gleaner container if sidecar.flavour is native, else nothing
   gleaner.containers              the Gleaner container if sidecar.flavour is classic, else nothing
   gleaner.container               the Gleaner container, whatever the flavour (a list item)
   gleaner.volumeMounts            the emitter's mount of the shared volume (a list item)
-  gleaner.volumes                 the shared emptyDir, with its size limit (a list item)
+  gleaner.volumes                 the shared emptyDir, with its size limit, and extraVolumes (list items)
   gleaner.podSecurityContext      the Pod's securityContext (fsGroup, so Gleaner can read and delete)
   gleaner.terminationGracePeriodSeconds  the grace period, checked against the stop times
   gleaner.podLabels               labels the Pod needs (Azure Workload Identity), maybe none
+  gleaner.podAnnotations          annotations the Pod needs (the Cluster Autoscaler's, for the emptyDir)
   gleaner.serviceAccountAnnotations  annotations for your ServiceAccount (IRSA, GKE, Azure)
 */}}
 
 {{- define "gleaner.initContainers" -}}
-{{- if eq .sidecar.flavour "native" -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
+{{- if eq $v.sidecar.flavour "native" -}}
 {{ include "gleaner.container" . }}
 {{- end -}}
 {{- end -}}
 
 {{- define "gleaner.containers" -}}
-{{- if eq .sidecar.flavour "classic" -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
+{{- if eq $v.sidecar.flavour "classic" -}}
 {{ include "gleaner.container" . }}
 {{- end -}}
 {{- end -}}
 
 {{- define "gleaner.container" -}}
 {{- include "gleaner.validate" . -}}
-{{- $v := . -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
 {{- $cron := eq $v.mode "cronjob" -}}
 {{- $native := and (not $cron) (eq $v.sidecar.flavour "native") -}}
 - name: gleaner
@@ -180,8 +185,14 @@ chart's own templates, which use the same templates — and renders YAML to be i
     failureThreshold: {{ $v.probes.liveness.failureThreshold }}
     timeoutSeconds: {{ $v.probes.liveness.timeoutSeconds }}
   {{- end }}
+  {{- $resources := deepCopy $v.resources }}
+  {{- if and (not $cron) (eq $v.sidecar.emptyDir.medium "") (not (hasKey $resources.requests "ephemeral-storage")) }}
+  {{- $_ := set $resources.requests "ephemeral-storage" $v.sidecar.emptyDir.sizeLimit }}
+  # requests.ephemeral-storage: the emptyDir's sizeLimit, so that the scheduler places the Pod where
+  # the volume can grow to it.
+  {{- end }}
   resources:
-    {{- toYaml $v.resources | nindent 4 }}
+    {{- toYaml $resources | nindent 4 }}
   securityContext:
     {{- toYaml $v.securityContext | nindent 4 }}
   volumeMounts:
@@ -193,39 +204,57 @@ chart's own templates, which use the same templates — and renders YAML to be i
 {{- end -}}
 
 {{- define "gleaner.volumeMounts" -}}
-- name: {{ .volume.name }}
-  mountPath: {{ .volume.mountPath }}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
+- name: {{ $v.volume.name }}
+  mountPath: {{ $v.volume.mountPath }}
 {{- end -}}
 
 {{- define "gleaner.volumes" -}}
-- name: {{ .volume.name }}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
+- name: {{ $v.volume.name }}
   emptyDir:
-    {{- with .sidecar.emptyDir.medium }}
+    {{- with $v.sidecar.emptyDir.medium }}
     medium: {{ . }}
     {{- end }}
-    sizeLimit: {{ .sidecar.emptyDir.sizeLimit }}
+    sizeLimit: {{ $v.sidecar.emptyDir.sizeLimit }}
 {{- end -}}
 
 {{- define "gleaner.podSecurityContext" -}}
-{{- toYaml .podSecurityContext -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
+{{- toYaml $v.podSecurityContext -}}
 {{- end -}}
 
 {{- define "gleaner.terminationGracePeriodSeconds" -}}
 {{- include "gleaner.validateSidecar" . -}}
-{{- .sidecar.terminationGracePeriodSeconds -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
+{{- $v.sidecar.terminationGracePeriodSeconds -}}
 {{- end -}}
 
 {{- define "gleaner.podLabels" -}}
-{{- if .serviceAccount.azureClientId -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
+{{- if $v.serviceAccount.azureClientId -}}
 azure.workload.identity/use: "true"
 {{- end -}}
 {{- end -}}
 
+{{/*
+The Cluster Autoscaler does not scale down a node whose Pods have local volumes (an emptyDir)
+unless each such Pod lists them as safe to evict: evicting the Pod stops it normally, and Gleaner
+drains its emptyDir within the grace period.
+*/}}
+{{- define "gleaner.podAnnotations" -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
+{{- if ne $v.mode "cronjob" -}}
+cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes: {{ $v.volume.name | quote }}
+{{- end -}}
+{{- end -}}
+
 {{- define "gleaner.serviceAccountAnnotations" -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
 {{- $a := dict -}}
-{{- with .serviceAccount.awsRoleArn }}{{ $_ := set $a "eks.amazonaws.com/role-arn" . }}{{ end -}}
-{{- with .serviceAccount.gcpServiceAccount }}{{ $_ := set $a "iam.gke.io/gcp-service-account" . }}{{ end -}}
-{{- with .serviceAccount.azureClientId }}{{ $_ := set $a "azure.workload.identity/client-id" . }}{{ end -}}
-{{- $a = merge $a .serviceAccount.annotations -}}
+{{- with $v.serviceAccount.awsRoleArn }}{{ $_ := set $a "eks.amazonaws.com/role-arn" . }}{{ end -}}
+{{- with $v.serviceAccount.gcpServiceAccount }}{{ $_ := set $a "iam.gke.io/gcp-service-account" . }}{{ end -}}
+{{- with $v.serviceAccount.azureClientId }}{{ $_ := set $a "azure.workload.identity/client-id" . }}{{ end -}}
+{{- $a = merge $a $v.serviceAccount.annotations -}}
 {{- if $a }}{{ toYaml $a }}{{ end -}}
 {{- end -}}

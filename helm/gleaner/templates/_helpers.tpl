@@ -123,7 +123,7 @@ Every check of the values that the schema cannot express. Argument: the values. 
 or fails with a message that says what to change.
 */}}
 {{- define "gleaner.validate" -}}
-{{- $v := . -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
 {{- include "gleaner.checkUrl" (list "run.state" $v.run.state) -}}
 {{- include "gleaner.checkUrl" (list "run.output" $v.run.output) -}}
 {{- if and (eq $v.mode "cronjob") (not $v.run.sourceId) -}}
@@ -156,18 +156,36 @@ or fails with a message that says what to change.
 {{- end -}}
 {{- end -}}
 {{- if ne $v.mode "cronjob" -}}
-{{- include "gleaner.validateSidecar" $v -}}
+{{- include "gleaner.validateSidecar" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Kubernetes version the sidecar is rendered for: kubernetesVersion, or when it is empty the
+cluster's (.Capabilities.KubeVersion: what `helm install` finds, `helm template --kube-version`,
+else Helm's default). Argument: the values, or a context with Values and Capabilities; with the
+values alone the capabilities are out of reach, and an empty kubernetesVersion fails the render.
+*/}}
+{{- define "gleaner.kubeVersion" -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
+{{- if not (kindIs "string" $v.kubernetesVersion) -}}
+{{- fail (printf "kubernetesVersion must be a quoted string, like \"1.30\" (--set-string kubernetesVersion=1.30): as a number, 1.30 is 1.3 (got %v)" $v.kubernetesVersion) -}}
+{{- end -}}
+{{- if $v.kubernetesVersion -}}
+{{- $v.kubernetesVersion -}}
+{{- else if hasKey . "Capabilities" -}}
+{{- .Capabilities.KubeVersion.Version -}}
+{{- else -}}
+{{- fail "kubernetesVersion is empty, and the named template got the chart's values alone, without the cluster's capabilities: pass (dict \"Values\" .Values.gleaner \"Capabilities\" .Capabilities) instead of .Values.gleaner (see the chart's README, \"Use it from your own chart\"), or set kubernetesVersion to your cluster's version" -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "gleaner.validateSidecar" -}}
-{{- $v := . -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
 {{- $s := $v.sidecar -}}
-{{- if not (kindIs "string" $v.kubernetesVersion) -}}
-{{- fail (printf "kubernetesVersion must be a quoted string, like \"1.30\" (--set-string kubernetesVersion=1.30): as a number, 1.30 is 1.3 (got %v)" $v.kubernetesVersion) -}}
-{{- end -}}
-{{- if and (eq $s.flavour "native") (not (semverCompare ">=1.29.0-0" (toString $v.kubernetesVersion))) -}}
-{{- fail (printf "sidecar.flavour native needs Kubernetes 1.29 or newer (an init container with restartPolicy: Always), and kubernetesVersion is %s. On 1.28 and older set sidecar.flavour: classic (a regular container that drains with --drain wait); if your cluster is newer, set kubernetesVersion to its version" (toString $v.kubernetesVersion)) -}}
+{{- $kube := include "gleaner.kubeVersion" . -}}
+{{- if and (eq $s.flavour "native") (not (semverCompare ">=1.29.0-0" $kube)) -}}
+{{- fail (printf "sidecar.flavour native needs Kubernetes 1.29 or newer (an init container with restartPolicy: Always), and %s. On 1.28 and older set sidecar.flavour: classic (a regular container that drains with --drain wait); if your cluster is newer, set kubernetesVersion to its version" (ternary (printf "kubernetesVersion is %s" $kube) (printf "the cluster is %s (.Capabilities.KubeVersion: helm template without --kube-version assumes Helm's default)" $kube) (ne (toString $v.kubernetesVersion) ""))) -}}
 {{- end -}}
 {{- $stop := int64 (include "gleaner.seconds" (list "sidecar.emitterStopTime" $s.emitterStopTime)) -}}
 {{- $timeout := int64 (include "gleaner.seconds" (list "run.shutdownTimeout" $v.run.shutdownTimeout)) -}}
