@@ -89,7 +89,30 @@ def cases() -> list[Case]:
                     "prometheusRule": {"enabled": True},
                     "grafanaDashboard": {"enabled": True, "namespace": "monitoring",
                                          "annotations": {"grafana_folder": "Gleaner"}}}}))
+    # The Pod-level values of the peers' charts in library mode, where the parent chart takes what
+    # concerns Gleaner through the named templates (examples/platform.yaml and
+    # examples/cronjob-rwo.yaml hold them for the example and cronjob modes).
+    found.append(Case("my-app-platform", "my-app", overrides={"gleaner": LIBRARY_PLATFORM}))
     return found
+
+
+LIBRARY_PLATFORM = {
+    "imagePullSecrets": [{"name": "registry-credentials"}],
+    "podAnnotations": {"team.example.com/owner": "platform"},
+    "podLabels": {"team.example.com/cost-center": "4711"},
+    "extraVolumes": [{"name": "private-ca", "configMap": {"name": "private-ca"}}],
+    "extraVolumeMounts": [{"name": "private-ca", "mountPath": "/etc/gleaner/ca", "readOnly": True}],
+    "podMonitor": {"enabled": True, "podSelector": {"app.kubernetes.io/name": "my-app"},
+                   "scrapeTimeout": "10s", "additionalLabels": {"release": "kube-prometheus-stack"},
+                   "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}],
+                   "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "gleaner_build_info",
+                                          "action": "drop"}]},
+    "networkPolicy": {"enabled": True, "podSelector": {"app.kubernetes.io/name": "my-app"}},
+}
+
+# Gleaner as values for another chart's extraInitContainers, extraVolumes, extraVolumeMounts (the
+# example values file, also a rendering of its own: examples/snippet.yaml).
+SNIPPET = load_yaml(os.path.join(CHART, "examples", "snippet.yaml"))
 
 
 _parent_copy: str | None = None
@@ -212,7 +235,9 @@ def notes_text(rendered: dict[str, str]) -> str:
 
 
 def objects(rendered: dict[str, str]) -> list[dict]:
+    """The Kubernetes objects rendered (not `mode: snippet`'s values document, which is none)."""
     out = []
+    rendered = {p: t for p, t in rendered.items() if not p.endswith("templates/snippet.yaml")}
     for doc in yaml.safe_load_all(manifests_text(rendered)):
         if doc:
             out.append(doc)
@@ -245,8 +270,8 @@ def quantity_bytes(quantity) -> int:
 
 
 def pod_spec(obj: dict) -> dict | None:
-    """The Pod spec of a workload object (Deployment, StatefulSet, Job, CronJob), else None."""
-    if obj["kind"] in ("Deployment", "StatefulSet", "Job"):
+    """The Pod spec of a workload object (Deployment, StatefulSet, DaemonSet, Job, CronJob), else None."""
+    if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
         return obj["spec"]["template"]["spec"]
     if obj["kind"] == "CronJob":
         return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]

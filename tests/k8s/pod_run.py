@@ -55,6 +55,8 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 
+import yaml
+
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 from common import CHART, PARENT, ROOT  # noqa: E402
@@ -189,9 +191,22 @@ class Pod:
         self.pod_sc = self.spec.get("securityContext", {})
         self.volumes: dict[str, str] = {}
         for vol in self.spec.get("volumes", []):
-            assert "emptyDir" in vol, f"volume {vol['name']}: only emptyDir volumes can stand in here"
             path = os.path.join(workdir, "volumes", vol["name"])
             os.makedirs(path)
+            if "configMap" in vol or "secret" in vol:
+                # A ConfigMap's or Secret's keys as files (read-only data, readable by all), from
+                # the case's stand-ins.
+                source = self.configmaps if "configMap" in vol else self.secrets
+                name = vol["configMap"]["name"] if "configMap" in vol else vol["secret"]["secretName"]
+                assert name in source, f"volume {vol['name']}: {'ConfigMap' if 'configMap' in vol else 'Secret'} {name} does not exist"
+                for key, value in source[name].items():
+                    with open(os.path.join(path, key), "w", encoding="utf-8") as f:
+                        f.write(value)
+                    os.chmod(os.path.join(path, key), 0o644)
+                os.chmod(path, 0o755)
+                self.volumes[vol["name"]] = path
+                continue
+            assert "emptyDir" in vol, f"volume {vol['name']}: only emptyDir, configMap and secret volumes can stand in here"
             # The kubelet makes an emptyDir 0777, and with fsGroup group-owned and setgid.
             os.chmod(path, 0o777)
             if os.geteuid() == 0 and "fsGroup" in self.pod_sc:
@@ -334,8 +349,12 @@ class Pod:
         for c in self.sidecars + self.mains:
             assert c.proc.poll() is None, f"{c.name} exited early with {c.proc.returncode}:\n{tail(c.log_path)}"
             if "livenessProbe" in c.spec:
+                # As the kubelet: a restart after failureThreshold failures in a row (a container
+                # without a startup probe is probed from its start, when it may not listen yet).
                 status, body = c.probe("livenessProbe")
-                assert status == 200, f"{c.name}: liveness probe answered {status}: {body[:200]!r}"
+                c.liveness_failures = 0 if status == 200 else getattr(c, "liveness_failures", 0) + 1
+                assert c.liveness_failures < c.spec["livenessProbe"].get("failureThreshold", 3), (
+                    f"{c.name}: liveness probe failed {c.liveness_failures} times in a row, last {status}: {body[:200]!r}")
 
     def run(self, binary: str, while_running=None) -> dict:
         """Runs the Pod for RUN_SECONDS, calls while_running() (if given) once its time is up,
@@ -635,7 +654,7 @@ def run_and_check(pods: list[Pod], binary: str, output: str, moto: Moto | None =
 
 
 def chart_pod(case: common.Case, workdir: str, values: dict, secrets: dict | None = None,
-              injected: dict | None = None, namespace: str = NAMESPACE) -> Pod:
+              injected: dict | None = None, namespace: str = NAMESPACE, configmaps: dict | None = None) -> Pod:
     """The Pod of a chart rendering (values over the case's; under `gleaner:` for the parent
     chart), with a metrics port of its own (each Pod has its own network namespace)."""
     values = common.deep_merge({"metrics": {"port": free_port()}}, values)
@@ -643,7 +662,14 @@ def chart_pod(case: common.Case, workdir: str, values: dict, secrets: dict | Non
     objs = common.objects(common.render(case, extra, namespace=namespace))
     workload, template = common.workload_pod(objs)
     return Pod(workload, template, workdir, secrets or {}, injected if injected is not None else {},
-               namespace=namespace)
+               namespace=namespace, configmaps=configmaps)
+
+
+# Stand-ins for the objects examples/platform.yaml and the platform renderings refer to.
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+PLATFORM_CONFIGMAPS = {"private-ca": {"ca-certificates.crt": open(SYSTEM_CA_BUNDLE, encoding="utf-8").read()
+                                      if os.path.exists(SYSTEM_CA_BUNDLE) else ""}}
+PLATFORM_SECRETS = {"minio-credentials": {"AWS_ACCESS_KEY_ID": "gleaner-test", "AWS_SECRET_ACCESS_KEY": "gleaner-test"}}
 
 
 def run_chart_case(case: common.Case, storage: str, binary: str, workdir: str) -> str:
@@ -651,7 +677,8 @@ def run_chart_case(case: common.Case, storage: str, binary: str, workdir: str) -
     os.chmod(workdir, 0o755)
     injected: dict[str, str] = {}
     values = {"run": local_store(workdir)} if storage == "local" else {}
-    pod = chart_pod(case, os.path.join(workdir, "pod"), values, injected=injected)
+    pod = chart_pod(case, os.path.join(workdir, "pod"), values, injected=injected, secrets=PLATFORM_SECRETS,
+                    configmaps=PLATFORM_CONFIGMAPS)
     gleaner = gleaner_container(pod)
     output = setting(pod, gleaner, "--output", "GLEANER_OUTPUT")
     moto = None
@@ -664,7 +691,10 @@ def run_chart_case(case: common.Case, storage: str, binary: str, workdir: str) -
                              "AWS_ACCESS_KEY_ID": "gleaner-test", "AWS_SECRET_ACCESS_KEY": "gleaner-test"})
         def while_running():
             return {**check_capacity_metrics(pod, gleaner), **check_runbook_commands(pod, gleaner)}
-        return f"{storage}: " + run_and_check([pod], binary, output, moto, while_running=while_running)
+        # The source id as the container gets it (clusterName in front, when set).
+        source_id = setting(pod, gleaner, "--source-id", "GLEANER_SOURCE_ID")
+        return f"{storage}: " + run_and_check([pod], binary, output, moto, source_ids=[source_id],
+                                              while_running=while_running)
     finally:
         if moto:
             moto.stop()
@@ -681,6 +711,100 @@ def run_two_namespaces(binary: str, workdir: str) -> str:
     pods = [chart_pod(case, os.path.join(workdir, ns), {"run": store}, namespace=ns) for ns in ("team-a", "team-b")]
     assert pods[0].name == pods[1].name, (pods[0].name, pods[1].name)
     return run_and_check(pods, binary, store["output"], source_ids=[f"{p.namespace}.{p.name}" for p in pods])
+
+
+def run_kustomized(binary: str, workdir: str) -> str:
+    """deploy/kustomize (the component added by name to a third-party Deployment and
+    StatefulSet), built by the real `kubectl kustomize`: both Pods run at once, as built (settings
+    from the generated ConfigMap, state and results in S3 on moto)."""
+    os.makedirs(workdir)
+    os.chmod(workdir, 0o755)
+    proc = subprocess.run([os.environ.get("KUBECTL", "kubectl"), "kustomize", os.path.join(ROOT, "deploy", "kustomize")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    objs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in objs if o["kind"] == "ConfigMap"}
+    moto = Moto(workdir)
+    try:
+        injected = {"AWS_ENDPOINT": moto.url, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+                    "AWS_ACCESS_KEY_ID": "gleaner-test", "AWS_SECRET_ACCESS_KEY": "gleaner-test"}
+        pods = []
+        for kind, name in (("Deployment", "web"), ("StatefulSet", "db")):
+            w = next(o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)
+            pods.append(Pod(w, w["spec"]["template"], os.path.join(workdir, name), {}, injected,
+                            configmaps=configmaps))
+        for pod in pods:  # each Pod has its own network namespace: its own metrics port here
+            g = gleaner_container(pod)
+            port = free_port()
+            g.spec["ports"][0]["containerPort"] = port
+            cm = next(src["configMapRef"]["name"] for src in g.spec["envFrom"])
+            pod.configmaps = {**pod.configmaps, cm: {**configmaps[cm], "GLEANER_METRICS_ADDR": f"0.0.0.0:{port}"}}
+        output = configmaps[next(src["configMapRef"]["name"] for src in gleaner_container(pods[0]).spec["envFrom"])][
+            "GLEANER_OUTPUT"]
+        moto.create_bucket(re.match(r"s3://([^/]+)/", output).group(1))
+        return run_and_check(pods, binary, output, moto,
+                             while_running=lambda: check_runbook_commands(pods[0], gleaner_container(pods[0])))
+    finally:
+        moto.stop()
+
+
+def run_snippet(binary: str, workdir: str) -> str:
+    """`mode: snippet`'s values fed to a third-party-style chart (tests/k8s/fixtures/third-party-chart,
+    extraInitContainers, extraVolumes, extraVolumeMounts, ...): its Pod runs with Gleaner."""
+    os.makedirs(workdir)
+    os.chmod(workdir, 0o755)
+    store = local_store(workdir)
+    values = common.deep_merge(common.SNIPPET, {"run": store, "metrics": {"port": free_port()}})
+    out = common.render(common.Case("snippet", "gleaner", None, values))
+    doc = next(d for d in yaml.safe_load_all(common.manifests_text(out)) if d)
+    import helm_python as helm
+    with helm.Chart.load(os.path.join(ROOT, "tests", "k8s", "fixtures", "third-party-chart")) as chart:
+        objs = common.objects(chart.render(doc, name="web", namespace=NAMESPACE))
+    workload, template = common.workload_pod(objs)
+    pod = Pod(workload, template, os.path.join(workdir, "pod"), {}, {})
+    return run_and_check([pod], binary, store["output"],
+                         while_running=lambda: check_runbook_commands(pod, gleaner_container(pod)))
+
+
+def run_gate(binary: str, workdir: str) -> str:
+    """sidecar.gateAppStart, both ways, with a Gleaner that cannot start (an unknown flag: exit 2,
+    as a misconfigured or fenced one exits): gated (the default), the kubelet never starts the
+    application (Gleaner's startup probe never passes); not gated, the application starts and
+    writes its files while Gleaner fails."""
+    os.makedirs(workdir)
+    os.chmod(workdir, 0o755)
+    store = local_store(workdir)
+    report = []
+    for gate_value in (True, False):
+        case = common.Case(f"gate {gate_value}", "gleaner", None, {
+            "mode": "example", "kubernetesVersion": "1.30", "run": {**store, "extraArgs": ["--no-such-flag"]},
+            "sidecar": {"gateAppStart": gate_value}})
+        pod = chart_pod(case, os.path.join(workdir, f"gate-{gate_value}"), {})
+        emitter = emitter_container(pod)
+        try:
+            started_error = None
+            try:
+                pod.start_all(binary)
+            except AssertionError as e:
+                started_error = str(e)
+            time.sleep(3)
+            written = len([l for l in emitter.stdout_lines if l])
+            if gate_value:
+                assert started_error is not None and emitter.proc is None, (
+                    f"gated: the application started although Gleaner failed ({written} files written)")
+                report.append(f"gated: application not started ({started_error.splitlines()[0]})")
+            else:
+                assert started_error is None and emitter.proc is not None and written > 0, (
+                    f"not gated: the application did not run ({started_error}, {written} files)")
+                g = gleaner_container(pod)
+                report.append(f"not gated: application started, {written} files written while Gleaner exited "
+                              f"{g.proc.poll()}")
+        finally:
+            for c in pod.sidecars + pod.mains:
+                if c.proc is not None and c.proc.poll() is None:
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+                    c.proc.wait()
+    return "; ".join(report)
 
 
 def main() -> int:
@@ -703,6 +827,13 @@ def main() -> int:
             common.Case("classic", "gleaner", os.path.join(examples, "classic.yaml")), "local", binary, d)),
         ("my-app (named templates)", lambda d: run_chart_case(common.Case("my-app", "my-app"), "local", binary, d)),
         ("two namespaces, one StatefulSet name, one state prefix", lambda d: run_two_namespaces(binary, d)),
+        ("platform values (examples/platform.yaml)", lambda d: run_chart_case(
+            common.Case("platform", "gleaner", os.path.join(examples, "platform.yaml")), "local", binary, d)),
+        ("my-app with the platform values (library mode)", lambda d: run_chart_case(
+            common.Case("my-app-platform", "my-app", overrides={"gleaner": common.LIBRARY_PLATFORM}), "local", binary, d)),
+        ("kustomize component on a third-party Deployment and StatefulSet", lambda d: run_kustomized(binary, d)),
+        ("snippet in a third-party chart's extraInitContainers", lambda d: run_snippet(binary, d)),
+        ("gateAppStart, both ways, Gleaner failing", lambda d: run_gate(binary, d)),
     ]
     only = os.environ.get("POD_RUN_ONLY")
     passed = failed = 0

@@ -9,13 +9,14 @@ with `nindent`. Nothing is added to a Pod that does not include them.
 
   gleaner.initContainers          the Gleaner container if sidecar.flavour is native, else nothing
   gleaner.containers              the Gleaner container if sidecar.flavour is classic, else nothing
-  gleaner.container               the Gleaner container, whatever the flavour (a list item)
+  gleaner.container               the Gleaner container, whatever the flavour (a list item), with extraVolumeMounts
   gleaner.volumeMounts            the emitter's mount of the shared volume (a list item)
   gleaner.volumes                 the shared emptyDir, with its size limit, and extraVolumes (list items)
   gleaner.podSecurityContext      the Pod's securityContext (fsGroup, so Gleaner can read and delete)
   gleaner.terminationGracePeriodSeconds  the grace period, checked against the stop times
-  gleaner.podLabels               labels the Pod needs (Azure Workload Identity), maybe none
-  gleaner.podAnnotations          annotations the Pod needs (the Cluster Autoscaler's, for the emptyDir)
+  gleaner.podLabels               labels the Pod needs (Azure Workload Identity) and podLabels, maybe none
+  gleaner.podAnnotations          annotations the Pod needs (the Cluster Autoscaler's, for the emptyDir) and podAnnotations
+  gleaner.imagePullSecrets        imagePullSecrets as list items ({name: …}), maybe none
   gleaner.serviceAccountAnnotations  annotations for your ServiceAccount (IRSA, GKE, Azure)
 */}}
 
@@ -170,6 +171,14 @@ with `nindent`. Nothing is added to a Pod that does not include them.
       protocol: TCP
   # No readinessProbe, on purpose: a sidecar's readiness gates the whole Pod's Service endpoints,
   # and a storage outage must not take the emitter out of its Service.
+  {{- if and $native (not $v.sidecar.gateAppStart) }}
+  # No startupProbe (sidecar.gateAppStart false): the kubelet starts the application as soon as
+  # this container runs, and does not hold it while Gleaner fails to start.
+  {{- else }}
+  {{- if $native }}
+  # The startup probe gates the application's start (sidecar.gateAppStart): the kubelet starts it
+  # once Gleaner answers.
+  {{- end }}
   startupProbe:
     httpGet:
       path: /livez
@@ -177,6 +186,7 @@ with `nindent`. Nothing is added to a Pod that does not include them.
     periodSeconds: {{ $v.probes.startup.periodSeconds }}
     failureThreshold: {{ $v.probes.startup.failureThreshold }}
     timeoutSeconds: {{ $v.probes.startup.timeoutSeconds }}
+  {{- end }}
   livenessProbe:
     httpGet:
       path: /livez
@@ -201,6 +211,9 @@ with `nindent`. Nothing is added to a Pod that does not include them.
       {{- if and $cron $v.cronjob.persistentVolumeClaim.subPath }}
       subPath: {{ $v.cronjob.persistentVolumeClaim.subPath }}
       {{- end }}
+    {{- with $v.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end -}}
 
 {{- define "gleaner.volumeMounts" -}}
@@ -217,6 +230,9 @@ with `nindent`. Nothing is added to a Pod that does not include them.
     medium: {{ . }}
     {{- end }}
     sizeLimit: {{ $v.sidecar.emptyDir.sizeLimit }}
+{{- with $v.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "gleaner.podSecurityContext" -}}
@@ -232,9 +248,22 @@ with `nindent`. Nothing is added to a Pod that does not include them.
 
 {{- define "gleaner.podLabels" -}}
 {{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
-{{- if $v.serviceAccount.azureClientId -}}
-azure.workload.identity/use: "true"
+{{- $l := dict -}}
+{{- if $v.serviceAccount.azureClientId -}}{{- $_ := set $l "azure.workload.identity/use" "true" -}}{{- end -}}
+{{- $l = merge $l $v.podLabels -}}
+{{- if $l }}{{ toYaml $l }}{{ end -}}
 {{- end -}}
+
+{{/*
+The Pod's imagePullSecrets, as list items ({name: …}): imagePullSecrets, plain names made objects.
+*/}}
+{{- define "gleaner.imagePullSecrets" -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
+{{- $l := list -}}
+{{- range $v.imagePullSecrets -}}
+{{- $l = append $l (dict "name" (kindIs "string" . | ternary . (get (kindIs "map" . | ternary . dict) "name"))) -}}
+{{- end -}}
+{{- if $l }}{{ toYaml $l }}{{ end -}}
 {{- end -}}
 
 {{/*
@@ -244,9 +273,12 @@ drains its emptyDir within the grace period.
 */}}
 {{- define "gleaner.podAnnotations" -}}
 {{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
+{{- $a := dict -}}
 {{- if ne $v.mode "cronjob" -}}
-cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes: {{ $v.volume.name | quote }}
+{{- $_ := set $a "cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes" $v.volume.name -}}
 {{- end -}}
+{{- $a = merge $a $v.podAnnotations -}}
+{{- if $a }}{{ toYaml $a }}{{ end -}}
 {{- end -}}
 
 {{- define "gleaner.serviceAccountAnnotations" -}}

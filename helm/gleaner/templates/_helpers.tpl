@@ -155,6 +155,21 @@ or fails with a message that says what to change.
 {{- fail (printf "run.extraEnv: %s is given as a literal value; a secret's value never goes in the chart's values (it would be stored in the release and shown by helm get values). Put it in a Secret and reference it: credentials.secretEnv: [{name: %s, secretName: SECRET, key: KEY}]" .name .name) -}}
 {{- end -}}
 {{- end -}}
+{{- $volumes := list -}}
+{{- range $v.extraVolumes -}}
+{{- if eq .name $v.volume.name -}}
+{{- fail (printf "extraVolumes: %s is the shared volume's name (volume.name): give the extra volume another name" .name) -}}
+{{- end -}}
+{{- $volumes = append $volumes .name -}}
+{{- end -}}
+{{- range $v.extraVolumeMounts -}}
+{{- if eq (trimSuffix "/" .mountPath) (trimSuffix "/" $v.volume.mountPath) -}}
+{{- fail (printf "extraVolumeMounts: %s is the watched directory (volume.mountPath): mount the extra volume elsewhere" .mountPath) -}}
+{{- end -}}
+{{- if and (ne $v.mode "library") (not (has .name $volumes)) -}}
+{{- fail (printf "extraVolumeMounts: no volume %s in extraVolumes (the Pods this chart renders have only the shared volume and extraVolumes)" .name) -}}
+{{- end -}}
+{{- end -}}
 {{- if ne $v.mode "cronjob" -}}
 {{- include "gleaner.validateSidecar" . -}}
 {{- end -}}
@@ -207,4 +222,31 @@ values alone the capabilities are out of reach, and an empty kubernetesVersion f
 {{- fail (printf "run.shutdownTimeout %ds is too short for a classic sidecar: Gleaner drains while the emitter stops, and the emitter's last file is complete after sidecar.emitterStopTime (%ds) and ready after run.minAge (%ds) more; with a margin (sidecar.graceMargin %ds) the drain needs %d s, or that file is left in the emptyDir and lost with the Pod. Raise run.shutdownTimeout to at least %ds (and the grace period with it)" $timeout $stop $minAge $margin $last $last) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+Where the Pods this chart renders run (`example` and `cronjob` modes): priorityClassName,
+nodeSelector, tolerations, affinity, topologySpreadConstraints, each when set. Argument: the
+values.
+*/}}
+{{- define "gleaner.scheduling" -}}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
