@@ -8,8 +8,8 @@
                 file and the parent chart helm/examples/my-app (its file:// dependency built)
   golden        every rendering equals its golden file in tests/k8s/golden (manifests and NOTES);
                 UPDATE_GOLDEN=1 rewrites them
-  validate      every rendered object validates with kubernetes-validate (strict) for Kubernetes
-                1.29.0 and the newest it knows, classic renderings also for 1.27.0; a native
+  validate      every rendered object validates with kubernetes-validate (strict) for every Kubernetes
+                minor version from 1.29.0 to the newest it knows, classic renderings also for 1.27.0; a native
                 rendering must fail on 1.27.0 (a control that the validator sees the sidecar)
   prometheus-operator
                 every PodMonitor and PrometheusRule validates against the prometheus-operator
@@ -61,7 +61,9 @@ from common import CHART, GOLDEN, PARENT, ROOT  # noqa: E402
 
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 NPM_DIR = os.environ.get("K8S_NPM_DIR", os.path.join(ROOT, ".tools", "npm-k8s"))
-VALIDATE_VERSIONS = ["1.29.0", kv_utils.latest_version()]
+# Every minor version from 1.29 (the first with native sidecars on by default) to the newest the
+# validator knows.
+VALIDATE_VERSIONS = [f"1.{m}.0" for m in range(29, int(kv_utils.latest_version().split(".")[1]) + 1)]
 CLASSIC_ALSO = "1.27.0"
 
 results: list[tuple[str, bool, str]] = []
@@ -941,7 +943,7 @@ def snippet():
     extraInitContainers (native) or extraContainers (classic), its volume under extraVolumes, the
     emitter's mount under extraVolumeMounts, with podAnnotations, podSecurityContext (fsGroup) and
     terminationGracePeriodSeconds; snippet.keys renames them (Bitnami's initContainers, sidecars).
-    Fed to a third-party-style chart: rendered by Helm, valid for Kubernetes 1.29 and the newest,
+    Fed to a third-party-style chart: rendered by Helm, valid for every Kubernetes version from 1.29 to the newest,
     with everything the sidecar needs in place."""
     problems = []
     counted = 0
@@ -989,7 +991,7 @@ def kustomize():
     """deploy/kustomize/gleaner, a kustomize component, added by name to workloads Gleaner's chart
     did not render (deploy/kustomize/example: a Deployment, a StatefulSet, a DaemonSet and a Job
     of a third-party manifest, and one Deployment left alone), built by the real `kubectl
-    kustomize`: every object valid for Kubernetes 1.29 and the newest; each targeted Pod gets
+    kustomize`: every object valid for every Kubernetes version from 1.29 to the newest; each targeted Pod gets
     the native sidecar, its emptyDir, the application's mount, fsGroup (the workload's own Pod
     security context kept), the grace period and the Cluster Autoscaler annotation; the
     untargeted one is unchanged; Gleaner's container is the chart's (same image, args,
@@ -1296,6 +1298,15 @@ BAD_VALUES = [
      "at '/networkPolicy/objectStore/ports/0': got string, want integer"),
     ("a NetworkPolicy in library mode without selector", None, "gleaner", {"networkPolicy": {"enabled": True}},
      "networkPolicy.enabled in library mode needs networkPolicy.podSelector"),
+    ("networkPolicy.podSelector as a list", EXAMPLE, "gleaner", {"networkPolicy": {"podSelector": ["app=web"]}},
+     "at '/networkPolicy/podSelector': got array, want object"),
+    ("networkPolicy.objectStore.to as a map", EXAMPLE, "gleaner",
+     {"networkPolicy": {"objectStore": {"to": {"ipBlock": {"cidr": "10.0.0.0/8"}}}}},
+     "at '/networkPolicy/objectStore/to': got object, want array"),
+    ("networkPolicy.extraEgress as a map", EXAMPLE, "gleaner", {"networkPolicy": {"extraEgress": {"ports": []}}},
+     "at '/networkPolicy/extraEgress': got object, want array"),
+    ("networkPolicy.metadata as a string", EXAMPLE, "gleaner", {"networkPolicy": {"metadata": "no"}},
+     "at '/networkPolicy/metadata': got string, want boolean"),
     ("sidecar.gateAppStart as a string", EXAMPLE, "gleaner", {"sidecar": {"gateAppStart": "no"}},
      "at '/sidecar/gateAppStart': got string, want boolean"),
     ("a snippet key that is no key", EXAMPLE, "gleaner", {"snippet": {"keys": {"volumes": "extra volumes"}}},
