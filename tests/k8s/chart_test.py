@@ -1145,6 +1145,7 @@ def source_ids():
 EXAMPLE = os.path.join(CHART, "examples", "native-s3.yaml")
 CLASSIC = os.path.join(CHART, "examples", "classic.yaml")
 CRONJOB = os.path.join(CHART, "examples", "cronjob.yaml")
+SNIPPET_FILE = os.path.join(CHART, "examples", "snippet.yaml")
 
 # (what, base values file, chart, values, expected part of the error)
 BAD_VALUES = [
@@ -1217,7 +1218,9 @@ BAD_VALUES = [
     ("PodMonitor in cronjob mode", CRONJOB, "gleaner", {"podMonitor": {"enabled": True}},
      "podMonitor.enabled in cronjob mode: `gleaner run --once` serves no metrics"),
     ("PodMonitor in library mode without selector", None, "gleaner", {"podMonitor": {"enabled": True}},
-     "podMonitor.enabled in library mode needs podMonitor.podSelector"),
+     "podMonitor.enabled in library and snippet modes needs podMonitor.podSelector"),
+    ("PodMonitor in snippet mode without selector", SNIPPET_FILE, "gleaner", {"podMonitor": {"enabled": True}},
+     "podMonitor.enabled in library and snippet modes needs podMonitor.podSelector"),
     ("PrometheusRules in cronjob mode", CRONJOB, "gleaner", {"prometheusRule": {"enabled": True}},
      "prometheusRule.enabled in cronjob mode: `gleaner run --once` serves no metrics"),
     ("dashboard in cronjob mode", CRONJOB, "gleaner", {"grafanaDashboard": {"enabled": True}},
@@ -1297,7 +1300,9 @@ BAD_VALUES = [
     ("a NetworkPolicy port by name", EXAMPLE, "gleaner", {"networkPolicy": {"objectStore": {"ports": ["https"]}}},
      "at '/networkPolicy/objectStore/ports/0': got string, want integer"),
     ("a NetworkPolicy in library mode without selector", None, "gleaner", {"networkPolicy": {"enabled": True}},
-     "networkPolicy.enabled in library mode needs networkPolicy.podSelector"),
+     "networkPolicy.enabled in library and snippet modes needs networkPolicy.podSelector"),
+    ("a NetworkPolicy in snippet mode without selector", SNIPPET_FILE, "gleaner", {"networkPolicy": {"enabled": True}},
+     "networkPolicy.enabled in library and snippet modes needs networkPolicy.podSelector"),
     ("networkPolicy.podSelector as a list", EXAMPLE, "gleaner", {"networkPolicy": {"podSelector": ["app=web"]}},
      "at '/networkPolicy/podSelector': got array, want object"),
     ("networkPolicy.objectStore.to as a map", EXAMPLE, "gleaner",
