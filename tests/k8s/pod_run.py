@@ -301,8 +301,12 @@ class Pod:
         c.argv = argv
         c.env = env
         log = open(c.log_path, "wb")
+        # The umask the image's entrypoint leaves (Kubernetes has no umask field): the runner's own
+        # unless a case sets one.
+        umask = getattr(c, "umask", None)
         c.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=log, cwd="/",
-                                  start_new_session=True)
+                                  start_new_session=True,
+                                  preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
         c.started = time.monotonic()
 
         def read_stdout():
@@ -766,6 +770,70 @@ def run_snippet(binary: str, workdir: str) -> str:
                          while_running=lambda: check_runbook_commands(pod, gleaner_container(pod)))
 
 
+def run_uid_contract(binary: str, workdir: str) -> str:
+    """The uid contract in my-app's Pod, with an application that has an identity of its own (uid
+    and gid 1000, as its image's USER would give it; the chart sets none for it) writing into
+    subdirectories of the shared volume. Umask 022 (directories 0755): Gleaner, uid 65532 in the
+    fsGroup, commits every file once but may not delete them; it says why in its log (uid, groups,
+    the directory, umask 002) and counts gleaner_cleanup_total{result="permission_denied"}. Umask
+    002 (directories 0775): every file committed once and deleted, nothing refused."""
+    os.makedirs(workdir)
+    os.chmod(workdir, 0o755)
+    report = []
+    for umask in (0o022, 0o002):
+        sub = os.path.join(workdir, f"umask-{umask:03o}")
+        os.makedirs(sub)
+        os.chmod(sub, 0o755)
+        store = local_store(sub)
+        pod = chart_pod(common.Case("my-app", "my-app"), os.path.join(sub, "pod"), {"run": store})
+        app = emitter_container(pod)
+        assert "securityContext" not in app.spec and "runAsUser" not in pod.pod_sc, \
+            "my-app's app container must get no identity from the chart"
+        app.spec = {**app.spec, "securityContext": {"runAsUser": 1000, "runAsGroup": 1000}}
+        app.umask = umask
+        gleaner = gleaner_container(pod)
+        denied = {}
+
+        def scrape():
+            # Files are ready after run.minAge (5 s) and cleaned up after their commit: with umask
+            # 022, wait (up to 20 s) for the first refusal to be counted.
+            deadline = time.monotonic() + (20 if umask == 0o022 else 0)
+            while True:
+                status, body = http_get(f"http://127.0.0.1:{gleaner.port(gleaner.spec['ports'][0]['name'])}/metrics", 5)
+                assert status == 200, status
+                text = body.decode("utf-8", "replace")
+                denied["count"] = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                                      if line.startswith("gleaner_cleanup_total{") and 'result="permission_denied"' in line)
+                done = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("gleaner_cleanup_total{") and 'result="done"' in line)
+                denied["done"] = done
+                if denied["count"] > 0 or time.monotonic() > deadline:
+                    return {}
+                time.sleep(1)
+        try:
+            run_pods([pod], binary, scrape)
+            objects = stored_objects(store["output"], None)
+        finally:
+            pod.kill_all()
+        problems, emitted = check_pod(pod, objects, f"{pod.namespace}.{pod.name}")
+        log = open(gleaner.log_path, encoding="utf-8", errors="replace").read()
+        left = [p for p in problems if p.startswith("files left in the emptyDir despite --after delete")]
+        others = [p for p in problems if p not in left]
+        assert not others, f"umask {umask:03o}: " + "\n".join(others) + "\n" + pod_logs(pod)
+        if umask == 0o022:
+            assert left and denied.get("count", 0) > 0, (
+                f"umask 022: expected refused deletes, got {problems}, permission_denied {denied}")
+            assert "uid 65532" in log and "umask 002" in log and "groups [" in log, \
+                f"umask 022: the log does not explain the refused delete:\n{tail(gleaner.log_path)}"
+            report.append(f"umask 022: {len(emitted)} files each in the outputs once, deletes refused "
+                          f"(gleaner_cleanup_total{{result=\"permission_denied\"}} {denied['count']:.0f}, the log "
+                          f"names uid 65532, its groups and umask 002)")
+        else:
+            assert not left and denied.get("count", 0) == 0, f"umask 002: {problems}, permission_denied {denied}"
+            report.append(f"umask 002: {len(emitted)} files each in the outputs once and deleted, none refused")
+    return "app as uid 1000: " + "; ".join(report)
+
+
 def run_gate(binary: str, workdir: str) -> str:
     """sidecar.gateAppStart, both ways, with a Gleaner that cannot start (an unknown flag: exit 2,
     as a misconfigured or fenced one exits): gated (the default), the kubelet never starts the
@@ -834,6 +902,7 @@ def main() -> int:
         ("kustomize component on a third-party Deployment and StatefulSet", lambda d: run_kustomized(binary, d)),
         ("snippet in a third-party chart's extraInitContainers", lambda d: run_snippet(binary, d)),
         ("gateAppStart, both ways, Gleaner failing", lambda d: run_gate(binary, d)),
+        ("uid contract: the app with its own uid, umask 022 and 002", lambda d: run_uid_contract(binary, d)),
     ]
     only = os.environ.get("POD_RUN_ONLY")
     passed = failed = 0

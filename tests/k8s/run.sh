@@ -20,7 +20,8 @@
 #      target/debug/gleaner: the demo emitter and Gleaner), stopped in Kubernetes' order, every
 #      emitted file in the outputs exactly once (local directory, and S3 on moto): the examples,
 #      my-app, two namespaces with one StatefulSet name, the kustomized third-party Deployment and
-#      StatefulSet, the snippet in a third-party chart, sidecar.gateAppStart both ways
+#      StatefulSet, the snippet in a third-party chart, sidecar.gateAppStart both ways, the uid
+#      contract (the application as uid 1000, umask 022 and 002)
 #
 # Installs its tools once into .tools/ (reused while their pinned versions match): a Python venv
 # .tools/k8s-venv (PyPI), npm packages in .tools/npm-k8s, moto in .tools/moto (the version of
