@@ -1050,13 +1050,20 @@ def kustomize():
 
 def any_section(markdown: str, title: str) -> str:
     """The text under a heading of any level, up to the next heading of the same or a higher
-    level ("" when there is none)."""
-    m = re.search(rf"^(#+) {re.escape(title)}\n", markdown, re.M)
-    if not m:
-        return ""
-    rest = markdown[m.end():]
-    end = re.search(rf"^#{{1,{len(m.group(1))}}} ", rest, re.M)
-    return rest[:end.start()] if end else rest
+    level ("" when there is none); `#` lines inside code blocks are no headings."""
+    out, level, fence = [], None, False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        m = None if fence else re.match(r"^(#+) (.*)$", line)
+        if level is None:
+            if m and m.group(2).strip() == title:
+                level = len(m.group(1))
+            continue
+        if m and len(m.group(1)) <= level:
+            break
+        out.append(line)
+    return "\n".join(out)
 
 
 @check("docs")
