@@ -8,8 +8,8 @@
                 file and the parent chart helm/examples/my-app (its file:// dependency built)
   golden        every rendering equals its golden file in tests/k8s/golden (manifests and NOTES);
                 UPDATE_GOLDEN=1 rewrites them
-  validate      every rendered object validates with kubernetes-validate (strict) for Kubernetes
-                1.29.0 and the newest it knows, classic renderings also for 1.27.0; a native
+  validate      every rendered object validates with kubernetes-validate (strict) for every Kubernetes
+                minor version from 1.29.0 to the newest it knows, classic renderings also for 1.27.0; a native
                 rendering must fail on 1.27.0 (a control that the validator sees the sidecar)
   prometheus-operator
                 every PodMonitor and PrometheusRule validates against the prometheus-operator
@@ -61,7 +61,9 @@ from common import CHART, GOLDEN, PARENT, ROOT  # noqa: E402
 
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 NPM_DIR = os.environ.get("K8S_NPM_DIR", os.path.join(ROOT, ".tools", "npm-k8s"))
-VALIDATE_VERSIONS = ["1.29.0", kv_utils.latest_version()]
+# Every minor version from 1.29 (the first with native sidecars on by default) to the newest the
+# validator knows.
+VALIDATE_VERSIONS = [f"1.{m}.0" for m in range(29, int(kv_utils.latest_version().split(".")[1]) + 1)]
 CLASSIC_ALSO = "1.27.0"
 
 results: list[tuple[str, bool, str]] = []
@@ -165,6 +167,10 @@ def lint_problems(report: dict) -> list[str]:
 def lint():
     linted = []
     for case in common.cases():
+        if case.name == "snippet":
+            # `mode: snippet` prints values for another chart, not a Kubernetes object: lint
+            # would ask for its metadata.name (the snippet check feeds it to a chart instead).
+            continue
         path = common.chart_dir(case)
         for kube in ("v1.29.0", "v" + VALIDATE_VERSIONS[-1]):
             report = helm.lint(path, case.values(), strict=True, with_subcharts=True, kube_version=kube)
@@ -259,7 +265,9 @@ def validate():
                 if err:
                     errors.append(err)
         assert not errors, f"{case.name}:\n" + "\n".join(errors)
-        if case.name != "defaults":
+        if case.name == "snippet":
+            assert not objs, f"mode snippet must render no Kubernetes object, got {[o['kind'] for o in objs]}"
+        elif case.name != "defaults":
             assert core > 0, f"{case.name} rendered no Kubernetes object"
         else:
             assert not objs, f"the defaults (mode library) must render nothing, got {[o['kind'] for o in objs]}"
@@ -595,6 +603,8 @@ JOB_NAME_RENDERINGS = [
     ("library, nameOverride, run.sourceId", "gleaner", None,
      {"nameOverride": "collector", "run": {"sourceId": "app-logs"},
       "podMonitor": {"enabled": True, "podSelector": {"app": "x"}}}),
+    ("clusterName", "gleaner", NATIVE_S3, {"clusterName": "eu-west-1", "fullnameOverride": "collector"}),
+    ("run.sourceIdScope pod", "gleaner", NATIVE_S3, {"run": {"sourceIdScope": "pod"}, "nameOverride": "collector"}),
     ("parent chart's alias", "aliased", None,
      {common.ALIAS: {"podMonitor": {"enabled": True, "podSelector": {"app": "x"}}, "prometheusRule": {"enabled": True},
                      "grafanaDashboard": {"enabled": True}}}),
@@ -609,34 +619,43 @@ def job_names():
     for case in common.cases():
         for obj in common.objects(rendered(case)):
             if obj["kind"] == "PodMonitor":
-                monitors.append((case.name, obj, chart_values(case)["run"]["sourceId"]))
+                monitors.append((case.name, obj, chart_values(case)))
     for what, chart, values_file, values in JOB_NAME_RENDERINGS:
         if chart == "aliased":
             out = common.render_aliased(values)
-            source_id = ""
+            chart_vals = common.deep_merge(common.load_yaml(os.path.join(CHART, "values.yaml")), values[common.ALIAS])
         else:
             case = common.Case(what, chart, values_file, values)
             out = common.render(case)
-            source_id = chart_values(case)["run"]["sourceId"]
+            chart_vals = chart_values(case)
         objs = common.objects(out)
         if chart == "aliased":  # the subchart reads its files/ under its alias too
             kinds = sorted(o["kind"] for o in objs)
             assert kinds == ["ConfigMap", "PodMonitor", "PrometheusRule", "PrometheusRule"], f"{what}: {kinds}"
         found = [o for o in objs if o["kind"] == "PodMonitor"]
         assert len(found) == 1, f"{what}: {len(found)} PodMonitors rendered"
-        monitors.append((what, found[0], source_id))
+        monitors.append((what, found[0], chart_vals))
         for o in objs:
             if o["kind"] in ("PrometheusRule", "ConfigMap") and "gleaner" not in o["metadata"]["name"]:
                 raise AssertionError(f"{what}: {o['kind']}/{o['metadata']['name']} is not named after gleaner")
     problems = []
-    for where, monitor, source_id in monitors:
+    for where, monitor, values in monitors:
         job = f"{monitor['metadata'].get('namespace', common.NAMESPACE)}/{monitor['metadata']['name']}"
         for selector in selectors:
             if not re.fullmatch(selector, job):
                 problems.append(f"{where}: the scrape job {job} does not match job=~{json.dumps(selector)}")
         relabel = monitor["spec"]["podMetricsEndpoints"][0].get("relabelings", [])
-        expected = ({"targetLabel": "source_id", "replacement": source_id} if source_id else
-                    {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "source_id"})
+        # As the Gleaner container makes its source id: run.sourceId, the Pod's name, or
+        # [clusterName.]namespace.Pod name.
+        if values["run"]["sourceId"]:
+            expected = {"targetLabel": "source_id", "replacement": values["run"]["sourceId"]}
+        elif values["run"]["sourceIdScope"] == "pod":
+            expected = {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "source_id"}
+        else:
+            expected = {"sourceLabels": ["__meta_kubernetes_namespace", "__meta_kubernetes_pod_name"],
+                        "separator": ".", "targetLabel": "source_id"}
+            if values["clusterName"]:
+                expected.update({"regex": "(.*)", "replacement": values["clusterName"] + ".${1}"})
         if expected not in relabel:
             problems.append(f"{where}: {job} does not set source_id as Gleaner does: {relabel}")
     assert not problems, "\n".join(problems)
@@ -658,7 +677,11 @@ def gleaner_containers(objs: list[dict]) -> list[tuple[dict, dict]]:
 
 
 def flag_values(container: dict, flag: str) -> list[str]:
-    return [a.split("=", 1)[1] for a in container["args"] if a.startswith(flag + "=")]
+    """The values a rendered Gleaner container gives a flag of `gleaner run`: as `--flag=value`
+    arguments, else as the flag's environment variable (GLEANER_ and the flag's name)."""
+    found = [a.split("=", 1)[1] for a in container.get("args", []) if a.startswith(flag + "=")]
+    env = "GLEANER_" + flag.lstrip("-").upper().replace("-", "_")
+    return found or [e["value"] for e in container.get("env", []) if e["name"] == env and "value" in e]
 
 
 def mib_or_bytes(n: int) -> str:
@@ -717,9 +740,604 @@ def capacity():
 
 
 # --------------------------------------------------------------------------------------------
+def _template(objs, kind=None):
+    for o in objs:
+        if o["kind"] in ("Deployment", "StatefulSet"):
+            return o["spec"]["template"]
+        if o["kind"] == "CronJob":
+            return o["spec"]["jobTemplate"]["spec"]["template"]
+    raise AssertionError(f"no workload among {[o['kind'] for o in objs]}")
+
+
+def _gleaner(objs):
+    spec = _template(objs)["spec"]
+    return next(c for c in (spec.get("initContainers") or []) + spec["containers"] if c["args"][0] == "run")
+
+
+def _endpoint(objs):
+    return next(o for o in objs if o["kind"] == "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+
+
+
+# What the Pod level may carry when Gleaner is added to someone else's Pod: only what its
+# containers must share (the volume's group). Identity, seccomp and the rest are each container's.
+POD_LEVEL_SHARED = {"fsGroup", "fsGroupChangePolicy", "supplementalGroups"}
+IDENTITY_KEYS = ("runAsUser", "runAsGroup", "runAsNonRoot")
+
+
+def pod_specs(objs: list[dict]) -> list[tuple[str, dict]]:
+    return [(f"{o['kind']}/{o['metadata']['name']}", common.pod_spec(o)) for o in objs if common.pod_spec(o)]
+
+
+@check("pod-security")
+def pod_security():
+    """Sidecar-safe Pod security: the Pod's securityContext holds only fsGroup,
+    fsGroupChangePolicy and supplementalGroups; Gleaner's container carries its own identity
+    (non-root 65532), a read-only root, no capabilities, no privilege escalation, seccomp
+    RuntimeDefault; the application container of helm/examples/my-app, which has no security
+    context of its own, keeps its image's identity (nothing at Pod level sets one for it)."""
+    problems = []
+    counted = 0
+    for case in common.cases():
+        for where, spec in pod_specs(common.objects(rendered(case))):
+            extra = set(spec.get("securityContext", {})) - POD_LEVEL_SHARED
+            if extra:
+                problems.append(f"{case.name} {where}: the Pod's securityContext sets {sorted(extra)}, which "
+                                f"applies to every container of the Pod (the application's too)")
+            for c in (spec.get("initContainers") or []) + spec["containers"]:
+                sc = c.get("securityContext", {})
+                if c.get("args", [None])[0] == "run":
+                    counted += 1
+                    wanted = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                              "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+                    for key, value in wanted.items():
+                        if sc.get(key) != value:
+                            problems.append(f"{case.name} {where}: Gleaner's container has {key} "
+                                            f"{sc.get(key)!r}, expected {value!r}")
+                elif case.chart == "my-app":
+                    pod_sc = spec.get("securityContext", {})
+                    changed = [k for k in IDENTITY_KEYS if k in pod_sc and k not in sc]
+                    if changed:
+                        problems.append(f"{case.name} {where}: the application container {c['name']} gets "
+                                        f"{', '.join(f'{k}={pod_sc[k]}' for k in changed)} from the Pod "
+                                        f"instead of its image's own user")
+    assert counted, "no Gleaner container rendered"
+    assert not problems, "\n".join(problems)
+    return (f"{counted} Gleaner containers with their own identity; Pod level only "
+            f"{', '.join(sorted(POD_LEVEL_SHARED))}; my-app's app container keeps its image's user")
+
+
+@check("notes-port")
+def notes_port():
+    """NOTES.txt's port-forward commands name numeric ports: kubectl 1.29 and 1.30 cannot forward
+    a named port of an init container, which the native sidecar is."""
+    problems, counted = [], 0
+    for case in common.cases():
+        for line in common.notes_text(rendered(case)).splitlines():
+            m = re.search(r"port-forward\s+\S+\s+(\S+)", line)
+            if m:
+                counted += 1
+                if not re.fullmatch(r"[0-9]+:[0-9]+", m.group(1)):
+                    problems.append(f"{case.name}: `{line.strip()}` forwards {m.group(1)}: a named port of an "
+                                    f"init container fails on kubectl 1.29 and 1.30")
+    assert counted, "no NOTES.txt has a port-forward command"
+    assert not problems, "\n".join(problems)
+    return f"{counted} port-forward commands, numeric ports"
+
+
+CA_LOCAL_VOLUMES = "cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes"
+
+
+def lint_failures(case, kube: str) -> list[str]:
+    """The render failures of a chart linted by real Helm for a cluster of this version
+    (.Capabilities.KubeVersion). Helm's lint does not stop at a template's `fail`: it logs it
+    (`funcMap fail message=…`, on the process's standard error, which is read here) and goes on,
+    so those lines are the failures, with the lint's own problems."""
+    with tempfile.TemporaryFile() as log:
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            report = helm.lint(common.chart_dir(case), case.values(), strict=True, with_subcharts=True,
+                               kube_version=kube)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        log.seek(0)
+        failed = re.findall(r'funcMap fail message="([^"]*)', log.read().decode("utf-8", "replace"))
+    return failed + lint_problems(report)
+
+
+@check("cluster-facts")
+def cluster_facts():
+    """What the chart takes from the cluster: kubernetesVersion left unset is the cluster's
+    (.Capabilities.KubeVersion), so a 1.28 cluster refuses the native flavour and 1.30 takes it,
+    in the chart's own modes and through the named templates; every Pod with the shared emptyDir
+    carries the Cluster Autoscaler's safe-to-evict-local-volumes annotation naming it (or the
+    emptyDir blocks scale-down); the emptyDir's sizeLimit is requested as ephemeral-storage (on
+    disk); Gleaner's port has a name of its own ("gleaner" in it: an application's `metrics` port
+    cannot collide) and every Pod's port names are unique."""
+    problems = []
+    unset = [common.Case("example, kubernetesVersion unset", "gleaner", None, {"mode": "example", "run": {
+                 "state": "s3://b/state", "output": "s3://b/out"}}),
+             common.Case("my-app, kubernetesVersion unset", "my-app")]
+    for case in unset:
+        old = lint_failures(case, "v1.28.0")
+        if not any("needs Kubernetes 1.29 or newer" in p for p in old):
+            problems.append(f"{case.name}: on a 1.28 cluster (.Capabilities.KubeVersion) the native flavour was "
+                            f"not refused: {old[:2]}")
+        new = lint_failures(case, "v1.30.0")
+        if new:
+            problems.append(f"{case.name}: on a 1.30 cluster: {new[:2]}")
+    # A parent chart that passes its values alone: an unset kubernetesVersion cannot be the
+    # cluster's there, and says so; a set one works as before.
+    storage = {"run": {"state": "s3://b/state", "output": "s3://b/out"}}
+    try:
+        common.render_values_only({"gleaner": storage})
+        problems.append("a parent chart passing .Values.gleaner alone rendered with kubernetesVersion unset")
+    except helm.HelmError as e:
+        if "named template got the chart's values alone" not in common.error_text(e):
+            problems.append(f"a parent chart passing .Values.gleaner alone: {common.error_text(e)[:300]}")
+    try:
+        common.render_values_only({"gleaner": {**storage, "kubernetesVersion": "1.30"}})
+    except helm.HelmError as e:
+        problems.append(f"a parent chart passing .Values.gleaner alone, kubernetesVersion 1.30: {common.error_text(e)[:300]}")
+    pods = 0
+    for case in common.cases():
+        for obj in common.objects(rendered(case)):
+            spec = common.pod_spec(obj)
+            if spec is None:
+                continue
+            where = f"{obj['kind']}/{obj['metadata']['name']}"
+            gleaner = [c for c in (spec.get("initContainers") or []) + spec["containers"]
+                       if c.get("args", [None])[0] == "run"]
+            names = [p["name"] for c in (spec.get("initContainers") or []) + spec["containers"]
+                     for p in c.get("ports", []) if "name" in p]
+            if len(names) != len(set(names)):
+                problems.append(f"{case.name} {where}: port names repeat in the Pod: {names}")
+            for c in gleaner:
+                for p in c.get("ports", []):
+                    if "gleaner" not in p.get("name", ""):
+                        problems.append(f"{case.name} {where}: Gleaner's port is named {p.get('name')!r}, a name an "
+                                        f"application's container may use too (port names are unique in a Pod)")
+            empty = [v for v in spec.get("volumes", []) if "emptyDir" in v]
+            if not empty:
+                continue
+            pods += 1
+            template = obj["spec"]["jobTemplate"]["spec"]["template"] if obj["kind"] == "CronJob" else obj["spec"]["template"]
+            annotations = template["metadata"].get("annotations", {})
+            listed = [n.strip() for n in annotations.get(CA_LOCAL_VOLUMES, "").split(",") if n.strip()]
+            for v in empty:
+                if v["name"] not in listed:
+                    problems.append(f"{case.name} {where}: the emptyDir {v['name']} is not in the Pod's "
+                                    f"{CA_LOCAL_VOLUMES} annotation ({annotations.get(CA_LOCAL_VOLUMES)!r}): the "
+                                    f"Cluster Autoscaler will not scale its node down")
+                if v["emptyDir"].get("medium", "") == "":
+                    limit = common.quantity_bytes(v["emptyDir"]["sizeLimit"])
+                    requested = sum(common.quantity_bytes(c.get("resources", {}).get("requests", {}).get(
+                        "ephemeral-storage", 0)) for c in (spec.get("initContainers") or []) + spec["containers"])
+                    if requested < limit:
+                        problems.append(f"{case.name} {where}: the emptyDir {v['name']} may hold "
+                                        f"{v['emptyDir']['sizeLimit']}, but the Pod requests {requested} bytes of "
+                                        f"ephemeral-storage: the scheduler may place it on a node without the room")
+    assert pods, "no Pod with an emptyDir rendered"
+    assert not problems, "\n".join(problems)
+    return (f"kubernetesVersion unset follows the cluster (1.28 refused, 1.30 taken); {pods} Pods annotated for "
+            f"the Cluster Autoscaler, sizeLimit requested as ephemeral-storage, port names unique")
+
+
+# --------------------------------------------------------------------------------------------
+# Values parity with the peers' charts (fluent-bit, grafana, vector, ...): the same names, accepted
+# by the schema and rendered where they belong.
+KUBECTL = os.environ.get("KUBECTL", "kubectl")
+KUSTOMIZE_EXAMPLE = os.path.join(ROOT, "deploy", "kustomize")
+THIRD_PARTY_CHART = os.path.join(ROOT, "tests", "k8s", "fixtures", "third-party-chart")
+GLEANER_EGRESS_PORTS = {53, 443}
+
+
+def _pod_template(obj: dict) -> dict:
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]
+    return obj["spec"]["template"]
+
+
+def _gleaner_of(spec: dict) -> dict:
+    return next(c for c in (spec.get("initContainers") or []) + spec["containers"]
+                if (c.get("args") or [None])[0] == "run")
+
+
+def parity_problems(name: str, objs: list[dict], v: dict, library: bool) -> list[str]:
+    """What of the Pod-level values v is missing from the rendered objects."""
+    problems = []
+    workloads = [o for o in objs if common.pod_spec(o)]
+    if not workloads:
+        return [f"{name}: no workload rendered"]
+    for w in workloads:
+        where = f"{name} {w['kind']}/{w['metadata']['name']}"
+        template = _pod_template(w)
+        spec = template["spec"]
+        meta = template["metadata"]
+        for key, value in v.get("podAnnotations", {}).items():
+            if meta.get("annotations", {}).get(key) != value:
+                problems.append(f"{where}: podAnnotations {key} missing from the Pod's annotations")
+        for key, value in v.get("podLabels", {}).items():
+            if meta.get("labels", {}).get(key) != value:
+                problems.append(f"{where}: podLabels {key} missing from the Pod's labels")
+        if "imagePullSecrets" in v:
+            wanted = [s if isinstance(s, dict) else {"name": s} for s in v["imagePullSecrets"]]
+            if spec.get("imagePullSecrets") != wanted:
+                problems.append(f"{where}: imagePullSecrets {spec.get('imagePullSecrets')}, expected {wanted}")
+        if not library:
+            for key in ("nodeSelector", "tolerations", "affinity", "topologySpreadConstraints", "priorityClassName"):
+                if key in v and spec.get(key) != v[key]:
+                    problems.append(f"{where}: {key} is {spec.get(key)!r}, expected {v[key]!r}")
+        for vol in v.get("extraVolumes", []):
+            if vol not in spec.get("volumes", []):
+                problems.append(f"{where}: extraVolumes {vol['name']} missing from the Pod's volumes")
+        gleaner = _gleaner_of(spec)
+        for mount in v.get("extraVolumeMounts", []):
+            if mount not in gleaner.get("volumeMounts", []):
+                problems.append(f"{where}: extraVolumeMounts {mount['mountPath']} missing from Gleaner's container")
+        policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
+        if v.get("networkPolicy", {}).get("enabled"):
+            if len(policies) != 1:
+                problems.append(f"{where}: networkPolicy.enabled rendered {len(policies)} NetworkPolicies")
+                continue
+            np_ = policies[0]["spec"]
+            selector = np_["podSelector"].get("matchLabels", {})
+            if not selector or any(meta["labels"].get(k) != val for k, val in selector.items()):
+                problems.append(f"{where}: the NetworkPolicy's podSelector {selector} does not select the Pod "
+                                f"(labels {meta['labels']})")
+            if np_.get("policyTypes") != ["Egress"]:
+                problems.append(f"{where}: the NetworkPolicy's policyTypes are {np_.get('policyTypes')}: only "
+                                f"Egress (an Ingress policy would cut the application's own traffic)")
+            ports = {p.get("port") for rule in np_.get("egress", []) for p in rule.get("ports", [])}
+            wanted_ports = {53} | set(v["networkPolicy"].get("objectStore", {}).get("ports", [443]))
+            if not wanted_ports <= ports:
+                problems.append(f"{where}: the NetworkPolicy allows egress to ports {sorted(ports, key=str)}, "
+                                f"not all of {sorted(wanted_ports)}")
+            to = v["networkPolicy"].get("objectStore", {}).get("to")
+            if to and not any(rule.get("to") == to for rule in np_.get("egress", [])):
+                problems.append(f"{where}: networkPolicy.objectStore.to not rendered")
+        elif policies:
+            problems.append(f"{where}: a NetworkPolicy rendered though networkPolicy.enabled is off")
+    pm = v.get("podMonitor", {})
+    if pm.get("enabled"):
+        monitors = [o for o in objs if o["kind"] == "PodMonitor"]
+        if len(monitors) != 1:
+            return problems + [f"{name}: {len(monitors)} PodMonitors"]
+        mon = monitors[0]
+        endpoint = mon["spec"]["podMetricsEndpoints"][0]
+        for key, value in pm.get("additionalLabels", {}).items():
+            if mon["metadata"]["labels"].get(key) != value:
+                problems.append(f"{name}: podMonitor.additionalLabels {key} missing from the PodMonitor's labels")
+        if "scrapeTimeout" in pm and endpoint.get("scrapeTimeout") != pm["scrapeTimeout"]:
+            problems.append(f"{name}: the PodMonitor's scrapeTimeout is {endpoint.get('scrapeTimeout')!r}")
+        for key, own in (("relabelings", "source_id"), ("metricRelabelings", "exported_source_id")):
+            rendered_ = endpoint.get(key, [])
+            if not all(r in rendered_ for r in pm.get(key, [])):
+                problems.append(f"{name}: podMonitor.{key} not all rendered: {rendered_}")
+            if own not in json.dumps(rendered_):
+                problems.append(f"{name}: the chart's own {key} ({own}) are gone: {rendered_}")
+    return problems
+
+
+@check("values-parity")
+def values_parity():
+    """The Pod-level values platform teams set in the peers' charts, under the same names:
+    podAnnotations, podLabels, priorityClassName, nodeSelector, tolerations, affinity,
+    topologySpreadConstraints, extraVolumes and extraVolumeMounts (Gleaner's container),
+    imagePullSecrets as objects ({name}) and as plain names, podMonitor.{additionalLabels,
+    scrapeTimeout, relabelings, metricRelabelings} (on top of the chart's own source_id
+    relabelings), networkPolicy. Each accepted by the schema and rendered: in example mode
+    (examples/platform.yaml), in cronjob mode (examples/cronjob-rwo.yaml, affinity included: a Job next to the writer of a
+    ReadWriteOnce claim) and in library mode through the named templates (helm/examples/my-app)."""
+    problems, counted = [], []
+    by_name = {c.name: c for c in common.cases()}
+    for name, library in (("platform", False), ("cronjob-rwo", False), ("my-app-platform", True)):
+        case = by_name.get(name)
+        if case is None:
+            problems.append(f"no rendering {name}")
+            continue
+        v = case.values().get("gleaner", {}) if case.chart == "my-app" else case.values()
+        try:
+            objs = common.objects(rendered(case))
+        except helm.HelmError as e:
+            problems.append(f"{name}: {common.error_text(e)[:400]}")
+            continue
+        problems += parity_problems(name, objs, v, library)
+        counted.append(name)
+    assert not problems, "\n".join(problems)
+    return f"{', '.join(counted)}: every value rendered where it belongs"
+
+
+@check("gate")
+def gate():
+    """sidecar.gateAppStart: by default the native sidecar has a startup probe, so the kubelet
+    starts the application only once Gleaner answers (a fenced, misconfigured or crashing Gleaner
+    keeps the application from starting); with false, no startup probe: the application starts as
+    soon as Gleaner's process runs (pod_run.py runs both ways)."""
+    base = {"mode": "example", "run": {"state": "s3://b/state", "output": "s3://b/out"}, "kubernetesVersion": "1.30"}
+    problems = []
+    for gate_value, wanted in ((None, True), (True, True), (False, False)):
+        values = base if gate_value is None else common.deep_merge(base, {"sidecar": {"gateAppStart": gate_value}})
+        try:
+            objs = common.objects(common.render(common.Case("gate", "gleaner", None, values)))
+        except helm.HelmError as e:
+            problems.append(f"gateAppStart {gate_value}: {common.error_text(e)[:300]}")
+            continue
+        _, template = common.workload_pod(objs)
+        g = _gleaner_of(template["spec"])
+        if ("startupProbe" in g) != wanted:
+            problems.append(f"gateAppStart {gate_value}: the native sidecar {'has no' if wanted else 'has a'} "
+                            f"startup probe")
+        if "livenessProbe" not in g:
+            problems.append(f"gateAppStart {gate_value}: no liveness probe")
+    assert not problems, "\n".join(problems)
+    return "startup probe (gate) by default and with true, none with false; liveness kept"
+
+
+def render_third_party(values: dict) -> list[dict]:
+    """tests/k8s/fixtures/third-party-chart (a chart in the style of Grafana's, Fluent Bit's and
+    Vector's: extraInitContainers, extraContainers, extraVolumes, extraVolumeMounts,
+    podAnnotations, podSecurityContext, terminationGracePeriodSeconds) rendered with these values."""
+    with helm.Chart.load(THIRD_PARTY_CHART) as chart:
+        return common.objects(chart.render(values, name="web", namespace=common.NAMESPACE))
+
+
+def snippet_values(values: dict) -> dict:
+    """The values document `mode: snippet` prints (helm template --show-only templates/snippet.yaml)."""
+    out = common.render(common.Case("snippet", "gleaner", None, common.deep_merge(common.SNIPPET, values)))
+    docs = [d for d in yaml.safe_load_all(common.manifests_text(out)) if d]
+    assert len(docs) == 1, f"mode snippet printed {len(docs)} documents"
+    return docs[0]
+
+
+def sidecar_problems(where: str, spec: dict, template_meta: dict, flavour: str, app: str) -> list[str]:
+    """What of Gleaner is missing from a Pod spec it was added to (by snippet or kustomize)."""
+    problems = []
+    inits = spec.get("initContainers") or []
+    gleaner = [c for c in inits + spec["containers"] if c["name"] == "gleaner"]
+    if len(gleaner) != 1:
+        return [f"{where}: {len(gleaner)} Gleaner containers"]
+    g = gleaner[0]
+    if flavour == "native" and (g not in inits or g.get("restartPolicy") != "Always"):
+        problems.append(f"{where}: Gleaner is not a native sidecar")
+    if flavour == "classic" and g not in spec["containers"]:
+        problems.append(f"{where}: Gleaner is not a classic sidecar container")
+    vol = next((v for v in spec.get("volumes", []) if v["name"] == "gleaner-watch"), None)
+    if not vol or "sizeLimit" not in vol.get("emptyDir", {}):
+        problems.append(f"{where}: no gleaner-watch emptyDir with a sizeLimit")
+    app_c = next(c for c in spec["containers"] if c["name"] == app)
+    if {"name": "gleaner-watch", "mountPath": "/data"} not in app_c.get("volumeMounts", []):
+        problems.append(f"{where}: the application container {app} does not mount gleaner-watch at /data")
+    if spec.get("securityContext", {}).get("fsGroup") != 65532:
+        problems.append(f"{where}: no fsGroup 65532 in the Pod's securityContext")
+    if int(spec.get("terminationGracePeriodSeconds", 30)) < 40:
+        problems.append(f"{where}: terminationGracePeriodSeconds {spec.get('terminationGracePeriodSeconds')} < 40")
+    if CA_LOCAL_VOLUMES not in template_meta.get("annotations", {}):
+        problems.append(f"{where}: no {CA_LOCAL_VOLUMES} annotation")
+    if "runAsUser" in spec.get("securityContext", {}) and app_c.get("securityContext", {}).get("runAsUser") is None:
+        pass  # the workload's own Pod-level identity, untouched
+    return problems
+
+
+@check("snippet")
+def snippet():
+    """`mode: snippet` prints Gleaner as values for another chart: the sidecar container under
+    extraInitContainers (native) or extraContainers (classic), its volume under extraVolumes, the
+    emitter's mount under extraVolumeMounts, with podAnnotations, podSecurityContext (fsGroup) and
+    terminationGracePeriodSeconds; snippet.keys renames them (Bitnami's initContainers, sidecars).
+    Fed to a third-party-style chart: rendered by Helm, valid for every Kubernetes version from 1.29 to the newest,
+    with everything the sidecar needs in place."""
+    problems = []
+    counted = 0
+    for label, values, flavour, keys in (
+            ("native", {}, "native", {}),
+            ("classic", {"kubernetesVersion": "1.27", "sidecar": {"flavour": "classic"}}, "classic", {}),
+            ("renamed keys", {"snippet": {"keys": {"initContainers": "initContainers", "containers": "sidecars"}}},
+             "native", {"extraInitContainers": "initContainers", "extraContainers": "sidecars"})):
+        try:
+            doc = snippet_values(values)
+        except (helm.HelmError, AssertionError) as e:
+            problems.append(f"{label}: {common.error_text(e)[:400]}")
+            continue
+        wanted = {"extraVolumes", "extraVolumeMounts", "podAnnotations", "podSecurityContext",
+                  "terminationGracePeriodSeconds",
+                  "extraInitContainers" if flavour == "native" else "extraContainers"}
+        wanted = {keys.get(k, k) for k in wanted}
+        if not wanted <= set(doc):
+            problems.append(f"{label}: the snippet has {sorted(doc)}, not all of {sorted(wanted)}")
+            continue
+        third = {keys.get(k, k): k for k in ("extraInitContainers", "extraContainers")}
+        fed = {third.get(k, k): val for k, val in doc.items()}
+        objs = render_third_party(fed)
+        for obj in objs:
+            for version in VALIDATE_VERSIONS + ([CLASSIC_ALSO] if flavour == "classic" else []):
+                err = validate_object(obj, version)
+                if err:
+                    problems.append(f"{label}: {err}")
+        w = next(o for o in objs if o["kind"] == "Deployment")
+        problems += sidecar_problems(f"{label} Deployment/{w['metadata']['name']}", w["spec"]["template"]["spec"],
+                                     w["spec"]["template"]["metadata"], flavour, "app")
+        counted += 1
+    assert not problems, "\n".join(problems)
+    return f"{counted} snippets fed to a third-party-style chart, valid, sidecar complete"
+
+
+def kustomize_build(path: str) -> list[dict]:
+    proc = subprocess.run([KUBECTL, "kustomize", path], capture_output=True, text=True)
+    assert proc.returncode == 0, f"kubectl kustomize {os.path.relpath(path, ROOT)}: {proc.stderr.strip()}"
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+@check("kustomize")
+def kustomize():
+    """deploy/kustomize/gleaner, a kustomize component, added by name to workloads Gleaner's chart
+    did not render (deploy/kustomize/example: a Deployment, a StatefulSet, a DaemonSet and a Job
+    of a third-party manifest, and one Deployment left alone), built by the real `kubectl
+    kustomize`: every object valid for every Kubernetes version from 1.29 to the newest; each targeted Pod gets
+    the native sidecar, its emptyDir, the application's mount, fsGroup (the workload's own Pod
+    security context kept), the grace period and the Cluster Autoscaler annotation; the
+    untargeted one is unchanged; Gleaner's container is the chart's (same image, args,
+    probes, resources, security context, settings)."""
+    objs = kustomize_build(KUSTOMIZE_EXAMPLE)
+    problems = []
+    for obj in objs:
+        for version in VALIDATE_VERSIONS:
+            err = validate_object(obj, version)
+            if err:
+                problems.append(err)
+    workloads = {(o["kind"], o["metadata"]["name"]): o for o in objs if common.pod_spec(o)}
+    targeted = [k for k in workloads if k[1] != "untouched"]
+    kinds = {k[0] for k in targeted}
+    if kinds != {"Deployment", "StatefulSet", "DaemonSet", "Job"}:
+        problems.append(f"the example targets {sorted(kinds)}, not a Deployment, StatefulSet, DaemonSet and Job")
+    configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in objs if o["kind"] == "ConfigMap"}
+    chart_objs = common.objects(common.render(common.Case("kustomize-equivalent", "gleaner", None, {
+        "mode": "example", "kubernetesVersion": "1.30",
+        "run": {"state": "s3://my-gleaner-bucket/gleaner/state", "output": "s3://my-gleaner-bucket/gleaner/results"}})))
+    chart_gleaner = _gleaner_of(common.workload_pod(chart_objs)[1]["spec"])
+    for key in targeted:
+        w = workloads[key]
+        where = f"{key[0]}/{key[1]}"
+        spec = w["spec"]["template"]["spec"]
+        problems += sidecar_problems(where, spec, w["spec"]["template"]["metadata"], "native", "app")
+        g = next((c for c in spec.get("initContainers") or [] if c["name"] == "gleaner"), None)
+        if g is None:
+            continue
+        for field_ in ("image", "args", "ports", "startupProbe", "livenessProbe", "resources", "securityContext",
+                       "restartPolicy"):
+            if g.get(field_) != chart_gleaner.get(field_):
+                problems.append(f"{where}: Gleaner's {field_} differs from the chart's: {g.get(field_)!r} != "
+                                f"{chart_gleaner.get(field_)!r}")
+        env = {}
+        for src in g.get("envFrom", []):
+            name = src["configMapRef"]["name"]
+            if name not in configmaps:
+                problems.append(f"{where}: envFrom ConfigMap {name} is not in the output")
+            env.update(configmaps.get(name, {}))
+        env.update({e["name"]: e.get("value", json.dumps(e.get("valueFrom"))) for e in g.get("env", [])})
+        chart_env = {e["name"]: e.get("value", json.dumps(e.get("valueFrom"))) for e in chart_gleaner["env"]}
+        if env != chart_env:
+            diff = {k: (env.get(k), chart_env.get(k)) for k in set(env) | set(chart_env) if env.get(k) != chart_env.get(k)}
+            problems.append(f"{where}: Gleaner's settings differ from the chart's (kustomize, chart): {diff}")
+    untouched = workloads.get(("Deployment", "untouched"))
+    if untouched is None:
+        problems.append("the example's Deployment 'untouched' is missing")
+    elif "gleaner-watch" in json.dumps(untouched) or any(
+            c["name"] == "gleaner" for c in (untouched["spec"]["template"]["spec"].get("initContainers") or [])
+            + untouched["spec"]["template"]["spec"]["containers"]):
+        problems.append("Deployment/untouched, which the example does not target, got Gleaner")
+    assert not problems, "\n".join(problems)
+    return f"{len(targeted)} workloads ({', '.join(sorted(kinds))}) given the sidecar by kubectl kustomize, valid"
+
+
+def any_section(markdown: str, title: str) -> str:
+    """The text under a heading of any level, up to the next heading of the same or a higher
+    level ("" when there is none); `#` lines inside code blocks are no headings."""
+    out, level, fence = [], None, False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        m = None if fence else re.match(r"^(#+) (.*)$", line)
+        if level is None:
+            if m and m.group(2).strip() == title:
+                level = len(m.group(1))
+            continue
+        if m and len(m.group(1)) <= level:
+            break
+        out.append(line)
+    return "\n".join(out)
+
+
+@check("docs")
+def docs():
+    """The README and the chart README: "Add Gleaner to any workload" (the chart, kustomize, the
+    snippet), the uid contract (uid, fsGroup, umask, the permission error and metric), the blast
+    radius (the gate and its value, evictions, spot, mesh proxies, what to do, the egress), the
+    CronJob next to a ReadWriteOnce claim."""
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    chart_readme = open(os.path.join(CHART, "README.md"), encoding="utf-8").read()
+    problems = []
+    for doc_name, text in (("README.md", readme), ("helm/gleaner/README.md", chart_readme)):
+        part = any_section(text, "Add Gleaner to any workload")
+        if not part:
+            problems.append(f"{doc_name}: no section \"Add Gleaner to any workload\"")
+            continue
+        for word in ("mode: snippet", "kubectl kustomize", "deploy/kustomize/gleaner", "extraInitContainers"):
+            if word not in part:
+                problems.append(f"{doc_name}, Add Gleaner to any workload: does not mention {word}")
+    uid = any_section(chart_readme, "The uid contract")
+    for word in ("65532", "fsGroup", "umask", "002", "permission_denied"):
+        if word not in uid:
+            problems.append(f"chart README, The uid contract: does not mention {word}")
+    blast = any_section(chart_readme, "Blast radius")
+    for word in ("sidecar.gateAppStart", "evict", "spot", "mesh", "NetworkPolicy", "169.254.169.254", "443",
+                 "sidecar.flavour: classic"):
+        if word.lower() not in blast.lower():
+            problems.append(f"chart README, Blast radius: does not mention {word}")
+    cron = any_section(chart_readme, "The CronJob")
+    for word in ("ReadWriteOnce", "ReadWriteMany", "affinity"):
+        if word not in cron:
+            problems.append(f"chart README, The CronJob: does not mention {word}")
+    assert not problems, "\n".join(problems)
+    return "any workload (chart, kustomize, snippet), uid contract, blast radius, CronJob claims: documented"
+
+
+SOURCE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")  # crates/state-store/src/source_id.rs
+
+
+def pod_env(container: dict, namespace: str, pod: str) -> dict[str, str]:
+    """The container's literal and downward-API variables as the kubelet makes them ($(VAR)
+    expanded from the variables defined before)."""
+    env: dict[str, str] = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)),
+                                      var["value"])
+        elif "fieldRef" in var.get("valueFrom", {}):
+            env[var["name"]] = {"metadata.name": pod, "metadata.namespace": namespace}[
+                var["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+# (what, values over the example, the source id of Pod web-0 in namespace team-a)
+SOURCE_ID_RENDERINGS = [
+    ("default", {}, "team-a.web-0"),
+    ("clusterName", {"clusterName": "eu-west-1"}, "eu-west-1.team-a.web-0"),
+    ("run.sourceIdScope pod (the form before)", {"run": {"sourceIdScope": "pod"}}, "web-0"),
+    ("run.sourceId", {"run": {"sourceId": "fixed-id"}, "example": {"replicas": 1}}, "fixed-id"),
+]
+
+
+@check("source-ids")
+def source_ids():
+    """The default source id is qualified by the namespace (and clusterName), in a form the state
+    store accepts, so that same-named Pods in two namespaces or clusters sharing a state location
+    never collide; run.sourceIdScope pod keeps the bare Pod name (for state made under it)."""
+    problems = []
+    for what, values, expected in SOURCE_ID_RENDERINGS:
+        case = common.Case(what, "gleaner", EXAMPLE, values)
+        try:
+            objs = common.objects(common.render(case))
+        except helm.HelmError as e:
+            problems.append(f"{what}: refused: {common.error_text(e)[:200]}")
+            continue
+        got = pod_env(_gleaner(objs), "team-a", "web-0").get("GLEANER_SOURCE_ID")
+        if got != expected:
+            problems.append(f"{what}: Pod web-0 in namespace team-a gets source id {got!r}, expected {expected!r}")
+        elif not SOURCE_ID.fullmatch(got):
+            problems.append(f"{what}: {got!r} is not a source id the state store accepts")
+    assert not problems, "\n".join(problems)
+    return ", ".join(f"{what}: {expected}" for what, _, expected in SOURCE_ID_RENDERINGS)
+
+
+# --------------------------------------------------------------------------------------------
 EXAMPLE = os.path.join(CHART, "examples", "native-s3.yaml")
 CLASSIC = os.path.join(CHART, "examples", "classic.yaml")
 CRONJOB = os.path.join(CHART, "examples", "cronjob.yaml")
+SNIPPET_FILE = os.path.join(CHART, "examples", "snippet.yaml")
 
 # (what, base values file, chart, values, expected part of the error)
 BAD_VALUES = [
@@ -792,7 +1410,9 @@ BAD_VALUES = [
     ("PodMonitor in cronjob mode", CRONJOB, "gleaner", {"podMonitor": {"enabled": True}},
      "podMonitor.enabled in cronjob mode: `gleaner run --once` serves no metrics"),
     ("PodMonitor in library mode without selector", None, "gleaner", {"podMonitor": {"enabled": True}},
-     "podMonitor.enabled in library mode needs podMonitor.podSelector"),
+     "podMonitor.enabled in library and snippet modes needs podMonitor.podSelector"),
+    ("PodMonitor in snippet mode without selector", SNIPPET_FILE, "gleaner", {"podMonitor": {"enabled": True}},
+     "podMonitor.enabled in library and snippet modes needs podMonitor.podSelector"),
     ("PrometheusRules in cronjob mode", CRONJOB, "gleaner", {"prometheusRule": {"enabled": True}},
      "prometheusRule.enabled in cronjob mode: `gleaner run --once` serves no metrics"),
     ("dashboard in cronjob mode", CRONJOB, "gleaner", {"grafanaDashboard": {"enabled": True}},
@@ -846,6 +1466,84 @@ BAD_VALUES = [
     ("a Secret name that is no name", EXAMPLE, "gleaner",
      {"alertmanagerConfig": {"enabled": True, "slack": {"secretName": "Slack_URLs"}}},
      "at '/alertmanagerConfig/slack/secretName': 'Slack_URLs' does not match pattern"),
+    # A uid at Pod level would change the application's containers too.
+    ("a uid at Pod level", EXAMPLE, "gleaner", {"podSecurityContext": {"runAsUser": 1000}},
+     "at '/podSecurityContext': additional properties 'runAsUser' not allowed"),
+    ("clusterName as a number", EXAMPLE, "gleaner", {"clusterName": 7},
+     "at '/clusterName': got number, want string"),
+    ("clusterName with a dot", EXAMPLE, "gleaner", {"clusterName": "eu.west"},
+     "at '/clusterName': 'eu.west' does not match pattern"),
+    ("unknown source id scope", EXAMPLE, "gleaner", {"run": {"sourceIdScope": "cluster"}},
+     "at '/run/sourceIdScope': value must be one of 'namespace', 'pod'"),
+    ("clusterName with the bare Pod name", EXAMPLE, "gleaner", {"clusterName": "eu-1", "run": {"sourceIdScope": "pod"}},
+     "clusterName \"eu-1\" qualifies the default source id, and run.sourceIdScope pod makes it the bare Pod name"),
+    ("a source id longer than the state store takes", CRONJOB, "gleaner", {"run": {"sourceId": "x" * 129}},
+     "at '/run/sourceId': maxLength: got 129, want 128"),
+    ("a variable the chart sets, in extraEnv", EXAMPLE, "gleaner",
+     {"run": {"extraEnv": [{"name": "GLEANER_AFTER", "value": "keep"}]}},
+     "run.extraEnv: GLEANER_AFTER is set by the chart"),
+    # The values of the peers' charts (issue 24): each with a wrong type, its own message.
+    ("podAnnotations as a list", EXAMPLE, "gleaner", {"podAnnotations": ["a=b"]},
+     "at '/podAnnotations': got array, want object"),
+    ("a podLabels value as a number", EXAMPLE, "gleaner", {"podLabels": {"cost-center": 4711}},
+     "at '/podLabels/cost-center': got number, want string"),
+    ("nodeSelector as a string", EXAMPLE, "gleaner", {"nodeSelector": "kubernetes.io/os=linux"},
+     "at '/nodeSelector': got string, want object"),
+    ("tolerations as a map", EXAMPLE, "gleaner", {"tolerations": {"key": "dedicated"}},
+     "at '/tolerations': got object, want array"),
+    ("affinity as a list", CRONJOB, "gleaner", {"affinity": [{"podAffinity": {}}]},
+     "at '/affinity': got array, want object"),
+    ("topologySpreadConstraints as a map", EXAMPLE, "gleaner", {"topologySpreadConstraints": {"maxSkew": 1}},
+     "at '/topologySpreadConstraints': got object, want array"),
+    ("priorityClassName as a number", EXAMPLE, "gleaner", {"priorityClassName": 1000},
+     "at '/priorityClassName': got number, want string"),
+    ("an extra volume without a name", EXAMPLE, "gleaner", {"extraVolumes": [{"configMap": {"name": "ca"}}]},
+     "at '/extraVolumes/0': missing property 'name'"),
+    ("an extra mount without a path", EXAMPLE, "gleaner", {"extraVolumeMounts": [{"name": "ca"}]},
+     "at '/extraVolumeMounts/0': missing property 'mountPath'"),
+    ("an extra volume named as the shared one", EXAMPLE, "gleaner",
+     {"extraVolumes": [{"name": "gleaner-watch", "configMap": {"name": "ca"}}]},
+     "extraVolumes: gleaner-watch is the shared volume's name (volume.name)"),
+    ("an extra mount over the watched directory", EXAMPLE, "gleaner",
+     {"extraVolumes": [{"name": "ca", "configMap": {"name": "ca"}}],
+      "extraVolumeMounts": [{"name": "ca", "mountPath": "/data"}]},
+     "extraVolumeMounts: /data is the watched directory (volume.mountPath)"),
+    ("an extra mount of a volume that does not exist", EXAMPLE, "gleaner",
+     {"extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ca"}]},
+     "extraVolumeMounts: no volume ca in extraVolumes"),
+    ("a pull secret as a number", EXAMPLE, "gleaner", {"imagePullSecrets": [7]},
+     "at '/imagePullSecrets/0': got number, want string - at '/imagePullSecrets/0': got number, want object"),
+    ("a pull secret with a typo'd key", EXAMPLE, "gleaner", {"imagePullSecrets": [{"nmae": "registry"}]},
+     "at '/imagePullSecrets/0': additional properties 'nmae' not allowed"),
+    ("podMonitor.scrapeTimeout in words", EXAMPLE, "gleaner", {"podMonitor": {"scrapeTimeout": "10 seconds"}},
+     "at '/podMonitor/scrapeTimeout': '10 seconds' does not match pattern"),
+    ("podMonitor.relabelings as a map", EXAMPLE, "gleaner", {"podMonitor": {"relabelings": {"action": "drop"}}},
+     "at '/podMonitor/relabelings': got object, want array"),
+    ("podMonitor.metricRelabelings as a string", EXAMPLE, "gleaner", {"podMonitor": {"metricRelabelings": "drop"}},
+     "at '/podMonitor/metricRelabelings': got string, want array"),
+    ("podMonitor.additionalLabels as a list", EXAMPLE, "gleaner", {"podMonitor": {"additionalLabels": ["a"]}},
+     "at '/podMonitor/additionalLabels': got array, want object"),
+    ("networkPolicy.enabled as a string", EXAMPLE, "gleaner", {"networkPolicy": {"enabled": "yes"}},
+     "at '/networkPolicy/enabled': got string, want boolean"),
+    ("a NetworkPolicy port by name", EXAMPLE, "gleaner", {"networkPolicy": {"objectStore": {"ports": ["https"]}}},
+     "at '/networkPolicy/objectStore/ports/0': got string, want integer"),
+    ("a NetworkPolicy in library mode without selector", None, "gleaner", {"networkPolicy": {"enabled": True}},
+     "networkPolicy.enabled in library and snippet modes needs networkPolicy.podSelector"),
+    ("a NetworkPolicy in snippet mode without selector", SNIPPET_FILE, "gleaner", {"networkPolicy": {"enabled": True}},
+     "networkPolicy.enabled in library and snippet modes needs networkPolicy.podSelector"),
+    ("networkPolicy.podSelector as a list", EXAMPLE, "gleaner", {"networkPolicy": {"podSelector": ["app=web"]}},
+     "at '/networkPolicy/podSelector': got array, want object"),
+    ("networkPolicy.objectStore.to as a map", EXAMPLE, "gleaner",
+     {"networkPolicy": {"objectStore": {"to": {"ipBlock": {"cidr": "10.0.0.0/8"}}}}},
+     "at '/networkPolicy/objectStore/to': got object, want array"),
+    ("networkPolicy.extraEgress as a map", EXAMPLE, "gleaner", {"networkPolicy": {"extraEgress": {"ports": []}}},
+     "at '/networkPolicy/extraEgress': got object, want array"),
+    ("networkPolicy.metadata as a string", EXAMPLE, "gleaner", {"networkPolicy": {"metadata": "no"}},
+     "at '/networkPolicy/metadata': got string, want boolean"),
+    ("sidecar.gateAppStart as a string", EXAMPLE, "gleaner", {"sidecar": {"gateAppStart": "no"}},
+     "at '/sidecar/gateAppStart': got string, want boolean"),
+    ("a snippet key that is no key", EXAMPLE, "gleaner", {"snippet": {"keys": {"volumes": "extra volumes"}}},
+     "at '/snippet/keys/volumes': 'extra volumes' does not match pattern"),
 ]
 
 
@@ -901,7 +1599,10 @@ def schema():
                 # A map: of strings (labels), of numbers (an alert's params), or keyed by names
                 # the schema lists (propertyNames: alerts, SLOs) or constrains (label names).
                 free_map = isinstance(ap, dict) and (ap.get("type") in ("string", "number") or "propertyNames" in node)
-                if ap is not False and not free_map and where != "global":
+                # A Kubernetes or prometheus-operator object passed through (affinity, a Volume,
+                # a relabeling): its API checks it, and the renderings are validated strictly.
+                passed_through = str(node.get("$comment", "")).startswith(("a Kubernetes ", "a prometheus-operator "))
+                if ap is not False and not free_map and not passed_through and where != "global":
                     problems.append(f"{where or '(top)'}: additionalProperties is not false")
             for key, sub in node.items():
                 if key == "properties":
@@ -1104,7 +1805,9 @@ def snippets():
     for path in [*(c.values_file for c in common.cases() if c.values_file),
                  os.path.join(PARENT, "Chart.yaml"), os.path.join(PARENT, "values.yaml"),
                  *sorted(glob.glob(os.path.join(PARENT, "templates", "*.yaml"))),
-                 os.path.join(CHART, "values.yaml")]:
+                 os.path.join(CHART, "values.yaml"),
+                 *sorted(glob.glob(os.path.join(ROOT, "deploy", "kustomize", "*.yaml"))),
+                 *sorted(glob.glob(os.path.join(ROOT, "deploy", "kustomize", "gleaner", "*.yaml")))]:
         sources[os.path.relpath(path, ROOT)] = normalised(open(path, encoding="utf-8").read())
     examples = {os.path.relpath(c.values_file, ROOT) for c in common.cases() if c.values_file}
     problems = []
@@ -1120,11 +1823,18 @@ def snippets():
                 if not any(contains_in_order(src, body) for src in sources.values()):
                     problems.append(f"{where}: this YAML snippet is in no tested file:\n{body}")
             elif lang in ("sh", "bash", "console"):
+                # The snippet's output, made in the same block from a tested example, is what a
+                # third-party chart takes (the snippet check and pod_run.py feed it to one).
+                snippet_out = re.search(r"--show-only templates/snippet\.yaml > (\S+)", body)
                 for m in re.finditer(r"(?:-f|--values)\s+(\S+)", body):
                     used_examples.add(m.group(1))
+                    if snippet_out and m.group(1) == snippet_out.group(1):
+                        continue
                     if m.group(1) not in examples:
                         problems.append(f"{where}: `{m.group(0)}` names a file the tests do not render")
                 for m in re.finditer(r"helm (?:install|upgrade --install|template) \S+ (\S+)", body):
+                    if snippet_out and f"-f {snippet_out.group(1)}" in body[m.start():].split("\n")[0]:
+                        continue
                     if m.group(1) not in ("helm/gleaner", "helm/examples/my-app"):
                         problems.append(f"{where}: `{m.group(0)}` installs a chart the tests do not render")
     missing = examples - used_examples

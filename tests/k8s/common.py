@@ -89,7 +89,30 @@ def cases() -> list[Case]:
                     "prometheusRule": {"enabled": True},
                     "grafanaDashboard": {"enabled": True, "namespace": "monitoring",
                                          "annotations": {"grafana_folder": "Gleaner"}}}}))
+    # The Pod-level values of the peers' charts in library mode, where the parent chart takes what
+    # concerns Gleaner through the named templates (examples/platform.yaml and
+    # examples/cronjob-rwo.yaml hold them for the example and cronjob modes).
+    found.append(Case("my-app-platform", "my-app", overrides={"gleaner": LIBRARY_PLATFORM}))
     return found
+
+
+LIBRARY_PLATFORM = {
+    "imagePullSecrets": [{"name": "registry-credentials"}],
+    "podAnnotations": {"team.example.com/owner": "platform"},
+    "podLabels": {"team.example.com/cost-center": "4711"},
+    "extraVolumes": [{"name": "private-ca", "configMap": {"name": "private-ca"}}],
+    "extraVolumeMounts": [{"name": "private-ca", "mountPath": "/etc/gleaner/ca", "readOnly": True}],
+    "podMonitor": {"enabled": True, "podSelector": {"app.kubernetes.io/name": "my-app"},
+                   "scrapeTimeout": "10s", "additionalLabels": {"release": "kube-prometheus-stack"},
+                   "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}],
+                   "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "gleaner_build_info",
+                                          "action": "drop"}]},
+    "networkPolicy": {"enabled": True, "podSelector": {"app.kubernetes.io/name": "my-app"}},
+}
+
+# Gleaner as values for another chart's extraInitContainers, extraVolumes, extraVolumeMounts (the
+# example values file, also a rendering of its own: examples/snippet.yaml).
+SNIPPET = load_yaml(os.path.join(CHART, "examples", "snippet.yaml"))
 
 
 _parent_copy: str | None = None
@@ -131,6 +154,49 @@ def aliased_parent_dir() -> str:
     return _aliased_copy
 
 
+_values_only_copy: str | None = None
+VALUES_ONLY_POD = """apiVersion: v1
+kind: Pod
+metadata:
+  name: legacy
+spec:
+  terminationGracePeriodSeconds: {{ include "gleaner.terminationGracePeriodSeconds" .Values.gleaner }}
+  initContainers:
+    {{- include "gleaner.initContainers" .Values.gleaner | nindent 4 }}
+  containers:
+    - name: app
+      image: ghcr.io/gleaner-dev/gleaner:0.1.0
+      volumeMounts:
+        {{- include "gleaner.volumeMounts" .Values.gleaner | nindent 8 }}
+  volumes:
+    {{- include "gleaner.volumes" .Values.gleaner | nindent 4 }}
+"""
+
+
+def values_only_parent_dir() -> str:
+    """A parent chart that passes the named templates its `.Values.gleaner` alone, as parent
+    charts written before the templates took the capabilities too (a Pod with the sidecar)."""
+    global _values_only_copy
+    if _values_only_copy is None:
+        root = os.path.dirname(os.path.dirname(parent_chart_dir()))  # <tmp>/helm
+        path = os.path.join(root, "examples", "values-only")
+        os.makedirs(os.path.join(path, "templates"))
+        with open(os.path.join(path, "Chart.yaml"), "w", encoding="utf-8") as f:
+            yaml.safe_dump({"apiVersion": "v2", "name": "values-only", "version": "0.1.0", "dependencies": [
+                {"name": "gleaner", "version": "0.1.0", "repository": "file://../../gleaner"}]}, f)
+        with open(os.path.join(path, "templates", "pod.yaml"), "w", encoding="utf-8") as f:
+            f.write(VALUES_ONLY_POD)
+        helm.dependency_build(path)
+        _values_only_copy = path
+    return _values_only_copy
+
+
+def render_values_only(values: dict) -> dict[str, str]:
+    """Renders values_only_parent_dir() with these values (the subchart's under `gleaner:`)."""
+    with helm.Chart.load(values_only_parent_dir()) as chart:
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
 def render_aliased(values: dict) -> dict[str, str]:
     """Renders aliased_parent_dir() with these values (the subchart's under `collector:`)."""
     with helm.Chart.load(aliased_parent_dir()) as chart:
@@ -141,11 +207,11 @@ def chart_dir(case: Case) -> str:
     return CHART if case.chart == "gleaner" else parent_chart_dir()
 
 
-def render(case: Case, extra: dict | None = None) -> dict[str, str]:
+def render(case: Case, extra: dict | None = None, namespace: str = NAMESPACE) -> dict[str, str]:
     """{template path: text} as Helm renders it (NOTES.txt included); raises on a failed render."""
     values = deep_merge(case.values(), extra or {})
     with helm.Chart.load(chart_dir(case)) as chart:
-        return chart.render(values, name=RELEASE, namespace=NAMESPACE)
+        return chart.render(values, name=RELEASE, namespace=namespace)
 
 
 def manifests_text(rendered: dict[str, str]) -> str:
@@ -169,7 +235,9 @@ def notes_text(rendered: dict[str, str]) -> str:
 
 
 def objects(rendered: dict[str, str]) -> list[dict]:
+    """The Kubernetes objects rendered (not `mode: snippet`'s values document, which is none)."""
     out = []
+    rendered = {p: t for p, t in rendered.items() if not p.endswith("templates/snippet.yaml")}
     for doc in yaml.safe_load_all(manifests_text(rendered)):
         if doc:
             out.append(doc)
@@ -202,8 +270,8 @@ def quantity_bytes(quantity) -> int:
 
 
 def pod_spec(obj: dict) -> dict | None:
-    """The Pod spec of a workload object (Deployment, StatefulSet, Job, CronJob), else None."""
-    if obj["kind"] in ("Deployment", "StatefulSet", "Job"):
+    """The Pod spec of a workload object (Deployment, StatefulSet, DaemonSet, Job, CronJob), else None."""
+    if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
         return obj["spec"]["template"]["spec"]
     if obj["kind"] == "CronJob":
         return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]

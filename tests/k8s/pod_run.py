@@ -40,6 +40,7 @@ import gzip
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -54,6 +55,8 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 
+import yaml
+
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 from common import CHART, PARENT, ROOT  # noqa: E402
@@ -62,6 +65,9 @@ GLEANER_BIN = os.path.abspath(os.environ.get("GLEANER_BIN", os.path.join(ROOT, "
 MOTO_SERVER = os.environ.get("MOTO_SERVER", os.path.join(ROOT, ".tools", "moto", "bin", "moto_server"))
 RUN_SECONDS = float(os.environ.get("POD_RUN_SECONDS", "5"))
 NAMESPACE = common.NAMESPACE
+# The image's USER (Dockerfile: USER 65532:65532): what a container of it runs as when neither its
+# securityContext nor the Pod's sets runAsUser.
+IMAGE_USER = (65532, 65532)
 
 
 def free_port() -> int:
@@ -167,20 +173,40 @@ class Container:
 class Pod:
     """A rendered Pod template, run with local processes."""
 
-    def __init__(self, workload: dict, template: dict, workdir: str, secrets: dict, injected_env: dict):
+    def __init__(self, workload: dict, template: dict, workdir: str, secrets: dict, injected_env: dict,
+                 namespace: str = NAMESPACE, configmaps: dict | None = None):
         self.spec = template["spec"]
-        self.name = (f"{workload['metadata']['name']}-0" if workload["kind"] == "StatefulSet"
-                     else f"{workload['metadata']['name']}-5d8f7c9b6d-x2k4q")
+        self.namespace = namespace
+        self.kind = workload["kind"]
+        self.name = {"StatefulSet": f"{workload['metadata']['name']}-0",
+                     "DaemonSet": f"{workload['metadata']['name']}-q8x2v"}.get(
+            self.kind, f"{workload['metadata']['name']}-5d8f7c9b6d-x2k4q")
         self.workdir = workdir
+        os.makedirs(workdir, exist_ok=True)
+        os.chmod(workdir, 0o755)
         self.secrets = secrets
+        self.configmaps = configmaps or {}
         self.injected_env = injected_env
         self.grace = self.spec.get("terminationGracePeriodSeconds", 30)
         self.pod_sc = self.spec.get("securityContext", {})
         self.volumes: dict[str, str] = {}
         for vol in self.spec.get("volumes", []):
-            assert "emptyDir" in vol, f"volume {vol['name']}: only emptyDir volumes can stand in here"
             path = os.path.join(workdir, "volumes", vol["name"])
             os.makedirs(path)
+            if "configMap" in vol or "secret" in vol:
+                # A ConfigMap's or Secret's keys as files (read-only data, readable by all), from
+                # the case's stand-ins.
+                source = self.configmaps if "configMap" in vol else self.secrets
+                name = vol["configMap"]["name"] if "configMap" in vol else vol["secret"]["secretName"]
+                assert name in source, f"volume {vol['name']}: {'ConfigMap' if 'configMap' in vol else 'Secret'} {name} does not exist"
+                for key, value in source[name].items():
+                    with open(os.path.join(path, key), "w", encoding="utf-8") as f:
+                        f.write(value)
+                    os.chmod(os.path.join(path, key), 0o644)
+                os.chmod(path, 0o755)
+                self.volumes[vol["name"]] = path
+                continue
+            assert "emptyDir" in vol, f"volume {vol['name']}: only emptyDir, configMap and secret volumes can stand in here"
             # The kubelet makes an emptyDir 0777, and with fsGroup group-owned and setgid.
             os.chmod(path, 0o777)
             if os.geteuid() == 0 and "fsGroup" in self.pod_sc:
@@ -193,6 +219,27 @@ class Pod:
         self.sidecars = [Container(c, True) for c in inits]
         self.mains = [Container(c, False) for c in self.spec["containers"]]
         self.native = bool(self.sidecars)
+
+    def identity(self, c: Container) -> tuple[int, int, list[int]]:
+        """(uid, gid, supplementary groups) of a container's processes, as the kubelet sets them:
+        the container's securityContext over the Pod's, else the image's USER; fsGroup and
+        supplementalGroups of the Pod added to every container."""
+        sc = {**{k: v for k, v in self.pod_sc.items() if k in ("runAsUser", "runAsGroup")},
+              **c.spec.get("securityContext", {})}
+        uid = sc.get("runAsUser", IMAGE_USER[0])
+        gid = sc.get("runAsGroup", IMAGE_USER[1] if "runAsUser" not in sc else uid)
+        groups = ([self.pod_sc["fsGroup"]] if "fsGroup" in self.pod_sc else []) + list(
+            self.pod_sc.get("supplementalGroups", []))
+        return uid, gid, groups
+
+    def as_identity(self, c: Container, argv: list[str]) -> list[str]:
+        """argv run under the container's identity (setpriv; as root, as CI runs)."""
+        if os.geteuid() != 0:
+            return argv
+        uid, gid, groups = self.identity(c)
+        return ["setpriv", f"--reuid={uid}", f"--regid={gid}",
+                f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups",
+                "--no-new-privs", "--"] + argv
 
     # -- the container's process, as the kubelet would start it ---------------------------------
     def mounts(self, c: Container) -> dict[str, str]:
@@ -214,6 +261,11 @@ class Pod:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOSTNAME": self.name, "HOME": "/"}
         env.update(self.injected_env)
         for src in c.spec.get("envFrom", []):
+            if "configMapRef" in src:
+                name = src["configMapRef"]["name"]
+                assert name in self.configmaps, f"{c.name}: envFrom ConfigMap {name} does not exist"
+                env.update({k: self.map_path(v, mounts) for k, v in self.configmaps[name].items()})
+                continue
             name = src["secretRef"]["name"]
             assert name in self.secrets, f"{c.name}: envFrom Secret {name} does not exist"
             env.update(self.secrets[name])
@@ -224,7 +276,7 @@ class Pod:
             src = var["valueFrom"]
             if "fieldRef" in src:
                 field = src["fieldRef"]["fieldPath"]
-                env[var["name"]] = {"metadata.name": self.name, "metadata.namespace": NAMESPACE}[field]
+                env[var["name"]] = {"metadata.name": self.name, "metadata.namespace": self.namespace}[field]
             elif "secretKeyRef" in src:
                 ref = src["secretKeyRef"]
                 assert ref["name"] in self.secrets and ref["key"] in self.secrets[ref["name"]], \
@@ -244,18 +296,17 @@ class Pod:
         argv = [self.map_arg(a, mounts) for a in argv]
         assert argv[0] == common.IMAGE_ENTRYPOINT[0], f"{c.name}: runs {argv[0]}, not the image's gleaner"
         argv[0] = self.binary
-        sc = {**{k: v for k, v in self.pod_sc.items() if k in ("runAsUser", "runAsGroup")},
-              **spec.get("securityContext", {})}
-        if os.geteuid() == 0 and "runAsUser" in sc:
-            groups = [str(self.pod_sc["fsGroup"])] if "fsGroup" in self.pod_sc else []
-            argv = ["setpriv", f"--reuid={sc['runAsUser']}", f"--regid={sc.get('runAsGroup', sc['runAsUser'])}",
-                    f"--groups={','.join(groups)}" if groups else "--clear-groups",
-                    "--no-new-privs", "--"] + argv
+        argv = self.as_identity(c, argv)
         c.log_path = os.path.join(self.workdir, f"{c.name}.log")
         c.argv = argv
+        c.env = env
         log = open(c.log_path, "wb")
+        # The umask the image's entrypoint leaves (Kubernetes has no umask field): the runner's own
+        # unless a case sets one.
+        umask = getattr(c, "umask", None)
         c.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=log, cwd="/",
-                                  start_new_session=True)
+                                  start_new_session=True,
+                                  preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
         c.started = time.monotonic()
 
         def read_stdout():
@@ -265,7 +316,12 @@ class Pod:
         c.reader.start()
 
     def wait_started(self, c: Container) -> float:
-        """The kubelet's startupProbe loop: every periodSeconds, up to failureThreshold attempts."""
+        """The kubelet's startupProbe loop: every periodSeconds, up to failureThreshold attempts.
+        Without a startup probe a container counts as started once its process runs."""
+        if "startupProbe" not in c.spec:
+            # Started once its process runs: the kubelet goes on to the next container, and
+            # restarts a sidecar that exits (restartPolicy Always) without holding the others.
+            return time.monotonic() - c.started
         probe = c.spec["startupProbe"]
         for attempt in range(probe.get("failureThreshold", 3)):
             if attempt:
@@ -277,31 +333,37 @@ class Pod:
         raise AssertionError(f"{c.name}: the startup probe never passed")
 
     # -- the Pod's life ------------------------------------------------------------------------
-    def run(self, binary: str, while_running=None) -> dict:
-        """Runs the Pod for RUN_SECONDS, calls while_running() (if given) once its time is up,
-        before the Pod is stopped, and stops it."""
+    def start_all(self, binary: str) -> dict:
+        """Starts the Pod's containers in the kubelet's order: each native sidecar, once the one
+        before it started (its startup probe passed), then the main containers."""
         self.binary = binary
         report = {}
         for c in self.sidecars:
             self.start(c)
-            report[f"{c.name} started (startup probe)"] = f"{self.wait_started(c):.1f}s"
+            report[f"{c.name} started" + (" (startup probe)" if "startupProbe" in c.spec else "")] = \
+                f"{self.wait_started(c):.1f}s"
         for c in self.mains:
             self.start(c)
         for c in self.mains:
             if "startupProbe" in c.spec:
                 report[f"{c.name} started (startup probe)"] = f"{self.wait_started(c):.1f}s"
-        end = time.monotonic() + RUN_SECONDS
-        while time.monotonic() < end:
-            for c in self.sidecars + self.mains:
-                assert c.proc.poll() is None, f"{c.name} exited early with {c.proc.returncode}:\n{tail(c.log_path)}"
-                if "livenessProbe" in c.spec:
-                    status, body = c.probe("livenessProbe")
-                    assert status == 200, f"{c.name}: liveness probe answered {status}: {body[:200]!r}"
-            time.sleep(1)
-        if while_running:
-            report.update(while_running())
-        report.update(self.terminate())
         return report
+
+    def check_running(self) -> None:
+        for c in self.sidecars + self.mains:
+            assert c.proc.poll() is None, f"{c.name} exited early with {c.proc.returncode}:\n{tail(c.log_path)}"
+            if "livenessProbe" in c.spec:
+                # As the kubelet: a restart after failureThreshold failures in a row (a container
+                # without a startup probe is probed from its start, when it may not listen yet).
+                status, body = c.probe("livenessProbe")
+                c.liveness_failures = 0 if status == 200 else getattr(c, "liveness_failures", 0) + 1
+                assert c.liveness_failures < c.spec["livenessProbe"].get("failureThreshold", 3), (
+                    f"{c.name}: liveness probe failed {c.liveness_failures} times in a row, last {status}: {body[:200]!r}")
+
+    def run(self, binary: str, while_running=None) -> dict:
+        """Runs the Pod for RUN_SECONDS, calls while_running() (if given) once its time is up,
+        before the Pod is stopped, and stops it."""
+        return run_pods([self], binary, while_running)[0]
 
     def terminate(self) -> dict:
         t0 = time.monotonic()
@@ -348,6 +410,37 @@ class Pod:
                 c.proc.wait()
 
 
+def run_pods(pods: list[Pod], binary: str, while_running=None) -> list[dict]:
+    """Runs several Pods at once (each as Pod.run would): all started, RUN_SECONDS of running
+    with their liveness probes checked, while_running() (its report goes to the first Pod's),
+    then all stopped together, each in its own Kubernetes order."""
+    reports = [pod.start_all(binary) for pod in pods]
+    end = time.monotonic() + RUN_SECONDS
+    while time.monotonic() < end:
+        for pod in pods:
+            pod.check_running()
+        time.sleep(1)
+    if while_running:
+        reports[0].update(while_running())
+    stopped: list[dict | BaseException] = [{} for _ in pods]
+
+    def stop(i):
+        try:
+            stopped[i] = pods[i].terminate()
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            stopped[i] = e
+    threads = [threading.Thread(target=stop, args=(i,)) for i in range(len(pods))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for report, result in zip(reports, stopped):
+        if isinstance(result, BaseException):
+            raise result
+        report.update(result)
+    return reports
+
+
 def expand(value: str, env: dict[str, str]) -> str:
     """Kubernetes' $(VAR) expansion in command, args and env values ($$ is a literal $)."""
     return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
@@ -362,19 +455,21 @@ def tail(path: str, lines: int = 30) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-def arg_value(container: dict, flag: str) -> str:
-    for arg in container.get("args", []):
+def setting(pod: Pod, c: Container, flag: str, env_name: str) -> str | None:
+    """A setting of `gleaner run` as its container gets it: its `--flag=value` argument, else the
+    environment variable (flags win over the environment, as in Gleaner)."""
+    for arg in c.spec.get("args", []):
         if arg.startswith(flag + "="):
             return arg.split("=", 1)[1]
-    raise AssertionError(f"{container['name']} has no {flag}")
+    return pod.environment(c, pod.mounts(c)).get(env_name)
 
 
 def gleaner_container(pod: Pod) -> Container:
-    return next(c for c in pod.sidecars + pod.mains if c.spec["args"][0] == "run")
+    return next(c for c in pod.sidecars + pod.mains if (c.spec.get("args") or [None])[0] == "run")
 
 
 def emitter_container(pod: Pod) -> Container:
-    return next(c for c in pod.mains if c.spec["args"][0] == "emit")
+    return next(c for c in pod.mains if (c.spec.get("args") or [None])[0] == "emit")
 
 
 def read_results(objects: dict[str, bytes]) -> list[dict]:
@@ -422,45 +517,73 @@ def check_capacity_metrics(pod: Pod, gleaner: Container) -> dict:
             "gleaner_watch_bytes": f"{used:.0f}"}
 
 
-def run_case(name: str, case: common.Case, storage: str, secrets: dict, binary: str, workdir: str) -> str:
-    os.makedirs(workdir)
-    os.chmod(workdir, 0o755)
-    gleaner_values = {"metrics": {"port": free_port()}}
-    injected: dict[str, str] = {}
-    moto = None
-    if storage == "local":
-        # Outside the Pod's volumes: stands in for the object store.
-        store = os.path.join(workdir, "store")
-        for sub in ("state", "results"):
-            os.makedirs(os.path.join(store, sub))
-            if os.geteuid() == 0:
-                os.chown(os.path.join(store, sub), 65532, 65532)
-        gleaner_values["run"] = {"state": f"file://{store}/state", "output": f"file://{store}/results"}
-    extra = {"gleaner": gleaner_values} if case.chart == "my-app" else gleaner_values
-    objs = common.objects(common.render(case, extra))
-    workload, template = common.workload_pod(objs)
-    pod = Pod(workload, template, workdir, secrets, injected)
+RUNBOOKS = os.path.join(ROOT, "docs", "runbooks.md")
+# A `kubectl exec` into the Gleaner container, as docs/runbooks.md writes them.
+EXEC_IN_GLEANER = re.compile(r"^kubectl\b.*?\bexec\s+POD\s+-c\s+gleaner\s+--\s+(.+?)\s*(?:#.*)?$")
+
+
+def runbook_commands() -> list[str]:
+    """Every command the runbooks run in the Gleaner container (`kubectl … exec POD -c gleaner --
+    COMMAND`), once each, in the order they first appear."""
+    text = open(RUNBOOKS, encoding="utf-8").read()
+    found: list[str] = []
+    for lang, body in re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M):
+        if lang in ("sh", "bash", "console"):
+            for line in body.splitlines():
+                m = EXEC_IN_GLEANER.match(line.strip())
+                if m and m.group(1) not in found:
+                    found.append(m.group(1))
+    return found
+
+
+def check_runbook_commands(pod: Pod, gleaner: Container) -> dict:
+    """Runs every runbook command of the Gleaner container the way `kubectl exec` runs it: in the
+    running container, with its environment as the kubelet made it, as its user, from /. The
+    image holds nothing but the gleaner binary (no shell), so that is all a command can run."""
+    commands = runbook_commands()
+    assert commands, f"{RUNBOOKS} has no `kubectl exec POD -c gleaner -- …` command (this check would prove nothing)"
+    problems = []
+    for command in commands:
+        argv = shlex.split(command)
+        if argv[0] != "gleaner":
+            problems.append(f"`{command}`: the image has no {argv[0]}: it holds nothing but "
+                            f"/usr/local/bin/gleaner (no shell)")
+            continue
+        proc = subprocess.run(pod.as_identity(gleaner, [pod.binary] + argv[1:]), env=gleaner.env, cwd="/",
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            problems.append(f"`{command}` exited with {proc.returncode} in the container's environment:\n"
+                            f"{(proc.stdout + proc.stderr).strip()[-800:]}")
+    assert not problems, "runbook commands that fail in the chart's container:\n" + "\n".join(problems)
+    return {"runbook commands": f"{len(commands)} ran in the container's environment, each exit 0 "
+                                f"({'; '.join(commands)})"}
+
+
+def local_store(workdir: str) -> dict:
+    """Directories outside the Pods' volumes standing in for the object store: {state, output} URLs."""
+    store = os.path.join(workdir, "store")
+    for sub in ("state", "results"):
+        os.makedirs(os.path.join(store, sub), exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(os.path.join(store, sub), 65532, 65532)
+    return {"state": f"file://{store}/state", "output": f"file://{store}/results"}
+
+
+def stored_objects(output: str, moto: Moto | None) -> dict[str, bytes]:
+    """Every object under the output location, keyed relative to it."""
+    if output.startswith("s3://"):
+        bucket, prefix = re.match(r"s3://([^/]+)/(.*)", output).groups()
+        objects = moto.objects(bucket, prefix.rstrip("/") + "/")
+        return {k[len(prefix.rstrip("/")) + 1:]: v for k, v in objects.items()}
+    return local_objects(output[len("file://"):])
+
+
+def check_pod(pod: Pod, objects: dict[str, bytes], source_id: str) -> tuple[list[str], list[str]]:
+    """(problems, files emitted) of a Pod that ran: every container exited 0 within the grace
+    period, every file its emitter completed is in the outputs of its source id exactly once (the
+    last ones included) and nothing else is, nothing was left or shipped raw, and with --after
+    delete the emptyDir is empty."""
     gleaner = gleaner_container(pod)
-    output = arg_value(gleaner.spec, "--output")
-    try:
-        if storage == "s3":
-            moto = Moto(workdir)
-            bucket = re.match(r"s3://([^/]+)/", output).group(1)
-            moto.create_bucket(bucket)
-            # What IRSA provides in the cluster (web identity credentials), and where S3 is.
-            injected.update({"AWS_ENDPOINT": moto.url, "AWS_ALLOW_HTTP": "true",
-                             "AWS_ACCESS_KEY_ID": "gleaner-test", "AWS_SECRET_ACCESS_KEY": "gleaner-test"})
-        report = pod.run(binary, lambda: check_capacity_metrics(pod, gleaner))
-        if storage == "s3":
-            bucket, prefix = re.match(r"s3://([^/]+)/(.*)", output).groups()
-            objects = moto.objects(bucket, prefix.rstrip("/") + "/")
-            objects = {k[len(prefix.rstrip("/")) + 1:]: v for k, v in objects.items()}
-        else:
-            objects = local_objects(output[len("file://"):])
-    finally:
-        pod.kill_all()
-        if moto:
-            moto.stop()
     emitter = emitter_container(pod)
     problems = []
     for c in pod.sidecars + pod.mains:
@@ -474,13 +597,15 @@ def run_case(name: str, case: common.Case, storage: str, secrets: dict, binary: 
     leftovers = [k for k in objects if k.startswith(".leftovers/")]
     if leftovers:
         problems.append(f"files were left and shipped raw: {leftovers[:5]}")
-    results = read_results({k: v for k, v in objects.items() if not k.startswith(".leftovers/")})
+    results = read_results({k: v for k, v in objects.items()
+                            if not k.startswith(".leftovers/") and k.startswith(source_id + "/")})
     counts = Counter(r["path"] for r in results)
     missing = [p for p in emitted if counts[p] == 0]
     twice = sorted(p for p, n in counts.items() if n > 1)
     unknown = sorted(set(counts) - set(emitted))
     if missing:
-        problems.append(f"{len(missing)} of {len(emitted)} emitted files are in no output: {missing[:5]}"
+        problems.append(f"{len(missing)} of {len(emitted)} emitted files are in no output of source id "
+                        f"{source_id}: {missing[:5]}"
                         + (" (the last one included)" if emitted and emitted[-1] in missing else ""))
     if twice:
         problems.append(f"files in the outputs more than once: {twice[:5]}")
@@ -489,31 +614,265 @@ def run_case(name: str, case: common.Case, storage: str, secrets: dict, binary: 
     errors = [r for r in results if "error" in r]
     if errors:
         problems.append(f"{len(errors)} files failed: {errors[:2]}")
-    wrong_source = {r["source_id"] for r in results} - {pod.name}
+    wrong_source = {r["source_id"] for r in results} - {source_id}
     if wrong_source:
-        problems.append(f"source ids {wrong_source}, expected the Pod's name {pod.name}")
-    wrong_place = [r["_object"] for r in results if not r["_object"].startswith(pod.name + "/")]
-    if wrong_place:
-        problems.append(f"outputs not under <output>/{pod.name}/: {wrong_place[:3]}")
+        problems.append(f"source ids {wrong_source} under <output>/{source_id}/")
     watch = pod.volumes[gleaner.spec["volumeMounts"][0]["name"]]
     left = [os.path.relpath(os.path.join(d, f), watch) for d, _, fs in os.walk(watch) for f in fs
             if not f.startswith(".gleaner-root")]
-    if gleaner_arg(gleaner.spec, "--after") == "delete" and left:
+    if setting(pod, gleaner, "--after", "GLEANER_AFTER") == "delete" and left:
         problems.append(f"files left in the emptyDir despite --after delete: {left[:5]}")
-    if problems:
-        logs = "\n".join(f"--- {c.name} ({' '.join(c.argv)})\n{tail(c.log_path)}" for c in pod.sidecars + pod.mains)
-        raise AssertionError("\n".join(problems) + "\n" + logs)
-    flavour = "native" if pod.native else "classic"
-    timing = ", ".join(f"{k} {v}" for k, v in report.items())
-    return (f"{flavour}, {storage}: {len(emitted)} files emitted, each in the outputs once "
-            f"(last: {emitted[-1]}); {timing}")
+    return problems, emitted
 
 
-def gleaner_arg(spec: dict, flag: str) -> str | None:
+def pod_logs(pod: Pod) -> str:
+    return "\n".join(f"--- {pod.namespace}/{pod.name} {c.name} ({' '.join(getattr(c, 'argv', []))})\n"
+                     f"{tail(c.log_path)}" for c in pod.sidecars + pod.mains)
+
+
+def run_and_check(pods: list[Pod], binary: str, output: str, moto: Moto | None = None,
+                  source_ids: list[str] | None = None, while_running=None) -> str:
+    """Runs the Pods at once, stops them, and checks each against the outputs (check_pod). The
+    source id each Pod's results must carry: source_ids, else the chart's default,
+    `<namespace>.<Pod name>`."""
     try:
-        return arg_value(spec, flag)
-    except AssertionError:
-        return None
+        reports = run_pods(pods, binary, while_running)
+        objects = stored_objects(output, moto)
+    finally:
+        for pod in pods:
+            pod.kill_all()
+    problems, details = [], []
+    for i, pod in enumerate(pods):
+        source_id = source_ids[i] if source_ids else f"{pod.namespace}.{pod.name}"
+        found, emitted = check_pod(pod, objects, source_id)
+        if found:
+            problems += [f"{pod.namespace}/{pod.name}: {p}" for p in found] + [pod_logs(pod)]
+            continue
+        timing = ", ".join(f"{k} {v}" for k, v in reports[i].items())
+        details.append(f"{pod.namespace}/{pod.name} ({'native' if pod.native else 'classic'}, source id "
+                       f"{source_id}): {len(emitted)} files emitted, each in the outputs once "
+                       f"(last: {emitted[-1]}); {timing}")
+    if problems:
+        raise AssertionError("\n".join(problems))
+    return "; ".join(details)
+
+
+def chart_pod(case: common.Case, workdir: str, values: dict, secrets: dict | None = None,
+              injected: dict | None = None, namespace: str = NAMESPACE, configmaps: dict | None = None) -> Pod:
+    """The Pod of a chart rendering (values over the case's; under `gleaner:` for the parent
+    chart), with a metrics port of its own (each Pod has its own network namespace)."""
+    values = common.deep_merge({"metrics": {"port": free_port()}}, values)
+    extra = {"gleaner": values} if case.chart == "my-app" else values
+    objs = common.objects(common.render(case, extra, namespace=namespace))
+    workload, template = common.workload_pod(objs)
+    return Pod(workload, template, workdir, secrets or {}, injected if injected is not None else {},
+               namespace=namespace, configmaps=configmaps)
+
+
+# Stand-ins for the objects examples/platform.yaml and the platform renderings refer to.
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+PLATFORM_CONFIGMAPS = {"private-ca": {"ca-certificates.crt": open(SYSTEM_CA_BUNDLE, encoding="utf-8").read()
+                                      if os.path.exists(SYSTEM_CA_BUNDLE) else ""}}
+PLATFORM_SECRETS = {"minio-credentials": {"AWS_ACCESS_KEY_ID": "gleaner-test", "AWS_SECRET_ACCESS_KEY": "gleaner-test"}}
+
+
+def run_chart_case(case: common.Case, storage: str, binary: str, workdir: str) -> str:
+    os.makedirs(workdir)
+    os.chmod(workdir, 0o755)
+    injected: dict[str, str] = {}
+    values = {"run": local_store(workdir)} if storage == "local" else {}
+    pod = chart_pod(case, os.path.join(workdir, "pod"), values, injected=injected, secrets=PLATFORM_SECRETS,
+                    configmaps=PLATFORM_CONFIGMAPS)
+    gleaner = gleaner_container(pod)
+    output = setting(pod, gleaner, "--output", "GLEANER_OUTPUT")
+    moto = None
+    try:
+        if storage == "s3":
+            moto = Moto(workdir)
+            moto.create_bucket(re.match(r"s3://([^/]+)/", output).group(1))
+            # What IRSA provides in the cluster (web identity credentials), and where S3 is.
+            injected.update({"AWS_ENDPOINT": moto.url, "AWS_ALLOW_HTTP": "true",
+                             "AWS_ACCESS_KEY_ID": "gleaner-test", "AWS_SECRET_ACCESS_KEY": "gleaner-test"})
+        def while_running():
+            return {**check_capacity_metrics(pod, gleaner), **check_runbook_commands(pod, gleaner)}
+        # The source id as the container gets it (clusterName in front, when set).
+        source_id = setting(pod, gleaner, "--source-id", "GLEANER_SOURCE_ID")
+        return f"{storage}: " + run_and_check([pod], binary, output, moto, source_ids=[source_id],
+                                              while_running=while_running)
+    finally:
+        if moto:
+            moto.stop()
+
+
+def run_two_namespaces(binary: str, workdir: str) -> str:
+    """Two releases of the example as a StatefulSet, one per namespace, same release name (so the
+    same StatefulSet and Pod names), one state and output prefix, run at the same time: the
+    default source ids (`<namespace>.<Pod name>`) keep them apart, so neither fences the other off
+    and each Pod's files are in the outputs once, under its own source id."""
+    os.makedirs(workdir)
+    store = local_store(workdir)
+    case = common.Case("two-namespaces", "gleaner", None, {"mode": "example", "example": {"kind": "StatefulSet"}})
+    pods = [chart_pod(case, os.path.join(workdir, ns), {"run": store}, namespace=ns) for ns in ("team-a", "team-b")]
+    assert pods[0].name == pods[1].name, (pods[0].name, pods[1].name)
+    return run_and_check(pods, binary, store["output"], source_ids=[f"{p.namespace}.{p.name}" for p in pods])
+
+
+def run_kustomized(binary: str, workdir: str) -> str:
+    """deploy/kustomize (the component added by name to a third-party Deployment and
+    StatefulSet), built by the real `kubectl kustomize`: both Pods run at once, as built (settings
+    from the generated ConfigMap, state and results in S3 on moto)."""
+    os.makedirs(workdir)
+    os.chmod(workdir, 0o755)
+    proc = subprocess.run([os.environ.get("KUBECTL", "kubectl"), "kustomize", os.path.join(ROOT, "deploy", "kustomize")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    objs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in objs if o["kind"] == "ConfigMap"}
+    moto = Moto(workdir)
+    try:
+        injected = {"AWS_ENDPOINT": moto.url, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+                    "AWS_ACCESS_KEY_ID": "gleaner-test", "AWS_SECRET_ACCESS_KEY": "gleaner-test"}
+        pods = []
+        for kind, name in (("Deployment", "web"), ("StatefulSet", "db")):
+            w = next(o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)
+            pods.append(Pod(w, w["spec"]["template"], os.path.join(workdir, name), {}, injected,
+                            configmaps=configmaps))
+        for pod in pods:  # each Pod has its own network namespace: its own metrics port here
+            g = gleaner_container(pod)
+            port = free_port()
+            g.spec["ports"][0]["containerPort"] = port
+            cm = next(src["configMapRef"]["name"] for src in g.spec["envFrom"])
+            pod.configmaps = {**pod.configmaps, cm: {**configmaps[cm], "GLEANER_METRICS_ADDR": f"0.0.0.0:{port}"}}
+        output = configmaps[next(src["configMapRef"]["name"] for src in gleaner_container(pods[0]).spec["envFrom"])][
+            "GLEANER_OUTPUT"]
+        moto.create_bucket(re.match(r"s3://([^/]+)/", output).group(1))
+        return run_and_check(pods, binary, output, moto,
+                             while_running=lambda: check_runbook_commands(pods[0], gleaner_container(pods[0])))
+    finally:
+        moto.stop()
+
+
+def run_snippet(binary: str, workdir: str) -> str:
+    """`mode: snippet`'s values fed to a third-party-style chart (tests/k8s/fixtures/third-party-chart,
+    extraInitContainers, extraVolumes, extraVolumeMounts, ...): its Pod runs with Gleaner."""
+    os.makedirs(workdir)
+    os.chmod(workdir, 0o755)
+    store = local_store(workdir)
+    values = common.deep_merge(common.SNIPPET, {"run": store, "metrics": {"port": free_port()}})
+    out = common.render(common.Case("snippet", "gleaner", None, values))
+    doc = next(d for d in yaml.safe_load_all(common.manifests_text(out)) if d)
+    import helm_python as helm
+    with helm.Chart.load(os.path.join(ROOT, "tests", "k8s", "fixtures", "third-party-chart")) as chart:
+        objs = common.objects(chart.render(doc, name="web", namespace=NAMESPACE))
+    workload, template = common.workload_pod(objs)
+    pod = Pod(workload, template, os.path.join(workdir, "pod"), {}, {})
+    return run_and_check([pod], binary, store["output"],
+                         while_running=lambda: check_runbook_commands(pod, gleaner_container(pod)))
+
+
+def run_uid_contract(binary: str, workdir: str) -> str:
+    """The uid contract in my-app's Pod, with an application that has an identity of its own (uid
+    and gid 1000, as its image's USER would give it; the chart sets none for it) writing into
+    subdirectories of the shared volume. Umask 022 (directories 0755): Gleaner, uid 65532 in the
+    fsGroup, commits every file once but may not delete them; it says why in its log (uid, groups,
+    the directory, umask 002) and counts gleaner_cleanup_total{result="permission_denied"}. Umask
+    002 (directories 0775): every file committed once and deleted, nothing refused."""
+    os.makedirs(workdir)
+    os.chmod(workdir, 0o755)
+    report = []
+    for umask in (0o022, 0o002):
+        sub = os.path.join(workdir, f"umask-{umask:03o}")
+        os.makedirs(sub)
+        os.chmod(sub, 0o755)
+        store = local_store(sub)
+        pod = chart_pod(common.Case("my-app", "my-app"), os.path.join(sub, "pod"), {"run": store})
+        app = emitter_container(pod)
+        assert "securityContext" not in app.spec and "runAsUser" not in pod.pod_sc, \
+            "my-app's app container must get no identity from the chart"
+        app.spec = {**app.spec, "securityContext": {"runAsUser": 1000, "runAsGroup": 1000}}
+        app.umask = umask
+        gleaner = gleaner_container(pod)
+        denied = {}
+
+        def scrape():
+            # Files are ready after run.minAge (5 s) and cleaned up after their commit: with umask
+            # 022, wait (up to 20 s) for the first refusal to be counted.
+            deadline = time.monotonic() + (20 if umask == 0o022 else 0)
+            while True:
+                status, body = http_get(f"http://127.0.0.1:{gleaner.port(gleaner.spec['ports'][0]['name'])}/metrics", 5)
+                assert status == 200, status
+                text = body.decode("utf-8", "replace")
+                denied["count"] = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                                      if line.startswith("gleaner_cleanup_total{") and 'result="permission_denied"' in line)
+                done = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("gleaner_cleanup_total{") and 'result="done"' in line)
+                denied["done"] = done
+                if denied["count"] > 0 or time.monotonic() > deadline:
+                    return {}
+                time.sleep(1)
+        try:
+            run_pods([pod], binary, scrape)
+            objects = stored_objects(store["output"], None)
+        finally:
+            pod.kill_all()
+        problems, emitted = check_pod(pod, objects, f"{pod.namespace}.{pod.name}")
+        log = open(gleaner.log_path, encoding="utf-8", errors="replace").read()
+        left = [p for p in problems if p.startswith("files left in the emptyDir despite --after delete")]
+        others = [p for p in problems if p not in left]
+        assert not others, f"umask {umask:03o}: " + "\n".join(others) + "\n" + pod_logs(pod)
+        if umask == 0o022:
+            assert left and denied.get("count", 0) > 0, (
+                f"umask 022: expected refused deletes, got {problems}, permission_denied {denied}")
+            assert "uid 65532" in log and "umask 002" in log and "groups [" in log, \
+                f"umask 022: the log does not explain the refused delete:\n{tail(gleaner.log_path)}"
+            report.append(f"umask 022: {len(emitted)} files each in the outputs once, deletes refused "
+                          f"(gleaner_cleanup_total{{result=\"permission_denied\"}} {denied['count']:.0f}, the log "
+                          f"names uid 65532, its groups and umask 002)")
+        else:
+            assert not left and denied.get("count", 0) == 0, f"umask 002: {problems}, permission_denied {denied}"
+            report.append(f"umask 002: {len(emitted)} files each in the outputs once and deleted, none refused")
+    return "app as uid 1000: " + "; ".join(report)
+
+
+def run_gate(binary: str, workdir: str) -> str:
+    """sidecar.gateAppStart, both ways, with a Gleaner that cannot start (an unknown flag: exit 2,
+    as a misconfigured or fenced one exits): gated (the default), the kubelet never starts the
+    application (Gleaner's startup probe never passes); not gated, the application starts and
+    writes its files while Gleaner fails."""
+    os.makedirs(workdir)
+    os.chmod(workdir, 0o755)
+    store = local_store(workdir)
+    report = []
+    for gate_value in (True, False):
+        case = common.Case(f"gate {gate_value}", "gleaner", None, {
+            "mode": "example", "kubernetesVersion": "1.30", "run": {**store, "extraArgs": ["--no-such-flag"]},
+            "sidecar": {"gateAppStart": gate_value}})
+        pod = chart_pod(case, os.path.join(workdir, f"gate-{gate_value}"), {})
+        emitter = emitter_container(pod)
+        try:
+            started_error = None
+            try:
+                pod.start_all(binary)
+            except AssertionError as e:
+                started_error = str(e)
+            time.sleep(3)
+            written = len([l for l in emitter.stdout_lines if l])
+            if gate_value:
+                assert started_error is not None and emitter.proc is None, (
+                    f"gated: the application started although Gleaner failed ({written} files written)")
+                report.append(f"gated: application not started ({started_error.splitlines()[0]})")
+            else:
+                assert started_error is None and emitter.proc is not None and written > 0, (
+                    f"not gated: the application did not run ({started_error}, {written} files)")
+                g = gleaner_container(pod)
+                report.append(f"not gated: application started, {written} files written while Gleaner exited "
+                              f"{g.proc.poll()}")
+        finally:
+            for c in pod.sidecars + pod.mains:
+                if c.proc is not None and c.proc.poll() is None:
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+                    c.proc.wait()
+    return "; ".join(report)
 
 
 def main() -> int:
@@ -530,16 +889,29 @@ def main() -> int:
     os.chmod(binary, 0o755)
     examples = os.path.join(CHART, "examples")
     runs = [
-        ("native-s3 on moto", common.Case("native-s3", "gleaner", os.path.join(examples, "native-s3.yaml")),
-         "s3", {}),
-        ("classic", common.Case("classic", "gleaner", os.path.join(examples, "classic.yaml")), "local", {}),
-        ("my-app (named templates)", common.Case("my-app", "my-app"), "local", {}),
+        ("native-s3 on moto", lambda d: run_chart_case(
+            common.Case("native-s3", "gleaner", os.path.join(examples, "native-s3.yaml")), "s3", binary, d)),
+        ("classic", lambda d: run_chart_case(
+            common.Case("classic", "gleaner", os.path.join(examples, "classic.yaml")), "local", binary, d)),
+        ("my-app (named templates)", lambda d: run_chart_case(common.Case("my-app", "my-app"), "local", binary, d)),
+        ("two namespaces, one StatefulSet name, one state prefix", lambda d: run_two_namespaces(binary, d)),
+        ("platform values (examples/platform.yaml)", lambda d: run_chart_case(
+            common.Case("platform", "gleaner", os.path.join(examples, "platform.yaml")), "local", binary, d)),
+        ("my-app with the platform values (library mode)", lambda d: run_chart_case(
+            common.Case("my-app-platform", "my-app", overrides={"gleaner": common.LIBRARY_PLATFORM}), "local", binary, d)),
+        ("kustomize component on a third-party Deployment and StatefulSet", lambda d: run_kustomized(binary, d)),
+        ("snippet in a third-party chart's extraInitContainers", lambda d: run_snippet(binary, d)),
+        ("gateAppStart, both ways, Gleaner failing", lambda d: run_gate(binary, d)),
+        ("uid contract: the app with its own uid, umask 022 and 002", lambda d: run_uid_contract(binary, d)),
     ]
+    only = os.environ.get("POD_RUN_ONLY")
     passed = failed = 0
-    for i, (name, case, storage, secrets) in enumerate(runs):
+    for i, (name, run) in enumerate(runs):
+        if only and only not in name:
+            continue
         started = time.monotonic()
         try:
-            detail = run_case(name, case, storage, secrets, binary, os.path.join(base, f"case{i}"))
+            detail = run(os.path.join(base, f"case{i}"))
             print(f"ok    pod-run {name}  ({time.monotonic() - started:.0f}s) {detail}", flush=True)
             passed += 1
         except Exception as e:

@@ -8,15 +8,20 @@
 #
 #   1. chart_test.py: the chart's copies of deploy/ files (helm/gleaner/files/, synced by
 #      tests/k8s/sync_chart_files.sh, which UPDATE_GOLDEN=1 runs) equal to deploy/, strict lint by
-#      real Helm (helm-python-sdk), golden renders, kubernetes-validate --strict (1.29.0, the
-#      newest it knows, 1.27.0 for classic), the PodMonitor and PrometheusRules against the
-#      prometheus-operator models (npm), the PrometheusRules and the dashboard ConfigMap equal to
-#      the deploy/ files, every PodMonitor's job matching the alerts' job selector, a table of bad
-#      values and their messages, the schema's strictness, the chart README's values table, the
-#      README snippets
+#      real Helm (helm-python-sdk), golden renders, kubernetes-validate --strict (every minor
+#      version from 1.29.0 to the newest it knows, 1.27.0 for classic), the PodMonitor and
+#      PrometheusRules against the prometheus-operator models (npm), the PrometheusRules and the
+#      dashboard ConfigMap equal to the deploy/ files, every PodMonitor's job matching the alerts'
+#      job selector, the peers' values rendered, `mode: snippet` fed to a third-party-style chart,
+#      deploy/kustomize built by the real `kubectl kustomize` (on the machine, or $KUBECTL), a table
+#      of bad values and their messages, the schema's strictness, the chart README's values table,
+#      the README snippets
 #   2. pod_run.py: the rendered Pods run as local processes ($GLEANER_BIN, default
 #      target/debug/gleaner: the demo emitter and Gleaner), stopped in Kubernetes' order, every
-#      emitted file in the outputs exactly once (local directory, and S3 on moto)
+#      emitted file in the outputs exactly once (local directory, and S3 on moto): the examples,
+#      my-app, two namespaces with one StatefulSet name, the kustomized third-party Deployment and
+#      StatefulSet, the snippet in a third-party chart, sidecar.gateAppStart both ways, the uid
+#      contract (the application as uid 1000, umask 022 and 002)
 #
 # Installs its tools once into .tools/ (reused while their pinned versions match): a Python venv
 # .tools/k8s-venv (PyPI), npm packages in .tools/npm-k8s, moto in .tools/moto (the version of

@@ -123,7 +123,7 @@ Every check of the values that the schema cannot express. Argument: the values. 
 or fails with a message that says what to change.
 */}}
 {{- define "gleaner.validate" -}}
-{{- $v := . -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
 {{- include "gleaner.checkUrl" (list "run.state" $v.run.state) -}}
 {{- include "gleaner.checkUrl" (list "run.output" $v.run.output) -}}
 {{- if and (eq $v.mode "cronjob") (not $v.run.sourceId) -}}
@@ -132,6 +132,9 @@ or fails with a message that says what to change.
 {{- if and (eq $v.mode "cronjob") (not $v.cronjob.persistentVolumeClaim.claimName) -}}
 {{- fail "cronjob mode needs cronjob.persistentVolumeClaim.claimName: the name of an existing PersistentVolumeClaim holding the files to collect" -}}
 {{- end -}}
+{{- if and $v.clusterName (eq $v.run.sourceIdScope "pod") (not $v.run.sourceId) -}}
+{{- fail (printf "clusterName %q qualifies the default source id, and run.sourceIdScope pod makes it the bare Pod name: unset one of them (run.sourceIdScope pod keeps the source ids of Pods made before the namespace was part of them)" $v.clusterName) -}}
+{{- end -}}
 {{- if and (eq $v.mode "example") $v.run.sourceId (gt (int $v.example.replicas) 1) -}}
 {{- fail (printf "run.sourceId %q with example.replicas %d: every Pod needs its own source id (two Pods under one id fence each other off, exit 3). Leave run.sourceId empty to use each Pod's name" $v.run.sourceId (int $v.example.replicas)) -}}
 {{- end -}}
@@ -139,28 +142,65 @@ or fails with a message that says what to change.
 {{- range $v.run.extraArgs -}}
 {{- $flag := regexReplaceAll "=.*$" (toString .) "" -}}
 {{- if has $flag $reserved -}}
-{{- fail (printf "run.extraArgs: %s is set by the chart (from its own value: see the chart's README); giving it twice makes Gleaner exit with a usage error" $flag) -}}
+{{- fail (printf "run.extraArgs: %s is set by the chart (from its own value: see the chart's README); given here too, the flag would silently override the chart's setting (a flag wins over its GLEANER_ variable)" $flag) -}}
 {{- end -}}
 {{- end -}}
 {{- $secretNames := list "AWS_SECRET_ACCESS_KEY" "AWS_SESSION_TOKEN" "AZURE_STORAGE_ACCOUNT_KEY" "AZURE_STORAGE_ACCESS_KEY" "AZURE_STORAGE_SAS_KEY" "AZURE_STORAGE_TOKEN" "AZURE_CLIENT_SECRET" "GOOGLE_SERVICE_ACCOUNT_KEY" -}}
+{{- $chartEnv := list "GLEANER_SOURCE_ID" "GLEANER_WATCH" "GLEANER_STATE" "GLEANER_OUTPUT" "GLEANER_PROCESSOR" "GLEANER_MIN_AGE" "GLEANER_INTERVAL" "GLEANER_COMPRESS" "GLEANER_OUTPUT_LAYOUT" "GLEANER_AFTER" "GLEANER_MIN_FREE" "GLEANER_WATCH_CAPACITY" "GLEANER_DRAIN" "GLEANER_SHIP_LEFTOVERS" "GLEANER_METRICS_ADDR" "GLEANER_SHUTDOWN_TIMEOUT" "GLEANER_STALL_TIMEOUT" "GLEANER_LOG_FORMAT" "GLEANER_ONCE" "GLEANER_POD_NAME" "GLEANER_POD_NAMESPACE" -}}
 {{- range $v.run.extraEnv -}}
+{{- if has .name $chartEnv -}}
+{{- fail (printf "run.extraEnv: %s is set by the chart (from its own value: see the chart's README); set that value instead (two definitions of one variable: the last would silently win)" .name) -}}
+{{- end -}}
 {{- if and (has .name $secretNames) (hasKey . "value") -}}
 {{- fail (printf "run.extraEnv: %s is given as a literal value; a secret's value never goes in the chart's values (it would be stored in the release and shown by helm get values). Put it in a Secret and reference it: credentials.secretEnv: [{name: %s, secretName: SECRET, key: KEY}]" .name .name) -}}
 {{- end -}}
 {{- end -}}
+{{- $volumes := list -}}
+{{- range $v.extraVolumes -}}
+{{- if eq .name $v.volume.name -}}
+{{- fail (printf "extraVolumes: %s is the shared volume's name (volume.name): give the extra volume another name" .name) -}}
+{{- end -}}
+{{- $volumes = append $volumes .name -}}
+{{- end -}}
+{{- range $v.extraVolumeMounts -}}
+{{- if eq (trimSuffix "/" .mountPath) (trimSuffix "/" $v.volume.mountPath) -}}
+{{- fail (printf "extraVolumeMounts: %s is the watched directory (volume.mountPath): mount the extra volume elsewhere" .mountPath) -}}
+{{- end -}}
+{{- if and (ne $v.mode "library") (not (has .name $volumes)) -}}
+{{- fail (printf "extraVolumeMounts: no volume %s in extraVolumes (the Pods this chart renders have only the shared volume and extraVolumes)" .name) -}}
+{{- end -}}
+{{- end -}}
 {{- if ne $v.mode "cronjob" -}}
-{{- include "gleaner.validateSidecar" $v -}}
+{{- include "gleaner.validateSidecar" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Kubernetes version the sidecar is rendered for: kubernetesVersion, or when it is empty the
+cluster's (.Capabilities.KubeVersion: what `helm install` finds, `helm template --kube-version`,
+else Helm's default). Argument: the values, or a context with Values and Capabilities; with the
+values alone the capabilities are out of reach, and an empty kubernetesVersion fails the render.
+*/}}
+{{- define "gleaner.kubeVersion" -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
+{{- if not (kindIs "string" $v.kubernetesVersion) -}}
+{{- fail (printf "kubernetesVersion must be a quoted string, like \"1.30\" (--set-string kubernetesVersion=1.30): as a number, 1.30 is 1.3 (got %v)" $v.kubernetesVersion) -}}
+{{- end -}}
+{{- if $v.kubernetesVersion -}}
+{{- $v.kubernetesVersion -}}
+{{- else if hasKey . "Capabilities" -}}
+{{- .Capabilities.KubeVersion.Version -}}
+{{- else -}}
+{{- fail "kubernetesVersion is empty, and the named template got the chart's values alone, without the cluster's capabilities: pass (dict \"Values\" .Values.gleaner \"Capabilities\" .Capabilities) instead of .Values.gleaner (see the chart's README, \"Use it from your own chart\"), or set kubernetesVersion to your cluster's version" -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "gleaner.validateSidecar" -}}
-{{- $v := . -}}
+{{- $v := . -}}{{- if hasKey . "Capabilities" -}}{{- $v = .Values -}}{{- end -}}
 {{- $s := $v.sidecar -}}
-{{- if not (kindIs "string" $v.kubernetesVersion) -}}
-{{- fail (printf "kubernetesVersion must be a quoted string, like \"1.30\" (--set-string kubernetesVersion=1.30): as a number, 1.30 is 1.3 (got %v)" $v.kubernetesVersion) -}}
-{{- end -}}
-{{- if and (eq $s.flavour "native") (not (semverCompare ">=1.29.0-0" (toString $v.kubernetesVersion))) -}}
-{{- fail (printf "sidecar.flavour native needs Kubernetes 1.29 or newer (an init container with restartPolicy: Always), and kubernetesVersion is %s. On 1.28 and older set sidecar.flavour: classic (a regular container that drains with --drain wait); if your cluster is newer, set kubernetesVersion to its version" (toString $v.kubernetesVersion)) -}}
+{{- $kube := include "gleaner.kubeVersion" . -}}
+{{- if and (eq $s.flavour "native") (not (semverCompare ">=1.29.0-0" $kube)) -}}
+{{- fail (printf "sidecar.flavour native needs Kubernetes 1.29 or newer (an init container with restartPolicy: Always), and %s. On 1.28 and older set sidecar.flavour: classic (a regular container that drains with --drain wait); if your cluster is newer, set kubernetesVersion to its version" (ternary (printf "kubernetesVersion is %s" $kube) (printf "the cluster is %s (.Capabilities.KubeVersion: helm template without --kube-version assumes Helm's default)" $kube) (ne (toString $v.kubernetesVersion) ""))) -}}
 {{- end -}}
 {{- $stop := int64 (include "gleaner.seconds" (list "sidecar.emitterStopTime" $s.emitterStopTime)) -}}
 {{- $timeout := int64 (include "gleaner.seconds" (list "run.shutdownTimeout" $v.run.shutdownTimeout)) -}}
@@ -182,4 +222,31 @@ or fails with a message that says what to change.
 {{- fail (printf "run.shutdownTimeout %ds is too short for a classic sidecar: Gleaner drains while the emitter stops, and the emitter's last file is complete after sidecar.emitterStopTime (%ds) and ready after run.minAge (%ds) more; with a margin (sidecar.graceMargin %ds) the drain needs %d s, or that file is left in the emptyDir and lost with the Pod. Raise run.shutdownTimeout to at least %ds (and the grace period with it)" $timeout $stop $minAge $margin $last $last) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+Where the Pods this chart renders run (`example` and `cronjob` modes): priorityClassName,
+nodeSelector, tolerations, affinity, topologySpreadConstraints, each when set. Argument: the
+values.
+*/}}
+{{- define "gleaner.scheduling" -}}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
