@@ -11,17 +11,21 @@
 #
 # Environment: GLEANER_IMAGE_BINARY uses an existing static binary instead of building one
 # (`cargo build --profile dist --target x86_64-unknown-linux-gnu` with crt-static, as the
-# Dockerfile does).
+# Dockerfile does); GLEANER_IMAGE_REVISION sets the revision label (default: HEAD's commit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=${1:?usage: image/build-rootfs.sh OUT_DIR}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# The commit (the full id, as OCI's revision label wants it); GLEANER_IMAGE_REVISION overrides it.
+revision=${GLEANER_IMAGE_REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 # The description, as the Dockerfile sets it (one wording for both images).
 description=$(sed -n 's/.*org\.opencontainers\.image\.description="\([^"]*\)".*/\1/p' Dockerfile)
 binary=${GLEANER_IMAGE_BINARY:-}
 if [ -z "$binary" ]; then
+  # The commit given as release/release.sh gives it, so that its build of the same binary is
+  # a no-op after this one (CI builds the static binary once).
+  GLEANER_BUILD_COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown) \
   RUSTFLAGS='-C target-feature=+crt-static' \
     cargo build --locked --quiet --profile dist --target x86_64-unknown-linux-gnu -p sidecar
   binary=target/x86_64-unknown-linux-gnu/dist/gleaner
@@ -69,6 +73,7 @@ if [ "${GLEANER_IMAGE_OCI:-1}" = 1 ]; then
     --config.cmd --help \
     --config.exposedports 9464/tcp \
     --config.env PATH=/usr/local/bin \
+    --config.env GLEANER_METRICS_ADDR=0.0.0.0:9464 \
     --author "Gleaner developers" \
     --clear config.labels \
     --config.label "org.opencontainers.image.title=gleaner" \
