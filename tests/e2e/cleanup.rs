@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{
@@ -347,4 +348,63 @@ fn a_move_that_keeps_failing_on_a_full_archive_volume_never_processes_the_file_a
     assert!(logs.contains("No space left on device"), "{logs}");
     assert!(!logs.contains("put back"), "{logs}");
     drop(archive);
+}
+
+/// The uid contract: Gleaner deletes and moves files as its own user, so it needs write
+/// permission on their directories (a group-writable directory of the Pod's `fsGroup`, umask
+/// 002 in the emitter). Where it lacks it, the error says so and names the directory, and the
+/// file stays committed, tried again at every scan.
+#[test]
+fn a_directory_gleaner_cannot_write_is_named_in_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("not root: cannot run gleaner as another user; case not run");
+        return;
+    }
+    let data = b"written by the emitter as root, umask 022\n".to_vec();
+    fx.write("app/a.log", &data, OLD);
+    // The emitter's directory: its own, not writable by Gleaner's uid (65534).
+    std::fs::set_permissions(fx.watch.join("app"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for dir in [&fx.root, &fx.watch] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_gleaner"))
+        .args([
+            "run",
+            "--once",
+            "--metrics-addr",
+            "off",
+            "--after",
+            "delete",
+        ])
+        .args(["--source-id", &fx.source_id, "--watch"])
+        .arg(&fx.watch)
+        .arg("--state")
+        .arg(&fx.state)
+        .arg("--output")
+        .arg(&fx.output)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_exactly_once(
+        &fx.outputs(),
+        &BTreeMap::from([("app/a.log".to_string(), data)]),
+    );
+    assert!(fx.watch.join("app/a.log").exists(), "left in place");
+    let line = log
+        .lines()
+        .find(|l| l.contains("cleanup failed"))
+        .unwrap_or_else(|| panic!("no cleanup error: {log}"));
+    assert!(
+        line.contains("permission denied")
+            && line.contains(&*fx.watch.join("app").to_string_lossy())
+            && line.contains("uid 65534")
+            && line.contains("group-writable"),
+        "names the directory, the uid and what the emitter must do: {line}"
+    );
 }

@@ -109,6 +109,10 @@ fn with_default_flags_events_make_a_scan_look_only_at_the_directories_they_name(
         );
         expected.insert(rel.to_string(), b"new\n".to_vec());
     }
+    // The output object is written before the commit, and the scan's line after it.
+    wait_until(Duration::from_secs(10), || {
+        scans_committing(&read_log(), 1).len() >= 2
+    });
     let scans = scans_committing(&read_log(), 1);
     assert_eq!(scans.len(), 2, "{}", read_log());
     for (listed, scope_dirs) in scans {

@@ -233,7 +233,7 @@ pub struct CleanupReport {
 pub(crate) fn clean(root: &Path, tasks: &[CleanupTask]) -> CleanupReport {
     let mut report = CleanupReport::default();
     for task in tasks {
-        let result = clean_one(root, task);
+        let result = clean_one(root, task).map_err(|e| explain_denied(root, &task.file.path, e));
         match &result {
             Ok(Cleaned::Done) => report.done += 1,
             Ok(Cleaned::Changed) => report.skipped += 1,
@@ -253,6 +253,46 @@ pub(crate) fn clean(root: &Path, tasks: &[CleanupTask]) -> CleanupReport {
 enum Cleaned {
     Done,
     Changed,
+}
+
+/// A cleanup refused for lack of permission, said in full: the directory, Gleaner's uid and
+/// groups, the directory's owner and mode, and what makes it work (the uid contract: the
+/// emitter's directories writable by the Pod's `fsGroup`). Other errors are returned as they are.
+fn explain_denied(root: &Path, path: &RelPath, error: std::io::Error) -> std::io::Error {
+    use std::os::unix::fs::PermissionsExt;
+    if error.kind() != ErrorKind::PermissionDenied {
+        return error;
+    }
+    let file = absolute(root, path);
+    let dir = file.parent().unwrap_or(root);
+    let owner = std::fs::metadata(dir).map_or_else(
+        |_| "unknown".to_string(),
+        |meta| {
+            format!(
+                "{}:{}, mode {:o}",
+                meta.uid(),
+                meta.gid(),
+                meta.permissions().mode() & 0o7777
+            )
+        },
+    );
+    let groups: Vec<String> = rustix::process::getgroups()
+        .unwrap_or_default()
+        .iter()
+        .map(|gid| gid.as_raw().to_string())
+        .collect();
+    std::io::Error::new(
+        ErrorKind::PermissionDenied,
+        format!(
+            "permission denied: uid {} (gid {}, groups [{}]) cannot rename or remove files in {} \
+             (owner {owner}): the emitter must create its directories group-writable for the \
+             Pod's fsGroup (umask 002), or Gleaner run as their owner ({error})",
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+            groups.join(","),
+            dir.display(),
+        ),
+    )
 }
 
 fn clean_one(root: &Path, task: &CleanupTask) -> std::io::Result<Cleaned> {

@@ -25,6 +25,40 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => default_source_id()?,
     };
     let (config, processor) = configure(&args, source_id).map_err(|e| e.context(Usage))?;
+    let (state, output) = locations(&args)?;
+    // Signals first: a SIGTERM while a large state loads must still end in a drained exit 0.
+    let (trigger, shutdown) = shutdown_channel();
+    forward_signals(trigger, args.runtime.shutdown_timeout);
+    let endpoints = Endpoints::start(&args, &shutdown).await?;
+    let mut scanner = endpoints
+        .open_scanner(&args, &config, &processor, &state, &output, &shutdown)
+        .await?;
+    endpoints.health.attach(&scanner);
+    if !args.runtime.once {
+        tokio::spawn(crate::memory::trim_after_scans(scanner.status()));
+    }
+    info!(
+        watch = %scanner.config().watch_dir.display(),
+        state = %scanner.state_location(),
+        output = %output,
+        source_id = %scanner.config().source_id,
+        metrics = %endpoints.metrics_url,
+        once = args.runtime.once,
+        interval = %humantime::format_duration(args.runtime.interval),
+        "gleaner started"
+    );
+    if args.runtime.once {
+        run_once(&mut scanner).await
+    } else {
+        endpoints
+            .run_until_drained(&args, &mut scanner, shutdown)
+            .await
+    }
+}
+
+/// `--state` and `--output` as locations (a mistake in them is a usage error), after a warning
+/// when `--stall-timeout` is shorter than one storage request may take.
+fn locations(args: &RunArgs) -> anyhow::Result<(Location, Location)> {
     let storage = args.state.storage.options();
     let slowest_request = storage
         .retry_timeout
@@ -43,93 +77,118 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let output = Location::parse_with(&args.output.output, &storage)
         .context("--output")
         .context(Usage)?;
+    Ok((state, output))
+}
 
-    // Signals first: a SIGTERM while a large state loads must still end in a drained exit 0.
-    let (trigger, shutdown) = shutdown_channel();
-    forward_signals(trigger, args.runtime.shutdown_timeout);
-    let metrics = telemetry::install_metrics()?;
-    // The port before anything is written: a taken one fails the start cleanly.
-    let listener = match args.runtime.metrics.resolve(args.runtime.once) {
-        MetricsAddr::On(addr) => Some(telemetry::bind(addr).await?),
-        MetricsAddr::Off => None,
-    };
-    let linger = FatalLinger {
-        period: if args.runtime.once {
-            Duration::ZERO
-        } else {
-            args.runtime.fatal_linger
-        },
-        shutdown: shutdown.clone(),
-    };
-    let stall_timeout = args.runtime.stall_timeout;
-    // The endpoints answer from the moment the port is bound: a probe sees a slow start (a big
-    // state, a store that is not reachable yet) as starting, not as a dead process.
-    let health = Health::starting(stall_timeout);
-    let metrics_url = match listener {
-        Some(listener) => {
-            let bound = telemetry::serve(listener, metrics, health.clone())?;
-            format!("http://{bound}/metrics")
-        }
-        None => "off".to_string(),
-    };
-    let serving = metrics_url != "off";
-    let mut starts = StartAttempts::new(args.runtime.interval);
-    let mut scanner = loop {
-        match Scanner::open(config.clone(), processor.clone(), &state, &output).await {
-            Ok(scanner) => break scanner,
-            Err(error) => {
-                health.start_failed(&error, stall_timeout);
-                if serving && linger.applies_to(&error) {
-                    linger.wait(&error).await;
-                    return Err(error.into());
-                }
-                // A run that ends by itself (a Job) fails, and is retried as a whole; a
-                // sidecar waits for what may pass (a store not reachable yet), since exiting
-                // would restart it, and at a Pod's start keep the emitter from starting.
-                if args.runtime.once || error.is_fatal() {
-                    return Err(error.into());
-                }
-                let retry_in = starts.next_wait();
-                warn!(error = %ErrorChain(&error), retry_in = ?retry_in,
-                    "cannot start yet; trying again");
-                let mut waiting = shutdown.clone();
-                tokio::select! {
-                    () = tokio::time::sleep(retry_in) => {}
-                    () = waiting.requested() => return Err(error.into()),
-                }
+/// `--once`: everything ready now, then a summary on standard output.
+async fn run_once(scanner: &mut Scanner) -> anyhow::Result<()> {
+    // `--once` drains by definition: a SIGTERM does not cut it short (a second one does).
+    let report = scanner.run_once().await?;
+    say!(
+        "committed {} batch(es): {} file(s), {} failed, {} bytes; {} not ready yet; \
+         generation {}",
+        report.batches.len(),
+        report.committed_files(),
+        report.failed_files(),
+        report.bytes(),
+        report.not_ready(),
+        scanner.state().generation()
+    );
+    Ok(())
+}
+
+/// The HTTP endpoints of a run, and what they report on and how long they stay up.
+struct Endpoints {
+    health: Health,
+    /// `http://ADDR/metrics`, or `off`.
+    metrics_url: String,
+    linger: FatalLinger,
+}
+
+impl Endpoints {
+    /// Binds the port (before anything is written: a taken one fails the start cleanly) and
+    /// serves from then on: a probe sees a slow start (a big state, a store not reachable yet)
+    /// as starting, not as a dead process.
+    async fn start(args: &RunArgs, shutdown: &Shutdown) -> anyhow::Result<Self> {
+        let metrics = telemetry::install_metrics()?;
+        let listener = match args.runtime.metrics.resolve(args.runtime.once) {
+            MetricsAddr::On(addr) => Some(telemetry::bind(addr).await?),
+            MetricsAddr::Off => None,
+        };
+        let linger = FatalLinger {
+            period: if args.runtime.once {
+                Duration::ZERO
+            } else {
+                args.runtime.fatal_linger
+            },
+            shutdown: shutdown.clone(),
+        };
+        let health = Health::starting(args.runtime.stall_timeout);
+        let metrics_url = match listener {
+            Some(listener) => {
+                let bound = telemetry::serve(listener, metrics, health.clone())?;
+                format!("http://{bound}/metrics")
+            }
+            None => "off".to_string(),
+        };
+        Ok(Self {
+            health,
+            metrics_url,
+            linger,
+        })
+    }
+
+    fn serving(&self) -> bool {
+        self.metrics_url != "off"
+    }
+
+    /// Opens the scanner. A run that ends by itself (a Job) fails, and is retried as a whole; a
+    /// sidecar waits for what may pass (a store not reachable yet), since exiting would
+    /// restart it, and at a Pod's start keep the emitter from starting.
+    async fn open_scanner(
+        &self,
+        args: &RunArgs,
+        config: &ScannerConfig,
+        processor: &DynProcessor,
+        state: &Location,
+        output: &Location,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Scanner> {
+        let mut starts = StartAttempts::new(args.runtime.interval);
+        loop {
+            let error = match Scanner::open(config.clone(), processor.clone(), state, output).await
+            {
+                Ok(scanner) => return Ok(scanner),
+                Err(error) => error,
+            };
+            self.health.start_failed(&error, args.runtime.stall_timeout);
+            if self.serving() && self.linger.applies_to(&error) {
+                self.linger.clone().wait(&error).await;
+                return Err(error.into());
+            }
+            if args.runtime.once || error.is_fatal() {
+                return Err(error.into());
+            }
+            let retry_in = starts.next_wait();
+            warn!(error = %ErrorChain(&error), retry_in = ?retry_in,
+                "cannot start yet; trying again");
+            let mut waiting = shutdown.clone();
+            tokio::select! {
+                () = tokio::time::sleep(retry_in) => {}
+                () = waiting.requested() => return Err(error.into()),
             }
         }
-    };
-    health.attach(&scanner);
-    if !args.runtime.once {
-        tokio::spawn(crate::memory::trim_after_scans(scanner.status()));
     }
-    let interval = args.runtime.interval;
-    info!(
-        watch = %scanner.config().watch_dir.display(),
-        state = %scanner.state_location(),
-        output = %output,
-        source_id = %scanner.config().source_id,
-        metrics = %metrics_url,
-        once = args.runtime.once,
-        interval = %humantime::format_duration(interval),
-        "gleaner started"
-    );
 
-    if args.runtime.once {
-        // `--once` drains by definition: a SIGTERM does not cut it short (a second one does).
-        let report = scanner.run_once().await?;
-        say!(
-            "committed {} batch(es): {} file(s), {} failed, {} bytes; {} not ready yet; \
-             generation {}",
-            report.batches.len(),
-            report.committed_files(),
-            report.failed_files(),
-            report.bytes(),
-            report.not_ready(),
-            scanner.state().generation()
-        );
-    } else {
+    /// Scans until SIGTERM, drains, and ends as the drain did: 0 when complete, exit 4
+    /// ([`DrainIncomplete`]) when it left files.
+    async fn run_until_drained(
+        &self,
+        args: &RunArgs,
+        scanner: &mut Scanner,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()> {
+        let interval = args.runtime.interval;
         let _events = if args.runtime.events {
             let watch = &scanner.config().watch_dir;
             match EventTrigger::start(watch, args.runtime.debounce, scanner.touched()).await {
@@ -147,43 +206,52 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let drained = match scanner.run(interval, shutdown).await {
             Ok(drained) => drained,
             Err(error) => {
-                if serving && linger.applies_to(&error) {
-                    linger.wait(&error).await;
+                if self.serving() && self.linger.applies_to(&error) {
+                    self.linger.clone().wait(&error).await;
                 }
                 return Err(error.into());
             }
         };
-        if !drained.complete {
-            if serving {
-                // The leftovers gauge lives only as long as the drain: keep it scrapeable for
-                // what remains of --shutdown-timeout (at most --fatal-linger), so that the
-                // alert on leftovers sees it before the Pod is gone.
-                let deadline = requested
-                    .requested_at()
-                    .map(|at| at + args.runtime.shutdown_timeout)
-                    .unwrap_or_else(std::time::Instant::now);
-                let remaining = deadline
-                    .saturating_duration_since(std::time::Instant::now())
-                    .saturating_sub(Duration::from_secs(1))
-                    .min(linger.period);
-                if !remaining.is_zero() {
-                    info!(
-                        leftovers = drained.leftovers.len(),
-                        serving_for = ?remaining,
-                        "drain incomplete; serving /metrics until shortly before the shutdown \
-                         deadline so that the leftovers are scraped"
-                    );
-                    tokio::time::sleep(remaining).await;
-                }
-            }
-            return Err(DrainIncomplete {
-                leftovers: drained.leftovers.len(),
-                last_error: drained.last_error,
-            }
-            .into());
+        if drained.complete {
+            return Ok(());
+        }
+        if self.serving() {
+            self.serve_leftovers(
+                &requested,
+                args.runtime.shutdown_timeout,
+                drained.leftovers.len(),
+            )
+            .await;
+        }
+        Err(DrainIncomplete {
+            leftovers: drained.leftovers.len(),
+            last_error: drained.last_error,
+        }
+        .into())
+    }
+
+    /// The leftovers gauge lives only as long as the drain: keeps it scrapeable for what
+    /// remains of --shutdown-timeout (at most --fatal-linger), so that the alert on leftovers
+    /// sees it before the Pod is gone.
+    async fn serve_leftovers(&self, requested: &Shutdown, timeout: Duration, leftovers: usize) {
+        let deadline = requested
+            .requested_at()
+            .map(|at| at + timeout)
+            .unwrap_or_else(std::time::Instant::now);
+        let remaining = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .saturating_sub(Duration::from_secs(1))
+            .min(self.linger.period);
+        if !remaining.is_zero() {
+            info!(
+                leftovers,
+                serving_for = ?remaining,
+                "drain incomplete; serving /metrics until shortly before the shutdown \
+                 deadline so that the leftovers are scraped"
+            );
+            tokio::time::sleep(remaining).await;
         }
     }
-    Ok(())
 }
 
 /// Waits between attempts to start: 1 s, doubling, at most the scan interval or a minute.
@@ -209,6 +277,7 @@ impl StartAttempts {
 
 /// How long the endpoints stay up after an error that stops the process, so that Prometheus
 /// scrapes the failure (`gleaner_fenced`, `gleaner_errors_total`) before the process is gone.
+#[derive(Clone)]
 struct FatalLinger {
     period: Duration,
     shutdown: Shutdown,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use state_store::{Delta, FileEntry, Outcome, Plan, PlannedFile, RelPath};
 
-use super::workers::{blocking, process_files};
+use super::workers::{WorkSettings, blocking, process_files};
 use super::{BatchReport, Scanner};
 use crate::ScanError;
 use crate::cleanup::{self, CleanupReport, CleanupTask};
@@ -162,25 +162,17 @@ impl Scanner {
         let files: Arc<[PlannedFile]> = files.into();
         let root = self.config.watch_dir.clone();
         let processor = self.processor.clone();
-        let (workers, limits) = (self.config.workers, self.config.read_limits);
-        let max_output_bytes = self.config.limits.max_output_bytes;
+        let settings = WorkSettings {
+            workers: self.config.workers,
+            limits: self.config.read_limits,
+            max_output_bytes: self.config.limits.max_output_bytes,
+        };
         let planned = Arc::clone(&files);
         let heartbeat = self.observer.heartbeat().clone();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let outcomes = tokio::spawn(async move {
-            let (root, files) = (root, planned);
-            process_files(
-                root,
-                files,
-                &processor,
-                workers,
-                limits,
-                max_output_bytes,
-                heartbeat,
-                stopping,
-            )
-            .await
+            process_files(root, planned, &processor, settings, heartbeat, stopping).await
         });
         Processing {
             files,

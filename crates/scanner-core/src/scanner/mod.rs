@@ -710,6 +710,37 @@ impl Scanner {
         shutdown: Option<&Shutdown>,
         scope: Option<DirScope>,
     ) -> Result<ScanReport, ScanError> {
+        let recovered = self.recover(scope.is_none()).await?;
+        let partial = scope.is_some();
+        let mut survey = self.survey(scope).await?;
+        let mut report = std::mem::take(&mut survey.report);
+        // Gauges of the whole tree: only a walk of it may set them.
+        if !partial {
+            self.observer.emit(ListingSurveyed {
+                report: &report,
+                skipped_special: survey.skipped_special,
+            });
+        }
+        report.batches.extend(recovered);
+        let batches = self.act_on(survey).await?;
+        self.run_batches(batches, shutdown, &mut report).await?;
+        // The state is kept through the idle hour that follows: what the scan changed costs
+        // twice as much in the overlay, and pins pages among the memory the scan freed. Folded
+        // once it is a noticeable share, since folding is linear in the state.
+        if self.state.uncompacted() > self.state.len() / 64 {
+            self.compact_state().await?;
+        }
+        // Files held back for another attempt, in this scan or before: the loop wakes for them.
+        report.retrying = self.retries.len();
+        if let Some(at) = self.retries.next_at() {
+            report.next_ready_at = Some(report.next_ready_at.map_or(at, |t| t.min(at)));
+        }
+        Ok(report)
+    }
+
+    /// Before a scan: reads the log again after a failure, and redoes an interrupted batch.
+    /// `whole_tree`: the scan walks all of it, so what is gone will be known anew.
+    async fn recover(&mut self, whole_tree: bool) -> Result<Option<BatchReport>, ScanError> {
         if self.needs_reload {
             let loaded = self.reload().await?;
             // Running, this root never takes over: another root that wrote since is live.
@@ -719,28 +750,25 @@ impl Scanner {
         }
         // Only a walk of the whole tree may say which files are gone; a walk of some
         // directories keeps what the last one said, less the files it finds again.
-        if scope.is_none() {
+        if whole_tree {
             self.gone.clear();
         }
-
-        let mut recovered = None;
-        if let Some(plan) = self.pending.take() {
-            let result = self.redo(plan).await;
-            if result.is_err() {
-                self.unrecord_redo().await;
-            }
-            recovered = self.settle(result)?;
+        let Some(plan) = self.pending.take() else {
+            return Ok(None);
+        };
+        let result = self.redo(plan).await;
+        if result.is_err() {
+            self.unrecord_redo().await;
         }
+        self.settle(result)
+    }
 
-        let partial = scope.is_some();
-        let survey = self.survey(scope).await?;
-        // Gauges of the whole tree: only a walk of it may set them.
-        if !partial {
-            self.observer.emit(ListingSurveyed {
-                report: &survey.report,
-                skipped_special: survey.skipped_special,
-            });
-        }
+    /// What a survey found, acted on: cleanups to finish, renames to record, the volume's
+    /// gauges. Returns its batches.
+    async fn act_on(
+        &mut self,
+        survey: survey::Survey,
+    ) -> Result<Vec<Vec<state_store::PlannedFile>>, ScanError> {
         self.waiting_dirs = survey.waiting_dirs;
         self.gone = survey.gone;
         if !survey.cleanup.is_empty() {
@@ -766,10 +794,18 @@ impl Scanner {
                 dir: &self.config.watch_dir,
             });
         }
-        let mut report = survey.report;
-        report.batches.extend(recovered);
+        Ok(survey.batches)
+    }
 
-        let mut queue = BatchQueue::new(survey.batches);
+    /// Runs `batches` in order, each planned, processed, flushed and committed, until done or
+    /// a shutdown is requested between two of them.
+    async fn run_batches(
+        &mut self,
+        batches: Vec<Vec<state_store::PlannedFile>>,
+        shutdown: Option<&Shutdown>,
+        report: &mut ScanReport,
+    ) -> Result<(), ScanError> {
+        let mut queue = BatchQueue::new(batches);
         self.observer.emit(backlog(&queue));
         // The processing of the batch after the current one, started once the current one's
         // files are processed: it reads while the current batch is flushed and committed.
@@ -786,45 +822,40 @@ impl Scanner {
                 Some(processing) => processing,
                 None => self.start_processing(files.clone()),
             };
-            let generation = self.state.generation() + 1;
-            let plan = self.log.plan(
-                generation,
-                self.output.key_for(generation, SystemTime::now()),
-                files,
-            );
-            let created = self.log.create_plan(&plan).await;
-            if created.is_ok() {
-                self.own_plan = Some(generation);
-            }
-            let result = match created {
-                Ok(()) => match self.process_batch(plan, processing).await {
-                    Ok(mut processed) => {
-                        // What the batch left (its results reached their bound) runs next.
-                        queue.push_front(std::mem::take(&mut processed.left));
-                        ahead = queue
-                            .peek()
-                            .map(|files| self.start_processing(files.to_vec()));
-                        self.finish_batch(processed, WriteMode::Create).await
-                    }
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e.into()),
-            };
+            let result = self
+                .plan_and_run(files, processing, &mut queue, &mut ahead)
+                .await;
             report.batches.extend(self.settle(result)?);
             self.observer.emit(backlog(&queue));
         }
-        // The state is kept through the idle hour that follows: what the scan changed costs
-        // twice as much in the overlay, and pins pages among the memory the scan freed. Folded
-        // once it is a noticeable share, since folding is linear in the state.
-        if self.state.uncompacted() > self.state.len() / 64 {
-            self.compact_state().await?;
-        }
-        // Files held back for another attempt, in this scan or before: the loop wakes for them.
-        report.retrying = self.retries.len();
-        if let Some(at) = self.retries.next_at() {
-            report.next_ready_at = Some(report.next_ready_at.map_or(at, |t| t.min(at)));
-        }
-        Ok(report)
+        Ok(())
+    }
+
+    /// One fresh batch of `files`, whose `processing` has started: its plan stored, then its
+    /// processing awaited; what it left (its results reached their bound) goes back to the
+    /// front of `queue`, and the next batch starts processing (`ahead`) while this one is
+    /// flushed and committed.
+    async fn plan_and_run(
+        &mut self,
+        files: Vec<state_store::PlannedFile>,
+        processing: batch::Processing,
+        queue: &mut BatchQueue,
+        ahead: &mut Option<batch::Processing>,
+    ) -> Result<Option<BatchReport>, ScanError> {
+        let generation = self.state.generation() + 1;
+        let plan = self.log.plan(
+            generation,
+            self.output.key_for(generation, SystemTime::now()),
+            files,
+        );
+        self.log.create_plan(&plan).await?;
+        self.own_plan = Some(generation);
+        let mut processed = self.process_batch(plan, processing).await?;
+        queue.push_front(std::mem::take(&mut processed.left));
+        *ahead = queue
+            .peek()
+            .map(|files| self.start_processing(files.to_vec()));
+        self.finish_batch(processed, WriteMode::Create).await
     }
 
     /// After a failed batch, what reached storage is unknown (a plan or delta may have landed

@@ -131,51 +131,8 @@ fn survey(
     partial: Option<(&DirScope, &[RelPath])>,
 ) -> Result<Survey, ScanError> {
     let scope = partial.map(|(scope, _)| scope);
-    let root = config.watch_dir.as_path();
-    // Listing and diff are one pass: the walk hands each file to the merge with the state and
-    // only the files that are not unchanged are kept (the cost of the listing is its time).
     let listing_started = Instant::now();
-    let rules = &config.cleanup;
-    let mut cleanup = Vec::new();
-    // Committed files still here and unchanged, which the cleanup rules remove or move: an
-    // earlier attempt did not finish (a crash, an error), so now.
-    let mut leftover = |file: &ListedFile, entry: &FileEntry| {
-        if !rules.is_noop() {
-            cleanup.extend(rules.task(&file.path, entry));
-        }
-    };
-    let (diff, listing) = match scope {
-        None => listing::walk(root, config.workers, |walk| {
-            merge(walk, state, &mut leftover)
-        })?,
-        // A few directories named by events: their files looked up in the state; the files
-        // found again that the last walk of the whole tree reported gone are not gone.
-        Some(scope) => listing::walk_dirs(root, scope, config.workers, |walk| {
-            let gone = partial.map_or(&[][..], |(_, gone)| gone);
-            let mut still_gone = gone.to_vec();
-            let found = walk.inspect(|file| {
-                if gone.binary_search(&file.path).is_ok() {
-                    still_gone.retain(|path| *path != file.path);
-                }
-            });
-            let mut diff = lookup(found, state, &mut leftover);
-            diff.gone = still_gone;
-            diff
-        })?,
-    };
-    // Files waiting under the private name of a cleanup that keeps failing are still here:
-    // their committed entries are not gone (a snapshot would forget them, and the file would
-    // be processed again once put back).
-    let mut diff = diff;
-    let mut held: Vec<RelPath> = diff
-        .entries
-        .iter()
-        .filter_map(|entry| crate::cleanup::held_for_cleanup(&entry.file, state))
-        .collect();
-    if !held.is_empty() {
-        held.sort_unstable();
-        diff.gone.retain(|path| held.binary_search(path).is_err());
-    }
+    let (diff, listing, mut cleanup) = list_and_diff(config, state, partial)?;
     telemetry::emit(PhaseTimed {
         phase: "list",
         elapsed: listing_started.elapsed(),
@@ -195,7 +152,7 @@ fn survey(
     };
     let mut judge = Judge {
         config,
-        root,
+        root: config.watch_dir.as_path(),
         state,
         seen: &seen,
         listed_at,
@@ -207,80 +164,88 @@ fn survey(
             Identity::Path => MovedAway::default(),
         },
     };
-    let mut ready = Vec::new();
-    let mut renames = Vec::new();
-    let mut waiting_dirs = DirScope::default();
-    for entry in &diff.entries {
-        let path = &entry.file.path;
-        // The writer's last sign of life: any file it may still be writing or finishing
-        // (in-progress names and markers included; not files the globs leave out).
-        let modified = crate::readiness::mtime(entry.file.mtime_ns);
-        if modified <= listed_at && config.readiness.names.wants(path.as_bytes()) && !is_ours(path)
-        {
-            report.last_modified = Some(report.last_modified.map_or(modified, |t| t.max(modified)));
-        }
-        match judge.classify(entry) {
-            Verdict::Ours => {}
-            Verdict::Excluded => report.excluded += 1,
-            Verdict::LeftAlone(why) => {
-                report.changed += 1;
-                telemetry::emit(FileLeftAlone { path, why });
-            }
-            Verdict::Renamed { was, entry } => {
-                report.new_files += 1;
-                telemetry::emit(FileRenamed { path, was: &was });
-                renames.push((path.clone(), entry));
-            }
-            Verdict::Ready(file) => {
-                report.new_files += 1;
-                ready.push(file);
-            }
-            Verdict::Waiting(why) => {
-                waiting_dirs.add(parent_of(path.as_bytes()), false);
-                report.new_files += 1;
-                report.count_waiting(why);
-                if drain.is_some() {
-                    report.waiting.push(Leftover {
-                        path: path.clone(),
-                        reason: why.into(),
-                    });
-                }
-            }
-        }
-    }
-    report.future_mtime = judge.sightings.future_files();
-    for path in judge.sightings.take_newly_future() {
-        telemetry::emit(FutureMtime {
-            path: &path,
-            tolerance: config.readiness.max_clock_skew,
-        });
-    }
-    match scope {
-        None => judge.sightings.end_listing(),
-        Some(scope) => judge
-            .sightings
-            .end_partial_listing(|path| scope.covers(path)),
-    }
+    let sorted = judge.sort(&diff, drain.is_some(), &mut report);
+    judge.end_listing(scope, &mut report);
     telemetry::emit(PhaseTimed {
         phase: "diff",
         elapsed: diff_started.elapsed(),
     });
-    report.ready = ready.len();
+    report.ready = sorted.ready.len();
     report.listing_problems = listing.problems;
     report.scope_dirs = scope.map_or(0, DirScope::len);
     Ok(Survey {
-        waiting_dirs,
+        waiting_dirs: sorted.waiting_dirs,
         report,
-        batches: cut_batches(ready, config.limits),
+        batches: cut_batches(sorted.ready, config.limits),
         gone: diff.gone,
         skipped_special: listing.skipped_special,
         cleanup,
-        renames,
-        free_bytes: rustix::fs::statvfs(root)
+        renames: sorted.renames,
+        free_bytes: rustix::fs::statvfs(&config.watch_dir)
             .ok()
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
         disk_bytes: scope.is_none().then_some(listing.disk_bytes),
     })
+}
+
+/// Walks the whole root, or the directories of `partial`'s scope, and merges what it finds with
+/// `state` in one pass: the files that are not unchanged, what the walk found, and the cleanup
+/// tasks of committed files still here (an earlier cleanup did not finish).
+fn list_and_diff(
+    config: &ScannerConfig,
+    state: &State,
+    partial: Option<(&DirScope, &[RelPath])>,
+) -> Result<(Diff, listing::Listing, Vec<CleanupTask>), ScanError> {
+    let root = config.watch_dir.as_path();
+    let rules = &config.cleanup;
+    let mut cleanup = Vec::new();
+    // Committed files still here and unchanged, which the cleanup rules remove or move: an
+    // earlier attempt did not finish (a crash, an error), so now.
+    let mut leftover = |file: &ListedFile, entry: &FileEntry| {
+        if !rules.is_noop() {
+            cleanup.extend(rules.task(&file.path, entry));
+        }
+    };
+    let (mut diff, listing) = match partial {
+        None => listing::walk(root, config.workers, |walk| {
+            merge(walk, state, &mut leftover)
+        })?,
+        // A few directories named by events: their files looked up in the state; the files
+        // found again that the last walk of the whole tree reported gone are not gone.
+        Some((scope, gone)) => listing::walk_dirs(root, scope, config.workers, |walk| {
+            let mut still_gone = gone.to_vec();
+            let found = walk.inspect(|file| {
+                if gone.binary_search(&file.path).is_ok() {
+                    still_gone.retain(|path| *path != file.path);
+                }
+            });
+            let mut diff = lookup(found, state, &mut leftover);
+            diff.gone = still_gone;
+            diff
+        })?,
+    };
+    // Files waiting under the private name of a cleanup that keeps failing are still here:
+    // their committed entries are not gone (a snapshot would forget them, and the file would
+    // be processed again once put back).
+    let mut held: Vec<RelPath> = diff
+        .entries
+        .iter()
+        .filter_map(|entry| crate::cleanup::held_for_cleanup(&entry.file, state))
+        .collect();
+    if !held.is_empty() {
+        held.sort_unstable();
+        diff.gone.retain(|path| held.binary_search(path).is_err());
+    }
+    Ok((diff, listing, cleanup))
+}
+
+/// The files of one listing by what becomes of them.
+#[derive(Default)]
+struct Sorted {
+    ready: Vec<PlannedFile>,
+    renames: Vec<(RelPath, FileEntry)>,
+    /// The directories of the files not ready yet.
+    waiting_dirs: DirScope,
 }
 
 /// The directory of a file's path (empty: the root).
@@ -356,6 +321,72 @@ struct Judge<'a> {
 }
 
 impl Judge<'_> {
+    /// Judges every file of `diff`, counting them in `report` (and, in a drain, naming those
+    /// still waiting), and sorts them by what becomes of them.
+    fn sort(&mut self, diff: &Diff, draining: bool, report: &mut ScanReport) -> Sorted {
+        let mut sorted = Sorted::default();
+        for entry in &diff.entries {
+            let path = &entry.file.path;
+            // The writer's last sign of life: any file it may still be writing or finishing
+            // (in-progress names and markers included; not files the globs leave out).
+            let modified = crate::readiness::mtime(entry.file.mtime_ns);
+            if modified <= self.listed_at
+                && self.config.readiness.names.wants(path.as_bytes())
+                && !is_ours(path)
+            {
+                report.last_modified =
+                    Some(report.last_modified.map_or(modified, |t| t.max(modified)));
+            }
+            match self.classify(entry) {
+                Verdict::Ours => {}
+                Verdict::Excluded => report.excluded += 1,
+                Verdict::LeftAlone(why) => {
+                    report.changed += 1;
+                    telemetry::emit(FileLeftAlone { path, why });
+                }
+                Verdict::Renamed { was, entry } => {
+                    report.new_files += 1;
+                    telemetry::emit(FileRenamed { path, was: &was });
+                    sorted.renames.push((path.clone(), entry));
+                }
+                Verdict::Ready(file) => {
+                    report.new_files += 1;
+                    sorted.ready.push(file);
+                }
+                Verdict::Waiting(why) => {
+                    sorted.waiting_dirs.add(parent_of(path.as_bytes()), false);
+                    report.new_files += 1;
+                    report.count_waiting(why);
+                    if draining {
+                        report.waiting.push(Leftover {
+                            path: path.clone(),
+                            reason: why.into(),
+                        });
+                    }
+                }
+            }
+        }
+        sorted
+    }
+
+    /// Ends the listing for the stability and clock-skew trackers (a scoped listing only for
+    /// the directories it covered), and reports files newly seen with a future mtime.
+    fn end_listing(&mut self, scope: Option<&DirScope>, report: &mut ScanReport) {
+        report.future_mtime = self.sightings.future_files();
+        for path in self.sightings.take_newly_future() {
+            telemetry::emit(FutureMtime {
+                path: &path,
+                tolerance: self.config.readiness.max_clock_skew,
+            });
+        }
+        match scope {
+            None => self.sightings.end_listing(),
+            Some(scope) => self
+                .sightings
+                .end_partial_listing(|path| scope.covers(path)),
+        }
+    }
+
     /// The verdict on one listed file that is not unchanged.
     fn classify(&mut self, entry: &DiffEntry) -> Verdict {
         let readiness = &self.config.readiness;

@@ -50,83 +50,41 @@ where
 /// files finished by then come back (a prefix of `files`, at least one file); the caller leaves
 /// the others for the next batch. `stop` ends the work early the same way (its owner has
 /// abandoned the batch).
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn process_files(
     root: PathBuf,
     files: Arc<[PlannedFile]>,
     processor: &DynProcessor,
-    workers: usize,
-    limits: ReadLimits,
-    max_output_bytes: u64,
+    settings: WorkSettings,
     heartbeat: Heartbeat,
     stop: Arc<AtomicBool>,
 ) -> Result<Vec<FileOutcome>, ScanError> {
     let root = Arc::new(root);
     let units: Arc<[WorkUnit]> = {
         let (root, files, processor) = (Arc::clone(&root), Arc::clone(&files), processor.clone());
+        let workers = settings.workers;
         blocking("planning work units", move || {
             Ok(plan_units(&root, &files, &processor, workers))
         })
         .await?
         .into()
     };
-    let shared = Arc::new(Shared {
-        spans: file_spans(&units, files.len()),
-        waiting: (0..files.len()).map(|_| AtomicUsize::new(0)).collect(),
-        parked: (0..units.len()).map(|_| Mutex::new(None)).collect(),
-        next: AtomicUsize::new(0),
-        output_bytes: AtomicU64::new(0),
-    });
-    for (waiting, span) in shared.waiting.iter().zip(shared.spans.iter()) {
-        waiting.store(span.len(), Ordering::Relaxed);
-    }
-    let threads = workers.clamp(1, units.len().max(1));
+    let threads = settings.workers.clamp(1, units.len().max(1));
+    let batch = Arc::new(Shared::new(
+        root,
+        files,
+        units,
+        processor.clone(),
+        settings,
+        heartbeat,
+        stop,
+    ));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (root, files, units, processor) = (
-                Arc::clone(&root),
-                Arc::clone(&files),
-                Arc::clone(&units),
-                processor.clone(),
-            );
-            let (shared, stop, heartbeat) =
-                (Arc::clone(&shared), Arc::clone(&stop), heartbeat.clone());
-            tokio::task::spawn_blocking(move || {
-                let _reading = ReadingFor::heartbeat(&heartbeat);
-                let mut done = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let index = shared.next.fetch_add(1, Ordering::Relaxed);
-                    let Some(unit) = units.get(index) else { break };
-                    let file = unit.file;
-                    let processed = guarded(|| {
-                        process_unit(&root, &files[file], unit.range.clone(), &processor, limits)
-                    });
-                    let finished = match processed {
-                        Err(error) => {
-                            // The process lacks resources: the batch fails as a whole.
-                            stop.store(true, Ordering::Relaxed);
-                            done.push(Err(error));
-                            break;
-                        }
-                        Ok(outcome) => shared.finish(index, file, outcome, &processor),
-                    };
-                    heartbeat.progress();
-                    let Some(outcome) = finished else { continue };
-                    if let FileOutcome::Done { result, .. } = &outcome {
-                        let size = result.get().len() as u64 + LINE_OVERHEAD;
-                        let held = shared.output_bytes.fetch_add(size, Ordering::Relaxed) + size;
-                        if held >= max_output_bytes {
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                    }
-                    done.push(Ok((file, outcome)));
-                }
-                crate::process::close_directory();
-                done
-            })
+            let batch = Arc::clone(&batch);
+            tokio::task::spawn_blocking(move || batch.work())
         })
         .collect();
-    let mut outcomes: Vec<Option<FileOutcome>> = (0..files.len()).map(|_| None).collect();
+    let mut outcomes: Vec<Option<FileOutcome>> = (0..batch.files.len()).map(|_| None).collect();
     let mut shortage = None;
     for handle in handles {
         let done = handle.await.map_err(|source| ScanError::Worker {
@@ -143,20 +101,36 @@ pub(super) async fn process_files(
     if let Some(error) = shortage {
         return Err(error.into());
     }
-    // Every unit taken was processed, and units are taken in order: the files whose units all
-    // come before the first unit not taken are finished (at least the one that reached the
-    // bound); the worker of each one's last unit finished it.
-    let taken = shared.next.load(Ordering::Relaxed).min(units.len());
-    let complete = units.get(taken).map_or(files.len(), |unit| unit.file);
-    outcomes.truncate(complete);
+    outcomes.truncate(batch.finished_files());
     Ok(outcomes
         .into_iter()
         .map(|outcome| outcome.expect("every unit of a finished file was processed"))
         .collect())
 }
 
-/// What a batch's workers share besides the files.
+/// How a batch's files are processed: by how many workers, within which read limits, and
+/// the bound on the results held.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WorkSettings {
+    /// Workers (blocking threads) at most.
+    pub(super) workers: usize,
+    /// Limits on reading each file.
+    pub(super) limits: ReadLimits,
+    /// Once the results of the files finished reach this many bytes, no further unit starts.
+    pub(super) max_output_bytes: u64,
+}
+
+/// What a batch's workers share.
 struct Shared {
+    root: Arc<PathBuf>,
+    files: Arc<[PlannedFile]>,
+    units: Arc<[WorkUnit]>,
+    processor: DynProcessor,
+    settings: WorkSettings,
+    heartbeat: Heartbeat,
+    /// Set to take no further unit: the results reached their bound, the process lacks
+    /// resources, or the batch was abandoned.
+    stop: Arc<AtomicBool>,
     /// Each file's units (units are in file order).
     spans: Box<[Range<usize>]>,
     /// Each file's units not processed yet.
@@ -170,15 +144,102 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(
+        root: Arc<PathBuf>,
+        files: Arc<[PlannedFile]>,
+        units: Arc<[WorkUnit]>,
+        processor: DynProcessor,
+        settings: WorkSettings,
+        heartbeat: Heartbeat,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        let spans = file_spans(&units, files.len());
+        Self {
+            waiting: spans
+                .iter()
+                .map(|span| AtomicUsize::new(span.len()))
+                .collect(),
+            parked: (0..units.len()).map(|_| Mutex::new(None)).collect(),
+            spans,
+            root,
+            files,
+            units,
+            processor,
+            settings,
+            heartbeat,
+            stop,
+            next: AtomicUsize::new(0),
+            output_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// One worker: takes the next unit until none is left or `stop` is set; returns the files
+    /// it finished, or the shortage that stopped the batch.
+    fn work(&self) -> Vec<Result<(usize, FileOutcome), ResourceError>> {
+        let _reading = ReadingFor::heartbeat(&self.heartbeat);
+        let mut done = Vec::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            let index = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(unit) = self.units.get(index) else {
+                break;
+            };
+            let file = unit.file;
+            let processed = guarded(|| {
+                let planned = &self.files[file];
+                let range = unit.range.clone();
+                process_unit(
+                    &self.root,
+                    planned,
+                    range,
+                    &self.processor,
+                    self.settings.limits,
+                )
+            });
+            let finished = match processed {
+                Err(error) => {
+                    // The process lacks resources: the batch fails as a whole.
+                    self.stop.store(true, Ordering::Relaxed);
+                    done.push(Err(error));
+                    break;
+                }
+                Ok(outcome) => self.finish(index, file, outcome),
+            };
+            self.heartbeat.progress();
+            if let Some(outcome) = finished {
+                self.count(&outcome);
+                done.push(Ok((file, outcome)));
+            }
+        }
+        crate::process::close_directory();
+        done
+    }
+
+    /// Adds a finished file's result to the results held; past the bound, stops the batch.
+    fn count(&self, outcome: &FileOutcome) {
+        if let FileOutcome::Done { result, .. } = outcome {
+            let size = result.get().len() as u64 + LINE_OVERHEAD;
+            let held = self.output_bytes.fetch_add(size, Ordering::Relaxed) + size;
+            if held >= self.settings.max_output_bytes {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// How many of the batch's files (a prefix) were finished, once the workers are done:
+    /// every unit taken was processed, and units are taken in order, so the files whose units
+    /// all come before the first unit not taken are finished (at least the one that reached
+    /// the bound); the worker of each one's last unit finished it.
+    fn finished_files(&self) -> usize {
+        let taken = self.next.load(Ordering::Relaxed).min(self.units.len());
+        self.units
+            .get(taken)
+            .map_or(self.files.len(), |unit| unit.file)
+    }
+
     /// Records `outcome` of unit `index` of `file`; returns the file's outcome if this was its
     /// last unit (its units merged and finished, in file order).
-    fn finish(
-        &self,
-        index: usize,
-        file: usize,
-        outcome: UnitOutcome,
-        processor: &DynProcessor,
-    ) -> Option<FileOutcome> {
+    fn finish(&self, index: usize, file: usize, outcome: UnitOutcome) -> Option<FileOutcome> {
+        let processor = &self.processor;
         let span = self.spans[file].clone();
         if span.len() == 1 {
             return Some(finished(processor, vec![outcome]));
@@ -313,13 +374,16 @@ mod tests {
         let units = plan_units(dir.path(), &files, &processor, 2);
         assert_eq!(units.len(), 8, "each file is split in two");
         let run = |max_output_bytes| {
+            let settings = WorkSettings {
+                workers: 2,
+                limits: ReadLimits::default(),
+                max_output_bytes,
+            };
             process_files(
                 dir.path().to_path_buf(),
                 files.clone().into(),
                 &processor,
-                2,
-                ReadLimits::default(),
-                max_output_bytes,
+                settings,
                 Heartbeat::new(std::time::Duration::from_secs(60)),
                 Arc::new(AtomicBool::new(false)),
             )

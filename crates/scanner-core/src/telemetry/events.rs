@@ -702,6 +702,10 @@ impl InternalEvent for FileCleanedUp<'_> {
                 debug!(%path, "changed since its commit; not cleaned up");
                 "skipped"
             }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                warn!(%path, action, error = %e, "cleanup failed; retried at the next scan");
+                "permission_denied"
+            }
             Err(e) => {
                 warn!(%path, action, error = %e, "cleanup failed; retried at the next scan");
                 "error"

@@ -173,7 +173,8 @@ pub const LEFTOVERS_SHIPPED_TOTAL: &str = "gleaner_leftovers_shipped_total";
 pub const FUTURE_MTIME_FILES: &str = "gleaner_future_mtime_files";
 /// Committed files cleaned up, by `action` (`delete`, `move`, `quarantine`, and `put_back`
 /// for another file found under a name being cleaned up) and `result` (`done`, `skipped` when
-/// the file changed since its commit, `error`).
+/// the file changed since its commit, `error`, `permission_denied`: Gleaner may not write the
+/// file's directory).
 pub const CLEANUP_TOTAL: &str = "gleaner_cleanup_total";
 /// Files recognised by content (`--identity=content`) as renamed processed files, and not
 /// processed again.
@@ -249,7 +250,7 @@ pub fn describe() {
     counter!(EVENTS_TOTAL).increment(0);
     counter!(RENAMED_FILES_TOTAL).increment(0);
     for action in ["delete", "move", "quarantine", "put_back"] {
-        for result in ["done", "skipped", "error"] {
+        for result in ["done", "skipped", "error", "permission_denied"] {
             counter!(CLEANUP_TOTAL, "action" => action, "result" => result).increment(0);
         }
     }
