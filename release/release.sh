@@ -204,10 +204,15 @@ PY
   echo "release: published gleaner $version to $GLEANER_REGISTRY/$REPOSITORY"
 }
 
+# No options: nothing that could carry a credential is read from the command line (where `ps`
+# and shell histories show it). Credentials come from the environment or a Docker config file.
+if [ "$#" -gt 1 ]; then
+  die "release/release.sh takes one word (check, build or publish) and no options (got $(($# - 1)) more, not repeated here: an argument may hold a secret). Registry, repository and credentials come from the environment (GLEANER_REGISTRY, GLEANER_REPOSITORY, GLEANER_REGISTRY_USERNAME and GLEANER_REGISTRY_PASSWORD) or a Docker config file (REGISTRY_AUTH_FILE, DOCKER_CONFIG, ~/.docker/config.json), never from arguments"
+fi
 case "${1:-all}" in
   check) check ;;
   build) build ;;
   publish) publish ;;
   all) build; if [ -n "${GLEANER_REGISTRY:-}" ]; then publish; fi ;;
-  *) die "usage: release/release.sh [check|build|publish]" ;;
+  *) die "usage: release/release.sh [check|build|publish] (no options: everything else comes from the environment)" ;;
 esac

@@ -133,8 +133,6 @@ def image() -> tuple[str, str]:
     out = run(binary, "--version").strip()
     check(VERSION in out and head[:12] in out, f"`gleaner --version` says {out!r}")
     ok("image binary", out)
-    with open(os.path.join(WORK, "image-env"), "w") as f:
-        f.write("\n".join(cfg["Env"]) + "\n")
     return expected, rootfs
 
 
@@ -165,6 +163,17 @@ def chart(digest: str) -> None:
     built = os.path.join(DIST, f"gleaner-{VERSION}.tgz")
     check(sha256_file(archive) == sha256_file(built), "the pulled chart differs from dist/'s (checksummed) one")
     ok("chart pull", f"helm pull {CHART_REF} --version {VERSION}: tags {tags}, the archive is dist/'s byte for byte")
+
+    # `helm show chart|values oci://…`: what a platform reads before installing. (helm-python-sdk
+    # 0.2.2's show() rejects its own `version` option: the version goes in the reference.)
+    shown = yaml.safe_load(helm.show(f"{CHART_REF}:{VERSION}", client=client, output_format="chart", plain_http=True))
+    check(shown["version"] == VERSION and shown["appVersion"] == VERSION, f"helm show chart: {shown}")
+    shown_image = yaml.safe_load(helm.show(f"{CHART_REF}:{VERSION}", client=client, output_format="values",
+                                           plain_http=True))["image"]
+    check(shown_image["digest"] == digest and shown_image["repository"] == IMAGE_REPO, f"helm show values: {shown_image}")
+    ok("chart show", f"helm show chart {CHART_REF} --version {VERSION}: appVersion {shown['appVersion']}; "
+       f"helm show values: image.repository {shown_image['repository']}, image.digest {shown_image['digest']}, "
+       f"image.tag {shown_image['tag']}")
 
     loaded = helm.Chart.load(archive)
     check(loaded.version == VERSION and loaded.metadata.get("appVersion") == VERSION,

@@ -2,6 +2,8 @@
 # Tests the release (release/release.sh) end to end against a real OCI registry on 127.0.0.1
 # (tests/run.sh calls it after the image step, whose static build it reuses; it runs alone too):
 #
+#   0. .github/workflows/release.yml runs `release/release.sh` on v* tags and nothing else, with
+#      the credentials from the forge's secrets in its environment;
 #   1. refusals, in a throwaway clone: a chart version that differs from Cargo.toml's, a
 #      changelog without the version's entry, a state format the changelog does not name, and
 #      (GLEANER_RELEASE_REQUIRE_TAG=1) an untagged or dirty HEAD stop `release.sh build` with a
@@ -10,14 +12,20 @@
 #      credentials and storage in a temporary directory, stopped by PID;
 #   3. `release.sh build` into a temporary dist/, then `sha256sum -c SHA256SUMS` passes, and
 #      fails for a copy whose tarball has one byte changed (the control);
-#   4. `release.sh publish`: refused without credentials, done with credentials from the
-#      environment;
+#   4. `release.sh publish`: arguments after the command are refused (no credential can come
+#      from one, and the refusal does not repeat it); refused without credentials (the control);
+#      done with credentials from the environment, under strace: no program it starts gets the
+#      password as an argument, and none is left in dist/ or the log; done again with a Docker
+#      config file, same digests;
 #   5. as a consumer with a Docker config file (tests/release/consumer.py): the image pulled by
-#      digest has the Dockerfile's files, labels, user, environment; the chart pulled from
-#      oci:// renders the pushed digest; the SBOM found from the image lists the binary's crates
-#      of Cargo.lock with their versions; a parent chart depends on the chart by oci://;
-#   6. the pulled image's default serves /metrics on 0.0.0.0:9464 (in a private network
-#      namespace), where the binary alone serves 127.0.0.1:9464.
+#      digest has the Dockerfile's files, labels, user, environment; `helm show` and the chart
+#      pulled from oci:// name and render the pushed digest; the SBOM found from the image lists
+#      the binary's crates of Cargo.lock with their versions; a parent chart depends on the chart
+#      by oci:// and renders;
+#   6. the pulled image run as its config says, in a network namespace of its own, answers
+#      /metrics at its non-loopback address from a second namespace, as `docker run -p 9464:9464`
+#      reaches it (tests/release/metrics_addr.sh); the control without GLEANER_METRICS_ADDR (the
+#      binary's own default, 127.0.0.1:9464) does not.
 #
 # Tools: release/tools.sh installs them once into .tools/ (pinned). Needs root for the network
 # namespace and umoci's unpack (as the image test does).
@@ -43,6 +51,29 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "release test FAILED: $*" >&2; exit 1; }
+
+# 0. The CI workflow: the same command, nothing more.
+echo "0. CI workflow"
+"$RELEASE_PY" - .github/workflows/release.yml <<'PY' || fail "the release workflow"
+import re, sys, yaml
+path = sys.argv[1]
+wf = yaml.safe_load(open(path))
+on = wf.get("on", wf.get(True))
+assert on == {"push": {"tags": ["v*"]}}, f"{path}: runs on {on}, not on v* tags only"
+(job,) = wf["jobs"].values()
+steps = job["steps"]
+runs = [s["run"] for s in steps if "run" in s]
+assert runs == ["release/release.sh"], f"{path}: its run steps are {runs}, not the one command"
+others = [s["uses"].split("@")[0] for s in steps if "run" not in s]
+assert others == ["actions/checkout"], f"{path}: steps besides the command: {others}"
+env = {k: str(v) for s in steps for k, v in (s.get("env") or {}).items()}
+assert env.get("GLEANER_RELEASE_REQUIRE_TAG") == "1", f"{path}: GLEANER_RELEASE_REQUIRE_TAG is not 1"
+for key in ("GLEANER_REGISTRY_USERNAME", "GLEANER_REGISTRY_PASSWORD"):
+    assert re.fullmatch(r"\$\{\{ *[A-Za-z_.]+ *\}\}", env.get(key, "")), f"{path}: {key} is not from the forge's context"
+assert "secrets." in env["GLEANER_REGISTRY_PASSWORD"], f"{path}: the password is not a secret"
+print(f"  ok  {path}: on v* tags, checkout then `{runs[0]}` with the registry and credentials in its "
+      f"environment ({', '.join(sorted(env))}); nothing else")
+PY
 
 # 1. Refusals.
 echo "1. refusals (a clone of HEAD)"
@@ -130,16 +161,48 @@ tar -xzf "$GLEANER_DIST/$tarball" -C "$work"
 
 # 4. Publish.
 echo "4. publish"
+# No argument can carry a credential: release.sh takes one word and refuses anything more,
+# without repeating it.
+for args in "publish --password $password" "publish --username=publisher" "publish publisher:$password"; do
+  # shellcheck disable=SC2086  # word splitting wanted: the arguments of the try
+  if out=$(release/release.sh $args 2>&1); then fail "release.sh $args went ahead"; fi
+  grep -q "no options" <<<"$out" || fail "release.sh with arguments: $out"
+  if grep -qF -- "$password" <<<"$out"; then fail "the refusal repeats the password"; fi
+done
+echo "  ok  refused: arguments after the command (--password …, --username=…, user:password), the secret not repeated: '$(cut -c1-90 <<<"$out")…'"
 if out=$(HOME="$work/nohome" DOCKER_CONFIG= release/release.sh publish 2>&1); then
   fail "publish without credentials went through"
 fi
 grep -q "authentication required" <<<"$out" || fail "publish without credentials: $out"
 echo "  ok  control: without credentials: '$(grep -o 'unauthorized: authentication required' <<<"$out" | head -1)'"
+# With credentials from the environment, every program the release starts is traced: none gets
+# the password, or the base64 of user:password, as an argument (skopeo and the Python tools read
+# a private Docker config file).
 t=$SECONDS
-GLEANER_REGISTRY_USERNAME=publisher GLEANER_REGISTRY_PASSWORD=$password release/release.sh publish \
+trace=()
+if command -v strace >/dev/null; then trace=(strace -f -qq -s 4096 -e trace=execve -o "$work/execve.trace"); fi
+GLEANER_REGISTRY_USERNAME=publisher GLEANER_REGISTRY_PASSWORD=$password "${trace[@]}" release/release.sh publish \
   >"$work/publish.log" 2>&1 || { cat "$work/publish.log" >&2; fail "release.sh publish"; }
 grep -v '^{' "$work/publish.log" | sed 's/^/  ok  /'
 echo "  ok  SBOM attached: $(grep -o '"mode": "[^"]*"' "$work/publish.log"); publish took $((SECONDS - t))s"
+basic=$(printf 'publisher:%s' "$password" | base64 -w0)
+if [ -f "$work/execve.trace" ]; then
+  if grep -qF -e "$password" -e "$basic" "$work/execve.trace"; then fail "a program got the credential as an argument"; fi
+  echo "  ok  strace: $(grep -c 'execve(' "$work/execve.trace") programs started by publish, none with the password or user:password in its arguments"
+else
+  echo "  --  strace not installed: the arguments of publish's programs were not traced"
+fi
+if grep -rqF -e "$password" -e "$basic" "$GLEANER_DIST" "$work/publish.log"; then fail "the credential was left in dist/ or the log"; fi
+echo "  ok  the credential is in neither dist/ nor the log"
+# The same publish again, with a Docker config file instead (and the second run changes nothing:
+# the image, chart and SBOM have the same digests, the referrers tag lists the SBOM once).
+mkdir -p "$work/publisher"
+( umask 077; printf '{"auths":{"%s":{"auth":"%s"}}}\n' "$GLEANER_REGISTRY" "$basic" >"$work/publisher/config.json" )
+DOCKER_CONFIG="$work/publisher" release/release.sh publish >"$work/publish2.log" 2>&1 \
+  || { cat "$work/publish2.log" >&2; fail "release.sh publish with DOCKER_CONFIG"; }
+diff <(grep '^release: \(image\|chart\)' "$work/publish.log") <(grep '^release: \(image\|chart\)' "$work/publish2.log") >/dev/null \
+  || fail "publishing again gave other digests: $(cat "$work/publish2.log")"
+echo "  ok  again with DOCKER_CONFIG's config.json: the same image and chart digests"
 
 # 5. As a consumer, with a Docker config file.
 echo "5. consumer"
@@ -149,32 +212,24 @@ mkdir -p "$work/consumer"
 DOCKER_CONFIG="$work/consumer" "$RELEASE_PY" tests/release/consumer.py \
   "$GLEANER_REGISTRY" "$GLEANER_REPOSITORY" "$version" "$GLEANER_DIST" "$work" || fail "consumer checks"
 
-# 6. The image's default address, in a network namespace of its own (nothing is served on the
-#    machine's interfaces): with the image's environment, 0.0.0.0:9464, which a published port
-#    reaches; without it (the binary's default), 127.0.0.1:9464 only.
-echo "6. the image's default address"
-listening() {  # listening ENV_FILE: the address gleaner run listens on, from /proc/net/tcp
-  mkdir -p "$work/w" "$work/s" "$work/o"
-  unshare --net sh -ec '
-    ip link set lo up
-    env -i $(cat "$1") "$2" run --watch "$3/w" --state "file://$3/s" --output "file://$3/o" --source-id addr-test \
-      >/dev/null 2>&1 &
-    pid=$!
-    for _ in $(seq 1 100); do
-      if curl -sf -o /dev/null http://127.0.0.1:9464/livez; then break; fi
-      sleep 0.1
-    done
-    # 24F8 is 9464; state 0A is LISTEN.
-    awk '\''$2 ~ /:24F8$/ && $4 == "0A" {print $2}'\'' /proc/net/tcp
-    kill -TERM "$pid"; wait "$pid" || true
-  ' sh "$1" "$work/bundle/rootfs/usr/local/bin/gleaner" "$work"
-}
-[ -f "$work/image-env" ] || fail "the consumer step left no image environment"
-with_image=$(listening "$work/image-env")
-: >"$work/no-env"
-alone=$(listening "$work/no-env")
-[ "$with_image" = "00000000:24F8" ] || fail "with the image's environment gleaner listens on '$with_image', not 0.0.0.0:9464"
-[ "$alone" = "0100007F:24F8" ] || fail "without it gleaner listens on '$alone', not 127.0.0.1:9464"
-echo "  ok  with the image's environment ($(tr '\n' ' ' <"$work/image-env")): 0.0.0.0:9464; the binary alone: 127.0.0.1:9464"
+# 6. The image as `docker run -p 9464:9464 IMAGE run …` runs it: its environment, user and
+#    entrypoint (from the runtime config umoci derives from the pulled image), a network namespace
+#    of its own, scraped at its non-loopback address from a second namespace
+#    (tests/release/metrics_addr.sh). Control: the same without GLEANER_METRICS_ADDR (the binary's
+#    own default, which the image had before) is not reachable from outside.
+echo "6. the image's metrics from outside its network namespace"
+out=$(tests/release/metrics_addr.sh "$work/bundle") || fail "$out"
+echo "  ok  $out"
+cp "$work/bundle/config.json" "$work/config.json.image"
+"$RELEASE_PY" - "$work/bundle/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["process"]["env"] = [e for e in c["process"]["env"] if not e.startswith("GLEANER_METRICS_ADDR=")]
+json.dump(c, open(sys.argv[1], "w"))
+PY
+rc=0; out=$(tests/release/metrics_addr.sh "$work/bundle") || rc=$?
+cp "$work/config.json.image" "$work/bundle/config.json"
+[ "$rc" = 1 ] || fail "control: without GLEANER_METRICS_ADDR: exit $rc: $out"
+echo "  ok  control: $out"
 
 echo "release test passed in $((SECONDS - started))s"
