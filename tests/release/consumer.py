@@ -89,7 +89,11 @@ def image() -> tuple[str, str]:
               f"docker://{IMAGE_REPO}:{VERSION}")
     tag_digest = "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
     check(tag_digest == expected, f"{IMAGE_REPO}:{VERSION} is {tag_digest}, the release built {expected}")
-    ok("image tag", f"{IMAGE_REPO}:{VERSION} = {expected}, the digest release/release.sh built")
+    inspected = run(*SKOPEO, "inspect", "--format", "{{.Digest}}", "--authfile", AUTH, "--tls-verify=false",
+                    f"docker://{IMAGE_REPO}:{VERSION}").strip()
+    check(inspected == expected, f"skopeo inspect --format '{{{{.Digest}}}}' says {inspected}")
+    ok("image tag", f"{IMAGE_REPO}:{VERSION} = {expected} (the manifest's SHA-256 and skopeo inspect's Digest), "
+       "the digest release/release.sh built")
 
     layout = os.path.join(WORK, "pulled")
     run(*SKOPEO, "copy", "--quiet", "--authfile", AUTH, "--src-tls-verify=false",
