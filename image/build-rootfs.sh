@@ -11,7 +11,8 @@
 #
 # Environment: GLEANER_IMAGE_BINARY uses an existing static binary instead of building one
 # (`cargo build --profile dist --target x86_64-unknown-linux-gnu` with crt-static, as the
-# Dockerfile does); GLEANER_IMAGE_REVISION sets the revision label (default: HEAD's commit).
+# Dockerfile does); GLEANER_IMAGE_REVISION sets the revision label (default: HEAD's commit);
+# GLEANER_IMAGE_EPOCH the files' mtimes and the image's times (default: HEAD's commit time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,9 +66,14 @@ if [ "${GLEANER_IMAGE_OCI:-1}" = 1 ]; then
   "$umoci" new --image "$oci:$tag"
   "$umoci" unpack --image "$oci:$tag" "$out/bundle" >/dev/null
   cp -a "$root/." "$out/bundle/rootfs/"
-  "$umoci" repack --image "$oci:$tag" "$out/bundle"
+  # Reproducible: every file's mtime and the config's times are the commit's time (or
+  # GLEANER_IMAGE_EPOCH), so the same commit and binary give the same image digest.
+  epoch=${GLEANER_IMAGE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+  created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
+  find "$out/bundle/rootfs" -exec touch -h -d "@$epoch" {} +
+  "$umoci" repack --image "$oci:$tag" --history.created "$created" "$out/bundle"
   rm -rf "$out/bundle"
-  "$umoci" config --image "$oci:$tag" \
+  "$umoci" config --image "$oci:$tag" --created "$created" --history.created "$created" \
     --config.user 65532:65532 \
     --config.entrypoint /usr/local/bin/gleaner \
     --config.cmd --help \

@@ -96,7 +96,15 @@ build() {
   git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$work/src" 2>/dev/null || true
   SOURCE_DATE_EPOCH=$epoch "$CYCLONEDX" cyclonedx --manifest-path "$work/src/crates/sidecar/Cargo.toml" --format json \
     --spec-version 1.5 --target "$TARGET" --override-filename sbom -q
-  cp "$work/src/crates/sidecar/sbom.json" "$DIST/gleaner-$version-crates.cdx.json"
+  # The workspace's own crates are named by their path (path+file://…): the build's temporary
+  # copy, not worth publishing; they become paths under /gleaner-VERSION, the tarball's name.
+  "$RELEASE_PY" - "$work/src/crates/sidecar/sbom.json" "$work/src" "/gleaner-$version" \
+    >"$DIST/gleaner-$version-crates.cdx.json" <<'PY'
+import sys
+path, tmp, fixed = sys.argv[1:]
+sys.stdout.write(open(path, encoding="utf-8").read().replace(f"path+file://{tmp}/", f"path+file://{fixed}/"))
+PY
+  if grep -qF "$work" "$DIST/gleaner-$version-crates.cdx.json"; then die "the crates SBOM names the build's temporary directory"; fi
   SOURCE_DATE_EPOCH=$epoch "$RELEASE_PY" release/sbom_image.py "$work/image/rootfs" "$version" "$digest" \
     "gleaner-$version-crates.cdx.json" >"$DIST/gleaner-$version-image.cdx.json"
 

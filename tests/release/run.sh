@@ -11,7 +11,8 @@
 #   2. Debian's docker-registry (distribution 2.8) on a free 127.0.0.1 port, with htpasswd
 #      credentials and storage in a temporary directory, stopped by PID;
 #   3. `release.sh build` into a temporary dist/, then `sha256sum -c SHA256SUMS` passes, and
-#      fails for a copy whose tarball has one byte changed (the control);
+#      fails for a copy whose tarball has one byte changed (the control); a second build gives
+#      the same tarball, image digest and SBOMs;
 #   4. `release.sh publish`: arguments after the command are refused (no credential can come
 #      from one, and the refusal does not repeat it); refused without credentials (the control);
 #      done with credentials from the environment, under strace: no program it starts gets the
@@ -156,6 +157,16 @@ if out=$(cd "$tampered" && sha256sum -c SHA256SUMS 2>&1); then
 fi
 grep -q "^$tarball: FAILED$" <<<"$out" || fail "the tampered tarball is not named: $out"
 echo "  ok  control: one byte changed in the tarball: '$(grep FAILED <<<"$out" | head -1)'"
+# Reproducible: a second build of the same commit gives the same bytes, the chart's archive
+# excepted (Helm stamps its entries with the time of packaging).
+GLEANER_DIST="$work/dist2" release/release.sh build >"$work/build2.log" 2>&1 || { cat "$work/build2.log" >&2; fail "second build"; }
+same=$(join <(sort -k2 "$GLEANER_DIST/SHA256SUMS" | awk '{print $2, $1}') <(sort -k2 "$work/dist2/SHA256SUMS" | awk '{print $2, $1}') \
+  | awk '$2 == $3 {print $1}')
+for f in "$tarball" "gleaner-$version-image.digest" "gleaner-$version-crates.cdx.json" "gleaner-$version-image.cdx.json"; do
+  grep -qx -- "$f" <<<"$same" || fail "a second build of the same commit changed $f"
+done
+echo "  ok  a second build: the same tarball, image digest ($(cat "$work/dist2/gleaner-$version-image.digest" | cut -c1-19)…) and SBOMs, byte for byte"
+rm -rf "$work/dist2"
 tar -xzf "$GLEANER_DIST/$tarball" -C "$work"
 "$work/gleaner-$version-x86_64-unknown-linux-gnu/gleaner" --version | sed 's/^/  ok  the tarball'"'"'s binary: /'
 
