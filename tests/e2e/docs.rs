@@ -93,3 +93,149 @@ fn the_readme_metrics_table_matches_the_code_and_a_scrape() {
         assert!(served_types.contains_key(name), "{name} is not served");
     }
 }
+
+/// The modules of the library crates depend on each other one way: no module uses one that
+/// uses it back, directly or through others (ARCHITECTURE.md's layering; a cycle makes every
+/// module of it one piece that cannot be understood, tested or moved alone). Uses are
+/// `crate::module` paths and `super::sibling` paths outside tests and comments.
+#[test]
+fn no_module_of_the_library_crates_depends_on_itself_through_others() {
+    let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for krate in ["scanner-core", "state-store"] {
+        let graph = module_graph(&top.join("crates").join(krate).join("src"));
+        assert!(graph.len() >= 10, "{krate}: {} modules", graph.len());
+        let cycles = cycles(&graph);
+        assert!(cycles.is_empty(), "{krate}: modules in a cycle: {cycles:?}");
+    }
+}
+
+/// Each module of the crate under `src` (`a::b` for `src/a/b.rs` or `src/a/b/mod.rs`) and the
+/// other modules it uses.
+fn module_graph(
+    src: &Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    files(src, &mut paths);
+    let modules: Vec<(String, std::path::PathBuf)> = paths
+        .into_iter()
+        .filter_map(|path| {
+            let rel = path.strip_prefix(src).unwrap().with_extension("");
+            let name = rel.to_string_lossy().replace("/mod", "").replace('/', "::");
+            (name != "lib" && name != "main").then_some((name, path))
+        })
+        .collect();
+    let mut names: Vec<&str> = modules.iter().map(|(name, _)| name.as_str()).collect();
+    names.sort_by_key(|name| std::cmp::Reverse(name.len()));
+    let mut graph = std::collections::BTreeMap::new();
+    for (module, path) in &modules {
+        let text = std::fs::read_to_string(path).unwrap();
+        let code: String = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap()
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parent = module.rsplit_once("::").map(|(parent, _)| parent);
+        let mut used = std::collections::BTreeSet::new();
+        for (prefix, scope) in [("crate::", None), ("super::", parent)] {
+            for (at, _) in code.match_indices(prefix) {
+                let rest = &code[at + prefix.len()..];
+                let len = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_' || c == ':'))
+                    .unwrap_or(rest.len());
+                let mut path = rest[..len].trim_end_matches(':');
+                // `crate::process::open(…)`: a function of `process`, not the module `open`.
+                if rest[len..].starts_with('(') {
+                    path = path.rsplit_once("::").map_or("", |(module, _)| module);
+                }
+                let full = match scope {
+                    Some(parent) => format!("{parent}::{path}"),
+                    None if prefix == "super::" => continue,
+                    None => path.to_string(),
+                };
+                let target = names
+                    .iter()
+                    .find(|name| full == **name || full.starts_with(&format!("{name}::")));
+                if let Some(target) = target {
+                    let inside = |a: &str, b: &str| a.starts_with(&format!("{b}::"));
+                    if *target != module && !inside(module, target) && !inside(target, module) {
+                        used.insert(target.to_string());
+                    }
+                }
+            }
+        }
+        graph.insert(module.clone(), used);
+    }
+    graph
+}
+
+/// The groups of modules that use each other in a circle (Tarjan's strongly connected
+/// components of more than one module).
+fn cycles(
+    graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> Vec<Vec<String>> {
+    struct Search<'g> {
+        graph: &'g std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        index: std::collections::HashMap<&'g str, usize>,
+        low: std::collections::HashMap<&'g str, usize>,
+        stack: Vec<&'g str>,
+        found: Vec<Vec<String>>,
+    }
+    impl<'g> Search<'g> {
+        fn visit(&mut self, node: &'g str) {
+            let n = self.index.len();
+            self.index.insert(node, n);
+            self.low.insert(node, n);
+            self.stack.push(node);
+            for next in &self.graph[node] {
+                let next = next.as_str();
+                if !self.index.contains_key(next) {
+                    self.visit(next);
+                    let low = self.low[node].min(self.low[next]);
+                    self.low.insert(node, low);
+                } else if self.stack.contains(&next) {
+                    let low = self.low[node].min(self.index[next]);
+                    self.low.insert(node, low);
+                }
+            }
+            if self.low[node] == self.index[node] {
+                let mut group = Vec::new();
+                while let Some(member) = self.stack.pop() {
+                    group.push(member.to_string());
+                    if member == node {
+                        break;
+                    }
+                }
+                if group.len() > 1 {
+                    group.sort();
+                    self.found.push(group);
+                }
+            }
+        }
+    }
+    let mut search = Search {
+        graph,
+        index: Default::default(),
+        low: Default::default(),
+        stack: Vec::new(),
+        found: Vec::new(),
+    };
+    for node in graph.keys() {
+        if !search.index.contains_key(node.as_str()) {
+            search.visit(node);
+        }
+    }
+    search.found
+}

@@ -1,8 +1,9 @@
 //! Comparing a listing with the committed state: what is new, grown, changed, unchanged, gone.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use state_store::{FileEntry, RelPath, RelPathRef, State};
+use state_store::{FINGERPRINT_BYTES, FileEntry, RelPath, RelPathRef, State};
 
 use crate::ConfigError;
 use crate::identity::fingerprint_file;
@@ -265,6 +266,133 @@ pub(crate) fn start_for(
             Change::Changed => Some(0),
             Change::New | Change::Replaced => Some(0),
         },
+    }
+}
+
+/// Processed files that left their path (gone, or another file took the path), by the
+/// length their fingerprint covers and the fingerprint: `--identity content` finds them under
+/// new paths.
+#[derive(Debug, Default)]
+pub(crate) struct MovedAway<'a> {
+    by_fingerprint: HashMap<(u64, u64), Vec<(RelPath, &'a FileEntry)>>,
+}
+
+impl<'a> MovedAway<'a> {
+    /// The processed files `diff` shows gone from their path, or replaced there by another file.
+    pub(crate) fn of(diff: &Diff, state: &'a State) -> Self {
+        let mut moved = Self::default();
+        let replaced = diff
+            .entries
+            .iter()
+            .filter(|e| e.change == Change::Replaced)
+            .map(|e| &e.file.path);
+        for path in diff.gone.iter().chain(replaced) {
+            if let Some(entry) = state.get(path) {
+                moved.add(path.clone(), entry);
+            }
+        }
+        moved
+    }
+
+    fn add(&mut self, path: RelPath, entry: &'a FileEntry) {
+        // Empty files are all alike: never matched.
+        if entry.fingerprint != 0 && entry.size > 0 {
+            let window = entry.size.min(FINGERPRINT_BYTES);
+            self.by_fingerprint
+                .entry((window, entry.fingerprint))
+                .or_default()
+                .push((path, entry));
+        }
+    }
+
+    /// The processed file `file` is, renamed, if any: its old path, and the entry to record
+    /// under the new one. The sizes must be equal, or, when appending, the new one at least the
+    /// committed one (lines written before the rename are then processed as appended). A match
+    /// is taken: no two files are recognised as one. Blocking (reads first bytes).
+    pub(crate) fn take_match(
+        &mut self,
+        root: &Path,
+        file: &ListedFile,
+        appending: bool,
+    ) -> Option<(RelPath, FileEntry)> {
+        if self.by_fingerprint.is_empty() {
+            return None;
+        }
+        let windows: BTreeSet<u64> = self
+            .by_fingerprint
+            .keys()
+            .map(|&(window, _)| window)
+            .collect();
+        for window in windows.into_iter().filter(|&w| w <= file.size) {
+            let fingerprint = fingerprint_file(root, &file.path, window, Some(file.inode))?;
+            let Some(candidates) = self.by_fingerprint.get_mut(&(window, fingerprint)) else {
+                continue;
+            };
+            let fits = |old: &FileEntry| {
+                if appending {
+                    file.size >= old.size
+                } else {
+                    file.size == old.size
+                }
+            };
+            let Some(at) = candidates
+                .iter()
+                .position(|(path, old)| *path != file.path && fits(old))
+            else {
+                continue;
+            };
+            let (was, old) = candidates.swap_remove(at);
+            let renamed = FileEntry {
+                inode: file.inode,
+                btime_ns: file.btime_ns,
+                // As committed: a file that grew since shows as grown at the next scan.
+                size: old.size,
+                mtime_ns: if file.size == old.size {
+                    file.mtime_ns
+                } else {
+                    old.mtime_ns
+                },
+                ..old.clone()
+            };
+            return Some((was, renamed));
+        }
+        None
+    }
+}
+
+/// Which paths a scan's walk found, asked after the merge (a ready marker, a file held back
+/// for a retry): the diff holds the files that are not unchanged, the state the others.
+pub(crate) struct Seen<'a> {
+    diff: &'a Diff,
+    state: &'a State,
+    unknown: &'a [RelPath],
+}
+
+impl<'a> Seen<'a> {
+    /// What a walk found: the files of `diff`, and the files of `state` that it neither
+    /// reports gone nor has under an `unknown` path.
+    pub(crate) fn new(diff: &'a Diff, state: &'a State, unknown: &'a [RelPath]) -> Self {
+        Self {
+            diff,
+            state,
+            unknown,
+        }
+    }
+
+    /// True if the walk found a regular file at `path`.
+    pub(crate) fn contains(&self, path: &[u8]) -> bool {
+        if self
+            .diff
+            .entries
+            .binary_search_by(|e| e.file.path.as_bytes().cmp(path))
+            .is_ok()
+        {
+            return true;
+        }
+        let path = RelPath::new(path);
+        self.state.get(&path).is_some()
+            && self.diff.gone.binary_search(&path).is_err()
+            && !is_unknown(self.unknown, path.as_ref_path())
     }
 }
 

@@ -1,19 +1,16 @@
 //! What makes a file the same file: its path (with inode and birth time), or its content.
 //!
 //! With [`Identity::Content`], a file renamed or moved inside the watch root is recognised by a
-//! fingerprint of its first [`FINGERPRINT_BYTES`] bytes plus its size, and is not processed
-//! again. The same fingerprint tells an appended file (`--on-change=append`) from one rewritten
+//! fingerprint of its first [`FINGERPRINT_BYTES`] bytes plus its size (the processed files that
+//! left their paths are `diff`'s `MovedAway`), and is not processed again. The same fingerprint tells an appended file (`--on-change=append`) from one rewritten
 //! in place.
 
-use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::Path;
 
-use state_store::{FINGERPRINT_BYTES, FileEntry, RelPath, State};
+use state_store::{FINGERPRINT_BYTES, RelPath};
 
 use crate::ConfigError;
-use crate::diff::{Change, Diff};
-use crate::listing::ListedFile;
 
 /// How a file is recognised across listings (`--identity`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,97 +54,6 @@ pub fn fingerprint_file(root: &Path, rel: &RelPath, size: u64, inode: Option<u64
     }
     file.take(len as u64).read_exact(&mut leading).ok()?;
     Some(fingerprint(&leading))
-}
-
-/// Processed files that left their path (gone, or another file took the path), by the
-/// length their fingerprint covers and the fingerprint: `--identity content` finds them under
-/// new paths.
-#[derive(Debug, Default)]
-pub(crate) struct MovedAway<'a> {
-    by_fingerprint: HashMap<(u64, u64), Vec<(RelPath, &'a FileEntry)>>,
-}
-
-impl<'a> MovedAway<'a> {
-    /// The processed files `diff` shows gone from their path, or replaced there by another file.
-    pub(crate) fn of(diff: &Diff, state: &'a State) -> Self {
-        let mut moved = Self::default();
-        let replaced = diff
-            .entries
-            .iter()
-            .filter(|e| e.change == Change::Replaced)
-            .map(|e| &e.file.path);
-        for path in diff.gone.iter().chain(replaced) {
-            if let Some(entry) = state.get(path) {
-                moved.add(path.clone(), entry);
-            }
-        }
-        moved
-    }
-
-    fn add(&mut self, path: RelPath, entry: &'a FileEntry) {
-        // Empty files are all alike: never matched.
-        if entry.fingerprint != 0 && entry.size > 0 {
-            let window = entry.size.min(FINGERPRINT_BYTES);
-            self.by_fingerprint
-                .entry((window, entry.fingerprint))
-                .or_default()
-                .push((path, entry));
-        }
-    }
-
-    /// The processed file `file` is, renamed, if any: its old path, and the entry to record
-    /// under the new one. The sizes must be equal, or, when appending, the new one at least the
-    /// committed one (lines written before the rename are then processed as appended). A match
-    /// is taken: no two files are recognised as one. Blocking (reads first bytes).
-    pub(crate) fn take_match(
-        &mut self,
-        root: &Path,
-        file: &ListedFile,
-        appending: bool,
-    ) -> Option<(RelPath, FileEntry)> {
-        if self.by_fingerprint.is_empty() {
-            return None;
-        }
-        let windows: BTreeSet<u64> = self
-            .by_fingerprint
-            .keys()
-            .map(|&(window, _)| window)
-            .collect();
-        for window in windows.into_iter().filter(|&w| w <= file.size) {
-            let fingerprint = fingerprint_file(root, &file.path, window, Some(file.inode))?;
-            let Some(candidates) = self.by_fingerprint.get_mut(&(window, fingerprint)) else {
-                continue;
-            };
-            let fits = |old: &FileEntry| {
-                if appending {
-                    file.size >= old.size
-                } else {
-                    file.size == old.size
-                }
-            };
-            let Some(at) = candidates
-                .iter()
-                .position(|(path, old)| *path != file.path && fits(old))
-            else {
-                continue;
-            };
-            let (was, old) = candidates.swap_remove(at);
-            let renamed = FileEntry {
-                inode: file.inode,
-                btime_ns: file.btime_ns,
-                // As committed: a file that grew since shows as grown at the next scan.
-                size: old.size,
-                mtime_ns: if file.size == old.size {
-                    file.mtime_ns
-                } else {
-                    old.mtime_ns
-                },
-                ..old.clone()
-            };
-            return Some((was, renamed));
-        }
-        None
-    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use state_store::RelPath;
 
 use crate::ConfigError;
+use crate::diff::Seen;
 use crate::listing::ListedFile;
-use crate::scanner::survey::Seen;
 
 /// Rules that say when a file is complete. A file is ready only if every rule agrees.
 ///

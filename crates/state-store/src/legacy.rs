@@ -11,7 +11,7 @@ use crate::StateError;
 use crate::codec::{ObjectKind, PayloadReader};
 use crate::model::{FileEntry, Outcome, RelPath};
 use crate::records::Delta;
-use crate::snapshot::SnapshotHeader;
+use crate::records::SnapshotHeader;
 
 /// A version 1 [`FileEntry`].
 #[derive(Decode)]

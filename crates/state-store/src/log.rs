@@ -9,6 +9,7 @@ use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 
 use crate::codec::{self, ObjectKind};
 use crate::legacy::decode_delta;
+use crate::records::now_ms;
 use crate::snapshot::{decode_snapshot, encode_snapshot};
 use crate::{
     Delta, FileEntry, Location, Origin, Plan, PlannedFile, RelPath, SourceId, State, StateError,
@@ -801,13 +802,6 @@ fn parse_object_name(name: &str) -> Option<(u64, ObjectKind)> {
         _ => return None,
     };
     Some((digits.parse().ok()?, kind))
-}
-
-/// The current time in milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Runs CPU work that borrows from an async caller. On a multi-threaded runtime the worker

@@ -60,3 +60,27 @@ pub struct PlannedFile {
     /// First byte to process (non-zero when only an appended part is processed).
     pub start: u64,
 }
+
+/// The head of a snapshot's payload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub(crate) struct SnapshotHeader {
+    /// The generation whose state this is.
+    pub(crate) generation: u64,
+    /// Random id of the process that wrote it.
+    pub(crate) writer_id: u64,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub(crate) created_at_ms: u64,
+    /// When its generation was committed, in milliseconds since the Unix epoch.
+    pub(crate) last_commit_ms: Option<u64>,
+    /// How many entries follow.
+    pub(crate) entries: u64,
+    /// The watch root of the last generation (format version 3 on).
+    pub(crate) origin: Option<Origin>,
+}
+
+/// The current time in milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

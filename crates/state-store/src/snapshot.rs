@@ -4,28 +4,10 @@
 //! path. Reading decodes one pair at a time into the state, so a snapshot of a million entries
 //! needs its bytes plus the state, never a second copy of the entries.
 
-use bincode::{Decode, Encode};
-
 use crate::codec::{self, ObjectKind, PayloadReader};
+use crate::records::SnapshotHeader;
 use crate::state::SortedBuilder;
-use crate::{FileEntry, Origin, RelPath, State, StateError};
-
-/// The head of a snapshot's payload.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
-pub(crate) struct SnapshotHeader {
-    /// The generation whose state this is.
-    pub(crate) generation: u64,
-    /// Random id of the process that wrote it.
-    pub(crate) writer_id: u64,
-    /// When it was written, in milliseconds since the Unix epoch.
-    pub(crate) created_at_ms: u64,
-    /// When its generation was committed, in milliseconds since the Unix epoch.
-    pub(crate) last_commit_ms: Option<u64>,
-    /// How many entries follow.
-    pub(crate) entries: u64,
-    /// The watch root of the last generation (format version 3 on).
-    pub(crate) origin: Option<Origin>,
-}
+use crate::{FileEntry, RelPath, State, StateError};
 
 /// Encodes `state` as a snapshot object. CPU work proportional to the state: run it on a worker
 /// thread.

@@ -335,7 +335,7 @@ impl State {
     pub fn rebase(&mut self, generation: u64) {
         self.compact();
         self.generation = generation;
-        self.last_commit_ms = Some(crate::log::now_ms());
+        self.last_commit_ms = Some(crate::records::now_ms());
     }
 
     /// Drops the entries of `paths` (files gone from the directory), compacting first.

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use state_store::{PlannedFile, RelPath};
 
+use crate::diff::Seen;
 use crate::listing::ListedFile;
-use crate::scanner::survey::Seen;
 
 /// How files whose reading failed in a way that may pass are tried again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

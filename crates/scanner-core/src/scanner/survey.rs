@@ -9,8 +9,8 @@ use state_store::{FileEntry, PlannedFile, RelPath, State};
 use super::{ScanReport, Scanner, ScannerConfig};
 use crate::ScanError;
 use crate::cleanup::CleanupTask;
-use crate::diff::{Change, Diff, DiffEntry, OnChange, lookup, merge, start_for};
-use crate::identity::{Identity, MovedAway};
+use crate::diff::{Change, Diff, DiffEntry, MovedAway, OnChange, Seen, lookup, merge, start_for};
+use crate::identity::Identity;
 use crate::listing::{self, DirScope, ListedFile};
 use crate::plan::cut_batches;
 use crate::process::{AppendRange, whole_lines};
@@ -265,42 +265,6 @@ fn resumed_cleanup(config: &ScannerConfig, diff: &Diff, state: &State) -> Vec<Cl
         .filter(|entry| entry.change == Change::New)
         .filter_map(|entry| rules.resume(&entry.file, state))
         .collect()
-}
-
-/// Which paths a scan's walk found, asked after the merge (a ready marker, a file held back
-/// for a retry): the diff holds the files that are not unchanged, the state the others.
-pub(crate) struct Seen<'a> {
-    diff: &'a Diff,
-    state: &'a State,
-    unknown: &'a [RelPath],
-}
-
-impl<'a> Seen<'a> {
-    /// What a walk found: the files of `diff`, and the files of `state` that it neither
-    /// reports gone nor has under an `unknown` path.
-    pub(crate) fn new(diff: &'a Diff, state: &'a State, unknown: &'a [RelPath]) -> Self {
-        Self {
-            diff,
-            state,
-            unknown,
-        }
-    }
-
-    /// True if the walk found a regular file at `path`.
-    pub(crate) fn contains(&self, path: &[u8]) -> bool {
-        if self
-            .diff
-            .entries
-            .binary_search_by(|e| e.file.path.as_bytes().cmp(path))
-            .is_ok()
-        {
-            return true;
-        }
-        let path = RelPath::new(path);
-        self.state.get(&path).is_some()
-            && self.diff.gone.binary_search(&path).is_err()
-            && !listing::is_unknown(self.unknown, path.as_ref_path())
-    }
 }
 
 /// Judges the files of one listing.
