@@ -249,7 +249,7 @@ def compare(sbom: set, binary: set, locked: set) -> list[str]:
 def sbom(digest: str, rootfs: str) -> None:
     out = os.path.join(WORK, "sbom")
     found = json.loads(run(sys.executable, os.path.join(ROOT, "release/oci.py"), "find", "--plain-http",
-                           "--auth-file", AUTH, "--image", f"{IMAGE_REPO}@{digest}", "--out", out))
+                           "--image", f"{IMAGE_REPO}@{digest}", "--out", out))
     names = sorted(found["files"])
     check(names == [f"gleaner-{VERSION}-crates.cdx.json", f"gleaner-{VERSION}-image.cdx.json"], f"SBOM files {names}")
     ok("SBOM found from the image", f"{found['sbom']} via the {found['mode']}, files {names}")
@@ -280,13 +280,45 @@ def sbom(digest: str, rootfs: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+README_REG = "registry.example.org/gleaner-dev"  # the README's placeholder for REGISTRY/REPOSITORY
+
+
+def readme_install() -> dict:
+    """The README's "Install, verify, upgrade" section: the commands the test runs are its commands
+    (with its placeholder registry replaced by this one); returns its parent-chart dependency."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = text[text.index("## Install, verify, upgrade"):text.index("## How it works")]
+    check(f"REG={README_REG}" in section and f"VERSION={VERSION}" in section,
+          f"the README's Install section does not set REG={README_REG} and VERSION={VERSION}")
+    for command in ("helm show chart  oci://$REG/charts/gleaner --version $VERSION",
+                    "helm show values oci://$REG/charts/gleaner --version $VERSION",
+                    "helm install gleaner-demo oci://$REG/charts/gleaner --version $VERSION",
+                    "DIGEST=$(skopeo inspect --format '{{.Digest}}' docker://$REG/gleaner:$VERSION)",
+                    "$REG/gleaner@$DIGEST run --watch",
+                    "sha256sum -c SHA256SUMS",
+                    "python3 release/oci.py find --image $REG/gleaner@$DIGEST --out sbom/",
+                    "helm dependency update ."):
+        check(command in section, f"the README's Install section lacks the tested command `{command}`")
+    deps = [d for block in re.findall(r"```yaml\n(.*?)```", section, re.S)
+            for d in (yaml.safe_load(block) or {}).get("dependencies", [])]
+    check(len(deps) == 1 and deps[0] == {"name": "gleaner", "version": VERSION,
+                                         "repository": f"oci://{README_REG}/charts"},
+          f"the README's parent-chart dependency: {deps}")
+    ok("README commands", "the Install section's helm show/install, skopeo inspect, image by digest, "
+       "sha256sum, oci.py find and parent-chart dependency are the ones run here, registry replaced")
+    return deps[0]
+
+
 def parent(digest: str) -> None:
     parent_dir = os.path.join(WORK, "my-app")
     shutil.copytree(os.path.join(ROOT, "helm/examples/my-app"), parent_dir,
                     ignore=shutil.ignore_patterns("charts", "Chart.lock"))
     chart_yaml = os.path.join(parent_dir, "Chart.yaml")
     text = open(chart_yaml).read()
-    remote = f"oci://{REGISTRY}/{REPOSITORY}/charts"
+    # The README's dependency, pointed at this registry.
+    readme_dep = readme_install()
+    remote = readme_dep["repository"].replace(README_REG, f"{REGISTRY}/{REPOSITORY}")
+    check(remote == f"oci://{REGISTRY}/{REPOSITORY}/charts", f"the README's repository maps to {remote}")
     text, n = re.subn(r"repository: file://\S+", f"repository: {remote}", text)
     check(n == 1, "helm/examples/my-app/Chart.yaml has no file:// dependency to replace")
     open(chart_yaml, "w").write(text)
