@@ -37,6 +37,10 @@ COPY image/passwd /etc/passwd
 COPY image/group /etc/group
 COPY --from=build /gleaner /usr/local/bin/gleaner
 USER 65532:65532
+# Serve /metrics and the probes on every interface of the container, so that a published port
+# (`docker run -p 9464:9464`) answers; the binary's own default, outside the image, stays
+# 127.0.0.1:9464. `--metrics-addr` or this variable, set again, overrides it.
+ENV GLEANER_METRICS_ADDR=0.0.0.0:9464
 EXPOSE 9464
 ENTRYPOINT ["/usr/local/bin/gleaner"]
 CMD ["--help"]

@@ -11,17 +11,22 @@
 #
 # Environment: GLEANER_IMAGE_BINARY uses an existing static binary instead of building one
 # (`cargo build --profile dist --target x86_64-unknown-linux-gnu` with crt-static, as the
-# Dockerfile does).
+# Dockerfile does); GLEANER_IMAGE_REVISION sets the revision label (default: HEAD's commit);
+# GLEANER_IMAGE_EPOCH the files' mtimes and the image's times (default: HEAD's commit time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=${1:?usage: image/build-rootfs.sh OUT_DIR}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# The commit (the full id, as OCI's revision label wants it); GLEANER_IMAGE_REVISION overrides it.
+revision=${GLEANER_IMAGE_REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 # The description, as the Dockerfile sets it (one wording for both images).
 description=$(sed -n 's/.*org\.opencontainers\.image\.description="\([^"]*\)".*/\1/p' Dockerfile)
 binary=${GLEANER_IMAGE_BINARY:-}
 if [ -z "$binary" ]; then
+  # The commit given as release/release.sh gives it, so that its build of the same binary is
+  # a no-op after this one (CI builds the static binary once).
+  GLEANER_BUILD_COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown) \
   RUSTFLAGS='-C target-feature=+crt-static' \
     cargo build --locked --quiet --profile dist --target x86_64-unknown-linux-gnu -p sidecar
   binary=target/x86_64-unknown-linux-gnu/dist/gleaner
@@ -61,14 +66,20 @@ if [ "${GLEANER_IMAGE_OCI:-1}" = 1 ]; then
   "$umoci" new --image "$oci:$tag"
   "$umoci" unpack --image "$oci:$tag" "$out/bundle" >/dev/null
   cp -a "$root/." "$out/bundle/rootfs/"
-  "$umoci" repack --image "$oci:$tag" "$out/bundle"
+  # Reproducible: every file's mtime and the config's times are the commit's time (or
+  # GLEANER_IMAGE_EPOCH), so the same commit and binary give the same image digest.
+  epoch=${GLEANER_IMAGE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+  created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
+  find "$out/bundle/rootfs" -exec touch -h -d "@$epoch" {} +
+  "$umoci" repack --image "$oci:$tag" --history.created "$created" "$out/bundle"
   rm -rf "$out/bundle"
-  "$umoci" config --image "$oci:$tag" \
+  "$umoci" config --image "$oci:$tag" --created "$created" --history.created "$created" \
     --config.user 65532:65532 \
     --config.entrypoint /usr/local/bin/gleaner \
     --config.cmd --help \
     --config.exposedports 9464/tcp \
     --config.env PATH=/usr/local/bin \
+    --config.env GLEANER_METRICS_ADDR=0.0.0.0:9464 \
     --author "Gleaner developers" \
     --clear config.labels \
     --config.label "org.opencontainers.image.title=gleaner" \

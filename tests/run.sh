@@ -10,7 +10,9 @@
 # Pods run as local processes), the observability files (tests/observability/run.sh: promtool and
 # amtool checks, the dashboard against Grafana's schema, a real Prometheus and Alertmanager firing
 # into a Slack webhook stand-in), the container image (tests/image/run.sh: hadolint, the static rootfs, run in a
-# read-only chroot as uid 65532 against moto), the output schema (tests/outputs/run.sh: every
+# read-only chroot as uid 65532 against moto), the release (tests/release/run.sh: release/release.sh
+# builds and publishes to Debian's docker-registry on 127.0.0.1, then the image, chart, SBOM and
+# checksums are checked as a consumer sees them; it reuses the image step's static build), the output schema (tests/outputs/run.sh: every
 # line the end-to-end tests wrote, checked against schema/ with fastjsonschema from PyPI), the
 # engines (tests/engines/run.sh: DuckDB and PySpark from PyPI run examples/queries/ over real
 # outputs, flat and hive, plain and gzipped), and a build of the fuzz targets (cargo fuzz, with the nightly toolchain;
@@ -102,6 +104,9 @@ step "engines: DuckDB and Spark (local) run examples/queries/ over real outputs,
 
 step "container image (hadolint, static rootfs, run read-only as uid 65532 against moto)"
 ./tests/image/run.sh
+
+step "release (release/release.sh against a real registry on 127.0.0.1; the image step's static build is reused)"
+./tests/release/run.sh
 
 step "fuzz targets (build only, --dev, started in the background after the library example)"
 if [ -n "$fuzz_pid" ]; then

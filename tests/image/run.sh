@@ -62,6 +62,21 @@ PY
   missing=$(comm -23 <(echo "$want") <(echo "$got" | sort))
   [ -z "$missing" ] || fail "the OCI image lacks the Dockerfile's labels: $missing"
   echo "OCI image: the Dockerfile's $(echo "$want" | wc -l) fixed labels, same values"
+  # The final stage's ENV (GLEANER_METRICS_ADDR=0.0.0.0:9464: a published port answers) is in
+  # the OCI image's environment too.
+  want_env=$(awk '/^FROM scratch/ {final = 1} final && /^ENV / {print $2}' Dockerfile | sort)
+  [ -n "$want_env" ] || fail "the Dockerfile's final stage sets no ENV"
+  got_env=$(python3 -c '
+import json, sys
+oci = sys.argv[1]
+def blob(digest):
+    algo, hexa = digest.split(":")
+    return json.load(open(f"{oci}/blobs/{algo}/{hexa}"))
+manifest = blob(json.load(open(f"{oci}/index.json"))["manifests"][0]["digest"])
+print("\n".join(blob(manifest["config"]["digest"])["config"]["Env"]))' "$work/image/oci" | sort)
+  missing=$(comm -23 <(echo "$want_env") <(echo "$got_env"))
+  [ -z "$missing" ] || fail "the OCI image lacks the Dockerfile's ENV: $missing"
+  echo "OCI image: the Dockerfile's ENV ($want_env) set"
 fi
 
 # The rootfs holds exactly what the Dockerfile copies into the final stage.
