@@ -7,8 +7,8 @@
 //!   scan for files the state records as committed and that the listing shows unchanged. A file
 //!   that is planned, being processed, or not yet committed is never touched.
 //! * **Only the committed file, without a race.** The file is first renamed to a private name
-//!   beside it (`.gleaner-cleanup.<name>`: hidden, so never processed), then examined through
-//!   an open handle: only if its inode, birth time, size and modification time are those
+//!   beside it (`.gleaner-cleanup.<name>`: hidden, so never processed), then examined under
+//!   that name: only if its inode, birth time, size and modification time are those
 //!   committed is it deleted or moved. Another file that took the name meanwhile (it grew, or
 //!   the emitter renamed a new file over it) is put back under its name, never removed.
 //! * **Idempotent, and retried from state.** A file that is already gone counts as cleaned; a
@@ -177,6 +177,14 @@ fn taken_path(rel: &RelPath) -> RelPath {
     RelPath::new([&bytes[..name_at], TAKEN_PREFIX, &bytes[name_at..]].concat())
 }
 
+/// Whether `path`'s file name is a private name of cleanup: its own renames are no news to
+/// the scanner's file-system events.
+pub(crate) fn is_private_name(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    path.file_name()
+        .is_some_and(|name| name.as_bytes().starts_with(TAKEN_PREFIX))
+}
+
 /// The path a private name stands for, if `rel` is one.
 pub(crate) fn untaken(rel: &RelPath) -> Option<RelPath> {
     let bytes = rel.as_bytes();
@@ -338,7 +346,7 @@ fn clean_one(root: &Path, task: &CleanupTask) -> std::io::Result<Cleaned> {
 
 /// What [`take`] took.
 enum Taken {
-    /// The committed file, now under its private name; as examined through an open handle.
+    /// The committed file, now under its private name; as examined there.
     Mine(std::fs::Metadata),
     /// Another file had the name: it was put back.
     Another,
@@ -346,8 +354,8 @@ enum Taken {
     Gone,
 }
 
-/// Renames `source` to its private name `private`, then examines what was renamed through an
-/// open handle: the committed `file`, or another file, which is put back. Whatever happens to
+/// Renames `source` to its private name `private`, then examines what was renamed: the
+/// committed `file`, or another file, which is put back. Whatever happens to
 /// the name meanwhile, only the file that is checked is ever removed or moved.
 fn take(source: &Path, private: &Path, file: &ListedFile) -> std::io::Result<Taken> {
     match std::fs::rename(source, private) {
@@ -355,7 +363,9 @@ fn take(source: &Path, private: &Path, file: &ListedFile) -> std::io::Result<Tak
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Taken::Gone),
         Err(e) => return Err(e),
     }
-    let examined = crate::process::open(private).and_then(|handle| handle.metadata());
+    // One `statx` of the private name: a handle would tell no more (what is removed is what
+    // has the private name then, with or without one) and costs an open and a close.
+    let examined = std::fs::symlink_metadata(private);
     match examined {
         Ok(meta) if is_same_file(&meta, file) => Ok(Taken::Mine(meta)),
         // Another file, a link, a FIFO: not the committed file.

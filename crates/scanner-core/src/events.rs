@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
@@ -77,11 +77,19 @@ impl Touched {
     /// at whole, a file's directory for its own files. A path outside the watch directory
     /// makes the next scan walk everything.
     pub fn path_changed(&self, path: &Path) {
+        self.record(path, None);
+    }
+
+    /// [`Touched::path_changed`], told by the event whether `path` is a directory; unknown,
+    /// the path is looked at (a `statx` per event, which an emitter writing hundreds of files
+    /// a second pays for otherwise).
+    fn record(&self, path: &Path, is_dir: Option<bool>) {
         let Ok(rel) = path.strip_prefix(&self.root) else {
             self.everything();
             return;
         };
-        let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        let is_dir =
+            is_dir.unwrap_or_else(|| std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()));
         let rel = rel.as_os_str().as_bytes();
         let (dir, recursive) = if is_dir {
             (rel, true)
@@ -157,7 +165,7 @@ impl EventTrigger {
         debounce: Duration,
         touched: Touched,
     ) -> Result<Self, notify::Error> {
-        let pending = Arc::new(Notify::new());
+        let pending = Arc::new(Pending::default());
         let on_event = Arc::clone(&pending);
         let recorder = touched.clone();
         let recorded = touched.clone();
@@ -172,24 +180,26 @@ impl EventTrigger {
                     Ok(event) if event.need_rescan() => {
                         lost("overflow", "the event queue overflowed; events were lost");
                         recorder.everything();
-                        on_event.notify_one();
+                        on_event.event();
                     }
                     Ok(event) if is_relevant(&event.kind) => {
                         telemetry::emit(FileEventSeen);
                         if event.paths.is_empty() {
                             recorder.everything();
                         }
-                        for path in &event.paths {
-                            recorder.path_changed(path);
+                        for (at, path) in event.paths.iter().enumerate() {
+                            if !crate::cleanup::is_private_name(path) {
+                                recorder.record(path, names_a_directory(&event.kind, at));
+                            }
                         }
-                        on_event.notify_one();
+                        on_event.event();
                     }
                     Ok(_) => {}
                     Err(e) => {
                         lost(error_reason(&e), &e.to_string());
                         // Whatever was missed, a scan of the whole tree finds it.
                         recorder.everything();
-                        on_event.notify_one();
+                        on_event.event();
                     }
                 },
                 config,
@@ -203,23 +213,22 @@ impl EventTrigger {
         .await
         .map_err(|e| notify::Error::generic(&format!("watch registration failed: {e}")))??;
         let debouncer = tokio::spawn(async move {
-            // A burst ends when no event came for `debounce`; a burst that never ends wakes
-            // the scanner at least every `4 × debounce`.
+            // A burst ends when a whole `debounce` passed without an event; a burst that never
+            // ends wakes the scanner at least every `4 × debounce`.
             let longest = debounce.saturating_mul(4);
             loop {
-                pending.notified().await;
+                pending.wake.notified().await;
                 let first = tokio::time::Instant::now();
                 loop {
-                    let quiet = tokio::time::sleep(debounce);
-                    tokio::select! {
-                        () = quiet => break,
-                        () = pending.notified() => {
-                            if first.elapsed() >= longest {
-                                break;
-                            }
-                        }
+                    let seen = pending.count();
+                    tokio::time::sleep(debounce).await;
+                    if pending.count() == seen || first.elapsed() >= longest {
+                        break;
                     }
                 }
+                // Idle before the wake-up: an event after this point starts a new burst, one
+                // before it is recorded before the scan it wakes.
+                pending.idle();
                 telemetry::emit(FileEventsSettled);
                 touched.wake();
             }
@@ -234,6 +243,62 @@ impl EventTrigger {
             debouncer,
             touched: recorded,
         })
+    }
+}
+
+/// Events counted between the notify thread and the debouncer. Only the first event of a burst
+/// wakes the debouncer (an emitter of hundreds of files a second sends thousands of events, and
+/// a wake-up of the runtime for each cost more than the files' reading); the debouncer then
+/// watches the count.
+#[derive(Debug)]
+struct Pending {
+    events: std::sync::atomic::AtomicU64,
+    idle: std::sync::atomic::AtomicBool,
+    wake: Notify,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Self {
+            events: std::sync::atomic::AtomicU64::new(0),
+            idle: std::sync::atomic::AtomicBool::new(true),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl Pending {
+    /// An event was recorded: counted, and the debouncer woken if no burst is under way.
+    fn event(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.events.fetch_add(1, SeqCst);
+        if self.idle.swap(false, SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.events.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The burst is over: the next event starts another.
+    fn idle(&self) {
+        self.idle.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Whether an event's kind says its path number `at` is a directory (`None`: it does not say).
+/// A name renamed away no longer exists: whatever it was, its parent's listing shows it gone,
+/// so it counts as a file without looking.
+fn names_a_directory(kind: &EventKind, at: usize) -> Option<bool> {
+    match kind {
+        EventKind::Create(CreateKind::File) | EventKind::Access(AccessKind::Close(_)) => {
+            Some(false)
+        }
+        EventKind::Create(CreateKind::Folder) => Some(true),
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => Some(false),
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if at == 0 => Some(false),
+        _ => None,
     }
 }
 

@@ -338,6 +338,31 @@ impl ScanReport {
     }
 }
 
+/// The shortest time between the starts of two scans of [`Scanner::run`] (the first scan
+/// after a quiet spell is not delayed): files that become ready, or are written, within this
+/// long of each other are committed by one scan.
+pub(crate) const SCAN_SPACING: Duration = Duration::from_secs(1);
+
+/// How long [`Scanner::run`] sleeps after a successful scan: until the next full walk is due
+/// (`interval` after the last one started), or until the first waiting file is old enough.
+fn until_next_scan(
+    report: &ScanReport,
+    interval: Duration,
+    full_started: Option<Instant>,
+) -> Duration {
+    let since_full = full_started.map_or(Duration::ZERO, |at| at.elapsed());
+    let wait = interval.saturating_sub(since_full);
+    match report.next_ready_at {
+        Some(at) => {
+            let until = at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            wait.min(until + Duration::from_millis(10))
+        }
+        None => wait,
+    }
+}
+
 /// What ended the scan loop's wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Woke {
@@ -581,15 +606,7 @@ impl Scanner {
             let wait = match self.scan_scoped(Some(&shutdown), scope).await {
                 Ok(report) => {
                     backoff = Duration::from_secs(1);
-                    let since_full = full_started.map_or(Duration::ZERO, |at| at.elapsed());
-                    let mut wait = interval.saturating_sub(since_full);
-                    if let Some(at) = report.next_ready_at {
-                        let until = at
-                            .duration_since(SystemTime::now())
-                            .unwrap_or(Duration::ZERO);
-                        wait = wait.min(until + Duration::from_millis(10));
-                    }
-                    wait
+                    until_next_scan(&report, interval, full_started)
                 }
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(error) => {
@@ -607,21 +624,39 @@ impl Scanner {
             if shutdown.is_requested() {
                 break;
             }
-            self.observer.heartbeat().sleeping(wait);
-            woke = tokio::select! {
-                () = tokio::time::sleep(wait) => Woke::Timer,
-                () = self.wake.notified() => {
-                    self.observer.emit(WokenEarly);
-                    Woke::Notified
-                }
-                () = shutdown.requested() => Woke::Interval,
-            };
+            woke = self.sleep(wait, started, &mut shutdown).await;
             if shutdown.is_requested() {
                 break;
             }
         }
         let requested_at = shutdown.requested_at().unwrap_or_else(Instant::now);
         self.drain(requested_at).await
+    }
+
+    /// Sleeps until the next scan: `wait`, or a wake-up, or shutdown. Scans start at least
+    /// [`SCAN_SPACING`] apart: under a steady writer a file becomes ready every few
+    /// milliseconds, and a scan per file would list the whole waiting backlog and commit a
+    /// generation each time (seven scans a second at 20 MB/s of mixed files, most of the
+    /// sidecar's CPU); spaced, one scan commits what became ready in that second.
+    async fn sleep(&mut self, wait: Duration, started: Instant, shutdown: &mut Shutdown) -> Woke {
+        let earliest = started + SCAN_SPACING;
+        let wait = wait.max(earliest.saturating_duration_since(Instant::now()));
+        self.observer.heartbeat().sleeping(wait);
+        let woke = tokio::select! {
+            () = tokio::time::sleep(wait) => Woke::Timer,
+            () = self.wake.notified() => {
+                self.observer.emit(WokenEarly);
+                Woke::Notified
+            }
+            () = shutdown.requested() => return Woke::Interval,
+        };
+        if let Woke::Notified = woke {
+            tokio::select! {
+                () = tokio::time::sleep_until(earliest.into()) => {}
+                () = shutdown.requested() => {}
+            }
+        }
+        woke
     }
 
     /// Collects what is ready now, for a run that ends after it (`gleaner run --once`): one
