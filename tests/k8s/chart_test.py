@@ -1455,7 +1455,7 @@ BAD_VALUES = [
      "prometheusRule.slos.correctness.objective 99.99: its traffic guard (200 events) would let a single bad "
      "event page (200 x 6 x 0.0001 < 1)"),
     ("a target that is no bucket", EXAMPLE, "gleaner", {"prometheusRule": {"slos": {"file-freshness": {"target": 301}}}},
-     "at '/prometheusRule/slos/file-freshness/target': value must be one of 1, 5, 15"),
+     "at '/prometheusRule/slos/file-freshness/target': value must be one of 0.5, 1, 2, 5, 10, 15"),
     ("a target for an SLO without one", EXAMPLE, "gleaner", {"prometheusRule": {"slos": {"correctness": {"target": 300}}}},
      "prometheusRule.slos.correctness.target: only the latency SLO (file-freshness) has a target"),
     ("an interval beyond every bucket", EXAMPLE, "gleaner", {"run": {"interval": "24h"}},
