@@ -98,6 +98,14 @@ def scrape(port):
         return r.read().decode()
 
 
+def gauge(metrics, name):
+    """The value of an unlabelled gauge, 0 when absent."""
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def committed(metrics):
     """Files committed so far (gleaner_files_total)."""
     return sum(
@@ -222,8 +230,9 @@ def main():
         while not stop.is_set():
             try:
                 waiting = files_waiting(watch)
-                samples.append((time.monotonic() - t0, cpu_seconds(proc.pid), rss_mib(proc.pid), waiting))
-            except (FileNotFoundError, ProcessLookupError):
+                tracked = gauge(scrape(port), "gleaner_tracked_files")
+                samples.append((time.monotonic() - t0, cpu_seconds(proc.pid), rss_mib(proc.pid), waiting, tracked))
+            except (FileNotFoundError, ProcessLookupError, OSError):
                 return
             stop.wait(1.0)
 
@@ -270,7 +279,7 @@ def main():
     missing = emitted["files"] - len(seen)
     cat_s = cat_cpu(files, args.seconds, work)
     gib = emitted["bytes"] / 2**30
-    steady = [(t, r) for t, _, r, _ in samples if t >= 60]
+    steady = [(t, r) for t, _, r, _, _ in samples if t >= 60]
     rss_values = [r for _, r in steady] or [0.0]
     slope = linear_slope([t / 60 for t, _ in steady], [r for _, r in steady])
 
@@ -331,8 +340,10 @@ def plot(samples, args, path):
     axes[0].set_ylim(bottom=0)
     axes[1].plot(t, cpu_rate, color="tab:red", linewidth=0.8)
     axes[1].set_ylabel("CPU (cores)")
-    axes[2].plot(t, [s[3] for s in samples], color="tab:green", linewidth=0.8)
-    axes[2].set_ylabel("files waiting")
+    axes[2].plot(t, [s[3] for s in samples], color="tab:green", linewidth=0.8, label="waiting")
+    axes[2].plot(t, [s[4] for s in samples], color="tab:purple", linewidth=0.8, label="tracked")
+    axes[2].set_ylabel("files")
+    axes[2].legend(loc="upper left")
     axes[2].set_xlabel("seconds")
     for ax in axes:
         ax.axvline(args.seconds, color="grey", linestyle=":", linewidth=0.8)

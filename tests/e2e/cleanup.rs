@@ -408,3 +408,62 @@ fn a_directory_gleaner_cannot_write_is_named_in_a_clear_error() {
         "names the directory, the uid and what the emitter must do: {line}"
     );
 }
+
+/// The value of `gleaner_tracked_files` on a running sidecar's metrics endpoint.
+fn tracked_files(addr: &str) -> Option<u64> {
+    let (_, body) = crate::http::get(addr, "/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix("gleaner_tracked_files "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A sidecar under a steady writer with `--after delete` kept the entry of every file it had
+/// deleted until a snapshot (every 64 generations: a minute of files at one scan a second, and
+/// their memory for good). They are forgotten as the scan that deleted them ends.
+#[test]
+fn with_after_delete_the_state_forgets_deleted_files_without_waiting_for_a_snapshot() {
+    let fx = Fixture::new();
+    let served = crate::support::Served::start(&fx, &["--after", "delete", "--min-age", "0s"]);
+    let mut expected = BTreeMap::new();
+    for i in 0..40 {
+        let rel = format!("f-{i:02}.log");
+        let data = format!("line {i}\n").into_bytes();
+        std::fs::write(fx.watch.join(&rel), &data).unwrap();
+        expected.insert(rel, data);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let all_deleted = || files_with(&fx.watch, |name| name.ends_with(".log")).is_empty();
+    assert!(crate::support::wait_until(
+        Duration::from_secs(30),
+        all_deleted
+    ));
+    // One more file: its commit sets the gauge, after the scans that deleted the others ended
+    // with them forgotten.
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(
+        fx.watch.join("last.log"),
+        b"last
+",
+    )
+    .unwrap();
+    expected.insert(
+        "last.log".to_string(),
+        b"last
+"
+        .to_vec(),
+    );
+    assert!(crate::support::wait_until(
+        Duration::from_secs(30),
+        all_deleted
+    ));
+    let tracked = tracked_files(&served.addr);
+    let forgotten = tracked.is_some_and(|n| n <= 2);
+    crate::support::sigterm(&served.child);
+    let (status, log) = served.wait(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{log:?}");
+    assert!(
+        forgotten,
+        "gleaner_tracked_files {tracked:?} after every file was deleted"
+    );
+    assert_exactly_once(&fx.outputs(), &expected);
+}

@@ -237,13 +237,18 @@ pub struct CleanupReport {
     pub failed: usize,
 }
 
-/// Carries out `tasks` below the watch root. Blocking: run it on a worker thread.
-pub(crate) fn clean(root: &Path, tasks: &[CleanupTask]) -> CleanupReport {
+/// Carries out `tasks` below the watch root, and says which paths no longer hold their
+/// committed file (deleted, moved, or already gone). Blocking: run it on a worker thread.
+pub(crate) fn clean(root: &Path, tasks: &[CleanupTask]) -> (CleanupReport, Vec<RelPath>) {
     let mut report = CleanupReport::default();
+    let mut removed = Vec::new();
     for task in tasks {
         let result = clean_one(root, task).map_err(|e| explain_denied(root, &task.file.path, e));
         match &result {
-            Ok(Cleaned::Done) => report.done += 1,
+            Ok(Cleaned::Done) => {
+                report.done += 1;
+                removed.push(task.file.path.clone());
+            }
             Ok(Cleaned::Changed) => report.skipped += 1,
             Err(_) => report.failed += 1,
         }
@@ -255,7 +260,7 @@ pub(crate) fn clean(root: &Path, tasks: &[CleanupTask]) -> CleanupReport {
                 .map(|cleaned| matches!(cleaned, Cleaned::Done)),
         });
     }
-    report
+    (report, removed)
 }
 
 enum Cleaned {
@@ -569,7 +574,10 @@ mod tests {
         std::fs::create_dir_all(&done).unwrap();
         std::fs::write(done.join("b.log"), b"an older b\n").unwrap();
 
-        let report = clean(&root, &tasks);
+        let (report, removed) = clean(&root, &tasks);
+        // The paths no longer holding their files: not the one that grew.
+        assert_eq!(removed.len(), 3);
+        assert!(!removed.iter().any(|p| p.as_bytes() == b"grown.log"));
         assert_eq!((report.done, report.skipped, report.failed), (3, 1, 0));
         assert_eq!(std::fs::read(done.join("sub/a.log")).unwrap(), b"data\n");
         assert_eq!(std::fs::read(done.join("b.log.7")).unwrap(), b"data\n");
@@ -579,7 +587,7 @@ mod tests {
         assert!(!root.join("sub/a.log").exists() && !root.join("b.log").exists());
 
         // Again: everything is already gone, nothing else moves.
-        let again = clean(&root, &tasks);
+        let (again, _) = clean(&root, &tasks);
         assert_eq!((again.done, again.skipped, again.failed), (3, 1, 0));
         assert!(!done.join("b.log.7.7").exists());
 
@@ -589,7 +597,7 @@ mod tests {
         };
         std::fs::write(root.join("c.log"), b"c\n").unwrap();
         let (p, e) = committed(&root, "c.log", Outcome::Done);
-        let report = clean(&root, &[delete.task(&p, &e).unwrap()]);
+        let (report, _) = clean(&root, &[delete.task(&p, &e).unwrap()]);
         assert_eq!(report.done, 1);
         assert!(!root.join("c.log").exists());
         // Keep, and failed files without a quarantine, are left alone.
@@ -652,7 +660,7 @@ mod tests {
             quarantine: None,
         };
         let (p, e) = committed(&root, "a.log", Outcome::Done);
-        let report = clean(&root, &[rules.task(&p, &e).unwrap()]);
+        let (report, _) = clean(&root, &[rules.task(&p, &e).unwrap()]);
         assert_eq!(report.done, 1);
         assert_eq!(std::fs::read(done.join("a.log")).unwrap(), b"BBBB\n");
         assert_eq!(std::fs::read(done.join("a.log.7")).unwrap(), b"AAAA\n");

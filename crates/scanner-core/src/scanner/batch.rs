@@ -418,7 +418,7 @@ impl Scanner {
     }
 
     /// Deletes or moves the files `delta` committed, as the cleanup rules say.
-    async fn clean_up_committed(&self, delta: &Delta) -> Result<(), ScanError> {
+    async fn clean_up_committed(&mut self, delta: &Delta) -> Result<(), ScanError> {
         let tasks: Vec<CleanupTask> = delta
             .upserts
             .iter()
@@ -432,12 +432,26 @@ impl Scanner {
 
     /// Deletes or moves committed files on a worker thread. Errors are logged and counted, and
     /// the files stay for the next scan to retry.
+    ///
+    /// The paths whose files are gone join the files the last walk found gone: the next
+    /// snapshot forgets their entries. Otherwise a sidecar under a steady writer would keep
+    /// the entry of every file it deleted until the next walk of the whole tree (39,000 entries
+    /// a minute at 650 files a second, and the memory of their peak for good). A new file at
+    /// such a path is safe: a scan commits only files it listed, and a listed path is no
+    /// longer gone.
     pub(super) async fn clean_up(
-        &self,
+        &mut self,
         tasks: Vec<CleanupTask>,
     ) -> Result<CleanupReport, ScanError> {
         let root = self.config.watch_dir.clone();
-        blocking("cleanup", move || Ok(cleanup::clean(&root, &tasks))).await
+        let (report, removed) =
+            blocking("cleanup", move || Ok(cleanup::clean(&root, &tasks))).await?;
+        if !removed.is_empty() {
+            self.gone.extend(removed);
+            self.gone.sort_unstable();
+            self.gone.dedup();
+        }
+        Ok(report)
     }
 
     /// Tells the outside about a committed batch. Failures are told once they are committed:

@@ -760,9 +760,11 @@ impl Scanner {
         let batches = self.act_on(survey).await?;
         self.run_batches(batches, shutdown, &mut report).await?;
         // The state is kept through the idle hour that follows: what the scan changed costs
-        // twice as much in the overlay, and pins pages among the memory the scan freed. Folded
-        // once it is a noticeable share, since folding is linear in the state.
-        if self.state.uncompacted() > self.state.len() / 64 {
+        // twice as much in the overlay, and pins pages among the memory the scan freed; the
+        // entries of files known gone only take memory. Folded once either is a noticeable
+        // share, since folding is linear in the state.
+        let share = self.state.len() / 64;
+        if self.state.uncompacted() > share || self.gone.len() > share {
             self.compact_state().await?;
         }
         // Files held back for another attempt, in this scan or before: the loop wakes for them.
