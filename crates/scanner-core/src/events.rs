@@ -166,7 +166,7 @@ impl EventTrigger {
         touched: Touched,
     ) -> Result<Self, notify::Error> {
         let pending = Arc::new(Pending::default());
-        let on_event = Arc::clone(&pending);
+        let pending_events = Arc::clone(&pending);
         let recorder = touched.clone();
         let recorded = touched.clone();
         let dir = dir.to_path_buf();
@@ -176,32 +176,7 @@ impl EventTrigger {
             // through one at files outside the watch directory.
             let config = notify::Config::default().with_follow_symlinks(false);
             let mut watcher = notify::RecommendedWatcher::new(
-                move |event: notify::Result<Event>| match event {
-                    Ok(event) if event.need_rescan() => {
-                        lost("overflow", "the event queue overflowed; events were lost");
-                        recorder.everything();
-                        on_event.event();
-                    }
-                    Ok(event) if is_relevant(&event.kind) => {
-                        telemetry::emit(FileEventSeen);
-                        if event.paths.is_empty() {
-                            recorder.everything();
-                        }
-                        for (at, path) in event.paths.iter().enumerate() {
-                            if !crate::cleanup::is_private_name(path) {
-                                recorder.record(path, names_a_directory(&event.kind, at));
-                            }
-                        }
-                        on_event.event();
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        lost(error_reason(&e), &e.to_string());
-                        // Whatever was missed, a scan of the whole tree finds it.
-                        recorder.everything();
-                        on_event.event();
-                    }
-                },
+                move |event| on_event(event, &recorder, &pending_events),
                 config,
             )?;
             if let Err(e) = watcher.watch(&watched, RecursiveMode::Recursive) {
@@ -212,27 +187,7 @@ impl EventTrigger {
         })
         .await
         .map_err(|e| notify::Error::generic(&format!("watch registration failed: {e}")))??;
-        let debouncer = tokio::spawn(async move {
-            // A burst ends when a whole `debounce` passed without an event; a burst that never
-            // ends wakes the scanner at least every `4 × debounce`.
-            let longest = debounce.saturating_mul(4);
-            loop {
-                pending.wake.notified().await;
-                let first = tokio::time::Instant::now();
-                loop {
-                    let seen = pending.count();
-                    tokio::time::sleep(debounce).await;
-                    if pending.count() == seen || first.elapsed() >= longest {
-                        break;
-                    }
-                }
-                // Idle before the wake-up: an event after this point starts a new burst, one
-                // before it is recorded before the scan it wakes.
-                pending.idle();
-                telemetry::emit(FileEventsSettled);
-                touched.wake();
-            }
-        });
+        let debouncer = tokio::spawn(debounce_events(pending, touched, debounce));
         telemetry::emit(WatchingStarted {
             dir: &dir,
             debounce,
@@ -243,6 +198,59 @@ impl EventTrigger {
             debouncer,
             touched: recorded,
         })
+    }
+}
+
+/// What the notify thread does with one event: records the paths it names (or that the whole
+/// tree must be walked), and counts it for the debouncer.
+fn on_event(event: notify::Result<Event>, recorder: &Touched, pending: &Pending) {
+    match event {
+        Ok(event) if event.need_rescan() => {
+            lost("overflow", "the event queue overflowed; events were lost");
+            recorder.everything();
+            pending.event();
+        }
+        Ok(event) if is_relevant(&event.kind) => {
+            telemetry::emit(FileEventSeen);
+            if event.paths.is_empty() {
+                recorder.everything();
+            }
+            for (at, path) in event.paths.iter().enumerate() {
+                if !crate::cleanup::is_private_name(path) {
+                    recorder.record(path, names_a_directory(&event.kind, at));
+                }
+            }
+            pending.event();
+        }
+        Ok(_) => {}
+        Err(e) => {
+            lost(error_reason(&e), &e.to_string());
+            // Whatever was missed, a scan of the whole tree finds it.
+            recorder.everything();
+            pending.event();
+        }
+    }
+}
+
+/// Wakes the scanner once per burst of events: a burst ends when a whole `debounce` passed
+/// without an event; a burst that never ends wakes the scanner at least every `4 × debounce`.
+async fn debounce_events(pending: Arc<Pending>, touched: Touched, debounce: Duration) {
+    let longest = debounce.saturating_mul(4);
+    loop {
+        pending.wake.notified().await;
+        let first = tokio::time::Instant::now();
+        loop {
+            let seen = pending.count();
+            tokio::time::sleep(debounce).await;
+            if pending.count() == seen || first.elapsed() >= longest {
+                break;
+            }
+        }
+        // Idle before the wake-up: an event after this point starts a new burst, one before it
+        // is recorded before the scan it wakes.
+        pending.idle();
+        telemetry::emit(FileEventsSettled);
+        touched.wake();
     }
 }
 
