@@ -444,13 +444,21 @@ impl Scanner {
         tasks: Vec<CleanupTask>,
     ) -> Result<CleanupReport, ScanError> {
         let root = self.config.watch_dir.clone();
-        let (report, removed) =
-            blocking("cleanup", move || Ok(cleanup::clean(&root, &tasks))).await?;
-        if !removed.is_empty() {
-            self.gone.extend(removed);
-            self.gone.sort_unstable();
-            self.gone.dedup();
-        }
+        // Sorted on the worker too: at a million tracked files the list holds thousands of
+        // paths. Should the worker die, the list is lost, which only keeps entries until the
+        // next walk of the whole tree finds them gone again.
+        let mut gone = std::mem::take(&mut self.gone);
+        let (report, gone) = blocking("cleanup", move || {
+            let (report, removed) = cleanup::clean(&root, &tasks);
+            if !removed.is_empty() {
+                gone.extend(removed);
+                gone.sort_unstable();
+                gone.dedup();
+            }
+            Ok((report, gone))
+        })
+        .await?;
+        self.gone = gone;
         Ok(report)
     }
 
