@@ -25,6 +25,7 @@ mod processors;
 mod race;
 mod readiness;
 mod repair;
+mod replay;
 mod resources;
 mod signals;
 mod state;

@@ -158,9 +158,32 @@ pub enum ScanError {
         reason: String,
     },
 
+    /// Files named for a replay that cannot be replayed: nothing was replayed.
+    #[error("cannot replay {}", describe_refused(files))]
+    NotReplayable {
+        /// Each named path that cannot be replayed, and why.
+        files: Vec<(state_store::RelPath, String)>,
+    },
+
+    /// A replay's selection holds no file that can be replayed.
+    #[error("nothing to replay: {reason}")]
+    NothingToReplay {
+        /// Why.
+        reason: String,
+    },
+
     /// An invariant of the batch loop broke: a bug. The state is reloaded before going on.
     #[error("internal error (a bug; please report it): {0}")]
     Internal(String),
+}
+
+/// The refused files of a replay, each with its reason.
+fn describe_refused(files: &[(state_store::RelPath, String)]) -> String {
+    let lines: Vec<String> = files
+        .iter()
+        .map(|(path, why)| format!("{path}: {why}"))
+        .collect();
+    lines.join("; ")
 }
 
 impl ScanError {
@@ -179,6 +202,8 @@ impl ScanError {
             | ScanError::RootRetired { .. }
             | ScanError::RootCollected { .. }
             | ScanError::Unrepairable { .. }
+            | ScanError::NotReplayable { .. }
+            | ScanError::NothingToReplay { .. }
             | ScanError::Internal(_) => true,
             ScanError::WatchDir { .. }
             | ScanError::Output { .. }
@@ -210,7 +235,10 @@ impl ScanError {
             | ScanError::RootCollected { .. }
             | ScanError::Unrepairable { .. } => "state",
             ScanError::Output { .. } | ScanError::OutputFenced { .. } => "output",
-            ScanError::Config(_) | ScanError::CleanupDir { .. } => "config",
+            ScanError::Config(_)
+            | ScanError::CleanupDir { .. }
+            | ScanError::NotReplayable { .. }
+            | ScanError::NothingToReplay { .. } => "config",
             ScanError::Resources(_) => "resources",
             ScanError::Worker { .. } => "worker",
             ScanError::Internal(_) => "internal",

@@ -55,6 +55,11 @@ pub struct OutputLine<'a> {
     pub source_id: &'a str,
     /// The generation whose batch it belongs to.
     pub generation: u64,
+    /// Present, and true, only in the lines of a replay (`gleaner state replay`): the file was
+    /// processed before, by an earlier generation, and this is its result again, on purpose.
+    /// A reader that wants one result per file takes the line of the highest generation.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
     /// Path relative to the watch root, one-to-one: a backslash is written `\\` and a byte
     /// that is not UTF-8 `\xNN` (see `RelPath`'s `Display`), so two
     /// files never share a `path`.
@@ -317,11 +322,11 @@ impl OutputSink {
 
     /// Renders a batch's lines, one per planned file with its outcome and the fingerprint of
     /// its first bytes (0: not taken), in the order given, compressed as the key's extension
-    /// says. CPU work: call it from a worker thread.
+    /// says; the lines of a `replay` say so. CPU work: call it from a worker thread.
     pub fn render<'a>(
         source_id: &str,
         processor: &str,
-        generation: u64,
+        (generation, replay): (u64, bool),
         key: &str,
         lines: impl IntoIterator<Item = (&'a PlannedFile, &'a FileOutcome, u64)>,
     ) -> Vec<u8> {
@@ -341,6 +346,7 @@ impl OutputSink {
                 schema: OUTPUT_SCHEMA,
                 source_id,
                 generation,
+                replay,
                 path: match file.path.as_str() {
                     Some(s) if file.path.displays_as_is() => Cow::Borrowed(s),
                     _ => Cow::Owned(file.path.to_string()),
@@ -736,7 +742,7 @@ mod tests {
         let body = OutputSink::render(
             "pod",
             "stats",
-            7,
+            (7, false),
             "pod/7.ndjson",
             files
                 .iter()
@@ -751,6 +757,7 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 2);
         assert!(lines.iter().all(|line| line["schema"] == OUTPUT_SCHEMA));
+        assert!(lines.iter().all(|line| line.get("replay").is_none()));
         assert_eq!(lines[0]["path"], "a.log");
         assert_eq!(lines[0]["mtime"], "2023-11-14T22:13:20.123456Z");
         assert_eq!(lines[0]["result"]["lines"], 1);
@@ -784,7 +791,7 @@ mod tests {
 
     #[test]
     fn gzip_keys_get_gzip_bodies() {
-        let body = OutputSink::render("p", "stats", 1, "p/1.ndjson.gz", []);
+        let body = OutputSink::render("p", "stats", (1, false), "p/1.ndjson.gz", []);
         assert_eq!(&body[..2], &[0x1f, 0x8b]);
     }
 

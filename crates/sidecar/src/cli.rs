@@ -63,6 +63,44 @@ pub enum StateCommand {
     /// each generation whose output exists beyond the state again, from that output. Run it
     /// with no gleaner of this source running.
     Repair(RepairArgs),
+    /// Process committed files again, on purpose (after a processor bug): the named files, or
+    /// those of one generation or time range, under new generations marked as replays, whose
+    /// output lines say `"replay":true`. Every other file's record is untouched. Takes the
+    /// flags and GLEANER_* variables of `gleaner run` (processor, storage, source id); run it
+    /// while no other gleaner of this source commits (the loser of a race is fenced, exit 3).
+    Replay(Box<ReplayArgs>),
+}
+
+/// Flags of `gleaner state replay`: `gleaner run`'s, and which files.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Files to replay, relative to --watch (or absolute, inside it). Each must be a committed
+    /// file still there as it was committed, or nothing is replayed.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Also replay every file whose last commit was this generation.
+    #[arg(long, value_name = "N", help_heading = "Replay")]
+    pub generation: Option<u64>,
+
+    /// Also replay every committed file modified at or after this time (RFC 3339, e.g.
+    /// 2026-12-01T00:00:00Z); with --modified-before, within both.
+    #[arg(long, value_name = "TIME", value_parser = parse_time, help_heading = "Replay")]
+    pub modified_after: Option<std::time::SystemTime>,
+
+    /// Also replay every committed file modified before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, help_heading = "Replay")]
+    pub modified_before: Option<std::time::SystemTime>,
+
+    /// Everything else, as `gleaner run` takes it.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// An RFC 3339 time (`2026-12-01T00:00:00Z`; a date and time without a zone is taken as UTC).
+fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{e}: expected an RFC 3339 time such as 2026-12-01T00:00:00Z"))
 }
 
 /// Flags of `gleaner state repair`.

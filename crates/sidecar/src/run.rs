@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use scanner_core::{
     BatchLimits, CleanupRules, Compression, DynProcessor, ErrorChain, EventTrigger, NameFilter,
-    ReadLimits, Readiness, RetryPolicy, ScanError, Scanner, ScannerConfig, Shutdown,
-    ShutdownTrigger, Stats, shutdown_channel,
+    ReadLimits, Readiness, ReplaySelection, RetryPolicy, ScanError, Scanner, ScannerConfig,
+    Shutdown, ShutdownTrigger, Stats, shutdown_channel,
 };
-use state_store::{Location, SourceId};
+use state_store::{Location, RelPath, SourceId};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::cli::{CompressArg, MetricsAddr, ProcessorArgs, ProcessorKind, RunArgs};
+use crate::cli::{CompressArg, MetricsAddr, ProcessorArgs, ProcessorKind, ReplayArgs, RunArgs};
 use crate::display::say;
 use crate::telemetry::Health;
 use crate::{Usage, telemetry};
@@ -54,6 +54,78 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .run_until_drained(&args, &mut scanner, shutdown)
             .await
     }
+}
+
+/// Runs `gleaner state replay`: opens the source as `gleaner run` does, replays the selected
+/// files, and prints what was committed.
+pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let source_id = match &args.run.state.source_id {
+        Some(id) => id.clone(),
+        None => default_source_id()?,
+    };
+    let (config, processor) = configure(&args.run, source_id).map_err(|e| e.context(Usage))?;
+    let (state, output) = locations(&args.run)?;
+    let mut scanner = Scanner::open(config, processor, &state, &output).await?;
+    let selection = replay_selection(&args, &scanner.config().watch_dir)?;
+    let report = scanner.replay(&selection).await?;
+    if let Some(batch) = &report.recovered {
+        say!(
+            "first redid the interrupted generation {}: {} file(s), {}",
+            batch.generation,
+            batch.files,
+            batch.output
+        );
+    }
+    for (path, why) in &report.skipped {
+        say!("skipped {path}: {why}");
+    }
+    for batch in &report.batches {
+        say!(
+            "replayed {} file(s) as generation {} ({} failed, {} bytes): {}",
+            batch.files,
+            batch.generation,
+            batch.failed,
+            batch.bytes,
+            batch.output
+        );
+    }
+    Ok(())
+}
+
+/// The files `gleaner state replay` names, relative to the watch root, and its filters.
+fn replay_selection(
+    args: &ReplayArgs,
+    watch_dir: &std::path::Path,
+) -> anyhow::Result<ReplaySelection> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut selection = ReplaySelection::default();
+    for file in &args.files {
+        let relative = if file.is_absolute() {
+            // The watch root is resolved (links followed): so is the file's directory.
+            let parent = file.parent().unwrap_or(file);
+            let parent = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+            let full = parent.join(file.file_name().unwrap_or_default());
+            full.strip_prefix(watch_dir)
+                .map(std::path::Path::to_path_buf)
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "{} is not inside the watched directory {}",
+                        file.display(),
+                        watch_dir.display()
+                    )
+                })
+                .context(Usage)?
+        } else {
+            file.clone()
+        };
+        selection
+            .paths
+            .push(RelPath::new(relative.as_os_str().as_bytes()));
+    }
+    selection.generation = args.generation;
+    selection.modified_after = args.modified_after;
+    selection.modified_before = args.modified_before;
+    Ok(selection)
 }
 
 /// `--state` and `--output` as locations (a mistake in them is a usage error), after a warning

@@ -16,6 +16,7 @@ pub async fn run(command: StateCommand) -> anyhow::Result<()> {
         StateCommand::Inspect(args) => inspect(args).await,
         StateCommand::Verify(args) => verify(args).await,
         StateCommand::Repair(args) => repair(args).await,
+        StateCommand::Replay(args) => crate::run::replay(*args).await,
     }
 }
 
@@ -179,6 +180,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             "interrupted_batch": loaded.pending.as_ref().map(|p| json!({
                 "generation": p.generation,
                 "files": p.files.len(),
+                "replay": p.replay,
             })),
             "failed_files": failed,
         });

@@ -4,14 +4,16 @@
 //!   version 2 layouts below.
 //! * Version 2 (before origins): a [`Delta`] without its `origin`, a snapshot header without
 //!   its `origin`.
+//! * Version 3 (before replays): a [`Delta`] and a [`Plan`] without their `replay` mark.
 
 use bincode::Decode;
 
 use crate::StateError;
 use crate::codec::{ObjectKind, PayloadReader};
+use crate::model::Origin;
 use crate::model::{FileEntry, Outcome, RelPath};
-use crate::records::Delta;
 use crate::records::SnapshotHeader;
+use crate::records::{Delta, Plan, PlannedFile};
 
 /// A version 1 [`FileEntry`].
 #[derive(Decode)]
@@ -83,6 +85,48 @@ struct DeltaV2 {
     upserts: Vec<(RelPath, FileEntry)>,
 }
 
+/// A version 3 [`Delta`].
+#[derive(Decode)]
+struct DeltaV3 {
+    generation: u64,
+    writer_id: u64,
+    committed_at_ms: u64,
+    output_key: Option<String>,
+    upserts: Vec<(RelPath, FileEntry)>,
+    origin: Option<Origin>,
+}
+
+/// A [`Plan`] of version 3 or earlier (plans did not change before version 4).
+#[derive(Decode)]
+struct PlanV3 {
+    generation: u64,
+    writer_id: u64,
+    created_at_ms: u64,
+    output_key: String,
+    files: Vec<PlannedFile>,
+}
+
+/// Decodes a plan object of any supported version; `object` names it in errors.
+pub(crate) fn decode_plan(bytes: &[u8], object: &str) -> Result<Plan, StateError> {
+    let mut payload = PayloadReader::open(ObjectKind::Plan, bytes, object)?;
+    let plan = match payload.version() {
+        1..=3 => {
+            let v3: PlanV3 = payload.next_value()?;
+            Plan {
+                generation: v3.generation,
+                writer_id: v3.writer_id,
+                created_at_ms: v3.created_at_ms,
+                output_key: v3.output_key,
+                files: v3.files,
+                replay: false,
+            }
+        }
+        _ => payload.next_value()?,
+    };
+    payload.finish()?;
+    Ok(plan)
+}
+
 /// Decodes a delta object of any supported version; `object` names it in errors.
 pub(crate) fn decode_delta(bytes: &[u8], object: &str) -> Result<Delta, StateError> {
     let mut payload = PayloadReader::open(ObjectKind::Delta, bytes, object)?;
@@ -100,6 +144,7 @@ pub(crate) fn decode_delta(bytes: &[u8], object: &str) -> Result<Delta, StateErr
                     .map(|(path, entry)| (path, entry.into()))
                     .collect(),
                 origin: None,
+                replay: false,
             }
         }
         2 => {
@@ -111,6 +156,19 @@ pub(crate) fn decode_delta(bytes: &[u8], object: &str) -> Result<Delta, StateErr
                 output_key: v2.output_key,
                 upserts: v2.upserts,
                 origin: None,
+                replay: false,
+            }
+        }
+        3 => {
+            let v3: DeltaV3 = payload.next_value()?;
+            Delta {
+                generation: v3.generation,
+                writer_id: v3.writer_id,
+                committed_at_ms: v3.committed_at_ms,
+                output_key: v3.output_key,
+                upserts: v3.upserts,
+                origin: v3.origin,
+                replay: false,
             }
         }
         _ => payload.next_value()?,
@@ -252,6 +310,57 @@ mod tests {
         // A version 3 reader does not take v2 bytes as v3.
         let mut mislabelled = delta.clone();
         codec::set_version(&mut mislabelled, 3);
+        assert!(decode_delta(&mislabelled, "x").is_err());
+    }
+
+    #[test]
+    fn version_3_deltas_and_plans_are_read_as_no_replays() {
+        let origin = Some(Origin {
+            root_id: 5,
+            host: "pod".into(),
+            watch_dir: "/data".into(),
+        });
+        let mut delta = codec::encode_with(ObjectKind::Delta, |out| {
+            codec::encode_value(&4u64, out);
+            codec::encode_value(&99u64, out);
+            codec::encode_value(&1_700_000_000_000u64, out);
+            codec::encode_value(&Some("s/4.ndjson".to_string()), out);
+            codec::encode_value(&vec![(RelPath::from("a.log"), expected(0))], out);
+            codec::encode_value(&origin, out);
+        });
+        codec::set_version(&mut delta, 3);
+        let read = decode_delta(&delta, "4.delta").unwrap();
+        assert_eq!((read.origin.clone(), read.replay), (origin, false));
+        assert_eq!(read.upserts, vec![(RelPath::from("a.log"), expected(0))]);
+
+        let file = PlannedFile {
+            path: "a.log".into(),
+            size: 3,
+            mtime_ns: 1,
+            inode: 2,
+            btime_ns: 3,
+            start: 0,
+        };
+        let mut plan = codec::encode_with(ObjectKind::Plan, |out| {
+            codec::encode_value(&4u64, out);
+            codec::encode_value(&99u64, out);
+            codec::encode_value(&1_700_000_000_000u64, out);
+            codec::encode_value(&"s/4.ndjson".to_string(), out);
+            codec::encode_value(&vec![file.clone()], out);
+        });
+        codec::set_version(&mut plan, 3);
+        let read = decode_plan(&plan, "4.plan").unwrap();
+        assert_eq!((read.files, read.replay), (vec![file], false));
+
+        // The current version keeps the mark; a version 4 reader does not take v3 bytes as v4.
+        let replay = Plan {
+            replay: true,
+            ..decode_plan(&plan, "4.plan").unwrap()
+        };
+        let current = codec::encode(ObjectKind::Plan, &replay);
+        assert_eq!(decode_plan(&current, "x").unwrap(), replay);
+        let mut mislabelled = delta.clone();
+        codec::set_version(&mut mislabelled, 4);
         assert!(decode_delta(&mislabelled, "x").is_err());
     }
 }

@@ -107,9 +107,9 @@ pub mod internals {
         codec::encode(ObjectKind::Plan, plan)
     }
 
-    /// Decodes a plan object.
+    /// Decodes a plan object of any supported format version.
     pub fn decode_plan(bytes: &[u8]) -> Result<Plan, StateError> {
-        codec::decode(ObjectKind::Plan, bytes, "plan")
+        crate::legacy::decode_plan(bytes, "plan")
     }
 
     /// Encodes a snapshot object of `state`.

@@ -8,7 +8,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 
 use crate::codec::{self, ObjectKind};
-use crate::legacy::decode_delta;
+use crate::legacy::{decode_delta, decode_plan};
 use crate::records::now_ms;
 use crate::snapshot::{decode_snapshot, encode_snapshot};
 use crate::{
@@ -165,6 +165,7 @@ impl StateLog {
             created_at_ms: now_ms(),
             output_key,
             files,
+            replay: false,
         }
     }
 
@@ -182,6 +183,7 @@ impl StateLog {
             output_key,
             upserts,
             origin: self.origin.clone(),
+            replay: false,
         }
     }
 
@@ -303,7 +305,7 @@ impl StateLog {
             } else if generation == committed + 1 {
                 let bytes = self.read(&meta.location).await?;
                 let object = self.dir.describe(&meta.location);
-                let plan: Plan = codec::decode(ObjectKind::Plan, &bytes, &object)?;
+                let plan: Plan = decode_plan(&bytes, &object)?;
                 if plan.generation != generation {
                     return Err(StateError::Corrupt {
                         object,
@@ -727,7 +729,7 @@ impl StateLog {
 fn check_object(object: &LogObject, bytes: &[u8], name: &str) -> Result<(), StateError> {
     let found = match object.kind {
         ObjectKind::Delta => decode_delta(bytes, name)?.generation,
-        ObjectKind::Plan => codec::decode::<Plan>(ObjectKind::Plan, bytes, name)?.generation,
+        ObjectKind::Plan => decode_plan(bytes, name)?.generation,
         ObjectKind::Snapshot => decode_snapshot(bytes, name)?.0.generation,
     };
     if found != object.generation {

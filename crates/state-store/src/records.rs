@@ -23,6 +23,10 @@ pub struct Delta {
     /// The watch root that wrote it (none in objects of format versions before 3, and in
     /// deltas committed again by a repair).
     pub origin: Option<Origin>,
+    /// A deliberate replay of committed files (`gleaner state replay`): its files were
+    /// processed before, and its output lines say `"replay":true` (false in objects of format
+    /// versions before 4).
+    pub replay: bool,
 }
 
 /// The intent to process one batch as generation `generation`, recorded before processing.
@@ -42,6 +46,9 @@ pub struct Plan {
     pub output_key: String,
     /// The files of the batch, ordered by path.
     pub files: Vec<PlannedFile>,
+    /// A deliberate replay of committed files: a redo marks its output lines and its delta as
+    /// the first attempt would have (false in objects of format versions before 4).
+    pub replay: bool,
 }
 
 /// One file of a [`Plan`]: which bytes of which file the batch processes.

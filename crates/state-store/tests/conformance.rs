@@ -271,6 +271,7 @@ mod checks {
                 .map(|p| (RelPath::from(*p), entry(generation, p.len() as u64)))
                 .collect(),
             origin: None,
+            replay: false,
         }
     }
 
@@ -288,6 +289,7 @@ mod checks {
                 btime_ns: 0,
                 start: 0,
             }],
+            replay: false,
         }
     }
 

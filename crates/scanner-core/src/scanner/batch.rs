@@ -72,6 +72,8 @@ struct Processed {
     generation: u64,
     output_key: String,
     rows: Vec<Row>,
+    /// A replay of committed files ([`Plan::replay`]).
+    replay: bool,
 }
 
 /// A batch whose files are processed, on its way to its commit, and the planned files it
@@ -150,6 +152,7 @@ impl Scanner {
                 generation: plan.generation,
                 output_key: plan.output_key,
                 rows,
+                replay: plan.replay,
             },
             started: Instant::now(),
             left: Vec::new(),
@@ -295,13 +298,19 @@ impl Scanner {
             generation: plan.generation,
             output_key: plan.output_key,
             rows,
+            replay: plan.replay,
         };
         Ok((processed, left))
     }
 
     /// Takes out of the batch the files whose reading failed in a way that may pass and that
     /// have attempts left: they are in no output and no delta, and are tried again later.
+    /// A replay holds nothing back: it is run once, on request, and its failures are its
+    /// answer.
     fn hold_back_retries(&mut self, mut batch: Processed) -> Processed {
+        if batch.replay {
+            return batch;
+        }
         let policy = self.config.retry;
         let now = std::time::SystemTime::now();
         batch.rows.retain(|row| match &row.outcome {
@@ -341,7 +350,7 @@ impl Scanner {
             let body = OutputSink::render(
                 source_id.as_str(),
                 &processor,
-                batch.generation,
+                (batch.generation, batch.replay),
                 &batch.output_key,
                 batch
                     .rows
@@ -360,12 +369,16 @@ impl Scanner {
     /// plan it fulfils.
     async fn commit(&mut self, Flushed(batch): Flushed) -> Result<Committed, ScanError> {
         let generation = batch.generation;
+        // A replay that failed leaves the file's record as it was: its earlier result stands,
+        // and the failure is in this generation's output.
         let upserts = batch
             .rows
             .iter()
+            .filter(|row| !batch.replay || matches!(row.outcome, FileOutcome::Done { .. }))
             .map(|row| (row.file.path.clone(), row.entry(generation)))
             .collect();
-        let delta = self.log.delta(generation, Some(batch.output_key), upserts);
+        let mut delta = self.log.delta(generation, Some(batch.output_key), upserts);
+        delta.replay = batch.replay;
         self.log.commit(&delta).await?;
         self.apply(&delta)?;
         // The markers of the redos of this generation, earlier processes' and ours.

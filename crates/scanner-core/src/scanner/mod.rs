@@ -14,6 +14,7 @@
 mod batch;
 mod deadline;
 mod redo;
+mod replay;
 mod retry;
 mod shutdown;
 mod snapshot;
@@ -46,6 +47,7 @@ use crate::telemetry::{
 use crate::{ConfigError, ScanError};
 
 use deadline::StorageDeadline;
+pub use replay::{ReplayReport, ReplaySelection};
 use retry::Retries;
 pub use retry::RetryPolicy;
 pub use shutdown::{
