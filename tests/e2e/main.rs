@@ -7,6 +7,7 @@ mod supervisor;
 mod support;
 
 mod bad_input;
+mod baseline;
 mod campaign;
 mod cleanup;
 mod cli;

@@ -481,6 +481,20 @@ pub struct StateStoreArgs {
     #[arg(long, env = "GLEANER_ALLOW_RESCAN")]
     pub allow_rescan: bool,
 
+    /// At the source's first start (nothing committed yet), record the files already complete
+    /// in the watched directory as seen but not processed, in a generation of their own
+    /// (`gleaner state inspect` counts them as baselined), and process only what comes after:
+    /// new files, and what is appended to a baselined one as --on-change says. Once the
+    /// source has committed state it does nothing, so it may stay in a Pod's arguments.
+    #[arg(long, env = "GLEANER_BASELINE")]
+    pub baseline: bool,
+
+    /// With --baseline: baseline only files last modified longer ago than this; younger ones
+    /// are processed.
+    #[arg(long, env = "GLEANER_BASELINE_OLDER_THAN", value_name = "DURATION",
+          value_parser = parse_duration, requires = "baseline")]
+    pub baseline_older_than: Option<Duration>,
+
     /// Take the source id over from another watch root that is gone for good (a source id
     /// whose last generation another root wrote is refused otherwise, exit 3: two roots under
     /// one source id would take turns and forget each other's files), and the watch root over

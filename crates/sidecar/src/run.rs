@@ -5,8 +5,8 @@ use scanner_core::processor::{CountBy, CountByConfig, Grep, KeySource};
 use std::time::Duration;
 
 use scanner_core::{
-    BatchLimits, CleanupRules, Compression, DynProcessor, ErrorChain, EventTrigger, NameFilter,
-    ReadLimits, Readiness, RetryPolicy, ScanError, Scanner, ScannerConfig, Shutdown,
+    Baseline, BatchLimits, CleanupRules, Compression, DynProcessor, ErrorChain, EventTrigger,
+    NameFilter, ReadLimits, Readiness, RetryPolicy, ScanError, Scanner, ScannerConfig, Shutdown,
     ShutdownTrigger, Stats, shutdown_channel,
 };
 use state_store::{Location, SourceId};
@@ -34,6 +34,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .open_scanner(&args, &config, &processor, &state, &output, &shutdown)
         .await?;
     endpoints.health.attach(&scanner);
+    if args.state.baseline {
+        baseline(&mut scanner, args.state.baseline_older_than).await?;
+    }
     if !args.runtime.once {
         tokio::spawn(crate::memory::trim_after_scans(scanner.status()));
     }
@@ -78,6 +81,34 @@ fn locations(args: &RunArgs) -> anyhow::Result<(Location, Location)> {
         .context("--output")
         .context(Usage)?;
     Ok((state, output))
+}
+
+/// `--baseline`: the files already there recorded as not processed, at the first start only.
+async fn baseline(scanner: &mut Scanner, older_than: Option<Duration>) -> anyhow::Result<()> {
+    match scanner.baseline(older_than).await? {
+        Baseline::Committed {
+            generation,
+            files,
+            bytes,
+            younger,
+            ..
+        } => say!(
+            "baselined {files} file(s), {bytes} bytes, as generation {generation}: recorded as \
+             seen, not processed; {younger} younger file(s) left to process"
+        ),
+        Baseline::Skipped { generation } => {
+            info!(
+                generation,
+                "--baseline: the source already has committed state; nothing baselined"
+            );
+            say!(
+                "baseline skipped: the source is at generation {generation} (a baseline is taken \
+                 at the first start only)"
+            );
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// `--once`: everything ready now, then a summary on standard output.

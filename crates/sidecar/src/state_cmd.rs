@@ -109,6 +109,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
                 let (outcome, reason) = match &entry.outcome {
                     Outcome::Done => ("done", None),
                     Outcome::Failed { reason } => ("failed", Some(reason.as_ref())),
+                    Outcome::Baselined => ("baselined", None),
                 };
                 let mut line = json!({
                     "source_id": log.source_id().as_str(),
@@ -142,8 +143,16 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
                     "generation": entry.generation,
                     "reason": reason.as_ref(),
                 })),
-                Outcome::Done => None,
+                Outcome::Done | Outcome::Baselined => None,
             })
+            .collect();
+        let baselined: Vec<Value> = loaded
+            .state
+            .entries()
+            .filter(|(_, entry)| entry.outcome.is_baselined())
+            .map(
+                |(path, entry)| json!({ "path": path.to_string(), "generation": entry.generation }),
+            )
             .collect();
         let count = |kind: ObjectKind| objects.iter().filter(|o| o.kind == kind).count();
         let bytes = |kind: ObjectKind| -> u64 {
@@ -164,8 +173,9 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             "last_commit": loaded.state.last_commit_ms().map(rfc3339_ms),
             "written_by": loaded.state.last_origin().map(ToString::to_string),
             "tracked_files": loaded.state.len(),
-            "done": loaded.state.len() - failed.len(),
+            "done": loaded.state.len() - failed.len() - baselined.len(),
             "failed": failed.len(),
+            "baselined": baselined.len(),
             "objects": {
                 "snapshots": count(ObjectKind::Snapshot),
                 "snapshot_bytes": bytes(ObjectKind::Snapshot),
@@ -181,6 +191,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
                 "files": p.files.len(),
             })),
             "failed_files": failed,
+            "baselined_files": baselined,
         });
         if args.common.json {
             say!("{summary}");
@@ -206,10 +217,11 @@ fn print_summary(s: &Value) -> anyhow::Result<()> {
         None => say!("generation     {} (nothing committed yet)", s["generation"]),
     }
     say!(
-        "tracked files  {} ({} done, {} failed)",
+        "tracked files  {} ({} done, {} failed, {} baselined)",
         s["tracked_files"],
         s["done"],
-        s["failed"]
+        s["failed"],
+        s["baselined"]
     );
     let snapshot = match o["snapshot_generation"].as_u64() {
         Some(g) => format!(
@@ -246,6 +258,19 @@ fn print_summary(s: &Value) -> anyhow::Result<()> {
         }
         if failed.len() > 20 {
             say!("  … and {} more (use --json)", failed.len() - 20);
+        }
+    }
+    if let Some(baselined) = s["baselined_files"].as_array().filter(|b| !b.is_empty()) {
+        say!("baselined files (seen at the first start, not processed)");
+        for b in baselined.iter().take(20) {
+            say!(
+                "  {}  (generation {})",
+                b["path"].as_str().unwrap_or_default(),
+                b["generation"]
+            );
+        }
+        if baselined.len() > 20 {
+            say!("  … and {} more (use --json)", baselined.len() - 20);
         }
     }
     say!();

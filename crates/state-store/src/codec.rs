@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!      0    4 magic           b"GLNR"
-//!      4    2 format version  u16 little endian (this build writes 3, reads 1 to 3)
+//!      4    2 format version  u16 little endian (this build writes 4, reads 1 to 4)
 //!      6    1 codec id        1 = bincode 2.0, standard config
 //!      7    1 object kind     1 = delta, 2 = plan, 3 = snapshot
 //!      8    8 payload length  u64 little endian
@@ -22,9 +22,13 @@ const MAGIC: [u8; 4] = *b"GLNR";
 const HEADER_LEN: usize = 20;
 /// The format version this build writes and the newest it reads. Version 2 added
 /// [`FileEntry::fingerprint`](crate::FileEntry::fingerprint), version 3 the
-/// [`Origin`](crate::Origin) of deltas and snapshots; objects of versions 1 and 2 are still
-/// read (without fingerprints, without origins).
-pub(crate) const FORMAT_VERSION: u16 = 3;
+/// [`Origin`](crate::Origin) of deltas and snapshots, version 4 the outcome
+/// [`Outcome::Baselined`](crate::Outcome::Baselined) (an enum variant added at the end, so the
+/// layout of versions 3 and 4 is the same, and a version 4 object that holds no baselined entry
+/// would decode as version 3; the version says to an older build that it may hold one, which it
+/// could not read). Objects of versions 1 to 3 are still read (without fingerprints, without
+/// origins).
+pub(crate) const FORMAT_VERSION: u16 = 4;
 const CODEC_BINCODE2: u8 = 1;
 /// Upper bound of what a decoder may allocate for one value, whatever a length prefix claims.
 /// Values decode to at most a few times their encoded size; the bound follows the size of what
@@ -325,7 +329,7 @@ mod tests {
         let err = decode::<Delta>(ObjectKind::Delta, &newer, "obj").unwrap_err();
         assert!(matches!(
             err,
-            StateError::UnsupportedVersion { found: 4, .. }
+            StateError::UnsupportedVersion { found: 5, .. }
         ));
     }
 

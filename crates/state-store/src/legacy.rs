@@ -4,6 +4,8 @@
 //!   version 2 layouts below.
 //! * Version 2 (before origins): a [`Delta`] without its `origin`, a snapshot header without
 //!   its `origin`.
+//! * Version 3 (before [`Outcome::Baselined`]): the current layout; its outcomes are a subset of
+//!   the current ones, so it decodes as it is.
 
 use bincode::Decode;
 
@@ -253,5 +255,45 @@ mod tests {
         let mut mislabelled = delta.clone();
         codec::set_version(&mut mislabelled, 3);
         assert!(decode_delta(&mislabelled, "x").is_err());
+    }
+
+    #[test]
+    fn version_3_objects_read_as_they_are_and_baselined_entries_round_trip() {
+        use crate::State;
+        let baselined = FileEntry {
+            outcome: Outcome::Baselined,
+            ..expected(0)
+        };
+        let delta = Delta {
+            generation: 1,
+            upserts: vec![
+                (RelPath::from("a.log"), baselined.clone()),
+                (RelPath::from("b.log"), expected(1)),
+            ],
+            ..Delta::default()
+        };
+        let bytes = codec::encode(ObjectKind::Delta, &delta);
+        assert_eq!(
+            bytes[4..6],
+            4u16.to_le_bytes(),
+            "this build writes version 4"
+        );
+        assert_eq!(decode_delta(&bytes, "x").unwrap(), delta);
+
+        // What a version 3 build wrote: the same layout, without baselined outcomes.
+        let v3_delta = Delta {
+            upserts: vec![(RelPath::from("b.log"), expected(1))],
+            ..delta.clone()
+        };
+        let mut v3 = codec::encode(ObjectKind::Delta, &v3_delta);
+        codec::set_version(&mut v3, 3);
+        assert_eq!(decode_delta(&v3, "x").unwrap(), v3_delta);
+
+        let mut state = State::new();
+        state.apply(&delta).unwrap();
+        let snapshot = crate::snapshot::encode_snapshot(&state, 1, 2);
+        let (_, back) = decode_snapshot(&snapshot, "s").unwrap();
+        assert_eq!(back, state);
+        assert!(back.get(&"a.log".into()).unwrap().outcome.is_baselined());
     }
 }

@@ -5,12 +5,14 @@
 //! live in files named after them:
 //!
 //! * `startup.rs` — the checks before anything is written, loading the state, the rescan guard;
+//! * `baseline.rs` — a first generation that records the files already there as not processed;
 //! * `survey.rs` — list, diff and judge readiness: one verdict per listed file;
 //! * `batch.rs` — one batch: processed → flushed → committed, then cleanup;
 //! * `workers.rs` — the fan-out of files to the bounded pool of blocking threads;
 //! * `snapshot.rs` — folding the state log into a snapshot every so many generations;
 //! * `shutdown.rs` — the shutdown request the loop watches.
 
+mod baseline;
 mod batch;
 mod deadline;
 mod redo;
@@ -45,6 +47,7 @@ use crate::telemetry::{
 };
 use crate::{ConfigError, ScanError};
 
+pub use baseline::Baseline;
 use deadline::StorageDeadline;
 use retry::Retries;
 pub use retry::RetryPolicy;
