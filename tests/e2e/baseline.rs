@@ -106,3 +106,27 @@ fn baselined_files_are_never_cleaned_up() {
     let output = Place::Local(fx.output.clone());
     assert_eq!(processed(&output), ["new.log", "writing.log"]);
 }
+
+/// One writer: a baseline is refused, clearly (exit 3), while another gleaner holds the source
+/// (its lease is live), and nothing is committed.
+#[test]
+fn a_baseline_is_refused_while_a_live_writer_holds_the_source() {
+    let fx = Fixture::new();
+    // Its first scan finds nothing, and it scans again only in an hour.
+    let quiet = ["--interval", "1h", "--events", "false"];
+    let mut writer = fx.spawn(&quiet, &fx.root.join("writer.log"));
+    assert!(wait_until(Duration::from_secs(20), || {
+        fx.state.join(&fx.source_id).join("writer.lease").exists()
+    }));
+    fx.write("old.log", b"old\n", DAYS);
+    let refused = fx.command(&["--once", "--baseline"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("another gleaner holds source id \"test-source\""),
+        "{stderr}"
+    );
+    sigterm(&writer);
+    assert!(wait_with_timeout(&mut writer, Duration::from_secs(30)).is_some());
+    assert_eq!(fx.inspect()["baselined"], 0);
+}

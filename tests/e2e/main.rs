@@ -17,6 +17,7 @@ mod discovery;
 mod docs;
 mod drain;
 mod errors;
+mod fleet;
 mod guards;
 mod http;
 mod identity;

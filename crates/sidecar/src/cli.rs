@@ -59,6 +59,12 @@ pub enum StateCommand {
     Inspect(InspectArgs),
     /// Read and check every state object; exit 0 when all are sound, 1 otherwise.
     Verify(StateArgs),
+    /// Every source id under --state, one line each: generation, last commit, tracked files,
+    /// its writer (live or gone) and how long nothing happened to it.
+    List(StateArgs),
+    /// Remove the state of source ids whose writer is gone and that were idle for longer than
+    /// --idle-for (a Deployment's Pods each leave one). A dry run unless --delete is given.
+    Gc(GcArgs),
     /// Repair the end of the log from the outputs: set damaged last deltas aside, and commit
     /// each generation whose output exists beyond the state again, from that output. Run it
     /// with no gleaner of this source running.
@@ -139,6 +145,24 @@ pub struct StateArgs {
     /// Retries and timeouts of the storage.
     #[command(flatten)]
     pub storage: StorageArgs,
+}
+
+/// Flags of `gleaner state gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Where, which source, which format.
+    #[command(flatten)]
+    pub common: StateArgs,
+
+    /// Remove a source only when nothing happened to it for this long: no plan, commit,
+    /// snapshot or renewal of its writer's lease. A source whose writer's lease is live is
+    /// never removed, whatever this says.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_for: Duration,
+
+    /// Remove them [default: a dry run, which only prints what would be removed].
+    #[arg(long)]
+    pub delete: bool,
 }
 
 /// Flags of `gleaner state inspect`.

@@ -34,6 +34,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .open_scanner(&args, &config, &processor, &state, &output, &shutdown)
         .await?;
     endpoints.health.attach(&scanner);
+    // A refused baseline leaves this process's lease to age: it may have replaced the lease of
+    // the live writer it was refused for, which renews its own within 30 seconds.
     if args.state.baseline {
         baseline(&mut scanner, args.state.baseline_older_than).await?;
     }
@@ -50,13 +52,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         interval = %humantime::format_duration(args.runtime.interval),
         "gleaner started"
     );
-    if args.runtime.once {
+    let result = if args.runtime.once {
         run_once(&mut scanner).await
     } else {
         endpoints
             .run_until_drained(&args, &mut scanner, shutdown)
             .await
+    };
+    // The source has no writer from now on: `state gc` need not wait for the lease to age.
+    if let Err(error) = scanner.release_lease().await {
+        warn!(error = %ErrorChain(&error), "cannot remove the writer's lease; it ages out in 5 minutes");
     }
+    result
 }
 
 /// `--state` and `--output` as locations (a mistake in them is a usage error), after a warning

@@ -16,6 +16,8 @@ pub async fn run(command: StateCommand) -> anyhow::Result<()> {
         StateCommand::Inspect(args) => inspect(args).await,
         StateCommand::Verify(args) => verify(args).await,
         StateCommand::Repair(args) => repair(args).await,
+        StateCommand::List(args) => crate::fleet::list(args).await,
+        StateCommand::Gc(args) => crate::fleet::gc(args).await,
     }
 }
 

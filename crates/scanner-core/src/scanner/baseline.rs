@@ -47,11 +47,18 @@ impl Scanner {
     /// (a second writer is fenced off), even when no file qualifies: the baseline is then
     /// recorded as taken, and files that arrive later are processed. A source with committed
     /// state is left alone ([`Baseline::Skipped`]), so the flag may stay in a Pod's arguments
-    /// across restarts.
+    /// across restarts. An empty source that another writer holds (its lease was live when this
+    /// one started) is refused: [`ScanError::LiveWriter`].
     pub async fn baseline(&mut self, older_than: Option<Duration>) -> Result<Baseline, ScanError> {
         if self.state.generation() > 0 || self.pending.is_some() {
             let generation = self.state.generation().max(self.pending_generation());
             return Ok(Baseline::Skipped { generation });
+        }
+        if let Some(lease) = &self.live_writer_at_open {
+            return Err(ScanError::LiveWriter {
+                source_id: self.config.source_id.to_string(),
+                lease: lease.to_string(),
+            });
         }
         let survey = self.survey(None).await?;
         let cutoff_ns = older_than.map(|age| mtime_ns(SystemTime::now() - age));
@@ -121,6 +128,13 @@ impl Scanner {
         })
         .await
     }
+}
+
+/// Now, in milliseconds since the Unix epoch, as leases give times.
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `at` in nanoseconds since the Unix epoch, as listings give modification times.

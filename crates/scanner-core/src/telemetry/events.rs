@@ -736,6 +736,17 @@ impl InternalEvent for RenamesCommitted<'_> {
     }
 }
 
+/// The writer's lease could not be renewed; tried again at the next renewal.
+pub(crate) struct LeaseNotRenewed<'a> {
+    pub(crate) error: &'a StateError,
+}
+
+impl InternalEvent for LeaseNotRenewed<'_> {
+    fn emit(self) {
+        warn!(error = %ErrorChain(self.error), "cannot renew the writer's lease; retried at the next renewal");
+    }
+}
+
 /// The baseline was committed: the files already there recorded as not processed.
 pub(crate) struct BaselineCommitted<'a> {
     pub(crate) report: &'a crate::scanner::Baseline,
