@@ -802,8 +802,9 @@ impl StateLog {
     /// Removes temporary files of this log's objects that a killed process left in a local
     /// directory. Returns how many were removed.
     pub fn remove_orphaned_temporaries(&self) -> usize {
-        self.dir
-            .remove_orphaned_temporaries(|name| parse_object_name(name).is_some())
+        self.dir.remove_orphaned_temporaries(|name| {
+            parse_object_name(name).is_some() || name == LEASE_NAME
+        })
     }
 
     async fn create(&self, path: &Path, bytes: Vec<u8>, generation: u64) -> Result<(), StateError> {
@@ -979,6 +980,52 @@ fn cpu_work<T>(work: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn gc_keeps_a_source_with_a_live_lease_or_recent_objects() {
+        let location = Location::parse("memory://").unwrap();
+        let log = StateLog::new(&location, &"pod-1".parse().unwrap());
+        let empty = log.activity().await.unwrap();
+        assert!(matches!(
+            empty.collectable(now_ms(), Duration::ZERO),
+            Err(Kept::Active { .. })
+        ));
+        log.commit(&log.delta(1, None, Vec::new())).await.unwrap();
+        log.renew_lease().await.unwrap();
+        let activity = log.activity().await.unwrap();
+        assert_eq!(activity.objects.len(), 2, "{:?}", activity.objects);
+        let lease = activity.lease.clone().expect("the lease");
+        assert_eq!(
+            (lease.writer_id, lease.pid),
+            (log.writer_id(), std::process::id())
+        );
+        let ttl = crate::LEASE_TTL.as_millis() as u64;
+        let later = |ms: u64| activity.last_active_ms().unwrap() + ms;
+        assert_eq!(
+            activity.collectable(later(ttl - 1), Duration::ZERO),
+            Err(Kept::LiveWriter(lease.clone()))
+        );
+        assert_eq!(
+            activity.collectable(later(ttl), Duration::from_secs(3600)),
+            Err(Kept::Active {
+                idle: Duration::from_millis(ttl)
+            })
+        );
+        assert_eq!(
+            activity.collectable(later(ttl), Duration::from_millis(ttl)),
+            Ok(Duration::from_millis(ttl))
+        );
+        // Another writer's lease is not released by this one; its own is.
+        let other = StateLog::new(&location, &"pod-1".parse().unwrap());
+        other.release_lease().await.unwrap();
+        assert!(log.lease().await.unwrap().is_some());
+        log.release_lease().await.unwrap();
+        assert!(log.lease().await.unwrap().is_none());
+        log.remove_source(log.activity().await.unwrap().objects)
+            .await
+            .unwrap();
+        assert!(log.activity().await.unwrap().objects.is_empty());
+    }
 
     #[test]
     fn object_names_round_trip() {
