@@ -7,6 +7,7 @@ mod supervisor;
 mod support;
 
 mod bad_input;
+mod baseline;
 mod campaign;
 mod cleanup;
 mod cli;
@@ -16,6 +17,7 @@ mod discovery;
 mod docs;
 mod drain;
 mod errors;
+mod fleet;
 mod guards;
 mod http;
 mod identity;

@@ -199,7 +199,7 @@ fn inspect_reports_generation_files_and_objects() {
     for expected in [
         "source id      test-source",
         "generation     6, committed 20",
-        "tracked files  12 (12 done, 0 failed)",
+        "tracked files  12 (12 done, 0 failed, 0 baselined)",
         "1 snapshot(s), newest at generation 5",
         "1 delta(s)",
         "interrupted    none",

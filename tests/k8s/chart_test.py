@@ -1375,6 +1375,11 @@ BAD_VALUES = [
      "cronjob mode needs run.sourceId: every Job's Pod has a new name"),
     ("CronJob without claim", CRONJOB, "gleaner", {"cronjob": {"persistentVolumeClaim": {"claimName": ""}}},
      "cronjob mode needs cronjob.persistentVolumeClaim.claimName"),
+    ("state gc without a state location", None, "gleaner", {"stateGc": {"enabled": True}},
+     "run.state is required: where Gleaner keeps its state"),
+    ("state gc with a duration Gleaner would not take", None, "gleaner",
+     {"stateGc": {"enabled": True, "idleFor": "7 days"}, "run": {"state": "s3://b/state"}},
+     "at '/stateGc/idleFor': '7 days' does not match pattern"),
     ("native mode on 1.28", EXAMPLE, "gleaner", {"kubernetesVersion": "1.28"},
      "sidecar.flavour native needs Kubernetes 1.29 or newer (an init container with restartPolicy: Always), and "
      "kubernetesVersion is 1.28. On 1.28 and older set sidecar.flavour: classic"),

@@ -89,6 +89,11 @@ impl CleanupRules {
 
     /// The cleanup of one committed file, if these rules do anything to it.
     pub(crate) fn task(&self, path: &RelPath, entry: &FileEntry) -> Option<CleanupTask> {
+        // A baselined file was never processed: deleting or moving it would lose what was never
+        // shipped.
+        if entry.outcome.is_baselined() {
+            return None;
+        }
         let action = if entry.outcome.is_failed() {
             Action::Move {
                 dir: self.quarantine.clone()?,
@@ -604,9 +609,20 @@ mod tests {
         assert!(CleanupRules::default().task(&p, &e).is_none());
         let failed_entry = FileEntry {
             outcome: Outcome::Failed { reason: "x".into() },
-            ..e
+            ..e.clone()
         };
         assert!(delete.task(&p, &failed_entry).is_none());
+        // Baselined files were never shipped: no rule deletes, moves or quarantines them.
+        let baselined = FileEntry {
+            outcome: Outcome::Baselined,
+            ..e
+        };
+        let every_rule = CleanupRules {
+            after: AfterCommit::Move(root.join("done")),
+            quarantine: Some(root.join("q")),
+        };
+        assert!(delete.task(&p, &baselined).is_none());
+        assert!(every_rule.task(&p, &baselined).is_none());
     }
 
     #[test]

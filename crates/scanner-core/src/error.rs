@@ -133,6 +133,20 @@ pub enum ScanError {
         what: String,
     },
 
+    /// Another writer holds the source: its lease was live when this process started. Only
+    /// what must not share a source with a live writer refuses so (a baseline); a run relies
+    /// on the fence of its commits.
+    #[error(
+        "another gleaner holds source id {source_id:?}: the lease of {lease} is live; stop it \
+         first (or wait until its lease is older than 5 minutes)"
+    )]
+    LiveWriter {
+        /// The source id.
+        source_id: String,
+        /// The other writer's lease, as text.
+        lease: String,
+    },
+
     /// The process ran short of a resource (file descriptors, memory) while processing a batch.
     #[error(transparent)]
     Resources(#[from] crate::process::ResourceError),
@@ -201,6 +215,7 @@ impl ScanError {
             | ScanError::AnotherRoot { .. }
             | ScanError::RootRetired { .. }
             | ScanError::RootCollected { .. }
+            | ScanError::LiveWriter { .. }
             | ScanError::Unrepairable { .. }
             | ScanError::NotReplayable { .. }
             | ScanError::NothingToReplay { .. }
@@ -221,6 +236,7 @@ impl ScanError {
                 | ScanError::AnotherRoot { .. }
                 | ScanError::RootRetired { .. }
                 | ScanError::RootCollected { .. }
+                | ScanError::LiveWriter { .. }
         )
     }
 
@@ -233,6 +249,7 @@ impl ScanError {
             | ScanError::AnotherRoot { .. }
             | ScanError::RootRetired { .. }
             | ScanError::RootCollected { .. }
+            | ScanError::LiveWriter { .. }
             | ScanError::Unrepairable { .. } => "state",
             ScanError::Output { .. } | ScanError::OutputFenced { .. } => "output",
             ScanError::Config(_)

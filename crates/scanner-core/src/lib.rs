@@ -113,8 +113,8 @@ pub use process::{Encoding, FailureKind, FileOutcome, ReadLimits};
 pub use processor::{DynProcessor, Processor, Reducer, ResultJson, Stats};
 pub use readiness::{NameFilter, NotReady, Readiness, ReadyMarker};
 pub use scanner::{
-    BatchReport, DrainMode, DrainReport, Leftover, LeftoverReason, ReplayReport, ReplaySelection,
-    RetryPolicy, ScanReport, ScanStatus, Scanner, ScannerConfig, Shutdown, ShutdownTrigger,
-    shutdown_channel,
+    Baseline, BatchReport, DrainMode, DrainReport, Leftover, LeftoverReason, ReplayReport,
+    ReplaySelection, RetryPolicy, ScanReport, ScanStatus, Scanner, ScannerConfig, Shutdown,
+    ShutdownTrigger, shutdown_channel,
 };
 pub use telemetry::{Heartbeat, Liveness, LoopPhase};

@@ -59,6 +59,12 @@ pub enum StateCommand {
     Inspect(InspectArgs),
     /// Read and check every state object; exit 0 when all are sound, 1 otherwise.
     Verify(StateArgs),
+    /// Every source id under --state, one line each: generation, last commit, tracked files,
+    /// its writer (live or gone) and how long nothing happened to it.
+    List(StateArgs),
+    /// Remove the state of source ids whose writer is gone and that were idle for longer than
+    /// --idle-for (a Deployment's Pods each leave one). A dry run unless --delete is given.
+    Gc(GcArgs),
     /// Repair the end of the log from the outputs: set damaged last deltas aside, and commit
     /// each generation whose output exists beyond the state again, from that output. Run it
     /// with no gleaner of this source running.
@@ -177,6 +183,24 @@ pub struct StateArgs {
     /// Retries and timeouts of the storage.
     #[command(flatten)]
     pub storage: StorageArgs,
+}
+
+/// Flags of `gleaner state gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Where, which source, which format.
+    #[command(flatten)]
+    pub common: StateArgs,
+
+    /// Remove a source only when nothing happened to it for this long: no plan, commit,
+    /// snapshot or renewal of its writer's lease. A source whose writer's lease is live is
+    /// never removed, whatever this says.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_for: Duration,
+
+    /// Remove them [default: a dry run, which only prints what would be removed].
+    #[arg(long)]
+    pub delete: bool,
 }
 
 /// Flags of `gleaner state inspect`.
@@ -518,6 +542,20 @@ pub struct StateStoreArgs {
     /// again (those of the batches it does not know included: their results appear twice).
     #[arg(long, env = "GLEANER_ALLOW_RESCAN")]
     pub allow_rescan: bool,
+
+    /// At the source's first start (nothing committed yet), record the files already complete
+    /// in the watched directory as seen but not processed, in a generation of their own
+    /// (`gleaner state inspect` counts them as baselined), and process only what comes after:
+    /// new files, and what is appended to a baselined one as --on-change says. Once the
+    /// source has committed state it does nothing, so it may stay in a Pod's arguments.
+    #[arg(long, env = "GLEANER_BASELINE")]
+    pub baseline: bool,
+
+    /// With --baseline: baseline only files last modified longer ago than this; younger ones
+    /// are processed.
+    #[arg(long, env = "GLEANER_BASELINE_OLDER_THAN", value_name = "DURATION",
+          value_parser = parse_duration, requires = "baseline")]
+    pub baseline_older_than: Option<Duration>,
 
     /// Take the source id over from another watch root that is gone for good (a source id
     /// whose last generation another root wrote is refused otherwise, exit 3: two roots under

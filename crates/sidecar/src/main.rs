@@ -16,6 +16,7 @@ mod cli;
 mod demo;
 mod display;
 mod emitter;
+mod fleet;
 mod memory;
 mod run;
 mod state_cmd;

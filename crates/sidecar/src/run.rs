@@ -5,9 +5,9 @@ use scanner_core::processor::{CountBy, CountByConfig, Grep, KeySource};
 use std::time::Duration;
 
 use scanner_core::{
-    BatchLimits, CleanupRules, Compression, DynProcessor, ErrorChain, EventTrigger, NameFilter,
-    ReadLimits, Readiness, ReplaySelection, RetryPolicy, ScanError, Scanner, ScannerConfig,
-    Shutdown, ShutdownTrigger, Stats, shutdown_channel,
+    Baseline, BatchLimits, CleanupRules, Compression, DynProcessor, ErrorChain, EventTrigger,
+    NameFilter, ReadLimits, Readiness, ReplaySelection, RetryPolicy, ScanError, Scanner,
+    ScannerConfig, Shutdown, ShutdownTrigger, Stats, shutdown_channel,
 };
 use state_store::{Location, RelPath, SourceId};
 use tokio::signal::unix::{SignalKind, signal};
@@ -34,6 +34,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .open_scanner(&args, &config, &processor, &state, &output, &shutdown)
         .await?;
     endpoints.health.attach(&scanner);
+    // A refused baseline leaves this process's lease to age: it may have replaced the lease of
+    // the live writer it was refused for, which renews its own within 30 seconds.
+    if args.state.baseline {
+        baseline(&mut scanner, args.state.baseline_older_than).await?;
+    }
     if !args.runtime.once {
         tokio::spawn(crate::memory::trim_after_scans(scanner.status()));
     }
@@ -47,13 +52,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         interval = %humantime::format_duration(args.runtime.interval),
         "gleaner started"
     );
-    if args.runtime.once {
+    let result = if args.runtime.once {
         run_once(&mut scanner).await
     } else {
         endpoints
             .run_until_drained(&args, &mut scanner, shutdown)
             .await
+    };
+    // The source has no writer from now on: `state gc` need not wait for the lease to age.
+    if let Err(error) = scanner.release_lease().await {
+        warn!(error = %ErrorChain(&error), "cannot remove the writer's lease; it ages out in 5 minutes");
     }
+    result
 }
 
 /// Runs `gleaner state replay`: opens the source as `gleaner run` does, replays the selected
@@ -150,6 +160,34 @@ fn locations(args: &RunArgs) -> anyhow::Result<(Location, Location)> {
         .context("--output")
         .context(Usage)?;
     Ok((state, output))
+}
+
+/// `--baseline`: the files already there recorded as not processed, at the first start only.
+async fn baseline(scanner: &mut Scanner, older_than: Option<Duration>) -> anyhow::Result<()> {
+    match scanner.baseline(older_than).await? {
+        Baseline::Committed {
+            generation,
+            files,
+            bytes,
+            younger,
+            ..
+        } => say!(
+            "baselined {files} file(s), {bytes} bytes, as generation {generation}: recorded as \
+             seen, not processed; {younger} younger file(s) left to process"
+        ),
+        Baseline::Skipped { generation } => {
+            info!(
+                generation,
+                "--baseline: the source already has committed state; nothing baselined"
+            );
+            say!(
+                "baseline skipped: the source is at generation {generation} (a baseline is taken \
+                 at the first start only)"
+            );
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// `--once`: everything ready now, then a summary on standard output.

@@ -17,6 +17,8 @@ pub async fn run(command: StateCommand) -> anyhow::Result<()> {
         StateCommand::Verify(args) => verify(args).await,
         StateCommand::Repair(args) => repair(args).await,
         StateCommand::Replay(args) => crate::run::replay(*args).await,
+        StateCommand::List(args) => crate::fleet::list(args).await,
+        StateCommand::Gc(args) => crate::fleet::gc(args).await,
     }
 }
 
@@ -110,6 +112,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
                 let (outcome, reason) = match &entry.outcome {
                     Outcome::Done => ("done", None),
                     Outcome::Failed { reason } => ("failed", Some(reason.as_ref())),
+                    Outcome::Baselined => ("baselined", None),
                 };
                 let mut line = json!({
                     "source_id": log.source_id().as_str(),
@@ -143,8 +146,16 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
                     "generation": entry.generation,
                     "reason": reason.as_ref(),
                 })),
-                Outcome::Done => None,
+                Outcome::Done | Outcome::Baselined => None,
             })
+            .collect();
+        let baselined: Vec<Value> = loaded
+            .state
+            .entries()
+            .filter(|(_, entry)| entry.outcome.is_baselined())
+            .map(
+                |(path, entry)| json!({ "path": path.to_string(), "generation": entry.generation }),
+            )
             .collect();
         let count = |kind: ObjectKind| objects.iter().filter(|o| o.kind == kind).count();
         let bytes = |kind: ObjectKind| -> u64 {
@@ -165,8 +176,9 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             "last_commit": loaded.state.last_commit_ms().map(rfc3339_ms),
             "written_by": loaded.state.last_origin().map(ToString::to_string),
             "tracked_files": loaded.state.len(),
-            "done": loaded.state.len() - failed.len(),
+            "done": loaded.state.len() - failed.len() - baselined.len(),
             "failed": failed.len(),
+            "baselined": baselined.len(),
             "objects": {
                 "snapshots": count(ObjectKind::Snapshot),
                 "snapshot_bytes": bytes(ObjectKind::Snapshot),
@@ -183,6 +195,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
                 "replay": p.replay,
             })),
             "failed_files": failed,
+            "baselined_files": baselined,
         });
         if args.common.json {
             say!("{summary}");
@@ -208,10 +221,11 @@ fn print_summary(s: &Value) -> anyhow::Result<()> {
         None => say!("generation     {} (nothing committed yet)", s["generation"]),
     }
     say!(
-        "tracked files  {} ({} done, {} failed)",
+        "tracked files  {} ({} done, {} failed, {} baselined)",
         s["tracked_files"],
         s["done"],
-        s["failed"]
+        s["failed"],
+        s["baselined"]
     );
     let snapshot = match o["snapshot_generation"].as_u64() {
         Some(g) => format!(
@@ -248,6 +262,19 @@ fn print_summary(s: &Value) -> anyhow::Result<()> {
         }
         if failed.len() > 20 {
             say!("  … and {} more (use --json)", failed.len() - 20);
+        }
+    }
+    if let Some(baselined) = s["baselined_files"].as_array().filter(|b| !b.is_empty()) {
+        say!("baselined files (seen at the first start, not processed)");
+        for b in baselined.iter().take(20) {
+            say!(
+                "  {}  (generation {})",
+                b["path"].as_str().unwrap_or_default(),
+                b["generation"]
+            );
+        }
+        if baselined.len() > 20 {
+            say!("  … and {} more (use --json)", baselined.len() - 20);
         }
     }
     say!();

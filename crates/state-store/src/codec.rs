@@ -23,8 +23,10 @@ const HEADER_LEN: usize = 20;
 /// The format version this build writes and the newest it reads. Version 2 added
 /// [`FileEntry::fingerprint`](crate::FileEntry::fingerprint), version 3 the
 /// [`Origin`](crate::Origin) of deltas and snapshots, version 4 the `replay` mark of plans and
-/// deltas; objects of earlier versions are still read (without fingerprints, without origins,
-/// not replays).
+/// deltas and the outcome [`Outcome::Baselined`](crate::Outcome::Baselined) (an enum variant
+/// added at the end: a version 3 entry decodes as it is; the version says to an older build that
+/// an object may hold one, which it could not read). Objects of versions 1 to 3 are still read
+/// (without fingerprints, without origins, not replays).
 pub(crate) const FORMAT_VERSION: u16 = 4;
 const CODEC_BINCODE2: u8 = 1;
 /// Upper bound of what a decoder may allocate for one value, whatever a length prefix claims.

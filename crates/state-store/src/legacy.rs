@@ -4,7 +4,8 @@
 //!   version 2 layouts below.
 //! * Version 2 (before origins): a [`Delta`] without its `origin`, a snapshot header without
 //!   its `origin`.
-//! * Version 3 (before replays): a [`Delta`] and a [`Plan`] without their `replay` mark.
+//! * Version 3 (before replays and baselines): a [`Delta`] and a [`Plan`] without their `replay`
+//!   mark; its outcomes are a subset of the current ones ([`Outcome::Baselined`] is new).
 
 use bincode::Decode;
 
@@ -362,5 +363,36 @@ mod tests {
         let mut mislabelled = delta.clone();
         codec::set_version(&mut mislabelled, 4);
         assert!(decode_delta(&mislabelled, "x").is_err());
+    }
+
+    #[test]
+    fn baselined_entries_round_trip_in_deltas_and_snapshots() {
+        use crate::State;
+        let baselined = FileEntry {
+            outcome: Outcome::Baselined,
+            ..expected(0)
+        };
+        let delta = Delta {
+            generation: 1,
+            upserts: vec![
+                (RelPath::from("a.log"), baselined.clone()),
+                (RelPath::from("b.log"), expected(1)),
+            ],
+            ..Delta::default()
+        };
+        let bytes = codec::encode(ObjectKind::Delta, &delta);
+        assert_eq!(
+            bytes[4..6],
+            4u16.to_le_bytes(),
+            "this build writes version 4"
+        );
+        assert_eq!(decode_delta(&bytes, "x").unwrap(), delta);
+
+        let mut state = State::new();
+        state.apply(&delta).unwrap();
+        let snapshot = crate::snapshot::encode_snapshot(&state, 1, 2);
+        let (_, back) = decode_snapshot(&snapshot, "s").unwrap();
+        assert_eq!(back, state);
+        assert!(back.get(&"a.log".into()).unwrap().outcome.is_baselined());
     }
 }

@@ -14,6 +14,8 @@
 //!   stored, the objects it supersedes are removed, so loading and commits stay cheap for months.
 //! * [`StateLog`] — reads and writes those objects under `<state>/<source-id>/` (a
 //!   [`SourceId`]), and [`verify`](StateLog::verify)s them.
+//! * [`Lease`] — a running writer's note that it is alive, renewed every [`LEASE_RENEW`]: what
+//!   tools that must not act under a live writer look at ([`StateLog::activity`]).
 //! * [`Location`] — a storage location given as a path or URL: local, `file://`, `s3://`,
 //!   `gs://`, `az://`, `memory://`, with [`StorageOptions`] for retries and timeouts.
 //! * Every object has a header (magic, format version, codec, length, checksum) before its
@@ -61,6 +63,7 @@
 
 mod codec;
 mod error;
+mod lease;
 mod legacy;
 mod location;
 mod log;
@@ -72,8 +75,9 @@ mod state;
 
 pub use codec::ObjectKind;
 pub use error::StateError;
+pub use lease::{LEASE_RENEW, LEASE_TTL, Lease};
 pub use location::{Location, StorageOptions};
-pub use log::{LoadedState, LogObject, StateLog, StoredSnapshot, Verification};
+pub use log::{Activity, Kept, LoadedState, LogObject, StateLog, StoredSnapshot, Verification};
 pub use model::{FINGERPRINT_BYTES, FileEntry, Origin, Outcome, RelPath, RelPathRef};
 pub use records::{Delta, Plan, PlannedFile};
 pub use source_id::SourceId;

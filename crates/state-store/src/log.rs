@@ -2,12 +2,14 @@
 //! them, loading, cleanup and verification.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 
 use crate::codec::{self, ObjectKind};
+use crate::lease::{LEASE_NAME, Lease};
 use crate::legacy::{decode_delta, decode_plan};
 use crate::records::now_ms;
 use crate::snapshot::{decode_snapshot, encode_snapshot};
@@ -85,6 +87,68 @@ pub struct StoredSnapshot {
     pub bytes: u64,
     /// How many objects it superseded and were removed.
     pub removed: usize,
+}
+
+/// What is stored under one source's state directory, as [`StateLog::activity`] found it.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Activity {
+    /// Every object, by path.
+    pub objects: Vec<Path>,
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// When the newest of them was last written, by the store's clock, in milliseconds since
+    /// the Unix epoch.
+    pub last_modified_ms: Option<u64>,
+    /// The writer's lease, if one is there.
+    pub lease: Option<Lease>,
+}
+
+impl Activity {
+    /// When anything last happened to the source: the newest object written (a plan, a
+    /// delta, a snapshot) or the lease renewed, in milliseconds since the Unix epoch.
+    pub fn last_active_ms(&self) -> Option<u64> {
+        let lease = self.lease.as_ref().map(Lease::renewed_ms);
+        self.last_modified_ms.max(lease)
+    }
+
+    /// The lease, if it is live at `now_ms` ([`Lease::is_live`]).
+    pub fn live_lease(&self, now_ms: u64) -> Option<&Lease> {
+        self.lease.as_ref().filter(|lease| lease.is_live(now_ms))
+    }
+
+    /// How long nothing happened to the source, at `now_ms` (zero for a time ahead of it, or
+    /// for nothing stored).
+    pub fn idle(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(now_ms.saturating_sub(self.last_active_ms().unwrap_or(now_ms)))
+    }
+
+    /// Whether the source's state may be removed at `now_ms`, as `gleaner state gc` decides: it
+    /// has no live writer (lease) and nothing happened to it for `idle_for` (no plan, commit,
+    /// snapshot or lease renewal). Returns how long it has been idle, or why it is kept.
+    pub fn collectable(&self, now_ms: u64, idle_for: Duration) -> Result<Duration, Kept> {
+        if let Some(lease) = self.live_lease(now_ms) {
+            return Err(Kept::LiveWriter(lease.clone()));
+        }
+        let idle = self.idle(now_ms);
+        if self.objects.is_empty() || idle < idle_for {
+            return Err(Kept::Active { idle });
+        }
+        Ok(idle)
+    }
+}
+
+/// Why [`Activity::collectable`] keeps a source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kept {
+    /// A writer's lease is live.
+    LiveWriter(Lease),
+    /// Something happened to it more recently than the idle time asked for (or it holds
+    /// nothing).
+    Active {
+        /// How long ago.
+        idle: Duration,
+    },
 }
 
 /// The result of [`StateLog::verify`].
@@ -642,11 +706,107 @@ impl StateLog {
         Ok(report)
     }
 
+    /// Writes this writer's [`Lease`], replacing the one there: at start, and every
+    /// [`LEASE_RENEW`](crate::LEASE_RENEW) while running. It names the writer by its origin
+    /// ([`StateLog::with_origin`]) and process id.
+    pub async fn renew_lease(&self) -> Result<(), StateError> {
+        let path = self.dir.object(LEASE_NAME);
+        let lease = Lease {
+            writer_id: self.writer_id,
+            host: self
+                .origin
+                .as_ref()
+                .map(|o| o.host.clone())
+                .unwrap_or_default(),
+            watch_dir: self
+                .origin
+                .as_ref()
+                .map(|o| o.watch_dir.clone())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            renewed_at_ms: now_ms(),
+            stored_at_ms: 0,
+        };
+        self.dir
+            .store()
+            .put(&path, PutPayload::from(lease.encode().into_bytes()))
+            .await
+            .map(drop)
+            .map_err(|source| self.storage_error(&path, source))
+    }
+
+    /// Removes this writer's lease, if the lease there is still its own: at a clean exit, so
+    /// that the source is known to have no writer from then on, not only once the lease ages.
+    pub async fn release_lease(&self) -> Result<(), StateError> {
+        match self.lease().await? {
+            Some(lease) if lease.writer_id == self.writer_id => {
+                self.remove(vec![self.dir.object(LEASE_NAME)]).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The lease of the last writer that started on this source, if it left one.
+    pub async fn lease(&self) -> Result<Option<Lease>, StateError> {
+        let path = self.dir.object(LEASE_NAME);
+        let get = match self.dir.store().get(&path).await {
+            Ok(get) => get,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(self.storage_error(&path, source)),
+        };
+        let stored_at_ms = u64::try_from(get.meta.last_modified.timestamp_millis()).unwrap_or(0);
+        match get.bytes().await {
+            Ok(bytes) => Ok(Some(Lease::decode(
+                &String::from_utf8_lossy(&bytes),
+                stored_at_ms,
+            ))),
+            // Removed between the two requests: released.
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(self.storage_error(&path, source)),
+        }
+    }
+
+    /// Every object stored under this source's directory (log objects, the lease, retired
+    /// roots, damaged objects set aside, whatever else), how large, and when it was last
+    /// written to: what `gleaner state list` shows and `gleaner state gc` decides on. Reads
+    /// nothing but the listing and the lease, so a damaged log can still be looked at.
+    pub async fn activity(&self) -> Result<Activity, StateError> {
+        let metas: Vec<ObjectMeta> = self
+            .dir
+            .store()
+            .list(Some(self.dir.prefix()))
+            .try_collect()
+            .await
+            .map_err(|source| self.storage_error(self.dir.prefix(), source))?;
+        let last_modified_ms = metas
+            .iter()
+            .map(|m| u64::try_from(m.last_modified.timestamp_millis()).unwrap_or(0))
+            .max();
+        Ok(Activity {
+            bytes: metas.iter().map(|m| m.size).sum(),
+            objects: metas.into_iter().map(|m| m.location).collect(),
+            last_modified_ms,
+            lease: self.lease().await?,
+        })
+    }
+
+    /// Removes `objects` (an [`Activity`]'s) and, in a local directory, the source's directory
+    /// once empty: what `gleaner state gc` does to a source whose writer is gone.
+    pub async fn remove_source(&self, objects: Vec<Path>) -> Result<(), StateError> {
+        self.remove(objects).await?;
+        if let Some(dir) = self.dir.local_dir().map(std::path::Path::to_path_buf) {
+            // Not empty (an object written meanwhile) or gone already: left as it is.
+            let _ = blocking(move || Ok(std::fs::remove_dir(&dir))).await;
+        }
+        Ok(())
+    }
+
     /// Removes temporary files of this log's objects that a killed process left in a local
     /// directory. Returns how many were removed.
     pub fn remove_orphaned_temporaries(&self) -> usize {
-        self.dir
-            .remove_orphaned_temporaries(|name| parse_object_name(name).is_some())
+        self.dir.remove_orphaned_temporaries(|name| {
+            parse_object_name(name).is_some() || name == LEASE_NAME
+        })
     }
 
     async fn create(&self, path: &Path, bytes: Vec<u8>, generation: u64) -> Result<(), StateError> {
@@ -822,6 +982,52 @@ fn cpu_work<T>(work: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn gc_keeps_a_source_with_a_live_lease_or_recent_objects() {
+        let location = Location::parse("memory://").unwrap();
+        let log = StateLog::new(&location, &"pod-1".parse().unwrap());
+        let empty = log.activity().await.unwrap();
+        assert!(matches!(
+            empty.collectable(now_ms(), Duration::ZERO),
+            Err(Kept::Active { .. })
+        ));
+        log.commit(&log.delta(1, None, Vec::new())).await.unwrap();
+        log.renew_lease().await.unwrap();
+        let activity = log.activity().await.unwrap();
+        assert_eq!(activity.objects.len(), 2, "{:?}", activity.objects);
+        let lease = activity.lease.clone().expect("the lease");
+        assert_eq!(
+            (lease.writer_id, lease.pid),
+            (log.writer_id(), std::process::id())
+        );
+        let ttl = crate::LEASE_TTL.as_millis() as u64;
+        let later = |ms: u64| activity.last_active_ms().unwrap() + ms;
+        assert_eq!(
+            activity.collectable(later(ttl - 1), Duration::ZERO),
+            Err(Kept::LiveWriter(lease.clone()))
+        );
+        assert_eq!(
+            activity.collectable(later(ttl), Duration::from_secs(3600)),
+            Err(Kept::Active {
+                idle: Duration::from_millis(ttl)
+            })
+        );
+        assert_eq!(
+            activity.collectable(later(ttl), Duration::from_millis(ttl)),
+            Ok(Duration::from_millis(ttl))
+        );
+        // Another writer's lease is not released by this one; its own is.
+        let other = StateLog::new(&location, &"pod-1".parse().unwrap());
+        other.release_lease().await.unwrap();
+        assert!(log.lease().await.unwrap().is_some());
+        log.release_lease().await.unwrap();
+        assert!(log.lease().await.unwrap().is_none());
+        log.remove_source(log.activity().await.unwrap().objects)
+            .await
+            .unwrap();
+        assert!(log.activity().await.unwrap().objects.is_empty());
+    }
 
     #[test]
     fn object_names_round_trip() {

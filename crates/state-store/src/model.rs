@@ -191,12 +191,22 @@ pub enum Outcome {
         /// Why, in words an operator can act on.
         reason: Box<str>,
     },
+    /// Never processed, on purpose: the file was already in the directory when the source was
+    /// baselined (`gleaner run --baseline`), and counts as seen up to its committed size. No
+    /// output holds a line for it, and no cleanup touches it (it was never shipped). Appended
+    /// bytes, or a rewrite, are handled as for a processed file. Format version 4 on.
+    Baselined,
 }
 
 impl Outcome {
     /// True for [`Outcome::Failed`].
     pub fn is_failed(&self) -> bool {
         matches!(self, Outcome::Failed { .. })
+    }
+
+    /// True for [`Outcome::Baselined`].
+    pub fn is_baselined(&self) -> bool {
+        matches!(self, Outcome::Baselined)
     }
 }
 

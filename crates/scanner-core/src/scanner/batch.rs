@@ -423,7 +423,7 @@ impl Scanner {
     }
 
     /// Applies a committed delta to the state in memory.
-    fn apply(&mut self, delta: &Delta) -> Result<(), ScanError> {
+    pub(super) fn apply(&mut self, delta: &Delta) -> Result<(), ScanError> {
         self.state.apply(delta).map_err(|e| {
             self.needs_reload = true;
             ScanError::Internal(format!("a committed delta does not apply in memory: {e}"))

@@ -4,13 +4,16 @@
 //! This module is the [`Scanner`] façade and its configuration and report types. The phases
 //! live in files named after them:
 //!
-//! * `startup.rs` — the checks before anything is written, loading the state, the rescan guard;
+//! * `startup.rs` — the checks before anything is written, loading the state, the rescan guard,
+//!   the writer's lease;
+//! * `baseline.rs` — a first generation that records the files already there as not processed;
 //! * `survey.rs` — list, diff and judge readiness: one verdict per listed file;
 //! * `batch.rs` — one batch: processed → flushed → committed, then cleanup;
 //! * `workers.rs` — the fan-out of files to the bounded pool of blocking threads;
 //! * `snapshot.rs` — folding the state log into a snapshot every so many generations;
 //! * `shutdown.rs` — the shutdown request the loop watches.
 
+mod baseline;
 mod batch;
 mod deadline;
 mod redo;
@@ -46,6 +49,7 @@ use crate::telemetry::{
 };
 use crate::{ConfigError, ScanError};
 
+pub use baseline::Baseline;
 use deadline::StorageDeadline;
 pub use replay::{ReplayReport, ReplaySelection};
 use retry::Retries;
@@ -431,6 +435,9 @@ pub struct Scanner {
     deadline: StorageDeadline,
     /// The watch root this one took the source id over from at its start.
     taken_over: Option<state_store::Origin>,
+    /// Another writer's lease that was live when this one started (see
+    /// [`state_store::Lease`]): a sign of a second live writer, which a baseline refuses.
+    live_writer_at_open: Option<state_store::Lease>,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -518,6 +525,7 @@ impl Scanner {
             waiting_dirs: DirScope::default(),
             deadline,
             taken_over: None,
+            live_writer_at_open: None,
         };
         // Read and verify the state before writing anything: damaged state must stop the process
         // with nothing written, not even a probe.
@@ -525,6 +533,7 @@ impl Scanner {
         scanner.check_root(true).await?;
         scanner.refuse_silent_rescan().await?;
         scanner.prepare_storage().await?;
+        scanner.take_lease().await?;
         scanner.observer.emit(loaded.event(scanner.log.location()));
         scanner.observer.emit(SourceOpened {
             source_id: scanner.config.source_id.as_str(),
@@ -587,6 +596,7 @@ impl Scanner {
             .min(Duration::from_secs(300))
             .max(Duration::from_secs(1));
         let mut backoff = Duration::from_secs(1);
+        let _lease = self.keep_lease();
         self.observer.emit(LoopStarted { interval });
         // A scan under way when shutdown is requested must not wait on storage past the
         // drain's deadline: requests are abandoned then, so that the drain can still name what
@@ -668,6 +678,7 @@ impl Scanner {
     /// confirmed (files still changing then wait for the next run). Returns the scans as one
     /// report.
     pub async fn run_once(&mut self) -> Result<ScanReport, ScanError> {
+        let _lease = self.keep_lease();
         let mut report = self.scan(None).await?;
         let mut confirming = self.config.readiness.stable_for.is_some();
         loop {

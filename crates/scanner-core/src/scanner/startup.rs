@@ -3,14 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use state_store::{Location, Origin, SourceId, StateError};
+use state_store::{LEASE_RENEW, Location, Origin, SourceId, StateError};
 
 use super::Scanner;
 use super::workers::blocking;
 use crate::cleanup::CleanupRules;
 use crate::listing;
 use crate::telemetry::{
-    RescanAllowed, SourceAdopted, StaleObjectsRemoved, StateLoaded, TemporariesRemoved,
+    LeaseNotRenewed, RescanAllowed, SourceAdopted, StaleObjectsRemoved, StateLoaded,
+    TemporariesRemoved,
 };
 use crate::{ConfigError, ScanError};
 
@@ -319,6 +320,15 @@ fn link_new_file(dir: &Path, path: &Path, contents: &[u8]) -> std::io::Result<()
     linked
 }
 
+/// Renews a writer's lease while it lives ([`Scanner::keep_lease`]).
+pub(super) struct LeaseKeeper(tokio::task::JoinHandle<()>);
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What a reload of the state log found; told once the caller knows the start succeeded.
 pub(super) struct LoadSummary {
     generation: u64,
@@ -482,6 +492,41 @@ impl Scanner {
         self.pending = None;
         self.snapshots.loaded(newest);
         Ok(())
+    }
+
+    /// Notes another writer's live lease, if there is one, then writes this writer's: the
+    /// lease says to `gleaner state gc` (and a baseline) that the source has a live writer.
+    pub(super) async fn take_lease(&mut self) -> Result<(), ScanError> {
+        let now_ms = super::baseline::now_ms();
+        self.live_writer_at_open = self
+            .log
+            .lease()
+            .await?
+            .filter(|lease| lease.is_live(now_ms) && lease.writer_id != self.log.writer_id());
+        self.log.renew_lease().await?;
+        Ok(())
+    }
+
+    /// Renews the lease every [`LEASE_RENEW`] until the returned guard is dropped. A renewal
+    /// that fails is told and tried again at the next one: the lease is advice, the fence of
+    /// the commits is what keeps one writer.
+    pub(super) fn keep_lease(&self) -> LeaseKeeper {
+        let log = self.log.clone();
+        LeaseKeeper(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_RENEW).await;
+                if let Err(error) = log.renew_lease().await {
+                    crate::telemetry::emit(LeaseNotRenewed { error: &error });
+                }
+            }
+        }))
+    }
+
+    /// Removes this writer's lease (if it is still its own), at a clean exit: the source is
+    /// then known to have no writer, without waiting for the lease to age
+    /// ([`LEASE_TTL`](state_store::LEASE_TTL)).
+    pub async fn release_lease(&self) -> Result<(), ScanError> {
+        Ok(self.log.release_lease().await?)
     }
 
     /// Removes what a process killed during a local write left behind, then checks that both

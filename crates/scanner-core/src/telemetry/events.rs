@@ -736,6 +736,53 @@ impl InternalEvent for RenamesCommitted<'_> {
     }
 }
 
+/// The writer's lease could not be renewed; tried again at the next renewal.
+pub(crate) struct LeaseNotRenewed<'a> {
+    pub(crate) error: &'a StateError,
+}
+
+impl InternalEvent for LeaseNotRenewed<'_> {
+    fn emit(self) {
+        warn!(error = %ErrorChain(self.error), "cannot renew the writer's lease; retried at the next renewal");
+    }
+}
+
+/// The baseline was committed: the files already there recorded as not processed.
+pub(crate) struct BaselineCommitted<'a> {
+    pub(crate) report: &'a crate::scanner::Baseline,
+}
+
+impl InternalEvent for BaselineCommitted<'_> {
+    fn update_status(&self, status: &mut ScanStatus) -> bool {
+        match self.report {
+            crate::scanner::Baseline::Committed { generation, .. } => {
+                status.generation = *generation;
+                true
+            }
+            crate::scanner::Baseline::Skipped { .. } => false,
+        }
+    }
+
+    fn emit(self) {
+        if let crate::scanner::Baseline::Committed {
+            generation,
+            files,
+            bytes,
+            younger,
+        } = *self.report
+        {
+            info!(
+                generation,
+                files,
+                bytes,
+                younger,
+                "baseline committed: the files already there are recorded as seen, not processed"
+            );
+            gauge!(GENERATION).set(generation as f64);
+        }
+    }
+}
+
 /// A file of a committed batch failed; told once it is committed, so that a batch that is
 /// redone does not count its failures twice.
 pub(crate) struct FileFailed<'a> {
