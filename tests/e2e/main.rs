@@ -20,6 +20,7 @@ mod guards;
 mod http;
 mod identity;
 mod lifecycle;
+mod manifest;
 mod once;
 mod processors;
 mod race;

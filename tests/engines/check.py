@@ -2,6 +2,10 @@
 """Engines read Gleaner's outputs: DuckDB (and, with --spark, Spark in local mode) run the queries
 of examples/queries/ over the outputs of several sources written by the real `gleaner` binary,
 and their answers must equal an independent computation from the input files themselves.
+The views read only committed objects, those the commit records under `.committed/` name: an
+uncommitted object planted beside them (a copy of a committed one under the next generation, as
+a batch flushed but not yet committed leaves it) must change nothing, while a reader of every
+object (the control) counts it.
 
     check.py [--spark] [--gleaner BIN]
 
@@ -147,14 +151,35 @@ def by_source(rows, days):
             for s, c in sorted(merged.items())]
 
 
-def duckdb_answers(root, flat):
+def plant_uncommitted(root, source):
+    """Writes a copy of `source`'s newest object under the next generation, uncommitted (no
+    commit record): what a batch flushed but not committed leaves. Returns its path."""
+    newest = max(p for p in root.rglob("*.ndjson*") if source in p.parts or f"source={source}" in p.parts)
+    generation = int(newest.name.split(".")[0])
+    planted = newest.with_name(f"{generation + 1:020}" + newest.name[20:])
+    planted.write_bytes(newest.read_bytes())
+    return planted
+
+
+def without_manifest(sql):
+    """The view of outputs.sql over every object under the root, commit records or not: the
+    reader the manifest protects against."""
+    glob = "getvariable('outputs') || '/**/*.ndjson*'"
+    return sql.replace("getvariable('committed_objects')", glob)
+
+
+def duckdb_answers(root, flat, manifest=True):
     import duckdb
 
     sys.path.insert(0, str(QUERIES / "duckdb"))
     from outputs import register
 
     con = duckdb.connect()
-    register(con, root)
+    if manifest:
+        register(con, root)
+    else:
+        con.execute("SET VARIABLE outputs = ?", [str(root)])
+        con.execute(without_manifest((QUERIES / "duckdb" / "outputs.sql").read_text()))
 
     def query(name):
         sql = (QUERIES / "duckdb" / name).read_text()
@@ -183,9 +208,13 @@ def spark_answers(root):
              .config("spark.ui.showConsoleProgress", "false").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     try:
-        return tuple(
+        answers = tuple(
             [row.asDict() for row in run_query(spark, str(root), QUERIES / "spark" / name)]
             for name in ("totals_per_source_and_day.sql", "top_grep_matches.sql", "count_by_top_keys.sql"))
+        # The control: every object under the root, as Spark's partition discovery finds them.
+        every = (spark.read.schema(module.SCHEMA).option("pathGlobFilter", "*.ndjson*").json(str(root))
+                 .where("processor = 'stats'").count())
+        return answers, every
     finally:
         spark.stop()
 
@@ -225,6 +254,8 @@ def main():
                     for p in objects)
         print(f"{sum(len(f) for f in inputs.values())} files of {len(inputs)} sources -> "
               f"{len(objects)} output objects, {lines} lines ({time.time() - started:.1f}s)")
+        planted = [plant_uncommitted(work / "out-flat", "web-1"), plant_uncommitted(work / "out-hive", "web-1")]
+        print(f"planted uncommitted objects: {', '.join(str(p.relative_to(work)) for p in planted)}")
         ok = True
         for layout in ("flat", "hive"):
             root = work / f"out-{layout}"
@@ -232,21 +263,32 @@ def main():
             t = time.time()
             ok &= compare("duckdb", layout, duckdb_answers(root, layout == "flat"), want, days if layout == "hive" else None)
             print(f"  ({time.time() - t:.1f}s)")
-        # The control: with one output object gone, the totals must differ from the inputs.
-        victim = sorted((work / "out-hive" / "source=web-1").rglob("*.ndjson*"))[0]
+        # The controls: a reader of every object counts the uncommitted ones; with one commit
+        # record gone, the totals differ from the inputs.
+        for layout in ("flat", "hive"):
+            got = duckdb_answers(work / f"out-{layout}", layout == "flat", manifest=False)
+            caught = by_source([dict(r) for r in got[0]], None) != expected(inputs, layout, days)[0]
+            print(f"control: DuckDB reading every {layout} object, without the manifest: totals "
+                  f"{'differ from the inputs (the uncommitted object counted), as they must' if caught else 'STILL MATCH: the planted object is not read'}")
+            ok &= caught
+        victim = sorted((work / "out-hive" / ".committed" / "web-1").glob("*.json"))[0]
         removed = victim.read_bytes()
         victim.unlink()
         got = duckdb_answers(work / "out-hive", False)
         caught = by_source([dict(r) for r in got[0]], None) != expected(inputs, "hive", days)[0]
-        print(f"control: with {victim.name} of web-1 removed, DuckDB's totals "
+        print(f"control: with the commit record {victim.name} of web-1 removed, DuckDB's totals "
               f"{'differ from the inputs, as they must' if caught else 'STILL MATCH: the check cannot fail'}")
         ok &= caught
         if args.spark:
-            victim.parent.mkdir(parents=True, exist_ok=True)
             victim.write_bytes(removed)
             t = time.time()
             root = work / "out-hive"
-            ok &= compare("spark", "hive", spark_answers(root), expected(inputs, "hive", days), days)
+            answers, every = spark_answers(root)
+            ok &= compare("spark", "hive", answers, expected(inputs, "hive", days), days)
+            want = sum(t["files"] for t in expected(inputs, "hive", days)[0])
+            print(f"control: Spark reading every hive object, without the manifest: {every} stats lines, "
+                  f"{'not the ' + str(want) + ' committed, as it must' if every != want else 'THE SAME: the planted object is not read'}")
+            ok &= every != want
             print(f"  ({time.time() - t:.1f}s, session start included)")
     if not ok:
         print("engine check FAILED", file=sys.stderr)

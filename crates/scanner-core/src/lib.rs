@@ -90,6 +90,7 @@ mod error;
 pub mod events;
 pub mod identity;
 pub mod listing;
+pub mod manifest;
 pub mod output;
 pub mod plan;
 pub mod process;

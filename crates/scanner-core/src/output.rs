@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use state_store::{Location, PlannedFile, RelPath, SourceId};
 
 use crate::ScanError;
+use crate::manifest::CommitManifest;
 use crate::process::FileOutcome;
 
 /// How output objects are compressed.
@@ -233,12 +234,14 @@ pub struct OutputSink {
     source_id: SourceId,
     compression: Compression,
     layout: OutputLayout,
+    manifest: CommitManifest,
 }
 
 impl OutputSink {
     /// Outputs of `source_id` under `location`, flat.
     pub fn new(location: Location, source_id: &SourceId, compression: Compression) -> Self {
         Self {
+            manifest: CommitManifest::new(&location, source_id),
             location,
             source_id: source_id.clone(),
             compression,
@@ -260,6 +263,11 @@ impl OutputSink {
         }
     }
 
+    /// The commit records of this sink's source ([`crate::manifest`]).
+    pub fn manifest(&self) -> &CommitManifest {
+        &self.manifest
+    }
+
     /// The output location.
     pub fn location(&self) -> &Location {
         &self.location
@@ -269,7 +277,8 @@ impl OutputSink {
     /// below it objects land. Batch outputs land directly in `<source-id>/` (flat), or one
     /// level down, in a `date=` folder of `source=<source-id>/` (hive); the raw copies of
     /// leftovers (`shipping_leftovers`) at any depth below `.leftovers/<source-id>/`, since
-    /// they keep their paths. The start-up guard refuses a watched directory that would collect
+    /// they keep their paths; commit records directly in `.committed/<source-id>/`. The start-up
+    /// guard refuses a watched directory that would collect
     /// any of them.
     pub(crate) fn written_folders(&self, shipping_leftovers: bool) -> Vec<WrittenFolder> {
         let mut folders = vec![WrittenFolder {
@@ -280,6 +289,11 @@ impl OutputSink {
                 OutputLayout::Hive => Some(2),
             },
         }];
+        folders.push(WrittenFolder {
+            what: "the commit records",
+            folder: self.manifest.folder().clone(),
+            depth: Some(1),
+        });
         if shipping_leftovers {
             folders.push(WrittenFolder {
                 what: "the leftovers folder of --ship-leftovers",
@@ -668,29 +682,42 @@ mod tests {
             Some(Overlap::FolderInsideWatch),
             Some(Overlap::WatchInsideFolder),
         );
-        assert_eq!(collected(OutputLayout::Flat, "out"), [inside, inside]);
-        assert_eq!(collected(OutputLayout::Flat, "out/s"), [inside, None]);
-        assert_eq!(collected(OutputLayout::Flat, "out/s/sub"), [None, None]);
+        assert_eq!(
+            collected(OutputLayout::Flat, "out"),
+            [inside, inside, inside]
+        );
+        assert_eq!(collected(OutputLayout::Flat, "out/s"), [inside, None, None]);
+        assert_eq!(
+            collected(OutputLayout::Flat, "out/.committed/s"),
+            [None, inside, None]
+        );
+        assert_eq!(
+            collected(OutputLayout::Flat, "out/s/sub"),
+            [None, None, None]
+        );
         assert_eq!(
             collected(OutputLayout::Hive, "out/source=s"),
-            [inside, None]
+            [inside, None, None]
         );
         assert_eq!(
             collected(OutputLayout::Hive, "out/source=s/date=2026-01-01"),
-            [holds, None]
+            [holds, None, None]
         );
         assert_eq!(
             collected(OutputLayout::Hive, "out/source=s/date=2026-01-01/x"),
-            [None, None]
+            [None, None, None]
         );
         assert_eq!(
             collected(
                 OutputLayout::Flat,
                 "out/.leftovers/s/00000000000000000001/a"
             ),
-            [None, holds]
+            [None, None, holds]
         );
-        assert_eq!(collected(OutputLayout::Flat, "elsewhere"), [None, None]);
+        assert_eq!(
+            collected(OutputLayout::Flat, "elsewhere"),
+            [None, None, None]
+        );
         let memory = Location::parse("memory://").unwrap();
         let sink = OutputSink::new(memory, &id, Compression::None);
         assert!(

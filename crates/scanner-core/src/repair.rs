@@ -240,6 +240,9 @@ pub async fn repair(
         })??;
         let delta = log.delta(candidate, Some(key.clone()), upserts);
         log.commit(&delta).await?;
+        if let Some(commit) = state_store::CommittedOutput::of(&delta) {
+            sink.manifest().write(&commit).await?;
+        }
         generation = candidate;
         report.rebuilt.push(RebuiltGeneration {
             generation,

@@ -405,7 +405,9 @@ pub struct ProcessorArgs {
 #[command(next_help_heading = "Output")]
 pub struct OutputArgs {
     /// Where batch outputs are written: a local path, or a file://, s3://, gs://, az:// or
-    /// memory:// URL.
+    /// memory:// URL. After each commit, a commit record naming the committed object goes to
+    /// `.committed/<source-id>/<generation>.json` there: readers that go by the records never
+    /// read the object of a batch that is not committed.
     #[arg(
         long,
         env = "GLEANER_OUTPUT",

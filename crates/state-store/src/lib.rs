@@ -75,7 +75,7 @@ pub use error::StateError;
 pub use location::{Location, StorageOptions};
 pub use log::{LoadedState, LogObject, StateLog, StoredSnapshot, Verification};
 pub use model::{FINGERPRINT_BYTES, FileEntry, Origin, Outcome, RelPath, RelPathRef};
-pub use records::{Delta, Plan, PlannedFile};
+pub use records::{CommittedOutput, Delta, Plan, PlannedFile};
 pub use source_id::SourceId;
 pub use state::State;
 

@@ -409,6 +409,10 @@ pub struct Scanner {
     redo_marker: Option<(u64, u32)>,
     /// Set after a failed batch: what reached storage is unknown until the log is read again.
     needs_reload: bool,
+    /// Committed generations whose commit records ([`crate::manifest`]) are not known to be
+    /// written, in generation order: written after each commit, and before any snapshot folds
+    /// their deltas (a load finds the ones a crash left among the deltas after the snapshot).
+    unrecorded: Vec<state_store::CommittedOutput>,
     snapshots: SnapshotSchedule,
     /// Tracked paths the last walk of the whole tree did not find (less those found again
     /// since): dropped from the state at the next snapshot.
@@ -505,6 +509,7 @@ impl Scanner {
             own_plan: None,
             redo_marker: None,
             needs_reload: true,
+            unrecorded: Vec::new(),
             snapshots: SnapshotSchedule::default(),
             gone: Vec::new(),
             sightings: Sightings::default(),
@@ -523,6 +528,7 @@ impl Scanner {
         scanner.check_root(true).await?;
         scanner.refuse_silent_rescan().await?;
         scanner.prepare_storage().await?;
+        scanner.record_commits().await?;
         scanner.observer.emit(loaded.event(scanner.log.location()));
         scanner.observer.emit(SourceOpened {
             source_id: scanner.config.source_id.as_str(),
@@ -782,6 +788,7 @@ impl Scanner {
             let loaded = self.reload().await?;
             // Running, this root never takes over: another root that wrote since is live.
             self.check_root(false).await?;
+            self.record_commits().await?;
             self.observer.emit(loaded.event(self.log.location()));
             self.gone.clear();
         }
@@ -981,7 +988,13 @@ mod tests {
         assert_eq!(report.batches.len(), 1);
         assert_eq!(report.batches[0].files, 1);
 
-        let objects: Vec<_> = output.store().list(None).try_collect().await.unwrap();
+        // The batch's object, beside its commit record.
+        let objects: Vec<_> = output
+            .store()
+            .list(Some(&"t".into()))
+            .try_collect()
+            .await
+            .unwrap();
         assert_eq!(objects.len(), 1);
         let body = output.store().get(&objects[0].location).await.unwrap();
         let text = String::from_utf8(body.bytes().await.unwrap().to_vec()).unwrap();

@@ -366,8 +366,35 @@ impl Scanner {
         self.state = loaded.state;
         self.pending = loaded.pending;
         self.pending_redos = loaded.pending_redos;
+        self.unrecorded = loaded.committed_outputs;
+        self.forget_recorded().await?;
         self.needs_reload = false;
         Ok(summary)
+    }
+
+    /// Drops from the commits to record those whose records are there: one listing.
+    async fn forget_recorded(&mut self) -> Result<(), ScanError> {
+        let Some(first) = self.unrecorded.first() else {
+            return Ok(());
+        };
+        let recorded = self
+            .output
+            .manifest()
+            .recorded_from(first.generation)
+            .await?;
+        self.unrecorded
+            .retain(|commit| recorded.binary_search(&commit.generation).is_err());
+        Ok(())
+    }
+
+    /// Writes the commit records of committed generations that have none yet, in generation
+    /// order ([`crate::manifest`]).
+    pub(super) async fn record_commits(&mut self) -> Result<(), ScanError> {
+        while let Some(commit) = self.unrecorded.first() {
+            self.output.manifest().write(commit).await?;
+            self.unrecorded.remove(0);
+        }
+        Ok(())
     }
 
     /// Refuses to go on when this source id belongs to another watch root:
@@ -477,6 +504,7 @@ impl Scanner {
             from_generation: newest + 1,
         });
         // The interrupted batch, if any, is dropped with the rest: its files are processed anew.
+        self.record_commits().await?;
         self.state.rebase(newest);
         self.log.store_snapshot(&self.state).await?;
         self.pending = None;
@@ -489,7 +517,8 @@ impl Scanner {
     pub(super) async fn prepare_storage(&self) -> Result<(), ScanError> {
         self.observer.emit(TemporariesRemoved {
             count: self.log.remove_orphaned_temporaries()
-                + self.output.remove_orphaned_temporaries(),
+                + self.output.remove_orphaned_temporaries()
+                + self.output.manifest().remove_orphaned_temporaries(),
         });
         let probe_id = self.log.writer_id();
         self.log.location().check_writable(probe_id).await?;
