@@ -19,6 +19,7 @@ mod errors;
 mod guards;
 mod http;
 mod identity;
+mod labels;
 mod lifecycle;
 mod manifest;
 mod once;

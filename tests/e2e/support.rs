@@ -139,6 +139,12 @@ impl Fixture {
 /// Records the plan of generation `generation` for the one file `file`, flat layout, as a
 /// process killed mid-batch leaves it (at the fixture's state location, local or `s3://`).
 pub fn leave_interrupted_plan(fx: &Fixture, generation: u64, file: &str) {
+    let key = format!("{}/{generation:020}.ndjson", fx.source_id);
+    leave_interrupted_plan_at(fx, generation, file, key);
+}
+
+/// [`leave_interrupted_plan`] with the output key `key` (relative to the output location).
+pub fn leave_interrupted_plan_at(fx: &Fixture, generation: u64, file: &str, key: String) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -156,7 +162,6 @@ pub fn leave_interrupted_plan(fx: &Fixture, generation: u64, file: &str) {
             btime_ns: 0,
             start: 0,
         }];
-        let key = format!("{}/{generation:020}.ndjson", fx.source_id);
         log.create_plan(&log.plan(generation, key, files))
             .await
             .unwrap();

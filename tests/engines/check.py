@@ -13,6 +13,8 @@ Sources, each run twice with files added in between (several generations, small 
 default readiness (files written an hour old):
   flat root:  web-1 stats plain, web-2 stats gzip, auth-1 grep plain
   hive root:  web-1 stats plain, web-2 stats gzip, auth-1 grep gzip, auth-2 count-by plain
+  labels root (hive, --partition-label namespace): web-3 and web-4 (namespace shop, app web and
+              cart), web-5 (namespace pay, app web), stats plain
 """
 import argparse
 import gzip
@@ -79,8 +81,17 @@ def write_files(watch, rng, prefix, count):
     return written
 
 
+# The labels of the labels root's sources: (namespace, app).
+LABELS = {"web-3": ("shop", "web"), "web-4": ("shop", "cart"), "web-5": ("pay", "web")}
+
+
 def run(gleaner, work, root, source, layout, compress, processor):
     watch = work / "watch" / f"{root.name}-{source}"
+    if layout == "labels":
+        namespace, app = LABELS[source]
+        layout = "hive"
+        processor = [*processor, "--label", f"namespace={namespace}", "--label", f"app={app}",
+                     "--label", f"pod={source}-0", "--partition-label", "namespace"]
     cmd = [
         gleaner, "run", "--once", "--metrics-addr", "off",
         "--watch", str(watch), "--state", str(work / "state" / root.name),
@@ -101,6 +112,7 @@ def build(gleaner, work):
                  ("web-2", "gzip", ["--processor", "stats"]),
                  ("auth-1", "gzip", ["--processor", "grep", "--pattern", "ERROR"]),
                  ("auth-2", "none", ["--processor", "count-by", "--key-regex", r"service=(\w+)"])],
+        "labels": [(source, "none", ["--processor", "stats"]) for source in LABELS],
     }
     inputs = {}
     for layout, runs in sources.items():
@@ -137,6 +149,28 @@ def expected(inputs, layout, days):
                 keys.update(keys_of(d))
     top = sorted(({"key": k, "lines": n} for k, n in keys.items()), key=lambda r: (-r["lines"], r["key"]))[:10]
     return totals, grep, top
+
+
+def expected_per_label(inputs):
+    """The answer of totals_per_namespace_and_app.sql, computed from the inputs and LABELS."""
+    totals = defaultdict(Counter)
+    for (layout, source), files in inputs.items():
+        if layout == "labels":
+            for data in files.values():
+                s = stats_of(data)
+                totals[LABELS[source]].update({"files": 1, "bytes": s["bytes"], "lines": s["lines"]})
+    return [{"namespace": ns, "app": app, **{k: c[k] for k in ("files", "bytes", "lines")}}
+            for (ns, app), c in sorted(totals.items())]
+
+
+def compare_per_label(engine, got, want):
+    got = [{k: (int(v) if k in ("files", "bytes", "lines") else v) for k, v in r.items()} for r in got]
+    same = got == want
+    print(f"{engine} on the labelled outputs (namespace a partition, app a label): totals per namespace "
+          f"and app: {'equal to the inputs' if same else 'FAILED'}")
+    if not same:
+        print(f"  got  {got}\n  want {want}")
+    return same
 
 
 def by_source(rows, days):
@@ -193,7 +227,29 @@ def duckdb_answers(root, flat, manifest=True):
             query("count_by_top_keys.sql"))
 
 
-def spark_answers(root):
+def duckdb_per_label(root):
+    """totals_per_namespace_and_app.sql over the labelled root, after checking that every line has
+    its labels and that the partition column agrees with the label."""
+    import duckdb
+
+    sys.path.insert(0, str(QUERIES / "duckdb"))
+    from outputs import register
+
+    con = duckdb.connect()
+    register(con, root)
+    unlabelled, disagreeing = con.execute(
+        "SELECT count(*) FILTER (labels IS NULL OR labels['pod'] IS NULL), "
+        "count(*) FILTER (namespace IS DISTINCT FROM labels['namespace']) FROM outputs").fetchone()
+    if unlabelled or disagreeing:
+        print(f"duckdb on the labelled outputs: FAILED: {unlabelled} lines without labels, "
+              f"{disagreeing} whose namespace partition is not their label")
+        return None
+    cur = con.execute((QUERIES / "duckdb" / "totals_per_namespace_and_app.sql").read_text())
+    cols = [c[0] for c in cur.description]
+    return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+
+def spark_answers(root, labels_root):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("spark_outputs", QUERIES / "spark" / "outputs.py")
@@ -214,7 +270,9 @@ def spark_answers(root):
         # The control: every object under the root, as Spark's partition discovery finds them.
         every = (spark.read.schema(module.SCHEMA).option("pathGlobFilter", "*.ndjson*").json(str(root))
                  .where("processor = 'stats'").count())
-        return answers, every
+        per_label = [row.asDict() for row in
+                     run_query(spark, str(labels_root), QUERIES / "spark" / "totals_per_namespace_and_app.sql")]
+        return answers, every, per_label
     finally:
         spark.stop()
 
@@ -263,6 +321,10 @@ def main():
             t = time.time()
             ok &= compare("duckdb", layout, duckdb_answers(root, layout == "flat"), want, days if layout == "hive" else None)
             print(f"  ({time.time() - t:.1f}s)")
+        t = time.time()
+        per_label = duckdb_per_label(work / "out-labels")
+        ok &= per_label is not None and compare_per_label("duckdb", per_label, expected_per_label(inputs))
+        print(f"  ({time.time() - t:.1f}s)")
         # The controls: a reader of every object counts the uncommitted ones; with one commit
         # record gone, the totals differ from the inputs.
         for layout in ("flat", "hive"):
@@ -283,7 +345,8 @@ def main():
             victim.write_bytes(removed)
             t = time.time()
             root = work / "out-hive"
-            answers, every = spark_answers(root)
+            answers, every, per_label = spark_answers(root, work / "out-labels")
+            ok &= compare_per_label("spark", per_label, expected_per_label(inputs))
             ok &= compare("spark", "hive", answers, expected(inputs, "hive", days), days)
             want = sum(t["files"] for t in expected(inputs, "hive", days)[0])
             print(f"control: Spark reading every hive object, without the manifest: {every} stats lines, "

@@ -127,6 +127,12 @@ def alterations(line):
     broken = copy.deepcopy(line)
     broken["unknown_field"] = 1
     yield "an unknown field", broken
+    for labels, what in (({"date": "2026-12-06"}, "a reserved label key"), ({"App": "x"}, "an uppercase label key"),
+                         ({"app": 1}, "a label value that is not a string"), ({"app": "a/b"}, "a label value with '/'"),
+                         ({}, "empty labels")):
+        broken = copy.deepcopy(line)
+        broken["labels"] = labels
+        yield what, broken
     broken = copy.deepcopy(line)
     if "result" in line:
         broken["error"] = "both"

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use state_store::{Location, PlannedFile, RelPath, SourceId};
 
 use crate::ScanError;
+use crate::labels::{Label, Labels};
 use crate::manifest::CommitManifest;
 use crate::process::FileOutcome;
 
@@ -84,6 +85,10 @@ pub struct OutputLine<'a> {
     /// What shows that a file found later under `path` is still the file of this line (see
     /// [`LineIdentity`]). Lines of earlier versions have none.
     pub identity: LineIdentity,
+    /// Where the result came from, as the operator labelled the source ([`crate::labels`]);
+    /// absent without labels.
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    pub labels: &'a Labels,
 }
 
 /// What an output line records of its file's identity, beyond its size and modification time:
@@ -204,7 +209,8 @@ pub enum OutputLayout {
     /// `source=<source-id>/date=<YYYY-MM-DD>/<generation>.ndjson[.gz]`: Hive-style partitions,
     /// which engines (DuckDB, Spark, Trino, Athena) prune by path. The date is the UTC day the
     /// batch was planned; the key is stored in the plan, so a redone batch writes the same key
-    /// whatever the day of the redo.
+    /// whatever the day of the redo. Partition labels ([`OutputSink::with_partitions`]) come
+    /// between the source and the date: `source=<id>/<key>=<value>/…/date=<day>/…`.
     Hive,
 }
 
@@ -234,6 +240,8 @@ pub struct OutputSink {
     source_id: SourceId,
     compression: Compression,
     layout: OutputLayout,
+    /// Labels that are partition folders of the hive layout, in order.
+    partitions: Vec<Label>,
     manifest: CommitManifest,
 }
 
@@ -246,6 +254,23 @@ impl OutputSink {
             source_id: source_id.clone(),
             compression,
             layout: OutputLayout::Flat,
+            partitions: Vec::new(),
+        }
+    }
+
+    /// The same sink with `partitions` as folders of the hive layout, in this order, between
+    /// the source and the date (the flat layout has no partitions: ignored there).
+    pub fn with_partitions(mut self, partitions: Vec<Label>) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// How many folders below the source folder objects land: the partitions and the date of
+    /// the hive layout, none in the flat one.
+    fn partition_depth(&self) -> usize {
+        match self.layout {
+            OutputLayout::Flat => 0,
+            OutputLayout::Hive => self.partitions.len() + 1,
         }
     }
 
@@ -284,10 +309,7 @@ impl OutputSink {
         let mut folders = vec![WrittenFolder {
             what: "the output location",
             folder: self.location.child(&self.source_folder()),
-            depth: match self.layout {
-                OutputLayout::Flat => Some(1),
-                OutputLayout::Hive => Some(2),
-            },
+            depth: Some(self.partition_depth() + 1),
         }];
         folders.push(WrittenFolder {
             what: "the commit records",
@@ -319,7 +341,12 @@ impl OutputSink {
             OutputLayout::Flat => format!("{}/{name}", self.source_folder()),
             OutputLayout::Hive => {
                 let day = &humantime::format_rfc3339_seconds(planned_at).to_string()[..10];
-                format!("{}/date={day}/{name}", self.source_folder())
+                let partitions: String = self
+                    .partitions
+                    .iter()
+                    .map(|label| format!("{label}/"))
+                    .collect();
+                format!("{}/{partitions}date={day}/{name}", self.source_folder())
             }
         }
     }
@@ -330,11 +357,12 @@ impl OutputSink {
     }
 
     /// Renders a batch's lines, one per planned file with its outcome and the fingerprint of
-    /// its first bytes (0: not taken), in the order given, compressed as the key's extension
-    /// says. CPU work: call it from a worker thread.
+    /// its first bytes (0: not taken), in the order given, each with `labels`, compressed as
+    /// the key's extension says. CPU work: call it from a worker thread.
     pub fn render<'a>(
         source_id: &str,
         processor: &str,
+        labels: &Labels,
         generation: u64,
         key: &str,
         lines: impl IntoIterator<Item = (&'a PlannedFile, &'a FileOutcome, u64)>,
@@ -368,6 +396,7 @@ impl OutputSink {
                 result,
                 error,
                 identity: LineIdentity::of(file, ctime_ns, fingerprint),
+                labels,
             };
             serde_json::to_writer(&mut body, &line).expect("output lines always serialise");
             body.push(b'\n');
@@ -579,21 +608,10 @@ impl OutputSink {
             .local_dir()
             .map_or(0, remove_staging_files);
         leftovers
-            + match self.layout {
-                OutputLayout::Flat => source.remove_orphaned_temporaries(ours),
-                OutputLayout::Hive => {
-                    let days = source
-                        .local_dir()
-                        .and_then(|dir| std::fs::read_dir(dir).ok())
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .filter_map(|entry| entry.file_name().into_string().ok())
-                        .filter(|name| name.starts_with("date="));
-                    days.map(|day| source.child(&day).remove_orphaned_temporaries(ours))
-                        .sum()
-                }
-            }
+            + partition_folders(source, self.partition_depth())
+                .iter()
+                .map(|folder| folder.remove_orphaned_temporaries(ours))
+                .sum::<usize>()
     }
 
     /// Checks that the output location is writable, and fences (see
@@ -605,6 +623,27 @@ impl OutputSink {
             .await
             .map_err(ScanError::from)
     }
+}
+
+/// The partition folders (`key=value`) `depth` levels below the local folder `folder`, where
+/// objects land (`folder` itself at depth 0; none for a store that is not local).
+fn partition_folders(folder: Location, depth: usize) -> Vec<Location> {
+    if depth == 0 {
+        return vec![folder];
+    }
+    let names: Vec<String> = folder
+        .local_dir()
+        .and_then(|dir| std::fs::read_dir(dir).ok())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.contains('='))
+        .collect();
+    names
+        .iter()
+        .flat_map(|name| partition_folders(folder.child(name), depth - 1))
+        .collect()
 }
 
 /// Removes every staging file (`<name>#<digits>`, what a local store writes before it renames
@@ -763,6 +802,7 @@ mod tests {
         let body = OutputSink::render(
             "pod",
             "stats",
+            &Labels::default(),
             7,
             "pod/7.ndjson",
             files
@@ -811,7 +851,7 @@ mod tests {
 
     #[test]
     fn gzip_keys_get_gzip_bodies() {
-        let body = OutputSink::render("p", "stats", 1, "p/1.ndjson.gz", []);
+        let body = OutputSink::render("p", "stats", &Labels::default(), 1, "p/1.ndjson.gz", []);
         assert_eq!(&body[..2], &[0x1f, 0x8b]);
     }
 
@@ -866,6 +906,60 @@ mod tests {
         assert!(hive.outputs_after(9).await.unwrap().is_empty());
         // The flat layout of the same source sees none of them.
         assert!(flat.outputs_after(0).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn partition_labels_are_folders_between_source_and_date_and_labels_are_in_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        let source = SourceId::new("pod-1").unwrap();
+        let labels =
+            Labels::new(["namespace=shop", "app=web"].map(|l| l.parse::<Label>().unwrap()))
+                .unwrap();
+        let namespace: Label = "namespace=shop".parse().unwrap();
+        let hive = OutputSink::new(location, &source, Compression::None)
+            .with_layout(OutputLayout::Hive)
+            .with_partitions(vec![namespace]);
+        let evening = UNIX_EPOCH + Duration::from_secs(1_796_083_199);
+        let key = hive.key_for(7, evening);
+        assert_eq!(
+            key,
+            "source=pod-1/namespace=shop/date=2026-11-30/00000000000000000007.ndjson"
+        );
+        let file = PlannedFile {
+            path: "a.log".into(),
+            size: 3,
+            mtime_ns: 1,
+            inode: 1,
+            btime_ns: 0,
+            start: 0,
+        };
+        let outcome = FileOutcome::Failed {
+            kind: crate::process::FailureKind::Vanished,
+            reason: "vanished".into(),
+        };
+        let body = OutputSink::render("pod-1", "stats", &labels, 7, &key, [(&file, &outcome, 0)]);
+        let line: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            line["labels"],
+            serde_json::json!({"app": "web", "namespace": "shop"})
+        );
+        hive.write(&key, body, WriteMode::Create).await.unwrap();
+        assert_eq!(hive.outputs_after(0).await.unwrap(), [(7, key.clone())]);
+        // Where objects land, a staging file of a killed write is found and removed.
+        let day = dir
+            .path()
+            .join("source=pod-1/namespace=shop/date=2026-11-30");
+        std::fs::write(day.join("00000000000000000008.ndjson#12"), b"{}").unwrap();
+        assert_eq!(hive.remove_orphaned_temporaries(), 1);
+        // A watched directory where objects land would collect them.
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let overlaps: Vec<_> = hive
+            .written_folders(false)
+            .iter()
+            .map(|f| f.collected_by(&root.join("source=pod-1/namespace=shop/date=2026-11-30")))
+            .collect();
+        assert_eq!(overlaps, [Some(Overlap::WatchInsideFolder), None]);
     }
 
     #[test]

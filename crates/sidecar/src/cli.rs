@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use scanner_core::{AfterCommit, DrainMode, Identity, OnChange, ReadyMarker};
+use scanner_core::{AfterCommit, DrainMode, Identity, Label, OnChange, ReadyMarker};
 use state_store::SourceId;
 
 /// Collects new text files from a directory another program writes, reduces each to a small
@@ -435,6 +435,32 @@ pub struct OutputArgs {
         default_value = "flat"
     )]
     pub output_layout: LayoutArg,
+
+    /// A label written into every output line, `"labels":{"KEY":"VALUE",…}`: where the result
+    /// came from (Pod, namespace, node, app). Repeat the flag for several. KEY: a lowercase
+    /// letter, then lowercase letters, digits and `_` (up to 63; not a field of the line, nor
+    /// `source` or `date`); VALUE: up to 253 ASCII letters, digits, `.`, `_` and `-`, or empty.
+    /// GLEANER_LABELS takes them comma-separated (`pod=web-0,namespace=shop`); flags replace it.
+    #[arg(
+        long = "label",
+        env = "GLEANER_LABELS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub labels: Vec<Label>,
+
+    /// A label (given with --label) whose value is also a folder of `--output-layout hive`,
+    /// between the source and the date: `source=<id>/<KEY>=<VALUE>/date=<day>/…`, a partition
+    /// column for DuckDB, Spark, Trino and Athena. Repeat for several, in order. Name the same
+    /// ones for every source under one output root: engines read one set of partition columns
+    /// per root.
+    #[arg(
+        long = "partition-label",
+        env = "GLEANER_PARTITION_LABELS",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub partition_labels: Vec<String>,
 
     /// At most this many files per batch (oldest first; a batch always takes one file).
     #[arg(long, env = "GLEANER_MAX_FILES", value_name = "N", default_value_t = 10_000,

@@ -1,7 +1,9 @@
 """The view every Spark SQL query here reads: `outputs`, the committed output lines under an output
 root (plain and gzipped), with the partition columns `source` and `date` of the hive layout
-(--output-layout hive). The columns are those of schema/output-line.schema.json; `result` is kept
-as JSON text, since its shape depends on the processor.
+(--output-layout hive), and one more per --partition-label. The columns are those of
+schema/output-line.schema.json; `result` is kept as JSON text, since its shape depends on the
+processor; `labels` is a map (labels['namespace']). Every source under one root must have the same
+partition folders: Spark reads one set of partition columns.
 
 Only committed objects are read: those named by a commit record of the manifest,
 `<root>/.committed/<source-id>/<generation>.json` (schema/commit-record.schema.json), as Spark's
@@ -17,7 +19,7 @@ from pyspark.sql import SparkSession
 SCHEMA = (
     "schema INT, source_id STRING, generation BIGINT, path STRING, path_bytes ARRAY<INT>, "
     "size BIGINT, encoding STRING, mtime STRING, start BIGINT, processor STRING, "
-    "result STRING, error STRING"
+    "result STRING, error STRING, labels MAP<STRING, STRING>"
 )
 
 

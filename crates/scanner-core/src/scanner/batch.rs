@@ -349,10 +349,15 @@ impl Scanner {
     async fn flush(&self, batch: Processed, mode: WriteMode) -> Result<Flushed, ScanError> {
         let source_id = self.config.source_id.clone();
         let processor = self.processor.name().to_string();
+        // The labels of this process, a redo's too, but the partition folders of the planned
+        // key: the object replaces the earlier attempt's as a whole (same key, whatever the
+        // labels are now), and its lines agree with its folders.
+        let labels = self.config.labels.as_in_key(&batch.output_key);
         let (batch, body) = blocking("rendering the output", move || {
             let body = OutputSink::render(
                 source_id.as_str(),
                 &processor,
+                &labels,
                 batch.generation,
                 &batch.output_key,
                 batch

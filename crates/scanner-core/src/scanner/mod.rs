@@ -32,6 +32,7 @@ use crate::cleanup::CleanupRules;
 use crate::diff::OnChange;
 use crate::events::Touched;
 use crate::identity::Identity;
+use crate::labels::{Label, Labels};
 use crate::listing::{DirScope, ListingProblem};
 use crate::output::{Compression, OutputLayout, OutputSink, WriteMode};
 use crate::plan::{BatchLimits, BatchQueue};
@@ -71,6 +72,12 @@ pub struct ScannerConfig {
     pub compression: Compression,
     /// How output keys are laid out.
     pub output_layout: OutputLayout,
+    /// Written into every output line ([`crate::labels`]).
+    pub labels: Labels,
+    /// Keys of `labels` whose values are partition folders of the hive layout, in this order
+    /// (`source=<id>/<key>=<value>/…/date=<day>/`). Every source under one output root should
+    /// name the same ones: engines read one set of partition columns per root.
+    pub partition_labels: Vec<String>,
     /// Fold the log into a snapshot once this many generations were committed since the last
     /// one (at least 1).
     pub snapshot_every: u64,
@@ -141,6 +148,8 @@ impl ScannerConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             compression: Compression::None,
             output_layout: OutputLayout::Flat,
+            labels: Labels::default(),
+            partition_labels: Vec::new(),
             snapshot_every: 64,
             allow_rescan: false,
             read_limits: ReadLimits::default(),
@@ -186,6 +195,7 @@ impl ScannerConfig {
                 return Err(ConfigError::Zero { setting });
             }
         }
+        self.partitions()?;
         if self.on_change == OnChange::Append && !self.cleanup.is_noop() {
             return Err(ConfigError::Conflict(
                 "--on-change append keeps files in place: it cannot be combined with --after \
@@ -201,6 +211,38 @@ impl ScannerConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl ScannerConfig {
+    /// The labels that are partitions, in order: each a label with a value, named once, in the
+    /// hive layout.
+    pub fn partitions(&self) -> Result<Vec<Label>, ConfigError> {
+        let refuse = |key: &str, reason| ConfigError::PartitionLabel {
+            key: key.to_string(),
+            reason,
+        };
+        let mut partitions: Vec<Label> = Vec::new();
+        for key in &self.partition_labels {
+            if self.output_layout != OutputLayout::Hive {
+                return Err(refuse(key, "partitions need --output-layout hive"));
+            }
+            let value = self
+                .labels
+                .get(key)
+                .ok_or_else(|| refuse(key, "not a label: give it with --label KEY=VALUE"))?;
+            if value.is_empty() {
+                return Err(refuse(
+                    key,
+                    "its value is empty, which cannot name a partition folder",
+                ));
+            }
+            if partitions.iter().any(|p| p.key() == key) {
+                return Err(refuse(key, "named twice"));
+            }
+            partitions.push(Label::new(key.as_str(), value)?);
+        }
+        Ok(partitions)
     }
 }
 
@@ -497,7 +539,8 @@ impl Scanner {
         let mut scanner = Scanner {
             log: StateLog::new(state, &config.source_id).with_origin(origin),
             output: OutputSink::new(output.clone(), &config.source_id, config.compression)
-                .with_layout(config.output_layout),
+                .with_layout(config.output_layout)
+                .with_partitions(config.partitions()?),
             config: ScannerConfig {
                 watch_dir,
                 ..config

@@ -40,7 +40,8 @@ pub(super) fn check_locations(
     use crate::output::{OutputSink, Overlap, WrittenFolder};
     let source_id: &SourceId = &config.source_id;
     let sink = OutputSink::new(output.clone(), source_id, config.compression)
-        .with_layout(config.output_layout);
+        .with_layout(config.output_layout)
+        .with_partitions(config.partitions()?);
     // The state log: its objects directly in `<source-id>/`.
     let state_log = WrittenFolder {
         what: "the state location",
