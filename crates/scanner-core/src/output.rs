@@ -608,7 +608,7 @@ impl OutputSink {
             .local_dir()
             .map_or(0, remove_staging_files);
         leftovers
-            + partition_folders(source, self.partition_depth())
+            + partition_folders(source)
                 .iter()
                 .map(|folder| folder.remove_orphaned_temporaries(ours))
                 .sum::<usize>()
@@ -625,12 +625,10 @@ impl OutputSink {
     }
 }
 
-/// The partition folders (`key=value`) `depth` levels below the local folder `folder`, where
-/// objects land (`folder` itself at depth 0; none for a store that is not local).
-fn partition_folders(folder: Location, depth: usize) -> Vec<Location> {
-    if depth == 0 {
-        return vec![folder];
-    }
+/// The local folder `folder` and every partition folder (`key=value`) below it, at any depth:
+/// objects of the partitions chosen by an earlier process may lie deeper or shallower than this
+/// one's. Only `folder` for a store that is not local.
+fn partition_folders(folder: Location) -> Vec<Location> {
     let names: Vec<String> = folder
         .local_dir()
         .and_then(|dir| std::fs::read_dir(dir).ok())
@@ -640,10 +638,10 @@ fn partition_folders(folder: Location, depth: usize) -> Vec<Location> {
         .filter_map(|entry| entry.file_name().into_string().ok())
         .filter(|name| name.contains('='))
         .collect();
-    names
+    let below = names
         .iter()
-        .flat_map(|name| partition_folders(folder.child(name), depth - 1))
-        .collect()
+        .flat_map(|name| partition_folders(folder.child(name)));
+    std::iter::once(folder.clone()).chain(below).collect()
 }
 
 /// Removes every staging file (`<name>#<digits>`, what a local store writes before it renames
