@@ -1,6 +1,7 @@
 //! The commit manifest: a record per committed generation under `<output>/.committed/`, written
 //! after the commit, so that a reader going by the records never reads the object of a batch
-//! that is not committed, and a record lost to a crash after the commit is written again.
+//! that is not committed, and a record lost to a crash after the commit is written again (by
+//! the next start, or by `gleaner state repair`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,7 +33,8 @@ fn recorded_generations(fx: &Fixture, records: &BTreeMap<String, Value>) -> BTre
 
 /// Three committed batches; an interrupted fourth whose object is written but not committed
 /// (ignored by a reader of the records, counted by a reader of every object); its redo; a
-/// record deleted as a crash right after the commit would leave it, written again at start.
+/// record deleted as a crash right after the commit would leave it, written again at start,
+/// and by `gleaner state repair`.
 fn records_name_committed_objects_only(fx: &Fixture) {
     let output = Place::of(&fx.output);
     let (mut rng, _) = seeded_rng("records_name_committed_objects_only");
@@ -88,6 +90,17 @@ fn records_name_committed_objects_only(fx: &Fixture) {
     fx.run_once(&[]);
     assert_eq!(output.objects(|n| n.ends_with(".json")), before);
     assert_exactly_once(&output.committed_outputs(), &expected);
+
+    // The same crash, and the source never starts again: `gleaner state repair` writes it.
+    output.delete(&name);
+    let repaired = crate::repair::repair(fx, &[]);
+    let said = String::from_utf8_lossy(&repaired.stdout);
+    assert!(repaired.status.success(), "{said}");
+    assert!(
+        said.contains("wrote the missing commit record of generation 4"),
+        "{said}"
+    );
+    assert_eq!(output.objects(|n| n.ends_with(".json")), before);
 }
 
 #[test]

@@ -122,6 +122,19 @@ impl CommitManifest {
         Ok(recorded)
     }
 
+    /// Of `commits` (in generation order), those whose records are not there: one listing.
+    pub async fn unrecorded(
+        &self,
+        mut commits: Vec<CommittedOutput>,
+    ) -> Result<Vec<CommittedOutput>, ScanError> {
+        let Some(first) = commits.first() else {
+            return Ok(commits);
+        };
+        let recorded = self.recorded_from(first.generation).await?;
+        commits.retain(|commit| recorded.binary_search(&commit.generation).is_err());
+        Ok(commits)
+    }
+
     /// Removes the temporary files a killed process left among the records of a local output
     /// directory. Returns how many were removed.
     pub fn remove_orphaned_temporaries(&self) -> usize {

@@ -59,9 +59,9 @@ pub enum StateCommand {
     Inspect(InspectArgs),
     /// Read and check every state object; exit 0 when all are sound, 1 otherwise.
     Verify(StateArgs),
-    /// Repair the end of the log from the outputs: set damaged last deltas aside, and commit
-    /// each generation whose output exists beyond the state again, from that output. Run it
-    /// with no gleaner of this source running.
+    /// Repair the end of the log from the outputs: set damaged last deltas aside, write the
+    /// commit records the commits lack, and commit each generation whose output exists beyond
+    /// the state again, from that output. Run it with no gleaner of this source running.
     Repair(RepairArgs),
 }
 

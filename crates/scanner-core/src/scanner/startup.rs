@@ -367,25 +367,13 @@ impl Scanner {
         self.state = loaded.state;
         self.pending = loaded.pending;
         self.pending_redos = loaded.pending_redos;
-        self.unrecorded = loaded.committed_outputs;
-        self.forget_recorded().await?;
-        self.needs_reload = false;
-        Ok(summary)
-    }
-
-    /// Drops from the commits to record those whose records are there: one listing.
-    async fn forget_recorded(&mut self) -> Result<(), ScanError> {
-        let Some(first) = self.unrecorded.first() else {
-            return Ok(());
-        };
-        let recorded = self
+        self.unrecorded = self
             .output
             .manifest()
-            .recorded_from(first.generation)
+            .unrecorded(loaded.committed_outputs)
             .await?;
-        self.unrecorded
-            .retain(|commit| recorded.binary_search(&commit.generation).is_err());
-        Ok(())
+        self.needs_reload = false;
+        Ok(summary)
     }
 
     /// Writes the commit records of committed generations that have none yet, in generation
