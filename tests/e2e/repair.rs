@@ -10,7 +10,7 @@ use std::process::Output;
 use crate::support::{Fixture, OLD, assert_exactly_once, gleaner, reference_stats, write_aged};
 
 /// `gleaner state repair` for the fixture's source, with `extra` flags.
-fn repair(fx: &Fixture, extra: &[&str]) -> Output {
+pub(crate) fn repair(fx: &Fixture, extra: &[&str]) -> Output {
     gleaner()
         .args(["state", "repair", "--source-id", &fx.source_id])
         .arg("--state")

@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use state_store::{Location, PlannedFile, StateLog};
-
 use crate::support::{
-    Fixture, OLD, assert_exactly_once, assert_state_verifies, files_with, gleaner, path_counts,
-    random_content, seeded_rng,
+    Fixture, OLD, assert_exactly_once, assert_state_verifies, files_with, gleaner,
+    leave_interrupted_plan, path_counts, random_content, seeded_rng,
 };
 
 /// Every file under `dir` with its bytes.
@@ -41,32 +39,6 @@ fn state_cmd(fx: &Fixture, args: &[&str]) -> Output {
         .arg(&fx.state)
         .output()
         .unwrap()
-}
-
-/// Records the plan of an interrupted batch, as a process killed mid-batch leaves it.
-fn leave_interrupted_plan(fx: &Fixture, generation: u64, file: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let location = Location::parse(fx.state.to_str().unwrap()).unwrap();
-        let log = StateLog::new(&location, &fx.source_id.parse().unwrap());
-        let meta = std::fs::metadata(fx.watch.join(file)).unwrap();
-        use std::os::unix::fs::MetadataExt;
-        let files = vec![PlannedFile {
-            path: file.into(),
-            size: meta.len(),
-            mtime_ns: 0,
-            inode: meta.ino(),
-            btime_ns: 0,
-            start: 0,
-        }];
-        let key = format!("{}/{generation:020}.ndjson", fx.source_id);
-        log.create_plan(&log.plan(generation, key, files))
-            .await
-            .unwrap();
-    });
 }
 
 /// A way to damage an object: flip the bits of one byte, or keep only its first bytes.

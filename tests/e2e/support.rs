@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
+use state_store::{Location, PlannedFile, StateLog};
 
 /// An age at which a file is ready under the default `--min-age` (5s), with room to spare.
 pub const OLD: Duration = Duration::from_secs(3600);
@@ -133,6 +134,38 @@ impl Fixture {
         let suffix = format!(".{ext}");
         files_with(&self.state.join(&self.source_id), |n| n.ends_with(&suffix))
     }
+}
+
+/// Records the plan of generation `generation` for the one file `file`, flat layout, as a
+/// process killed mid-batch leaves it (at the fixture's state location, local or `s3://`).
+pub fn leave_interrupted_plan(fx: &Fixture, generation: u64, file: &str) {
+    let key = format!("{}/{generation:020}.ndjson", fx.source_id);
+    leave_interrupted_plan_at(fx, generation, file, key);
+}
+
+/// [`leave_interrupted_plan`] with the output key `key` (relative to the output location).
+pub fn leave_interrupted_plan_at(fx: &Fixture, generation: u64, file: &str, key: String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let location = Location::parse(fx.state.to_str().unwrap()).unwrap();
+        let log = StateLog::new(&location, &fx.source_id.parse().unwrap());
+        let meta = std::fs::metadata(fx.watch.join(file)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let files = vec![PlannedFile {
+            path: file.into(),
+            size: meta.len(),
+            mtime_ns: 0,
+            inode: meta.ino(),
+            btime_ns: 0,
+            start: 0,
+        }];
+        log.create_plan(&log.plan(generation, key, files))
+            .await
+            .unwrap();
+    });
 }
 
 /// `gleaner state inspect --json` of one source id at a state location.
@@ -260,7 +293,9 @@ pub fn files_with(dir: &Path, keep: impl Fn(&str) -> bool + Copy) -> Vec<PathBuf
 impl Drop for Fixture {
     /// Keeps the outputs for the schema check of `tests/run.sh`, read by a test or not.
     fn drop(&mut self) {
-        for object in files_with(&self.output, is_output_object) {
+        for object in files_with(&self.output, |name| {
+            is_output_object(name) || is_commit_record(name)
+        }) {
             if let (Ok(rel), Ok(bytes)) = (object.strip_prefix(&self.output), fs::read(&object)) {
                 archive_output(&rel.display().to_string(), &bytes);
             }
@@ -280,7 +315,14 @@ fn archive_output(name: &str, bytes: &[u8]) {
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);
     let base = name.rsplit('/').next().unwrap_or(name);
-    let copy = PathBuf::from(dir).join(format!("{:016x}-{base}", hasher.finish()));
+    // A commit record keeps its path (`.committed/<source-id>/<generation>.json`), which the
+    // check compares with its fields.
+    let copy = match name.find(".committed/") {
+        Some(at) if is_commit_record(base) => {
+            PathBuf::from(dir).join(format!("{:016x}/{}", hasher.finish(), &name[at..]))
+        }
+        _ => PathBuf::from(dir).join(format!("{:016x}-{base}", hasher.finish())),
+    };
     if !copy.exists() {
         let _ = fs::create_dir_all(copy.parent().unwrap()).and_then(|()| fs::write(&copy, bytes));
     }
@@ -364,6 +406,86 @@ impl Place {
         }
     }
 
+    /// The place of a `--state` or `--output` argument: an `s3://` URL or a local directory.
+    pub fn of(arg: &Path) -> Place {
+        match arg.to_str() {
+            Some(url) if url.starts_with("s3://") => Place::S3(url.to_string()),
+            _ => Place::Local(arg.to_path_buf()),
+        }
+    }
+
+    /// The commit records under this place, parsed, by their path below it
+    /// (`.committed/<source-id>/<generation>.json`).
+    pub fn commit_records(&self) -> BTreeMap<String, Value> {
+        self.objects(is_commit_record)
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(".committed/"))
+            .map(|(name, raw)| {
+                archive_output(&name, &raw);
+                let record = serde_json::from_slice(&raw)
+                    .unwrap_or_else(|e| panic!("bad JSON in commit record {name}: {e}"));
+                (name, record)
+            })
+            .collect()
+    }
+
+    /// The output lines of the objects that commit records name: what a reader that trusts the
+    /// manifest reads. Panics if a record names an object that is not there.
+    pub fn committed_outputs(&self) -> Vec<(PathBuf, Value)> {
+        let objects: BTreeMap<String, Vec<u8>> =
+            self.objects(is_output_object).into_iter().collect();
+        let mut lines = Vec::new();
+        for (name, record) in self.commit_records() {
+            let key = record["key"].as_str().expect("a record names its object");
+            let raw = objects
+                .get(key)
+                .unwrap_or_else(|| panic!("{name} names {key}, which is not there"));
+            lines.extend(parse_output(Path::new(key), raw));
+        }
+        lines
+    }
+
+    /// Writes `bytes` at `rel` below this place.
+    pub fn put(&self, rel: &str, bytes: &[u8]) {
+        self.with_store(
+            |store, path| async move {
+                use object_store::ObjectStoreExt;
+                store.put(&path, bytes.to_vec().into()).await.map(|_| ())
+            },
+            rel,
+        );
+    }
+
+    /// Deletes the object at `rel` below this place.
+    pub fn delete(&self, rel: &str) {
+        self.with_store(
+            |store, path| async move {
+                use object_store::ObjectStoreExt;
+                store.delete(&path).await
+            },
+            rel,
+        );
+    }
+
+    /// Runs `op` on this place's store and the path of `rel`, and asserts it succeeded.
+    fn with_store<F, Fut>(&self, op: F, rel: &str)
+    where
+        F: FnOnce(std::sync::Arc<dyn object_store::ObjectStore>, object_store::path::Path) -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<()>>,
+    {
+        let location = state_store::Location::parse(&self.arg()).unwrap();
+        let path = rel
+            .split('/')
+            .fold(location.prefix().clone(), |path, part| path.join(part));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(op(location.store().clone(), path))
+            .unwrap_or_else(|e| panic!("{rel} under {}: {e}", self.arg()));
+    }
+
     /// Every output line under this place, parsed (`.ndjson.gz` decompressed), with the
     /// object it came from (its full path, for a local place): the one reader of outputs in
     /// these tests.
@@ -384,6 +506,12 @@ impl Place {
 /// True for the names of output objects: `<generation>.ndjson` or `.ndjson.gz`.
 fn is_output_object(name: &str) -> bool {
     name.ends_with(".ndjson") || name.ends_with(".ndjson.gz")
+}
+
+/// True for the names of commit records: `<generation, 20 digits>.json`.
+fn is_commit_record(name: &str) -> bool {
+    name.strip_suffix(".json")
+        .is_some_and(|digits| digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn parse_output(object: &Path, raw: &[u8]) -> Vec<(PathBuf, Value)> {

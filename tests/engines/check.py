@@ -2,6 +2,10 @@
 """Engines read Gleaner's outputs: DuckDB (and, with --spark, Spark in local mode) run the queries
 of examples/queries/ over the outputs of several sources written by the real `gleaner` binary,
 and their answers must equal an independent computation from the input files themselves.
+The views read only committed objects, those the commit records under `.committed/` name: an
+uncommitted object planted beside them (a copy of a committed one under the next generation, as
+a batch flushed but not yet committed leaves it) must change nothing, while a reader of every
+object (the control) counts it.
 
     check.py [--spark] [--gleaner BIN]
 
@@ -9,6 +13,8 @@ Sources, each run twice with files added in between (several generations, small 
 default readiness (files written an hour old):
   flat root:  web-1 stats plain, web-2 stats gzip, auth-1 grep plain
   hive root:  web-1 stats plain, web-2 stats gzip, auth-1 grep gzip, auth-2 count-by plain
+  labels root (hive, --partition-label namespace): web-3 and web-4 (namespace shop, app web and
+              cart), web-5 (namespace pay, app web), stats plain
 """
 import argparse
 import gzip
@@ -75,8 +81,17 @@ def write_files(watch, rng, prefix, count):
     return written
 
 
+# The labels of the labels root's sources: (namespace, app).
+LABELS = {"web-3": ("shop", "web"), "web-4": ("shop", "cart"), "web-5": ("pay", "web")}
+
+
 def run(gleaner, work, root, source, layout, compress, processor):
     watch = work / "watch" / f"{root.name}-{source}"
+    if layout == "labels":
+        namespace, app = LABELS[source]
+        layout = "hive"
+        processor = [*processor, "--label", f"namespace={namespace}", "--label", f"app={app}",
+                     "--label", f"pod={source}-0", "--partition-label", "namespace"]
     cmd = [
         gleaner, "run", "--once", "--metrics-addr", "off",
         "--watch", str(watch), "--state", str(work / "state" / root.name),
@@ -97,6 +112,7 @@ def build(gleaner, work):
                  ("web-2", "gzip", ["--processor", "stats"]),
                  ("auth-1", "gzip", ["--processor", "grep", "--pattern", "ERROR"]),
                  ("auth-2", "none", ["--processor", "count-by", "--key-regex", r"service=(\w+)"])],
+        "labels": [(source, "none", ["--processor", "stats"]) for source in LABELS],
     }
     inputs = {}
     for layout, runs in sources.items():
@@ -135,6 +151,28 @@ def expected(inputs, layout, days):
     return totals, grep, top
 
 
+def expected_per_label(inputs):
+    """The answer of totals_per_namespace_and_app.sql, computed from the inputs and LABELS."""
+    totals = defaultdict(Counter)
+    for (layout, source), files in inputs.items():
+        if layout == "labels":
+            for data in files.values():
+                s = stats_of(data)
+                totals[LABELS[source]].update({"files": 1, "bytes": s["bytes"], "lines": s["lines"]})
+    return [{"namespace": ns, "app": app, **{k: c[k] for k in ("files", "bytes", "lines")}}
+            for (ns, app), c in sorted(totals.items())]
+
+
+def compare_per_label(engine, got, want):
+    got = [{k: (int(v) if k in ("files", "bytes", "lines") else v) for k, v in r.items()} for r in got]
+    same = got == want
+    print(f"{engine} on the labelled outputs (namespace a partition, app a label): totals per namespace "
+          f"and app: {'equal to the inputs' if same else 'FAILED'}")
+    if not same:
+        print(f"  got  {got}\n  want {want}")
+    return same
+
+
 def by_source(rows, days):
     """Per-day totals summed per source, after checking every day is one the run saw."""
     merged = defaultdict(Counter)
@@ -147,14 +185,35 @@ def by_source(rows, days):
             for s, c in sorted(merged.items())]
 
 
-def duckdb_answers(root, flat):
+def plant_uncommitted(root, source):
+    """Writes a copy of `source`'s newest object under the next generation, uncommitted (no
+    commit record): what a batch flushed but not committed leaves. Returns its path."""
+    newest = max(p for p in root.rglob("*.ndjson*") if source in p.parts or f"source={source}" in p.parts)
+    generation = int(newest.name.split(".")[0])
+    planted = newest.with_name(f"{generation + 1:020}" + newest.name[20:])
+    planted.write_bytes(newest.read_bytes())
+    return planted
+
+
+def without_manifest(sql):
+    """The view of outputs.sql over every object under the root, commit records or not: the
+    reader the manifest protects against."""
+    glob = "getvariable('outputs') || '/**/*.ndjson*'"
+    return sql.replace("getvariable('committed_objects')", glob)
+
+
+def duckdb_answers(root, flat, manifest=True):
     import duckdb
 
     sys.path.insert(0, str(QUERIES / "duckdb"))
     from outputs import register
 
     con = duckdb.connect()
-    register(con, root)
+    if manifest:
+        register(con, root)
+    else:
+        con.execute("SET VARIABLE outputs = ?", [str(root)])
+        con.execute(without_manifest((QUERIES / "duckdb" / "outputs.sql").read_text()))
 
     def query(name):
         sql = (QUERIES / "duckdb" / name).read_text()
@@ -168,7 +227,29 @@ def duckdb_answers(root, flat):
             query("count_by_top_keys.sql"))
 
 
-def spark_answers(root):
+def duckdb_per_label(root):
+    """totals_per_namespace_and_app.sql over the labelled root, after checking that every line has
+    its labels and that the partition column agrees with the label."""
+    import duckdb
+
+    sys.path.insert(0, str(QUERIES / "duckdb"))
+    from outputs import register
+
+    con = duckdb.connect()
+    register(con, root)
+    unlabelled, disagreeing = con.execute(
+        "SELECT count(*) FILTER (labels IS NULL OR labels['pod'] IS NULL), "
+        "count(*) FILTER (namespace IS DISTINCT FROM labels['namespace']) FROM outputs").fetchone()
+    if unlabelled or disagreeing:
+        print(f"duckdb on the labelled outputs: FAILED: {unlabelled} lines without labels, "
+              f"{disagreeing} whose namespace partition is not their label")
+        return None
+    cur = con.execute((QUERIES / "duckdb" / "totals_per_namespace_and_app.sql").read_text())
+    cols = [c[0] for c in cur.description]
+    return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+
+def spark_answers(root, labels_root):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("spark_outputs", QUERIES / "spark" / "outputs.py")
@@ -183,9 +264,15 @@ def spark_answers(root):
              .config("spark.ui.showConsoleProgress", "false").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     try:
-        return tuple(
+        answers = tuple(
             [row.asDict() for row in run_query(spark, str(root), QUERIES / "spark" / name)]
             for name in ("totals_per_source_and_day.sql", "top_grep_matches.sql", "count_by_top_keys.sql"))
+        # The control: every object under the root, as Spark's partition discovery finds them.
+        every = (spark.read.schema(module.SCHEMA).option("pathGlobFilter", "*.ndjson*").json(str(root))
+                 .where("processor = 'stats'").count())
+        per_label = [row.asDict() for row in
+                     run_query(spark, str(labels_root), QUERIES / "spark" / "totals_per_namespace_and_app.sql")]
+        return answers, every, per_label
     finally:
         spark.stop()
 
@@ -225,6 +312,8 @@ def main():
                     for p in objects)
         print(f"{sum(len(f) for f in inputs.values())} files of {len(inputs)} sources -> "
               f"{len(objects)} output objects, {lines} lines ({time.time() - started:.1f}s)")
+        planted = [plant_uncommitted(work / "out-flat", "web-1"), plant_uncommitted(work / "out-hive", "web-1")]
+        print(f"planted uncommitted objects: {', '.join(str(p.relative_to(work)) for p in planted)}")
         ok = True
         for layout in ("flat", "hive"):
             root = work / f"out-{layout}"
@@ -232,21 +321,37 @@ def main():
             t = time.time()
             ok &= compare("duckdb", layout, duckdb_answers(root, layout == "flat"), want, days if layout == "hive" else None)
             print(f"  ({time.time() - t:.1f}s)")
-        # The control: with one output object gone, the totals must differ from the inputs.
-        victim = sorted((work / "out-hive" / "source=web-1").rglob("*.ndjson*"))[0]
+        t = time.time()
+        per_label = duckdb_per_label(work / "out-labels")
+        ok &= per_label is not None and compare_per_label("duckdb", per_label, expected_per_label(inputs))
+        print(f"  ({time.time() - t:.1f}s)")
+        # The controls: a reader of every object counts the uncommitted ones; with one commit
+        # record gone, the totals differ from the inputs.
+        for layout in ("flat", "hive"):
+            got = duckdb_answers(work / f"out-{layout}", layout == "flat", manifest=False)
+            caught = by_source([dict(r) for r in got[0]], None) != expected(inputs, layout, days)[0]
+            print(f"control: DuckDB reading every {layout} object, without the manifest: totals "
+                  f"{'differ from the inputs (the uncommitted object counted), as they must' if caught else 'STILL MATCH: the planted object is not read'}")
+            ok &= caught
+        victim = sorted((work / "out-hive" / ".committed" / "web-1").glob("*.json"))[0]
         removed = victim.read_bytes()
         victim.unlink()
         got = duckdb_answers(work / "out-hive", False)
         caught = by_source([dict(r) for r in got[0]], None) != expected(inputs, "hive", days)[0]
-        print(f"control: with {victim.name} of web-1 removed, DuckDB's totals "
+        print(f"control: with the commit record {victim.name} of web-1 removed, DuckDB's totals "
               f"{'differ from the inputs, as they must' if caught else 'STILL MATCH: the check cannot fail'}")
         ok &= caught
         if args.spark:
-            victim.parent.mkdir(parents=True, exist_ok=True)
             victim.write_bytes(removed)
             t = time.time()
             root = work / "out-hive"
-            ok &= compare("spark", "hive", spark_answers(root), expected(inputs, "hive", days), days)
+            answers, every, per_label = spark_answers(root, work / "out-labels")
+            ok &= compare_per_label("spark", per_label, expected_per_label(inputs))
+            ok &= compare("spark", "hive", answers, expected(inputs, "hive", days), days)
+            want = sum(t["files"] for t in expected(inputs, "hive", days)[0])
+            print(f"control: Spark reading every hive object, without the manifest: {every} stats lines, "
+                  f"{'not the ' + str(want) + ' committed, as it must' if every != want else 'THE SAME: the planted object is not read'}")
+            ok &= every != want
             print(f"  ({time.time() - t:.1f}s, session start included)")
     if not ok:
         print("engine check FAILED", file=sys.stderr)

@@ -1288,18 +1288,56 @@ def docs():
 SOURCE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")  # crates/state-store/src/source_id.rs
 
 
-def pod_env(container: dict, namespace: str, pod: str) -> dict[str, str]:
+def pod_env(container: dict, namespace: str, pod: str, node: str = "node-1",
+            labels: dict | None = None) -> dict[str, str]:
     """The container's literal and downward-API variables as the kubelet makes them ($(VAR)
-    expanded from the variables defined before)."""
+    expanded from the variables defined before), for a Pod on `node` with `labels` (a label the
+    Pod does not have is empty, as the kubelet makes it)."""
     env: dict[str, str] = {}
     for var in container.get("env", []):
         if "value" in var:
             env[var["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)),
                                       var["value"])
         elif "fieldRef" in var.get("valueFrom", {}):
-            env[var["name"]] = {"metadata.name": pod, "metadata.namespace": namespace}[
-                var["valueFrom"]["fieldRef"]["fieldPath"]]
+            path = var["valueFrom"]["fieldRef"]["fieldPath"]
+            label = re.fullmatch(r"metadata\.labels\['(.+)'\]", path)
+            env[var["name"]] = (labels or {}).get(label.group(1), "") if label else \
+                {"metadata.name": pod, "metadata.namespace": namespace, "spec.nodeName": node}[path]
     return env
+
+
+# (what, run.labels over the example, outputLayout, GLEANER_LABELS of Pod web-0 in team-a on
+# node-1 with the Pod label app.kubernetes.io/name=web, GLEANER_PARTITION_LABELS)
+LABEL_RENDERINGS = [
+    ("default: pod, namespace, node", {}, "flat",
+     "namespace=team-a,node=node-1,pod=web-0", None),
+    ("a Pod label, a static label, a partition",
+     {"fromPodLabels": {"app": "app.kubernetes.io/name", "tier": "tier"}, "static": {"cluster": "eu-1"},
+      "partitions": ["namespace", "app"]}, "hive",
+     "namespace=team-a,node=node-1,pod=web-0,app=web,tier=,cluster=eu-1", "namespace,app"),
+    ("none", {"pod": False, "namespace": False, "node": False}, "flat", None, None),
+]
+
+
+@check("labels")
+def labels():
+    """run.labels become GLEANER_LABELS through the downward API (the Pod's name, namespace and
+    node, the chosen Pod labels) and literal values, as the kubelet expands them; the partitions
+    GLEANER_PARTITION_LABELS. The real binary takes the rendered variables in pod_run.py."""
+    problems = []
+    for what, run_labels, layout, expected, partitions in LABEL_RENDERINGS:
+        case = common.Case(what, "gleaner", EXAMPLE, {"run": {"labels": run_labels, "outputLayout": layout}})
+        try:
+            objs = common.objects(common.render(case))
+        except helm.HelmError as e:
+            problems.append(f"{what}: refused: {common.error_text(e)[:200]}")
+            continue
+        env = pod_env(_gleaner(objs), "team-a", "web-0", labels={"app.kubernetes.io/name": "web"})
+        got = (env.get("GLEANER_LABELS"), env.get("GLEANER_PARTITION_LABELS"))
+        if got != (expected, partitions):
+            problems.append(f"{what}: GLEANER_LABELS, GLEANER_PARTITION_LABELS {got}, expected {(expected, partitions)}")
+    assert not problems, "\n".join(problems)
+    return ", ".join(what for what, *_ in LABEL_RENDERINGS)
 
 
 # (what, values over the example, the source id of Pod web-0 in namespace team-a)
@@ -1549,6 +1587,24 @@ BAD_VALUES = [
      "at '/sidecar/gateAppStart': got string, want boolean"),
     ("a snippet key that is no key", EXAMPLE, "gleaner", {"snippet": {"keys": {"volumes": "extra volumes"}}},
      "at '/snippet/keys/volumes': 'extra volumes' does not match pattern"),
+    ("a label key with a dot", EXAMPLE, "gleaner", {"run": {"labels": {"fromPodLabels": {"app.name": "app"}}}},
+     "does not match pattern '^[a-z][a-z0-9_]{0,62}$'"),
+    ("a reserved label key", EXAMPLE, "gleaner", {"run": {"labels": {"static": {"date": "x"}}}},
+     "run.labels.static: the label key date is reserved"),
+    ("a static label value with a slash", EXAMPLE, "gleaner", {"run": {"labels": {"static": {"team": "a/b"}}}},
+     "at '/run/labels/static/team': 'a/b' does not match pattern"),
+    ("a label given twice", EXAMPLE, "gleaner", {"run": {"labels": {"static": {"node": "n1"}}}},
+     "run.labels.static: the label node is given twice"),
+    ("a partition that is no label", EXAMPLE, "gleaner",
+     {"run": {"outputLayout": "hive", "labels": {"partitions": ["app"]}}},
+     "run.labels.partitions: app is not a label"),
+    ("a partition without the hive layout", EXAMPLE, "gleaner", {"run": {"labels": {"partitions": ["namespace"]}}},
+     "run.labels.partitions: namespace is a folder of the hive layout: set run.outputLayout to hive"),
+    ("GLEANER_LABELS in run.extraEnv", EXAMPLE, "gleaner",
+     {"run": {"extraEnv": [{"name": "GLEANER_LABELS", "value": "a=b"}]}},
+     "run.extraEnv: GLEANER_LABELS is set by the chart"),
+    ("--label in run.extraArgs", EXAMPLE, "gleaner", {"run": {"extraArgs": ["--label=a=b"]}},
+     "run.extraArgs: --label is set by the chart"),
 ]
 
 

@@ -65,6 +65,7 @@ GLEANER_BIN = os.path.abspath(os.environ.get("GLEANER_BIN", os.path.join(ROOT, "
 MOTO_SERVER = os.environ.get("MOTO_SERVER", os.path.join(ROOT, ".tools", "moto", "bin", "moto_server"))
 RUN_SECONDS = float(os.environ.get("POD_RUN_SECONDS", "5"))
 NAMESPACE = common.NAMESPACE
+NODE = "node-1"  # the node every Pod runs on here (spec.nodeName)
 # The image's USER (Dockerfile: USER 65532:65532): what a container of it runs as when neither its
 # securityContext nor the Pod's sets runAsUser.
 IMAGE_USER = (65532, 65532)
@@ -176,6 +177,8 @@ class Pod:
     def __init__(self, workload: dict, template: dict, workdir: str, secrets: dict, injected_env: dict,
                  namespace: str = NAMESPACE, configmaps: dict | None = None):
         self.spec = template["spec"]
+        self.labels = template.get("metadata", {}).get("labels", {})
+        self.node = NODE
         self.namespace = namespace
         self.kind = workload["kind"]
         self.name = {"StatefulSet": f"{workload['metadata']['name']}-0",
@@ -276,7 +279,9 @@ class Pod:
             src = var["valueFrom"]
             if "fieldRef" in src:
                 field = src["fieldRef"]["fieldPath"]
-                env[var["name"]] = {"metadata.name": self.name, "metadata.namespace": self.namespace}[field]
+                label = re.fullmatch(r"metadata\.labels\['(.+)'\]", field)
+                env[var["name"]] = self.labels.get(label.group(1), "") if label else {
+                    "metadata.name": self.name, "metadata.namespace": self.namespace, "spec.nodeName": self.node}[field]
             elif "secretKeyRef" in src:
                 ref = src["secretKeyRef"]
                 assert ref["name"] in self.secrets and ref["key"] in self.secrets[ref["name"]], \
@@ -614,6 +619,11 @@ def check_pod(pod: Pod, objects: dict[str, bytes], source_id: str) -> tuple[list
     errors = [r for r in results if "error" in r]
     if errors:
         problems.append(f"{len(errors)} files failed: {errors[:2]}")
+    # The chart's default labels, from the downward API, in every line.
+    labels = {"pod": pod.name, "namespace": pod.namespace, "node": pod.node}
+    unlabelled = [r for r in results if {k: r.get("labels", {}).get(k) for k in labels} != labels]
+    if unlabelled:
+        problems.append(f"{len(unlabelled)} lines without the labels {labels}: {unlabelled[:1]}")
     wrong_source = {r["source_id"] for r in results} - {source_id}
     if wrong_source:
         problems.append(f"source ids {wrong_source} under <output>/{source_id}/")

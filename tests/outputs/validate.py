@@ -7,8 +7,10 @@ Each PATH is an output object (`.ndjson` or `.ndjson.gz`) or a directory searche
 line must match schema/output-line.schema.json, and its `result` the schema of its processor,
 schema/results/<processor>.schema.json, when Gleaner ships one (a library user's processor has
 its own). Before that, the script makes sure the schemas can fail: altered copies of the first
-valid line of each processor must be rejected. Exits 1 on any problem, and when there is no line
-to check at all.
+valid line of each processor must be rejected. Commit records found in the same places
+(`.committed/<source-id>/<generation>.json`) must match schema/commit-record.schema.json and name
+their own source and generation (altered copies rejected too). Exits 1 on any problem, and when
+there is no line to check at all.
 """
 import copy
 import gzip
@@ -44,6 +46,56 @@ def objects(paths):
             yield path
 
 
+def records(paths):
+    """The commit records under `paths`: `.committed/<source-id>/<20 digits>.json`."""
+    for path in map(pathlib.Path, paths):
+        candidates = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+        yield from (p for p in candidates if p.parent.parent.name == ".committed")
+
+
+def record_problems(path, record, schema):
+    found = errors(schema, record)
+    if not found and (record["source_id"] != path.parent.name
+                      or f"{record['generation']:020}.json" != path.name):
+        found.append(f"names source {record['source_id']} generation {record['generation']}, "
+                     f"but is {path.parent.name}/{path.name}")
+    return found
+
+
+def record_alterations(record):
+    """Copies of a valid commit record that the schema must reject."""
+    for field in sorted(record):
+        broken = copy.deepcopy(record)
+        del broken[field]
+        yield f"without {field}", broken
+    for field, value in (("manifest", 2), ("key", "web-1/1.json"), ("committed_at", "yesterday"),
+                         ("unknown_field", 1)):
+        broken = copy.deepcopy(record)
+        broken[field] = value
+        yield f"{field} {value}", broken
+
+
+def check_records(paths):
+    """Every commit record under `paths` checked, then the controls: (records, problems)."""
+    schema = load(ROOT / "commit-record.schema.json")
+    checked, failed, first = 0, [], None
+    for path in records(paths):
+        checked += 1
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            failed.append(f"{path}: not JSON: {e}")
+            continue
+        found = record_problems(path, record, schema)
+        failed += [f"{path}: {p}" for p in found]
+        if not found and first is None:
+            first = record
+    for what, broken in record_alterations(first) if first else ():
+        if not errors(schema, broken):
+            failed.append(f"control not rejected: a commit record with {what}")
+    return checked, failed
+
+
 def lines(obj):
     raw = obj.read_bytes()
     if obj.name.endswith(".gz"):
@@ -75,6 +127,12 @@ def alterations(line):
     broken = copy.deepcopy(line)
     broken["unknown_field"] = 1
     yield "an unknown field", broken
+    for labels, what in (({"date": "2026-12-06"}, "a reserved label key"), ({"App": "x"}, "an uppercase label key"),
+                         ({"app": 1}, "a label value that is not a string"), ({"app": "a/b"}, "a label value with '/'"),
+                         ({}, "empty labels")):
+        broken = copy.deepcopy(line)
+        broken["labels"] = labels
+        yield what, broken
     broken = copy.deepcopy(line)
     if "result" in line:
         broken["error"] = "both"
@@ -122,6 +180,9 @@ def main(paths):
     for (processor, kind), n in sorted(counts.items(), key=str):
         print(f"{n:8d} {processor} lines with {kind}")
     print(f"{total} lines checked; {controls} altered lines rejected as they must be")
+    checked, record_failures = check_records(paths)
+    failed += record_failures
+    print(f"{checked} commit records checked")
     if total == 0:
         failed.append("no output line to check")
     for problem in failed[:30]:

@@ -287,6 +287,19 @@ pub enum ConfigError {
         reason: &'static str,
     },
 
+    /// A label that cannot be used ([`crate::labels`]).
+    #[error(transparent)]
+    Label(#[from] crate::labels::LabelError),
+
+    /// A partition label that cannot be one; the message says why.
+    #[error("--partition-label {key}: {reason}")]
+    PartitionLabel {
+        /// The key named.
+        key: String,
+        /// Why it cannot be a partition.
+        reason: &'static str,
+    },
+
     /// A count that must be at least 1.
     #[error("{setting} must be at least 1")]
     Zero {

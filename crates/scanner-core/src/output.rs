@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use state_store::{Location, PlannedFile, RelPath, SourceId};
 
 use crate::ScanError;
+use crate::labels::{Label, Labels};
+use crate::manifest::CommitManifest;
 use crate::process::FileOutcome;
 
 /// How output objects are compressed.
@@ -88,6 +90,10 @@ pub struct OutputLine<'a> {
     /// What shows that a file found later under `path` is still the file of this line (see
     /// [`LineIdentity`]). Lines of earlier versions have none.
     pub identity: LineIdentity,
+    /// Where the result came from, as the operator labelled the source ([`crate::labels`]);
+    /// absent without labels.
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    pub labels: &'a Labels,
 }
 
 /// What an output line records of its file's identity, beyond its size and modification time:
@@ -208,7 +214,8 @@ pub enum OutputLayout {
     /// `source=<source-id>/date=<YYYY-MM-DD>/<generation>.ndjson[.gz]`: Hive-style partitions,
     /// which engines (DuckDB, Spark, Trino, Athena) prune by path. The date is the UTC day the
     /// batch was planned; the key is stored in the plan, so a redone batch writes the same key
-    /// whatever the day of the redo.
+    /// whatever the day of the redo. Partition labels ([`OutputSink::with_partitions`]) come
+    /// between the source and the date: `source=<id>/<key>=<value>/…/date=<day>/…`.
     Hive,
 }
 
@@ -238,16 +245,37 @@ pub struct OutputSink {
     source_id: SourceId,
     compression: Compression,
     layout: OutputLayout,
+    /// Labels that are partition folders of the hive layout, in order.
+    partitions: Vec<Label>,
+    manifest: CommitManifest,
 }
 
 impl OutputSink {
     /// Outputs of `source_id` under `location`, flat.
     pub fn new(location: Location, source_id: &SourceId, compression: Compression) -> Self {
         Self {
+            manifest: CommitManifest::new(&location, source_id),
             location,
             source_id: source_id.clone(),
             compression,
             layout: OutputLayout::Flat,
+            partitions: Vec::new(),
+        }
+    }
+
+    /// The same sink with `partitions` as folders of the hive layout, in this order, between
+    /// the source and the date (the flat layout has no partitions: ignored there).
+    pub fn with_partitions(mut self, partitions: Vec<Label>) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// How many folders below the source folder objects land: the partitions and the date of
+    /// the hive layout, none in the flat one.
+    fn partition_depth(&self) -> usize {
+        match self.layout {
+            OutputLayout::Flat => 0,
+            OutputLayout::Hive => self.partitions.len() + 1,
         }
     }
 
@@ -265,6 +293,11 @@ impl OutputSink {
         }
     }
 
+    /// The commit records of this sink's source ([`crate::manifest`]).
+    pub fn manifest(&self) -> &CommitManifest {
+        &self.manifest
+    }
+
     /// The output location.
     pub fn location(&self) -> &Location {
         &self.location
@@ -274,17 +307,20 @@ impl OutputSink {
     /// below it objects land. Batch outputs land directly in `<source-id>/` (flat), or one
     /// level down, in a `date=` folder of `source=<source-id>/` (hive); the raw copies of
     /// leftovers (`shipping_leftovers`) at any depth below `.leftovers/<source-id>/`, since
-    /// they keep their paths. The start-up guard refuses a watched directory that would collect
+    /// they keep their paths; commit records directly in `.committed/<source-id>/`. The start-up
+    /// guard refuses a watched directory that would collect
     /// any of them.
     pub(crate) fn written_folders(&self, shipping_leftovers: bool) -> Vec<WrittenFolder> {
         let mut folders = vec![WrittenFolder {
             what: "the output location",
             folder: self.location.child(&self.source_folder()),
-            depth: match self.layout {
-                OutputLayout::Flat => Some(1),
-                OutputLayout::Hive => Some(2),
-            },
+            depth: Some(self.partition_depth() + 1),
         }];
+        folders.push(WrittenFolder {
+            what: "the commit records",
+            folder: self.manifest.folder().clone(),
+            depth: Some(1),
+        });
         if shipping_leftovers {
             folders.push(WrittenFolder {
                 what: "the leftovers folder of --ship-leftovers",
@@ -310,7 +346,12 @@ impl OutputSink {
             OutputLayout::Flat => format!("{}/{name}", self.source_folder()),
             OutputLayout::Hive => {
                 let day = &humantime::format_rfc3339_seconds(planned_at).to_string()[..10];
-                format!("{}/date={day}/{name}", self.source_folder())
+                let partitions: String = self
+                    .partitions
+                    .iter()
+                    .map(|label| format!("{label}/"))
+                    .collect();
+                format!("{}/{partitions}date={day}/{name}", self.source_folder())
             }
         }
     }
@@ -321,11 +362,13 @@ impl OutputSink {
     }
 
     /// Renders a batch's lines, one per planned file with its outcome and the fingerprint of
-    /// its first bytes (0: not taken), in the order given, compressed as the key's extension
-    /// says; the lines of a `replay` say so. CPU work: call it from a worker thread.
+    /// its first bytes (0: not taken), in the order given, each with `labels`, compressed as
+    /// the key's extension says; the lines of a `replay` say so. CPU work: call it from a
+    /// worker thread.
     pub fn render<'a>(
         source_id: &str,
         processor: &str,
+        labels: &Labels,
         (generation, replay): (u64, bool),
         key: &str,
         lines: impl IntoIterator<Item = (&'a PlannedFile, &'a FileOutcome, u64)>,
@@ -360,6 +403,7 @@ impl OutputSink {
                 result,
                 error,
                 identity: LineIdentity::of(file, ctime_ns, fingerprint),
+                labels,
             };
             serde_json::to_writer(&mut body, &line).expect("output lines always serialise");
             body.push(b'\n');
@@ -571,21 +615,10 @@ impl OutputSink {
             .local_dir()
             .map_or(0, remove_staging_files);
         leftovers
-            + match self.layout {
-                OutputLayout::Flat => source.remove_orphaned_temporaries(ours),
-                OutputLayout::Hive => {
-                    let days = source
-                        .local_dir()
-                        .and_then(|dir| std::fs::read_dir(dir).ok())
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .filter_map(|entry| entry.file_name().into_string().ok())
-                        .filter(|name| name.starts_with("date="));
-                    days.map(|day| source.child(&day).remove_orphaned_temporaries(ours))
-                        .sum()
-                }
-            }
+            + partition_folders(source)
+                .iter()
+                .map(|folder| folder.remove_orphaned_temporaries(ours))
+                .sum::<usize>()
     }
 
     /// Checks that the output location is writable, and fences (see
@@ -597,6 +630,25 @@ impl OutputSink {
             .await
             .map_err(ScanError::from)
     }
+}
+
+/// The local folder `folder` and every partition folder (`key=value`) below it, at any depth:
+/// objects of the partitions chosen by an earlier process may lie deeper or shallower than this
+/// one's. Only `folder` for a store that is not local.
+fn partition_folders(folder: Location) -> Vec<Location> {
+    let names: Vec<String> = folder
+        .local_dir()
+        .and_then(|dir| std::fs::read_dir(dir).ok())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.contains('='))
+        .collect();
+    let below = names
+        .iter()
+        .flat_map(|name| partition_folders(folder.child(name)));
+    std::iter::once(folder.clone()).chain(below).collect()
 }
 
 /// Removes every staging file (`<name>#<digits>`, what a local store writes before it renames
@@ -674,29 +726,42 @@ mod tests {
             Some(Overlap::FolderInsideWatch),
             Some(Overlap::WatchInsideFolder),
         );
-        assert_eq!(collected(OutputLayout::Flat, "out"), [inside, inside]);
-        assert_eq!(collected(OutputLayout::Flat, "out/s"), [inside, None]);
-        assert_eq!(collected(OutputLayout::Flat, "out/s/sub"), [None, None]);
+        assert_eq!(
+            collected(OutputLayout::Flat, "out"),
+            [inside, inside, inside]
+        );
+        assert_eq!(collected(OutputLayout::Flat, "out/s"), [inside, None, None]);
+        assert_eq!(
+            collected(OutputLayout::Flat, "out/.committed/s"),
+            [None, inside, None]
+        );
+        assert_eq!(
+            collected(OutputLayout::Flat, "out/s/sub"),
+            [None, None, None]
+        );
         assert_eq!(
             collected(OutputLayout::Hive, "out/source=s"),
-            [inside, None]
+            [inside, None, None]
         );
         assert_eq!(
             collected(OutputLayout::Hive, "out/source=s/date=2026-01-01"),
-            [holds, None]
+            [holds, None, None]
         );
         assert_eq!(
             collected(OutputLayout::Hive, "out/source=s/date=2026-01-01/x"),
-            [None, None]
+            [None, None, None]
         );
         assert_eq!(
             collected(
                 OutputLayout::Flat,
                 "out/.leftovers/s/00000000000000000001/a"
             ),
-            [None, holds]
+            [None, None, holds]
         );
-        assert_eq!(collected(OutputLayout::Flat, "elsewhere"), [None, None]);
+        assert_eq!(
+            collected(OutputLayout::Flat, "elsewhere"),
+            [None, None, None]
+        );
         let memory = Location::parse("memory://").unwrap();
         let sink = OutputSink::new(memory, &id, Compression::None);
         assert!(
@@ -742,6 +807,7 @@ mod tests {
         let body = OutputSink::render(
             "pod",
             "stats",
+            &Labels::default(),
             (7, false),
             "pod/7.ndjson",
             files
@@ -791,7 +857,14 @@ mod tests {
 
     #[test]
     fn gzip_keys_get_gzip_bodies() {
-        let body = OutputSink::render("p", "stats", (1, false), "p/1.ndjson.gz", []);
+        let body = OutputSink::render(
+            "p",
+            "stats",
+            &Labels::default(),
+            (1, false),
+            "p/1.ndjson.gz",
+            [],
+        );
         assert_eq!(&body[..2], &[0x1f, 0x8b]);
     }
 
@@ -846,6 +919,67 @@ mod tests {
         assert!(hive.outputs_after(9).await.unwrap().is_empty());
         // The flat layout of the same source sees none of them.
         assert!(flat.outputs_after(0).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn partition_labels_are_folders_between_source_and_date_and_labels_are_in_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        let source = SourceId::new("pod-1").unwrap();
+        let labels =
+            Labels::new(["namespace=shop", "app=web"].map(|l| l.parse::<Label>().unwrap()))
+                .unwrap();
+        let namespace: Label = "namespace=shop".parse().unwrap();
+        let hive = OutputSink::new(location, &source, Compression::None)
+            .with_layout(OutputLayout::Hive)
+            .with_partitions(vec![namespace]);
+        let evening = UNIX_EPOCH + Duration::from_secs(1_796_083_199);
+        let key = hive.key_for(7, evening);
+        assert_eq!(
+            key,
+            "source=pod-1/namespace=shop/date=2026-11-30/00000000000000000007.ndjson"
+        );
+        let file = PlannedFile {
+            path: "a.log".into(),
+            size: 3,
+            mtime_ns: 1,
+            inode: 1,
+            btime_ns: 0,
+            start: 0,
+        };
+        let outcome = FileOutcome::Failed {
+            kind: crate::process::FailureKind::Vanished,
+            reason: "vanished".into(),
+        };
+        let body = OutputSink::render(
+            "pod-1",
+            "stats",
+            &labels,
+            (7, false),
+            &key,
+            [(&file, &outcome, 0)],
+        );
+        let line: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            line["labels"],
+            serde_json::json!({"app": "web", "namespace": "shop"})
+        );
+        hive.write(&key, body, WriteMode::Create).await.unwrap();
+        assert_eq!(hive.outputs_after(0).await.unwrap(), [(7, key.clone())]);
+        // Where objects land, a staging file of a killed write is found and removed.
+        let day = dir
+            .path()
+            .join("source=pod-1/namespace=shop/date=2026-11-30");
+        std::fs::write(day.join("00000000000000000008.ndjson#12"), b"{}").unwrap();
+        assert_eq!(hive.remove_orphaned_temporaries(), 1);
+        // A watched directory where objects land would collect them.
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let overlaps: Vec<_> = hive
+            .written_folders(false)
+            .iter()
+            .map(|f| f.collected_by(&root.join("source=pod-1/namespace=shop/date=2026-11-30")))
+            .collect();
+        assert_eq!(overlaps, [Some(Overlap::WatchInsideFolder), None]);
     }
 
     #[test]

@@ -130,11 +130,14 @@ pub struct RepairReport {
     pub generation: u64,
     /// An interrupted batch (its plan) left for the next start to redo.
     pub interrupted: Option<u64>,
+    /// Committed generations whose missing commit records were written ([`crate::manifest`]):
+    /// a process died between a commit and its record and never started again.
+    pub recorded: Vec<u64>,
 }
 
-/// Sets aside the damaged deltas at the end of the log of `source_id` under `state`, then
-/// commits every generation that has an output object under `output` beyond the committed
-/// state, from that object, with the files of `watch_dir` for their identity. `identity` is the
+/// Sets aside the damaged deltas at the end of the log of `source_id` under `state`, writes the
+/// commit records the commits of the log lack, then commits every generation that has an output
+/// object under `output` beyond the committed state, from that object (with its record), with the files of `watch_dir` for their identity. `identity` is the
 /// `--identity` gleaner runs with: with [`Identity::Content`], a file whose first KiB has the
 /// fingerprint its line records counts as unchanged even where its ctime changed.
 ///
@@ -206,6 +209,10 @@ pub async fn repair(
     };
     report.interrupted = loaded.pending.as_ref().map(|plan| plan.generation);
     let sink = sink_in(layout);
+    for commit in sink.manifest().unrecorded(loaded.committed_outputs).await? {
+        sink.manifest().write(&commit).await?;
+        report.recorded.push(commit.generation);
+    }
     for (candidate, key) in sink.outputs_after(generation).await? {
         // Only the generation right after the committed one; an interrupted batch is redone
         // by the next start from its plan, whose output may be partial.
@@ -240,6 +247,9 @@ pub async fn repair(
         })??;
         let delta = log.delta(candidate, Some(key.clone()), upserts);
         log.commit(&delta).await?;
+        if let Some(commit) = state_store::CommittedOutput::of(&delta) {
+            sink.manifest().write(&commit).await?;
+        }
         generation = candidate;
         report.rebuilt.push(RebuiltGeneration {
             generation,

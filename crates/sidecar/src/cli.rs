@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use scanner_core::{AfterCommit, DrainMode, Identity, OnChange, ReadyMarker};
+use scanner_core::{AfterCommit, DrainMode, Identity, Label, OnChange, ReadyMarker};
 use state_store::SourceId;
 
 /// Collects new text files from a directory another program writes, reduces each to a small
@@ -65,9 +65,9 @@ pub enum StateCommand {
     /// Remove the state of source ids whose writer is gone and that were idle for longer than
     /// --idle-for (a Deployment's Pods each leave one). A dry run unless --delete is given.
     Gc(GcArgs),
-    /// Repair the end of the log from the outputs: set damaged last deltas aside, and commit
-    /// each generation whose output exists beyond the state again, from that output. Run it
-    /// with no gleaner of this source running.
+    /// Repair the end of the log from the outputs: set damaged last deltas aside, write the
+    /// commit records the commits lack, and commit each generation whose output exists beyond
+    /// the state again, from that output. Run it with no gleaner of this source running.
     Repair(RepairArgs),
     /// Process committed files again, on purpose (after a processor bug): the named files, or
     /// those of one generation or time range, under new generations marked as replays, whose
@@ -467,7 +467,9 @@ pub struct ProcessorArgs {
 #[command(next_help_heading = "Output")]
 pub struct OutputArgs {
     /// Where batch outputs are written: a local path, or a file://, s3://, gs://, az:// or
-    /// memory:// URL.
+    /// memory:// URL. After each commit, a commit record naming the committed object goes to
+    /// `.committed/<source-id>/<generation>.json` there: readers that go by the records never
+    /// read the object of a batch that is not committed.
     #[arg(
         long,
         env = "GLEANER_OUTPUT",
@@ -495,6 +497,32 @@ pub struct OutputArgs {
         default_value = "flat"
     )]
     pub output_layout: LayoutArg,
+
+    /// A label written into every output line, `"labels":{"KEY":"VALUE",…}`: where the result
+    /// came from (Pod, namespace, node, app). Repeat the flag for several. KEY: a lowercase
+    /// letter, then lowercase letters, digits and `_` (up to 63; not a field of the line, nor
+    /// `source` or `date`); VALUE: up to 253 ASCII letters, digits, `.`, `_` and `-`, or empty.
+    /// GLEANER_LABELS takes them comma-separated (`pod=web-0,namespace=shop`); flags replace it.
+    #[arg(
+        long = "label",
+        env = "GLEANER_LABELS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub labels: Vec<Label>,
+
+    /// A label (given with --label) whose value is also a folder of `--output-layout hive`,
+    /// between the source and the date: `source=<id>/<KEY>=<VALUE>/date=<day>/…`, a partition
+    /// column for DuckDB, Spark, Trino and Athena. Repeat for several, in order. Name the same
+    /// ones for every source under one output root: engines read one set of partition columns
+    /// per root.
+    #[arg(
+        long = "partition-label",
+        env = "GLEANER_PARTITION_LABELS",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub partition_labels: Vec<String>,
 
     /// At most this many files per batch (oldest first; a batch always takes one file).
     #[arg(long, env = "GLEANER_MAX_FILES", value_name = "N", default_value_t = 10_000,

@@ -5,9 +5,9 @@ use scanner_core::processor::{CountBy, CountByConfig, Grep, KeySource};
 use std::time::Duration;
 
 use scanner_core::{
-    Baseline, BatchLimits, CleanupRules, Compression, DynProcessor, ErrorChain, EventTrigger,
-    NameFilter, ReadLimits, Readiness, ReplaySelection, RetryPolicy, ScanError, Scanner,
-    ScannerConfig, Shutdown, ShutdownTrigger, Stats, shutdown_channel,
+    Baseline, BatchLimits, CleanupRules, Compression, ConfigError, DynProcessor, ErrorChain,
+    EventTrigger, Labels, NameFilter, ReadLimits, Readiness, ReplaySelection, RetryPolicy,
+    ScanError, Scanner, ScannerConfig, Shutdown, ShutdownTrigger, Stats, shutdown_channel,
 };
 use state_store::{Location, RelPath, SourceId};
 use tokio::signal::unix::{SignalKind, signal};
@@ -479,6 +479,8 @@ fn configure(args: &RunArgs, source_id: SourceId) -> anyhow::Result<(ScannerConf
         CompressArg::Gzip => Compression::Gzip,
     };
     config.output_layout = args.output.output_layout.layout();
+    config.labels = Labels::new(args.output.labels.iter().cloned()).map_err(ConfigError::from)?;
+    config.partition_labels = args.output.partition_labels.clone();
     config.read_limits = ReadLimits {
         max_decoded_bytes: args.processing.max_decoded_bytes,
     };

@@ -51,6 +51,12 @@ async fn repair(args: RepairArgs) -> anyhow::Result<()> {
             "set aside the damaged delta of generation {generation} (kept as {generation:020}.delta.damaged)"
         );
     }
+    for generation in &report.recorded {
+        say!(
+            "wrote the missing commit record of generation {generation} (.committed/{}/{generation:020}.json)",
+            args.source_id
+        );
+    }
     for rebuilt in &report.rebuilt {
         say!(
             "committed generation {} again from {}: {} file(s): {} found unchanged, {} changed \
@@ -74,7 +80,7 @@ async fn repair(args: RepairArgs) -> anyhow::Result<()> {
             "generation {generation} is an interrupted batch: the next start redoes it from its plan"
         );
     }
-    if report.set_aside.is_empty() && report.rebuilt.is_empty() {
+    if report.set_aside.is_empty() && report.rebuilt.is_empty() && report.recorded.is_empty() {
         say!("nothing to repair: the log ends in a sound delta, and no output is beyond it");
     }
     say!(

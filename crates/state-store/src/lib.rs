@@ -79,7 +79,7 @@ pub use lease::{LEASE_RENEW, LEASE_TTL, Lease};
 pub use location::{Location, StorageOptions};
 pub use log::{Activity, Kept, LoadedState, LogObject, StateLog, StoredSnapshot, Verification};
 pub use model::{FINGERPRINT_BYTES, FileEntry, Origin, Outcome, RelPath, RelPathRef};
-pub use records::{Delta, Plan, PlannedFile};
+pub use records::{CommittedOutput, Delta, Plan, PlannedFile};
 pub use source_id::SourceId;
 pub use state::State;
 

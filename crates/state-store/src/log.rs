@@ -14,7 +14,8 @@ use crate::legacy::{decode_delta, decode_plan};
 use crate::records::now_ms;
 use crate::snapshot::{decode_snapshot, encode_snapshot};
 use crate::{
-    Delta, FileEntry, Location, Origin, Plan, PlannedFile, RelPath, SourceId, State, StateError,
+    CommittedOutput, Delta, FileEntry, Location, Origin, Plan, PlannedFile, RelPath, SourceId,
+    State, StateError,
 };
 
 /// How many log objects are fetched at once while loading or verifying.
@@ -58,6 +59,10 @@ pub struct LoadedState {
     /// Objects that a newer snapshot or delta supersedes (a process stopped before cleaning up);
     /// safe to remove with [`StateLog::remove`].
     pub stale: Vec<Path>,
+    /// The commits with an output object among the deltas loaded after the snapshot, in
+    /// generation order: the ones whose commit records a process may have left unwritten
+    /// (the output sink's manifest is written after each commit, before any snapshot folds it).
+    pub committed_outputs: Vec<CommittedOutput>,
     /// How many log objects were read.
     pub objects_read: usize,
     /// Their total size in bytes.
@@ -343,6 +348,7 @@ impl StateLog {
             })
             .buffered(LOAD_CONCURRENCY);
         while let Some((path, delta, size)) = fetches.try_next().await? {
+            loaded.committed_outputs.extend(CommittedOutput::of(&delta));
             loaded
                 .state
                 .apply_owned(delta)

@@ -29,6 +29,30 @@ pub struct Delta {
     pub replay: bool,
 }
 
+/// What a reader of the outputs needs to know of one committed generation that has an output
+/// object: which object, and when it was committed. Taken from its
+/// [`Delta`], so that it is the same however often it is taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedOutput {
+    /// The generation.
+    pub generation: u64,
+    /// Key of its output object, relative to the output location.
+    pub output_key: String,
+    /// When it was committed, in milliseconds since the Unix epoch.
+    pub committed_at_ms: u64,
+}
+
+impl CommittedOutput {
+    /// The output `delta` commits, if it has one (a commit of renames has none).
+    pub fn of(delta: &Delta) -> Option<Self> {
+        Some(Self {
+            generation: delta.generation,
+            output_key: delta.output_key.clone()?,
+            committed_at_ms: delta.committed_at_ms,
+        })
+    }
+}
+
 /// The intent to process one batch as generation `generation`, recorded before processing.
 ///
 /// A plan that is not followed by its delta belongs to a batch that was interrupted (crash,

@@ -1,7 +1,14 @@
-"""The view every Spark SQL query here reads: `outputs`, all output lines under an output root
-(plain and gzipped), with the partition columns `source` and `date` of the hive layout
-(--output-layout hive). The columns are those of schema/output-line.schema.json; `result` is kept
-as JSON text, since its shape depends on the processor.
+"""The view every Spark SQL query here reads: `outputs`, the committed output lines under an output
+root (plain and gzipped), with the partition columns `source` and `date` of the hive layout
+(--output-layout hive), and one more per --partition-label. The columns are those of
+schema/output-line.schema.json; `result` is kept as JSON text, since its shape depends on the
+processor; `labels` is a map (labels['namespace']). Every source under one root must have the same
+partition folders: Spark reads one set of partition columns.
+
+Only committed objects are read: those named by a commit record of the manifest,
+`<root>/.committed/<source-id>/<generation>.json` (schema/commit-record.schema.json), as Spark's
+own file sink has readers go by its `_spark_metadata` log. An object of a batch not yet committed
+has no record, so it is not read.
 
     spark-submit examples/queries/spark/outputs.py OUTPUT_ROOT QUERY.sql
 """
@@ -12,18 +19,24 @@ from pyspark.sql import SparkSession
 SCHEMA = (
     "schema INT, source_id STRING, generation BIGINT, path STRING, path_bytes ARRAY<INT>, "
     "size BIGINT, encoding STRING, mtime STRING, start BIGINT, processor STRING, "
-    "result STRING, error STRING"
+    "result STRING, error STRING, labels MAP<STRING, STRING>"
 )
 
 
+def committed_objects(spark, root):
+    """The output objects the commit records under `root` name, as paths."""
+    records = spark.read.schema("key STRING").json(f"{root}/.committed/*/*.json")
+    return sorted(f"{root}/{row.key}" for row in records.collect())
+
+
 def register(spark, root):
-    """Registers the `outputs` view over the output root `root`."""
-    frame = (
-        spark.read.schema(SCHEMA)
-        .option("pathGlobFilter", "*.ndjson*")
-        .option("recursiveFileLookup", "false")
-        .json(root)
-    )
+    """Registers the `outputs` view over the committed objects under the output root `root`."""
+    objects = committed_objects(spark, root)
+    if objects:
+        # basePath: the `source=`/`date=` folders below the root become partition columns.
+        frame = spark.read.schema(SCHEMA).option("basePath", root).json(objects)
+    else:
+        frame = spark.createDataFrame([], SCHEMA)
     frame.createOrReplaceTempView("outputs")
 
 

@@ -99,6 +99,7 @@ with `nindent`. Nothing is added to a Pod that does not include them.
       value: {{ $v.run.compress | quote }}
     - name: GLEANER_OUTPUT_LAYOUT
       value: {{ $v.run.outputLayout | quote }}
+    {{- include "gleaner.labelsEnv" $v.run.labels }}
     {{- if $cron }}
     - name: GLEANER_AFTER
       value: {{ $v.cronjob.after | quote }}

@@ -138,7 +138,7 @@ or fails with a message that says what to change.
 {{- if and (eq $v.mode "example") $v.run.sourceId (gt (int $v.example.replicas) 1) -}}
 {{- fail (printf "run.sourceId %q with example.replicas %d: every Pod needs its own source id (two Pods under one id fence each other off, exit 3). Leave run.sourceId empty to use each Pod's name" $v.run.sourceId (int $v.example.replicas)) -}}
 {{- end -}}
-{{- $reserved := list "run" "--watch" "--state" "--output" "--source-id" "--processor" "--min-age" "--interval" "--compress" "--output-layout" "--shutdown-timeout" "--stall-timeout" "--log-format" "--after" "--min-free" "--watch-capacity" "--drain" "--metrics-addr" "--ship-leftovers" "--once" -}}
+{{- $reserved := list "run" "--watch" "--state" "--output" "--source-id" "--processor" "--min-age" "--interval" "--compress" "--output-layout" "--shutdown-timeout" "--stall-timeout" "--log-format" "--after" "--min-free" "--watch-capacity" "--drain" "--metrics-addr" "--ship-leftovers" "--once" "--label" "--partition-label" -}}
 {{- range $v.run.extraArgs -}}
 {{- $flag := regexReplaceAll "=.*$" (toString .) "" -}}
 {{- if has $flag $reserved -}}
@@ -146,15 +146,16 @@ or fails with a message that says what to change.
 {{- end -}}
 {{- end -}}
 {{- $secretNames := list "AWS_SECRET_ACCESS_KEY" "AWS_SESSION_TOKEN" "AZURE_STORAGE_ACCOUNT_KEY" "AZURE_STORAGE_ACCESS_KEY" "AZURE_STORAGE_SAS_KEY" "AZURE_STORAGE_TOKEN" "AZURE_CLIENT_SECRET" "GOOGLE_SERVICE_ACCOUNT_KEY" -}}
-{{- $chartEnv := list "GLEANER_SOURCE_ID" "GLEANER_WATCH" "GLEANER_STATE" "GLEANER_OUTPUT" "GLEANER_PROCESSOR" "GLEANER_MIN_AGE" "GLEANER_INTERVAL" "GLEANER_COMPRESS" "GLEANER_OUTPUT_LAYOUT" "GLEANER_AFTER" "GLEANER_MIN_FREE" "GLEANER_WATCH_CAPACITY" "GLEANER_DRAIN" "GLEANER_SHIP_LEFTOVERS" "GLEANER_METRICS_ADDR" "GLEANER_SHUTDOWN_TIMEOUT" "GLEANER_STALL_TIMEOUT" "GLEANER_LOG_FORMAT" "GLEANER_ONCE" "GLEANER_POD_NAME" "GLEANER_POD_NAMESPACE" -}}
+{{- $chartEnv := list "GLEANER_SOURCE_ID" "GLEANER_WATCH" "GLEANER_STATE" "GLEANER_OUTPUT" "GLEANER_PROCESSOR" "GLEANER_MIN_AGE" "GLEANER_INTERVAL" "GLEANER_COMPRESS" "GLEANER_OUTPUT_LAYOUT" "GLEANER_AFTER" "GLEANER_MIN_FREE" "GLEANER_WATCH_CAPACITY" "GLEANER_DRAIN" "GLEANER_SHIP_LEFTOVERS" "GLEANER_METRICS_ADDR" "GLEANER_SHUTDOWN_TIMEOUT" "GLEANER_STALL_TIMEOUT" "GLEANER_LOG_FORMAT" "GLEANER_ONCE" "GLEANER_POD_NAME" "GLEANER_POD_NAMESPACE" "GLEANER_LABELS" "GLEANER_PARTITION_LABELS" -}}
 {{- range $v.run.extraEnv -}}
-{{- if has .name $chartEnv -}}
+{{- if or (has .name $chartEnv) (hasPrefix "GLEANER_LABEL_" .name) -}}
 {{- fail (printf "run.extraEnv: %s is set by the chart (from its own value: see the chart's README); set that value instead (two definitions of one variable: the last would silently win)" .name) -}}
 {{- end -}}
 {{- if and (has .name $secretNames) (hasKey . "value") -}}
 {{- fail (printf "run.extraEnv: %s is given as a literal value; a secret's value never goes in the chart's values (it would be stored in the release and shown by helm get values). Put it in a Secret and reference it: credentials.secretEnv: [{name: %s, secretName: SECRET, key: KEY}]" .name .name) -}}
 {{- end -}}
 {{- end -}}
+{{- include "gleaner.validateLabels" $v -}}
 {{- $volumes := list -}}
 {{- range $v.extraVolumes -}}
 {{- if eq .name $v.volume.name -}}
@@ -249,4 +250,76 @@ affinity:
 topologySpreadConstraints:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/*
+Checks run.labels beyond the schema: one key, one label; partitions are labels, of the hive
+layout, with a value (an empty folder name cannot be a partition). Argument: the values.
+*/}}
+{{- define "gleaner.validateLabels" -}}
+{{- $l := .run.labels -}}
+{{- $keys := list -}}
+{{- range $key := list "pod" "namespace" "node" -}}
+{{- if get $l $key -}}{{- $keys = append $keys $key -}}{{- end -}}
+{{- end -}}
+{{- $reserved := list "schema" "source_id" "generation" "path" "path_bytes" "size" "encoding" "mtime" "start" "processor" "result" "error" "identity" "labels" "source" "date" -}}
+{{- range $from := list "fromPodLabels" "static" -}}
+{{- range $key, $_ := get $l $from -}}
+{{- if has $key $reserved -}}
+{{- fail (printf "run.labels.%s: the label key %s is reserved: it names a field of the result line or a partition of the hive layout (reserved: %s)" $from $key (join ", " $reserved)) -}}
+{{- end -}}
+{{- if has $key $keys -}}
+{{- fail (printf "run.labels.%s: the label %s is given twice (a line has one value per key): set run.labels.%s to false, or use another key" $from $key $key) -}}
+{{- end -}}
+{{- $keys = append $keys $key -}}
+{{- end -}}
+{{- end -}}
+{{- range $l.partitions -}}
+{{- if ne $.run.outputLayout "hive" -}}
+{{- fail (printf "run.labels.partitions: %s is a folder of the hive layout: set run.outputLayout to hive" .) -}}
+{{- end -}}
+{{- if not (has . $keys) -}}
+{{- fail (printf "run.labels.partitions: %s is not a label: enable it (pod, namespace, node) or give it in run.labels.fromPodLabels or run.labels.static" .) -}}
+{{- end -}}
+{{- if and (hasKey $l.static .) (eq (get $l.static .) "") -}}
+{{- fail (printf "run.labels.partitions: the static label %s is empty, which cannot name a folder" .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The environment that labels every result line (run.labels): the Pod's name, namespace and node
+and the chosen Pod labels through the downward API, each in a GLEANER_LABEL_<KEY> variable, all
+joined into GLEANER_LABELS by $(VAR) references; GLEANER_PARTITION_LABELS for the partitions.
+Argument: run.labels.
+*/}}
+{{- define "gleaner.labelsEnv" -}}
+{{- $pairs := list -}}
+{{- range $key, $path := dict "pod" "metadata.name" "namespace" "metadata.namespace" "node" "spec.nodeName" -}}
+{{- if get $ $key }}
+    - name: GLEANER_LABEL_{{ upper $key }}
+      valueFrom:
+        fieldRef:
+          fieldPath: {{ $path }}
+{{- $pairs = append $pairs (printf "%s=$(GLEANER_LABEL_%s)" $key (upper $key)) -}}
+{{- end -}}
+{{- end -}}
+{{- range $key, $podLabel := .fromPodLabels }}
+    - name: GLEANER_LABEL_{{ upper $key }}
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.labels['{{ $podLabel }}']
+{{- $pairs = append $pairs (printf "%s=$(GLEANER_LABEL_%s)" $key (upper $key)) -}}
+{{- end -}}
+{{- range $key, $value := .static -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- if $pairs }}
+    - name: GLEANER_LABELS
+      value: {{ join "," $pairs | quote }}
+{{- end -}}
+{{- with .partitions }}
+    - name: GLEANER_PARTITION_LABELS
+      value: {{ join "," . | quote }}
+{{- end -}}
 {{- end -}}

@@ -9,7 +9,10 @@
 //! * the **output object** before the delta: a committed generation always has its results;
 //! * the **delta** (the commit point) before the plan is removed, the state is changed in
 //!   memory, and files are cleaned up: a crash between any two of these loses nothing and
-//!   repeats nothing.
+//!   repeats nothing;
+//! * the delta before the **commit record** ([`crate::manifest`]), and the record before a
+//!   snapshot folds the delta: a crash in between leaves the delta, and the next load writes
+//!   the record.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -235,9 +238,18 @@ impl Scanner {
         let committing = Instant::now();
         let committed = self.commit(flushed).await?;
         self.timed("commit", committing);
-        self.snapshot_if_due().await?;
+        // The record after the commit: a reader trusting the records never sees an object
+        // that is not committed. Failing, it is written after the log is read again, and no
+        // snapshot folds its delta before: what follows the commit goes on meanwhile.
+        self.unrecorded
+            .extend(state_store::CommittedOutput::of(&committed.delta));
+        let recorded = self.record_commits().await;
+        if recorded.is_ok() {
+            self.snapshot_if_due().await?;
+        }
         self.clean_up_committed(&committed.delta).await?;
-        Ok(Some(self.report(committed, mode, started)))
+        let report = self.report(committed, mode, started);
+        recorded.map(|()| Some(report))
     }
 
     /// Records how long a phase took since `started`.
@@ -346,10 +358,15 @@ impl Scanner {
     async fn flush(&self, batch: Processed, mode: WriteMode) -> Result<Flushed, ScanError> {
         let source_id = self.config.source_id.clone();
         let processor = self.processor.name().to_string();
+        // The labels of this process, a redo's too, but the partition folders of the planned
+        // key: the object replaces the earlier attempt's as a whole (same key, whatever the
+        // labels are now), and its lines agree with its folders.
+        let labels = self.config.labels.as_in_key(&batch.output_key);
         let (batch, body) = blocking("rendering the output", move || {
             let body = OutputSink::render(
                 source_id.as_str(),
                 &processor,
+                &labels,
                 (batch.generation, batch.replay),
                 &batch.output_key,
                 batch

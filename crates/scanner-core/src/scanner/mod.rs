@@ -36,6 +36,7 @@ use crate::cleanup::CleanupRules;
 use crate::diff::OnChange;
 use crate::events::Touched;
 use crate::identity::Identity;
+use crate::labels::{Label, Labels};
 use crate::listing::{DirScope, ListingProblem};
 use crate::output::{Compression, OutputLayout, OutputSink, WriteMode};
 use crate::plan::{BatchLimits, BatchQueue};
@@ -77,6 +78,12 @@ pub struct ScannerConfig {
     pub compression: Compression,
     /// How output keys are laid out.
     pub output_layout: OutputLayout,
+    /// Written into every output line ([`crate::labels`]).
+    pub labels: Labels,
+    /// Keys of `labels` whose values are partition folders of the hive layout, in this order
+    /// (`source=<id>/<key>=<value>/…/date=<day>/`). Every source under one output root should
+    /// name the same ones: engines read one set of partition columns per root.
+    pub partition_labels: Vec<String>,
     /// Fold the log into a snapshot once this many generations were committed since the last
     /// one (at least 1).
     pub snapshot_every: u64,
@@ -147,6 +154,8 @@ impl ScannerConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             compression: Compression::None,
             output_layout: OutputLayout::Flat,
+            labels: Labels::default(),
+            partition_labels: Vec::new(),
             snapshot_every: 64,
             allow_rescan: false,
             read_limits: ReadLimits::default(),
@@ -192,6 +201,7 @@ impl ScannerConfig {
                 return Err(ConfigError::Zero { setting });
             }
         }
+        self.partitions()?;
         if self.on_change == OnChange::Append && !self.cleanup.is_noop() {
             return Err(ConfigError::Conflict(
                 "--on-change append keeps files in place: it cannot be combined with --after \
@@ -207,6 +217,38 @@ impl ScannerConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl ScannerConfig {
+    /// The labels that are partitions, in order: each a label with a value, named once, in the
+    /// hive layout.
+    pub fn partitions(&self) -> Result<Vec<Label>, ConfigError> {
+        let refuse = |key: &str, reason| ConfigError::PartitionLabel {
+            key: key.to_string(),
+            reason,
+        };
+        let mut partitions: Vec<Label> = Vec::new();
+        for key in &self.partition_labels {
+            if self.output_layout != OutputLayout::Hive {
+                return Err(refuse(key, "partitions need --output-layout hive"));
+            }
+            let value = self
+                .labels
+                .get(key)
+                .ok_or_else(|| refuse(key, "not a label: give it with --label KEY=VALUE"))?;
+            if value.is_empty() {
+                return Err(refuse(
+                    key,
+                    "its value is empty, which cannot name a partition folder",
+                ));
+            }
+            if partitions.iter().any(|p| p.key() == key) {
+                return Err(refuse(key, "named twice"));
+            }
+            partitions.push(Label::new(key.as_str(), value)?);
+        }
+        Ok(partitions)
     }
 }
 
@@ -415,6 +457,10 @@ pub struct Scanner {
     redo_marker: Option<(u64, u32)>,
     /// Set after a failed batch: what reached storage is unknown until the log is read again.
     needs_reload: bool,
+    /// Committed generations whose commit records ([`crate::manifest`]) are not known to be
+    /// written, in generation order: written after each commit, and before any snapshot folds
+    /// their deltas (a load finds the ones a crash left among the deltas after the snapshot).
+    unrecorded: Vec<state_store::CommittedOutput>,
     snapshots: SnapshotSchedule,
     /// Tracked paths the last walk of the whole tree did not find (less those found again
     /// since): dropped from the state at the next snapshot.
@@ -502,7 +548,8 @@ impl Scanner {
         let mut scanner = Scanner {
             log: StateLog::new(state, &config.source_id).with_origin(origin),
             output: OutputSink::new(output.clone(), &config.source_id, config.compression)
-                .with_layout(config.output_layout),
+                .with_layout(config.output_layout)
+                .with_partitions(config.partitions()?),
             config: ScannerConfig {
                 watch_dir,
                 ..config
@@ -514,6 +561,7 @@ impl Scanner {
             own_plan: None,
             redo_marker: None,
             needs_reload: true,
+            unrecorded: Vec::new(),
             snapshots: SnapshotSchedule::default(),
             gone: Vec::new(),
             sightings: Sightings::default(),
@@ -534,6 +582,7 @@ impl Scanner {
         scanner.refuse_silent_rescan().await?;
         scanner.prepare_storage().await?;
         scanner.take_lease().await?;
+        scanner.record_commits().await?;
         scanner.observer.emit(loaded.event(scanner.log.location()));
         scanner.observer.emit(SourceOpened {
             source_id: scanner.config.source_id.as_str(),
@@ -795,6 +844,7 @@ impl Scanner {
             let loaded = self.reload().await?;
             // Running, this root never takes over: another root that wrote since is live.
             self.check_root(false).await?;
+            self.record_commits().await?;
             self.observer.emit(loaded.event(self.log.location()));
             self.gone.clear();
         }
@@ -994,7 +1044,13 @@ mod tests {
         assert_eq!(report.batches.len(), 1);
         assert_eq!(report.batches[0].files, 1);
 
-        let objects: Vec<_> = output.store().list(None).try_collect().await.unwrap();
+        // The batch's object, beside its commit record.
+        let objects: Vec<_> = output
+            .store()
+            .list(Some(&"t".into()))
+            .try_collect()
+            .await
+            .unwrap();
         assert_eq!(objects.len(), 1);
         let body = output.store().get(&objects[0].location).await.unwrap();
         let text = String::from_utf8(body.bytes().await.unwrap().to_vec()).unwrap();

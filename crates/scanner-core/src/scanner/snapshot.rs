@@ -29,11 +29,13 @@ impl SnapshotSchedule {
 
 impl Scanner {
     /// Stores a snapshot if `snapshot_every` generations were committed since the last one.
+    /// The commit records come first: once folded, the deltas no longer say which are due.
     pub(super) async fn snapshot_if_due(&mut self) -> Result<(), ScanError> {
         if self
             .snapshots
             .is_due(self.state.generation(), self.config.snapshot_every)
         {
+            self.record_commits().await?;
             self.snapshot().await?;
         }
         Ok(())

@@ -41,7 +41,8 @@ pub(super) fn check_locations(
     use crate::output::{OutputSink, Overlap, WrittenFolder};
     let source_id: &SourceId = &config.source_id;
     let sink = OutputSink::new(output.clone(), source_id, config.compression)
-        .with_layout(config.output_layout);
+        .with_layout(config.output_layout)
+        .with_partitions(config.partitions()?);
     // The state log: its objects directly in `<source-id>/`.
     let state_log = WrittenFolder {
         what: "the state location",
@@ -376,8 +377,23 @@ impl Scanner {
         self.state = loaded.state;
         self.pending = loaded.pending;
         self.pending_redos = loaded.pending_redos;
+        self.unrecorded = self
+            .output
+            .manifest()
+            .unrecorded(loaded.committed_outputs)
+            .await?;
         self.needs_reload = false;
         Ok(summary)
+    }
+
+    /// Writes the commit records of committed generations that have none yet, in generation
+    /// order ([`crate::manifest`]).
+    pub(super) async fn record_commits(&mut self) -> Result<(), ScanError> {
+        while let Some(commit) = self.unrecorded.first() {
+            self.output.manifest().write(commit).await?;
+            self.unrecorded.remove(0);
+        }
+        Ok(())
     }
 
     /// Refuses to go on when this source id belongs to another watch root:
@@ -487,6 +503,7 @@ impl Scanner {
             from_generation: newest + 1,
         });
         // The interrupted batch, if any, is dropped with the rest: its files are processed anew.
+        self.record_commits().await?;
         self.state.rebase(newest);
         self.log.store_snapshot(&self.state).await?;
         self.pending = None;
@@ -534,7 +551,8 @@ impl Scanner {
     pub(super) async fn prepare_storage(&self) -> Result<(), ScanError> {
         self.observer.emit(TemporariesRemoved {
             count: self.log.remove_orphaned_temporaries()
-                + self.output.remove_orphaned_temporaries(),
+                + self.output.remove_orphaned_temporaries()
+                + self.output.manifest().remove_orphaned_temporaries(),
         });
         let probe_id = self.log.writer_id();
         self.log.location().check_writable(probe_id).await?;
