@@ -241,11 +241,14 @@ mod tests {
     use crate::processor::Stats;
     use crate::{DynProcessor, ScannerConfig};
 
-    /// Every output line under `output`, parsed, by object.
+    /// Every output line under `output` (the `.ndjson` objects), parsed, by object.
     async fn lines(output: &Location) -> Vec<(String, serde_json::Value)> {
         let objects: Vec<_> = output.store().list(None).try_collect().await.unwrap();
         let mut lines = Vec::new();
-        for object in objects {
+        for object in objects
+            .into_iter()
+            .filter(|o| o.location.as_ref().ends_with(".ndjson"))
+        {
             let body = output.store().get(&object.location).await.unwrap();
             let text = String::from_utf8(body.bytes().await.unwrap().to_vec()).unwrap();
             for line in text.lines() {
