@@ -2,10 +2,13 @@
 //! whose lines say `"replay":true`, with nothing else changed — on local storage and on S3.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Fixture, OLD, Place, inspect_state, reference_stats};
+use crate::support::{
+    Fixture, OLD, Place, inspect_state, reference_stats, sigterm, wait_until, wait_with_timeout,
+};
 
 /// `gleaner state replay` with the fixture's flags (as `gleaner run` takes them) and `extra`.
 fn replay(fx: &Fixture, extra: &[&str]) -> std::process::Output {
@@ -190,4 +193,34 @@ fn a_replay_refuses_files_it_cannot_replay_and_writes_nothing() {
         "{gone:?}"
     );
     fx.assert_outputs_match_commits();
+}
+
+/// One writer: a replay is refused (exit 3) while a running gleaner holds the source, since the
+/// two would race for the next generation; once it is stopped, the replay runs, and leaves no
+/// lease of its own behind (a `state gc` need not wait for it to age).
+#[test]
+fn a_replay_is_refused_while_a_live_writer_holds_the_source() {
+    let fx = Fixture::new();
+    fx.write("a.log", b"committed\n", OLD);
+    fx.run_once(&[]);
+    let lease = fx.state.join(&fx.source_id).join("writer.lease");
+    let quiet = ["--interval", "1h", "--events", "false"];
+    let mut writer = fx.spawn(&quiet, &fx.root.join("writer.log"));
+    assert!(wait_until(Duration::from_secs(20), || lease.exists()));
+
+    let refused = replay(&fx, &["a.log"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("another gleaner holds source id"),
+        "{stderr}"
+    );
+    assert_eq!(fx.inspect()["generation"], 1);
+
+    sigterm(&writer);
+    assert!(wait_with_timeout(&mut writer, Duration::from_secs(30)).is_some());
+    let out = replay(&fx, &["a.log"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(fx.inspect()["generation"], 2);
+    assert!(!lease.exists(), "the replay's lease is released");
 }

@@ -15,6 +15,9 @@ default readiness (files written an hour old):
   hive root:  web-1 stats plain, web-2 stats gzip, auth-1 grep gzip, auth-2 count-by plain
   labels root (hive, --partition-label namespace): web-3 and web-4 (namespace shop, app web and
               cart), web-5 (namespace pay, app web), stats plain
+Then two files of web-1 are replayed (`gleaner state replay`) in the flat and hive roots: the
+views keep one line per result (the replay's), so every answer stays that of the inputs, while
+a view without that rule (the control) counts the two files twice.
 """
 import argparse
 import gzip
@@ -101,6 +104,21 @@ def run(gleaner, work, root, source, layout, compress, processor):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+REPLAYED = ["r0/f0000.log", "r0/f0001.log"]
+
+
+def replay(gleaner, work, root, source, layout, compress, processor):
+    """`gleaner state replay` of REPLAYED, with the flags of `run`."""
+    watch = work / "watch" / f"{root.name}-{source}"
+    cmd = [
+        gleaner, "state", "replay", "--metrics-addr", "off",
+        "--watch", str(watch), "--state", str(work / "state" / root.name),
+        "--output", str(root), "--source-id", source, "--output-layout", layout,
+        "--compress", compress, *processor, *REPLAYED,
+    ]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 def build(gleaner, work):
     """Writes the inputs, runs gleaner over them, returns what each source's files hold."""
     rng = random.Random(1201)
@@ -123,6 +141,8 @@ def build(gleaner, work):
             for round_ in range(2):
                 files.update(write_files(watch, rng, f"r{round_}", rng.randint(15, 30)))
                 run(gleaner, work, root, source, layout, compress, processor)
+            if source == "web-1":
+                replay(gleaner, work, root, source, layout, compress, processor)
             inputs[layout, source] = files
     return inputs
 
@@ -186,12 +206,16 @@ def by_source(rows, days):
 
 
 def plant_uncommitted(root, source):
-    """Writes a copy of `source`'s newest object under the next generation, uncommitted (no
-    commit record): what a batch flushed but not committed leaves. Returns its path."""
-    newest = max(p for p in root.rglob("*.ndjson*") if source in p.parts or f"source={source}" in p.parts)
-    generation = int(newest.name.split(".")[0])
-    planted = newest.with_name(f"{generation + 1:020}" + newest.name[20:])
-    planted.write_bytes(newest.read_bytes())
+    """Writes a copy of `source`'s newest batch of new files under the next generation,
+    uncommitted (no commit record): what a batch flushed but not committed leaves. Returns its
+    path."""
+    objects = sorted(p for p in root.rglob("*.ndjson*") if source in p.parts or f"source={source}" in p.parts)
+    read = lambda p: gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
+    # The copy is of a batch of new files (a replay's lines would only supersede their like).
+    model = max(p for p in objects if b'"replay":true' not in read(p))
+    generation = int(objects[-1].name.split(".")[0])
+    planted = objects[-1].with_name(f"{generation + 1:020}" + model.name[20:])
+    planted.write_bytes(model.read_bytes())
     return planted
 
 
@@ -202,15 +226,24 @@ def without_manifest(sql):
     return sql.replace("getvariable('committed_objects')", glob)
 
 
-def duckdb_answers(root, flat, manifest=True):
+def without_replay_rule(sql):
+    """The view of outputs.sql keeping every line, replayed ones too: the reader the rule
+    protects against."""
+    return sql.replace("WHERE NOT superseded;", "WHERE true;")
+
+
+def duckdb_answers(root, flat, manifest=True, replays=True):
     import duckdb
 
     sys.path.insert(0, str(QUERIES / "duckdb"))
     from outputs import register
 
     con = duckdb.connect()
-    if manifest:
+    if manifest and replays:
         register(con, root)
+    elif not replays:
+        con.execute("SET VARIABLE outputs = ?", [str(root)])
+        con.execute(without_replay_rule((QUERIES / "duckdb" / "outputs.sql").read_text()))
     else:
         con.execute("SET VARIABLE outputs = ?", [str(root)])
         con.execute(without_manifest((QUERIES / "duckdb" / "outputs.sql").read_text()))
@@ -332,6 +365,12 @@ def main():
             caught = by_source([dict(r) for r in got[0]], None) != expected(inputs, layout, days)[0]
             print(f"control: DuckDB reading every {layout} object, without the manifest: totals "
                   f"{'differ from the inputs (the uncommitted object counted), as they must' if caught else 'STILL MATCH: the planted object is not read'}")
+            ok &= caught
+        for layout in ("flat", "hive"):
+            got = duckdb_answers(work / f"out-{layout}", layout == "flat", replays=False)
+            caught = by_source([dict(r) for r in got[0]], None) != expected(inputs, layout, days)[0]
+            print(f"control: DuckDB keeping the replayed lines beside the ones they supersede "
+                  f"({layout}): totals {'differ from the inputs (two files counted twice), as they must' if caught else 'STILL MATCH: the replays are not read'}")
             ok &= caught
         victim = sorted((work / "out-hive" / ".committed" / "web-1").glob("*.json"))[0]
         removed = victim.read_bytes()

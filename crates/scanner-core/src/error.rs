@@ -134,8 +134,8 @@ pub enum ScanError {
     },
 
     /// Another writer holds the source: its lease was live when this process started. Only
-    /// what must not share a source with a live writer refuses so (a baseline); a run relies
-    /// on the fence of its commits.
+    /// what must not share a source with a live writer refuses so (a baseline, a replay); a run
+    /// relies on the fence of its commits.
     #[error(
         "another gleaner holds source id {source_id:?}: the lease of {lease} is live; stop it \
          first (or wait until its lease is older than 5 minutes)"

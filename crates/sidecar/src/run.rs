@@ -76,8 +76,27 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let (config, processor) = configure(&args.run, source_id).map_err(|e| e.context(Usage))?;
     let (state, output) = locations(&args.run)?;
     let mut scanner = Scanner::open(config, processor, &state, &output).await?;
-    let selection = replay_selection(&args, &scanner.config().watch_dir)?;
-    let report = scanner.replay(&selection).await?;
+    let result = match replay_selection(&args, &scanner.config().watch_dir) {
+        Ok(selection) => scanner
+            .replay(&selection)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(error) => Err(error),
+    };
+    // The lease this process took goes, unless the replay was refused for another writer's:
+    // it may have replaced that lease, which its writer renews within 30 seconds.
+    let refused_for_a_writer = result.as_ref().is_err_and(|e| {
+        matches!(
+            e.downcast_ref::<ScanError>(),
+            Some(ScanError::LiveWriter { .. })
+        )
+    });
+    if !refused_for_a_writer {
+        if let Err(error) = scanner.release_lease().await {
+            warn!(error = %ErrorChain(&error), "cannot remove the writer's lease; it ages out in 5 minutes");
+        }
+    }
+    let report = result?;
     if let Some(batch) = &report.recovered {
         say!(
             "first redid the interrupted generation {}: {} file(s), {}",

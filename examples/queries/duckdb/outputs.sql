@@ -11,6 +11,11 @@
 -- of a batch not yet committed (or whose process died before its commit; its redo rewrites
 -- it) has no record, so it is not read. The list is taken when this file runs: run it again to
 -- see later commits.
+--
+-- One line per result: a file replayed on purpose (`gleaner state replay`) has a later line,
+-- marked `replay`, that supersedes the one before it for the same source and path; the view
+-- keeps the later one only (`superseded` below). Files collected again as new (rewritten,
+-- replaced) keep all their lines: only a replay supersedes.
 SET VARIABLE committed_objects = (
     SELECT list(getvariable('outputs') || '/' || key ORDER BY key)
     FROM read_json(
@@ -21,7 +26,12 @@ SET VARIABLE committed_objects = (
 );
 
 CREATE OR REPLACE VIEW outputs AS
-SELECT *
+SELECT * EXCLUDE (superseded)
+FROM (
+SELECT
+    *,
+    coalesce(lead(replay) OVER (PARTITION BY source_id, path ORDER BY generation), false)
+        AS superseded
 FROM read_json(
     getvariable('committed_objects'),
     format = 'newline_delimited',
@@ -39,6 +49,9 @@ FROM read_json(
         processor: 'VARCHAR',
         result: 'JSON',
         error: 'VARCHAR',
-        labels: 'MAP(VARCHAR, VARCHAR)'
+        labels: 'MAP(VARCHAR, VARCHAR)',
+        replay: 'BOOLEAN'
     }
-);
+)
+)
+WHERE NOT superseded;

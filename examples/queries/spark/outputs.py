@@ -10,6 +10,10 @@ Only committed objects are read: those named by a commit record of the manifest,
 own file sink has readers go by its `_spark_metadata` log. An object of a batch not yet committed
 has no record, so it is not read.
 
+One line per result: a file replayed on purpose (`gleaner state replay`) has a later line, marked
+`replay`, that supersedes the one before it for the same source and path; the view keeps the
+later one only. Files collected again as new (rewritten, replaced) keep all their lines.
+
     spark-submit examples/queries/spark/outputs.py OUTPUT_ROOT QUERY.sql
 """
 import sys
@@ -19,8 +23,19 @@ from pyspark.sql import SparkSession
 SCHEMA = (
     "schema INT, source_id STRING, generation BIGINT, path STRING, path_bytes ARRAY<INT>, "
     "size BIGINT, encoding STRING, mtime STRING, start BIGINT, processor STRING, "
-    "result STRING, error STRING, labels MAP<STRING, STRING>"
+    "result STRING, error STRING, labels MAP<STRING, STRING>, replay BOOLEAN"
 )
+
+
+def without_superseded(frame):
+    """The lines no replay superseded: a line is dropped when the next line of the same source
+    and path (by generation) is a replay of it."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    following = Window.partitionBy("source_id", "path").orderBy("generation")
+    superseded = F.coalesce(F.lead("replay").over(following), F.lit(False))
+    return frame.withColumn("_superseded", superseded).where("NOT _superseded").drop("_superseded")
 
 
 def committed_objects(spark, root):
@@ -34,7 +49,7 @@ def register(spark, root):
     objects = committed_objects(spark, root)
     if objects:
         # basePath: the `source=`/`date=` folders below the root become partition columns.
-        frame = spark.read.schema(SCHEMA).option("basePath", root).json(objects)
+        frame = without_superseded(spark.read.schema(SCHEMA).option("basePath", root).json(objects))
     else:
         frame = spark.createDataFrame([], SCHEMA)
     frame.createOrReplaceTempView("outputs")

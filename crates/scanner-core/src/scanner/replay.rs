@@ -71,9 +71,17 @@ impl Scanner {
     /// Processes the committed files of `selection` again, as new generations marked as
     /// replays, after redoing an interrupted batch if there is one.
     ///
-    /// Fails with nothing replayed when a named path is not a committed file that is still
-    /// there as it was committed ([`ScanError::NotReplayable`]), or when nothing is selected.
+    /// Fails with nothing replayed when another writer holds the source (its lease was live
+    /// when this one started: [`ScanError::LiveWriter`]; the two would race for the next
+    /// generation), when a named path is not a committed file that is still there as it was
+    /// committed ([`ScanError::NotReplayable`]), or when nothing is selected.
     pub async fn replay(&mut self, selection: &ReplaySelection) -> Result<ReplayReport, ScanError> {
+        if let Some(lease) = &self.live_writer_at_open {
+            return Err(ScanError::LiveWriter {
+                source_id: self.config.source_id.to_string(),
+                lease: lease.to_string(),
+            });
+        }
         let recovered = self.recover(false).await?;
         let state = std::mem::take(&mut self.state);
         let root = self.config.watch_dir.clone();
