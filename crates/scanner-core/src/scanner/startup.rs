@@ -511,8 +511,12 @@ impl Scanner {
         Ok(())
     }
 
-    /// Notes another writer's live lease, if there is one, then writes this writer's: the
-    /// lease says to `gleaner state gc` (and a baseline) that the source has a live writer.
+    /// Notes another writer's live lease, if there is one; otherwise writes this writer's: the
+    /// lease says to `gleaner state gc` (and a baseline, a replay) that the source has a live
+    /// writer. Another writer's live lease is left as it is: a baseline or a replay refused for
+    /// it must not leave its own in its place (which would outlive it by 5 minutes, and refuse
+    /// the next attempt after the other writer stopped); a run writes its own at its first
+    /// renewal.
     pub(super) async fn take_lease(&mut self) -> Result<(), ScanError> {
         let now_ms = super::baseline::now_ms();
         self.live_writer_at_open = self
@@ -520,7 +524,9 @@ impl Scanner {
             .lease()
             .await?
             .filter(|lease| lease.is_live(now_ms) && lease.writer_id != self.log.writer_id());
-        self.log.renew_lease().await?;
+        if self.live_writer_at_open.is_none() {
+            self.log.renew_lease().await?;
+        }
         Ok(())
     }
 
