@@ -11,12 +11,15 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// `gleaner state <args> --state <state>`: its standard output, asserting it succeeded.
+/// `gleaner state <args> --state <state>`: its standard output, asserting it succeeded. Run
+/// with the live writer's `GLEANER_SOURCE_ID`, as in its container: `list` and `gc` still look
+/// at every source.
 fn state_command(state: &Place, args: &[&str]) -> String {
     let out = gleaner()
         .arg("state")
         .args(args)
         .args(["--state", &state.arg()])
+        .env("GLEANER_SOURCE_ID", "live")
         .output()
         .expect("running gleaner state");
     assert!(
