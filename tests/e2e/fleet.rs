@@ -11,12 +11,15 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// `gleaner state <args> --state <state>`: its standard output, asserting it succeeded.
+/// `gleaner state <args> --state <state>`: its standard output, asserting it succeeded. Run
+/// with the live writer's `GLEANER_SOURCE_ID`, as in its container: `list` and `gc` still look
+/// at every source.
 fn state_command(state: &Place, args: &[&str]) -> String {
     let out = gleaner()
         .arg("state")
         .args(args)
         .args(["--state", &state.arg()])
+        .env("GLEANER_SOURCE_ID", "live")
         .output()
         .expect("running gleaner state");
     assert!(
@@ -53,6 +56,18 @@ fn member(id: &str, state: &Place, output: &Place) -> Fixture {
     fx
 }
 
+/// A background `gleaner run`, killed if a failed assertion leaves it running.
+struct Writer(std::process::Child);
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn fleet(state: Place, output: Place) {
     for id in ["idle-a", "idle-b"] {
         let fx = member(id, &state, &output);
@@ -61,7 +76,7 @@ fn fleet(state: Place, output: Place) {
     }
     let live = member("live", &state, &output);
     live.write("first.log", b"first\n", OLD);
-    let mut writer = live.spawn(&["--interval", "200ms"], &live.root.join("live.log"));
+    let mut writer = Writer(live.spawn(&["--interval", "200ms"], &live.root.join("live.log")));
     let committed =
         |fx: &Fixture| inspect_state(&state.arg(), &fx.source_id)["generation"].as_u64();
     assert!(wait_until(Duration::from_secs(20), || committed(&live) >= Some(1)));
@@ -77,7 +92,7 @@ fn fleet(state: Place, output: Place) {
         );
         assert!(idle["idle_seconds"].as_u64() >= Some(1), "{idle}");
     }
-    let pid = writer.id().to_string();
+    let pid = writer.0.id().to_string();
     assert!(
         sources[2]["live_writer"].as_str().unwrap().contains(&pid),
         "{}",
@@ -128,8 +143,8 @@ fn fleet(state: Place, output: Place) {
     let files = written.load(Ordering::SeqCst);
     let tracked = || inspect_state(&state.arg(), "live")["tracked_files"].as_u64();
     assert!(wait_until(Duration::from_secs(30), || tracked() == Some(files as u64)));
-    sigterm(&writer);
-    let status = wait_with_timeout(&mut writer, Duration::from_secs(30));
+    sigterm(&writer.0);
+    let status = wait_with_timeout(&mut writer.0, Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     assert_state_verifies(&state.arg());
     let lines: Vec<_> = output
@@ -165,13 +180,13 @@ fn gc_removes_only_idle_sources_on_s3() {
 fn a_killed_writers_lease_keeps_its_source() {
     let fx = Fixture::new();
     fx.write("a.log", b"a\n", OLD);
-    let mut writer = fx.spawn(&["--interval", "1h"], &fx.root.join("log"));
+    let mut writer = Writer(fx.spawn(&["--interval", "1h"], &fx.root.join("log")));
     let state = Place::Local(fx.state.clone());
     assert!(wait_until(Duration::from_secs(20), || {
         fx.state.join(&fx.source_id).join("writer.lease").exists()
     }));
-    writer.kill().unwrap();
-    writer.wait().unwrap();
+    writer.0.kill().unwrap();
+    writer.0.wait().unwrap();
     let gc = state_command(&state, &["gc", "--idle-for", "0s", "--delete"]);
     assert!(gc.contains("kept test-source: its writer is live"), "{gc}");
     assert_eq!(listed_ids(&state), ["test-source"]);

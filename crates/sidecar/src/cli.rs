@@ -61,7 +61,7 @@ pub enum StateCommand {
     Verify(StateArgs),
     /// Every source id under --state, one line each: generation, last commit, tracked files,
     /// its writer (live or gone) and how long nothing happened to it.
-    List(StateArgs),
+    List(FleetArgs),
     /// Remove the state of source ids whose writer is gone and that were idle for longer than
     /// --idle-for (a Deployment's Pods each leave one). A dry run unless --delete is given.
     Gc(GcArgs),
@@ -185,12 +185,39 @@ pub struct StateArgs {
     pub storage: StorageArgs,
 }
 
+/// Flags of `gleaner state list` and `gleaner state gc`: as [`StateArgs`], but the source id is
+/// not taken from `GLEANER_SOURCE_ID`, so that in a Gleaner container (which has it set to its
+/// own) they still look at every source.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Where state is kept: a local path, or a file://, s3://, gs://, az:// or memory:// URL.
+    #[arg(
+        long,
+        env = "GLEANER_STATE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub state: String,
+
+    /// Only this source id [default: every source id found under --state].
+    #[arg(long, value_name = "ID")]
+    pub source_id: Option<SourceId>,
+
+    /// Print JSON lines (one per source) instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Retries and timeouts of the storage.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
 /// Flags of `gleaner state gc`.
 #[derive(Debug, Args)]
 pub struct GcArgs {
     /// Where, which source, which format.
     #[command(flatten)]
-    pub common: StateArgs,
+    pub common: FleetArgs,
 
     /// Remove a source only when nothing happened to it for this long: no plan, commit,
     /// snapshot or renewal of its writer's lease. A source whose writer's lease is live is

@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 use state_store::{Activity, Kept, Location, SourceId, StateLog};
 
 use crate::Usage;
-use crate::cli::{GcArgs, StateArgs};
+use crate::cli::{FleetArgs, GcArgs};
 use crate::display::{human_bytes as human, rfc3339_ms, say};
 
 /// The state location and the source ids to look at: `--source-id`, or every one under it
 /// (none is fine: an empty fleet).
-async fn sources(args: &StateArgs) -> anyhow::Result<(Location, Vec<SourceId>)> {
+async fn sources(args: &FleetArgs) -> anyhow::Result<(Location, Vec<SourceId>)> {
     let location = Location::parse_with(&args.state, &args.storage.options())
         .context("--state")
         .context(Usage)?;
@@ -37,7 +37,7 @@ fn seconds(d: Duration) -> String {
 }
 
 /// `gleaner state list`.
-pub async fn list(args: StateArgs) -> anyhow::Result<()> {
+pub async fn list(args: FleetArgs) -> anyhow::Result<()> {
     let (location, ids) = sources(&args).await?;
     let mut rows = Vec::with_capacity(ids.len());
     for id in &ids {
