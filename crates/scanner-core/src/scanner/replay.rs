@@ -86,11 +86,19 @@ impl Scanner {
         let state = std::mem::take(&mut self.state);
         let root = self.config.watch_dir.clone();
         let chosen = selection.clone();
-        let (state, chosen) = blocking("choosing the files to replay", move || {
+        let joined = blocking("choosing the files to replay", move || {
             let chosen = choose(&root, &state, &chosen);
             Ok((state, chosen))
         })
-        .await?;
+        .await;
+        let (state, chosen) = match joined {
+            Ok(both) => both,
+            Err(error) => {
+                // The state went down with the worker: read it again.
+                self.needs_reload = true;
+                return Err(error);
+            }
+        };
         self.state = state;
         let (files, skipped) = chosen?;
         let mut report = ReplayReport {
