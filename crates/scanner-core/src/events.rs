@@ -176,7 +176,13 @@ impl EventTrigger {
             // through one at files outside the watch directory.
             let config = notify::Config::default().with_follow_symlinks(false);
             let mut watcher = notify::RecommendedWatcher::new(
-                move |event| on_event(event, &recorder, &pending_events),
+                {
+                    let gather = Gather::default();
+                    move |event| {
+                        on_event(event, &recorder, &pending_events);
+                        gather.after_event();
+                    }
+                },
                 config,
             )?;
             if let Err(e) = watcher.watch(&watched, RecursiveMode::Recursive) {
@@ -229,6 +235,37 @@ fn on_event(event: notify::Result<Event>, recorder: &Touched, pending: &Pending)
             recorder.everything();
             pending.event();
         }
+    }
+}
+
+/// How long the notify thread lets events gather in the kernel's queue once it has woken for
+/// one. A directory written to steadily (600 files a second, each with a create, a write, a
+/// close and cleanup's rename and unlink) woke the thread for nearly every event, and its
+/// wake-ups took a quarter of Gleaner's CPU (BENCHMARKS.md, "A sidecar under a steady
+/// emitter"); gathered, it wakes at most about 50 times a second and reads the rest in bulk.
+/// Far below the debounce, so the scans come as before; the kernel's queue (16,384 events by
+/// default) holds this long of even a very busy directory.
+const GATHER: Duration = Duration::from_millis(20);
+
+/// Events handled less than this apart came from one read of the queue; a longer gap means
+/// the thread waited for the event: a new wake-up.
+const SAME_WAKE: Duration = Duration::from_micros(200);
+
+/// Tells the first event of each wake-up of the notify thread from the ones read with it, and
+/// sleeps [`GATHER`] after the first: the events that arrive meanwhile are read in the same
+/// wake-up.
+#[derive(Debug, Default)]
+struct Gather {
+    last: std::cell::Cell<Option<std::time::Instant>>,
+}
+
+impl Gather {
+    fn after_event(&self) {
+        let now = std::time::Instant::now();
+        if self.last.get().is_none_or(|last| now - last > SAME_WAKE) {
+            std::thread::sleep(GATHER);
+        }
+        self.last.set(Some(std::time::Instant::now()));
     }
 }
 
