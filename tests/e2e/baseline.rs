@@ -114,9 +114,19 @@ fn a_baseline_is_refused_while_a_live_writer_holds_the_source() {
     let fx = Fixture::new();
     // Its first scan finds nothing, and it scans again only in an hour.
     let quiet = ["--interval", "1h", "--events", "false"];
-    let mut writer = fx.spawn(&quiet, &fx.root.join("writer.log"));
+    let log = fx.root.join("writer.log");
+    let mut writer = fx
+        .command(&quiet)
+        .env("GLEANER_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The lease is written before the first scan: a file written before that scan ended would
+    // be committed by it, and the baseline then skipped (the source has state), not refused.
     assert!(wait_until(Duration::from_secs(20), || {
         fx.state.join(&fx.source_id).join("writer.lease").exists()
+            && std::fs::read_to_string(&log).is_ok_and(|text| text.contains("scan complete"))
     }));
     fx.write("old.log", b"old\n", DAYS);
     let refused = fx.command(&["--once", "--baseline"]).output().unwrap();
