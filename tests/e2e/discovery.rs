@@ -639,3 +639,41 @@ fn with_default_flags_a_steady_writer_is_collected_by_about_one_scan_a_second() 
         "{scans} scans in {seconds} s: a scan per ready file\n{log}"
     );
 }
+
+/// With default flags (events, `--min-age 5s`) the scans that events wake take a file they
+/// found too young as it was, without examining it again, until its age may allow; then they
+/// look again. A file written on while it waits is collected whole, once.
+#[test]
+fn with_default_flags_a_file_written_on_while_it_waits_is_collected_whole() {
+    let fx = Fixture::new();
+    let log = fx.root.join("gleaner.log");
+    let mut child = fx.spawn(&[], &log);
+    let mut expected = BTreeMap::new();
+    let mut data = Vec::new();
+    let growing = fx.watch.join("growing.log");
+    for i in 0..4 {
+        let line = format!("line {i} of a file written on for six seconds\n");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&growing)
+            .unwrap();
+        file.write_all(line.as_bytes()).unwrap();
+        data.extend_from_slice(line.as_bytes());
+        // Another file each time: more events, more scans while the first one waits.
+        let other = format!("other-{i}.log");
+        std::fs::write(fx.watch.join(&other), b"one line\n").unwrap();
+        expected.insert(other, b"one line\n".to_vec());
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    expected.insert("growing.log".to_string(), data);
+    assert!(
+        wait_until(Duration::from_secs(30), || path_counts(&fx.outputs())
+            .contains_key("growing.log")),
+        "not collected: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    sigterm(&child);
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(30)).is_some_and(|s| s.success()));
+    assert_exactly_once(&fx.outputs(), &expected);
+}

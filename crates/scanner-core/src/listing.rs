@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::SystemTime;
@@ -33,6 +33,45 @@ pub struct ListingProblem {
     pub path: RelPath,
     /// What went wrong.
     pub reason: String,
+}
+
+/// Files a scan found too young, which a walk of a few directories ([`walk_dirs_knowing`]) takes
+/// as they were listed instead of examining each again, until the age they were listed at
+/// makes them old enough: under a steady emitter every file was examined at each scan of the
+/// `--min-age` it waits (five times at one scan a second), a tenth of the sidecar's CPU. A file
+/// is taken as known only while its directory entry names the same inode and the walk started
+/// before its `ready_at`; then it is examined, so what a plan records always comes from an
+/// examination. A file whose modification time went back while it waited is seen ready at most
+/// `--min-age` later.
+#[derive(Debug, Default)]
+pub(crate) struct YoungFiles {
+    /// By directory prefix (with its `/`; empty: the root).
+    dirs: HashMap<Vec<u8>, YoungInDir>,
+}
+
+/// The files of one directory known too young, by name: as listed, and until when.
+type YoungInDir = HashMap<Box<[u8]>, (ListedFile, SystemTime)>;
+
+impl YoungFiles {
+    /// Records `file` as too young until `ready_at`.
+    pub(crate) fn insert(&mut self, file: &ListedFile, ready_at: SystemTime) {
+        let path = file.path.as_bytes();
+        let name_at = memchr::memrchr(b'/', path).map_or(0, |slash| slash + 1);
+        self.dirs
+            .entry(path[..name_at].to_vec())
+            .or_default()
+            .insert(path[name_at..].into(), (file.clone(), ready_at));
+    }
+
+    /// What the last examination found of `name` in the directory at `prefix`, if that still
+    /// holds at `now` for the entry's inode `inode`.
+    fn known(&self, prefix: &[u8], name: &[u8], inode: u64, now: SystemTime) -> Option<ListedFile> {
+        let (file, ready_at) = self.dirs.get(prefix)?.get(name)?;
+        (file.inode == inode && now < *ready_at).then(|| ListedFile {
+            path: RelPath::new(Vec::new()),
+            ..file.clone()
+        })
+    }
 }
 
 /// The result of walking the watch root once.
@@ -108,20 +147,17 @@ pub fn walk<R>(
 ) -> Result<(R, Listing), ScanError> {
     let started_at = SystemTime::now();
     check_root(root)?;
-    let top = read_directory(root, &[]);
+    let nothing_known = YoungFiles::default();
+    let top = read_directory(root, &[], &nothing_known, started_at);
     if let Some(reason) = &top.unreadable {
         return Err(ScanError::WatchDir {
             path: root.to_path_buf(),
             reason: reason.clone(),
         });
     }
-    let (result, mut listing) = walk_from(
-        root,
-        threads,
-        started_at,
-        vec![(Vec::new(), top, true)],
-        consume,
-    )?;
+    let seeds = vec![(Vec::new(), top, true)];
+    let (result, mut listing) =
+        walk_from(root, threads, (started_at, &nothing_known), seeds, consume)?;
     // The root directory's own blocks, as `du` counts them.
     let root_bytes = std::fs::metadata(root).map_or(0, |meta| allocated(&meta));
     listing.disk_bytes = listing.disk_bytes.saturating_add(root_bytes);
@@ -199,6 +235,18 @@ pub fn walk_dirs<R>(
     threads: usize,
     consume: impl FnOnce(&mut Walk<'_>) -> R,
 ) -> Result<(R, Listing), ScanError> {
+    walk_dirs_knowing(root, scope, threads, &YoungFiles::default(), consume)
+}
+
+/// [`walk_dirs`], taking the files of `young` as they were listed while they are still too
+/// young (their examination skipped; see [`YoungFiles`]).
+pub(crate) fn walk_dirs_knowing<R>(
+    root: &Path,
+    scope: &DirScope,
+    threads: usize,
+    young: &YoungFiles,
+    consume: impl FnOnce(&mut Walk<'_>) -> R,
+) -> Result<(R, Listing), ScanError> {
     let started_at = SystemTime::now();
     check_root(root)?;
     let mut seeds = Vec::new();
@@ -212,13 +260,13 @@ pub fn walk_dirs<R>(
         if !prefix.is_empty() {
             prefix.push(b'/');
         }
-        let mut contents = read_directory(root, &prefix);
+        let mut contents = read_directory(root, &prefix, young, started_at);
         if !recursive {
             contents.subdirs.clear();
         }
         seeds.push((prefix, contents, recursive));
     }
-    walk_from(root, threads, started_at, seeds, consume)
+    walk_from(root, threads, (started_at, young), seeds, consume)
 }
 
 /// True if `dir` (relative to `root`; empty: the root) and each directory on the way to it
@@ -236,13 +284,15 @@ fn is_real_directory(root: &Path, dir: &[u8]) -> bool {
 fn walk_from<R>(
     root: &Path,
     threads: usize,
-    started_at: SystemTime,
+    (started_at, young): (SystemTime, &YoungFiles),
     seeds: Vec<(Vec<u8>, Contents, bool)>,
     consume: impl FnOnce(&mut Walk<'_>) -> R,
 ) -> Result<(R, Listing), ScanError> {
     let helpers = threads.max(1) - 1;
     let ahead = Ahead {
         root: root.to_path_buf(),
+        young,
+        started_at,
         queue: Mutex::new(Queue::default()),
         changed: Condvar::new(),
         limit: 4 * (helpers + 1),
@@ -278,7 +328,7 @@ fn walk_from<R>(
 /// visited where their path (with its `/`) sorts among their siblings, so a depth-first walk
 /// meets every path in byte order: `a-c.log` before `a/b.log`, and `a/b.log` before `a/b/c`.
 pub struct Walk<'a> {
-    ahead: &'a Ahead,
+    ahead: &'a Ahead<'a>,
     /// The directories being walked, outermost first.
     frames: Vec<Frame>,
     summary: Listing,
@@ -393,7 +443,7 @@ struct Contents {
 
 /// Reads the directory at `rel` (relative to `root`, trailing `/`) and examines its files.
 /// A directory that vanished reads as empty.
-fn read_directory(root: &Path, rel: &[u8]) -> Contents {
+fn read_directory(root: &Path, rel: &[u8], young: &YoungFiles, now: SystemTime) -> Contents {
     let dir = root.join(std::ffi::OsStr::from_bytes(rel));
     let mut contents = Contents::default();
     let entries = match std::fs::read_dir(&dir) {
@@ -443,6 +493,11 @@ fn read_directory(root: &Path, rel: &[u8]) -> Contents {
             }
         } else if !file_type.is_file() {
             contents.special += 1;
+        } else if let Some(file) = young.known(rel, name, entry.ino(), now) {
+            contents.files.push(DirFile {
+                name: name.into(),
+                examined: Ok(file),
+            });
         } else {
             let examined = match entry.metadata() {
                 Ok(meta) => {
@@ -497,8 +552,10 @@ fn disk_usage(dir: &Path) -> u64 {
 /// soon as it is read: popping the stack then follows the walk's own depth-first order. At most
 /// `limit` directories are read and not yet taken; the walk reads a directory itself when no
 /// helper has started it, so it never waits on the limit.
-struct Ahead {
+struct Ahead<'a> {
     root: PathBuf,
+    young: &'a YoungFiles,
+    started_at: SystemTime,
     queue: Mutex<Queue>,
     changed: Condvar,
     limit: usize,
@@ -527,7 +584,7 @@ impl Queue {
     }
 }
 
-impl Ahead {
+impl Ahead<'_> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         // A helper cannot panic while holding the lock (only reads happen outside it), but a
         // poisoned queue is still a consistent one.
@@ -559,7 +616,7 @@ impl Ahead {
         };
         queue.reading += 1;
         drop(queue);
-        let contents = read_directory(&self.root, &rel);
+        let contents = read_directory(&self.root, &rel, self.young, self.started_at);
         let mut queue = self.lock();
         queue.reading -= 1;
         queue.push_subdirs(&rel, &contents);
@@ -581,7 +638,7 @@ impl Ahead {
             if let Some(at) = queue.pending.iter().rposition(|p| p == rel) {
                 queue.pending.remove(at);
                 drop(queue);
-                let contents = read_directory(&self.root, rel);
+                let contents = read_directory(&self.root, rel, self.young, self.started_at);
                 self.lock().push_subdirs(rel, &contents);
                 self.changed.notify_all();
                 return Some(contents);
@@ -600,7 +657,7 @@ impl Ahead {
 }
 
 /// Ends the helpers when the walk ends.
-struct StopOnDrop<'a>(&'a Ahead);
+struct StopOnDrop<'a>(&'a Ahead<'a>);
 
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
@@ -928,5 +985,64 @@ mod tests {
         })
         .unwrap();
         assert_eq!(files, ["top.log"]);
+    }
+
+    /// A file known too young is taken as last examined (its size then, not now) until its
+    /// `ready_at`, and only while its entry names the same inode; then it is examined again.
+    #[test]
+    fn a_walk_takes_files_known_too_young_as_they_were_until_they_may_be_old_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("d")).unwrap();
+        for name in ["young.log", "replaced.log", "due.log"] {
+            fs::write(root.join("d").join(name), b"12345").unwrap();
+        }
+        let mut scope = DirScope::default();
+        scope.add(b"d", false);
+        let list = |young: &YoungFiles| {
+            let (files, _) = walk_dirs_knowing(root, &scope, 2, young, |walk| {
+                walk.map(|f| (f.path.to_string(), f.size))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+            files
+        };
+        let (first, _) = walk_dirs(root, &scope, 1, |walk| walk.collect::<Vec<_>>()).unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let mut young = YoungFiles::default();
+        for file in &first {
+            let ready_at = if file.path.as_bytes().ends_with(b"due.log") {
+                SystemTime::now()
+            } else {
+                later
+            };
+            young.insert(file, ready_at);
+        }
+        // Each grows; one is replaced by a new file under its name (another inode).
+        for name in ["young.log", "due.log"] {
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(root.join("d").join(name))
+                .unwrap();
+            std::io::Write::write_all(&mut f, b"678").unwrap();
+        }
+        fs::write(root.join("new.tmp"), b"a new file").unwrap();
+        fs::rename(root.join("new.tmp"), root.join("d/replaced.log")).unwrap();
+        assert_eq!(
+            list(&young),
+            [
+                ("d/due.log".to_string(), 8),
+                ("d/replaced.log".to_string(), 10),
+                ("d/young.log".to_string(), 5),
+            ]
+        );
+        assert_eq!(
+            list(&YoungFiles::default()),
+            [
+                ("d/due.log".to_string(), 8),
+                ("d/replaced.log".to_string(), 10),
+                ("d/young.log".to_string(), 8),
+            ]
+        );
     }
 }

@@ -8,7 +8,7 @@ use state_store::RelPath;
 
 use crate::ConfigError;
 use crate::diff::Seen;
-use crate::listing::ListedFile;
+use crate::listing::{ListedFile, YoungFiles};
 
 /// Rules that say when a file is complete. A file is ready only if every rule agrees.
 ///
@@ -372,6 +372,9 @@ pub(crate) struct Sightings {
     future_now: HashMap<RelPath, Sighting>,
     /// Files the current listing saw with a future modification time for the first time.
     newly_future: Vec<RelPath>,
+    /// The files the last listing found too young, which the next walk of a few directories
+    /// takes as they were until they may be old enough.
+    pub(crate) young: YoungFiles,
 }
 
 /// When a listing first saw `file` as it is now (`earlier` holds what earlier listings saw);

@@ -11,7 +11,7 @@ use crate::ScanError;
 use crate::cleanup::CleanupTask;
 use crate::diff::{Change, Diff, DiffEntry, MovedAway, OnChange, Seen, lookup, merge, start_for};
 use crate::identity::Identity;
-use crate::listing::{self, DirScope, ListedFile};
+use crate::listing::{self, DirScope, ListedFile, YoungFiles};
 use crate::plan::cut_batches;
 use crate::process::{AppendRange, whole_lines};
 use crate::readiness::{NotReady, Sightings};
@@ -132,7 +132,15 @@ fn survey(
 ) -> Result<Survey, ScanError> {
     let scope = partial.map(|(scope, _)| scope);
     let listing_started = Instant::now();
-    let (diff, listing, mut cleanup) = list_and_diff(config, state, partial)?;
+    // A drain judges files by more than their age (a writer gone, its last modification), and
+    // stability needs each sighting: both examine every file.
+    let nothing_known = YoungFiles::default();
+    let young = if drain.is_none() && config.readiness.stable_for.is_none() {
+        &sightings.young
+    } else {
+        &nothing_known
+    };
+    let (diff, listing, mut cleanup) = list_and_diff(config, state, partial, young)?;
     telemetry::emit(PhaseTimed {
         phase: "list",
         elapsed: listing_started.elapsed(),
@@ -164,7 +172,8 @@ fn survey(
             Identity::Path => MovedAway::default(),
         },
     };
-    let sorted = judge.sort(&diff, drain.is_some(), &mut report);
+    let mut sorted = judge.sort(&diff, drain.is_some(), &mut report);
+    judge.sightings.young = std::mem::take(&mut sorted.young);
     judge.end_listing(scope, &mut report);
     telemetry::emit(PhaseTimed {
         phase: "diff",
@@ -195,6 +204,7 @@ fn list_and_diff(
     config: &ScannerConfig,
     state: &State,
     partial: Option<(&DirScope, &[RelPath])>,
+    young: &YoungFiles,
 ) -> Result<(Diff, listing::Listing, Vec<CleanupTask>), ScanError> {
     let root = config.watch_dir.as_path();
     let rules = &config.cleanup;
@@ -212,17 +222,19 @@ fn list_and_diff(
         })?,
         // A few directories named by events: their files looked up in the state; the files
         // found again that the last walk of the whole tree reported gone are not gone.
-        Some((scope, gone)) => listing::walk_dirs(root, scope, config.workers, |walk| {
-            let mut still_gone = gone.to_vec();
-            let found = walk.inspect(|file| {
-                if gone.binary_search(&file.path).is_ok() {
-                    still_gone.retain(|path| *path != file.path);
-                }
-            });
-            let mut diff = lookup(found, state, &mut leftover);
-            diff.gone = still_gone;
-            diff
-        })?,
+        Some((scope, gone)) => {
+            listing::walk_dirs_knowing(root, scope, config.workers, young, |walk| {
+                let mut still_gone = gone.to_vec();
+                let found = walk.inspect(|file| {
+                    if gone.binary_search(&file.path).is_ok() {
+                        still_gone.retain(|path| *path != file.path);
+                    }
+                });
+                let mut diff = lookup(found, state, &mut leftover);
+                diff.gone = still_gone;
+                diff
+            })?
+        }
     };
     // Files waiting under the private name of a cleanup that keeps failing are still here:
     // their committed entries are not gone (a snapshot would forget them, and the file would
@@ -246,6 +258,8 @@ struct Sorted {
     renames: Vec<(RelPath, FileEntry)>,
     /// The directories of the files not ready yet.
     waiting_dirs: DirScope,
+    /// The files too young, for the next scan's walk.
+    young: YoungFiles,
 }
 
 /// The directory of a file's path (empty: the root).
@@ -318,6 +332,9 @@ impl Judge<'_> {
                     sorted.ready.push(file);
                 }
                 Verdict::Waiting(why) => {
+                    if let NotReady::TooYoung { ready_at } = why {
+                        sorted.young.insert(&entry.file, ready_at);
+                    }
                     sorted.waiting_dirs.add(parent_of(path.as_bytes()), false);
                     report.new_files += 1;
                     report.count_waiting(why);
