@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
+use object_store::{GetResultPayload, ObjectMeta, ObjectStoreExt, PutPayload};
 
 use crate::codec::{self, ObjectKind};
 use crate::lease::{LEASE_NAME, Lease};
 use crate::legacy::{decode_delta, decode_plan};
+use crate::records::SnapshotHeader;
 use crate::records::now_ms;
-use crate::snapshot::{decode_snapshot, encode_snapshot};
+use crate::snapshot::{decode_snapshot, decode_snapshot_from, encode_snapshot};
+use crate::stream::{ChunkReceiver, forward};
 use crate::{
     CommittedOutput, Delta, FileEntry, Location, Origin, Plan, PlannedFile, RelPath, SourceId,
     State, StateError,
@@ -20,6 +22,8 @@ use crate::{
 
 /// How many log objects are fetched at once while loading or verifying.
 const LOAD_CONCURRENCY: usize = 16;
+/// How many of the deltas fetched are decoded ahead of the one being applied while loading.
+const DECODE_AHEAD: usize = 2;
 
 /// The state log of one source id under a state location.
 ///
@@ -299,10 +303,8 @@ impl StateLog {
         let mut loaded = LoadedState::default();
 
         if let Some((&generation, meta)) = listing.snapshots.iter().next_back() {
-            let bytes = self.read(&meta.location).await?;
-            let object = self.dir.describe(&meta.location);
-            let size = bytes.len() as u64;
-            let (header, state) = blocking(move || decode_snapshot(&bytes, &object)).await?;
+            let (header, state) = self.read_snapshot(&meta.location).await?;
+            let size = meta.size;
             if header.generation != generation {
                 return Err(StateError::Corrupt {
                     object: self.dir.describe(&meta.location),
@@ -338,15 +340,21 @@ impl StateLog {
                 )));
             }
         }
+        // Many deltas are fetched at once (a store's latency), but decoded only just ahead of
+        // their turn: a decoded delta takes a few times its bytes.
         let mut fetches = futures::stream::iter(later)
             .map(|(_, path)| async move {
                 let bytes = self.read(&path).await?;
+                Ok::<_, StateError>((path, bytes))
+            })
+            .buffered(LOAD_CONCURRENCY)
+            .map_ok(|(path, bytes)| async move {
                 let object = self.dir.describe(&path);
                 let size = bytes.len() as u64;
                 let delta: Delta = blocking(move || decode_delta(&bytes, &object)).await?;
                 Ok::<_, StateError>((path, delta, size))
             })
-            .buffered(LOAD_CONCURRENCY);
+            .try_buffered(DECODE_AHEAD);
         while let Some((path, delta, size)) = fetches.try_next().await? {
             loaded.committed_outputs.extend(CommittedOutput::of(&delta));
             loaded
@@ -828,6 +836,31 @@ impl StateLog {
             location: self.dir.to_string(),
             object: self.dir.describe(path),
             generation,
+        }
+    }
+
+    /// Reads and decodes the snapshot at `path` as it streams in: a local file on a blocking
+    /// thread, a download's chunks handed to one as they arrive.
+    async fn read_snapshot(&self, path: &Path) -> Result<(SnapshotHeader, State), StateError> {
+        let get = self
+            .dir
+            .store()
+            .get(path)
+            .await
+            .map_err(|source| self.storage_error(path, source))?;
+        let object = self.dir.describe(path);
+        let size = get.meta.size;
+        match get.payload {
+            GetResultPayload::File(file, _) => {
+                blocking(move || decode_snapshot_from(file, size, &object)).await
+            }
+            GetResultPayload::Stream(stream) => {
+                let (sender, receiver) = tokio::sync::mpsc::channel(4);
+                let chunks = ChunkReceiver::new(receiver);
+                let decode = blocking(move || decode_snapshot_from(chunks, size, &object));
+                let ((), decoded) = tokio::join!(forward(stream, sender), decode);
+                decoded
+            }
         }
     }
 
