@@ -187,8 +187,10 @@ impl State {
             }
         }
         self.finish_apply(&delta);
-        // Folding in place costs no memory: a load keeps its overlay small.
-        if self.overlay.len() > (self.base.len() / 8).max(1 << 16) {
+        // Folding in place costs no memory: a load keeps its overlay small. (At an eighth of
+        // the base, folding 360,000 entries into 640,000 left 1,000,000 files' load at a peak
+        // of 143 MiB, at a sixty-fourth 122 MiB: overlay entries are freed, not given back.)
+        if self.overlay.len() > (self.base.len() / 64).max(1 << 13) {
             self.compact();
         }
         Ok(())
