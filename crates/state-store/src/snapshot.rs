@@ -27,7 +27,7 @@ pub(crate) fn encode_snapshot(state: &State, writer_id: u64, created_at_ms: u64)
         codec::encode_value(&header, out);
         for (path, entry) in state.entries() {
             codec::encode_value(&path, out);
-            codec::encode_value(entry, out);
+            codec::encode_value(&entry, out);
         }
     })
 }
