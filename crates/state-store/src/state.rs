@@ -94,7 +94,7 @@ impl BaseEntry {
     }
 
     /// The entry, with `reason` if it failed.
-    fn to_entry(&self, reason: impl FnOnce() -> Box<str>) -> FileEntry {
+    fn to_entry(self, reason: impl FnOnce() -> Box<str>) -> FileEntry {
         let outcome = match self.start_and_outcome >> OUTCOME_SHIFT {
             DONE => Outcome::Done,
             BASELINED => Outcome::Baselined,
