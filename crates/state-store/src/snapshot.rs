@@ -215,6 +215,26 @@ mod tests {
     }
 
     #[test]
+    fn damage_is_reported_as_damage_wherever_decoding_stops() {
+        // Larger than the decoding buffer, read whole (a local file) or in small chunks: a
+        // flipped byte is a checksum mismatch, whatever it decoded to first.
+        let bytes = encode_snapshot(&state_with(5000), 9, 123);
+        let header_and_first_entries = 20..200;
+        for at in header_and_first_entries.chain([bytes.len() / 2, bytes.len() - 3]) {
+            let mut copy = bytes.clone();
+            copy[at] ^= 0xff;
+            let whole = decode_snapshot(&copy, "s").unwrap_err();
+            let chunks = decode_chunked(&copy, &[at / 2, at + 1]).unwrap_err();
+            for err in [whole, chunks] {
+                assert!(
+                    err.to_string().contains("checksum mismatch"),
+                    "at {at}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_download_that_fails_is_a_storage_error() {
         let bytes = encode_snapshot(&state_with(20), 9, 123);
         let source = chunked(&bytes[..bytes.len() / 2], &[30], true);

@@ -211,6 +211,9 @@ impl<'a, S: ByteSource> StreamPayload<'a, S> {
 
     /// Reads the rest of the object; the error that its length or checksum shows, if any.
     fn damage(&mut self) -> Option<StateError> {
+        // What is left undecoded was hashed already: dropped, it leaves room to read the rest
+        // (a buffer full of it would read nothing more, and the object would seem truncated).
+        self.start = self.end;
         loop {
             match self.fill() {
                 Ok(0) => break,
