@@ -352,34 +352,7 @@ impl StateLog {
                 )));
             }
         }
-        // Many deltas are fetched at once (a store's latency), but decoded only just ahead of
-        // their turn: a decoded delta takes a few times its bytes.
-        let largest = later.iter().map(|(_, _, size)| *size).max().unwrap_or(0);
-        let mut fetches = futures::stream::iter(later)
-            .map(|(_, path, _)| async move {
-                let bytes = self.read(&path).await?;
-                Ok::<_, StateError>((path, bytes))
-            })
-            .buffered(fetch_ahead(largest))
-            .map_ok(|(path, bytes)| async move {
-                let object = self.dir.describe(&path);
-                let size = bytes.len() as u64;
-                let delta: Delta = blocking(move || decode_delta(&bytes, &object)).await?;
-                Ok::<_, StateError>((path, delta, size))
-            })
-            .try_buffered(DECODE_AHEAD);
-        while let Some((path, delta, size)) = fetches.try_next().await? {
-            loaded.committed_outputs.extend(CommittedOutput::of(&delta));
-            loaded
-                .state
-                .apply_owned(delta)
-                .map_err(|e| StateError::Corrupt {
-                    object: self.dir.describe(&path),
-                    reason: e.to_string(),
-                })?;
-            loaded.objects_read += 1;
-            loaded.bytes_read += size;
-        }
+        self.fold_deltas(later, &mut loaded).await?;
         // Folded once here (in place), the deltas' entries take the snapshot's compact form: an
         // overlay entry costs about twice as much, and a long-running sidecar keeps this state.
         let mut state = std::mem::take(&mut loaded.state);
@@ -850,6 +823,44 @@ impl StateLog {
             object: self.dir.describe(path),
             generation,
         }
+    }
+
+    /// Reads the deltas `later` (generation, path, size; consecutive from the state's next
+    /// generation) and applies them to `loaded`'s state, in order.
+    async fn fold_deltas(
+        &self,
+        later: Vec<(u64, Path, u64)>,
+        loaded: &mut LoadedState,
+    ) -> Result<(), StateError> {
+        // Many deltas are fetched at once (a store's latency), but decoded only just ahead of
+        // their turn: a decoded delta takes a few times its bytes.
+        let largest = later.iter().map(|(_, _, size)| *size).max().unwrap_or(0);
+        let mut fetches = futures::stream::iter(later)
+            .map(|(_, path, _)| async move {
+                let bytes = self.read(&path).await?;
+                Ok::<_, StateError>((path, bytes))
+            })
+            .buffered(fetch_ahead(largest))
+            .map_ok(|(path, bytes)| async move {
+                let object = self.dir.describe(&path);
+                let size = bytes.len() as u64;
+                let delta: Delta = blocking(move || decode_delta(&bytes, &object)).await?;
+                Ok::<_, StateError>((path, delta, size))
+            })
+            .try_buffered(DECODE_AHEAD);
+        while let Some((path, delta, size)) = fetches.try_next().await? {
+            loaded.committed_outputs.extend(CommittedOutput::of(&delta));
+            loaded
+                .state
+                .apply_owned(delta)
+                .map_err(|e| StateError::Corrupt {
+                    object: self.dir.describe(&path),
+                    reason: e.to_string(),
+                })?;
+            loaded.objects_read += 1;
+            loaded.bytes_read += size;
+        }
+        Ok(())
     }
 
     /// Reads and decodes the snapshot at `path` as it streams in: a local file on a blocking
