@@ -130,7 +130,7 @@ impl CleanupRules {
         let original = untaken(&listed.path)?;
         let committed = committed_entry(listed, &original, state);
         let mut task = match committed {
-            Some(entry) => self.task(&original, entry)?,
+            Some(entry) => self.task(&original, &entry)?,
             None => CleanupTask {
                 file: ListedFile {
                     path: original,
@@ -148,11 +148,7 @@ impl CleanupRules {
 
 /// The entry of `original` in `state` if `listed` (under the private name of its cleanup) is
 /// that very committed file: same inode (and birth time where known), size and mtime.
-fn committed_entry<'s>(
-    listed: &ListedFile,
-    original: &RelPath,
-    state: &'s State,
-) -> Option<&'s FileEntry> {
+fn committed_entry(listed: &ListedFile, original: &RelPath, state: &State) -> Option<FileEntry> {
     state.get(original).filter(|entry| {
         listed.inode == entry.inode
             && (listed.btime_ns == 0 || entry.btime_ns == 0 || listed.btime_ns == entry.btime_ns)

@@ -164,10 +164,10 @@ pub fn merge(
             }
             std::cmp::Ordering::Equal => {
                 if let (Some(file), Some((_, entry))) = (next.take(), tracked.next()) {
-                    match change_of(&file, entry) {
+                    match change_of(&file, &entry) {
                         None => {
                             out.unchanged += 1;
-                            unchanged(&file, entry);
+                            unchanged(&file, &entry);
                         }
                         Some(change) => out.entries.push(DiffEntry { file, change }),
                     }
@@ -195,10 +195,10 @@ pub fn lookup(
                 file,
                 change: Change::New,
             }),
-            Some(entry) => match change_of(&file, entry) {
+            Some(entry) => match change_of(&file, &entry) {
                 None => {
                     out.unchanged += 1;
-                    unchanged(&file, entry);
+                    unchanged(&file, &entry);
                 }
                 Some(change) => out.entries.push(DiffEntry { file, change }),
             },
@@ -273,13 +273,13 @@ pub(crate) fn start_for(
 /// length their fingerprint covers and the fingerprint: `--identity content` finds them under
 /// new paths.
 #[derive(Debug, Default)]
-pub(crate) struct MovedAway<'a> {
-    by_fingerprint: HashMap<(u64, u64), Vec<(RelPath, &'a FileEntry)>>,
+pub(crate) struct MovedAway {
+    by_fingerprint: HashMap<(u64, u64), Vec<(RelPath, FileEntry)>>,
 }
 
-impl<'a> MovedAway<'a> {
+impl MovedAway {
     /// The processed files `diff` shows gone from their path, or replaced there by another file.
-    pub(crate) fn of(diff: &Diff, state: &'a State) -> Self {
+    pub(crate) fn of(diff: &Diff, state: &State) -> Self {
         let mut moved = Self::default();
         let replaced = diff
             .entries
@@ -294,7 +294,7 @@ impl<'a> MovedAway<'a> {
         moved
     }
 
-    fn add(&mut self, path: RelPath, entry: &'a FileEntry) {
+    fn add(&mut self, path: RelPath, entry: FileEntry) {
         // Empty files are all alike: never matched.
         if entry.fingerprint != 0 && entry.size > 0 {
             let window = entry.size.min(FINGERPRINT_BYTES);
@@ -352,7 +352,7 @@ impl<'a> MovedAway<'a> {
                 } else {
                     old.mtime_ns
                 },
-                ..old.clone()
+                ..old
             };
             return Some((was, renamed));
         }

@@ -19,7 +19,8 @@ use bincode::{Decode, Encode};
 use crate::StateError;
 
 const MAGIC: [u8; 4] = *b"GLNR";
-const HEADER_LEN: usize = 20;
+/// The length of an object's header, before its payload.
+pub(crate) const HEADER_LEN: usize = 20;
 /// The format version this build writes and the newest it reads. Version 2 added
 /// [`FileEntry::fingerprint`](crate::FileEntry::fingerprint), version 3 the
 /// [`Origin`](crate::Origin) of deltas and snapshots, version 4 the `replay` mark of plans and
@@ -81,6 +82,26 @@ fn decode_front<T: Decode<()>>(bytes: &[u8]) -> Result<(T, usize), bincode::erro
         bincode::decode_from_slice(bytes, standard.with_limit::<DECODE_LIMIT_MEDIUM>())
     } else {
         bincode::decode_from_slice(bytes, standard.with_limit::<DECODE_LIMIT_LARGE>())
+    }
+}
+
+/// Decodes one value from `reader`, which has `remaining` bytes of payload left: the allocation
+/// bound is the smallest of a few that is at least that (a value takes no more memory for its
+/// strings than they take encoded), so a damaged length prefix read before the checksum is
+/// known asks for at most 16 times what is left.
+pub(crate) fn decode_bounded<T: Decode<()>>(
+    reader: impl bincode::de::read::Reader,
+    remaining: u64,
+) -> Result<T, bincode::error::DecodeError> {
+    let standard = bincode::config::standard();
+    if remaining <= 1 << 20 {
+        bincode::decode_from_reader(reader, standard.with_limit::<{ 1 << 20 }>())
+    } else if remaining <= 16 << 20 {
+        bincode::decode_from_reader(reader, standard.with_limit::<{ 16 << 20 }>())
+    } else if remaining <= 256 << 20 {
+        bincode::decode_from_reader(reader, standard.with_limit::<{ 256 << 20 }>())
+    } else {
+        bincode::decode_from_reader(reader, standard.with_limit::<DECODE_LIMIT_LARGE>())
     }
 }
 
@@ -174,11 +195,6 @@ impl<'a> PayloadReader<'a> {
         Ok(value)
     }
 
-    /// Bytes not decoded yet.
-    pub(crate) fn remaining(&self) -> usize {
-        self.rest.len()
-    }
-
     /// Checks that the whole payload was decoded.
     pub(crate) fn finish(self) -> Result<(), StateError> {
         if self.rest.is_empty() {
@@ -194,22 +210,57 @@ impl<'a> PayloadReader<'a> {
 
 /// Checks the header and checksum of an object that must be of `kind`; returns its payload.
 fn verify<'a>(kind: ObjectKind, bytes: &'a [u8], object: &str) -> Result<&'a [u8], StateError> {
+    let header = &bytes[..bytes.len().min(HEADER_LEN)];
+    let start = check_header_start(header, bytes.len() as u64, object)?;
+    let computed = checksum(&bytes[0..16], &bytes[HEADER_LEN..]);
+    if start.stored_crc != computed {
+        return Err(StateError::Corrupt {
+            object: object.to_string(),
+            reason: format!(
+                "checksum mismatch (stored {:08x}, computed {computed:08x})",
+                start.stored_crc
+            ),
+        });
+    }
+    check_codec_and_kind(kind, header, object)?;
+    Ok(&bytes[HEADER_LEN..])
+}
+
+/// What [`check_header_start`] read from a header.
+pub(crate) struct HeaderStart {
+    /// The format version.
+    pub(crate) version: u16,
+    /// Payload bytes the header declares.
+    pub(crate) declared: u64,
+    /// The checksum stored in the header.
+    pub(crate) stored_crc: u32,
+}
+
+/// Checks the header of an object of `size` bytes read as it streams in (`header`: its first
+/// bytes, up to [`HEADER_LEN`]): its length, magic bytes, version, and the payload length it
+/// declares against the size. The checks that [`verify`] makes after the checksum are made by
+/// [`check_codec_and_kind`].
+pub(crate) fn check_header_start(
+    header: &[u8],
+    size: u64,
+    object: &str,
+) -> Result<HeaderStart, StateError> {
     let corrupt = |reason: String| StateError::Corrupt {
         object: object.to_string(),
         reason,
     };
-    if bytes.len() < HEADER_LEN {
+    if header.len() < HEADER_LEN || size < HEADER_LEN as u64 {
         return Err(corrupt(format!(
             "truncated: {} bytes, shorter than the {HEADER_LEN}-byte header",
-            bytes.len()
+            size.min(header.len() as u64)
         )));
     }
-    if bytes[0..4] != MAGIC {
+    if header[0..4] != MAGIC {
         return Err(corrupt(
             "not a Gleaner state object (bad magic bytes)".into(),
         ));
     }
-    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    let version = u16::from_le_bytes([header[4], header[5]]);
     if version == 0 || version > FORMAT_VERSION {
         return Err(StateError::UnsupportedVersion {
             object: object.to_string(),
@@ -217,34 +268,46 @@ fn verify<'a>(kind: ObjectKind, bytes: &'a [u8], object: &str) -> Result<&'a [u8
             supported: FORMAT_VERSION,
         });
     }
-    let declared = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-    let actual = (bytes.len() - HEADER_LEN) as u64;
+    let declared = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    let actual = size - HEADER_LEN as u64;
     if declared != actual {
         return Err(corrupt(format!(
             "truncated or extended: header declares {declared} payload bytes, object has {actual}"
         )));
     }
-    let stored = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
-    let computed = checksum(&bytes[0..16], &bytes[HEADER_LEN..]);
-    if stored != computed {
-        return Err(corrupt(format!(
-            "checksum mismatch (stored {stored:08x}, computed {computed:08x})"
-        )));
-    }
-    if bytes[6] != CODEC_BINCODE2 {
+    Ok(HeaderStart {
+        version,
+        declared,
+        stored_crc: u32::from_le_bytes(header[16..20].try_into().expect("4 bytes")),
+    })
+}
+
+/// Checks the codec id and the kind in a header ([`HEADER_LEN`] bytes).
+pub(crate) fn check_codec_and_kind(
+    kind: ObjectKind,
+    header: &[u8],
+    object: &str,
+) -> Result<(), StateError> {
+    if header[6] != CODEC_BINCODE2 {
         return Err(StateError::UnknownCodec {
             object: object.to_string(),
-            codec: bytes[6],
+            codec: header[6],
         });
     }
-    match ObjectKind::from_byte(bytes[7]) {
-        Some(found) if found == kind => Ok(&bytes[HEADER_LEN..]),
-        Some(found) => Err(corrupt(format!(
-            "expected a {} object, found a {}",
-            kind.name(),
-            found.name()
-        ))),
-        None => Err(corrupt(format!("unknown object kind {}", bytes[7]))),
+    match ObjectKind::from_byte(header[7]) {
+        Some(found) if found == kind => Ok(()),
+        Some(found) => Err(StateError::Corrupt {
+            object: object.to_string(),
+            reason: format!(
+                "expected a {} object, found a {}",
+                kind.name(),
+                found.name()
+            ),
+        }),
+        None => Err(StateError::Corrupt {
+            object: object.to_string(),
+            reason: format!("unknown object kind {}", header[7]),
+        }),
     }
 }
 

@@ -267,7 +267,7 @@ mod tests {
         codec::set_version(&mut snapshot, 1);
         let (header, state) = decode_snapshot(&snapshot, "4.snapshot").unwrap();
         assert_eq!(header.entries, 2);
-        assert_eq!(state.get(&"b.log".into()), Some(&expected(1)));
+        assert_eq!(state.get(&"b.log".into()), Some(expected(1)));
 
         // The current version reads as itself; a version 2 reader does not take v1 bytes as v2.
         let current = codec::encode(ObjectKind::Delta, &read);
@@ -305,7 +305,7 @@ mod tests {
         codec::set_version(&mut snapshot, 2);
         let (header, state) = decode_snapshot(&snapshot, "4.snapshot").unwrap();
         assert_eq!((header.entries, header.origin), (2, None));
-        assert_eq!(state.get(&"b.log".into()), Some(&entry(1)));
+        assert_eq!(state.get(&"b.log".into()), Some(entry(1)));
         assert_eq!(state.last_origin(), None);
 
         // A version 3 reader does not take v2 bytes as v3.

@@ -23,7 +23,7 @@
 //!   [`StateError`], never a silent fresh start.
 //!
 //! The modules depend on each other in one direction: `model` (paths and entries) →
-//! `records` (plans and deltas) → `state` → the encoding (`codec`, `snapshot`, `legacy`) →
+//! `records` (plans and deltas) → `state` → the encoding (`codec`, `stream`, `snapshot`, `legacy`) →
 //! `log`, which stores through `location`.
 //!
 //! # Example
@@ -72,6 +72,7 @@ mod records;
 mod snapshot;
 mod source_id;
 mod state;
+mod stream;
 
 pub use codec::ObjectKind;
 pub use error::StateError;

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use crate::StateError;
-use crate::model::{FileEntry, Origin, RelPath, RelPathRef};
+use crate::model::{FileEntry, Origin, Outcome, RelPath, RelPathRef};
 use crate::records::Delta;
 
 /// The committed state of one source: its generation and one entry per tracked file.
@@ -15,9 +15,10 @@ use crate::records::Delta;
 /// Kept as a sorted, compact vector (what the last snapshot held) whose paths lie back to back
 /// in one buffer, plus a small ordered overlay of what later deltas changed. Applying a delta
 /// costs as much as the delta, not as much as the state; [`State::compact`] folds the overlay
-/// in. A tracked file costs 80 bytes plus its path's length (one million entries with 20-byte
-/// paths take about 100 MB), and no allocation of its own: a long-running sidecar's state does
-/// not pin memory freed around it.
+/// in. A tracked file costs 64 bytes plus its path's length (one million entries with 16-byte
+/// paths take 80 MB), and no allocation of its own: a long-running sidecar's state does not pin
+/// memory freed around it. (A failed file's reason is kept beside, by path.) Entries are lent
+/// out by value, as [`FileEntry`]s built from that compact form.
 #[derive(Clone, Debug, Default)]
 pub struct State {
     generation: u64,
@@ -28,18 +29,88 @@ pub struct State {
     base: Vec<BaseEntry>,
     /// The paths of `base`, back to back, in its order.
     paths: Vec<u8>,
+    /// The reasons of the base's entries whose outcome is [`Outcome::Failed`], by path.
+    reasons: BTreeMap<Box<[u8]>, Box<str>>,
     /// Entries changed since `base` was built; they win over `base`.
     overlay: BTreeMap<RelPath, FileEntry>,
     /// Distinct paths in `base` and `overlay` together.
     len: usize,
 }
 
-/// One entry of the base: where its path starts in [`State::paths`] (it ends where the next
-/// one starts), and the entry.
-#[derive(Clone, Debug)]
+/// One entry of the base, 64 bytes: a [`FileEntry`]'s numbers, and where its path starts in
+/// [`State::paths`] (it ends where the next one starts) with the kind of its outcome in the two
+/// top bits (a [`FileEntry`] is 72 bytes, its outcome 16 of them; a failure's reason is in
+/// [`State::reasons`]).
+#[derive(Clone, Copy, Debug)]
 struct BaseEntry {
-    start: usize,
-    entry: FileEntry,
+    size: u64,
+    mtime_ns: i64,
+    inode: u64,
+    btime_ns: i64,
+    offset: u64,
+    generation: u64,
+    fingerprint: u64,
+    start_and_outcome: u64,
+}
+
+const OUTCOME_SHIFT: u32 = 62;
+const START_MASK: u64 = (1 << OUTCOME_SHIFT) - 1;
+const DONE: u64 = 0;
+const FAILED: u64 = 1;
+const BASELINED: u64 = 2;
+
+impl BaseEntry {
+    /// The compact form of `entry`, its path at `start`.
+    fn new(start: usize, entry: &FileEntry) -> Self {
+        let outcome = match entry.outcome {
+            Outcome::Done => DONE,
+            Outcome::Failed { .. } => FAILED,
+            Outcome::Baselined => BASELINED,
+        };
+        let start = start as u64;
+        assert!(start <= START_MASK, "paths beyond 2^62 bytes");
+        Self {
+            size: entry.size,
+            mtime_ns: entry.mtime_ns,
+            inode: entry.inode,
+            btime_ns: entry.btime_ns,
+            offset: entry.offset,
+            generation: entry.generation,
+            fingerprint: entry.fingerprint,
+            start_and_outcome: start | outcome << OUTCOME_SHIFT,
+        }
+    }
+
+    fn start(&self) -> usize {
+        (self.start_and_outcome & START_MASK) as usize
+    }
+
+    fn set_start(&mut self, start: usize) {
+        self.start_and_outcome = (self.start_and_outcome & !START_MASK) | start as u64;
+    }
+
+    fn failed(&self) -> bool {
+        self.start_and_outcome >> OUTCOME_SHIFT == FAILED
+    }
+
+    /// The entry, with `reason` if it failed.
+    fn to_entry(self, reason: impl FnOnce() -> Box<str>) -> FileEntry {
+        let outcome = match self.start_and_outcome >> OUTCOME_SHIFT {
+            DONE => Outcome::Done,
+            BASELINED => Outcome::Baselined,
+            _ => Outcome::Failed { reason: reason() },
+        };
+        FileEntry {
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            inode: self.inode,
+            btime_ns: self.btime_ns,
+            offset: self.offset,
+            generation: self.generation,
+            outcome,
+            fingerprint: self.fingerprint,
+        }
+    }
 }
 
 impl PartialEq for State {
@@ -95,23 +166,44 @@ impl State {
     }
 
     /// The entry of one file.
-    pub fn get(&self, path: &RelPath) -> Option<&FileEntry> {
-        self.overlay
-            .get(path)
-            .or_else(|| self.find(path.as_bytes()).ok().map(|i| &self.base[i].entry))
+    pub fn get(&self, path: &RelPath) -> Option<FileEntry> {
+        match self.overlay.get(path) {
+            Some(entry) => Some(entry.clone()),
+            None => self.find(path.as_bytes()).ok().map(|i| self.entry_at(i)),
+        }
     }
 
     /// All entries, ordered by path.
-    pub fn entries(&self) -> impl Iterator<Item = (RelPathRef<'_>, &FileEntry)> {
-        let base =
-            (0..self.base.len()).map(|i| (RelPathRef::new(self.path_at(i)), &self.base[i].entry));
+    pub fn entries(&self) -> impl Iterator<Item = (RelPathRef<'_>, FileEntry)> {
+        let base = (0..self.base.len()).map(|i| (RelPathRef::new(self.path_at(i)), i));
         Merge {
+            state: self,
             base: base.peekable(),
-            overlay: self
-                .overlay
-                .iter()
-                .map(|(p, e)| (p.as_ref_path(), e))
-                .peekable(),
+            overlay: self.overlay.iter().peekable(),
+        }
+    }
+
+    /// Base entry `i` as a [`FileEntry`].
+    fn entry_at(&self, i: usize) -> FileEntry {
+        self.base[i].to_entry(|| {
+            let reason = self.reasons.get(self.path_at(i));
+            reason.cloned().unwrap_or_default()
+        })
+    }
+
+    /// Sets base entry `i` (whose path is `path`) to `entry`, keeping its path.
+    fn set_at(&mut self, i: usize, path: &[u8], entry: &FileEntry) {
+        if self.base[i].failed() {
+            self.reasons.remove(path);
+        }
+        self.base[i] = BaseEntry::new(self.base[i].start(), entry);
+        self.keep_reason(path, entry);
+    }
+
+    /// Records the reason of `entry`, of `path` in the base, if it failed.
+    fn keep_reason(&mut self, path: &[u8], entry: &FileEntry) {
+        if let Outcome::Failed { reason } = &entry.outcome {
+            self.reasons.insert(path.into(), reason.clone());
         }
     }
 
@@ -133,8 +225,11 @@ impl State {
 
     /// The path of base entry `i`.
     fn path_at(&self, i: usize) -> &[u8] {
-        let end = self.base.get(i + 1).map_or(self.paths.len(), |e| e.start);
-        &self.paths[self.base[i].start..end]
+        let end = self
+            .base
+            .get(i + 1)
+            .map_or(self.paths.len(), BaseEntry::start);
+        &self.paths[self.base[i].start()..end]
     }
 
     /// Binary search of the base.
@@ -187,8 +282,10 @@ impl State {
             }
         }
         self.finish_apply(&delta);
-        // Folding in place costs no memory: a load keeps its overlay small.
-        if self.overlay.len() > (self.base.len() / 8).max(1 << 16) {
+        // Folding in place costs no memory: a load keeps its overlay small. (At an eighth of
+        // the base, folding 360,000 entries into 640,000 left 1,000,000 files' load at a peak
+        // of 143 MiB, at a sixty-fourth 122 MiB: overlay entries are freed, not given back.)
+        if self.overlay.len() > (self.base.len() / 64).max(1 << 13) {
             self.compact();
         }
         Ok(())
@@ -240,7 +337,7 @@ impl State {
                 at += 1;
             }
             if at < self.base.len() && self.path_at(at) == path.as_bytes() {
-                self.base[at].entry = entry;
+                self.set_at(at, path.as_bytes(), &entry);
             } else {
                 added_bytes += path.as_bytes().len();
                 added.push((path, entry));
@@ -272,7 +369,7 @@ impl State {
         let mut added_bytes = 0;
         for (path, entry) in overlay {
             match self.find(path.as_bytes()) {
-                Ok(at) => self.base[at].entry = entry,
+                Ok(at) => self.set_at(at, path.as_bytes(), &entry),
                 Err(_) => {
                     added_bytes += path.as_bytes().len();
                     added.push((path, entry));
@@ -291,10 +388,8 @@ impl State {
         let kept = self.base.len();
         let kept_bytes = self.paths.len();
         self.base.reserve_exact(added.len());
-        self.base.resize_with(kept + added.len(), || BaseEntry {
-            start: 0,
-            entry: placeholder(),
-        });
+        self.base
+            .resize_with(kept + added.len(), || BaseEntry::new(0, &placeholder()));
         self.paths.reserve_exact(added_bytes);
         self.paths.resize(kept_bytes + added_bytes, 0);
         // Entries [0, from) and their bytes [0, from_end) are still where they were; entries
@@ -306,27 +401,52 @@ impl State {
         let mut byte_write = self.paths.len();
         while let Some((path, entry)) = added.pop() {
             let path = path.as_bytes();
-            // Base entries after `path` move to the back, in order.
-            while from > 0 && &self.paths[self.base[from - 1].start..from_end] > path {
-                from -= 1;
-                write -= 1;
-                let start = self.base[from].start;
-                byte_write -= from_end - start;
-                self.paths.copy_within(start..from_end, byte_write);
-                from_end = start;
-                self.base.swap(from, write);
-                self.base[write].start = byte_write;
+            // Base entries after `path` move to the back, in order, as one block: found by a
+            // binary search, moved by two `copy_within` (a load folds entries spread over the
+            // whole base, 1,000,000 moves a time).
+            let first = self.first_after(path, from, from_end);
+            let first_start = self.base.get(first).filter(|_| first < from);
+            let first_start = first_start.map_or(from_end, BaseEntry::start);
+            byte_write -= from_end - first_start;
+            self.paths.copy_within(first_start..from_end, byte_write);
+            write -= from - first;
+            self.base.copy_within(first..from, write);
+            let shift = byte_write - first_start;
+            for moved in &mut self.base[write..write + (from - first)] {
+                moved.set_start(moved.start() + shift);
             }
+            (from, from_end) = (first, first_start);
             write -= 1;
             byte_write -= path.len();
             self.paths[byte_write..byte_write + path.len()].copy_from_slice(path);
-            self.base[write] = BaseEntry {
-                start: byte_write,
-                entry,
-            };
+            self.base[write] = BaseEntry::new(byte_write, &entry);
+            self.keep_reason(path, &entry);
         }
         debug_assert_eq!((write, byte_write), (from, from_end));
         debug_assert_eq!(self.base.len(), self.len);
+    }
+
+    /// The first of base entries `[0, from)` (whose paths end at `from_end`) whose path sorts
+    /// after `path`: `from` if none.
+    fn first_after(&self, path: &[u8], from: usize, from_end: usize) -> usize {
+        let path_of = |i: usize| {
+            let end = if i + 1 < from {
+                self.base[i + 1].start()
+            } else {
+                from_end
+            };
+            &self.paths[self.base[i].start()..end]
+        };
+        let (mut low, mut high) = (0, from);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if path_of(mid) > path {
+                high = mid;
+            } else {
+                low = mid + 1;
+            }
+        }
+        low
     }
 
     /// Moves the state to `generation`, as committed now, without changing its entries
@@ -352,14 +472,20 @@ impl State {
         let mut write = 0;
         let mut byte_write = 0;
         for i in 0..before {
-            let start = self.base[i].start;
-            let end = self.base.get(i + 1).map_or(self.paths.len(), |e| e.start);
+            let start = self.base[i].start();
+            let end = self
+                .base
+                .get(i + 1)
+                .map_or(self.paths.len(), BaseEntry::start);
             if sorted.binary_search(&&self.paths[start..end]).is_ok() {
+                if self.base[i].failed() {
+                    self.reasons.remove(&self.paths[start..end]);
+                }
                 continue;
             }
             self.paths.copy_within(start..end, byte_write);
             self.base.swap(write, i);
-            self.base[write].start = byte_write;
+            self.base[write].set_start(byte_write);
             byte_write += end - start;
             write += 1;
         }
@@ -401,11 +527,9 @@ impl SortedBuilder {
                 });
             }
         }
-        state.base.push(BaseEntry {
-            start: state.paths.len(),
-            entry,
-        });
+        state.base.push(BaseEntry::new(state.paths.len(), &entry));
         state.paths.extend_from_slice(path);
+        state.keep_reason(path, &entry);
         state.len += 1;
         Ok(())
     }
@@ -427,37 +551,45 @@ fn placeholder() -> FileEntry {
         btime_ns: 0,
         offset: 0,
         generation: 0,
-        outcome: crate::model::Outcome::Done,
+        outcome: Outcome::Done,
         fingerprint: 0,
     }
 }
 
-/// Merges the sorted base with the overlay, the overlay winning ties.
-struct Merge<B: Iterator, O: Iterator> {
+/// Merges the sorted base (paths and indices) with the overlay, the overlay winning ties.
+struct Merge<'a, B: Iterator, O: Iterator> {
+    state: &'a State,
     base: std::iter::Peekable<B>,
     overlay: std::iter::Peekable<O>,
 }
 
-impl<'a, B, O> Iterator for Merge<B, O>
+impl<'a, B, O> Iterator for Merge<'a, B, O>
 where
-    B: Iterator<Item = (RelPathRef<'a>, &'a FileEntry)>,
-    O: Iterator<Item = (RelPathRef<'a>, &'a FileEntry)>,
+    B: Iterator<Item = (RelPathRef<'a>, usize)>,
+    O: Iterator<Item = (&'a RelPath, &'a FileEntry)>,
 {
-    type Item = (RelPathRef<'a>, &'a FileEntry);
+    type Item = (RelPathRef<'a>, FileEntry);
 
     fn next(&mut self) -> Option<Self::Item> {
-        match (self.base.peek(), self.overlay.peek()) {
-            (None, None) => None,
-            (Some(_), None) => self.base.next(),
-            (None, Some(_)) => self.overlay.next(),
-            (Some((b, _)), Some((o, _))) => match o.cmp(b) {
-                Ordering::Less => self.overlay.next(),
-                Ordering::Greater => self.base.next(),
+        let from_base = match (self.base.peek(), self.overlay.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some((b, _)), Some((o, _))) => match o.as_ref_path().cmp(b) {
+                Ordering::Less => false,
+                Ordering::Greater => true,
                 Ordering::Equal => {
                     self.base.next();
-                    self.overlay.next()
+                    false
                 }
             },
+        };
+        if from_base {
+            let (path, i) = self.base.next()?;
+            Some((path, self.state.entry_at(i)))
+        } else {
+            let (path, entry) = self.overlay.next()?;
+            Some((path.as_ref_path(), entry.clone()))
         }
     }
 }
@@ -501,7 +633,7 @@ mod tests {
         assert!(state.apply(&delta(2, &["a"])).is_err());
         state.apply(&delta(1, &["a"])).unwrap();
         assert_eq!(state.generation(), 1);
-        assert_eq!(state.get(&"a".into()), Some(&entry(1)));
+        assert_eq!(state.get(&"a".into()), Some(entry(1)));
         state.apply(&delta(2, &["a", "b"])).unwrap();
         assert_eq!(state.len(), 2);
         assert_eq!(state.get(&"a".into()).unwrap().generation, 2);
@@ -542,6 +674,33 @@ mod tests {
         assert_eq!(state.len(), 3);
     }
 
+    /// Done, failed (with a reason that names the path and generation) or baselined.
+    fn outcome_for(path: &str, generation: u64) -> Outcome {
+        match (path.bytes().map(u64::from).sum::<u64>() + generation) % 3 {
+            0 => Outcome::Done,
+            1 => Outcome::Failed {
+                reason: format!("{path} in {generation}").into(),
+            },
+            _ => Outcome::Baselined,
+        }
+    }
+
+    #[test]
+    fn a_tracked_file_takes_64_bytes_and_its_path() {
+        assert_eq!(std::mem::size_of::<BaseEntry>(), 64);
+        let mut failed = entry(1);
+        failed.outcome = Outcome::Failed {
+            reason: "permission denied".into(),
+        };
+        let mut baselined = entry(1);
+        baselined.outcome = Outcome::Baselined;
+        for entry in [entry(1), failed, baselined] {
+            let compact = BaseEntry::new(1 << 40, &entry);
+            assert_eq!(compact.start(), 1 << 40);
+            assert_eq!(compact.to_entry(|| "permission denied".into()), entry);
+        }
+    }
+
     #[test]
     fn compaction_in_place_equals_a_sorted_map() {
         // A small linear congruential generator: deterministic, no dependency.
@@ -565,7 +724,10 @@ mod tests {
                     paths.dedup();
                 }
                 let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-                let delta = delta(generation, &refs);
+                let mut delta = delta(generation, &refs);
+                for (path, entry) in &mut delta.upserts {
+                    entry.outcome = outcome_for(&path.to_string(), generation);
+                }
                 merged += usize::from(state.merges_directly(&delta.upserts));
                 if next(2) == 0 {
                     state.apply(&delta).unwrap();
@@ -591,11 +753,14 @@ mod tests {
                     }
                     assert_eq!(dropped, before - model.len(), "round {round}");
                 }
-                let got: Vec<(String, u64)> = state
+                let got: Vec<(String, u64, Outcome)> = state
                     .entries()
-                    .map(|(p, e)| (p.to_string(), e.generation))
+                    .map(|(p, e)| (p.to_string(), e.generation, e.outcome))
                     .collect();
-                let want: Vec<(String, u64)> = model.clone().into_iter().collect();
+                let want: Vec<(String, u64, Outcome)> = model
+                    .iter()
+                    .map(|(p, &g)| (p.clone(), g, outcome_for(p, g)))
+                    .collect();
                 assert_eq!(got, want, "round {round}, generation {generation}");
                 assert_eq!(state.len(), model.len());
             }
@@ -604,6 +769,12 @@ mod tests {
                 (1..state.base.len()).all(|i| state.path_at(i - 1) < state.path_at(i)),
                 "round {round}"
             );
+            // A reason is kept for each failed entry, and none for another.
+            let failed = state.base.iter().filter(|e| e.failed()).count();
+            assert_eq!(state.reasons.len(), failed, "round {round}");
+            for (path, entry) in state.entries() {
+                assert_eq!(state.get(&path.to_rel_path()), Some(entry), "round {round}");
+            }
         }
         assert!(
             merged > 20,

@@ -157,7 +157,7 @@ fn choose(
     let mut files = Vec::new();
     for path in &selection.paths {
         match state.get(path).ok_or_else(|| untracked(state)) {
-            Ok(entry) => match replayable(root, path, entry) {
+            Ok(entry) => match replayable(root, path, &entry) {
                 Ok(file) => files.push(file),
                 Err(why) => refused.push((path.clone(), why)),
             },
@@ -174,7 +174,7 @@ fn choose(
             if selection.paths.contains(&path) {
                 continue;
             }
-            match replayable(root, &path, entry) {
+            match replayable(root, &path, &entry) {
                 Ok(file) => files.push(file),
                 Err(why) => skipped.push((path, why)),
             }

@@ -295,7 +295,7 @@ struct Judge<'a> {
     /// The writer is gone (a drain in `DrainMode::WriterGone`): only in-progress names wait.
     writer_gone: bool,
     /// Processed files that left their paths, when files are recognised by content.
-    moved_away: MovedAway<'a>,
+    moved_away: MovedAway,
 }
 
 impl Judge<'_> {
@@ -379,7 +379,8 @@ impl Judge<'_> {
             return Verdict::Excluded;
         }
         let tracked = self.state.get(&entry.file.path);
-        let Some(start) = start_for(self.root, self.config.on_change, entry, tracked) else {
+        let Some(start) = start_for(self.root, self.config.on_change, entry, tracked.as_ref())
+        else {
             return Verdict::LeftAlone("changed since processed");
         };
         let ready = if self.writer_gone {
