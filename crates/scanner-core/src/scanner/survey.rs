@@ -134,12 +134,8 @@ fn survey(
     let listing_started = Instant::now();
     // A drain judges files by more than their age (a writer gone, its last modification), and
     // stability needs each sighting: both examine every file.
-    let nothing_known = YoungFiles::default();
-    let young = if drain.is_none() && config.readiness.stable_for.is_none() {
-        &sightings.young
-    } else {
-        &nothing_known
-    };
+    let young =
+        (drain.is_none() && config.readiness.stable_for.is_none()).then_some(&sightings.young);
     let (diff, listing, mut cleanup) = list_and_diff(config, state, partial, young)?;
     telemetry::emit(PhaseTimed {
         phase: "list",
@@ -204,9 +200,11 @@ fn list_and_diff(
     config: &ScannerConfig,
     state: &State,
     partial: Option<(&DirScope, &[RelPath])>,
-    young: &YoungFiles,
+    young: Option<&YoungFiles>,
 ) -> Result<(Diff, listing::Listing, Vec<CleanupTask>), ScanError> {
     let root = config.watch_dir.as_path();
+    let nothing_known = YoungFiles::default();
+    let young = young.unwrap_or(&nothing_known);
     let rules = &config.cleanup;
     let mut cleanup = Vec::new();
     // Committed files still here and unchanged, which the cleanup rules remove or move: an
