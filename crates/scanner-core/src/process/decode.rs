@@ -85,7 +85,12 @@ pub(super) fn reduce(
     processor: &DynProcessor,
     limits: ReadLimits,
 ) -> Result<Decoded, Failure> {
-    FIRST_READ.with_borrow_mut(|first| reduce_with(raw, first, start, processor, limits))
+    FIRST_READ.with_borrow_mut(|first| {
+        if first.is_empty() {
+            first.resize(FIRST_READ_BYTES, 0);
+        }
+        reduce_with(raw, first, start, processor, limits)
+    })
 }
 
 /// The first bytes of each unit that starts a file are read at once into this per-thread
@@ -94,7 +99,18 @@ pub(super) fn reduce(
 const FIRST_READ_BYTES: usize = 64 << 10;
 
 thread_local! {
-    static FIRST_READ: RefCell<Vec<u8>> = RefCell::new(vec![0; FIRST_READ_BYTES]);
+    static FIRST_READ: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Frees this thread's first-read buffer (see [`super::end_of_work`]).
+pub(super) fn release_first_read() {
+    FIRST_READ.take();
+}
+
+/// Bytes of the first-read buffer this thread holds.
+#[cfg(test)]
+pub(super) fn first_read_bytes() -> usize {
+    FIRST_READ.with_borrow(Vec::capacity)
 }
 
 fn reduce_with(

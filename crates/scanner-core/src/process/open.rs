@@ -40,7 +40,7 @@ thread_local! {
 }
 
 /// Closes the directory this thread keeps open, if any: workers call it when their batch is
-/// done, so that nothing stays open between scans.
+/// done ([`super::end_of_work`]), so that nothing stays open between scans.
 pub(crate) fn close_directory() {
     OPEN_DIRECTORY.with_borrow_mut(Option::take);
 }

@@ -114,16 +114,39 @@ thread_local! {
     /// One searcher per thread, shared by every reducer that runs there. A searcher owns
     /// buffers of about 72 KiB: one per reducer cost an allocation per file, and a batch of
     /// 10,000 small files kept 10,000 of them alive until its results were merged (700 MB).
-    static SEARCHER: RefCell<Searcher> = RefCell::new(
-        SearcherBuilder::new()
-            .line_number(false)
-            .line_terminator(LineTerminator::crlf())
-            .binary_detection(BinaryDetection::none())
-            // Bytes are bytes: a line starting with FF FE is not UTF-16 to transcode.
-            .bom_sniffing(false)
-            .build(),
-    );
+    static SEARCHER: RefCell<Option<Searcher>> = const { RefCell::new(None) };
 }
+
+fn new_searcher() -> Searcher {
+    SearcherBuilder::new()
+        .line_number(false)
+        .line_terminator(LineTerminator::crlf())
+        .binary_detection(BinaryDetection::none())
+        // Bytes are bytes: a line starting with FF FE is not UTF-16 to transcode.
+        .bom_sniffing(false)
+        .build()
+}
+
+/// Frees this thread's searcher, if it has one.
+pub(super) fn release_searcher() {
+    SEARCHER.take();
+}
+
+/// Bytes of the searcher this thread holds, roughly (its buffers are private).
+#[cfg(test)]
+pub(super) fn searcher_bytes() -> usize {
+    SEARCHER.with_borrow(|searcher| {
+        if searcher.is_some() {
+            SEARCHER_BYTES
+        } else {
+            0
+        }
+    })
+}
+
+/// What a searcher's buffers take, about.
+#[cfg(test)]
+const SEARCHER_BYTES: usize = 72 << 10;
 
 impl GrepReducer {
     fn search(matcher: &RegexMatcher, result: &mut GrepResult, max_samples: usize, region: &[u8]) {
@@ -135,6 +158,7 @@ impl GrepReducer {
         // so the searcher is never borrowed twice).
         SEARCHER.with_borrow_mut(|searcher| {
             searcher
+                .get_or_insert_with(new_searcher)
                 .search_slice(matcher, region, sink)
                 .expect("searching memory with a counting sink cannot fail")
         });

@@ -300,6 +300,19 @@ thread_local! {
     static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Frees what this thread keeps for reducing files, its read buffer and its searcher: a worker
+/// calls it when its batch is done (see `process::end_of_work`).
+pub(crate) fn release_thread_buffers() {
+    READ_BUFFER.take();
+    grep::release_searcher();
+}
+
+/// Bytes this thread holds for reducing files: its read buffer and its searcher.
+#[cfg(test)]
+pub(crate) fn thread_buffer_bytes() -> usize {
+    READ_BUFFER.with_borrow(Vec::capacity) + grep::searcher_bytes()
+}
+
 trait ErasedProcessor: Send + Sync {
     fn name(&self) -> &str;
     fn splittable(&self) -> bool;
