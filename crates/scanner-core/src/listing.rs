@@ -63,6 +63,12 @@ impl YoungFiles {
             .insert(path[name_at..].into(), (file.clone(), ready_at));
     }
 
+    /// How many files it records.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.dirs.values().map(HashMap::len).sum()
+    }
+
     /// What the last examination found of `name` in the directory at `prefix`, if that still
     /// holds at `now` for the entry's inode `inode`.
     fn known(&self, prefix: &[u8], name: &[u8], inode: u64, now: SystemTime) -> Option<ListedFile> {

@@ -132,10 +132,7 @@ fn survey(
 ) -> Result<Survey, ScanError> {
     let scope = partial.map(|(scope, _)| scope);
     let listing_started = Instant::now();
-    // A drain judges files by more than their age (a writer gone, its last modification), and
-    // stability needs each sighting: both examine every file.
-    let young =
-        (drain.is_none() && config.readiness.stable_for.is_none()).then_some(&sightings.young);
+    let young = takes_young(config, drain.is_some()).then_some(&sightings.young);
     let (diff, listing, mut cleanup) = list_and_diff(config, state, partial, young)?;
     telemetry::emit(PhaseTimed {
         phase: "list",
@@ -260,6 +257,13 @@ struct Sorted {
     young: YoungFiles,
 }
 
+/// True if the walk may take files known too young as they were: a drain judges files by more
+/// than their age (a writer gone, its last modification), and stability needs each sighting,
+/// so both examine every file (and need no record of the young ones).
+fn takes_young(config: &ScannerConfig, draining: bool) -> bool {
+    !draining && config.readiness.stable_for.is_none()
+}
+
 /// The directory of a file's path (empty: the root).
 fn parent_of(path: &[u8]) -> &[u8] {
     memchr::memrchr(b'/', path).map_or(&path[..0], |slash| &path[..slash])
@@ -301,6 +305,7 @@ impl Judge<'_> {
     /// still waiting), and sorts them by what becomes of them.
     fn sort(&mut self, diff: &Diff, draining: bool, report: &mut ScanReport) -> Sorted {
         let mut sorted = Sorted::default();
+        let records_young = takes_young(self.config, draining);
         for entry in &diff.entries {
             let path = &entry.file.path;
             // The writer's last sign of life: any file it may still be writing or finishing
@@ -330,7 +335,9 @@ impl Judge<'_> {
                     sorted.ready.push(file);
                 }
                 Verdict::Waiting(why) => {
-                    if let NotReady::TooYoung { ready_at } = why {
+                    if let NotReady::TooYoung { ready_at } = why
+                        && records_young
+                    {
                         sorted.young.insert(&entry.file, ready_at);
                     }
                     sorted.waiting_dirs.add(parent_of(path.as_bytes()), false);
@@ -467,5 +474,43 @@ impl ScanReport {
                 self.next_ready_at = Some(self.next_ready_at.map_or(at, |t| t.min(at)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files found too young are recorded for the next walk only where that walk may take them
+    /// as they were: not in a drain, not with a stability window (both examine every file).
+    #[test]
+    fn files_found_too_young_are_recorded_only_where_a_walk_takes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fresh.log"), "a\n").unwrap();
+        let source = state_store::SourceId::new("young").unwrap();
+        let mut config = ScannerConfig::new(dir.path(), source);
+        config.readiness.min_age = std::time::Duration::from_secs(3600);
+        let recorded = |config: &ScannerConfig, drain| {
+            let mut sightings = Sightings::default();
+            let survey = survey(
+                config,
+                &State::new(),
+                &mut sightings,
+                &mut Retries::default(),
+                drain,
+                None,
+            )
+            .unwrap();
+            assert_eq!(survey.report.too_young, 1);
+            sightings.young.len()
+        };
+        assert_eq!(recorded(&config, None), 1, "an ordinary scan records it");
+        assert_eq!(
+            recorded(&config, Some(DrainMode::Wait)),
+            0,
+            "a drain does not"
+        );
+        config.readiness.stable_for = Some(std::time::Duration::from_secs(1));
+        assert_eq!(recorded(&config, None), 0, "nor does a stability window");
     }
 }
