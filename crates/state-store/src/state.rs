@@ -32,9 +32,19 @@ pub struct State {
     /// The reasons of the base's entries whose outcome is [`Outcome::Failed`], by path.
     reasons: BTreeMap<Box<[u8]>, Box<str>>,
     /// Entries changed since `base` was built; they win over `base`.
-    overlay: BTreeMap<RelPath, FileEntry>,
+    overlay: BTreeMap<RelPath, Overlaid>,
     /// Distinct paths in `base` and `overlay` together.
     len: usize,
+}
+
+/// An entry of the overlay, with what the search of the base found for its path when it was
+/// put there: its index, or where it would go. The base does not move while the overlay holds
+/// anything (every change of its order folds the overlay first), so folding it in needs no
+/// second search: a load folds hundreds of thousands of paths into a base of a million.
+#[derive(Clone, Debug)]
+struct Overlaid {
+    entry: FileEntry,
+    place: Result<usize, usize>,
 }
 
 /// One entry of the base, 64 bytes: a [`FileEntry`]'s numbers, and where its path starts in
@@ -168,7 +178,7 @@ impl State {
     /// The entry of one file.
     pub fn get(&self, path: &RelPath) -> Option<FileEntry> {
         match self.overlay.get(path) {
-            Some(entry) => Some(entry.clone()),
+            Some(overlaid) => Some(overlaid.entry.clone()),
             None => self.find(path.as_bytes()).ok().map(|i| self.entry_at(i)),
         }
     }
@@ -179,7 +189,11 @@ impl State {
         Merge {
             state: self,
             base: base.peekable(),
-            overlay: self.overlay.iter().peekable(),
+            overlay: self
+                .overlay
+                .iter()
+                .map(|(path, overlaid)| (path, &overlaid.entry))
+                .peekable(),
         }
     }
 
@@ -340,7 +354,7 @@ impl State {
                 self.set_at(at, path.as_bytes(), &entry);
             } else {
                 added_bytes += path.as_bytes().len();
-                added.push((path, entry));
+                added.push((at, path, entry));
             }
         }
         self.len += added.len();
@@ -349,8 +363,13 @@ impl State {
 
     fn upsert(&mut self, path: RelPath, entry: FileEntry) {
         // One search of the overlay, not two: a batch applies thousands of paths.
-        let in_base = self.find(path.as_bytes()).is_ok();
-        if self.overlay.insert(path, entry).is_none() && !in_base {
+        let place = self.find(path.as_bytes());
+        if self
+            .overlay
+            .insert(path, Overlaid { entry, place })
+            .is_none()
+            && place.is_err()
+        {
             self.len += 1;
         }
     }
@@ -367,12 +386,12 @@ impl State {
         let overlay = std::mem::take(&mut self.overlay);
         let mut added = Vec::new();
         let mut added_bytes = 0;
-        for (path, entry) in overlay {
-            match self.find(path.as_bytes()) {
+        for (path, Overlaid { entry, place }) in overlay {
+            match place {
                 Ok(at) => self.set_at(at, path.as_bytes(), &entry),
-                Err(_) => {
+                Err(at) => {
                     added_bytes += path.as_bytes().len();
-                    added.push((path, entry));
+                    added.push((at, path, entry));
                 }
             }
         }
@@ -380,8 +399,10 @@ impl State {
     }
 
     /// Merges `added` (sorted by path, none in the base; `added_bytes` their paths' length)
-    /// into the base, from the back.
-    fn insert_new(&mut self, mut added: Vec<(RelPath, FileEntry)>, added_bytes: usize) {
+    /// into the base, from the back. Each comes with its place in the base as it is: the index
+    /// of the first entry whose path sorts after it (as the search that found it absent says),
+    /// so that placing it costs no second search.
+    fn insert_new(&mut self, mut added: Vec<(usize, RelPath, FileEntry)>, added_bytes: usize) {
         if added.is_empty() {
             return;
         }
@@ -399,12 +420,12 @@ impl State {
         let mut from_end = kept_bytes;
         let mut write = self.base.len();
         let mut byte_write = self.paths.len();
-        while let Some((path, entry)) = added.pop() {
+        while let Some((first, path, entry)) = added.pop() {
             let path = path.as_bytes();
-            // Base entries after `path` move to the back, in order, as one block: found by a
-            // binary search, moved by two `copy_within` (a load folds entries spread over the
-            // whole base, 1,000,000 moves a time).
-            let first = self.first_after(path, from, from_end);
+            // Base entries after `path` move to the back, in order, as one block (a load folds
+            // entries spread over the whole base, 1,000,000 moves a time). Places come sorted as
+            // the paths are, and entries before `from` have not moved: `first` is still theirs.
+            debug_assert!(first <= from);
             let first_start = self.base.get(first).filter(|_| first < from);
             let first_start = first_start.map_or(from_end, BaseEntry::start);
             byte_write -= from_end - first_start;
@@ -424,29 +445,6 @@ impl State {
         }
         debug_assert_eq!((write, byte_write), (from, from_end));
         debug_assert_eq!(self.base.len(), self.len);
-    }
-
-    /// The first of base entries `[0, from)` (whose paths end at `from_end`) whose path sorts
-    /// after `path`: `from` if none.
-    fn first_after(&self, path: &[u8], from: usize, from_end: usize) -> usize {
-        let path_of = |i: usize| {
-            let end = if i + 1 < from {
-                self.base[i + 1].start()
-            } else {
-                from_end
-            };
-            &self.paths[self.base[i].start()..end]
-        };
-        let (mut low, mut high) = (0, from);
-        while low < high {
-            let mid = low + (high - low) / 2;
-            if path_of(mid) > path {
-                high = mid;
-            } else {
-                low = mid + 1;
-            }
-        }
-        low
     }
 
     /// Moves the state to `generation`, as committed now, without changing its entries
