@@ -359,15 +359,7 @@ mod tests {
             .map(|i| {
                 let name = format!("big{i}.log");
                 std::fs::write(dir.path().join(&name), "x\n".repeat(lines)).unwrap();
-                let meta = std::fs::metadata(dir.path().join(&name)).unwrap();
-                PlannedFile {
-                    path: name.as_str().into(),
-                    size: meta.len(),
-                    mtime_ns: crate::listing::mtime_ns(&meta),
-                    inode: std::os::unix::fs::MetadataExt::ino(&meta),
-                    btime_ns: crate::listing::btime_ns(&meta),
-                    start: 0,
-                }
+                crate::testing::planned_file(dir.path(), &name)
             })
             .collect();
         let processor = DynProcessor::splittable(Bulky);
@@ -426,15 +418,7 @@ mod tests {
             .map(|i| {
                 let name = format!("f{i}.log");
                 std::fs::write(dir.path().join(&name), "ERROR x\nok\n".repeat(100 * i)).unwrap();
-                let meta = std::fs::metadata(dir.path().join(&name)).unwrap();
-                PlannedFile {
-                    path: name.as_str().into(),
-                    size: meta.len(),
-                    mtime_ns: crate::listing::mtime_ns(&meta),
-                    inode: std::os::unix::fs::MetadataExt::ino(&meta),
-                    btime_ns: crate::listing::btime_ns(&meta),
-                    start: 0,
-                }
+                crate::testing::planned_file(dir.path(), &name)
             })
             .collect();
         let grep = crate::processor::Grep::new("ERROR", 2).unwrap();
