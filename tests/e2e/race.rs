@@ -62,7 +62,19 @@ fn race(state: Place, output: Place, fx: &Fixture) {
         if let Some(status) = b.try_wait().unwrap() {
             break (a, "b.log", status);
         }
-        assert!(Instant::now() < deadline, "neither racer stopped");
+        if Instant::now() >= deadline {
+            let _ = (a.kill(), b.kill());
+            let tail = |log: &str| {
+                let text = std::fs::read_to_string(fx.root.join(log)).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            };
+            panic!(
+                "neither racer stopped\n-- a.log:\n{}\n-- b.log:\n{}",
+                tail("a.log"),
+                tail("b.log")
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     };
     let text = std::fs::read_to_string(fx.root.join(loser_log)).unwrap();

@@ -369,7 +369,8 @@ impl Location {
     ///
     /// An object that already holds exactly `bytes` counts as created: a create whose answer
     /// was lost (the store retries a request that failed with a 5xx after it had landed, and
-    /// its second attempt then finds the object) must not be taken for another writer's.
+    /// its second attempt then finds the object) must not be taken for another writer's. One
+    /// that is gone by the time it is read was another writer's.
     pub async fn create(&self, path: &Path, bytes: bytes::Bytes) -> object_store::Result<bool> {
         use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
         let opts = PutOptions {
@@ -383,8 +384,13 @@ impl Location {
         {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => {
-                let existing = self.store.get(path).await?.bytes().await?;
-                Ok(existing == bytes)
+                match self.store.get(path).await {
+                    Ok(existing) => Ok(existing.bytes().await? == bytes),
+                    // Removed since: only its writer (done with the plan, or folding a snapshot
+                    // that covers it) removes such an object, and this one has not got that far.
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         }
@@ -937,5 +943,94 @@ mod tests {
         let loc = Location::parse("memory:///base").unwrap().child("src");
         let obj = loc.object("00001.delta");
         assert_eq!(loc.describe(&obj), "memory:///base/src/00001.delta");
+    }
+
+    /// A store on which another writer's object is in the way of every create, and already
+    /// removed by the time it is read (the winner committed and removed its plan, or folded a
+    /// snapshot that removed it).
+    #[derive(Debug)]
+    struct GoneAfterConflict(object_store::memory::InMemory);
+
+    impl std::fmt::Display for GoneAfterConflict {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("gone after conflict")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for GoneAfterConflict {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            if opts.mode == object_store::PutMode::Create {
+                return Err(object_store::Error::AlreadyExists {
+                    path: location.to_string(),
+                    source: "another writer's object".into(),
+                });
+            }
+            self.0.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.0.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.0.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+            self.0.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.0.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    /// The loser of a race for a generation must stop as fenced, even when the winner's object
+    /// is gone by the time the loser looks at it: taken for a storage error, the loser reloaded
+    /// and went on as a second writer (the e2e test `race::two_writers_on_local_disk` caught it
+    /// about one race in nine).
+    #[tokio::test]
+    async fn a_create_that_meets_an_object_removed_since_is_fenced() {
+        let store = Arc::new(GoneAfterConflict(object_store::memory::InMemory::new()));
+        let location = Location::from_store(store, Path::from("state"), "memory:///state");
+        let path = location.object("00000000000000000001.plan");
+        let created = location
+            .create(&path, bytes::Bytes::from_static(b"plan"))
+            .await;
+        assert!(
+            matches!(created, Ok(false)),
+            "fenced, not an error: {created:?}"
+        );
     }
 }
