@@ -25,15 +25,17 @@ pub(crate) use open::open;
 pub(crate) use split::{AppendRange, whole_lines};
 pub use split::{MIN_RANGE_BYTES, WorkUnit, plan_units};
 
-/// Gives back what this thread keeps from file to file (the directory it holds open, its read
-/// buffers, its searcher, about 400 KiB): a worker calls it when its batch is done.
+/// Gives back what this thread keeps from file to file for [`process_unit`] (the directory it
+/// holds open, its read buffers, the `grep` searcher: about 400 KiB). The scanner's workers call
+/// it when their batch is done; call it on your own threads once they have no more units to
+/// process for a while.
 ///
 /// Kept per thread, they would live as long as the thread, and the runtime's blocking pool
 /// keeps every thread it ever started while work keeps coming (it wakes its idle threads in
 /// turn, so none stays idle long enough to exit): a sidecar under a steady emitter grew by the
 /// buffers of every thread that ever ran a worker. Allocated again by the next batch: a few
 /// allocations per batch, not per file.
-pub(crate) fn end_of_work() {
+pub fn end_of_work() {
     open::close_directory();
     decode::release_first_read();
     crate::processor::release_thread_buffers();
@@ -260,6 +262,9 @@ impl From<Failure> for Unprocessable {
 ///
 /// Problems of the file make an [`UnitOutcome::Failed`]; a shortage of the process (too many
 /// open files, no memory) is a [`ResourceError`] instead.
+///
+/// The calling thread keeps the file's directory open and its buffers for the next unit, until
+/// [`end_of_work`].
 pub fn process_unit(
     root: &Path,
     file: &PlannedFile,
