@@ -386,19 +386,8 @@ mod tests {
     use super::*;
     use crate::processor::{Grep, Stats};
     use std::io::Write;
-    use std::os::unix::fs::MetadataExt;
 
-    fn planned(root: &Path, name: &str) -> PlannedFile {
-        let meta = std::fs::metadata(root.join(name)).unwrap();
-        PlannedFile {
-            path: name.into(),
-            size: meta.len(),
-            mtime_ns: 0,
-            inode: meta.ino(),
-            btime_ns: crate::listing::btime_ns(&meta),
-            start: 0,
-        }
-    }
+    use crate::testing::planned_file as planned;
 
     fn done(outcome: FileOutcome) -> (serde_json::Value, u64, Encoding) {
         match outcome {
