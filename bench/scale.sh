@@ -5,7 +5,9 @@
 #
 # 1. A scan with nothing new over 1,000,000 tiny files (1,000 directories) against
 #    `find -type f -printf` with a stat of every file, the strongest reference for the same
-#    work, measured in the same run with hyperfine; Gleaner's peak RSS with GNU time.
+#    work, measured in the same run with hyperfine; Gleaner's peak RSS with GNU time. Also
+#    one such `find` per core at once, each over its share of the directories: the floor that
+#    the machine's cores set for the same system calls.
 # 2. An event-triggered scan after one new file in that tree (`gleaner run`, events on, default
 #    debounce): the time of the scan that committed it, from its log line.
 # 3. Memory against state size: `gleaner run` (a sidecar, default flags but --min-age 0) over
@@ -76,8 +78,18 @@ log "committing the 1,000,000 files once (not timed)"
 /usr/bin/time -f '%e %M' -o "$WORK/first" $(gleaner_once "$DATA/million" "$M") >/dev/null 2>&1
 log "nothing new: gleaner run --once against find -printf"
 FIND="find $DATA/million -type f -printf '%s %T@ %i %p\n' >/dev/null"
+# The floor of this machine's cores for the same system calls: one such find per core, each
+# over its share of the directories, all at once.
+ls "$DATA/million" | sed "s|^|$DATA/million/|" | split -n "r/$(nproc)" - "$WORK/part."
+cat >"$WORK/find-cores.sh" <<SH
+for part in $WORK/part.*; do
+    xargs -a "\$part" sh -c 'exec find "\$@" -type f -printf "%s %T@ %i %p\\n"' find >/dev/null &
+done
+wait
+SH
 hyperfine --style basic --warmup 1 --runs "$RUNS" --export-json "$WORK/listing.json" \
-    -n find "$FIND" -n gleaner "$(gleaner_once "$DATA/million" "$M")" >&2
+    -n find "$FIND" -n find-cores "sh $WORK/find-cores.sh" \
+    -n gleaner "$(gleaner_once "$DATA/million" "$M")" >&2
 # The scan alone (what a running sidecar repeats every interval; the state is loaded once).
 for _ in $(seq "$RUNS"); do
     RUST_LOG=scanner_core=debug $(gleaner_once "$DATA/million" "$M") 2>&1 >/dev/null |

@@ -6,7 +6,9 @@ Runs the release `gleaner` as the chart runs it (the chart's default flags: `--m
 while an emitter writes a fixed mix of text files at a steady rate. Measures, in the same run:
 
 * CPU seconds per GiB: Gleaner's (user + system, from /proc/PID/stat) against `cat`'s over the
-  same files (the same sizes and bytes, warm in the page cache, as Gleaner reads them);
+  same files (the same sizes and bytes, warm in the page cache, as Gleaner reads them), and
+  against `cat`'s and `rm`'s together: with `--after delete` Gleaner also deletes every file,
+  which `cat` does not (`rm` is timed over up to 30 seconds' worth of the same files);
 * the commit delay (`gleaner_commit_delay_seconds`: from a file's mtime plus `--min-age` to its
   commit) as percentiles, interpolated within the histogram's buckets, and the share of files
   committed within 2 s;
@@ -163,6 +165,28 @@ def cat_cpu(files_of_a_second, seconds, workdir):
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def rm_cpu(files_of_a_second, seconds, workdir):
+    """CPU seconds `rm` takes to delete the same files, per second of files: what any collector
+    that deletes the files it collected (as `--after delete` does) pays on top of reading them.
+    One second's files are written afresh (not counted), then removed by one `rm`, for up to 30
+    seconds' worth; returns (CPU seconds, bytes removed)."""
+    pool = Path(workdir) / "rm-pool"
+    pool.mkdir()
+    rounds = min(seconds, 30)
+    cpu = 0.0
+    for r in range(rounds):
+        names = []
+        for i, body in enumerate(files_of_a_second):
+            p = pool / f"r{r}-f{i:05}.log"
+            p.write_bytes(body)
+            names.append(str(p))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(["rm", "-f", *names], check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu += (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, rounds * sum(len(body) for body in files_of_a_second)
+
+
 def linear_slope(xs, ys):
     n = len(xs)
     if n < 2:
@@ -279,6 +303,8 @@ def main():
     missing = emitted["files"] - len(seen)
     cat_s = cat_cpu(files, args.seconds, work)
     gib = emitted["bytes"] / 2**30
+    rm_s, rm_bytes = rm_cpu(files, args.seconds, work)
+    rm_per_gib = rm_s / (rm_bytes / 2**30)
     steady = [(t, r) for t, _, r, _, _ in samples if t >= 60]
     rss_values = [r for _, r in steady] or [0.0]
     slope = linear_slope([t / 60 for t, _ in steady], [r for _, r in steady])
@@ -296,6 +322,9 @@ def main():
         "|---|---:|---:|---:|",
         f"| CPU seconds per GiB | {cpu_total / gib:.2f} s | `cat`: {cat_s / gib:.2f} s "
         f"| {cpu_total / cat_s:.2f}x (goal <= 2x) |",
+        f"| CPU seconds per GiB, against reading and deleting | {cpu_total / gib:.2f} s | `cat` + `rm`: "
+        f"{cat_s / gib + rm_per_gib:.2f} s (`rm` alone {rm_per_gib:.2f} s) "
+        f"| {cpu_total / gib / (cat_s / gib + rm_per_gib):.2f}x |",
         f"| commit delay after --min-age, p50 / p90 / p99 | {q[0.5]:.2f} / {q[0.9]:.2f} / {q[0.99]:.2f} s "
         f"| -- | p99 goal <= 2 s |",
         f"| files committed within 2 s of --min-age | {within_2s} | -- | -- |",
