@@ -147,22 +147,32 @@ def share_within(buckets, bound):
     return next((c for le, c in buckets if le == bound), float("nan")) / total if total else 0.0
 
 
+def write_second(files_of_a_second, pool, prefix):
+    """Writes one second's files into `pool`, named `prefix` and their index; returns the names."""
+    names = []
+    for i, body in enumerate(files_of_a_second):
+        p = pool / f"{prefix}{i:05}.log"
+        p.write_bytes(body)
+        names.append(str(p))
+    return names
+
+
+def children_cpu(command):
+    """CPU seconds (user + system) that running `command` to its end takes."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def cat_cpu(files_of_a_second, seconds, workdir):
     """CPU seconds `cat` takes over the same files: one second's files written once, then read
     by one `cat` per second of the run (the bytes and file count of the whole run)."""
     pool = Path(workdir) / "cat-pool"
     pool.mkdir()
-    names = []
-    for i, body in enumerate(files_of_a_second):
-        p = pool / f"f{i:05}.log"
-        p.write_bytes(body)
-        names.append(str(p))
+    names = write_second(files_of_a_second, pool, "f")
     subprocess.run(["cat", *names], stdout=subprocess.DEVNULL, check=True)  # warm the cache
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    for _ in range(seconds):
-        subprocess.run(["cat", *names], stdout=subprocess.DEVNULL, check=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return sum(children_cpu(["cat", *names]) for _ in range(seconds))
 
 
 def rm_cpu(files_of_a_second, seconds, workdir):
@@ -173,17 +183,10 @@ def rm_cpu(files_of_a_second, seconds, workdir):
     pool = Path(workdir) / "rm-pool"
     pool.mkdir()
     rounds = min(seconds, 30)
-    cpu = 0.0
-    for r in range(rounds):
-        names = []
-        for i, body in enumerate(files_of_a_second):
-            p = pool / f"r{r}-f{i:05}.log"
-            p.write_bytes(body)
-            names.append(str(p))
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run(["rm", "-f", *names], check=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu += (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = sum(
+        children_cpu(["rm", "-f", *write_second(files_of_a_second, pool, f"r{r}-f")])
+        for r in range(rounds)
+    )
     return cpu, rounds * sum(len(body) for body in files_of_a_second)
 
 
