@@ -23,8 +23,12 @@ fn write_then_rename(fx: &Fixture, rel: &str, data: &[u8]) -> Instant {
     renamed_at
 }
 
+/// With events on, a file renamed into place is collected seconds after its rename, not at
+/// the next interval (1 h). The latency itself (about 1 s: the debounce, the spacing of scans,
+/// a commit) is a benchmark figure (the steady emitter's commit delay in `BENCHMARKS.md`); the
+/// bound here only has to tell an event from the interval on a loaded machine.
 #[test]
-fn with_events_a_renamed_file_is_collected_within_two_seconds() {
+fn with_events_a_renamed_file_is_collected_long_before_the_interval() {
     let fx = Fixture::new();
     fx.write("first.log", b"before start\n", OLD);
     let log = fx.root.join("gleaner.log");
@@ -42,14 +46,14 @@ fn with_events_a_renamed_file_is_collected_within_two_seconds() {
         let data = format!("line {i}\nanother\n").into_bytes();
         let renamed_at = write_then_rename(&fx, &rel, &data);
         assert!(
-            wait_until(Duration::from_secs(10), || has_output(&fx, &rel)),
+            wait_until(Duration::from_secs(30), || has_output(&fx, &rel)),
             "{rel} never collected: {}",
             std::fs::read_to_string(&log).unwrap()
         );
         let latency = renamed_at.elapsed();
         eprintln!("{rel}: in the outputs {latency:?} after its rename");
         assert!(
-            latency < Duration::from_secs(2),
+            latency < Duration::from_secs(15),
             "{rel} took {latency:?} with events on and --interval 1h"
         );
         expected.insert(rel, data);

@@ -30,6 +30,7 @@ fn with_default_flags_a_file_renamed_just_before_sigterm_is_committed_before_exi
     // The emitter's last file: written under a temporary name, renamed into place, and half a
     // second later the Pod is terminated. It is younger than the default --min-age (5s).
     let data = b"the last lines of the emitter\n".to_vec();
+    let written = Instant::now();
     let staged = write_aged(&fx.watch.join("last.log.tmp"), &data, Duration::ZERO);
     std::fs::rename(staged, fx.watch.join("last.log")).unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -42,11 +43,13 @@ fn with_default_flags_a_file_renamed_just_before_sigterm_is_committed_before_exi
         &fx.outputs(),
         &BTreeMap::from([("last.log".to_string(), data)]),
     );
-    // It waited for the file to become old enough, not for the whole shutdown timeout.
+    // It waited for the file to become old enough (--min-age 5s from its write, however long
+    // this thread took to send the signal), not for the whole shutdown timeout.
     let waited = signalled.elapsed();
     assert!(
-        waited >= Duration::from_secs(4) && waited < Duration::from_secs(15),
-        "exited {waited:?} after SIGTERM"
+        written.elapsed() >= Duration::from_secs(5) && waited < Duration::from_secs(15),
+        "exited {waited:?} after SIGTERM, {:?} after the write",
+        written.elapsed()
     );
     assert!(
         log.iter()
@@ -400,6 +403,13 @@ fn a_leftover_copy_cut_short_by_sigkill_leaves_no_staging_file_behind() {
         .set_len(256 << 20)
         .unwrap();
     crate::support::set_age(&partial, Duration::from_secs(3600));
+    // The copy, throttled, takes seconds: the staging file is seen and the process killed
+    // while it is copied, however long this thread waits for a core (unthrottled, the copy
+    // takes a few hundred ms, and a slow look finds it finished).
+    let throttle = crate::support::Cgroup::cpu_quota(5);
+    if let Some(throttle) = &throttle {
+        throttle.add(served.child.id());
+    }
     sigterm(&served.child);
     let leftovers = fx.output.join(".leftovers");
     let staging = || {
@@ -415,6 +425,7 @@ fn a_leftover_copy_cut_short_by_sigkill_leaves_no_staging_file_behind() {
     let mut child = served.child;
     child.kill().unwrap();
     child.wait().unwrap();
+    drop(throttle);
     let left = staging();
     assert_eq!(left.len(), 1, "{left:?}");
 

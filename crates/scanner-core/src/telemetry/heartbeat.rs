@@ -201,6 +201,10 @@ mod tests {
         heartbeat.beat(LoopPhase::Scanning);
         std::thread::sleep(Duration::from_millis(80));
         assert!(!heartbeat.check().is_alive(), "no progress: stalled");
+        // Judged at a fixed instant, not whenever this thread runs again: the read's beat
+        // moves the deadline to at least `before` + 50 ms, and without it the deadline is
+        // already behind `before`.
+        let before = heartbeat.now_ms();
         let worker = heartbeat.clone();
         std::thread::spawn(move || {
             let _reading = ReadingFor::heartbeat(&worker);
@@ -208,7 +212,7 @@ mod tests {
         })
         .join()
         .unwrap();
-        let after_read = heartbeat.check();
+        let after_read = heartbeat.check_at(before + 40);
         assert!(after_read.is_alive(), "{after_read:?}");
         assert_eq!(after_read.phase, LoopPhase::Scanning);
         // A thread that reads for no batch beats nothing.
