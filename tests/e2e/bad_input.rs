@@ -472,7 +472,9 @@ fn lines_by_path(fx: &Fixture) -> BTreeMap<String, Vec<Value>> {
 fn files_truncated_or_deleted_while_a_batch_reads_fail_alone() {
     let fx = Fixture::new();
     // Oldest first: the big file is read first, the others wait their turn in the same batch.
-    sparse(&fx, "big.bin", 2 << 30, Duration::from_secs(3 * 3600));
+    // Sparse and 64 GiB: its read lasts seconds, so the shrink below lands during it however
+    // long this thread waits for a core (2 GiB of holes are read in a few hundred ms).
+    sparse(&fx, "big.bin", 64 << 30, Duration::from_secs(3 * 3600));
     fx.write(
         "victim.log",
         b"deleted before its turn\n",

@@ -181,16 +181,19 @@ fn a_file_gone_at_the_start_is_forgotten_by_a_snapshot_after_an_event_triggered_
 #[test]
 fn without_events_a_renamed_file_waits_for_the_interval() {
     let fx = Fixture::new();
+    fx.write("first.log", b"before start\n", OLD);
     let log = fx.root.join("gleaner.log");
     let mut child = fx.spawn(
-        &["--interval", "5s", "--min-age", "0s", "--events=false"],
+        &["--interval", "10s", "--min-age", "0s", "--events=false"],
         &log,
     );
-    // The start-up scan has run once the state holds the probe's result: wait for the log line.
-    assert!(wait_until(Duration::from_secs(20), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("gleaner started"))
-    }));
-    std::thread::sleep(Duration::from_millis(300));
+    // The start-up scan has ended once its file is in the outputs ("gleaner started" comes
+    // before it: a start-up scan slowed down by a loaded machine would list the late file).
+    assert!(
+        wait_until(Duration::from_secs(20), || has_output(&fx, "first.log")),
+        "the start-up scan: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     let renamed_at = write_then_rename(&fx, "late.log", b"late\n");
     std::thread::sleep(Duration::from_millis(2500));
     assert!(
@@ -198,7 +201,7 @@ fn without_events_a_renamed_file_waits_for_the_interval() {
         "collected before the interval with --events=false"
     );
     assert!(
-        wait_until(Duration::from_secs(10), || has_output(&fx, "late.log")),
+        wait_until(Duration::from_secs(20), || has_output(&fx, "late.log")),
         "collected at the interval scan"
     );
     eprintln!(

@@ -40,18 +40,25 @@ fn racer(fx: &Fixture, state: &Place, output: &Place, log: &str) -> Child {
 }
 
 fn race(state: Place, output: Place, fx: &Fixture) {
+    let mut a = racer(fx, &state, &output, "a.log");
+    let mut b = racer(fx, &state, &output, "b.log");
+    // The backlog comes once both have loaded the state: a racer started late (a loaded
+    // machine) would otherwise find the other done with it, and neither would ever conflict.
+    let loaded = |log: &str| {
+        std::fs::read_to_string(fx.root.join(log)).is_ok_and(|text| text.contains("state loaded"))
+    };
+    assert!(
+        crate::support::wait_until(Duration::from_secs(60), || loaded("a.log")
+            && loaded("b.log")),
+        "a racer never loaded the state"
+    );
     let mut expected = BTreeMap::new();
     for i in 0..600 {
         let data = format!("racing file {i}\nsecond line\n").into_bytes();
-        fx.write(
-            &format!("d{}/f{i:04}.log", i % 9),
-            &data,
-            Duration::from_secs(60),
-        );
-        expected.insert(format!("d{}/f{i:04}.log", i % 9), data);
+        let rel = format!("d{}/f{i:04}.log", i % 9);
+        crate::support::emit(&fx.watch, &rel, &data);
+        expected.insert(rel, data);
     }
-    let mut a = racer(fx, &state, &output, "a.log");
-    let mut b = racer(fx, &state, &output, "b.log");
 
     // Wait for the loser.
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -12,7 +12,12 @@ use crate::support::{
 };
 
 fn write_files(fx: &Fixture, count: usize) -> BTreeMap<String, Vec<u8>> {
-    (0..count)
+    write_files_from(fx, 0, count)
+}
+
+/// `count` files from number `first` on (new names after an earlier `write_files`).
+fn write_files_from(fx: &Fixture, first: usize, count: usize) -> BTreeMap<String, Vec<u8>> {
+    (first..first + count)
         .map(|i| {
             let rel = format!("d{}/f{i:05}.log", i % 10);
             let data = format!("line {i}\nanother line\n").into_bytes();
@@ -130,13 +135,16 @@ fn an_open_file_limit_below_the_file_count_is_no_problem() {
     assert_exactly_once(&fx.outputs(), &expected);
 
     // A running collector holds no input file open between scans.
-    let more = write_files(&fx, 200);
+    let more = write_files_from(&fx, 3000, 200);
     let log = fx.root.join("gleaner.log");
     let mut child = fx.spawn(&["--interval", "100ms", "--min-age", "0s"], &log);
-    assert!(wait_until(Duration::from_secs(30), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("gleaner started"))
-    }));
-    std::thread::sleep(Duration::from_millis(800));
+    // Between scans: once the 200 new files are committed (a fixed wait after the start
+    // could fall inside the scan that reads them, on a loaded machine).
+    assert!(
+        wait_until(Duration::from_secs(30), || fx.outputs().len() == 3200),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     let held: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
         .unwrap()
         .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
@@ -154,7 +162,9 @@ fn an_open_file_limit_below_the_file_count_is_no_problem() {
         held.is_empty(),
         "input files held open between scans: {held:?}"
     );
-    assert_eq!(more.len(), 200);
+    let mut expected = expected;
+    expected.extend(more);
+    assert_exactly_once(&fx.outputs(), &expected);
 }
 
 /// A batch slower than `--stall-timeout` that advances: the process is throttled to a few
