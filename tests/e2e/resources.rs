@@ -110,7 +110,7 @@ fn a_full_state_volume_stops_commits_without_damage_and_recovers_in_place() {
 #[test]
 fn an_open_file_limit_below_the_file_count_is_no_problem() {
     let fx = Fixture::new();
-    let expected = write_files(&fx, 3000);
+    let mut expected = write_files(&fx, 3000);
     // 48 descriptors for 3000 files: the runtime needs some, each worker one at a time.
     let out = Command::new("prlimit")
         .arg("--nofile=48:48")
@@ -162,7 +162,6 @@ fn an_open_file_limit_below_the_file_count_is_no_problem() {
         held.is_empty(),
         "input files held open between scans: {held:?}"
     );
-    let mut expected = expected;
     expected.extend(more);
     assert_exactly_once(&fx.outputs(), &expected);
 }
