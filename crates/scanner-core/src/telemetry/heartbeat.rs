@@ -104,10 +104,18 @@ impl Heartbeat {
         self.record(phase, self.inner.stall_timeout);
     }
 
-    /// Records progress in the phase the loop is in.
+    /// Records progress in the phase the loop is in: the next is due within the stall timeout,
+    /// or later if a deadline further off is set. A worker of an abandoned batch may finish
+    /// its unit after the loop went to sleep, and must not bring the sleeping loop's deadline
+    /// forward; the phase is left alone for the same reason. Workers call it for every read:
+    /// one clock read.
     pub(crate) fn progress(&self) {
-        let phase = self.check().phase;
-        self.record(phase, self.inner.stall_timeout);
+        let now = self.now_ms();
+        self.inner.last_ms.store(now, Ordering::Relaxed);
+        self.inner.due_ms.fetch_max(
+            now.saturating_add(millis(self.inner.stall_timeout)),
+            Ordering::Relaxed,
+        );
     }
 
     /// Records that the loop sleeps for `wait`: the next progress is due within `wait` plus
@@ -219,6 +227,29 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         std::thread::spawn(bytes_read).join().unwrap();
         assert!(!heartbeat.check().is_alive());
+    }
+
+    /// A worker of an abandoned batch finishes the unit it is reading after the loop went to
+    /// sleep (a failed scan's backoff, the interval): its progress must not bring the sleeping
+    /// loop's deadline forward, or the probe calls a loop that waits as told stalled.
+    #[test]
+    fn a_late_read_never_shortens_the_deadline_of_a_sleeping_loop() {
+        let heartbeat = Heartbeat::new(Duration::from_secs(10));
+        heartbeat.sleeping(Duration::from_secs(3600));
+        let asleep = heartbeat.now_ms();
+        let worker = heartbeat.clone();
+        std::thread::spawn(move || {
+            let _reading = ReadingFor::heartbeat(&worker);
+            bytes_read();
+        })
+        .join()
+        .unwrap();
+        heartbeat.progress();
+        let later = heartbeat.check_at(asleep + 60_000);
+        assert!(later.is_alive(), "{later:?}");
+        assert_eq!(later.phase, LoopPhase::Waiting);
+        assert!(heartbeat.check_at(asleep + 3_600_000).is_alive());
+        assert!(!heartbeat.check_at(asleep + 3_700_000).is_alive());
     }
 
     #[test]
