@@ -14,6 +14,7 @@ use crate::legacy::{decode_delta, decode_plan};
 use crate::records::SnapshotHeader;
 use crate::records::now_ms;
 use crate::snapshot::{decode_snapshot, decode_snapshot_from, encode_snapshot};
+use crate::state::LOAD_FOLD_SHARE;
 use crate::stream::{ChunkReceiver, forward};
 use crate::{
     CommittedOutput, Delta, FileEntry, Location, Origin, Plan, PlannedFile, RelPath, SourceId,
@@ -849,18 +850,53 @@ impl StateLog {
                 Ok::<_, StateError>((path, delta, size))
             })
             .try_buffered(DECODE_AHEAD);
-        while let Some((path, delta, size)) = fetches.try_next().await? {
+        // Deltas are applied in groups of a sixty-fourth of the state's entries: merged into it
+        // together ([`State::apply_owned_many`]), for a few MiB held.
+        let mut group = Vec::new();
+        let mut group_upserts = 0usize;
+        loop {
+            let fetched = fetches.try_next().await?;
+            let full = group_upserts.saturating_mul(LOAD_FOLD_SHARE) >= loaded.state.len();
+            if !group.is_empty() && (full || fetched.is_none()) {
+                group_upserts = 0;
+                self.apply_group(std::mem::take(&mut group), loaded).await?;
+            }
+            let Some((path, delta, size)) = fetched else {
+                return Ok(());
+            };
             loaded.committed_outputs.extend(CommittedOutput::of(&delta));
-            loaded
-                .state
-                .apply_owned(delta)
-                .map_err(|e| StateError::Corrupt {
-                    object: self.dir.describe(&path),
-                    reason: e.to_string(),
-                })?;
             loaded.objects_read += 1;
             loaded.bytes_read += size;
+            group_upserts += delta.upserts.len();
+            group.push((path, delta));
         }
+    }
+
+    /// Applies a group of decoded deltas (with their objects) to the state being loaded, on a
+    /// blocking thread; a delta that does not apply names its object.
+    async fn apply_group(
+        &self,
+        group: Vec<(Path, Delta)>,
+        loaded: &mut LoadedState,
+    ) -> Result<(), StateError> {
+        let (objects, deltas): (Vec<Path>, Vec<Delta>) = group.into_iter().unzip();
+        let generations: Vec<u64> = deltas.iter().map(|delta| delta.generation).collect();
+        let mut state = std::mem::take(&mut loaded.state);
+        loaded.state = blocking(move || state.apply_owned_many(deltas).map(|()| state))
+            .await
+            .map_err(|e| {
+                let at = match &e {
+                    StateError::OutOfOrder { found, .. } => {
+                        generations.iter().position(|g| g == found).unwrap_or(0)
+                    }
+                    _ => 0,
+                };
+                let object = &objects[at.min(objects.len() - 1)];
+                StateError::Corrupt {
+                    object: self.dir.describe(object),
+                    reason: e.to_string(),
+                }
+            })?;
         Ok(())
     }
 

@@ -123,6 +123,88 @@ impl BaseEntry {
     }
 }
 
+/// The entries of several runs, each sorted by path without a path twice, merged in path
+/// order: one entry per path, the one of the latest run that has it (runs come in the order of
+/// their generations).
+struct LatestOfRuns {
+    runs: Vec<std::vec::IntoIter<(RelPath, FileEntry)>>,
+    /// The next entry of each run not exhausted.
+    heads: std::collections::BinaryHeap<Head>,
+}
+
+/// The next entry of run `run`, ordered for a min-heap by path, then by run.
+struct Head {
+    path: RelPath,
+    entry: FileEntry,
+    run: usize,
+}
+
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: `BinaryHeap` pops its greatest element.
+        (&other.path, other.run).cmp(&(&self.path, self.run))
+    }
+}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Head {}
+
+impl LatestOfRuns {
+    fn new(runs: Vec<Vec<(RelPath, FileEntry)>>) -> Self {
+        let mut merged = Self {
+            heads: std::collections::BinaryHeap::with_capacity(runs.len()),
+            runs: runs.into_iter().map(Vec::into_iter).collect(),
+        };
+        for run in 0..merged.runs.len() {
+            merged.refill(run);
+        }
+        merged
+    }
+
+    /// Puts the next entry of `run`, if any, among the heads.
+    fn refill(&mut self, run: usize) {
+        if let Some((path, entry)) = self.runs[run].next() {
+            self.heads.push(Head { path, entry, run });
+        }
+    }
+}
+
+impl Iterator for LatestOfRuns {
+    type Item = (RelPath, FileEntry);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut latest = self.heads.pop()?;
+        self.refill(latest.run);
+        // The same path in later runs comes next, run after run: the last one wins.
+        while self
+            .heads
+            .peek()
+            .is_some_and(|head| head.path == latest.path)
+        {
+            let later = self.heads.pop().expect("peeked");
+            self.refill(later.run);
+            latest = later;
+        }
+        Some((latest.path, latest.entry))
+    }
+}
+
+/// A load folds what it applies into the base once it holds this share of the state (a
+/// sixty-fourth): each fold moves most of the base, and what waits to be folded takes memory
+/// (1,000,000 files' load peaks at about 94 MiB; a sixteenth took 104 MiB).
+pub(crate) const LOAD_FOLD_SHARE: usize = 64;
+
 impl PartialEq for State {
     fn eq(&self, other: &Self) -> bool {
         self.generation == other.generation
@@ -299,8 +381,46 @@ impl State {
         // Folding in place costs no memory: a load keeps its overlay small. (At an eighth of
         // the base, folding 360,000 entries into 640,000 left 1,000,000 files' load at a peak
         // of 143 MiB, at a sixty-fourth 122 MiB: overlay entries are freed, not given back.)
-        if self.overlay.len() > (self.base.len() / 64).max(1 << 13) {
+        if self.overlay.len() > (self.base.len() / LOAD_FOLD_SHARE).max(1 << 13) {
             self.compact();
+        }
+        Ok(())
+    }
+
+    /// Applies the deltas of the generations that follow, in order, each taken whole: what
+    /// [`State::apply_owned`] of each in turn does, but deltas sorted by path (every batch's)
+    /// that together hold at least a sixty-fourth of the state ([`LOAD_FOLD_SHARE`]) are merged
+    /// into the base at once, with no overlay: no search tree built for them and emptied again,
+    /// and a galloping search of the base instead of a binary one per entry. A load of
+    /// 1,000,000 files from a snapshot and 36 deltas took 360 ms instead of 470 ms.
+    ///
+    /// Fails with [`StateError::OutOfOrder`], leaving the state unchanged, if the deltas are not
+    /// for the generations `generation() + 1`, `generation() + 2`, … in order.
+    pub fn apply_owned_many(&mut self, mut deltas: Vec<Delta>) -> Result<(), StateError> {
+        for (delta, expected) in deltas.iter().zip(self.generation + 1..) {
+            if delta.generation != expected {
+                return Err(StateError::OutOfOrder {
+                    current: expected - 1,
+                    found: delta.generation,
+                });
+            }
+        }
+        let upserts: usize = deltas.iter().map(|delta| delta.upserts.len()).sum();
+        let sorted = deltas
+            .iter()
+            .all(|delta| delta.upserts.is_sorted_by(|a, b| a.0 < b.0));
+        if !sorted || upserts == 0 || upserts.saturating_mul(LOAD_FOLD_SHARE) < self.len {
+            return deltas
+                .into_iter()
+                .try_for_each(|delta| self.apply_owned(delta));
+        }
+        let runs = deltas
+            .iter_mut()
+            .map(|delta| std::mem::take(&mut delta.upserts))
+            .collect();
+        self.merge_sorted(LatestOfRuns::new(runs));
+        for delta in &deltas {
+            self.finish_apply(delta);
         }
         Ok(())
     }
@@ -347,9 +467,7 @@ impl State {
         let mut added_bytes = 0;
         let mut at = 0;
         for (path, entry) in upserts {
-            while at < self.base.len() && self.path_at(at) < path.as_bytes() {
-                at += 1;
-            }
+            at = self.first_not_before(at, path.as_bytes());
             if at < self.base.len() && self.path_at(at) == path.as_bytes() {
                 self.set_at(at, path.as_bytes(), &entry);
             } else {
@@ -359,6 +477,34 @@ impl State {
         }
         self.len += added.len();
         self.insert_new(added, added_bytes);
+    }
+
+    /// The first base entry at or after `from` whose path is not before `path`: a galloping
+    /// search, so that a merge costs about `log(n / k)` comparisons per upsert, whether its `k`
+    /// upserts are spread over the base or gathered in one place.
+    fn first_not_before(&self, from: usize, path: &[u8]) -> usize {
+        let len = self.base.len();
+        let mut step = 1;
+        let mut low = from;
+        while low < len && self.path_at(low) < path {
+            let probe = low.saturating_add(step).min(len);
+            if probe == len || self.path_at(probe) >= path {
+                // The answer is in (low, probe]: search it.
+                let (mut lo, mut hi) = (low + 1, probe);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if self.path_at(mid) < path {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                return lo;
+            }
+            low = probe;
+            step = step.saturating_mul(2);
+        }
+        low
     }
 
     fn upsert(&mut self, path: RelPath, entry: FileEntry) {
@@ -623,6 +769,82 @@ mod tests {
 
     fn paths(state: &State) -> Vec<String> {
         state.entries().map(|(p, _)| p.to_string()).collect()
+    }
+
+    /// Deltas applied together ([`State::apply_owned_many`], a load) make the state that applying
+    /// them one by one makes: sorted and unsorted ones, paths in several deltas (the latest
+    /// wins), groups large and small against the state, outcomes that fail with a reason.
+    #[test]
+    fn deltas_applied_together_make_the_state_they_make_one_by_one() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |bound: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % bound
+        };
+        let mut merged_at_once = 0;
+        for round in 0..60 {
+            let (mut one_by_one, mut together) = (State::new(), State::new());
+            let mut generation = 0;
+            for _ in 0..6 {
+                let group: Vec<Delta> = (0..1 + next(6))
+                    .map(|_| {
+                        generation += 1;
+                        let mut paths: Vec<String> = (0..next(60))
+                            .map(|_| format!("d{}/f{:03}", next(5), next(150)))
+                            .collect();
+                        if next(4) != 0 {
+                            paths.sort();
+                            paths.dedup();
+                        }
+                        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+                        let mut delta = delta(generation, &refs);
+                        for (path, entry) in &mut delta.upserts {
+                            entry.outcome = outcome_for(&path.to_string(), generation);
+                            entry.size = next(1000);
+                        }
+                        delta.committed_at_ms = generation * 10;
+                        delta
+                    })
+                    .collect();
+                let sorted = group
+                    .iter()
+                    .all(|d| d.upserts.is_sorted_by(|a, b| a.0 < b.0));
+                let upserts: usize = group.iter().map(|d| d.upserts.len()).sum();
+                merged_at_once += usize::from(sorted && upserts * 16 >= together.len());
+                for delta in group.clone() {
+                    one_by_one.apply_owned(delta).unwrap();
+                }
+                together.apply_owned_many(group).unwrap();
+                assert_eq!(together, one_by_one, "round {round}");
+                assert_eq!(together.last_commit_ms(), Some(generation * 10));
+            }
+            one_by_one.compact();
+            together.compact();
+            assert_eq!(together, one_by_one, "round {round}, compacted");
+        }
+        assert!(merged_at_once > 30, "merged at once {merged_at_once} times");
+    }
+
+    #[test]
+    fn deltas_applied_together_must_follow_in_order_and_change_nothing_otherwise() {
+        let mut state = State::new();
+        state.apply(&delta(1, &["a"])).unwrap();
+        let before = state.clone();
+        let gap = vec![delta(2, &["b"]), delta(4, &["c"])];
+        assert!(matches!(
+            state.apply_owned_many(gap),
+            Err(StateError::OutOfOrder {
+                current: 2,
+                found: 4
+            })
+        ));
+        assert_eq!(state, before);
+        state
+            .apply_owned_many(vec![delta(2, &["b"]), delta(3, &["b", "c"])])
+            .unwrap();
+        assert_eq!(state.generation(), 3);
+        assert_eq!(paths(&state), ["a", "b", "c"]);
+        assert_eq!(state.get(&"b".into()).unwrap().generation, 3);
     }
 
     #[test]
