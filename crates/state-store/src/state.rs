@@ -202,7 +202,7 @@ impl Iterator for LatestOfRuns {
 
 /// A load folds what it applies into the base once it holds this share of the state (a
 /// sixty-fourth): each fold moves most of the base, and what waits to be folded takes memory
-/// (1,000,000 files' load peaks at about 94 MiB; a sixteenth took 104 MiB).
+/// (1,000,000 files' load peaks at about 94 MiB; at a sixteenth, 101–105 MiB).
 pub(crate) const LOAD_FOLD_SHARE: usize = 64;
 
 impl PartialEq for State {
@@ -392,7 +392,7 @@ impl State {
     /// that together hold at least a sixty-fourth of the state ([`LOAD_FOLD_SHARE`]) are merged
     /// into the base at once, with no overlay: no search tree built for them and emptied again,
     /// and a galloping search of the base instead of a binary one per entry. A load of
-    /// 1,000,000 files from a snapshot and 36 deltas took 360 ms instead of 470 ms.
+    /// 1,000,000 files from a snapshot and 36 deltas took 411 ms instead of 498 ms.
     ///
     /// Fails with [`StateError::OutOfOrder`], leaving the state unchanged, if the deltas are not
     /// for the generations `generation() + 1`, `generation() + 2`, … in order.
