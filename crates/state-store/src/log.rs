@@ -880,22 +880,24 @@ impl StateLog {
         loaded: &mut LoadedState,
     ) -> Result<(), StateError> {
         let (objects, deltas): (Vec<Path>, Vec<Delta>) = group.into_iter().unzip();
-        let generations: Vec<u64> = deltas.iter().map(|delta| delta.generation).collect();
+        // The first delta that is not for the generation its turn needs is the one named.
+        let next = loaded.state.generation() + 1;
+        let misplaced = deltas
+            .iter()
+            .zip(next..)
+            .position(|(delta, generation)| delta.generation != generation)
+            .unwrap_or(0);
         let mut state = std::mem::take(&mut loaded.state);
         loaded.state = blocking(move || state.apply_owned_many(deltas).map(|()| state))
             .await
-            .map_err(|e| {
-                let at = match &e {
-                    StateError::OutOfOrder { found, .. } => {
-                        generations.iter().position(|g| g == found).unwrap_or(0)
-                    }
-                    _ => 0,
-                };
-                let object = &objects[at.min(objects.len() - 1)];
-                StateError::Corrupt {
-                    object: self.dir.describe(object),
+            .map_err(|e| match e {
+                StateError::OutOfOrder { .. } => StateError::Corrupt {
+                    object: self
+                        .dir
+                        .describe(&objects[misplaced.min(objects.len() - 1)]),
                     reason: e.to_string(),
-                }
+                },
+                e => e,
             })?;
         Ok(())
     }

@@ -641,6 +641,43 @@ mod checks {
             assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
             assert!(report.generation.is_none());
         }
+        misplaced_delta(&location).await;
+    }
+
+    /// A delta found under the name of a later generation is named, also where a load applies
+    /// many deltas together: a snapshot of 1,000 files, then 19 deltas of one file each.
+    async fn misplaced_delta(location: &Location) {
+        let log = open_log(location, "misplaced");
+        let names: Vec<String> = (0..1000).map(|i| format!("f{i:04}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut state = State::new();
+        state.apply(&delta(1, &refs)).unwrap();
+        log.commit(&delta(1, &refs)).await.unwrap();
+        log.store_snapshot(&state).await.unwrap();
+        for generation in 2..=20 {
+            let path = format!("g{generation:02}");
+            log.commit(&delta(generation, &[&path])).await.unwrap();
+        }
+        assert_eq!(log.load().await.unwrap().state.len(), 1019);
+        let store = location.store();
+        let second = store
+            .get(&log.object_path(2, ObjectKind::Delta))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let fifth = log.object_path(5, ObjectKind::Delta);
+        store.put(&fifth, PutPayload::from(second)).await.unwrap();
+        let err = log
+            .load()
+            .await
+            .expect_err("a misplaced delta must not load");
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+        assert!(
+            err.to_string().contains(fifth.filename().unwrap()),
+            "the error names the object: {err}"
+        );
     }
 
     pub(crate) async fn gaps(location: Location) {
