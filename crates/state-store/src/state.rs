@@ -771,16 +771,45 @@ mod tests {
         state.entries().map(|(p, _)| p.to_string()).collect()
     }
 
+    /// A delta of `generation` with up to `most` paths drawn among `dirs` directories of `files`
+    /// files (sorted, without repeats, where `sorted`), each with its generation's outcome.
+    fn random_delta(
+        next: &mut impl FnMut(u64) -> u64,
+        generation: u64,
+        most: u64,
+        (dirs, files): (u64, u64),
+        sorted: bool,
+    ) -> Delta {
+        let mut paths: Vec<String> = (0..next(most))
+            .map(|_| format!("d{}/f{:03}", next(dirs), next(files)))
+            .collect();
+        if sorted {
+            paths.sort();
+            paths.dedup();
+        }
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let mut delta = delta(generation, &refs);
+        for (path, entry) in &mut delta.upserts {
+            entry.outcome = outcome_for(&path.to_string(), generation);
+        }
+        delta
+    }
+
+    /// Numbers below the bound asked, from a small linear congruential generator seeded with
+    /// `seed`: deterministic, no dependency.
+    fn random_below(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |bound| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % bound
+        }
+    }
+
     /// Deltas applied together ([`State::apply_owned_many`], a load) make the state that applying
     /// them one by one makes: sorted and unsorted ones, paths in several deltas (the latest
     /// wins), groups large and small against the state, outcomes that fail with a reason.
     #[test]
     fn deltas_applied_together_make_the_state_they_make_one_by_one() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |bound: u64| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            (seed >> 33) % bound
-        };
+        let mut next = random_below(0x9e37_79b9_7f4a_7c15);
         let mut merged_at_once = 0;
         for round in 0..60 {
             let (mut one_by_one, mut together) = (State::new(), State::new());
@@ -789,17 +818,9 @@ mod tests {
                 let group: Vec<Delta> = (0..1 + next(6))
                     .map(|_| {
                         generation += 1;
-                        let mut paths: Vec<String> = (0..next(60))
-                            .map(|_| format!("d{}/f{:03}", next(5), next(150)))
-                            .collect();
-                        if next(4) != 0 {
-                            paths.sort();
-                            paths.dedup();
-                        }
-                        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-                        let mut delta = delta(generation, &refs);
-                        for (path, entry) in &mut delta.upserts {
-                            entry.outcome = outcome_for(&path.to_string(), generation);
+                        let sorted = next(4) != 0;
+                        let mut delta = random_delta(&mut next, generation, 60, (5, 150), sorted);
+                        for (_, entry) in &mut delta.upserts {
                             entry.size = next(1000);
                         }
                         delta.committed_at_ms = generation * 10;
@@ -923,31 +944,17 @@ mod tests {
 
     #[test]
     fn compaction_in_place_equals_a_sorted_map() {
-        // A small linear congruential generator: deterministic, no dependency.
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |bound: u64| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            (seed >> 33) % bound
-        };
+        let mut next = random_below(0x2545_f491_4f6c_dd1d);
         let mut merged = 0;
         for round in 0..50 {
             let mut state = State::new();
             let mut model = BTreeMap::new();
             for generation in 1..=8 {
-                let mut paths: Vec<String> = (0..next(40))
-                    .map(|_| format!("d{}/f{:03}", next(4), next(120)))
-                    .collect();
                 // Sorted deltas (what a batch commits) big enough against the state are merged
                 // straight into the base; the others go through the overlay.
-                if next(2) == 0 {
-                    paths.sort();
-                    paths.dedup();
-                }
-                let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-                let mut delta = delta(generation, &refs);
-                for (path, entry) in &mut delta.upserts {
-                    entry.outcome = outcome_for(&path.to_string(), generation);
-                }
+                let sorted = next(2) == 0;
+                let delta = random_delta(&mut next, generation, 40, (4, 120), sorted);
+                let paths: Vec<String> = delta.upserts.iter().map(|(p, _)| p.to_string()).collect();
                 merged += usize::from(state.merges_directly(&delta.upserts));
                 if next(2) == 0 {
                     state.apply(&delta).unwrap();

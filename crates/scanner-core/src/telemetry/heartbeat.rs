@@ -203,6 +203,17 @@ fn millis(duration: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    /// One read on a worker thread that works for `heartbeat`.
+    fn read_on_a_worker(heartbeat: &Heartbeat) {
+        let worker = heartbeat.clone();
+        std::thread::spawn(move || {
+            let _reading = ReadingFor::heartbeat(&worker);
+            bytes_read();
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn reads_on_a_worker_thread_are_progress_only_while_it_works_for_the_heartbeat() {
         let heartbeat = Heartbeat::new(Duration::from_millis(50));
@@ -213,13 +224,7 @@ mod tests {
         // moves the deadline to at least `before` + 50 ms, and without it the deadline is
         // already behind `before`.
         let before = heartbeat.now_ms();
-        let worker = heartbeat.clone();
-        std::thread::spawn(move || {
-            let _reading = ReadingFor::heartbeat(&worker);
-            bytes_read();
-        })
-        .join()
-        .unwrap();
+        read_on_a_worker(&heartbeat);
         let after_read = heartbeat.check_at(before + 40);
         assert!(after_read.is_alive(), "{after_read:?}");
         assert_eq!(after_read.phase, LoopPhase::Scanning);
@@ -237,13 +242,7 @@ mod tests {
         let heartbeat = Heartbeat::new(Duration::from_secs(10));
         heartbeat.sleeping(Duration::from_secs(3600));
         let asleep = heartbeat.now_ms();
-        let worker = heartbeat.clone();
-        std::thread::spawn(move || {
-            let _reading = ReadingFor::heartbeat(&worker);
-            bytes_read();
-        })
-        .join()
-        .unwrap();
+        read_on_a_worker(&heartbeat);
         heartbeat.progress();
         let later = heartbeat.check_at(asleep + 60_000);
         assert!(later.is_alive(), "{later:?}");
