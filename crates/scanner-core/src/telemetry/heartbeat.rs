@@ -107,10 +107,16 @@ impl Heartbeat {
     /// Records progress in the phase the loop is in: the next is due within the stall timeout,
     /// or later if a deadline further off is set. A worker of an abandoned batch may finish
     /// its unit after the loop went to sleep, and must not bring the sleeping loop's deadline
-    /// forward; the phase is left alone for the same reason. Workers call it for every read:
-    /// one clock read.
+    /// forward; the phase is left alone for the same reason.
+    ///
+    /// Workers call it for every read, from several threads: one clock read, and nothing
+    /// written while the millisecond is the one already recorded (every record sets a deadline
+    /// at least the stall timeout after it), so that they do not contend for the deadline.
     pub(crate) fn progress(&self) {
         let now = self.now_ms();
+        if self.inner.last_ms.load(Ordering::Relaxed) == now {
+            return;
+        }
         self.inner.last_ms.store(now, Ordering::Relaxed);
         self.inner.due_ms.fetch_max(
             now.saturating_add(millis(self.inner.stall_timeout)),
