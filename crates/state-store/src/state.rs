@@ -330,8 +330,11 @@ impl State {
 
     /// Binary search of the base.
     fn find(&self, path: &[u8]) -> Result<usize, usize> {
-        let mut low = 0;
-        let mut high = self.base.len();
+        self.find_between(0, self.base.len(), path)
+    }
+
+    /// Binary search of the base entries `low..high`.
+    fn find_between(&self, mut low: usize, mut high: usize, path: &[u8]) -> Result<usize, usize> {
         while low < high {
             let mid = low + (high - low) / 2;
             match self.path_at(mid).cmp(path) {
@@ -490,16 +493,9 @@ impl State {
             let probe = low.saturating_add(step).min(len);
             if probe == len || self.path_at(probe) >= path {
                 // The answer is in (low, probe]: search it.
-                let (mut lo, mut hi) = (low + 1, probe);
-                while lo < hi {
-                    let mid = lo + (hi - lo) / 2;
-                    if self.path_at(mid) < path {
-                        lo = mid + 1;
-                    } else {
-                        hi = mid;
-                    }
-                }
-                return lo;
+                return self
+                    .find_between(low + 1, probe, path)
+                    .unwrap_or_else(|at| at);
             }
             low = probe;
             step = step.saturating_mul(2);
@@ -831,7 +827,8 @@ mod tests {
                     .iter()
                     .all(|d| d.upserts.is_sorted_by(|a, b| a.0 < b.0));
                 let upserts: usize = group.iter().map(|d| d.upserts.len()).sum();
-                merged_at_once += usize::from(sorted && upserts * 16 >= together.len());
+                merged_at_once +=
+                    usize::from(sorted && upserts * LOAD_FOLD_SHARE >= together.len());
                 for delta in group.clone() {
                     one_by_one.apply_owned(delta).unwrap();
                 }
