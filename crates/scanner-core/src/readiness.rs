@@ -96,6 +96,11 @@ impl NameFilter {
 
     /// True if the path (relative to the watch root) is collected.
     pub fn wants(&self, path: &[u8]) -> bool {
+        // Without globs (the default) every file is wanted, and the candidate, which finds the
+        // path's name and extension, would be made twice for each listed file for nothing.
+        if self.include.is_none() && self.exclude.is_none() {
+            return true;
+        }
         let candidate = globset::Candidate::from_bytes(path);
         self.include
             .as_ref()
@@ -620,6 +625,9 @@ mod tests {
             assert_eq!(filter.wants(path.as_bytes()), wanted, "{path}");
         }
         assert!(NameFilter::default().wants(b"anything"));
+        // Either kind of glob alone is applied (without any, nothing is matched at all).
+        let filter = NameFilter::new(&strings(&["*.log"]), &[]).unwrap();
+        assert!(filter.wants(b"a/b.log") && !filter.wants(b"a/b.txt"));
         assert!(NameFilter::new(&strings(&["a[b"]), &[]).is_err());
         // Non-UTF-8 paths are matched as bytes.
         let filter = NameFilter::new(&[], &strings(&["*.tmpx"])).unwrap();
