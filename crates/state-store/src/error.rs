@@ -100,7 +100,8 @@ pub enum StateError {
     /// reports it as [`StateError::Corrupt`], naming the object).
     #[error("a delta of generation {found} cannot follow generation {current}")]
     OutOfOrder {
-        /// The state's generation.
+        /// The generation the delta had to follow: the state's, or for a later delta of a
+        /// group applied together ([`crate::State::apply_owned_many`]), the one before it.
         current: u64,
         /// The delta's generation.
         found: u64,

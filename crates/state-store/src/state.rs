@@ -827,12 +827,17 @@ mod tests {
                     .iter()
                     .all(|d| d.upserts.is_sorted_by(|a, b| a.0 < b.0));
                 let upserts: usize = group.iter().map(|d| d.upserts.len()).sum();
-                merged_at_once +=
-                    usize::from(sorted && upserts * LOAD_FOLD_SHARE >= together.len());
+                let merges = sorted && upserts > 0 && upserts * LOAD_FOLD_SHARE >= together.len();
                 for delta in group.clone() {
                     one_by_one.apply_owned(delta).unwrap();
                 }
                 together.apply_owned_many(group).unwrap();
+                // The merge leaves nothing in the overlay. Applied one by one, the same deltas
+                // often leave some there: those groups tell the merge from a fallback.
+                if merges {
+                    assert_eq!(together.uncompacted(), 0, "round {round}");
+                    merged_at_once += usize::from(one_by_one.uncompacted() > 0);
+                }
                 assert_eq!(together, one_by_one, "round {round}");
                 assert_eq!(together.last_commit_ms(), Some(generation * 10));
             }
@@ -840,7 +845,10 @@ mod tests {
             together.compact();
             assert_eq!(together, one_by_one, "round {round}, compacted");
         }
-        assert!(merged_at_once > 30, "merged at once {merged_at_once} times");
+        assert!(
+            merged_at_once >= 20,
+            "only {merged_at_once} merged groups told apart from deltas applied one by one"
+        );
     }
 
     #[test]
