@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::support::{Fixture, OLD, Place, Served, inspect_state, sigterm, wait_until};
+use crate::support::{Fixture, OLD, Place, Served, has_sample, inspect_state, sigterm, wait_until};
 
 /// A minimal HTTP/1.0 GET; returns the status code and body.
 pub fn get(addr: &str, path: &str) -> (u16, String) {
@@ -639,11 +639,11 @@ fn a_fenced_start_is_scraped_before_it_exits() {
         metrics = TcpStream::connect(&addr)
             .map(|_| get(&addr, "/metrics").1)
             .unwrap_or_default();
-        metrics.contains("gleaner_fenced 1")
+        has_sample(&metrics, "gleaner_fenced 1")
     });
     assert!(scraped, "gleaner_fenced 1 never served:\n{metrics}");
     assert!(
-        metrics.contains("gleaner_errors_total{stage=\"state\"} 1"),
+        has_sample(&metrics, "gleaner_errors_total{stage=\"state\"} 1"),
         "{metrics}"
     );
     let (code, body) = get(&addr, "/readyz");

@@ -602,6 +602,13 @@ pub fn seeded_rng(test: &str) -> (fastrand::Rng, u64) {
     (fastrand::Rng::with_seed(seed), seed)
 }
 
+/// True if the Prometheus text `metrics` has the sample line `sample` (name, labels and value)
+/// exactly. A search for the words would also find them in a `# HELP` line: `gleaner_fenced`'s
+/// help begins "1 once this process lost its writer fence".
+pub fn has_sample(metrics: &str, sample: &str) -> bool {
+    metrics.lines().any(|line| line == sample)
+}
+
 /// Polls `check` every 20 ms until it is true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
