@@ -24,7 +24,7 @@ ms() {
     echo $(((e - s) / 1000000))
 }
 row() { local name=$1 t; shift; t=$(ms "$@"); echo "$name $t"; }
-gleaner() { rm -rf "$WORK/g"; "$GLEANER" run --once --min-age 0 --metrics-addr off --source-id bench \
+gleaner() { "$GLEANER" run --once --min-age 0 --metrics-addr off --source-id bench \
     --watch "$TREE" --state "$WORK/g/state" --output "$WORK/g/out" --processor stats; }
 MODES=(std3 uring3 std4 mixed4 std5 survey5 uring4)
 CORES=$(nproc)
@@ -36,6 +36,7 @@ for m in "${MODES[@]}"; do
 done
 gleaner >/dev/null 2>&1
 for _ in $(seq "$ROUNDS"); do
+    rm -rf "$WORK/g"   # a fresh state for each gleaner run, outside its time
     row rg rg -c '' "$TREE"
     row rg-ERROR rg -c ERROR "$TREE"
     for m in "${MODES[@]}"; do row "$m" "$P" "$m" "$TREE" "$CORES"; done
