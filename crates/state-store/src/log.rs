@@ -880,23 +880,22 @@ impl StateLog {
         loaded: &mut LoadedState,
     ) -> Result<(), StateError> {
         let (objects, deltas): (Vec<Path>, Vec<Delta>) = group.into_iter().unzip();
-        // The first delta that is not for the generation its turn needs is the one named.
-        let next = loaded.state.generation() + 1;
-        let misplaced = deltas
-            .iter()
-            .zip(next..)
-            .position(|(delta, generation)| delta.generation != generation)
-            .unwrap_or(0);
+        let before = loaded.state.generation();
         let mut state = std::mem::take(&mut loaded.state);
         loaded.state = blocking(move || state.apply_owned_many(deltas).map(|()| state))
             .await
             .map_err(|e| match e {
-                StateError::OutOfOrder { .. } => StateError::Corrupt {
-                    object: self
-                        .dir
-                        .describe(&objects[misplaced.min(objects.len() - 1)]),
-                    reason: e.to_string(),
-                },
+                // `current` is the generation the misplaced delta had to follow: its place in
+                // the group is how far that is past the state's.
+                StateError::OutOfOrder { current, .. } => {
+                    let misplaced = usize::try_from(current.saturating_sub(before))
+                        .unwrap_or(usize::MAX)
+                        .min(objects.len() - 1);
+                    StateError::Corrupt {
+                        object: self.dir.describe(&objects[misplaced]),
+                        reason: e.to_string(),
+                    }
+                }
                 e => e,
             })?;
         Ok(())
