@@ -502,8 +502,9 @@ fn with_default_flags_a_classic_drain_lists_again_after_a_long_scan() {
         return;
     };
     throttle.add(served.child.id());
-    // A backlog that takes the throttled process seconds, ready at once.
-    let mut expected: BTreeMap<String, Vec<u8>> = (0..8)
+    // A backlog that takes the throttled process seconds, ready at once: 16 MiB, about 4.5 s
+    // here (8 MiB took 2.1-2.6 s, at the 2.5 s the check below asks for, and failed by chance).
+    let mut expected: BTreeMap<String, Vec<u8>> = (0..16)
         .map(|i| {
             let data: Vec<u8> = format!("backlog {i} with a few words\n")
                 .into_bytes()
