@@ -23,8 +23,8 @@
 //!   [`StateError`], never a silent fresh start.
 //!
 //! The modules depend on each other in one direction: `model` (paths and entries) →
-//! `records` (plans and deltas) → `state` → the encoding (`codec`, `stream`, `snapshot`, `legacy`) →
-//! `log`, which stores through `location`.
+//! `records` (plans and deltas) → `state` → the encoding (`codec`, `stream`, `merge`,
+//! `snapshot`, `legacy`) → `log`, which stores through `location`.
 //!
 //! # Example
 //!
@@ -67,6 +67,7 @@ mod lease;
 mod legacy;
 mod location;
 mod log;
+mod merge;
 mod model;
 mod records;
 mod snapshot;

@@ -4,18 +4,21 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetResultPayload, ObjectMeta, ObjectStoreExt, PutPayload};
 
 use crate::codec::{self, ObjectKind};
 use crate::lease::{LEASE_NAME, Lease};
 use crate::legacy::{decode_delta, decode_plan};
+use crate::merge::{LaterDeltas, MERGED_DELTAS_MAX, MergeError};
 use crate::records::SnapshotHeader;
 use crate::records::now_ms;
-use crate::snapshot::{decode_snapshot, decode_snapshot_from, encode_snapshot};
+use crate::snapshot::{
+    decode_snapshot, decode_snapshot_from, decode_snapshot_merged, encode_snapshot,
+};
 use crate::state::LOAD_FOLD_SHARE;
-use crate::stream::{ChunkReceiver, forward};
+use crate::stream::{Download, ObjectSource};
 use crate::{
     CommittedOutput, Delta, FileEntry, Location, Origin, Plan, PlannedFile, RelPath, SourceId,
     State, StateError,
@@ -39,6 +42,19 @@ fn fetch_ahead(largest: u64) -> usize {
         .clamp(1, LOAD_CONCURRENCY)
 }
 
+/// The deltas a load merges into a snapshot from an object store are fetched whole first: at
+/// most this many bytes of them, or a [`REMOTE_MERGE_SHARE`] of the snapshot's size if more.
+/// Beyond, they are folded, a few MiB at a time.
+const REMOTE_MERGE_BYTES: u64 = 4 << 20;
+/// See [`REMOTE_MERGE_BYTES`].
+const REMOTE_MERGE_SHARE: u64 = 8;
+
+/// A delta fetched for a merge: opened (a local file), or read whole (from an object store).
+enum Fetched {
+    Opened(GetResultPayload),
+    Whole(bytes::Bytes),
+}
+
 /// The state log of one source id under a state location.
 ///
 /// Objects live at `<state>/<source-id>/<generation, 20 digits>.<kind>`:
@@ -51,8 +67,10 @@ fn fetch_ahead(largest: u64) -> usize {
 ///   plans and snapshots it supersedes are deleted; a crash in between only leaves stale objects,
 ///   which loading ignores and the next cleanup removes.
 ///
-/// Loading reads the newest snapshot and folds the deltas after it, in generation order; a plan
-/// one past the last delta is the interrupted batch to redo.
+/// Loading reads the newest snapshot and the deltas after it, in generation order: merged
+/// into the snapshot's entries as it is read (up to 64 deltas; from an object store, while
+/// they are small beside it), folded into it otherwise. A plan one past the last delta is the
+/// interrupted batch to redo.
 #[derive(Debug, Clone)]
 pub struct StateLog {
     dir: Location,
@@ -316,28 +334,16 @@ impl StateLog {
         let listing = self.list_log().await?;
         let mut loaded = LoadedState::default();
 
-        if let Some((&generation, meta)) = listing.snapshots.iter().next_back() {
-            let (header, state) = self.read_snapshot(&meta.location).await?;
-            let size = meta.size;
-            if header.generation != generation {
-                return Err(StateError::Corrupt {
-                    object: self.dir.describe(&meta.location),
-                    reason: format!("holds the snapshot of generation {}", header.generation),
-                });
-            }
-            loaded.state = state;
-            loaded.snapshot_generation = Some(generation);
-            loaded.objects_read += 1;
-            loaded.bytes_read += size;
+        let snapshot = listing.snapshots.iter().next_back();
+        let base = snapshot.map_or(0, |(&generation, _)| generation);
+        if snapshot.is_some() {
             loaded.stale.extend(
                 listing
                     .snapshots
-                    .range(..generation)
+                    .range(..base)
                     .map(|(_, m)| m.location.clone()),
             );
         }
-        let base = loaded.state.generation();
-
         let mut later = Vec::new();
         for (&generation, meta) in &listing.deltas {
             if generation <= base {
@@ -354,7 +360,13 @@ impl StateLog {
                 )));
             }
         }
-        self.fold_deltas(later, &mut loaded).await?;
+        match snapshot {
+            Some((&generation, meta)) => {
+                self.read_snapshot_and(generation, meta, later, &mut loaded)
+                    .await?;
+            }
+            None => self.fold_deltas(later, &mut loaded).await?,
+        }
         // Folded once here (in place), the deltas' entries take the snapshot's compact form: an
         // overlay entry costs about twice as much, and a long-running sidecar keeps this state.
         let mut state = std::mem::take(&mut loaded.state);
@@ -901,29 +913,154 @@ impl StateLog {
         Ok(())
     }
 
+    /// Reads the snapshot of `generation` (`meta`) into `loaded` with the deltas `later` after
+    /// it: merged in as the snapshot is read ([`crate::merge`]) where they can be, folded into
+    /// it afterwards otherwise.
+    async fn read_snapshot_and(
+        &self,
+        generation: u64,
+        meta: &ObjectMeta,
+        later: Vec<(u64, Path, u64)>,
+        loaded: &mut LoadedState,
+    ) -> Result<(), StateError> {
+        let merged = if (1..=MERGED_DELTAS_MAX).contains(&later.len()) {
+            self.read_snapshot_merged(meta, &later).await?
+        } else {
+            None
+        };
+        let (header, state, deltas) = match merged {
+            Some((header, state, deltas)) => (header, state, Some(deltas)),
+            None => {
+                let (header, state) = self.read_snapshot(&meta.location).await?;
+                (header, state, None)
+            }
+        };
+        if header.generation != generation {
+            return Err(StateError::Corrupt {
+                object: self.dir.describe(&meta.location),
+                reason: format!("holds the snapshot of generation {}", header.generation),
+            });
+        }
+        loaded.state = state;
+        loaded.snapshot_generation = Some(generation);
+        loaded.objects_read += 1;
+        loaded.bytes_read += meta.size;
+        match deltas {
+            Some(deltas) => {
+                loaded.objects_read += deltas.len();
+                loaded.bytes_read += later.iter().map(|(_, _, size)| size).sum::<u64>();
+                loaded
+                    .committed_outputs
+                    .extend(deltas.iter().filter_map(CommittedOutput::of));
+                Ok(())
+            }
+            None => self.fold_deltas(later, loaded).await,
+        }
+    }
+
+    /// Reads the snapshot `snapshot` with the deltas `later` (consecutive, right after it)
+    /// merged in: the state of the last delta, and the deltas without their entries. `None` if
+    /// they are not to be merged (see [`StateLog::read_snapshot_and`]): then they are folded.
+    ///
+    /// A local delta is read from its file as the merge needs it (a read buffer each). A
+    /// delta in an object store is fetched whole first: a download left waiting until the
+    /// merge reaches its paths could outlast the store's timeouts. So they are merged only
+    /// while they are small next to the snapshot ([`REMOTE_MERGE_SHARE`]), or small
+    /// ([`REMOTE_MERGE_BYTES`]): otherwise they would be held whole beside the state (the
+    /// fold holds a few MiB of them at a time).
+    async fn read_snapshot_merged(
+        &self,
+        snapshot: &ObjectMeta,
+        later: &[(u64, Path, u64)],
+    ) -> Result<Option<(SnapshotHeader, State, Vec<Delta>)>, StateError> {
+        let local = self.dir.local_dir().is_some();
+        let later_bytes: u64 = later.iter().map(|(_, _, size)| size).sum();
+        if !local && later_bytes > REMOTE_MERGE_BYTES.max(snapshot.size / REMOTE_MERGE_SHARE) {
+            return Ok(None);
+        }
+        let mut downloads = Vec::new();
+        let (deltas, names) = self.open_deltas(later, local, &mut downloads).await?;
+        let get = self.get(&snapshot.location).await?;
+        let size = get.meta.size;
+        let snapshot = (
+            ObjectSource::new(get.payload, &mut downloads),
+            self.dir.describe(&snapshot.location),
+        );
+        let first = later.first().map_or(0, |(generation, _, _)| *generation);
+        let decode = blocking(move || {
+            let (snapshot, object) = snapshot;
+            let deltas = deltas
+                .into_iter()
+                .zip(&names)
+                .map(|((source, size), object)| (source, size, object.as_str()))
+                .collect();
+            let merged = LaterDeltas::open(deltas, first)
+                .and_then(|later| decode_snapshot_merged(snapshot, size, &object, later));
+            match merged {
+                Ok(merged) => Ok(Some(merged)),
+                Err(MergeError::Failed(e)) => Err(e),
+                Err(MergeError::Unsuited) => Ok(None),
+            }
+        });
+        let ((), merged) = tokio::join!(futures::future::join_all(downloads).map(drop), decode);
+        merged
+    }
+
+    /// Opens the deltas `later` for a merge: a local file each, or each read whole (`local`
+    /// false). Returns their sources with their sizes, and their names; a download to drive
+    /// goes to `downloads`.
+    async fn open_deltas(
+        &self,
+        later: &[(u64, Path, u64)],
+        local: bool,
+        downloads: &mut Vec<Download>,
+    ) -> Result<(Vec<(ObjectSource, u64)>, Vec<String>), StateError> {
+        // Owned paths: a future that borrows them is not `Send` for every lifetime.
+        let paths: Vec<Path> = later.iter().map(|(_, path, _)| path.clone()).collect();
+        let fetched: Vec<_> = futures::stream::iter(paths)
+            .map(|path| async move {
+                if local {
+                    let get = self.get(&path).await?;
+                    Ok((Fetched::Opened(get.payload), get.meta.size))
+                } else {
+                    let bytes = self.read(&path).await?;
+                    let size = bytes.len() as u64;
+                    Ok::<_, StateError>((Fetched::Whole(bytes), size))
+                }
+            })
+            .buffered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(fetched
+            .into_iter()
+            .zip(later)
+            .map(|((fetched, size), (_, path, _))| {
+                let source = match fetched {
+                    Fetched::Opened(payload) => ObjectSource::new(payload, downloads),
+                    Fetched::Whole(bytes) => ObjectSource::Bytes(bytes),
+                };
+                ((source, size), self.dir.describe(path))
+            })
+            .unzip())
+    }
+
     /// Reads and decodes the snapshot at `path` as it streams in: a local file on a blocking
     /// thread, a download's chunks handed to one as they arrive.
     async fn read_snapshot(&self, path: &Path) -> Result<(SnapshotHeader, State), StateError> {
-        let get = self
-            .dir
-            .store()
-            .get(path)
-            .await
-            .map_err(|source| self.storage_error(path, source))?;
+        let get = self.get(path).await?;
         let object = self.dir.describe(path);
         let size = get.meta.size;
-        match get.payload {
-            GetResultPayload::File(file, _) => {
-                blocking(move || decode_snapshot_from(file, size, &object)).await
-            }
-            GetResultPayload::Stream(stream) => {
-                let (sender, receiver) = tokio::sync::mpsc::channel(4);
-                let chunks = ChunkReceiver::new(receiver);
-                let decode = blocking(move || decode_snapshot_from(chunks, size, &object));
-                let ((), decoded) = tokio::join!(forward(stream, sender), decode);
-                decoded
-            }
-        }
+        let mut downloads = Vec::new();
+        let source = ObjectSource::new(get.payload, &mut downloads);
+        let decode = blocking(move || decode_snapshot_from(source, size, &object));
+        let ((), decoded) = tokio::join!(futures::future::join_all(downloads).map(drop), decode);
+        decoded
+    }
+
+    /// Starts reading the object at `path`.
+    async fn get(&self, path: &Path) -> Result<object_store::GetResult, StateError> {
+        let get = self.dir.store().get(path).await;
+        get.map_err(|source| self.storage_error(path, source))
     }
 
     async fn read(&self, path: &Path) -> Result<bytes::Bytes, StateError> {

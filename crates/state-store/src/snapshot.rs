@@ -3,10 +3,12 @@
 //! Payload: a [`SnapshotHeader`], then `entries` pairs of ([`RelPath`], [`FileEntry`]), sorted by
 //! path. Reading decodes one pair at a time into the state as the bytes arrive ([`crate::stream`]),
 //! so a snapshot of a million entries needs the state and a small buffer, neither its bytes
-//! whole nor a second copy of the entries.
+//! whole nor a second copy of the entries. The entries of the deltas after it can be merged in
+//! on the way ([`crate::merge`]).
 
 use crate::codec::{self, ObjectKind};
-use crate::records::SnapshotHeader;
+use crate::merge::{LaterDeltas, MergeError};
+use crate::records::{Delta, SnapshotHeader};
 use crate::state::SortedBuilder;
 use crate::stream::{ByteSource, StreamPayload};
 use crate::{FileEntry, RelPath, State, StateError};
@@ -50,6 +52,31 @@ pub(crate) fn decode_snapshot_from(
     size: u64,
     object: &str,
 ) -> Result<(SnapshotHeader, State), StateError> {
+    match decode_merging(source, size, object, None::<LaterDeltas<&[u8]>>) {
+        Ok((header, state, _)) => Ok((header, state)),
+        Err(MergeError::Failed(e)) => Err(e),
+        Err(MergeError::Unsuited) => unreachable!("nothing is merged"),
+    }
+}
+
+/// [`decode_snapshot_from`], with the entries of the deltas after the snapshot merged in as it
+/// is read ([`crate::merge`]): the state of the last of them. Returns the deltas (without their
+/// entries) too. Every object was read whole and checked when this returns.
+pub(crate) fn decode_snapshot_merged<S: ByteSource>(
+    source: impl ByteSource,
+    size: u64,
+    object: &str,
+    later: LaterDeltas<'_, S>,
+) -> Result<(SnapshotHeader, State, Vec<Delta>), MergeError> {
+    decode_merging(source, size, object, Some(later))
+}
+
+fn decode_merging<S: ByteSource>(
+    source: impl ByteSource,
+    size: u64,
+    object: &str,
+    mut later: Option<LaterDeltas<'_, S>>,
+) -> Result<(SnapshotHeader, State, Vec<Delta>), MergeError> {
     let mut payload = StreamPayload::open(ObjectKind::Snapshot, source, size, object)?;
     let header: SnapshotHeader = if payload.version() < 3 {
         payload
@@ -63,19 +90,33 @@ pub(crate) fn decode_snapshot_from(
     let mut builder = SortedBuilder::new(header.generation, header.last_commit_ms, capacity);
     for _ in 0..header.entries {
         let path: RelPath = payload.next_value()?;
-        let entry: FileEntry = if payload.version() == 1 {
+        let mut entry: FileEntry = if payload.version() == 1 {
             payload.next_value::<crate::legacy::FileEntryV1>()?.into()
         } else {
             payload.next_value()?
         };
+        if let Some(later) = later.as_mut()
+            && let Some(newer) = later.merge_before(path.as_bytes(), &mut builder)?
+        {
+            entry = newer;
+        }
         if let Err(e) = builder.push(path.as_bytes(), entry) {
-            return Err(payload.fail(e.to_string()));
+            return Err(match later {
+                // Maybe a delta's entries out of order: a fold tells which object is wrong.
+                Some(_) => MergeError::Unsuited,
+                None => MergeError::Failed(payload.fail(e.to_string())),
+            });
         }
     }
     payload.finish()?;
+    let deltas = match later {
+        Some(later) => later.finish(&mut builder)?,
+        None => Vec::new(),
+    };
     let mut state = builder.finish();
     state.set_last_origin(header.origin.clone());
-    Ok((header, state))
+    state.applied(&deltas);
+    Ok((header, state, deltas))
 }
 
 #[cfg(test)]

@@ -428,6 +428,14 @@ impl State {
         Ok(())
     }
 
+    /// Records `deltas` as applied, their entries merged in already ([`crate::merge`]): the
+    /// state takes the generation, commit time and origin of the last of them.
+    pub(crate) fn applied(&mut self, deltas: &[Delta]) {
+        for delta in deltas {
+            self.finish_apply(delta);
+        }
+    }
+
     fn check_next(&self, delta: &Delta) -> Result<(), StateError> {
         if delta.generation != self.generation + 1 {
             return Err(StateError::OutOfOrder {

@@ -10,6 +10,7 @@
 use bincode::Decode;
 use bincode::error::DecodeError;
 use bytes::Bytes;
+use object_store::GetResultPayload;
 use tokio::sync::mpsc;
 
 use crate::StateError;
@@ -44,6 +45,48 @@ impl ByteSource for std::fs::File {
                         source: Box::new(e),
                     });
                 }
+            }
+        }
+    }
+}
+
+/// An object being read: a local file, or a download's chunks.
+pub(crate) enum ObjectSource {
+    /// A file of a local store, read on the blocking thread.
+    File(std::fs::File),
+    /// The chunks of a download.
+    Chunks(ChunkReceiver),
+    /// An object read whole.
+    Bytes(Bytes),
+}
+
+/// A download to drive (on the runtime) while its chunks are read ([`ObjectSource::Chunks`]).
+pub(crate) type Download = futures::future::BoxFuture<'static, ()>;
+
+impl ObjectSource {
+    /// The source of an object being read: its file, or its download's chunks, whose download
+    /// is put in `downloads` (to be driven while the source is read, on a blocking thread).
+    pub(crate) fn new(payload: GetResultPayload, downloads: &mut Vec<Download>) -> Self {
+        match payload {
+            GetResultPayload::File(file, _) => ObjectSource::File(file),
+            GetResultPayload::Stream(stream) => {
+                let (sender, receiver) = mpsc::channel(4);
+                downloads.push(futures::FutureExt::boxed(forward(stream, sender)));
+                ObjectSource::Chunks(ChunkReceiver::new(receiver))
+            }
+        }
+    }
+}
+
+impl ByteSource for ObjectSource {
+    fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, object_store::Error> {
+        match self {
+            ObjectSource::File(file) => file.read_into(buf),
+            ObjectSource::Chunks(chunks) => chunks.read_into(buf),
+            ObjectSource::Bytes(bytes) => {
+                let n = (&bytes[..]).read_into(buf)?;
+                bytes::Buf::advance(bytes, n);
+                Ok(n)
             }
         }
     }

@@ -190,6 +190,13 @@ macro_rules! conformance {
 
             $(#[$attr])*
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn deltas_after_a_snapshot_load_as_they_apply_one_by_one() {
+                let (location, _keep) = $fresh;
+                checks::deltas_after_a_snapshot(location).await;
+            }
+
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_large_state_round_trips() {
                 let (location, _keep) = $fresh;
                 checks::large_state(location).await;
@@ -727,6 +734,77 @@ mod checks {
             .await
             .unwrap();
         assert_eq!(all.len(), 4);
+    }
+
+    /// A snapshot, then deltas that change some of its files, add files among them and at
+    /// both ends, commit the same file again, record failures (with their reasons) and
+    /// origins: loading gives the state that applying the deltas one by one gives, with their
+    /// outputs in order. Also with one delta not sorted by path, which a load accepts.
+    pub(crate) async fn deltas_after_a_snapshot(location: Location) {
+        for (source, unsorted) in [("merged", None), ("one-unsorted", Some(7))] {
+            let log = open_log(&location, source);
+            let names: Vec<String> = (0..2_000).map(|i| format!("d{}/f{i:05}", i % 13)).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let mut expected = State::new();
+            expected.apply(&delta(1, &refs)).unwrap();
+            log.commit(&delta(1, &refs)).await.unwrap();
+            log.store_snapshot(&expected).await.unwrap();
+            let mut outputs = Vec::new();
+            let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+            for generation in 2..=40 {
+                let mut d = delta(generation, &[]);
+                let count = if generation == 20 { 0 } else { 1 + seed % 90 };
+                for _ in 0..count {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let path = match seed % 4 {
+                        0 => format!("d{}/f{:05}", seed % 13, seed % 2_000),
+                        1 => format!("d{}/f{:05}-new{}", seed % 13, seed % 2_000, seed % 3),
+                        2 => format!("a{}", seed % 50),
+                        _ => format!("z{}", seed % 50),
+                    };
+                    let mut entry = entry(generation, seed % 10_000);
+                    if seed % 5 == 0 {
+                        entry.outcome = Outcome::Failed {
+                            reason: format!("reason {seed}").into(),
+                        };
+                    }
+                    d.upserts.push((RelPath::from(path.as_str()), entry));
+                }
+                d.upserts.sort_by(|a, b| a.0.cmp(&b.0));
+                d.upserts.dedup_by(|a, b| a.0 == b.0);
+                if Some(generation) == unsorted {
+                    d.upserts.reverse();
+                }
+                if generation % 3 == 0 {
+                    d.origin = Some(state_store::Origin {
+                        root_id: generation,
+                        host: format!("pod-{generation}"),
+                        watch_dir: "/data".into(),
+                    });
+                }
+                d.output_key = (generation % 4 != 0).then(|| format!("s/{generation}"));
+                log.commit(&d).await.unwrap();
+                expected.apply(&d).unwrap();
+                outputs.extend(state_store::CommittedOutput::of(&d));
+            }
+            let loaded = log.load().await.unwrap();
+            assert_eq!(loaded.snapshot_generation, Some(1), "{source}");
+            assert_eq!(loaded.objects_read, 40, "{source}");
+            assert_eq!(loaded.committed_outputs, outputs, "{source}");
+            assert_eq!(loaded.state.generation(), 40);
+            assert_eq!(
+                loaded.state.last_origin(),
+                expected.last_origin(),
+                "{source}"
+            );
+            let entries = |state: &State| -> Vec<(String, FileEntry)> {
+                state.entries().map(|(p, e)| (p.to_string(), e)).collect()
+            };
+            assert_eq!(entries(&loaded.state), entries(&expected), "{source}");
+            assert_eq!(loaded.state, expected, "{source}");
+        }
     }
 
     pub(crate) async fn large_state(location: Location) {
