@@ -297,7 +297,8 @@ impl StateLog {
         self.dir.object(&object_name(generation, kind))
     }
 
-    /// Reads the newest snapshot and the deltas after it, and folds them into the state.
+    /// Reads the newest snapshot and the deltas after it, and brings them together into the
+    /// state (see [`StateLog`] for how).
     ///
     /// Every object read is checked (header, checksum, kind, generation); any problem is an
     /// error naming the object. A gap in the deltas is an error too: continuing would silently

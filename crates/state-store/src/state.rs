@@ -200,9 +200,11 @@ impl Iterator for LatestOfRuns {
     }
 }
 
-/// A load folds what it applies into the base once it holds this share of the state (a
-/// sixty-fourth): each fold moves most of the base, and what waits to be folded takes memory
-/// (1,000,000 files' load peaks at about 94 MiB; at a sixteenth, 101–105 MiB).
+/// A load that folds its deltas (a log without a snapshot, or deltas that are not merged into
+/// the snapshot as it is read, see `merge`) folds what it applies into the base once it holds
+/// this share of the state (a sixty-fourth): each fold moves most of the base, and what waits
+/// to be folded takes memory (1,000,000 files' load peaked at about 94 MiB; at a sixteenth,
+/// 101–105 MiB).
 pub(crate) const LOAD_FOLD_SHARE: usize = 64;
 
 impl PartialEq for State {
