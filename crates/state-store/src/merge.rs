@@ -14,7 +14,7 @@ use crate::codec::{FORMAT_VERSION, ObjectKind};
 use crate::records::Delta;
 use crate::state::SortedBuilder;
 use crate::stream::{ByteSource, StreamPayload};
-use crate::{FileEntry, Origin, RelPath, StateError};
+use crate::{FileEntry, Origin, StateError};
 
 /// At most this many deltas are merged into a snapshot as it is read, each with a read buffer
 /// of 64 KiB (the log that `--snapshot-every`'s default leaves has up to 64): a longer log
@@ -46,8 +46,10 @@ struct DeltaReader<'a, S> {
     delta: Delta,
     /// Entries not read yet.
     left: u64,
-    /// The entry read last and not taken yet.
-    head: Option<(RelPath, FileEntry)>,
+    /// The path of the entry read last (its buffer is reused from entry to entry).
+    path: Vec<u8>,
+    /// The entry read last, not taken yet.
+    entry: Option<FileEntry>,
 }
 
 impl<'a, S: ByteSource> DeltaReader<'a, S> {
@@ -58,7 +60,9 @@ impl<'a, S: ByteSource> DeltaReader<'a, S> {
         if payload.version() != FORMAT_VERSION {
             return Err(MergeError::Unsuited);
         }
-        // The fields of a `Delta` before its entries, in the order they are encoded.
+        // The fields of a `Delta` before its entries, in the order they are encoded. Entries out
+        // of path order when they are merged mean a delta is not sorted (a fold accepts that)
+        // or the snapshot is not (a fold names it): either way, they are folded instead.
         let generation: u64 = payload.next_value()?;
         let writer_id: u64 = payload.next_value()?;
         let committed_at_ms: u64 = payload.next_value()?;
@@ -86,25 +90,26 @@ impl<'a, S: ByteSource> DeltaReader<'a, S> {
                 ..Delta::default()
             },
             left,
-            head: None,
+            path: Vec::new(),
+            entry: None,
         };
         reader.advance()?;
         Ok(reader)
     }
 
-    /// Reads the next entry into `head`; after the last one, the fields after the entries, and
-    /// checks the object whole.
+    /// Reads the next entry; after the last one, the fields after the entries, and checks the
+    /// object whole.
     fn advance(&mut self) -> Result<(), MergeError> {
+        self.entry = None;
         let Some(payload) = self.payload.as_mut() else {
-            self.head = None;
             return Ok(());
         };
         if self.left > 0 {
             self.left -= 1;
-            self.head = Some(payload.next_value()?);
+            payload.next_path_into(&mut self.path)?;
+            self.entry = Some(payload.next_value()?);
             return Ok(());
         }
-        self.head = None;
         let origin: Option<Origin> = payload.next_value()?;
         let replay: bool = payload.next_value()?;
         self.delta.origin = origin;
@@ -114,7 +119,7 @@ impl<'a, S: ByteSource> DeltaReader<'a, S> {
     }
 
     fn head_path(&self) -> Option<&[u8]> {
-        self.head.as_ref().map(|(path, _)| path.as_bytes())
+        self.entry.is_some().then_some(self.path.as_slice())
     }
 }
 
@@ -169,15 +174,17 @@ impl<'a, S: ByteSource> LaterDeltas<'a, S> {
         self.order.last().and_then(|&i| self.readers[i].head_path())
     }
 
-    /// Takes the next entry: of its path, the latest delta's; the others are passed over.
-    fn take(&mut self) -> Result<(RelPath, FileEntry), MergeError> {
+    /// Adds the next entry to `builder`: of its path, the latest delta's; the others are
+    /// passed over.
+    fn push_next(&mut self, builder: &mut SortedBuilder) -> Result<(), MergeError> {
         let latest = self.order.pop().expect("an entry is left");
-        let taken = self.readers[latest]
-            .head
-            .take()
-            .expect("ordered readers have an entry");
+        let reader = &mut self.readers[latest];
+        let entry = reader.entry.take().expect("ordered readers have an entry");
+        builder
+            .push(&reader.path, entry)
+            .map_err(|_| MergeError::Unsuited)?;
         while let Some(&older) = self.order.last()
-            && self.readers[older].head_path() == Some(taken.0.as_bytes())
+            && self.readers[older].head_path() == Some(self.readers[latest].path.as_slice())
         {
             self.order.pop();
             self.readers[older].advance()?;
@@ -185,35 +192,34 @@ impl<'a, S: ByteSource> LaterDeltas<'a, S> {
         }
         self.readers[latest].advance()?;
         self.place(latest);
-        Ok(taken)
+        Ok(())
     }
 
-    /// Adds to `builder` the entries whose paths sort before `path`, and takes the entry of
-    /// `path` itself if a delta has one (it replaces the snapshot's).
+    /// Adds to `builder` the entries whose paths sort before `path`, then the entry of `path`
+    /// itself if a delta has one (it replaces the snapshot's): true if it did.
     pub(crate) fn merge_before(
         &mut self,
         path: &[u8],
         builder: &mut SortedBuilder,
-    ) -> Result<Option<FileEntry>, MergeError> {
+    ) -> Result<bool, MergeError> {
         while let Some(next) = self.next_path() {
             match next.cmp(path) {
-                Ordering::Less => {
-                    let (path, entry) = self.take()?;
-                    push(builder, &path, entry)?;
+                Ordering::Less => self.push_next(builder)?,
+                Ordering::Equal => {
+                    self.push_next(builder)?;
+                    return Ok(true);
                 }
-                Ordering::Equal => return Ok(Some(self.take()?.1)),
                 Ordering::Greater => break,
             }
         }
-        Ok(None)
+        Ok(false)
     }
 
     /// Adds the entries left to `builder`, and returns the deltas (without their entries),
     /// each read whole and checked.
     pub(crate) fn finish(mut self, builder: &mut SortedBuilder) -> Result<Vec<Delta>, MergeError> {
         while self.next_path().is_some() {
-            let (path, entry) = self.take()?;
-            push(builder, &path, entry)?;
+            self.push_next(builder)?;
         }
         // A delta without entries is read whole when it is opened.
         debug_assert!(self.readers.iter().all(|r| r.payload.is_none()));
@@ -221,20 +227,12 @@ impl<'a, S: ByteSource> LaterDeltas<'a, S> {
     }
 }
 
-/// Adds a delta's entry to `builder`. Entries out of order mean a delta is not sorted by path
-/// (a fold accepts that) or the snapshot is not (a fold names it): either way, fold instead.
-fn push(builder: &mut SortedBuilder, path: &RelPath, entry: FileEntry) -> Result<(), MergeError> {
-    builder
-        .push(path.as_bytes(), entry)
-        .map_err(|_| MergeError::Unsuited)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec;
     use crate::snapshot::{decode_snapshot_merged, encode_snapshot};
-    use crate::{Outcome, State};
+    use crate::{Outcome, RelPath, State};
 
     fn entry(generation: u64, size: u64) -> FileEntry {
         FileEntry {

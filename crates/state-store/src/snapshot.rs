@@ -11,7 +11,7 @@ use crate::merge::{LaterDeltas, MergeError};
 use crate::records::{Delta, SnapshotHeader};
 use crate::state::SortedBuilder;
 use crate::stream::{ByteSource, StreamPayload};
-use crate::{FileEntry, RelPath, State, StateError};
+use crate::{FileEntry, State, StateError};
 
 /// Encodes `state` as a snapshot object. CPU work proportional to the state: run it on a worker
 /// thread.
@@ -88,19 +88,20 @@ fn decode_merging<S: ByteSource>(
     // Every entry takes more than 8 encoded bytes: never trust a count beyond that.
     let capacity = usize::try_from(header.entries.min(payload.remaining() / 8)).unwrap_or(0);
     let mut builder = SortedBuilder::new(header.generation, header.last_commit_ms, capacity);
+    let mut path = Vec::new();
     for _ in 0..header.entries {
-        let path: RelPath = payload.next_value()?;
-        let mut entry: FileEntry = if payload.version() == 1 {
+        payload.next_path_into(&mut path)?;
+        let entry: FileEntry = if payload.version() == 1 {
             payload.next_value::<crate::legacy::FileEntryV1>()?.into()
         } else {
             payload.next_value()?
         };
         if let Some(later) = later.as_mut()
-            && let Some(newer) = later.merge_before(path.as_bytes(), &mut builder)?
+            && later.merge_before(&path, &mut builder)?
         {
-            entry = newer;
+            continue;
         }
-        if let Err(e) = builder.push(path.as_bytes(), entry) {
+        if let Err(e) = builder.push(&path, entry) {
             return Err(match later {
                 // Maybe a delta's entries out of order: a fold tells which object is wrong.
                 Some(_) => MergeError::Unsuited,
@@ -123,7 +124,7 @@ fn decode_merging<S: ByteSource>(
 mod tests {
     use super::*;
     use crate::stream::ChunkReceiver;
-    use crate::{Delta, Outcome};
+    use crate::{Delta, Outcome, RelPath};
 
     fn state_with(n: usize) -> State {
         let delta = Delta {
