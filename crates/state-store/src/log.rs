@@ -377,8 +377,22 @@ impl StateLog {
         })
         .await?;
 
+        self.read_pending(listing.plans, listing.redos, &mut loaded)
+            .await?;
+        Ok(loaded)
+    }
+
+    /// Reads the plan one past the last committed generation into `loaded` (the batch to
+    /// redo, with how often its redo started), and marks the other plans and redo markers
+    /// stale.
+    async fn read_pending(
+        &self,
+        plans: BTreeMap<u64, ObjectMeta>,
+        redos: BTreeMap<u64, Vec<(u32, ObjectMeta)>>,
+        loaded: &mut LoadedState,
+    ) -> Result<(), StateError> {
         let committed = loaded.state.generation();
-        for (generation, meta) in listing.plans {
+        for (generation, meta) in plans {
             if generation <= committed {
                 loaded.stale.push(meta.location);
             } else if generation == committed + 1 {
@@ -394,8 +408,7 @@ impl StateLog {
                 loaded.objects_read += 1;
                 loaded.bytes_read += bytes.len() as u64;
                 loaded.pending = Some(plan);
-                loaded.pending_redos = listing
-                    .redos
+                loaded.pending_redos = redos
                     .get(&generation)
                     .and_then(|markers| markers.iter().map(|(attempt, _)| *attempt).max())
                     .unwrap_or(0);
@@ -408,14 +421,14 @@ impl StateLog {
         }
         // Redo markers of a generation that is committed or has no plan: done with.
         let pending = loaded.pending.as_ref().map(|plan| plan.generation);
-        for (generation, markers) in listing.redos {
+        for (generation, markers) in redos {
             if Some(generation) != pending {
                 loaded
                     .stale
                     .extend(markers.into_iter().map(|(_, meta)| meta.location));
             }
         }
-        Ok(loaded)
+        Ok(())
     }
 
     /// Records that redo number `attempt` (from 1) of the plan of `generation` starts, before
