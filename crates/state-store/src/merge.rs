@@ -5,8 +5,9 @@
 //! files (a snapshot of 640,000 and 36 deltas of 10,000) moved most of its 80 MB once per group
 //! of deltas, 17 % of the load's samples, and groups large enough to move it less often held
 //! too much at once. Merged while the snapshot is read, every entry is written once, where it
-//! belongs, and a delta costs a read buffer instead of its decoded entries. Every object is
-//! still checked whole (header, checksum, length, generation) before the state is returned.
+//! belongs, and a delta costs a read buffer (its bytes, fetched from an object store) instead
+//! of its decoded entries. Every object is still checked whole (header, checksum, length,
+//! generation) before the state is returned.
 
 use std::cmp::Ordering;
 
