@@ -1009,7 +1009,7 @@ impl StateLog {
                 .map(|((source, size), object)| (source, size, object.as_str()))
                 .collect();
             let merged = LaterDeltas::open(deltas, first)
-                .and_then(|later| decode_snapshot_merged(snapshot, size, &object, later));
+                .and_then(|later| decode_snapshot_merged(snapshot, size, &object, Some(later)));
             match merged {
                 Ok(merged) => Ok(Some(merged)),
                 Err(MergeError::Failed(e)) => Err(e),

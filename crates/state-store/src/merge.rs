@@ -288,7 +288,7 @@ mod tests {
         let later = LaterDeltas::open(sources, 2)?;
         let size = snapshot.len() as u64;
         let (_, state, deltas) =
-            decode_snapshot_merged(snapshot.as_slice(), size, "1.snapshot", later)?;
+            decode_snapshot_merged(snapshot.as_slice(), size, "1.snapshot", Some(later))?;
         Ok((state, deltas))
     }
 

@@ -52,26 +52,18 @@ pub(crate) fn decode_snapshot_from(
     size: u64,
     object: &str,
 ) -> Result<(SnapshotHeader, State), StateError> {
-    match decode_merging(source, size, object, None::<LaterDeltas<&[u8]>>) {
+    match decode_snapshot_merged(source, size, object, None::<LaterDeltas<&[u8]>>) {
         Ok((header, state, _)) => Ok((header, state)),
         Err(MergeError::Failed(e)) => Err(e),
         Err(MergeError::Unsuited) => unreachable!("nothing is merged"),
     }
 }
 
-/// [`decode_snapshot_from`], with the entries of the deltas after the snapshot merged in as it
-/// is read ([`crate::merge`]): the state of the last of them. Returns the deltas (without their
-/// entries) too. Every object was read whole and checked when this returns.
+/// [`decode_snapshot_from`], with the entries of the deltas after the snapshot (`later`, if
+/// any) merged in as it is read ([`crate::merge`]): the state of the last of them. Returns the
+/// deltas (without their entries) too. Every object was read whole and checked when this
+/// returns.
 pub(crate) fn decode_snapshot_merged<S: ByteSource>(
-    source: impl ByteSource,
-    size: u64,
-    object: &str,
-    later: LaterDeltas<'_, S>,
-) -> Result<(SnapshotHeader, State, Vec<Delta>), MergeError> {
-    decode_merging(source, size, object, Some(later))
-}
-
-fn decode_merging<S: ByteSource>(
     source: impl ByteSource,
     size: u64,
     object: &str,
