@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         Command::Run(_) | Command::Emit(_) => "info",
     };
     telemetry::init_logging(cli.log_format, default_level);
-    memory::limit_arenas();
+    memory::tune_allocator();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("gleaner")

@@ -14,9 +14,9 @@
 //! no other process maps, and the next scan reads back the few it runs. Measured in
 //! BENCHMARKS.md ("An idle sidecar").
 //!
-//! glibc also gives every thread that allocates its own arena (up to eight per core): each one
-//! keeps its own free memory and fragments on its own. Two arenas hold the same state in
-//! markedly less memory, and Gleaner's threads allocate little while they read files.
+//! glibc also gives threads that allocate at once arenas of their own, each with its own lock
+//! and free memory: enough of them that the threads reading files do not wait for each other's
+//! allocations ([`tune_allocator`]).
 
 use std::time::Duration;
 
@@ -63,25 +63,51 @@ pub async fn trim_after_scans(mut status: watch::Receiver<ScanStatus>) {
     }
 }
 
-/// Limits glibc's allocator to two arenas, and serves every allocation of 1 MiB or more (the
-/// state's buffers, a batch's output) from its own mapping. Call it first thing, before any
-/// thread starts.
+/// Sets glibc's allocator for Gleaner's work. Call it first thing, before any thread starts.
 ///
-/// glibc raises that threshold by itself once a large block is freed, after which large
-/// blocks come from the heap: a freed one leaves a hole that small allocations then share,
-/// and `malloc_trim` can return only whole free pages. With the threshold fixed at 1 MiB,
-/// 100,000 files committed left 24.4–24.9 MiB resident when idle in three runs, against
-/// 26.0–32.6 MiB in three without. (At 256 KiB, `count-by` over one large file took 30 % longer:
-/// blocks of that size come and go while it runs.)
-pub fn limit_arenas() {
+/// - **Every allocation of 1 MiB or more** (the state's buffers, a batch's output) comes from its
+///   own mapping. glibc raises that threshold by itself once a large block is freed, after
+///   which large blocks come from the heap: a freed one leaves a hole that small allocations
+///   then share, and `malloc_trim` can return only whole free pages. With the threshold fixed
+///   at 1 MiB, 100,000 files committed left 24.4–24.9 MiB resident when idle in three runs,
+///   against 26.0–32.6 MiB in three without. (At 256 KiB, `count-by` over one large file took
+///   30 % longer: blocks of that size come and go while it runs.)
+/// - **Up to [`arenas`] arenas.** Each arena has one lock: a thread that allocates while
+///   another holds it sleeps in the kernel. A batch allocates on every thread at once (the
+///   readers' results, the walkers' names, the loop's output lines). With the two arenas this
+///   used to allow, 100,000 files of 4 KiB put a thread to sleep on an arena's lock 236 times
+///   in one `run --once`, and 15 times with eight (`perf record -e sched:sched_switch`).
+///
+/// Tried and not kept: glibc's trim threshold at 16 MiB and the heap grown 4 MiB at a time.
+/// Fixing the mmap threshold also fixes the trim threshold at 128 KiB, so what a batch frees at
+/// the top of the heap goes back to the kernel at once and the next batch faults it in again.
+/// Keeping it saved about 2 % more on small files, but an arena's heap is trimmed only above
+/// that threshold, even by `malloc_trim`: the idle sidecar kept 10 MiB more.
+///
+/// With eight arenas, `run --once` over 100,000 files of 4 KiB took 4–7 % less time in paired
+/// rounds; the peak over 1,000,000 files and the idle sidecar did not change (`BENCHMARKS.md`,
+/// "The allocator's arenas").
+pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` takes no pointer; called before any other thread exists, it cannot
     // race with an allocation.
     #[allow(unsafe_code)]
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(
+            libc::M_ARENA_MAX,
+            i32::try_from(arenas()).unwrap_or(i32::MAX),
+        );
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
+}
+
+/// How many arenas the allocator may make: one for each thread that allocates while files are
+/// read (a reader and a walker per core, the batch loop, the runtime's threads), and at least
+/// eight. glibc's own limit is eight per core; arenas are made only for threads that meet a
+/// locked one, so fewer threads make fewer.
+pub fn arenas() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cores.saturating_mul(4).max(8)
 }
 
 /// Returns the allocator's free memory to the system, where the C library can.
