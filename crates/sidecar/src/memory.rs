@@ -75,8 +75,9 @@ pub async fn trim_after_scans(mut status: watch::Receiver<ScanStatus>) {
 /// - **Up to [`arenas`] arenas.** Each arena has one lock: a thread that allocates while
 ///   another holds it sleeps in the kernel. A batch allocates on every thread at once (the
 ///   readers' results, the walkers' names, the loop's output lines). With the two arenas this
-///   used to allow, 100,000 files of 4 KiB put a thread to sleep on an arena's lock 236 times
-///   in one `run --once`, and 15 times with eight (`perf record -e sched:sched_switch`).
+///   used to allow, 100,000 files of 4 KiB put a thread to sleep on an arena's lock about 250
+///   times in one `run --once`, and 22–29 times with eight (`perf record -e
+///   sched:sched_switch`).
 ///
 /// Tried and not kept: glibc's trim threshold at 16 MiB and the heap grown 4 MiB at a time.
 /// Fixing the mmap threshold also fixes the trim threshold at 128 KiB, so what a batch frees at
@@ -84,9 +85,11 @@ pub async fn trim_after_scans(mut status: watch::Receiver<ScanStatus>) {
 /// Keeping it saved about 2 % more on small files, but an arena's heap is trimmed only above
 /// that threshold, even by `malloc_trim`: the idle sidecar kept 10 MiB more.
 ///
-/// With eight arenas, `run --once` over 100,000 files of 4 KiB took 4–7 % less time in paired
-/// rounds; the peak over 1,000,000 files and the idle sidecar did not change (`BENCHMARKS.md`,
-/// "The allocator's arenas").
+/// With eight arenas, `run --once` over 100,000 files of 4 KiB took 3–9 % less time in paired
+/// rounds, and the idle sidecar held what it held. The peak of `run --once` over 1,000,000
+/// files rose by 1–3 MB, to 93–95 MB with the state on local disk (`BENCHMARKS.md`, "The
+/// allocator's arenas"; with the state in S3 that peak is at its 100 MiB goal with two arenas
+/// or eight: "Nothing new over 1,000,000 files with the state in S3").
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` takes no pointer; called before any other thread exists, it cannot
@@ -103,8 +106,8 @@ pub fn tune_allocator() {
 
 /// How many arenas the allocator may make: one for each thread that allocates while files are
 /// read (a reader and a walker per core, the batch loop, the runtime's threads), and at least
-/// eight. glibc's own limit is eight per core; arenas are made only for threads that meet a
-/// locked one, so fewer threads make fewer.
+/// eight. glibc's own limit is eight per core; it makes a new arena only for a thread that
+/// finds its arena locked, so fewer threads make fewer.
 pub fn arenas() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     cores.saturating_mul(4).max(8)
