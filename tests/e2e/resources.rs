@@ -190,14 +190,15 @@ fn a_batch_slower_than_the_stall_timeout_that_advances_is_never_stalled() {
         return;
     };
     throttle.add(served.child.id());
-    // Files already complete (an hour old): the event of the last one wakes the scan.
+    // Files already complete (an hour old): the event of the last one wakes the scan. 24 MiB:
+    // at 12 MiB the batch took 2.9-3.3 s, at the edge of the three stall timeouts it must last.
     let expected: BTreeMap<String, Vec<u8>> = (0..12)
         .map(|i| {
             let data: Vec<u8> = format!("file {i} line with a few words in it\n")
                 .into_bytes()
                 .into_iter()
                 .cycle()
-                .take(1 << 20)
+                .take(2 << 20)
                 .collect();
             (format!("big/f{i:02}.log"), data)
         })
