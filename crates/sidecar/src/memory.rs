@@ -108,7 +108,7 @@ pub fn tune_allocator() {
 /// read (a reader and a walker per core, the batch loop, the runtime's threads), and at least
 /// eight. glibc's own limit is eight per core; it makes a new arena only for a thread that
 /// finds its arena locked, so fewer threads make fewer.
-pub fn arenas() -> usize {
+fn arenas() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     cores.saturating_mul(4).max(8)
 }
