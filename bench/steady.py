@@ -12,7 +12,8 @@ while an emitter writes a fixed mix of text files at a steady rate. Measures, in
 * the commit delay (`gleaner_commit_delay_seconds`: from a file's mtime plus `--min-age` to its
   commit) as percentiles, interpolated within the histogram's buckets, and the share of files
   committed within 2 s;
-* RSS every second: its range after the first minute and its slope (MiB per minute);
+* RSS every second: its range after the first minute and its slope (MiB per minute), its
+  anonymous part, and the process's threads;
 * exactly once: every emitted file appears in exactly one output line.
 
 Writes a Markdown report and a PNG (RSS, CPU rate and the files waiting, over time).
@@ -77,11 +78,13 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def rss_mib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def memory(pid):
+    """RSS and its anonymous part (MiB), and the process's threads, from /proc/PID/status."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    kib = lambda name: int(fields.get(name, "0 kB").split()[0])
+    return kib("VmRSS") / 1024, kib("RssAnon") / 1024, kib("Threads")
 
 
 def files_waiting(watch):
@@ -248,7 +251,7 @@ def main():
     else:
         sys.exit(f"gleaner did not serve metrics on {port}; log in {work}/gleaner.log")
 
-    samples = []  # (t, cpu s, rss MiB, files waiting)
+    samples = []  # (t, cpu s, rss MiB, files waiting, files tracked, anonymous MiB, threads)
     emitted = {"files": 0, "bytes": 0, "behind": 0.0}
     stop = threading.Event()
     t0 = time.monotonic()
@@ -258,7 +261,8 @@ def main():
             try:
                 waiting = files_waiting(watch)
                 tracked = gauge(scrape(port), "gleaner_tracked_files")
-                samples.append((time.monotonic() - t0, cpu_seconds(proc.pid), rss_mib(proc.pid), waiting, tracked))
+                rss, anon, threads = memory(proc.pid)
+                samples.append((time.monotonic() - t0, cpu_seconds(proc.pid), rss, waiting, tracked, anon, threads))
             except (FileNotFoundError, ProcessLookupError, OSError):
                 return
             stop.wait(1.0)
@@ -308,8 +312,11 @@ def main():
     gib = emitted["bytes"] / 2**30
     rm_s, rm_bytes = rm_cpu(files, args.seconds, work)
     rm_per_gib = rm_s / (rm_bytes / 2**30)
-    steady = [(t, r) for t, _, r, _, _ in samples if t >= 60]
+    steady = [(t, r) for t, _, r, *_ in samples if t >= 60]
     rss_values = [r for _, r in steady] or [0.0]
+    later = [s for s in samples if s[0] >= 60] or samples
+    anon = sorted(s[5] for s in later) or [0.0]
+    threads = [s[6] for s in later] or [0]
     slope = linear_slope([t / 60 for t, _ in steady], [r for _, r in steady])
 
     q = {p: quantile(buckets, p) for p in (0.5, 0.9, 0.99)}
@@ -334,6 +341,10 @@ def main():
         f"| RSS after the first minute, min / median / max | {min(rss_values):.1f} / "
         f"{sorted(rss_values)[len(rss_values) // 2]:.1f} / {max(rss_values):.1f} MiB | -- | flat |",
         f"| RSS slope after the first minute | {slope:+.2f} MiB/min | -- | ~0 |",
+        f"| of it anonymous, after the first minute, min / median / max | {anon[0]:.1f} / "
+        f"{anon[len(anon) // 2]:.1f} / {anon[-1]:.1f} MiB | -- | -- |",
+        f"| threads, at the first minute / at the end / most | {threads[0]} / {threads[-1]} / "
+        f"{max(threads)} | -- | -- |",
         f"| files in exactly one output line | {len(seen) - twice:,} of {emitted['files']:,} "
         f"(twice: {twice}, missing: {missing}) | -- | all |",
         "",
