@@ -40,11 +40,7 @@ fn main() -> ExitCode {
     };
     telemetry::init_logging(cli.log_format, default_level);
     memory::tune_allocator();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("gleaner")
-        .build()
-    {
+    let runtime = match build_runtime(memory::blocking_threads(workers(&cli.command))) {
         Ok(runtime) => runtime,
         Err(e) => {
             let _ = writeln!(
@@ -78,6 +74,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The async runtime, its blocking pool (files read, listings, local storage) at most
+/// `blocking_threads` threads ([`memory::blocking_threads`]).
+fn build_runtime(blocking_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gleaner")
+        .max_blocking_threads(blocking_threads)
+        .build()
+}
+
+/// The files `command` processes at once: `--workers` of `gleaner run`, else the cores.
+fn workers(command: &Command) -> usize {
+    let given = match command {
+        Command::Run(args) => args.runtime.workers,
+        Command::Demo(_) | Command::Emit(_) | Command::State(_) => None,
+    };
+    given.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        |workers| usize::try_from(workers).unwrap_or(usize::MAX),
+    )
+}
+
 /// Marks an error as a mistake in the command line (a flag's value, or flags that contradict
 /// each other): exit code 2, like the errors clap finds itself.
 #[derive(Debug)]
@@ -108,5 +126,39 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         2
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many blocking tasks at once (a snapshot's removals, a burst of work) queue for the
+    /// pool's threads instead of each starting a thread that the pool then keeps for good.
+    #[test]
+    fn the_blocking_pool_never_grows_past_its_bound() {
+        let bound = memory::blocking_threads(2);
+        let runtime = build_runtime(bound).unwrap();
+        let threads = runtime.block_on(async {
+            let tasks: Vec<_> = (0..bound * 3)
+                .map(|_| {
+                    tokio::task::spawn_blocking(|| {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        std::thread::current().id()
+                    })
+                })
+                .collect();
+            let mut threads = std::collections::HashSet::new();
+            for task in tasks {
+                threads.insert(task.await.unwrap());
+            }
+            threads
+        });
+        assert!(
+            threads.len() <= bound,
+            "{} blocking threads ran {} tasks, the bound is {bound}",
+            threads.len(),
+            bound * 3
+        );
     }
 }

@@ -113,6 +113,27 @@ fn arenas() -> usize {
     cores.saturating_mul(4).max(8)
 }
 
+/// How many threads the async runtime's blocking pool may have, for `workers` files processed
+/// at once: twice the readers (a batch's readers may still be returning while the next
+/// batch's start), and [`BLOCKING_SPARE`] for the rest. Tasks beyond wait for a thread.
+///
+/// Without a bound the pool only grew. tokio wakes its idle blocking threads in turn, so under
+/// steady work none stays idle for its keep-alive, and the pool keeps the most threads it
+/// ever ran at once: a sidecar under a steady emitter went from 9 threads to 40 in an hour,
+/// the jump to 40 right after a snapshot's removals, each thread keeping its stack and its
+/// allocator caches (about 1 MiB for those 18; `BENCHMARKS.md`, "An hour under the steady
+/// emitter"). No blocking task of Gleaner's waits for another one, so a queue cannot stall
+/// them: the walk runs on scoped threads of its own, and a decoder waits only for downloads,
+/// which run on the runtime.
+pub fn blocking_threads(workers: usize) -> usize {
+    workers.saturating_mul(2).saturating_add(BLOCKING_SPARE)
+}
+
+/// Blocking threads beyond the readers: for the survey, the cleanup, the snapshot's fold, the
+/// memory's release and the local store's calls (10 removals at once in `object_store`'s
+/// `delete_stream`).
+const BLOCKING_SPARE: usize = 16;
+
 /// Returns the allocator's free memory to the system, where the C library can.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
