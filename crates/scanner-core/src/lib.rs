@@ -118,6 +118,6 @@ pub use readiness::{NameFilter, NotReady, Readiness, ReadyMarker};
 pub use scanner::{
     Baseline, BatchReport, DrainMode, DrainReport, Leftover, LeftoverReason, ReplayReport,
     ReplaySelection, RetryPolicy, ScanReport, ScanStatus, Scanner, ScannerConfig, Shutdown,
-    ShutdownTrigger, shutdown_channel,
+    ShutdownTrigger, cores, shutdown_channel,
 };
 pub use telemetry::{Heartbeat, Liveness, LoopPhase};

@@ -90,10 +90,9 @@ fn workers(command: &Command) -> usize {
         Command::Run(args) => args.runtime.workers,
         Command::Demo(_) | Command::Emit(_) | Command::State(_) => None,
     };
-    given.map_or_else(
-        || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-        |workers| usize::try_from(workers).unwrap_or(usize::MAX),
-    )
+    given.map_or_else(scanner_core::cores, |workers| {
+        usize::try_from(workers).unwrap_or(usize::MAX)
+    })
 }
 
 /// Marks an error as a mistake in the command line (a flag's value, or flags that contradict

@@ -109,8 +109,7 @@ pub fn tune_allocator() {
 /// eight. glibc's own limit is eight per core; it makes a new arena only for a thread that
 /// finds its arena locked, so fewer threads make fewer.
 fn arenas() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    cores.saturating_mul(4).max(8)
+    scanner_core::cores().saturating_mul(4).max(8)
 }
 
 /// How many threads the async runtime's blocking pool may have, for `workers` files processed

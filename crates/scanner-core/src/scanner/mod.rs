@@ -140,6 +140,13 @@ pub struct ScannerConfig {
     pub stall_timeout: Duration,
 }
 
+/// The cores this process may run on, as the standard library reads them (the CPU affinity
+/// mask and a cgroup's CPU quota, so a Pod's CPU limit counts), or 1 when they cannot be read.
+/// [`ScannerConfig::new`] gives one worker to each.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 impl ScannerConfig {
     /// A configuration with defaults: 5 s minimum age, 10 000 files or 4 GiB per batch, one
     /// worker per core, uncompressed outputs, a snapshot every 64 generations, no rescan, a
@@ -151,7 +158,7 @@ impl ScannerConfig {
             source_id,
             readiness: Readiness::default(),
             limits: BatchLimits::default(),
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            workers: cores(),
             compression: Compression::None,
             output_layout: OutputLayout::Flat,
             labels: Labels::default(),
