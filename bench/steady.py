@@ -202,6 +202,37 @@ def linear_slope(xs, ys):
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else 0.0
 
 
+def rss_by_window(samples, seconds):
+    """Markdown rows of RSS, its anonymous part and the threads per window of the run after its
+    first minute until the emitter stops (5-minute windows, 15-minute ones for runs of 45 minutes
+    or more; a last window shorter than half of one is left out): a slow rise that levels off,
+    or not, shows here and not in one range over the whole run."""
+    window = 900 if seconds >= 2700 else 300
+    rows, start = [], 60
+    while start + window / 2 <= seconds:
+        end = min(start + window, seconds)
+        part = [s for s in samples if start <= s[0] < end]
+        if part:
+            rss = sorted(s[2] for s in part)
+            anon = sorted(s[5] for s in part)
+            rows.append(
+                f"| {start // 60}-{end // 60} min | {rss[0]:.1f} / {rss[len(rss) // 2]:.1f} / "
+                f"{rss[-1]:.1f} | {anon[0]:.1f} / {anon[len(anon) // 2]:.1f} / {anon[-1]:.1f} "
+                f"| {max(s[6] for s in part)} |"
+            )
+        start += window
+    if len(rows) < 2:
+        return []
+    return [
+        "",
+        "RSS by window (MiB):",
+        "",
+        "| window | RSS min / median / max | anonymous min / median / max | threads, most |",
+        "|---|---:|---:|---:|",
+        *rows,
+    ]
+
+
 def output_paths(out_dir):
     seen = {}
     for f in Path(out_dir).rglob("*"):
@@ -318,6 +349,8 @@ def main():
     anon = sorted(s[5] for s in later) or [0.0]
     threads = [s[6] for s in later] or [0]
     slope = linear_slope([t / 60 for t, _ in steady], [r for _, r in steady])
+    second_half = [(t, r) for t, r in steady if t >= args.seconds / 2]
+    slope_late = linear_slope([t / 60 for t, _ in second_half], [r for _, r in second_half])
 
     q = {p: quantile(buckets, p) for p in (0.5, 0.9, 0.99)}
     share = share_within(buckets, 2.0)
@@ -340,7 +373,8 @@ def main():
         f"| files committed within 2 s of --min-age | {within_2s} | -- | -- |",
         f"| RSS after the first minute, min / median / max | {min(rss_values):.1f} / "
         f"{sorted(rss_values)[len(rss_values) // 2]:.1f} / {max(rss_values):.1f} MiB | -- | flat |",
-        f"| RSS slope after the first minute | {slope:+.2f} MiB/min | -- | ~0 |",
+        f"| RSS slope after the first minute; over the second half | {slope:+.3f}; {slope_late:+.3f} MiB/min "
+        f"| -- | ~0 |",
         f"| of it anonymous, after the first minute, min / median / max | {anon[0]:.1f} / "
         f"{anon[len(anon) // 2]:.1f} / {anon[-1]:.1f} MiB | -- | -- |",
         f"| threads, at the first minute / at the end / most | {threads[0]} / {threads[-1]} / "
@@ -350,6 +384,7 @@ def main():
         "",
         f"Every file committed (and, with --after delete, deleted) {drained:.1f} s after the emitter stopped; gleaner exit code {code}.",
         f"Command: `{' '.join(Path(c).name if c == args.gleaner else c for c in cmd).replace(work, 'WORK')}`",
+        *rss_by_window(samples, args.seconds),
     ]
     report = "\n".join(lines) + "\n"
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
