@@ -132,6 +132,28 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 mod tests {
     use super::*;
 
+    /// `gleaner run` without `--workers` (the chart's default) processes as many files at once
+    /// as the process has cores, and so bounds the blocking pool by the cores too.
+    #[test]
+    fn run_without_workers_takes_the_cores() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "gleaner",
+                "run",
+                "--watch",
+                "/in",
+                "--output",
+                "file:///out",
+                "--state",
+                "file:///state",
+            ];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).unwrap().command
+        };
+        assert_eq!(workers(&parse(&[])), scanner_core::cores());
+        assert_eq!(workers(&parse(&["--workers", "3"])), 3);
+    }
+
     /// Many blocking tasks at once (a snapshot's removals, a burst of work) queue for the
     /// pool's threads instead of each starting a thread that the pool then keeps for good.
     #[test]
