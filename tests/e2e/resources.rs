@@ -439,3 +439,80 @@ fn a_file_that_kills_the_process_every_time_is_given_up_not_redone_forever() {
     );
     drop(group);
 }
+
+/// The environment and arguments of a running process, from `/proc`.
+fn environ_and_args(pid: u32) -> (Vec<String>, Vec<String>) {
+    let read = |what: &str| -> Vec<String> {
+        std::fs::read(format!("/proc/{pid}/{what}"))
+            .unwrap()
+            .split(|&byte| byte == 0)
+            .filter(|item| !item.is_empty())
+            .map(|item| String::from_utf8_lossy(item).into_owned())
+            .collect()
+    };
+    (read("environ"), read("cmdline"))
+}
+
+/// The `GLIBC_TUNABLES=` entries of a process's initial environment. glibc 2.36 ends each
+/// tunable's value in place with a NUL while it reads them, so in `/proc/PID/environ` the ones
+/// after the first look like entries of their own: they are joined back with colons.
+fn glibc_tunables(environ: &[String]) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut in_tunables = false;
+    for var in environ {
+        if var.starts_with("GLIBC_TUNABLES=") {
+            found.push(var.clone());
+            in_tunables = true;
+        } else if in_tunables && var.starts_with("glibc.") {
+            let last = found.last_mut().unwrap();
+            last.push(':');
+            last.push_str(var);
+        } else {
+            in_tunables = false;
+        }
+    }
+    found
+}
+
+/// A watching sidecar runs without glibc's per-thread caches of freed blocks, which made its
+/// RSS rise for hours under a steady emitter (`memory::restart_without_thread_caches`): same
+/// process, same arguments, the tunable added to those already set; a count the user chose
+/// is kept.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn a_watching_sidecar_runs_without_the_threads_caches_of_freed_blocks() {
+    let cases = [
+        ("", "GLIBC_TUNABLES=glibc.malloc.tcache_count=0"),
+        (
+            "glibc.malloc.perturb=0",
+            "GLIBC_TUNABLES=glibc.malloc.perturb=0:glibc.malloc.tcache_count=0",
+        ),
+        (
+            "glibc.malloc.tcache_count=3",
+            "GLIBC_TUNABLES=glibc.malloc.tcache_count=3",
+        ),
+    ];
+    for (given, expected) in cases {
+        let mut fx = Fixture::new();
+        fx.env.push(("GLIBC_TUNABLES", given.to_string()));
+        let served = Served::start(&fx, &["--interval", "1h"]);
+        let (environ, args) = environ_and_args(served.child.id());
+        let tunables = glibc_tunables(&environ);
+        // Only a started process serves /metrics, so this is the one that runs the scans.
+        let metrics = crate::http::get(&served.addr, "/metrics").1;
+        sigterm(&served.child);
+        let (status, log) = served.wait(Duration::from_secs(30));
+
+        assert_eq!(tunables, [expected], "given {given:?}");
+        assert_eq!(args[0], env!("CARGO_BIN_EXE_gleaner"));
+        assert_eq!(
+            args[1..],
+            fx.command(&["--interval", "1h", "--metrics-addr", "127.0.0.1:0"])
+                .get_args()
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        );
+        assert!(metrics.contains("gleaner_scans_total"), "{metrics}");
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{log:#?}");
+    }
+}

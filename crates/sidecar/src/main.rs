@@ -33,6 +33,11 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let restart_failed = if keeps_running(&cli.command) {
+        memory::restart_without_thread_caches()
+    } else {
+        None
+    };
     let default_level = match cli.command {
         // The demo prints its own summary; keep the log to what needs attention.
         Command::Demo(_) | Command::State(_) => "warn",
@@ -40,6 +45,13 @@ fn main() -> ExitCode {
     };
     telemetry::init_logging(cli.log_format, default_level);
     memory::tune_allocator();
+    if let Some(e) = restart_failed {
+        tracing::warn!(
+            error = %e,
+            "cannot restart without the C library's per-thread caches of freed blocks; \
+             going on with them (memory may rise slowly for hours)"
+        );
+    }
     let runtime = match build_runtime(memory::blocking_threads(workers(&cli.command))) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -82,6 +94,17 @@ fn build_runtime(blocking_threads: usize) -> std::io::Result<tokio::runtime::Run
         .thread_name("gleaner")
         .max_blocking_threads(blocking_threads)
         .build()
+}
+
+/// Whether `command` runs for long: a watching `gleaner run` (not `--once`) and the demo. Only
+/// those start again without the allocator's per-thread caches
+/// ([`memory::restart_without_thread_caches`]).
+fn keeps_running(command: &Command) -> bool {
+    match command {
+        Command::Run(args) => !args.runtime.once,
+        Command::Demo(_) => true,
+        Command::Emit(_) | Command::State(_) => false,
+    }
 }
 
 /// The files `command` processes at once: `--workers` of `gleaner run`, else the cores.
@@ -132,26 +155,36 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 mod tests {
     use super::*;
 
+    /// `gleaner run` with the fixture's locations and `extra` flags, as clap parses it.
+    fn parse_run(extra: &[&str]) -> Command {
+        let mut argv = vec![
+            "gleaner",
+            "run",
+            "--watch",
+            "/in",
+            "--output",
+            "file:///out",
+            "--state",
+            "file:///state",
+        ];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().command
+    }
+
     /// `gleaner run` without `--workers` (the chart's default) processes as many files at once
     /// as the process has cores, and so bounds the blocking pool by the cores too.
     #[test]
     fn run_without_workers_takes_the_cores() {
-        let parse = |extra: &[&str]| {
-            let mut argv = vec![
-                "gleaner",
-                "run",
-                "--watch",
-                "/in",
-                "--output",
-                "file:///out",
-                "--state",
-                "file:///state",
-            ];
-            argv.extend_from_slice(extra);
-            Cli::try_parse_from(argv).unwrap().command
-        };
-        assert_eq!(workers(&parse(&[])), scanner_core::cores());
-        assert_eq!(workers(&parse(&["--workers", "3"])), 3);
+        assert_eq!(workers(&parse_run(&[])), scanner_core::cores());
+        assert_eq!(workers(&parse_run(&["--workers", "3"])), 3);
+    }
+
+    /// A watching sidecar lives for months and restarts without the allocator's per-thread
+    /// caches; `run --once` exits before they matter, and keeps them.
+    #[test]
+    fn only_a_watching_run_restarts_without_the_threads_caches() {
+        assert!(keeps_running(&parse_run(&[])));
+        assert!(!keeps_running(&parse_run(&["--once"])));
     }
 
     /// Many blocking tasks at once (a snapshot's removals, a burst of work) queue for the
