@@ -155,7 +155,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 mod tests {
     use super::*;
 
-    /// `gleaner run` with the fixture's locations and `extra` flags, as clap parses it.
+    /// `gleaner run` with placeholder locations and `extra` flags, as clap parses it.
     fn parse_run(extra: &[&str]) -> Command {
         let mut argv = vec![
             "gleaner",
