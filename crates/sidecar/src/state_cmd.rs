@@ -106,7 +106,12 @@ async fn logs(args: &StateArgs) -> anyhow::Result<Vec<StateLog>> {
             ids
         }
     };
-    Ok(ids.iter().map(|id| StateLog::new(&location, id)).collect())
+    // Deltas too large to hold for a load's merge are copied to the temporary directory.
+    let spool = std::env::temp_dir();
+    Ok(ids
+        .iter()
+        .map(|id| StateLog::new(&location, id).with_spool_dir(&spool))
+        .collect())
 }
 
 async fn inspect(args: InspectArgs) -> anyhow::Result<()> {

@@ -13,7 +13,10 @@
 //! * Snapshots ([`StateLog::store_snapshot`]) — the whole state at one generation; once one is
 //!   stored, the objects it supersedes are removed, so loading and commits stay cheap for months.
 //! * [`StateLog`] — reads and writes those objects under `<state>/<source-id>/` (a
-//!   [`SourceId`]), and [`verify`](StateLog::verify)s them.
+//!   [`SourceId`]), and [`verify`](StateLog::verify)s them. A load merges the deltas after the
+//!   snapshot into it as it streams in; give it a directory on local disk
+//!   ([`StateLog::with_spool_dir`]) and deltas of an object store too large to hold in memory
+//!   are merged from copies there instead of folded afterwards ([`DeltasRead`]).
 //! * [`Lease`] — a running writer's note that it is alive, renewed every [`LEASE_RENEW`]: what
 //!   tools that must not act under a live writer look at ([`StateLog::activity`]).
 //! * [`Location`] — a storage location given as a path or URL: local, `file://`, `s3://`,
@@ -24,7 +27,7 @@
 //!
 //! The modules depend on each other in one direction: `model` (paths and entries) →
 //! `records` (plans and deltas) → `state` → the encoding (`codec`, `stream`, `merge`,
-//! `snapshot`, `legacy`) → `log`, which stores through `location`.
+//! `snapshot`, `legacy`) → `log` (with `spool`), which stores through `location`.
 //!
 //! # Example
 //!
@@ -72,6 +75,7 @@ mod model;
 mod records;
 mod snapshot;
 mod source_id;
+mod spool;
 mod state;
 mod stream;
 
@@ -79,7 +83,9 @@ pub use codec::ObjectKind;
 pub use error::StateError;
 pub use lease::{LEASE_RENEW, LEASE_TTL, Lease};
 pub use location::{Location, StorageOptions};
-pub use log::{Activity, Kept, LoadedState, LogObject, StateLog, StoredSnapshot, Verification};
+pub use log::{
+    Activity, DeltasRead, Kept, LoadedState, LogObject, StateLog, StoredSnapshot, Verification,
+};
 pub use model::{FINGERPRINT_BYTES, FileEntry, Origin, Outcome, RelPath, RelPathRef};
 pub use records::{CommittedOutput, Delta, Plan, PlannedFile};
 pub use source_id::SourceId;

@@ -2,11 +2,12 @@
 //! them, loading, cleanup and verification.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetResultPayload, ObjectMeta, ObjectStoreExt, PutPayload};
+use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 
 use crate::codec::{self, ObjectKind};
 use crate::lease::{LEASE_NAME, Lease};
@@ -17,6 +18,7 @@ use crate::records::now_ms;
 use crate::snapshot::{
     decode_snapshot, decode_snapshot_from, decode_snapshot_merged, encode_snapshot,
 };
+use crate::spool;
 use crate::state::LOAD_FOLD_SHARE;
 use crate::stream::{Download, ObjectSource};
 use crate::{
@@ -42,17 +44,20 @@ fn fetch_ahead(largest: u64) -> usize {
         .clamp(1, LOAD_CONCURRENCY)
 }
 
-/// The deltas a load merges into a snapshot from an object store are fetched whole first: at
+/// The deltas a load merges into a snapshot from an object store are held whole in memory: at
 /// most this many bytes of them, or a [`REMOTE_MERGE_SHARE`] of the snapshot's size if more.
-/// Beyond, they are folded, a few MiB at a time.
+/// Beyond, they are copied to the spool directory ([`StateLog::with_spool_dir`]) and merged from
+/// there, or folded, a few MiB at a time, without one.
 const REMOTE_MERGE_BYTES: u64 = 4 << 20;
 /// See [`REMOTE_MERGE_BYTES`].
 const REMOTE_MERGE_SHARE: u64 = 8;
 
-/// A delta fetched for a merge: opened (a local file), or read whole (from an object store).
-enum Fetched {
-    Opened(GetResultPayload),
-    Whole(bytes::Bytes),
+/// Why copying deltas to the spool directory stopped.
+enum Spooling {
+    /// Reading a delta failed: the load fails.
+    Storage(StateError),
+    /// The spool directory could not take a copy: the deltas are folded.
+    Refused(String),
 }
 
 /// The state log of one source id under a state location.
@@ -68,8 +73,9 @@ enum Fetched {
 ///   which loading ignores and the next cleanup removes.
 ///
 /// Loading reads the newest snapshot and the deltas after it, in generation order: merged
-/// into the snapshot's entries as it is read (up to 64 deltas; from an object store, while
-/// they are small beside it), folded into it otherwise. A plan one past the last delta is the
+/// into the snapshot's entries as it is read (up to 64 deltas; from an object store, held in
+/// memory while they are small beside it, else from copies in the spool directory), folded
+/// into it otherwise. A plan one past the last delta is the
 /// interrupted batch to redo.
 #[derive(Debug, Clone)]
 pub struct StateLog {
@@ -78,6 +84,9 @@ pub struct StateLog {
     writer_id: u64,
     /// Recorded in every delta this log builds.
     origin: Option<Origin>,
+    /// Where a load copies deltas of an object store too large to hold for a merge
+    /// ([`StateLog::with_spool_dir`]).
+    spool_dir: Option<PathBuf>,
 }
 
 /// The result of [`StateLog::load`].
@@ -103,6 +112,29 @@ pub struct LoadedState {
     pub objects_read: usize,
     /// Their total size in bytes.
     pub bytes_read: u64,
+    /// How the deltas after the snapshot were brought into the state.
+    pub deltas: DeltasRead,
+    /// Why the spool directory ([`StateLog::with_spool_dir`]) was not used for deltas too large
+    /// to merge from memory, if it was needed: they were folded instead.
+    pub spool_refused: Option<String>,
+}
+
+/// How [`StateLog::load`] brought the deltas after the snapshot into the state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeltasRead {
+    /// There were none.
+    #[default]
+    None,
+    /// Merged into the snapshot's entries as it was read: read from their files (a local
+    /// store), or held whole (from an object store, while they are small beside the snapshot).
+    Merged,
+    /// Merged as the snapshot was read, from copies in the spool directory: deltas of an
+    /// object store too large to hold whole beside the state.
+    Spooled,
+    /// Applied to the state after it was read: no snapshot, more deltas than a merge reads at
+    /// once, an older format, or deltas of an object store too large to hold whole and no
+    /// spool directory to copy them to.
+    Folded,
 }
 
 /// One object of the log, as listed by [`StateLog::objects`].
@@ -213,7 +245,19 @@ impl StateLog {
             source_id: source_id.clone(),
             writer_id: fastrand::u64(1..),
             origin: None,
+            spool_dir: None,
         }
+    }
+
+    /// The same log, copying deltas to `dir` while it loads them from an object store, when
+    /// they are too large to hold in memory for the merge. The copies are unnamed files (no
+    /// other program sees them), gone when the load ends. Without it, or when `dir` cannot
+    /// take them (not writable, with less than four times their size free, or a file system in
+    /// memory, where the copies would cost the memory they save), such deltas are folded into the state after it is read, which
+    /// holds a few MiB more at its peak ([`LoadedState::spool_refused`] says why).
+    pub fn with_spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool_dir = Some(dir.into());
+        self
     }
 
     /// The same log, recording `origin` (the watch root of this writer) in every delta it
@@ -860,6 +904,9 @@ impl StateLog {
         later: Vec<(u64, Path, u64)>,
         loaded: &mut LoadedState,
     ) -> Result<(), StateError> {
+        if !later.is_empty() {
+            loaded.deltas = DeltasRead::Folded;
+        }
         // Many deltas are fetched at once (a store's latency), but decoded only just ahead of
         // their turn: a decoded delta takes a few times its bytes.
         let largest = later.iter().map(|(_, _, size)| *size).max().unwrap_or(0);
@@ -938,7 +985,7 @@ impl StateLog {
         loaded: &mut LoadedState,
     ) -> Result<(), StateError> {
         let merged = if (1..=MERGED_DELTAS_MAX).contains(&later.len()) {
-            self.read_snapshot_merged(meta, &later).await?
+            self.read_snapshot_merged(meta, &later, loaded).await?
         } else {
             None
         };
@@ -973,27 +1020,34 @@ impl StateLog {
     }
 
     /// Reads the snapshot `snapshot` with the deltas `later` (consecutive, right after it)
-    /// merged in: the state of the last delta, and the deltas without their entries. `None` if
-    /// they are not to be merged (see [`StateLog::read_snapshot_and`]): then they are folded.
+    /// merged in: the state of the last delta, and the deltas without their entries; records
+    /// in `loaded` how the deltas were read. `None` if they are not to be merged (see
+    /// [`StateLog::read_snapshot_and`]): then they are folded.
     ///
     /// A local delta is read from its file as the merge needs it (a read buffer each). A
     /// delta in an object store is fetched whole first: a download left waiting until the
-    /// merge reaches its paths could outlast the store's timeouts. So they are merged only
-    /// while they are small next to the snapshot ([`REMOTE_MERGE_SHARE`]), or small
-    /// ([`REMOTE_MERGE_BYTES`]): otherwise they would be held whole beside the state (the
-    /// fold holds a few MiB of them at a time).
+    /// merge reaches its paths could outlast the store's timeouts. Held in memory while they
+    /// are small next to the snapshot ([`REMOTE_MERGE_SHARE`]), or small
+    /// ([`REMOTE_MERGE_BYTES`]); copied to the spool directory beyond, where they are read as
+    /// local ones; folded when there is none (the fold holds a few MiB of them at a time,
+    /// where holding them whole beside the state would take all their bytes).
     async fn read_snapshot_merged(
         &self,
         snapshot: &ObjectMeta,
         later: &[(u64, Path, u64)],
+        loaded: &mut LoadedState,
     ) -> Result<Option<(SnapshotHeader, State, Vec<Delta>)>, StateError> {
-        let local = self.dir.local_dir().is_some();
-        let later_bytes: u64 = later.iter().map(|(_, _, size)| size).sum();
-        if !local && later_bytes > REMOTE_MERGE_BYTES.max(snapshot.size / REMOTE_MERGE_SHARE) {
-            return Ok(None);
-        }
         let mut downloads = Vec::new();
-        let (deltas, names) = self.open_deltas(later, local, &mut downloads).await?;
+        let Some((deltas, how)) = self
+            .merge_sources(snapshot.size, later, &mut downloads, loaded)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let names: Vec<String> = later
+            .iter()
+            .map(|(_, path, _)| self.dir.describe(path))
+            .collect();
         let get = self.get(&snapshot.location).await?;
         let size = get.meta.size;
         let snapshot = (
@@ -1017,45 +1071,121 @@ impl StateLog {
             }
         });
         let ((), merged) = tokio::join!(futures::future::join_all(downloads).map(drop), decode);
+        if let Ok(Some(_)) = merged {
+            loaded.deltas = how;
+        }
         merged
     }
 
-    /// Opens the deltas `later` for a merge: a local file each, or each read whole (`local`
-    /// false). Returns their sources with their sizes, and their names; a download to drive
-    /// goes to `downloads`.
+    /// The deltas `later` made ready for a merge into a snapshot of `snapshot_size` bytes, and
+    /// how they are read (see [`StateLog::read_snapshot_merged`]); `None` if they are to be
+    /// folded, with the reason in `loaded`. A download to drive goes to `downloads`.
+    async fn merge_sources(
+        &self,
+        snapshot_size: u64,
+        later: &[(u64, Path, u64)],
+        downloads: &mut Vec<Download>,
+        loaded: &mut LoadedState,
+    ) -> Result<Option<(Vec<(ObjectSource, u64)>, DeltasRead)>, StateError> {
+        let later_bytes: u64 = later.iter().map(|(_, _, size)| size).sum();
+        Ok(Some(if self.dir.local_dir().is_some() {
+            (
+                self.open_deltas(later, downloads).await?,
+                DeltasRead::Merged,
+            )
+        } else if later_bytes <= REMOTE_MERGE_BYTES.max(snapshot_size / REMOTE_MERGE_SHARE) {
+            (self.fetch_deltas(later).await?, DeltasRead::Merged)
+        } else {
+            match self.spool_deltas(later).await? {
+                Ok(spooled) => (spooled, DeltasRead::Spooled),
+                Err(refused) => {
+                    loaded.spool_refused = Some(refused);
+                    return Ok(None);
+                }
+            }
+        }))
+    }
+
+    /// Opens the local deltas `later` for a merge, each read from its file as the merge needs
+    /// it: their sources with their sizes. A download to drive goes to `downloads`.
     async fn open_deltas(
         &self,
         later: &[(u64, Path, u64)],
-        local: bool,
         downloads: &mut Vec<Download>,
-    ) -> Result<(Vec<(ObjectSource, u64)>, Vec<String>), StateError> {
+    ) -> Result<Vec<(ObjectSource, u64)>, StateError> {
         // Owned paths: a future that borrows them is not `Send` for every lifetime.
         let paths: Vec<Path> = later.iter().map(|(_, path, _)| path.clone()).collect();
-        let fetched: Vec<_> = futures::stream::iter(paths)
+        let opened: Vec<_> = futures::stream::iter(paths)
             .map(|path| async move {
-                if local {
-                    let get = self.get(&path).await?;
-                    Ok((Fetched::Opened(get.payload), get.meta.size))
-                } else {
-                    let bytes = self.read(&path).await?;
-                    let size = bytes.len() as u64;
-                    Ok::<_, StateError>((Fetched::Whole(bytes), size))
-                }
+                let get = self.get(&path).await?;
+                Ok::<_, StateError>((get.payload, get.meta.size))
             })
             .buffered(LOAD_CONCURRENCY)
             .try_collect()
             .await?;
-        Ok(fetched
+        Ok(opened
             .into_iter()
-            .zip(later)
-            .map(|((fetched, size), (_, path, _))| {
-                let source = match fetched {
-                    Fetched::Opened(payload) => ObjectSource::new(payload, downloads),
-                    Fetched::Whole(bytes) => ObjectSource::Bytes(bytes),
-                };
-                ((source, size), self.dir.describe(path))
+            .map(|(payload, size)| (ObjectSource::new(payload, downloads), size))
+            .collect())
+    }
+
+    /// Fetches the deltas `later` of an object store whole, for a merge.
+    async fn fetch_deltas(
+        &self,
+        later: &[(u64, Path, u64)],
+    ) -> Result<Vec<(ObjectSource, u64)>, StateError> {
+        let paths: Vec<Path> = later.iter().map(|(_, path, _)| path.clone()).collect();
+        futures::stream::iter(paths)
+            .map(|path| async move {
+                let bytes = self.read(&path).await?;
+                let size = bytes.len() as u64;
+                Ok::<_, StateError>((ObjectSource::Bytes(bytes), size))
             })
-            .unzip())
+            .buffered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    /// Copies the deltas `later` of an object store into the spool directory, for a merge that
+    /// reads them from there as it reads local ones. A few are fetched at once, as a fold
+    /// fetches them ([`fetch_ahead`]), and each is held only until it is written. `Ok(Err)`
+    /// says why the spool directory cannot take them: then they are folded.
+    async fn spool_deltas(
+        &self,
+        later: &[(u64, Path, u64)],
+    ) -> Result<Result<Vec<(ObjectSource, u64)>, String>, StateError> {
+        let Some(dir) = self.spool_dir.clone() else {
+            return Ok(Err("no spool directory was given".into()));
+        };
+        let probe = dir.clone();
+        let bytes = later.iter().map(|(_, _, size)| size).sum();
+        if let Err(refused) = blocking(move || Ok(spool::usable(&probe, bytes))).await? {
+            return Ok(Err(refused));
+        }
+        let largest = later.iter().map(|(_, _, size)| *size).max().unwrap_or(0);
+        let paths: Vec<Path> = later.iter().map(|(_, path, _)| path.clone()).collect();
+        let copied = futures::stream::iter(paths)
+            .map(|path| {
+                let dir = dir.clone();
+                async move {
+                    let bytes = self.read(&path).await.map_err(Spooling::Storage)?;
+                    blocking(move || Ok(spool::copy(&dir, &bytes)))
+                        .await
+                        .map_err(Spooling::Storage)?
+                        .map_err(Spooling::Refused)
+                }
+            })
+            .buffered(fetch_ahead(largest))
+            .try_collect::<Vec<_>>()
+            .await;
+        match copied {
+            Ok(files) => Ok(Ok(files
+                .into_iter()
+                .map(|(file, size)| (ObjectSource::File(file), size))
+                .collect())),
+            Err(Spooling::Refused(refused)) => Ok(Err(refused)),
+            Err(Spooling::Storage(e)) => Err(e),
+        }
     }
 
     /// Reads and decodes the snapshot at `path` as it streams in: a local file on a blocking

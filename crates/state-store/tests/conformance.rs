@@ -14,8 +14,8 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use state_store::{
-    Delta, FileEntry, Location, ObjectKind, Outcome, Plan, PlannedFile, RelPath, SourceId, State,
-    StateError, StateLog,
+    Delta, DeltasRead, FileEntry, Location, ObjectKind, Outcome, Plan, PlannedFile, RelPath,
+    SourceId, State, StateError, StateLog,
 };
 
 /// The log of source `id` under `location`.
@@ -193,6 +193,13 @@ macro_rules! conformance {
             async fn deltas_after_a_snapshot_load_as_they_apply_one_by_one() {
                 let (location, _keep) = $fresh;
                 checks::deltas_after_a_snapshot(location).await;
+            }
+
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn large_deltas_are_merged_from_the_spool_directory_or_folded() {
+                let (location, _keep) = $fresh;
+                checks::large_deltas(location).await;
             }
 
             $(#[$attr])*
@@ -804,6 +811,77 @@ mod checks {
             };
             assert_eq!(entries(&loaded.state), entries(&expected), "{source}");
             assert_eq!(loaded.state, expected, "{source}");
+        }
+    }
+
+    /// Deltas after a snapshot that are too large to hold whole beside it (over 4 MiB, and
+    /// over an eighth of the snapshot): a local store merges them from their files; an object
+    /// store merges them from copies in the spool directory, and folds them without one, or
+    /// with one it cannot use. The state is the same every way.
+    pub(crate) async fn large_deltas(location: Location) {
+        let log = open_log(&location, "large-deltas");
+        let mut expected = State::new();
+        let first = delta(1, &["a/first.log"]);
+        log.commit(&first).await.unwrap();
+        expected.apply(&first).unwrap();
+        log.store_snapshot(&expected).await.unwrap();
+        let mut outputs = Vec::new();
+        for generation in 2..=7 {
+            let names: Vec<String> = (0..20_000)
+                .map(|i| format!("dir-{}/file-{generation}-{i:06}.log", i % 50))
+                .collect();
+            let mut refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            refs.sort_unstable();
+            let d = delta(generation, &refs);
+            log.commit(&d).await.unwrap();
+            expected.apply(&d).unwrap();
+            outputs.extend(state_store::CommittedOutput::of(&d));
+        }
+        let objects = log.objects().await.unwrap();
+        let delta_bytes: u64 = objects
+            .iter()
+            .filter(|o| o.kind == ObjectKind::Delta && o.generation > 1)
+            .map(|o| o.size)
+            .sum();
+        assert!(delta_bytes > 4 << 20, "the deltas are {delta_bytes} bytes");
+        let local = location.local_dir().is_some();
+
+        let spool = tempfile::tempdir().unwrap();
+        let missing = spool.path().join("missing");
+        let cases = [
+            (Some(spool.path()), DeltasRead::Spooled, None),
+            (None, DeltasRead::Folded, Some("no spool directory")),
+            (Some(missing.as_path()), DeltasRead::Folded, Some("missing")),
+        ];
+        for (dir, remote, refused) in cases {
+            let mut log = open_log(&location, "large-deltas");
+            if let Some(dir) = dir {
+                log = log.with_spool_dir(dir);
+            }
+            let loaded = log.load().await.unwrap();
+            let case = format!("spool directory {dir:?}");
+            if local {
+                assert_eq!(loaded.deltas, DeltasRead::Merged, "{case}");
+                assert_eq!(loaded.spool_refused, None, "{case}");
+            } else {
+                assert_eq!(loaded.deltas, remote, "{case}");
+                match refused {
+                    Some(reason) => {
+                        let said = loaded.spool_refused.as_deref().unwrap_or("");
+                        assert!(said.contains(reason), "{case}: {said:?}");
+                    }
+                    None => assert_eq!(loaded.spool_refused, None, "{case}"),
+                }
+            }
+            assert_eq!(loaded.objects_read, 7, "{case}");
+            assert_eq!(loaded.committed_outputs, outputs, "{case}");
+            assert_eq!(loaded.state, expected, "{case}");
+            // The copies have no names, and are gone with the load.
+            assert_eq!(
+                std::fs::read_dir(spool.path()).unwrap().count(),
+                0,
+                "{case}"
+            );
         }
     }
 

@@ -553,7 +553,12 @@ impl Scanner {
         let wake = Arc::new(Notify::new());
         let watch_dir_for_events = watch_dir.clone();
         let mut scanner = Scanner {
-            log: StateLog::new(state, &config.source_id).with_origin(origin),
+            // Deltas too large to hold for the merge at a load are copied to the watched
+            // directory: the one place a sidecar in a Pod may write besides its stores (the
+            // root file system is read-only), and the copies have no names there.
+            log: StateLog::new(state, &config.source_id)
+                .with_origin(origin)
+                .with_spool_dir(&watch_dir),
             output: OutputSink::new(output.clone(), &config.source_id, config.compression)
                 .with_layout(config.output_layout)
                 .with_partitions(config.partitions()?),
@@ -990,10 +995,80 @@ mod tests {
 
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
-    use state_store::{Delta, Location, Outcome, SourceId, StateLog};
+    use state_store::{Delta, DeltasRead, Location, Outcome, SourceId, StateLog};
 
     use super::*;
     use crate::processor::Stats;
+
+    /// A state in an object store whose deltas after the snapshot are too large to hold whole
+    /// for the merge (6 of 20,000 entries, over 4 MiB): the scanner merges them from unnamed
+    /// copies in the watched directory, or folds them where that directory is in memory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_deltas_of_an_object_store_are_merged_from_the_watched_directory() {
+        let state = Location::parse("memory://").unwrap();
+        let source: SourceId = "t".parse().unwrap();
+        let log = StateLog::new(&state, &source);
+        let mut expected = state_store::State::new();
+        for generation in 1..=7u64 {
+            let mut upserts: Vec<_> = (0..if generation == 1 { 1 } else { 20_000 })
+                .map(|i| {
+                    let entry = state_store::FileEntry {
+                        size: i,
+                        mtime_ns: 1_700_000_000_000_000_000,
+                        inode: i + 1,
+                        btime_ns: 0,
+                        offset: i,
+                        generation,
+                        outcome: Outcome::Done,
+                        fingerprint: 0,
+                    };
+                    (
+                        RelPath::from(format!("gone/{generation}/{i:06}.log").as_str()),
+                        entry,
+                    )
+                })
+                .collect();
+            upserts.sort_by(|a, b| a.0.cmp(&b.0));
+            let delta = Delta {
+                generation,
+                upserts,
+                committed_at_ms: UNIX_EPOCH.elapsed().unwrap().as_millis() as u64,
+                ..Delta::default()
+            };
+            log.commit(&delta).await.unwrap();
+            expected.apply(&delta).unwrap();
+            if generation == 1 {
+                log.store_snapshot(&expected).await.unwrap();
+            }
+        }
+        let on_disk = tempfile::tempdir().unwrap();
+        let in_memory = std::path::Path::new("/dev/shm");
+        let mut cases = vec![(on_disk.path(), DeltasRead::Spooled)];
+        if in_memory.is_dir() && tempfile::tempdir_in(in_memory).is_ok() {
+            cases.push((in_memory, DeltasRead::Folded));
+        }
+        for (parent, how) in cases {
+            let watch = tempfile::tempdir_in(parent).unwrap();
+            let output = Location::parse("memory://").unwrap();
+            let config = ScannerConfig::new(watch.path(), source.clone());
+            let mut scanner = Scanner::open(config, DynProcessor::new(Stats), &state, &output)
+                .await
+                .unwrap();
+            let summary = scanner.reload().await.unwrap();
+            assert_eq!(summary.deltas, how, "{parent:?}");
+            if how == DeltasRead::Folded {
+                let refused = summary.spool_refused.unwrap();
+                assert!(refused.contains("tmpfs"), "{refused}");
+            }
+            assert_eq!(scanner.state().len(), expected.len());
+            // Only the root id is left in the watched directory: the copies had no names.
+            let left: Vec<_> = std::fs::read_dir(watch.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(left, [startup::ROOT_ID_FILE], "{parent:?}");
+        }
+    }
 
     #[tokio::test]
     async fn failed_files_are_processed_again_once_they_change() {

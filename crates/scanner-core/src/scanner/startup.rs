@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use state_store::{LEASE_RENEW, Location, Origin, SourceId, StateError};
+use state_store::{DeltasRead, LEASE_RENEW, Location, Origin, SourceId, StateError};
 
 use super::Scanner;
 use super::workers::blocking;
@@ -338,10 +338,12 @@ pub(super) struct LoadSummary {
     objects: usize,
     bytes: u64,
     interrupted: Option<u64>,
+    pub(super) deltas: DeltasRead,
+    pub(super) spool_refused: Option<String>,
 }
 
 impl LoadSummary {
-    pub(super) fn event<'a>(&self, location: &'a Location) -> StateLoaded<'a> {
+    pub(super) fn event<'a>(&'a self, location: &'a Location) -> StateLoaded<'a> {
         StateLoaded {
             location,
             generation: self.generation,
@@ -350,6 +352,8 @@ impl LoadSummary {
             objects: self.objects,
             bytes: self.bytes,
             interrupted: self.interrupted,
+            deltas: self.deltas,
+            spool_refused: self.spool_refused.as_deref(),
         }
     }
 }
@@ -373,6 +377,8 @@ impl Scanner {
             objects: loaded.objects_read,
             bytes: loaded.bytes_read,
             interrupted: loaded.pending.as_ref().map(|p| p.generation),
+            deltas: loaded.deltas,
+            spool_refused: loaded.spool_refused,
         };
         self.state = loaded.state;
         self.pending = loaded.pending;

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use metrics::{counter, gauge, histogram};
-use state_store::{FileEntry, Location, RelPath, StateError};
+use state_store::{DeltasRead, FileEntry, Location, RelPath, StateError};
 use tracing::{debug, error, info, warn};
 
 use super::*;
@@ -366,6 +366,10 @@ pub(crate) struct StateLoaded<'a> {
     pub(crate) objects: usize,
     pub(crate) bytes: u64,
     pub(crate) interrupted: Option<u64>,
+    /// How the deltas after the snapshot were read.
+    pub(crate) deltas: DeltasRead,
+    /// Why the spool directory was not used for deltas too large to hold, if it was needed.
+    pub(crate) spool_refused: Option<&'a str>,
 }
 
 impl InternalEvent for StateLoaded<'_> {
@@ -389,6 +393,8 @@ impl InternalEvent for StateLoaded<'_> {
             objects = self.objects,
             bytes = self.bytes,
             interrupted_batch = self.interrupted,
+            deltas = ?self.deltas,
+            spool_refused = self.spool_refused,
             "state loaded"
         );
     }
