@@ -45,8 +45,8 @@ use crate::processor::DynProcessor;
 use crate::readiness::{Readiness, Sightings};
 use crate::telemetry::{
     Backlog, CleanupResumed, FreeSpace, Heartbeat, ListingSurveyed, LoopPhase, LoopStarted,
-    Observer, ScanFailed, ScanFinished, ScanInterrupted, ScanRetry, SourceOpened, StartFailed,
-    WatchUsage, WokenEarly,
+    Observer, ScanFailed, ScanFinished, ScanInterrupted, ScanRetry, StartFailed, WatchUsage,
+    WokenEarly,
 };
 use crate::{ConfigError, ScanError};
 
@@ -533,21 +533,7 @@ impl Scanner {
         startup::check_locations(&config, &watch_dir, [state, output])?;
         startup::prepare_cleanup_dirs(&config.cleanup, &watch_dir).await?;
         let origin = startup::origin(&watch_dir, &config.source_id).await?;
-        let claim = startup::claim_root(
-            &watch_dir,
-            &config.source_id,
-            config.adopt_source,
-            config.share_root,
-        )
-        .await?;
-        if let startup::RootClaim::Theirs(recorded) = claim {
-            return Err(ScanError::RootCollected {
-                file: watch_dir.join(startup::ROOT_ID_FILE),
-                dir: watch_dir,
-                recorded: recorded.join(", "),
-                ours: config.source_id.to_string(),
-            });
-        }
+        startup::claim_root_for(&config, &watch_dir).await?;
         let deadline = StorageDeadline::default();
         let (state, output) = (&deadline.layer(state), &deadline.layer(output));
         let wake = Arc::new(Notify::new());
@@ -587,18 +573,7 @@ impl Scanner {
             taken_over: None,
             live_writer_at_open: None,
         };
-        // Read and verify the state before writing anything: damaged state must stop the process
-        // with nothing written, not even a probe.
-        let loaded = scanner.reload().await?;
-        scanner.check_root(true).await?;
-        scanner.refuse_silent_rescan().await?;
-        scanner.prepare_storage().await?;
-        scanner.take_lease().await?;
-        scanner.record_commits().await?;
-        scanner.observer.emit(loaded.event(scanner.log.location()));
-        scanner.observer.emit(SourceOpened {
-            source_id: scanner.config.source_id.as_str(),
-        });
+        scanner.start().await?;
         Ok(scanner)
     }
 

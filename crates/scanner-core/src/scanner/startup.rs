@@ -10,7 +10,7 @@ use super::workers::blocking;
 use crate::cleanup::CleanupRules;
 use crate::listing;
 use crate::telemetry::{
-    LeaseNotRenewed, RescanAllowed, SourceAdopted, StaleObjectsRemoved, StateLoaded,
+    LeaseNotRenewed, RescanAllowed, SourceAdopted, SourceOpened, StaleObjectsRemoved, StateLoaded,
     TemporariesRemoved,
 };
 use crate::{ConfigError, ScanError};
@@ -247,6 +247,31 @@ pub(super) enum RootClaim {
     Theirs(Vec<String>),
 }
 
+/// Claims the watch root `dir` for `config`'s source ([`claim_root`], with `config`'s
+/// `--adopt-source` and `--share-root`), or refuses to collect it when other source ids are
+/// recorded there.
+pub(super) async fn claim_root_for(
+    config: &super::ScannerConfig,
+    dir: &Path,
+) -> Result<(), ScanError> {
+    let claim = claim_root(
+        dir,
+        &config.source_id,
+        config.adopt_source,
+        config.share_root,
+    )
+    .await?;
+    match claim {
+        RootClaim::Theirs(recorded) => Err(ScanError::RootCollected {
+            file: dir.join(ROOT_ID_FILE),
+            dir: dir.to_path_buf(),
+            recorded: recorded.join(", "),
+            ours: config.source_id.to_string(),
+        }),
+        RootClaim::Ours => Ok(()),
+    }
+}
+
 /// Records `source_id` as collecting the watch root `dir` (in [`ROOT_ID_FILE`]), unless other
 /// source ids are recorded: then `adopt` replaces them with it, `share` adds it to them, and
 /// neither refuses.
@@ -359,6 +384,24 @@ impl LoadSummary {
 }
 
 impl Scanner {
+    /// Loads and checks what a new scanner starts from, then takes the source: the state, the
+    /// watch root, the storage, the writer's lease and the commit records.
+    pub(super) async fn start(&mut self) -> Result<(), ScanError> {
+        // Read and verify the state before writing anything: damaged state must stop the process
+        // with nothing written, not even a probe.
+        let loaded = self.reload().await?;
+        self.check_root(true).await?;
+        self.refuse_silent_rescan().await?;
+        self.prepare_storage().await?;
+        self.take_lease().await?;
+        self.record_commits().await?;
+        self.observer.emit(loaded.event(self.log.location()));
+        self.observer.emit(SourceOpened {
+            source_id: self.config.source_id.as_str(),
+        });
+        Ok(())
+    }
+
     /// Re-reads the state log: the committed state and an interrupted plan, if any.
     pub(super) async fn reload(&mut self) -> Result<LoadSummary, ScanError> {
         let loaded = self.log.load().await?;
