@@ -134,10 +134,7 @@ fn survey(
     let listing_started = Instant::now();
     let young = takes_young(config, drain.is_some()).then_some(&sightings.young);
     let (diff, listing, mut cleanup) = list_and_diff(config, state, partial, young)?;
-    telemetry::emit(PhaseTimed {
-        phase: "list",
-        elapsed: listing_started.elapsed(),
-    });
+    phase_timed("list", listing_started);
     let diff_started = Instant::now();
     let listed_at = listing.started_at.unwrap_or_else(SystemTime::now);
     let seen = Seen::new(&diff, state, &listing.unknown);
@@ -168,10 +165,7 @@ fn survey(
     let mut sorted = judge.sort(&diff, drain.is_some(), &mut report);
     judge.sightings.young = std::mem::take(&mut sorted.young);
     judge.end_listing(scope, &mut report);
-    telemetry::emit(PhaseTimed {
-        phase: "diff",
-        elapsed: diff_started.elapsed(),
-    });
+    phase_timed("diff", diff_started);
     report.ready = sorted.ready.len();
     report.listing_problems = listing.problems;
     report.scope_dirs = scope.map_or(0, DirScope::len);
@@ -183,13 +177,25 @@ fn survey(
         skipped_special: listing.skipped_special,
         cleanup,
         renames: sorted.renames,
-        free_bytes: rustix::fs::statvfs(&config.watch_dir)
-            .ok()
-            .map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
+        free_bytes: free_bytes(&config.watch_dir),
         disk_bytes: scope.is_none().then_some(listing.disk_bytes),
     })
 }
 
+/// Reports how long a phase of the survey took, from `started`.
+fn phase_timed(phase: &'static str, started: Instant) {
+    telemetry::emit(PhaseTimed {
+        phase,
+        elapsed: started.elapsed(),
+    });
+}
+
+/// Free space of the volume of `dir`, in bytes, if it could be read.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    rustix::fs::statvfs(dir)
+        .ok()
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+}
 /// Walks the whole root, or the directories of `partial`'s scope, and merges what it finds with
 /// `state` in one pass: the files that are not unchanged, what the walk found, and the cleanup
 /// tasks of committed files still here (an earlier cleanup did not finish).
@@ -418,19 +424,9 @@ impl Judge<'_> {
                 };
             }
         }
-        // Appending: whole lines only; the partial last line waits until it is complete.
-        let end = if appending {
-            match whole_lines(self.root, &entry.file, start) {
-                // Its stream cannot be resumed, and processing it whole again would count its
-                // start twice.
-                AppendRange::Compressed => return Verdict::LeftAlone("compressed file grew"),
-                // A writer that is gone will not finish its last line: take it as it is.
-                _ if self.writer_gone => entry.file.size,
-                AppendRange::Lines(_, end) => end,
-                AppendRange::Partial => return Verdict::Waiting(NotReady::PartialLine),
-            }
-        } else {
-            entry.file.size
+        let end = match self.planned_end(entry, start, appending) {
+            Ok(end) => end,
+            Err(verdict) => return verdict,
         };
         let file = &entry.file;
         Verdict::Ready(PlannedFile {
@@ -441,6 +437,25 @@ impl Judge<'_> {
             btime_ns: file.btime_ns,
             start,
         })
+    }
+
+    /// Where the processing of a ready file that starts at `start` ends: its size, or when
+    /// `appending`, the end of its last whole line. `Err` is the verdict when it cannot be
+    /// processed yet, or at all.
+    fn planned_end(&self, entry: &DiffEntry, start: u64, appending: bool) -> Result<u64, Verdict> {
+        if !appending {
+            return Ok(entry.file.size);
+        }
+        // Appending: whole lines only; the partial last line waits until it is complete.
+        match whole_lines(self.root, &entry.file, start) {
+            // Its stream cannot be resumed, and processing it whole again would count its
+            // start twice.
+            AppendRange::Compressed => Err(Verdict::LeftAlone("compressed file grew")),
+            // A writer that is gone will not finish its last line: take it as it is.
+            _ if self.writer_gone => Ok(entry.file.size),
+            AppendRange::Lines(_, end) => Ok(end),
+            AppendRange::Partial => Err(Verdict::Waiting(NotReady::PartialLine)),
+        }
     }
 }
 
