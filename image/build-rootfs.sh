@@ -24,9 +24,11 @@ revision=${GLEANER_IMAGE_REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unkn
 description=$(sed -n 's/.*org\.opencontainers\.image\.description="\([^"]*\)".*/\1/p' Dockerfile)
 binary=${GLEANER_IMAGE_BINARY:-}
 if [ -z "$binary" ]; then
-  # As release/release.sh builds it, so that its build of the same binary is a no-op after
-  # this one (CI builds the static binary once).
-  image/build-static.sh
+  # The commit given as release/release.sh gives it, so that its build of the same binary is
+  # a no-op after this one (CI builds the static binary once).
+  GLEANER_BUILD_COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown) \
+  RUSTFLAGS='-C target-feature=+crt-static' \
+    cargo build --locked --quiet --profile dist --target x86_64-unknown-linux-gnu -p sidecar
   binary=target/x86_64-unknown-linux-gnu/dist/gleaner
 fi
 ca_bundle=/etc/ssl/certs/ca-certificates.crt

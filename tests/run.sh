@@ -90,27 +90,8 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
 else
   echo "no nightly toolchain (rustup toolchain install nightly): fuzz targets not built" >"$fuzz_log"
 fi
-
-# The image step's static binary (which the release step reuses) and the release step's tools
-# (cargo-cyclonedx is built from crates.io) are made in the background too, at the lowest CPU
-# priority, from here, while the next steps mostly wait (in the foreground they took about 6
-# minutes of the image and release steps). The image step waits for them; its own build is then
-# a no-op.
-prebuild_log=$(mktemp)
-setsid --wait nice -n 19 bash -c '
-  set -e
-  image/build-static.sh
-  source release/tools.sh
-  release_tools
-' >"$prebuild_log" 2>&1 &
-prebuild_pid=$!
-stop_background() {
-  local pid
-  for pid in "$fuzz_pid" "$prebuild_pid"; do
-    [ -z "$pid" ] || kill -TERM -- "-$pid" 2>/dev/null || true
-  done
-}
-trap 'stop_background; stop_servers' EXIT
+stop_fuzz() { [ -z "$fuzz_pid" ] || kill -TERM -- "-$fuzz_pid" 2>/dev/null || true; }
+trap 'stop_fuzz; stop_servers' EXIT
 
 step "Helm chart: lint, golden renders, kubernetes-validate, bad values, the rendered Pods run for real"
 ./tests/k8s/run.sh
@@ -122,13 +103,6 @@ step "engines: DuckDB and Spark (local) run examples/queries/ over real outputs,
 ./tests/engines/run.sh
 
 step "container image (hadolint, static rootfs, run read-only as uid 65532 against moto)"
-if ! wait "$prebuild_pid"; then
-  cat "$prebuild_log"
-  echo "the static binary or the release tools (built in the background) did not build" >&2
-  exit 1
-fi
-prebuild_pid=
-cat "$prebuild_log"
 ./tests/image/run.sh
 
 step "release (release/release.sh against a real registry on 127.0.0.1; the image step's static build is reused)"
