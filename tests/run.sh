@@ -90,21 +90,8 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
 else
   echo "no nightly toolchain (rustup toolchain install nightly): fuzz targets not built" >"$fuzz_log"
 fi
-
-# The release step's tools (a Python venv, Debian packages, and cargo-cyclonedx, built from
-# crates.io: about two minutes of that step in the foreground) are installed in the background
-# too, at the lowest CPU priority, from here. The image step waits for them: it fetches umoci
-# into the same .tools/deb.
-tools_log=$(mktemp)
-setsid --wait nice -n 19 bash -c 'source release/tools.sh && release_tools' >"$tools_log" 2>&1 &
-tools_pid=$!
-stop_background() {
-  local pid
-  for pid in "$fuzz_pid" "$tools_pid"; do
-    [ -z "$pid" ] || kill -TERM -- "-$pid" 2>/dev/null || true
-  done
-}
-trap 'stop_background; stop_servers' EXIT
+stop_fuzz() { [ -z "$fuzz_pid" ] || kill -TERM -- "-$fuzz_pid" 2>/dev/null || true; }
+trap 'stop_fuzz; stop_servers' EXIT
 
 step "Helm chart: lint, golden renders, kubernetes-validate, bad values, the rendered Pods run for real"
 ./tests/k8s/run.sh
@@ -116,13 +103,6 @@ step "engines: DuckDB and Spark (local) run examples/queries/ over real outputs,
 ./tests/engines/run.sh
 
 step "container image (hadolint, static rootfs, run read-only as uid 65532 against moto)"
-if ! wait "$tools_pid"; then
-  cat "$tools_log"
-  echo "the release tools (installed in the background) did not install" >&2
-  exit 1
-fi
-tools_pid=
-cat "$tools_log"
 ./tests/image/run.sh
 
 step "release (release/release.sh against a real registry on 127.0.0.1; the image step's static build is reused)"
